@@ -1,0 +1,43 @@
+# Two commands do all the set-up on a fresh machine:
+#   make demo   create .venv if missing, install crossrec, run the end-to-end demo
+#   make test   create .venv if missing, install crossrec, run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.crossrec-installed
+# PyTorch goes in first, pinned, so that resolving sentence-transformers keeps it instead of pulling
+# a multi-GB CUDA build. Here torch==2.13.0 is a CPU wheel on local disk; elsewhere point pip at a
+# CPU wheel index, e.g. make TORCH_PIP_ARGS="--index-url <PyTorch CPU wheel index>".
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+DEMO_DIR ?= .demo
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export OMP_WAIT_POLICY := PASSIVE
+
+.PHONY: demo test test-all proto proto-check clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+demo: $(STAMP)
+	$(BIN)/crossrec demo --out $(DEMO_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+# Everything, slow tests included.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m "not gpu"
+
+proto: $(STAMP)
+	$(BIN)/python proto/generate.py
+
+proto-check: $(STAMP)
+	$(BIN)/python proto/generate.py --check
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
