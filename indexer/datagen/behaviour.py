@@ -199,7 +199,7 @@ def generate_events(
     appeal = catalog.appeal[item]
     p_click = _sigmoid(-0.9 + 0.7 * appeal + 0.5 * is_interest)
     p_cart = _sigmoid(-0.9 + 0.6 * appeal - 1.0 * price_gap) * catalog.in_stock[item]
-    p_buy = _sigmoid(0.4 + 0.4 * appeal - 0.8 * price_gap)
+    p_buy = _sigmoid(-0.5 + 0.4 * appeal - 0.8 * price_gap)
     clicked = (rng.random(len(item)) < p_click) & ~users.single[user]
     carted = clicked & (rng.random(len(item)) < p_cart)
     bought = carted & (rng.random(len(item)) < p_buy)

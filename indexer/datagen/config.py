@@ -37,10 +37,10 @@ class ShopConfig:
     #: Mean sessions of a returning user (1 + geometric).
     mean_sessions: float = 4.0
     #: Mean distinct items per session (1 + Poisson).
-    mean_session_items: float = 4.0
+    mean_session_items: float = 5.0
     #: Each next item of a session: stay in the category, follow a complement edge, return to another
     #: of the user's interests, or wander to a random category. The rest of the mass stays.
-    p_complement: float = 0.35
+    p_complement: float = 0.3
     p_other_interest: float = 0.12
     p_random: float = 0.04
 
