@@ -59,22 +59,27 @@ class Shop:
 def generate_shop(cfg: ShopConfig = ShopConfig()) -> Shop:
     """Generate the whole shop in memory. Deterministic in ``cfg`` (seed included)."""
     cfg.validate()
-    rng = np.random.default_rng(cfg.seed)
+    # Independent streams per part: the complement graph and category popularity depend on the seed
+    # alone, so shops of different sizes with one seed share their planted structure.
+    rng_structure, rng_catalog, rng_users, rng_events = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4)
+    )
     all_leaves = leaves()
     seconds: dict[str, float] = {}
 
+    # Category popularity: Zipf over a random order of the leaves.
+    popularity = 1.0 / np.arange(1, len(all_leaves) + 1) ** 0.8
+    popularity = rng_structure.permutation(popularity / popularity.sum())
+    graph = plant_complements(cfg, len(all_leaves), rng_structure)
+
     t = time.perf_counter()
-    catalog = generate_catalog(cfg, all_leaves, rng)
+    catalog = generate_catalog(cfg, all_leaves, rng_catalog)
     seconds["catalog"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    # Category popularity: Zipf over a random order of the leaves.
-    popularity = 1.0 / np.arange(1, len(all_leaves) + 1) ** 0.8
-    popularity = rng.permutation(popularity / popularity.sum())
-    graph = plant_complements(cfg, len(all_leaves), rng)
-    users = draw_users(cfg, popularity, rng)
+    users = draw_users(cfg, popularity, rng_users)
     median = np.array([lf.median_price for lf in all_leaves])
-    events = generate_events(cfg, catalog, graph, users, median, rng)
+    events = generate_events(cfg, catalog, graph, users, median, rng_events)
     seconds["events"] = time.perf_counter() - t
     log.info("generated %d items, %d users, %d events", cfg.items, cfg.n_users, events.height)
     return Shop(cfg, all_leaves, popularity, catalog, graph, users, events, seconds)
@@ -86,6 +91,9 @@ def write_shop(shop: Shop, out: str | Path, stats: dict | None = None) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp's 0700 would hide the shop from other users
     try:
         t = time.perf_counter()
         shop.catalog.frame.write_parquet(tmp / CATALOG_FILE)
