@@ -48,3 +48,24 @@ class DataValidationError(IndexerError):
         if len(self.problems) > self.shown:
             lines.append(f"  ... and {len(self.problems) - self.shown} more")
         super().__init__("\n".join(lines))
+
+
+class EncoderError(IndexerError):
+    """A model could not be loaded or used. ``model`` names the model path."""
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        self.model = model
+        super().__init__(message)
+
+
+class ArtifactError(IndexerError):
+    """An index version is missing, incomplete, corrupted or of an unknown format.
+
+    ``path`` names the version folder or file; ``reason`` is a short machine-readable tag
+    (``missing``, ``format``, ``checksum``, ``shape``, ``manifest``).
+    """
+
+    def __init__(self, message: str, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {message}")

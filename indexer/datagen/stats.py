@@ -65,7 +65,7 @@ def session_category_lift(events: pl.DataFrame, categories: list[str]) -> np.nda
     key = "session_id" if "session_id" in events.columns else "user_id"
     index = {c: i for i, c in enumerate(categories)}
     pairs = events.select(key, "category").unique()
-    session = pairs[key].cast(pl.Categorical).to_physical().to_numpy()
+    session = (pairs[key].rank("dense") - 1).to_numpy()
     cat = pairs["category"].replace_strict(index, return_dtype=pl.Int64).to_numpy()
     n_sessions = int(session.max()) + 1
     incidence = np.zeros((n_sessions, len(categories)), dtype=np.float32)
