@@ -30,7 +30,7 @@ from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.fusion import Fusion, FusionPart
 from indexer.shards import ShardPolicy, build_shard, plan_shards
-from indexer.transitions import behaviour_stats, item_popularity
+from indexer.transitions import BehaviourStats, behaviour_stats
 
 log = logging.getLogger(__name__)
 
@@ -155,13 +155,8 @@ def build_index(
 
     adaptation = None
     with stage("behaviour"):
-        if events is not None:
-            stats = behaviour_stats(events, catalog)
-            transitions, categories, popularity = stats.transitions, stats.categories, stats.items
-        else:
-            transitions = pl.DataFrame(schema={"source": pl.String, "target": pl.String, "sessions": pl.UInt32, "probability": pl.Float64, "lift": pl.Float64})
-            categories = catalog.group_by("category").agg(pl.len().alias("items")).sort("category")
-            popularity = item_popularity(pl.DataFrame(schema={"item_id": pl.String, "action": pl.String, "ts": pl.Datetime("us", "UTC")}), catalog)
+        stats = behaviour_stats(events, catalog) if events is not None else BehaviourStats.without_events(catalog)
+        transitions, categories, popularity = stats.transitions, stats.categories, stats.items
     if events is not None:
         with stage("adapt"):
             adaptation = train_adaptation(content, catalog, events, config.adapt, progress=config.progress)

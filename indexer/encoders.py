@@ -7,7 +7,6 @@ paths only; nothing is downloaded.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -67,14 +66,12 @@ def model_name(path: str) -> str:
 def model_fingerprint(path: str) -> str | None:
     """sha256 of the model's weights file, so an index records exactly which weights embedded it
     (the engine must embed queries with the same ones)."""
+    from indexer.artifact import sha256_of
+
     for name in ("model.safetensors", "pytorch_model.bin"):
         weights = Path(path) / name
         if weights.is_file():
-            digest = hashlib.sha256()
-            with weights.open("rb") as fh:
-                while block := fh.read(1 << 22):
-                    digest.update(block)
-            return digest.hexdigest()
+            return sha256_of(weights)
     return None
 
 

@@ -24,6 +24,21 @@ class BehaviourStats:
     categories: pl.DataFrame  # category, items, events, purchases, sessions, session_share
     items: pl.DataFrame  # item_id, events, purchases, popularity
 
+    @classmethod
+    def without_events(cls, catalog: pl.DataFrame) -> "BehaviourStats":
+        """What a build without events records: no transitions, zero counts."""
+        transitions = pl.DataFrame(
+            schema={"source": pl.String, "target": pl.String, "sessions": pl.UInt32, "probability": pl.Float64, "lift": pl.Float64}
+        )
+        zero = pl.lit(0, pl.UInt32)
+        categories = (
+            catalog.group_by("category")
+            .agg(pl.len().alias("items"))
+            .with_columns(zero.alias("events"), zero.alias("purchases"), zero.alias("sessions"), pl.lit(0.0).alias("session_share"))
+            .sort("category")
+        )
+        return cls(transitions, categories, item_popularity(catalog.clear(), catalog))
+
 
 def sessionise(events: pl.DataFrame) -> pl.DataFrame:
     """Add a ``session`` key: ``session_id`` where given, else user + 30-minute inactivity split."""
@@ -77,6 +92,10 @@ def behaviour_stats(events: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourSta
 def item_popularity(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
     """Per item: event and purchase counts, and ``popularity``: action-weighted events decayed with
     a 14-day half-life back from the newest event (so a recent bestseller outranks an old one)."""
+    if events.height == 0:
+        return catalog.select("item_id").with_columns(
+            pl.lit(0, pl.UInt32).alias("events"), pl.lit(0, pl.UInt32).alias("purchases"), pl.lit(0.0).alias("popularity")
+        )
     newest = events["ts"].max()
     age_days = (pl.lit(newest) - pl.col("ts")).dt.total_seconds() / 86_400
     weight = pl.col("action").cast(pl.String).replace_strict(ACTION_WEIGHT, return_dtype=pl.Float64)

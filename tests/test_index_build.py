@@ -1,0 +1,260 @@
+"""The index build end to end: artifact contents, retrieval, complement adaptation, and the reader
+refusing anything incomplete, altered or of an unknown format."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import polars as pl
+import pytest
+from PIL import Image
+
+from clients.cli import main
+from indexer.artifact import LATEST, open_index, read_manifest
+from indexer.build import BuildConfig, build_index
+from indexer.errors import ArtifactError, DataValidationError
+
+
+@pytest.fixture(scope="module")
+def version(built_index):
+    return open_index(built_index.path)
+
+
+def test_manifest_records_what_the_engine_needs(built_index, version):
+    m = version.manifest
+    assert m["format_version"] == 1 and m["items"] == 2_000 and m["dim"] == 384 + 64 + 64
+    assert [e["name"] for e in m["encoders"]] == ["text", "attributes"]
+    assert m["encoders"][0]["model"] == "all-MiniLM-L6-v2" and m["encoders"][0]["dim"] == 384
+    assert [p["name"] for p in m["fusion"]["parts"]] == ["text", "attributes"]
+    assert m["adaptation"]["share"] == 0.8 and m["adaptation"]["report"]["pairs"] > 1_000
+    assert len(m["category_shards"]) == 64 and sum(s["count"] for s in m["shards"]) == 2_000
+    assert all(len(s["sha256"]) == 64 and s["factory"] == "Flat" for s in m["shards"])
+    assert set(m["build"]["stages"]) >= {"read", "encode_text", "fuse", "behaviour", "adapt", "shards"}
+    assert (built_index.path.parent / LATEST).read_text().strip() == built_index.path.name
+
+
+def test_items_vectors_and_shards_line_up(version):
+    assert version.items["item_id"].is_unique().all()
+    assert version.vectors.shape == (2_000, version.dim)
+    assert np.allclose(np.linalg.norm(version.vectors, axis=1), 1, atol=1e-4)
+    for category, shard_ids in version.manifest["category_shards"].items():
+        rows = np.flatnonzero(version.items["shard"].is_in(shard_ids).to_numpy())
+        assert (version.items["category"].gather(rows) == category).all()
+    assert version.transitions.height > 0 and {"source", "target", "probability", "lift"} <= set(version.transitions.columns)
+    assert version.items["popularity"].max() > 0
+
+
+def test_every_item_is_retrievable_from_its_shard_by_its_own_vector(version):
+    shard = version.items["shard"].to_numpy()
+    for shard_id in np.unique(shard):
+        rows = np.flatnonzero(shard == shard_id)
+        _, found = version.search(shard_id, np.asarray(version.vectors[rows]), 1)
+        assert np.array_equal(found[:, 0], rows), shard_id
+
+
+def planted_complement_share(vectors: np.ndarray, categories: np.ndarray, complements: set, queries: np.ndarray) -> float:
+    """Share of each query item's 10 nearest items outside its own category that lie in a planted
+    complement category of it (either direction)."""
+    scores = vectors[queries] @ vectors.T
+    scores[categories[queries][:, None] == categories[None, :]] = -np.inf
+    top = np.argpartition(-scores, 10, axis=1)[:, :10]
+    return float(np.mean([[(categories[q], categories[j]) in complements for j in row] for q, row in zip(queries, top)]))
+
+
+def test_adaptation_moves_planted_complements_close(small_shop_dir, version):
+    truth = json.loads((small_shop_dir / "ground_truth.json").read_text())
+    complements = {(e["source"], e["target"]) for e in truth["complements"]}
+    complements |= {(b, a) for a, b in complements}
+    categories = version.items["category"].to_numpy()
+    vectors = np.asarray(version.vectors)
+    share = version.manifest["adaptation"]["share"]
+    content_dim = version.manifest["adaptation"]["content_dim"]
+    # The adapted vector is [sqrt(1-share) content ; sqrt(share) behaviour]: its head is the content.
+    content = vectors[:, :content_dim] / np.sqrt(1 - share)
+    queries = np.random.default_rng(0).choice(len(vectors), 400, replace=False)
+    with_content = planted_complement_share(content, categories, complements, queries)
+    adapted = planted_complement_share(vectors, categories, complements, queries)
+    # 2-3 complement categories out of 63 others: about 0.06 by chance. Measured here: ~0.05 -> ~0.7.
+    assert with_content < 0.15
+    assert adapted > 0.4 and adapted > 4 * with_content
+    # Items without behaviour get their vector from content through the projection alone.
+    cold_rows = np.flatnonzero(version.items["events"].to_numpy() == 0)
+    hit = version.manifest["adaptation"]["report"]["heldout_category_hit_at_10"]
+    assert hit["adapted"] > 3 * hit["content"]
+    assert len(cold_rows) > 0
+
+
+@pytest.fixture
+def copied(built_index, tmp_path):
+    dst = tmp_path / "copy"
+    shutil.copytree(built_index.path, dst)
+    return dst
+
+
+def test_truncated_shard_is_refused(copied):
+    shard = copied / "shards" / "s0000.faiss"
+    shard.write_bytes(shard.read_bytes()[:-10])
+    with pytest.raises(ArtifactError, match="truncated or replaced") as excinfo:
+        open_index(copied)
+    assert excinfo.value.reason == "checksum" and "s0000.faiss" in excinfo.value.path
+
+
+def test_altered_shard_is_refused(copied):
+    shard = copied / "shards" / "s0003.faiss"
+    data = bytearray(shard.read_bytes())
+    data[-5] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match="sha256 does not match") as excinfo:
+        open_index(copied)
+    assert excinfo.value.reason == "checksum"
+
+
+def test_wrong_dimension_is_refused(copied):
+    manifest = json.loads((copied / "manifest.json").read_text())
+    manifest["dim"] = 256
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match=r"vectors have shape \(2000, 512\)") as excinfo:
+        open_index(copied)
+    assert excinfo.value.reason == "shape"
+
+
+def test_shard_of_another_dimension_is_refused_even_with_a_matching_checksum(copied):
+    import faiss
+
+    from indexer.artifact import file_entry
+
+    path = copied / "shards" / "s0001.faiss"
+    count = faiss.read_index(str(path)).ntotal
+    other = faiss.IndexIDMap(faiss.IndexFlatIP(16))
+    other.add_with_ids(np.zeros((count, 16), dtype=np.float32), np.arange(count, dtype=np.int64))
+    faiss.write_index(other, str(path))
+    manifest = json.loads((copied / "manifest.json").read_text())
+    entry = next(s for s in manifest["shards"] if s["id"] == "s0001")
+    entry.update(file_entry(copied, path))
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="dim 16") as excinfo:
+        open_index(copied)
+    assert excinfo.value.reason == "shape"
+
+
+def test_unknown_format_version_is_refused(copied):
+    manifest = json.loads((copied / "manifest.json").read_text())
+    manifest["format_version"] = 99
+    (copied / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ArtifactError, match="format version 99 is not supported") as excinfo:
+        open_index(copied)
+    assert excinfo.value.reason == "format"
+
+
+def test_missing_manifest_and_missing_file_are_refused(copied):
+    (copied / "vectors.npy").unlink()
+    with pytest.raises(ArtifactError, match="missing") as excinfo:
+        open_index(copied)
+    assert excinfo.value.reason == "missing"
+    (copied / "manifest.json").unlink()
+    with pytest.raises(ArtifactError, match="no manifest.json") as excinfo:
+        open_index(copied)
+    assert excinfo.value.reason == "incomplete"
+
+
+KILLED_BUILD = textwrap.dedent(
+    """
+    import os, signal, sys
+    from pathlib import Path
+    import faiss
+    from indexer.build import BuildConfig, build_index
+
+    when = sys.argv[3]
+    real_write, real_rename, written = faiss.write_index, os.rename, []
+
+    def write_index(index, path):  # kill -9 halfway through writing the shards
+        real_write(index, path)
+        written.append(path)
+        if when == "shards" and len(written) == 3:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def rename(src, dst):  # kill -9 with everything written, just before the version appears
+        if when == "rename" and Path(src).name.startswith(".building-"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_rename(src, dst)
+
+    faiss.write_index, os.rename = write_index, rename
+    build_index(sys.argv[1] + "/catalog.parquet", sys.argv[2], None, BuildConfig(progress=False, text=False))
+    """
+)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("when", ["shards", "rename"])
+def test_a_killed_build_leaves_no_version_the_reader_accepts(small_shop_dir, tmp_path, when):
+    root = tmp_path / "index"
+    result = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(small_shop_dir), str(root), when], capture_output=True)
+    assert result.returncode == -9
+    leftovers = list(root.iterdir())
+    assert leftovers and all(p.name.startswith(".building-") for p in leftovers)
+    with pytest.raises(ArtifactError):
+        open_index(root)
+    for partial in leftovers:
+        with pytest.raises(ArtifactError, match="unfinished build"):
+            open_index(partial)
+    # The next build clears what the killed one left and succeeds.
+    report = build_index(small_shop_dir / "catalog.parquet", root, None, BuildConfig(progress=False, text=False))
+    assert [p.name for p in root.iterdir() if p.name != LATEST] == [report.path.name]
+    assert open_index(root).version == report.path.name
+
+
+def test_build_with_images_and_precomputed_vectors(small_shop_dir, tiny_clip, tmp_path):
+    catalog = pl.read_parquet(small_shop_dir / "catalog.parquet").head(300)
+    rng = np.random.default_rng(0)
+    (tmp_path / "img").mkdir()
+    images = []
+    for i in range(300):
+        if i % 3 == 0:
+            images.append(None)  # no image
+        else:
+            Image.fromarray((rng.random((24, 24, 3)) * 255).astype("uint8")).save(tmp_path / "img" / f"{i}.png")
+            images.append(f"img/{i}.png")
+    vectors = [None if i % 5 == 0 else rng.standard_normal(8).tolist() for i in range(300)]
+    catalog.with_columns(pl.Series("image", images), pl.Series("embedding", vectors, dtype=pl.List(pl.Float64))).write_parquet(tmp_path / "catalog.parquet")
+    config = BuildConfig(text=False, image_model=tiny_clip, vector_column="embedding", progress=False)
+    report = build_index(tmp_path / "catalog.parquet", tmp_path / "index", None, config)
+    encoders = {e["name"]: e for e in report.manifest["encoders"]}
+    assert encoders["image"]["items_without_image"] == 100 and encoders["image"]["dim"] == 16
+    assert encoders["precomputed"]["items_without_vector"] == 60 and encoders["precomputed"]["dim"] == 8
+    assert report.manifest["dim"] == 16 + 8 + 64 and report.manifest["adaptation"] is None
+    version = open_index(report.path)
+    assert np.allclose(np.linalg.norm(version.vectors, axis=1), 1, atol=1e-4)
+    # Items without an image have zeros in the image block and still a unit vector from the rest.
+    assert not np.asarray(version.vectors)[0, :16].any() and np.asarray(version.vectors)[1, :16].any()
+
+
+def test_events_for_unknown_items_stop_the_build(small_shop_dir, tmp_path):
+    events = pl.read_parquet(small_shop_dir / "events.parquet").head(5)
+    events = events.with_columns(pl.when(pl.int_range(5) == 2).then(pl.lit("nope")).otherwise(pl.col("item_id")).alias("item_id"))
+    events.write_parquet(tmp_path / "events.parquet")
+    with pytest.raises(DataValidationError, match="row 3, column 'item_id': item 'nope' is not in the catalogue"):
+        build_index(small_shop_dir / "catalog.parquet", tmp_path / "index", tmp_path / "events.parquet", BuildConfig(text=False, progress=False))
+    assert not (tmp_path / "index").exists() or not any((tmp_path / "index").iterdir())
+
+
+def test_cli_build_and_inspect(small_shop_dir, built_index, tmp_path, capsys):
+    rows = pl.read_parquet(small_shop_dir / "catalog.parquet").head(400)
+    rows.write_csv(tmp_path / "catalog.csv")
+    code = main(["index", "build", "--catalog", str(tmp_path / "catalog.csv"), "--out", str(tmp_path / "idx"),
+                 "--version", "v1", "--quiet", "--exact-max", "10", "--json", str(tmp_path / "report.json")])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "version v1 (format 1): 400 items" in out and "HNSW: " in out and "encode text:" in out
+    assert json.loads((tmp_path / "report.json").read_text())["stages"]["write"]["seconds"] >= 0
+    assert main(["index", "inspect", str(tmp_path / "idx"), "--verify"]) == 0
+    assert "verified: every file matches its sha256" in capsys.readouterr().out
+    path, manifest = read_manifest(tmp_path / "idx")
+    assert path.name == "v1" and all(s["recall_at_10"] >= 0.95 for s in manifest["shards"])
+    # Versions are immutable: building v1 again is refused.
+    assert main(["index", "build", "--catalog", str(tmp_path / "catalog.csv"), "--out", str(tmp_path / "idx"), "--version", "v1", "--quiet"]) == 2
+    assert "version already exists" in capsys.readouterr().err
