@@ -72,6 +72,12 @@ def register_index(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--verify", action="store_true", help="also check every file's sha256 and load every shard")
     i.set_defaults(func=run_inspect)
 
+    e = index_sub.add_parser("bench", help="recall@10 vs exact search and search latency, per shard")
+    e.add_argument("path", type=Path)
+    e.add_argument("--queries", type=int, default=500)
+    e.add_argument("--json", type=Path, help="write per-shard results and the summary here")
+    e.set_defaults(func=run_bench)
+
 
 def run_build(args: argparse.Namespace) -> int:
     from indexer.build import BuildConfig, build_index
@@ -118,6 +124,36 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(line)
     if args.verify:
         print("verified: every file matches its sha256; shards load with the recorded shapes")
+    return 0
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Per shard type: recall@10 (fresh queries, recorded settings) and latency; JSON on request."""
+    import numpy as np
+
+    from indexer.artifact import open_index
+    from indexer.evaluation import sample_queries, shard_recall
+
+    version = open_index(args.path, verify=False)
+    results = shard_recall(version, sample_queries(version, args.queries))
+    summary = {}
+    for kind in sorted({r["factory"].split(",")[0].rstrip("0123456789") for r in results}):
+        group = [r for r in results if r["factory"].split(",")[0].rstrip("0123456789") == kind]
+        weights = np.array([r["count"] for r in group], dtype=float)
+        summary[kind] = {
+            "shards": len(group),
+            "items": int(weights.sum()),
+            "recall_at_10_mean": float(np.average([r["recall_at_k"] for r in group], weights=weights)),
+            "recall_at_10_min": float(min(r["recall_at_k"] for r in group)),
+            "single_query_p50_ms_mean": float(np.mean([r["single_query_p50_ms"] for r in group])),
+        }
+        s = summary[kind]
+        print(
+            f"{kind}: {s['shards']} shards, {s['items']:,} items: recall@10 {s['recall_at_10_mean']:.3f} "
+            f"(min {s['recall_at_10_min']:.3f}), one query {s['single_query_p50_ms_mean']:.3f} ms per shard (p50)"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps({"version": version.version, "queries": args.queries, "summary": summary, "shards": results}, indent=2))
     return 0
 
 

@@ -60,4 +60,6 @@ def test_demo_runs_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Synthetic shop (seed 0): 5,000 items" in result.stdout
-    assert (tmp_path / "shop" / "catalog.parquet").exists()
+    assert "version v" in result.stdout and "64 categories in 64 shards" in result.stdout
+    assert "Nearest items in other categories" in result.stdout and "adapted" in result.stdout
+    assert (tmp_path / "shop" / "catalog.parquet").exists() and (tmp_path / "index" / "LATEST").exists()
