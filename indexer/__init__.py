@@ -1,6 +1,7 @@
-"""Batch side of crossrec: data contracts, synthetic data, and (later) the index build.
+"""Batch side of crossrec: data contracts, synthetic data, and the index build.
 
-Public readers: :func:`read_catalog`, :func:`read_events`.
+Public readers: :func:`read_catalog`, :func:`read_events`, and ``indexer.artifact.open_index`` for
+index versions.
 """
 
 from __future__ import annotations

@@ -96,12 +96,24 @@ def copied(built_index, tmp_path):
     return dst
 
 
+def edit_manifest(version_dir, edit) -> None:
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    edit(manifest)
+    (version_dir / "manifest.json").write_text(json.dumps(manifest))
+
+
+def assert_refused(version_dir, match: str, reason: str) -> ArtifactError:
+    with pytest.raises(ArtifactError, match=match) as excinfo:
+        open_index(version_dir)
+    assert excinfo.value.reason == reason
+    return excinfo.value
+
+
 def test_truncated_shard_is_refused(copied):
     shard = copied / "shards" / "s0000.faiss"
     shard.write_bytes(shard.read_bytes()[:-10])
-    with pytest.raises(ArtifactError, match="truncated or replaced") as excinfo:
-        open_index(copied)
-    assert excinfo.value.reason == "checksum" and "s0000.faiss" in excinfo.value.path
+    error = assert_refused(copied, "truncated or replaced", "checksum")
+    assert "s0000.faiss" in error.path
 
 
 def test_altered_shard_is_refused(copied):
@@ -109,18 +121,12 @@ def test_altered_shard_is_refused(copied):
     data = bytearray(shard.read_bytes())
     data[-5] ^= 0xFF
     shard.write_bytes(bytes(data))
-    with pytest.raises(ArtifactError, match="sha256 does not match") as excinfo:
-        open_index(copied)
-    assert excinfo.value.reason == "checksum"
+    assert_refused(copied, "sha256 does not match", "checksum")
 
 
 def test_wrong_dimension_is_refused(copied):
-    manifest = json.loads((copied / "manifest.json").read_text())
-    manifest["dim"] = 256
-    (copied / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match=r"vectors have shape \(2000, 512\)") as excinfo:
-        open_index(copied)
-    assert excinfo.value.reason == "shape"
+    edit_manifest(copied, lambda m: m.update(dim=256))
+    assert_refused(copied, r"vectors have shape \(2000, 512\)", "shape")
 
 
 def test_shard_of_another_dimension_is_refused_even_with_a_matching_checksum(copied):
@@ -133,33 +139,20 @@ def test_shard_of_another_dimension_is_refused_even_with_a_matching_checksum(cop
     other = faiss.IndexIDMap(faiss.IndexFlatIP(16))
     other.add_with_ids(np.zeros((count, 16), dtype=np.float32), np.arange(count, dtype=np.int64))
     faiss.write_index(other, str(path))
-    manifest = json.loads((copied / "manifest.json").read_text())
-    entry = next(s for s in manifest["shards"] if s["id"] == "s0001")
-    entry.update(file_entry(copied, path))
-    (copied / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="dim 16") as excinfo:
-        open_index(copied)
-    assert excinfo.value.reason == "shape"
+    edit_manifest(copied, lambda m: next(s for s in m["shards"] if s["id"] == "s0001").update(file_entry(copied, path)))
+    assert_refused(copied, "dim 16", "shape")
 
 
 def test_unknown_format_version_is_refused(copied):
-    manifest = json.loads((copied / "manifest.json").read_text())
-    manifest["format_version"] = 99
-    (copied / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ArtifactError, match="format version 99 is not supported") as excinfo:
-        open_index(copied)
-    assert excinfo.value.reason == "format"
+    edit_manifest(copied, lambda m: m.update(format_version=99))
+    assert_refused(copied, "format version 99 is not supported", "format")
 
 
 def test_missing_manifest_and_missing_file_are_refused(copied):
     (copied / "vectors.npy").unlink()
-    with pytest.raises(ArtifactError, match="missing") as excinfo:
-        open_index(copied)
-    assert excinfo.value.reason == "missing"
+    assert_refused(copied, "missing", "missing")
     (copied / "manifest.json").unlink()
-    with pytest.raises(ArtifactError, match="no manifest.json") as excinfo:
-        open_index(copied)
-    assert excinfo.value.reason == "incomplete"
+    assert_refused(copied, "no manifest.json", "incomplete")
 
 
 KILLED_BUILD = textwrap.dedent(
