@@ -1,0 +1,93 @@
+"""Engine configuration: a TOML file into a frozen dataclass, with environment overrides.
+
+Every field can be set in the TOML file (top-level keys, same names) or by an environment variable
+``CROSSREC_<FIELD>`` (upper case), which wins. Example::
+
+    artifact = "/srv/crossrec/index"
+    port = 50051
+    store = "/var/lib/crossrec/events.sqlite"
+    pseudonym_key_file = "/etc/crossrec/pseudonym.key"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    artifact: str = ""
+    host: str = "127.0.0.1"
+    port: int = 50051
+    #: SQLite event store (WAL). Created if missing.
+    store: str = "crossrec-events.sqlite"
+    #: Secret for the keyed hash that pseudonymises user ids. Given inline (``pseudonym_key``) or in a
+    #: file; when neither is set, a random key is created once next to the store (mode 0600).
+    pseudonym_key: str = ""
+    pseudonym_key_file: str = ""
+    #: Prometheus metrics port; 0 = no metrics endpoint.
+    metrics_port: int = 0
+    #: Threads for FAISS searches and store I/O (the event loop never blocks on them).
+    workers: int = 4
+    #: Limits on requests; larger ones get INVALID_ARGUMENT.
+    max_k: int = 200
+    max_recent_events: int = 200
+    max_ingest_events: int = 5_000
+    max_batch_requests: int = 100
+    max_message_bytes: int = 4 * 1024 * 1024
+    #: Deadline applied when a client sets none (seconds).
+    default_deadline_s: float = 2.0
+    #: Profiles: at most this many interest vectors; events older than ``history_days`` ignored;
+    #: weights halve every ``half_life_days``.
+    max_interests: int = 4
+    history_events: int = 500
+    half_life_days: float = 14.0
+    #: Retrieval: target categories considered, candidates fetched per (interest, shard).
+    target_categories: int = 8
+    candidates_per_shard: int = 50
+    #: Share of k from categories the user never engaged with, when the request does not say.
+    default_cross_category_share: float = 1.0
+    #: Smoothing of P(target | source) toward the target's overall session share.
+    transition_smoothing: float = 5.0
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides) -> "EngineConfig":
+        """Defaults < TOML file < ``CROSSREC_*`` environment < keyword ``overrides``."""
+        values: dict = {}
+        if path is not None:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+            unknown = set(data) - {f.name for f in fields(cls)}
+            if unknown:
+                raise ValueError(f"{path}: unknown settings {sorted(unknown)}")
+            values.update(data)
+        for f in fields(cls):
+            env = os.environ.get(f"CROSSREC_{f.name.upper()}")
+            if env is not None:
+                values[f.name] = _parse(env, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return dataclasses.replace(cls(), **values)
+
+    def key(self) -> bytes:
+        """The pseudonym key (see the field docs)."""
+        if self.pseudonym_key:
+            return self.pseudonym_key.encode()
+        path = Path(self.pseudonym_key_file) if self.pseudonym_key_file else Path(self.store).with_suffix(".key")
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(os.urandom(32).hex())
+        return path.read_text().strip().encode()
+
+
+def _parse(text: str, type_name: str):
+    if type_name == "int":
+        return int(text)
+    if type_name == "float":
+        return float(text)
+    return text

@@ -1,0 +1,232 @@
+"""Cross-category retrieval: from a profile to a list of items from the right categories.
+
+1. **Targets.** Categories are scored by ``sum_A w_A * P(B | A)`` over the user's interest
+   categories A, with ``P(B | A)`` from the index's transition statistics smoothed toward B's
+   overall session share (so a source with few sessions leans on popularity). ``cross_share`` of the
+   k slots go to categories the user never engaged with, the rest to touched ones; quotas, when
+   given, fix the categories and counts instead. Include / exclude lists filter categories first.
+2. **Search.** Every interest vector searches the shards of every target category (one batched
+   faiss call per shard); a candidate keeps the interest with the highest similarity.
+3. **Filter and merge.** Already-bought items, excluded items, out-of-stock items (on request),
+   prices outside the range and brands not asked for are dropped; duplicates keep their best score.
+4. **Allocate.** Quota categories get exactly their count (fewer only when they run out); otherwise
+   slots go round-robin over the target categories in score order, best item first, and the list
+   is returned best score first.
+
+An empty profile (unknown user, no inline events) falls back to the most popular items of the most
+popular categories, with ``interest_index = -1``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from engine.profile import Profile
+from indexer.artifact import IndexVersion
+
+
+@dataclass(frozen=True)
+class Query:
+    """What a request asks for, with categories already resolved to leaf categories."""
+
+    k: int
+    quotas: tuple[tuple[frozenset[str], int], ...] = ()
+    cross_share: float = 1.0
+    include: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+    in_stock_only: bool = False
+    min_price: float | None = None
+    max_price: float | None = None
+    brands: frozenset[str] = frozenset()
+    exclude_items: frozenset[str] = frozenset()
+
+
+@dataclass
+class Candidate:
+    row: int
+    score: float
+    interest: int  # -1 for the popularity fallback
+    shard: str
+    category: str
+
+
+@dataclass
+class Retrieved:
+    items: list[Candidate]
+    targets: list[str]
+    target_scores: dict[str, float]
+    shards_searched: int
+    fallback: bool
+    stage_counts: dict[str, int] = field(default_factory=dict)
+
+
+class Retriever:
+    """Everything retrieval needs from one index version, precomputed once per version."""
+
+    def __init__(self, version: IndexVersion, smoothing: float = 5.0, candidates_per_shard: int = 50, target_categories: int = 8) -> None:
+        self.version = version
+        items = version.items
+        self.item_ids = items["item_id"].to_numpy()
+        self.row_of = {item: i for i, item in enumerate(items["item_id"].to_list())}
+        self.categories = items["category"].to_numpy()
+        self.shard_of = items["shard"].to_numpy()
+        self.in_stock = items["in_stock"].fill_null(True).to_numpy() if "in_stock" in items.columns else np.ones(items.height, bool)
+        self.price = items["price"].fill_null(np.nan).to_numpy() if "price" in items.columns else np.full(items.height, np.nan)
+        self.brand = items["brand"].fill_null("").to_numpy() if "brand" in items.columns else np.full(items.height, "")
+        self.popularity = items["popularity"].fill_null(0.0).to_numpy()
+        self.all_categories = sorted(version.manifest["category_shards"])
+        self.smoothing = smoothing
+        self.candidates_per_shard = candidates_per_shard
+        self.target_categories = target_categories
+        share = dict(version.categories.select("category", "session_share").iter_rows())
+        total = sum(share.values())
+        if total <= 0:  # no events at build time: fall back on category sizes
+            share = dict(version.categories.select("category", "items").iter_rows())
+            total = sum(share.values())
+        self.category_share = {c: share.get(c, 0.0) / total for c in self.all_categories}
+        self.transitions: dict[str, dict[str, float]] = {}
+        for source, target, sessions in version.transitions.select("source", "target", "sessions").iter_rows():
+            self.transitions.setdefault(source, {})[target] = float(sessions)
+        self.transition_totals = {source: sum(row.values()) for source, row in self.transitions.items()}
+        self.popular_categories = sorted(self.all_categories, key=lambda c: -self.category_share[c])
+        order = np.argsort(-self.popularity, kind="stable")
+        self.popular_rows: dict[str, np.ndarray] = {}
+        for c in self.all_categories:
+            self.popular_rows[c] = order[self.categories[order] == c][:500]
+
+    # -- categories -------------------------------------------------------------------------
+    def resolve(self, name: str) -> frozenset[str]:
+        """A category path or a prefix of one (a department) -> the leaf categories it covers."""
+        name = " > ".join(part.strip() for part in name.split(">"))
+        if name in self.version.manifest["category_shards"]:
+            return frozenset([name])
+        return frozenset(c for c in self.all_categories if c.startswith(name + " > "))
+
+    def transition(self, source: str, target: str) -> float:
+        """Smoothed P(target | source)."""
+        row = self.transitions.get(source, {})
+        total = self.transition_totals.get(source, 0.0)
+        return (row.get(target, 0.0) + self.smoothing * self.category_share.get(target, 0.0)) / (total + self.smoothing)
+
+    def score_targets(self, profile: Profile) -> dict[str, float]:
+        scores = dict.fromkeys(self.all_categories, 0.0)
+        for source, weight in profile.category_weights.items():
+            for target in self.all_categories:
+                if target != source:
+                    scores[target] += weight * self.transition(source, target)
+        return scores
+
+    # -- retrieval --------------------------------------------------------------------------
+    def retrieve(self, profile: Profile, query: Query) -> Retrieved:
+        allowed = set(self.all_categories) if query.include is None else set(query.include)
+        allowed -= query.exclude
+        if profile.empty:
+            return self._fallback(query, allowed)
+        scores = self.score_targets(profile)
+        touched = profile.touched_categories
+        plan = self._plan(query, allowed, scores, touched)
+        wanted = {c for cats, _ in plan for c in cats}
+        candidates, searched = self._search(profile, wanted, query)
+        chosen = self._allocate(plan, candidates, query.k)
+        targets = sorted(wanted, key=lambda c: -scores.get(c, 0.0))
+        counts = {"targets": len(wanted), "candidates": sum(len(v) for v in candidates.values()), "returned": len(chosen)}
+        return Retrieved(chosen, targets, scores, searched, False, counts)
+
+    def _plan(self, query: Query, allowed: set[str], scores: dict[str, float], touched: set[str]) -> list[tuple[list[str], int]]:
+        """(categories in preference order, slots) groups."""
+        if query.quotas:
+            plan = [(sorted(cats & allowed, key=lambda c: -scores.get(c, 0.0)), n) for cats, n in query.quotas]
+            rest = query.k - sum(n for _, n in query.quotas)
+            quota_cats = {c for cats, _ in query.quotas for c in cats}
+            if rest > 0:
+                others = sorted(allowed - quota_cats, key=lambda c: -scores.get(c, 0.0))[: self.target_categories]
+                plan.append((others, rest))
+            return plan
+        n_cross = round(query.cross_share * query.k)
+        cross = sorted(allowed - touched, key=lambda c: -scores[c])[: max(self.target_categories, math.ceil(n_cross / 3))]
+        same = sorted(allowed & touched, key=lambda c: -scores[c])[: self.target_categories]
+        plan = [(cross, n_cross)]
+        if query.k - n_cross > 0:
+            plan.append((same, query.k - n_cross))
+        return plan
+
+    def _search(self, profile: Profile, categories: set[str], query: Query) -> tuple[dict[str, list[Candidate]], int]:
+        best: dict[int, Candidate] = {}
+        searched = 0
+        for category in categories:
+            for shard_id in self.version.shards_of(category):
+                count = self.version.shards[shard_id].ntotal
+                k = int(min(count, max(self.candidates_per_shard, 3 * query.k + len(profile.purchased_rows))))
+                scores, rows = self.version.search(shard_id, profile.interests, k)
+                searched += 1
+                for interest, (srow, rrow) in enumerate(zip(scores, rows)):
+                    for score, row in zip(srow.tolist(), rrow.tolist()):
+                        if row < 0:
+                            continue
+                        current = best.get(row)
+                        if current is None or score > current.score:
+                            best[row] = Candidate(row, score, interest, shard_id, category)
+        keep = self._passes(np.fromiter(best, dtype=np.int64), query, profile.purchased_rows)
+        by_category: dict[str, list[Candidate]] = {}
+        for row in keep.tolist():
+            c = best[row]
+            by_category.setdefault(c.category, []).append(c)
+        for group in by_category.values():
+            group.sort(key=lambda c: (-c.score, c.row))
+        return by_category, searched
+
+    def _passes(self, rows: np.ndarray, query: Query, purchased: set[int]) -> np.ndarray:
+        if len(rows) == 0:
+            return rows
+        ok = ~np.isin(rows, np.fromiter(purchased, dtype=np.int64, count=len(purchased)))
+        if query.exclude_items:
+            ok &= ~np.isin(self.item_ids[rows], list(query.exclude_items))
+        if query.in_stock_only:
+            ok &= self.in_stock[rows]
+        if query.min_price is not None:
+            ok &= self.price[rows] >= query.min_price
+        if query.max_price is not None:
+            ok &= self.price[rows] <= query.max_price
+        if query.brands:
+            ok &= np.isin(self.brand[rows], list(query.brands))
+        return rows[ok]
+
+    @staticmethod
+    def _allocate(plan: list[tuple[list[str], int]], candidates: dict[str, list[Candidate]], k: int) -> list[Candidate]:
+        chosen: list[Candidate] = []
+        used: set[int] = set()
+        for categories, slots in plan:
+            queues = [[c for c in candidates.get(cat, []) if c.row not in used] for cat in categories]
+            taken = 0
+            while taken < slots and any(queues):
+                for queue in queues:
+                    while queue and queue[0].row in used:
+                        queue.pop(0)
+                    if queue and taken < slots:
+                        pick = queue.pop(0)
+                        chosen.append(pick)
+                        used.add(pick.row)
+                        taken += 1
+        chosen.sort(key=lambda c: (-c.score, c.row))
+        return chosen[:k]
+
+    def _fallback(self, query: Query, allowed: set[str]) -> Retrieved:
+        categories = [c for c in self.popular_categories if c in allowed]
+        top = max(float(self.popularity.max()), 1e-12)
+        candidates: dict[str, list[Candidate]] = {}
+        for c in categories:
+            rows = self._passes(self.popular_rows[c], query, set())
+            candidates[c] = [Candidate(int(r), float(self.popularity[r]) / top, -1, str(self.shard_of[r]), c) for r in rows[: 3 * query.k]]
+        if query.quotas:
+            plan = [([c for c in categories if c in cats], n) for cats, n in query.quotas]
+            rest = query.k - sum(n for _, n in query.quotas)
+            if rest > 0:
+                quota_cats = {c for cats, _ in query.quotas for c in cats}
+                plan.append(([c for c in categories if c not in quota_cats][: self.target_categories], rest))
+        else:
+            plan = [(categories[: max(self.target_categories, query.k)], query.k)]
+        chosen = self._allocate(plan, candidates, query.k)
+        return Retrieved(chosen, categories[: self.target_categories], dict(self.category_share), 0, True,
+                         {"targets": len(categories), "candidates": sum(len(v) for v in candidates.values()), "returned": len(chosen)})

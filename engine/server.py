@@ -1,0 +1,86 @@
+"""Starting and stopping the engine's gRPC server (with health, reflection and metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import threading
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from crossrec.v1 import service_pb2, service_pb2_grpc
+from engine.config import EngineConfig
+from engine.core import Engine
+from engine.metrics import Metrics
+from engine.service import RecommendService
+from engine.store import SQLiteEventStore
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_name
+
+
+async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine]:
+    """Load the artifact, open the store, bind, start. Returns (server, bound port, engine)."""
+    store = SQLiteEventStore(config.store)
+    engine = Engine(config, store)
+    engine.load(config.artifact)
+    metrics = Metrics()
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, config.host)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+        ]
+    )
+    service_pb2_grpc.add_RecommendServiceServicer_to_server(RecommendService(engine, metrics), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    await server.start()
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("crossrec engine listening on %s:%d, index %s", config.host, port, engine.served.version.version)
+    return server, port, engine
+
+
+async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
+    """Run until SIGINT/SIGTERM, then finish in-flight RPCs (up to ``grace_s``) and stop."""
+    server, port, engine = await start(config)
+    print(f"crossrec engine listening on {config.host}:{port} (index {engine.served.version.version})", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down: finishing in-flight calls")
+    await server.stop(grace_s)
+    engine.store.close()
+
+
+class BackgroundServer:
+    """An engine on its own event loop in a thread (for tests, the demo and benchmarks)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> "BackgroundServer":
+        self._thread.start()
+        self.server, self.port, self.engine = asyncio.run_coroutine_threadsafe(start(self.config), self.loop).result(timeout=120)
+        return self
+
+    @property
+    def target(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(timeout=30)
+        self.engine.store.close()
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)

@@ -1,0 +1,188 @@
+"""The gRPC service: ``crossrec.v1.RecommendService`` on ``grpc.aio``.
+
+Each RPC validates its request, runs the engine's blocking work (FAISS, SQLite) in a bounded
+thread pool, and honours the call's deadline (or the configured default). Every error becomes a
+status here and only here: :func:`engine.errors.to_status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+from grpc_status import rpc_status
+
+from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
+from engine import validation
+from engine.core import Engine, Recommendation
+from engine.errors import InvalidRequest, to_status
+from engine.metrics import Metrics
+
+log = logging.getLogger(__name__)
+
+
+class RecommendService(service_pb2_grpc.RecommendServiceServicer):
+    def __init__(self, engine: Engine, metrics: Metrics) -> None:
+        self.engine = engine
+        self.metrics = metrics
+        self.config = engine.config
+        self.executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="crossrec")
+        # Bounds queued work: beyond this many RPCs in flight, new ones wait (within their deadline).
+        self._slots = asyncio.Semaphore(self.config.workers * 8)
+
+    async def _run(self, method: str, context: grpc.aio.ServicerContext, fn, *args):
+        start = time.perf_counter()
+        code = "OK"
+        try:
+            remaining = context.time_remaining()
+            timeout = self.config.default_deadline_s if remaining is None else max(remaining, 0.0)
+            deadline = time.monotonic() + timeout
+            await asyncio.wait_for(self._slots.acquire(), timeout)
+            try:
+                loop = asyncio.get_running_loop()
+                return await asyncio.wait_for(
+                    loop.run_in_executor(self.executor, fn, *args), max(deadline - time.monotonic(), 0.0)
+                )
+            finally:
+                self._slots.release()
+        except Exception as exc:  # every failure leaves as a status, here
+            status = to_status(exc)
+            code = _code(status.code).name
+            if not isinstance(exc, (InvalidRequest, TimeoutError)):
+                log.exception("%s failed", method)
+            else:
+                log.info("%s rejected: %s", method, status.message)
+            await context.abort_with_status(rpc_status.to_status(status))
+        finally:
+            self.metrics.requests.labels(method, code).inc()
+            self.metrics.latency.labels(method).observe(time.perf_counter() - start)
+
+    # -- RPCs ---------------------------------------------------------------------------------
+    async def Recommend(self, request, context):
+        return await self._run("Recommend", context, self._recommend, request, "")
+
+    async def RecommendBatch(self, request, context):
+        return await self._run("RecommendBatch", context, self._recommend_batch, request)
+
+    async def IngestEvents(self, request, context):
+        return await self._run("IngestEvents", context, self._ingest, request)
+
+    async def DeleteUser(self, request, context):
+        return await self._run("DeleteUser", context, self._delete, request)
+
+    async def GetStatus(self, request, context):
+        return await self._run("GetStatus", context, self._status, request)
+
+    # -- blocking work (executor threads) ----------------------------------------------------------
+    def _recommend(self, request, prefix: str) -> recommend_pb2.RecommendResponse:
+        served = self.engine.served
+        now_us = int(time.time() * 1e6)
+        user_id, recent, query = validation.recommend_request(request, self.config, served.retriever, now_us, prefix)
+        t0 = time.perf_counter()
+        rec = self.engine.recommend(user_id, recent, query)
+        t1 = time.perf_counter()
+        response = to_response(rec, request.explain)
+        self.metrics.stage.labels("retrieve").observe(t1 - t0)
+        self.metrics.stage.labels("respond").observe(time.perf_counter() - t1)
+        for stage, n in rec.retrieved.stage_counts.items():
+            self.metrics.candidates.labels(stage).observe(n)
+        return response
+
+    def _recommend_batch(self, request) -> recommend_pb2.RecommendBatchResponse:
+        if len(request.requests) > self.config.max_batch_requests:
+            raise InvalidRequest([validation.FieldViolation("requests", f"at most {self.config.max_batch_requests} requests, got {len(request.requests)}")])
+        # Validate all first, so a bad request anywhere rejects the batch before any work.
+        served = self.engine.served
+        now_us = int(time.time() * 1e6)
+        violations = []
+        for i, r in enumerate(request.requests):
+            try:
+                validation.recommend_request(r, self.config, served.retriever, now_us, f"requests[{i}].")
+            except InvalidRequest as exc:
+                violations += exc.violations
+        if violations:
+            raise InvalidRequest(violations)
+        return recommend_pb2.RecommendBatchResponse(responses=[self._recommend(r, f"requests[{i}].") for i, r in enumerate(request.requests)])
+
+    def _ingest(self, request) -> service_pb2.IngestEventsResponse:
+        events = validation.ingest_events(request.events, self.config, self.engine.user_key)
+        stored, duplicates = self.engine.ingest(events)
+        self.metrics.ingested.inc(stored)
+        return service_pb2.IngestEventsResponse(accepted_count=stored, duplicate_count=duplicates)
+
+    def _delete(self, request) -> service_pb2.DeleteUserResponse:
+        if not request.user_id:
+            raise InvalidRequest([validation.FieldViolation("user_id", "must not be empty")])
+        deleted = self.engine.delete_user(request.user_id)
+        return service_pb2.DeleteUserResponse(deleted_event_count=deleted, existed=deleted > 0)
+
+    def _status(self, request) -> service_pb2.GetStatusResponse:
+        s = self.engine.status()
+        response = service_pb2.GetStatusResponse(
+            index_version=s.get("index_version", ""),
+            model_version=s.get("model_version", ""),
+            item_count=s.get("item_count", 0),
+            category_count=s.get("category_count", 0),
+            shard_count=s.get("shard_count", 0),
+            user_count=s["user_count"],
+            event_count=s["event_count"],
+            engine_version=s["engine_version"],
+            gpu=False,
+        )
+        response.started_at.FromNanoseconds(int(s["started_at"] * 1e9))
+        if "index_loaded_at" in s:
+            response.index_loaded_at.FromNanoseconds(int(s["index_loaded_at"] * 1e9))
+        return response
+
+
+def _code(numeric: int) -> grpc.StatusCode:
+    return next(c for c in grpc.StatusCode if c.value[0] == numeric)
+
+
+def to_response(rec: Recommendation, explain: bool) -> recommend_pb2.RecommendResponse:
+    r = rec.retriever
+    profile = rec.profile
+    retrieved = rec.retrieved
+    items = []
+    for c in retrieved.items:
+        label = profile.interest_categories[c.interest] if c.interest >= 0 else "popular"
+        item = recommend_pb2.RecommendedItem(
+            item_id=str(r.item_ids[c.row]),
+            category=c.category,
+            score=c.score,
+            interest_index=c.interest,
+            interest_label=label,
+            shard=c.shard,
+            retrieval_score=c.score,
+        )
+        if explain:
+            item.explanation.CopyFrom(_explain(rec, c, label))
+        items.append(item)
+    searched = retrieved.shards_searched
+    return recommend_pb2.RecommendResponse(
+        items=items,
+        recommendation_id=rec.recommendation_id,
+        index_version=rec.index_version,
+        model_version=rec.model_version,
+        target_categories=retrieved.targets,
+        coverage=recommend_pb2.Coverage(shards_searched=searched, shards_targeted=searched),
+        fallback=retrieved.fallback,
+    )
+
+
+def _explain(rec: Recommendation, c, label: str) -> recommend_pb2.Explanation:
+    r = rec.retriever
+    leaf = c.category.split(" > ")[-1]
+    if c.interest < 0:
+        return recommend_pb2.Explanation(summary=f"popular in {leaf}")
+    p = r.transition(label, c.category)
+    sources = [str(r.item_ids[row]) for row in rec.profile.interest_items[c.interest][:3]]
+    return recommend_pb2.Explanation(
+        summary=f"goes with your interest in {label.split(' > ')[-1]}: shoppers move on to {leaf} in {p:.0%} of such sessions",
+        source_item_ids=sources,
+        source_category=label,
+        transition_probability=p,
+    )

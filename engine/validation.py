@@ -1,0 +1,149 @@
+"""Request validation: protobuf messages in, engine values out, or every violation named by field.
+
+Field paths follow the request structure (``k``, ``category_quotas[1].category``,
+``requests[3].filters.max_price``, ``events[7].action``) so a client can point at the exact input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+from crossrec.v1 import events_pb2, recommend_pb2
+from engine.config import EngineConfig
+from engine.errors import FieldViolation, InvalidRequest
+from engine.profile import ProfileEvent
+from engine.retrieval import Query, Retriever
+from engine.store import StoredEvent
+
+ACTIONS = {
+    events_pb2.ACTION_VIEW: "view",
+    events_pb2.ACTION_CLICK: "click",
+    events_pb2.ACTION_CART: "cart",
+    events_pb2.ACTION_PURCHASE: "purchase",
+}
+MAX_ID_LENGTH = 256
+
+
+def recommend_request(
+    request: recommend_pb2.RecommendRequest, config: EngineConfig, retriever: Retriever, now_us: int, prefix: str = ""
+) -> tuple[str, list[ProfileEvent], Query]:
+    """Validate a RecommendRequest; raise :class:`InvalidRequest` naming every bad field."""
+    v: list[FieldViolation] = []
+
+    def bad(field: str, description: str) -> None:
+        v.append(FieldViolation(prefix + field, description))
+
+    if not request.user_id and not request.recent_events:
+        bad("user_id", "give a user_id, recent_events, or both")
+    if len(request.user_id) > MAX_ID_LENGTH:
+        bad("user_id", f"longer than {MAX_ID_LENGTH} characters")
+    if len(request.recent_events) > config.max_recent_events:
+        bad("recent_events", f"at most {config.max_recent_events} events, got {len(request.recent_events)}")
+    recent = []
+    for i, e in enumerate(request.recent_events[: config.max_recent_events]):
+        if not e.item_id:
+            bad(f"recent_events[{i}].item_id", "must not be empty")
+        if e.action not in ACTIONS:
+            bad(f"recent_events[{i}].action", "must be VIEW, CLICK, CART or PURCHASE")
+        else:
+            ts = _timestamp_us(e) or now_us
+            recent.append(ProfileEvent(e.item_id, ACTIONS[e.action], ts))
+    if not 1 <= request.k <= config.max_k:
+        bad("k", f"must be between 1 and {config.max_k}, got {request.k}")
+
+    def categories(field: str, names) -> frozenset[str]:
+        out: set[str] = set()
+        for i, name in enumerate(names):
+            resolved = retriever.resolve(name)
+            if not resolved:
+                bad(f"{field}[{i}]", f"unknown category {name!r}")
+            out |= resolved
+        return frozenset(out)
+
+    quotas = []
+    for i, q in enumerate(request.category_quotas):
+        cats = retriever.resolve(q.category)
+        if not cats:
+            bad(f"category_quotas[{i}].category", f"unknown category {q.category!r}")
+        if q.count < 1:
+            bad(f"category_quotas[{i}].count", "must be at least 1")
+        quotas.append((cats, int(q.count)))
+    if request.k >= 1 and sum(n for _, n in quotas) > request.k:
+        bad("category_quotas", f"counts add up to {sum(n for _, n in quotas)}, more than k={request.k}")
+    share = config.default_cross_category_share
+    if request.HasField("cross_category_share"):
+        share = request.cross_category_share
+        if not (math.isfinite(share) and 0.0 <= share <= 1.0):
+            bad("cross_category_share", f"must be within [0, 1], got {share}")
+    include = categories("include_categories", request.include_categories) if request.include_categories else None
+    exclude = categories("exclude_categories", request.exclude_categories)
+    for i, w in enumerate(request.objective_weights):
+        if w.objective == recommend_pb2.OBJECTIVE_UNSPECIFIED:
+            bad(f"objective_weights[{i}].objective", "must be CLICK, CART or PURCHASE")
+        if not (math.isfinite(w.weight) and w.weight >= 0):
+            bad(f"objective_weights[{i}].weight", f"must be finite and >= 0, got {w.weight}")
+    f = request.filters
+    min_price = f.min_price if f.HasField("min_price") else None
+    max_price = f.max_price if f.HasField("max_price") else None
+    for name, value in (("min_price", min_price), ("max_price", max_price)):
+        if value is not None and not (math.isfinite(value) and value >= 0):
+            bad(f"filters.{name}", f"must be finite and >= 0, got {value}")
+    if min_price is not None and max_price is not None and min_price > max_price:
+        bad("filters.max_price", f"{max_price} is below min_price {min_price}")
+    if v:
+        raise InvalidRequest(v)
+    query = Query(
+        k=int(request.k),
+        quotas=tuple(quotas),
+        cross_share=float(share),
+        include=include,
+        exclude=exclude,
+        in_stock_only=f.in_stock_only,
+        min_price=min_price,
+        max_price=max_price,
+        brands=frozenset(f.brands),
+        exclude_items=frozenset(f.exclude_item_ids),
+    )
+    return request.user_id, recent, query
+
+
+def ingest_events(events, config: EngineConfig, user_key) -> list[StoredEvent]:
+    """Validate IngestEvents' events (all or nothing) and pseudonymise their user ids."""
+    v: list[FieldViolation] = []
+    if not events:
+        v.append(FieldViolation("events", "no events"))
+    if len(events) > config.max_ingest_events:
+        raise InvalidRequest([FieldViolation("events", f"at most {config.max_ingest_events} events per call, got {len(events)}")])
+    out = []
+    for i, e in enumerate(events):
+        before = len(v)
+        for field, value in (("user_id", e.user_id), ("item_id", e.item_id)):
+            if not value:
+                v.append(FieldViolation(f"events[{i}].{field}", "must not be empty"))
+            elif len(value) > MAX_ID_LENGTH:
+                v.append(FieldViolation(f"events[{i}].{field}", f"longer than {MAX_ID_LENGTH} characters"))
+        if e.action not in ACTIONS:
+            v.append(FieldViolation(f"events[{i}].action", "must be VIEW, CLICK, CART or PURCHASE"))
+        ts = _timestamp_us(e)
+        if ts is None:
+            v.append(FieldViolation(f"events[{i}].time", "required"))
+        if len(v) > before:
+            continue
+        event_id = e.event_id or _derived_id(e, ts)
+        out.append(StoredEvent(event_id, user_key(e.user_id), e.item_id, ACTIONS[e.action], ts, e.session_id, e.recommendation_id))
+    if v:
+        raise InvalidRequest(v)
+    return out
+
+
+def _timestamp_us(e: events_pb2.Event) -> int | None:
+    if not e.HasField("time") or (e.time.seconds == 0 and e.time.nanos == 0):
+        return None
+    return e.time.seconds * 1_000_000 + e.time.nanos // 1000
+
+
+def _derived_id(e: events_pb2.Event, ts_us: int) -> str:
+    # Deterministic, so a retried call without event ids still deduplicates.
+    key = "\x1f".join([e.user_id, e.item_id, str(e.action), str(ts_us), e.session_id])
+    return "d:" + hashlib.sha256(key.encode()).hexdigest()
