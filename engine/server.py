@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_name
 
 
-async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine]:
-    """Load the artifact, open the store, bind, start. Returns (server, bound port, engine)."""
+async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Metrics]:
+    """Load the artifact, open the store, bind, start. Returns (server, bound port, engine, metrics)."""
     store = SQLiteEventStore(config.store)
     engine = Engine(config, store)
     engine.load(config.artifact)
@@ -45,12 +45,12 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine]:
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("crossrec engine listening on %s:%d, index %s", config.host, port, engine.served.version.version)
-    return server, port, engine
+    return server, port, engine, metrics
 
 
 async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight RPCs (up to ``grace_s``) and stop."""
-    server, port, engine = await start(config)
+    server, port, engine, _ = await start(config)
     print(f"crossrec engine listening on {config.host}:{port} (index {engine.served.version.version})", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -72,7 +72,8 @@ class BackgroundServer:
 
     def __enter__(self) -> "BackgroundServer":
         self._thread.start()
-        self.server, self.port, self.engine = asyncio.run_coroutine_threadsafe(start(self.config), self.loop).result(timeout=120)
+        started = asyncio.run_coroutine_threadsafe(start(self.config), self.loop).result(timeout=120)
+        self.server, self.port, self.engine, self.metrics = started
         return self
 
     @property

@@ -1,0 +1,162 @@
+"""Client commands of the ``crossrec`` CLI: recommend, ingest, status, delete-user (over gRPC)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from clients.sdk import CrossrecClient, CrossrecError, Event
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+
+
+def _target(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target", default=DEFAULT_TARGET, help="engine address host:port (default %(default)s)")
+    p.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+
+
+def register_recommend(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("recommend", help="ask the engine for recommendations")
+    _target(p)
+    p.add_argument("--user", default="", help="user id")
+    p.add_argument("-k", "--k", type=int, default=10)
+    p.add_argument("--cross-share", type=float, help="share of items from categories the user never touched")
+    p.add_argument("--quota", action="append", default=[], metavar="CATEGORY=N", help="exactly N items from CATEGORY (repeatable)")
+    p.add_argument("--include", action="append", default=[], metavar="CATEGORY")
+    p.add_argument("--exclude", action="append", default=[], metavar="CATEGORY")
+    p.add_argument("--in-stock", action="store_true")
+    p.add_argument("--explain", action="store_true")
+    p.add_argument("--json", action="store_true", help="print the response as JSON")
+    p.set_defaults(func=run_recommend)
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    quotas = {}
+    for q in args.quota:
+        category, _, count = q.rpartition("=")
+        quotas[category] = int(count)
+    with CrossrecClient(args.target, timeout=args.timeout) as client:
+        try:
+            rec = client.recommend(
+                args.user, k=args.k, cross_category_share=args.cross_share, category_quotas=quotas,
+                include_categories=args.include, exclude_categories=args.exclude, in_stock_only=args.in_stock, explain=args.explain,
+            )
+        except CrossrecError as exc:
+            return _fail(exc)
+    if args.json:
+        print(json.dumps(asdict(rec), indent=2))
+        return 0
+    print(f"recommendation {rec.recommendation_id} (index {rec.index_version}, model {rec.model_version}){' [popular fallback]' if rec.fallback else ''}")
+    for i, item in enumerate(rec.items, 1):
+        print(f"{i:3d}. {item.item_id:<12} {item.score:7.3f}  {item.category}   <- {item.interest_label}")
+        if item.explanation:
+            print(f"      {item.explanation['summary']}")
+    return 0
+
+
+def register_ingest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ingest", help="send an event file (.parquet, .csv, .jsonl) to the engine")
+    _target(p)
+    p.add_argument("file", type=Path)
+    p.add_argument("--batch", type=int, default=1000, help="events per IngestEvents call")
+    p.set_defaults(func=run_ingest)
+
+
+def read_event_rows(path: Path):
+    """Rows of an event file as dicts (columns per the event contract); the engine validates them."""
+    import polars as pl
+
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        frame = pl.read_parquet(path)
+    elif suffix == ".csv":
+        frame = pl.read_csv(path, infer_schema=False, try_parse_dates=False)
+    else:
+        frame = pl.read_ndjson(path)
+    if frame.schema.get("ts") == pl.String:
+        frame = frame.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC"))
+    return frame.with_columns(pl.col("action").cast(pl.String)).iter_rows(named=True)
+
+
+def run_ingest(args: argparse.Namespace) -> int:
+    accepted = duplicates = 0
+    batch: list[Event] = []
+    with CrossrecClient(args.target, timeout=args.timeout) as client:
+        def flush(first_row: int) -> None:
+            nonlocal accepted, duplicates
+            try:
+                result = client.ingest(batch)
+            except CrossrecError as exc:
+                # Name file rows, not request positions.
+                exc.field_violations = {_file_field(f, first_row): d for f, d in exc.field_violations.items()}
+                raise
+            accepted += result.accepted
+            duplicates += result.duplicates
+            batch.clear()
+
+        try:
+            row = 0
+            for row, r in enumerate(read_event_rows(args.file), 1):
+                batch.append(Event(r["user_id"], r["item_id"], r["action"], r["ts"], r.get("session_id") or "",
+                                   r.get("recommendation_id") or "", r.get("event_id") or ""))
+                if len(batch) >= args.batch:
+                    flush(row - len(batch) + 1)
+            if batch:
+                flush(row - len(batch) + 1)
+        except CrossrecError as exc:
+            _fail(exc)
+            print(f"{accepted:,} events were stored before the error (re-running the file is safe only with event ids)")
+            return 2
+    print(f"stored {accepted:,} events ({duplicates:,} already present)")
+    return 0
+
+
+def _file_field(field: str, first_row: int) -> str:
+    if field.startswith("events[") and "]" in field:
+        index = int(field[len("events[") : field.index("]")])
+        return f"row {first_row + index}" + field[field.index("]") + 1 :]
+    return field
+
+
+def register_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("status", help="what the engine serves and holds")
+    _target(p)
+    p.set_defaults(func=run_status)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    with CrossrecClient(args.target, timeout=args.timeout) as client:
+        try:
+            s = client.status()
+        except CrossrecError as exc:
+            return _fail(exc)
+    print(json.dumps(asdict(s), indent=2))
+    return 0
+
+
+def register_delete_user(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("delete-user", help="remove a user's events and profile")
+    _target(p)
+    p.add_argument("user")
+    p.set_defaults(func=run_delete_user)
+
+
+def run_delete_user(args: argparse.Namespace) -> int:
+    with CrossrecClient(args.target, timeout=args.timeout) as client:
+        try:
+            n = client.delete_user(args.user)
+        except CrossrecError as exc:
+            return _fail(exc)
+    print(f"deleted {n} events")
+    return 0
+
+
+def _fail(exc: CrossrecError) -> int:
+    import sys
+
+    print(f"error: {exc}", file=sys.stderr)
+    for field, description in exc.field_violations.items():
+        print(f"  {field}: {description}", file=sys.stderr)
+    return 2
