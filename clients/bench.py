@@ -1,0 +1,142 @@
+"""``crossrec bench``: load an engine over gRPC and measure it.
+
+Measures, against a running engine (``crossrec serve``):
+
+* durable ingestion throughput: the chosen users' events through ``IngestEvents`` in batches;
+* ``Recommend`` latency with one client (p50 / p90 / p99);
+* ``Recommend`` throughput with N concurrent clients (each its own channel and thread).
+
+Users are drawn (seeded) from an event file among those with at least ``--min-events`` events.
+Prints the figures, writes them as JSON, and a latency PNG when matplotlib is installed
+(``pip install 'crossrec[bench]'``). Requests loops are bounded in count; nothing runs forever.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from clients.commands import read_event_rows
+from clients.sdk import CrossrecClient, Event
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="measure an engine: ingestion, latency, throughput")
+    p.add_argument("--target", default="127.0.0.1:50051")
+    p.add_argument("--events", type=Path, required=True, help="event file whose users to replay and query")
+    p.add_argument("--users", type=int, default=1000)
+    p.add_argument("--min-events", type=int, default=5)
+    p.add_argument("--requests", type=int, default=2000, help="Recommend calls per phase")
+    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--batch", type=int, default=500, help="events per IngestEvents call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", type=Path, default=Path("bench.json"))
+    p.add_argument("--png", type=Path, help="latency plot (needs matplotlib)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import polars as pl
+
+    events = pl.DataFrame(list(read_event_rows(args.events)))
+    counts = events.group_by("user_id").len().filter(pl.col("len") >= args.min_events).sort("user_id")
+    rng = np.random.default_rng(args.seed)
+    users = counts["user_id"].to_numpy()[rng.permutation(counts.height)[: args.users]].tolist()
+    mine = events.filter(pl.col("user_id").is_in(users)).sort("ts")
+    result: dict = {"target": args.target, "users": len(users), "k": args.k}
+
+    with CrossrecClient(args.target, timeout=30) as client:
+        status = client.status()
+        result["index_version"], result["items"] = status.index_version, status.item_count
+        batch: list[Event] = []
+        stored, started = 0, time.perf_counter()
+        for r in mine.iter_rows(named=True):
+            batch.append(Event(r["user_id"], r["item_id"], r["action"], r["ts"], r.get("session_id") or ""))
+            if len(batch) == args.batch:
+                stored += client.ingest(batch).accepted
+                batch = []
+        if batch:
+            stored += client.ingest(batch).accepted
+        seconds = time.perf_counter() - started
+        result["ingest"] = {"events": mine.height, "stored": stored, "seconds": round(seconds, 3), "events_per_s": round(mine.height / seconds, 1), "batch": args.batch}
+        print(f"ingest: {mine.height:,} events in {seconds:.2f}s = {mine.height / seconds:,.0f} events/s (batches of {args.batch}, durable)")
+
+        for user in users[:20]:  # warm-up: first-touch costs (page cache, lazy imports)
+            client.recommend(user, k=args.k)
+        single = []
+        for i in range(args.requests):
+            t = time.perf_counter()
+            client.recommend(users[i % len(users)], k=args.k)
+            single.append(time.perf_counter() - t)
+    result["one_client"] = _latency(single)
+    print(_line("1 client", result["one_client"]))
+
+    latencies: list[list[float]] = [[] for _ in range(args.concurrency)]
+    per_worker = args.requests // args.concurrency
+
+    def worker(w: int) -> None:
+        with CrossrecClient(args.target, timeout=30) as c:
+            for i in range(per_worker):
+                t = time.perf_counter()
+                c.recommend(users[(w * per_worker + i) % len(users)], k=args.k)
+                latencies[w].append(time.perf_counter() - t)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.concurrency)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    flat = [x for group in latencies for x in group]
+    result["concurrent"] = {**_latency(flat), "clients": args.concurrency, "qps": round(len(flat) / wall, 1)}
+    print(_line(f"{args.concurrency} clients", result["concurrent"]) + f", {len(flat) / wall:,.0f} QPS")
+
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    if args.png is not None:
+        _plot(single, flat, args.concurrency, args.png)
+    return 0
+
+
+def _latency(seconds: list[float]) -> dict:
+    ms = np.array(seconds) * 1e3
+    return {
+        "requests": len(ms),
+        "p50_ms": round(float(np.percentile(ms, 50)), 3),
+        "p90_ms": round(float(np.percentile(ms, 90)), 3),
+        "p99_ms": round(float(np.percentile(ms, 99)), 3),
+        "mean_ms": round(float(ms.mean()), 3),
+    }
+
+
+def _line(label: str, r: dict) -> str:
+    return f"{label}: {r['requests']:,} Recommend calls, p50 {r['p50_ms']:.2f} ms, p90 {r['p90_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+
+
+def _plot(single: list[float], concurrent: list[float], clients: int, path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no PNG (pip install 'crossrec[bench]')")
+        return
+    fig, ax = plt.subplots(figsize=(7, 4))
+    bins = np.logspace(np.log10(max(min(single + concurrent), 1e-4) * 1e3), np.log10(max(single + concurrent) * 1e3), 60)
+    ax.hist(np.array(single) * 1e3, bins=bins, alpha=0.6, label="1 client")
+    ax.hist(np.array(concurrent) * 1e3, bins=bins, alpha=0.6, label=f"{clients} clients")
+    ax.set_xscale("log")
+    ax.set_xlabel("Recommend latency (ms)")
+    ax.set_ylabel("requests")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    print(f"wrote {path}")
