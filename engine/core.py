@@ -61,6 +61,9 @@ class Engine:
     def load(self, path: str) -> Served:
         """Open and verify an index version, then swap it in. A version that fails verification
         raises and leaves the current one serving."""
+        import faiss
+
+        faiss.omp_set_num_threads(self.config.faiss_threads)
         version = open_index(path, verify=True)
         retriever = Retriever(
             version,

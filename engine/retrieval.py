@@ -86,10 +86,16 @@ class Retriever:
             share = dict(version.categories.select("category", "items").iter_rows())
             total = sum(share.values())
         self.category_share = {c: share.get(c, 0.0) / total for c in self.all_categories}
-        self.transitions: dict[str, dict[str, float]] = {}
+        # Smoothed P(target | source) as a dense (categories x categories) matrix, diagonal zero.
+        self.category_index = {c: i for i, c in enumerate(self.all_categories)}
+        n = len(self.all_categories)
+        counts = np.zeros((n, n))
         for source, target, sessions in version.transitions.select("source", "target", "sessions").iter_rows():
-            self.transitions.setdefault(source, {})[target] = float(sessions)
-        self.transition_totals = {source: sum(row.values()) for source, row in self.transitions.items()}
+            if source in self.category_index and target in self.category_index:
+                counts[self.category_index[source], self.category_index[target]] = sessions
+        prior = np.array([self.category_share[c] for c in self.all_categories])
+        self.transition_matrix = (counts + smoothing * prior[None, :]) / (counts.sum(axis=1, keepdims=True) + smoothing)
+        np.fill_diagonal(self.transition_matrix, 0.0)
         self.popular_categories = sorted(self.all_categories, key=lambda c: -self.category_share[c])
         order = np.argsort(-self.popularity, kind="stable")
         self.popular_rows: dict[str, np.ndarray] = {}
@@ -106,17 +112,14 @@ class Retriever:
 
     def transition(self, source: str, target: str) -> float:
         """Smoothed P(target | source)."""
-        row = self.transitions.get(source, {})
-        total = self.transition_totals.get(source, 0.0)
-        return (row.get(target, 0.0) + self.smoothing * self.category_share.get(target, 0.0)) / (total + self.smoothing)
+        return float(self.transition_matrix[self.category_index[source], self.category_index[target]])
 
     def score_targets(self, profile: Profile) -> dict[str, float]:
-        scores = dict.fromkeys(self.all_categories, 0.0)
+        weights = np.zeros(len(self.all_categories))
         for source, weight in profile.category_weights.items():
-            for target in self.all_categories:
-                if target != source:
-                    scores[target] += weight * self.transition(source, target)
-        return scores
+            if source in self.category_index:
+                weights[self.category_index[source]] = weight
+        return dict(zip(self.all_categories, (weights @ self.transition_matrix).tolist()))
 
     # -- retrieval --------------------------------------------------------------------------
     def retrieve(self, profile: Profile, query: Query) -> Retrieved:
@@ -153,28 +156,33 @@ class Retriever:
         return plan
 
     def _search(self, profile: Profile, categories: set[str], query: Query) -> tuple[dict[str, list[Candidate]], int]:
-        best: dict[int, Candidate] = {}
+        all_scores, all_rows, all_interests = [], [], []
         searched = 0
+        m = len(profile.interests)
         for category in categories:
             for shard_id in self.version.shards_of(category):
                 count = self.version.shards[shard_id].ntotal
                 k = int(min(count, max(self.candidates_per_shard, 3 * query.k + len(profile.purchased_rows))))
                 scores, rows = self.version.search(shard_id, profile.interests, k)
                 searched += 1
-                for interest, (srow, rrow) in enumerate(zip(scores, rows)):
-                    for score, row in zip(srow.tolist(), rrow.tolist()):
-                        if row < 0:
-                            continue
-                        current = best.get(row)
-                        if current is None or score > current.score:
-                            best[row] = Candidate(row, score, interest, shard_id, category)
-        keep = self._passes(np.fromiter(best, dtype=np.int64), query, profile.purchased_rows)
+                all_scores.append(scores.ravel())
+                all_rows.append(rows.ravel())
+                all_interests.append(np.repeat(np.arange(m), k))
+        if not all_rows:
+            return {}, searched
+        scores, rows, interests = np.concatenate(all_scores), np.concatenate(all_rows), np.concatenate(all_interests)
+        valid = rows >= 0
+        scores, rows, interests = scores[valid], rows[valid], interests[valid]
+        # Best score per item: sort by (row, -score) and keep each row's first.
+        order = np.lexsort((-scores, rows))
+        first = np.r_[True, rows[order][1:] != rows[order][:-1]]
+        pick = order[first]
+        rows, scores, interests = rows[pick], scores[pick], interests[pick]
+        keep = np.isin(rows, self._passes(rows, query, profile.purchased_rows))
         by_category: dict[str, list[Candidate]] = {}
-        for row in keep.tolist():
-            c = best[row]
-            by_category.setdefault(c.category, []).append(c)
-        for group in by_category.values():
-            group.sort(key=lambda c: (-c.score, c.row))
+        for row, score, interest in sorted(zip(rows[keep].tolist(), scores[keep].tolist(), interests[keep].tolist()), key=lambda t: (-t[1], t[0])):
+            category = self.categories[row]
+            by_category.setdefault(category, []).append(Candidate(row, score, interest, str(self.shard_of[row]), category))
         return by_category, searched
 
     def _passes(self, rows: np.ndarray, query: Query, purchased: set[int]) -> np.ndarray:
