@@ -116,7 +116,7 @@ def run_ingest(args: argparse.Namespace) -> int:
 def _file_field(field: str, first_row: int) -> str:
     if field.startswith("events[") and "]" in field:
         index = int(field[len("events[") : field.index("]")])
-        return f"row {first_row + index}" + field[field.index("]") + 1 :]
+        return f"row {first_row + index}, column '{field[field.index(']') + 2 :]}'"
     return field
 
 

@@ -293,3 +293,20 @@ def test_metrics_count_requests_and_stages(server, client):
     text = generate_latest(server.metrics.registry).decode()
     assert 'crossrec_stage_seconds_count{stage="retrieve"}' in text
     assert 'crossrec_candidates_count{stage="returned"}' in text
+
+
+def test_cli_ingest_and_recommend_against_the_engine(server, small_shop_dir, tmp_path, capsys):
+    from clients.cli import main
+
+    events = pl.read_parquet(small_shop_dir / "events.parquet")
+    user = busy_user(events, 2)
+    events.filter(pl.col("user_id") == user).with_columns(pl.lit("cli-" + user).alias("user_id")).write_csv(tmp_path / "e.csv")
+    assert main(["ingest", str(tmp_path / "e.csv"), "--target", server.target, "--batch", "7"]) == 0
+    assert "stored" in capsys.readouterr().out
+    assert main(["recommend", "--target", server.target, "--user", "cli-" + user, "-k", "4", "--explain"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("<- ") == 4 and "goes with your interest in" in out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id,item_id,action,ts\nu,i,view,2026-01-01T00:00:00Z\n,i,view,2026-01-01T00:00:00Z\n")
+    assert main(["ingest", str(bad), "--target", server.target]) == 2
+    assert "row 2, column 'user_id': must not be empty" in capsys.readouterr().err

@@ -1,0 +1,66 @@
+"""Engine pieces without the network: configuration, pseudonyms, profiles, the store."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from engine.config import EngineConfig
+from engine.profile import ProfileEvent, build_profile
+from engine.pseudonym import pseudonymise
+from engine.store import SQLiteEventStore, StoredEvent
+
+DAY_US = 86_400 * 1_000_000
+
+
+def test_config_layers_toml_then_environment_then_arguments(tmp_path, monkeypatch):
+    path = tmp_path / "engine.toml"
+    path.write_text('port = 6000\nmax_k = 30\nstore = "/data/events.sqlite"\nhalf_life_days = 7.5\n')
+    monkeypatch.setenv("CROSSREC_MAX_K", "40")
+    config = EngineConfig.load(path, port=7000)
+    assert (config.port, config.max_k, config.store, config.half_life_days) == (7000, 40, "/data/events.sqlite", 7.5)
+    path.write_text("prot = 1\n")
+    with pytest.raises(ValueError, match=r"unknown settings \['prot'\]"):
+        EngineConfig.load(path)
+
+
+def test_pseudonym_key_is_created_once_and_kept_private(tmp_path):
+    config = EngineConfig(store=str(tmp_path / "events.sqlite"))
+    key = config.key()
+    assert key == config.key() and len(key) == 64
+    assert (tmp_path / "events.key").stat().st_mode & 0o777 == 0o600
+    a, b = pseudonymise("alice", key), pseudonymise("alice", b"other key")
+    assert a == pseudonymise("alice", key) and a != b and "alice" not in a
+
+
+def test_profile_has_one_interest_per_heavy_category_weighted_by_action_and_age():
+    vectors = np.eye(4, dtype=np.float32)
+    categories = np.array(["tents", "tents", "boots", "pans"])
+    row_of = {"t1": 0, "t2": 1, "b1": 2, "p1": 3}
+    now = 100 * DAY_US
+    events = [
+        ProfileEvent("t1", "view", now),
+        ProfileEvent("t2", "purchase", now),
+        ProfileEvent("b1", "cart", now - 14 * DAY_US),  # one half-life ago: 4 -> 2
+        ProfileEvent("p1", "view", now - 28 * DAY_US),  # two half-lives: 1 -> 0.25
+        ProfileEvent("unknown", "purchase", now),
+    ]
+    p = build_profile(events, row_of, vectors, categories, now, max_interests=2, half_life_days=14)
+    assert p.interest_categories == ["tents", "boots"]
+    assert p.interest_weights == pytest.approx([9 / 11, 2 / 11])
+    assert p.category_weights == pytest.approx({"tents": 9 / 11.25, "boots": 2 / 11.25, "pans": 0.25 / 11.25})
+    # The tents interest leans toward the bought tent (weight 8) over the viewed one (weight 1).
+    assert p.interests[0] == pytest.approx(np.array([1, 8, 0, 0]) / np.sqrt(65), abs=1e-6)
+    assert p.purchased_rows == {1} and p.interest_items[0] == [1, 0]
+
+
+def test_store_is_idempotent_and_deletes(tmp_path):
+    store = SQLiteEventStore(tmp_path / "s.sqlite")
+    events = [StoredEvent(f"e{i}", "k1" if i < 3 else "k2", f"i{i}", "view", i) for i in range(5)]
+    assert store.append(events) == (5, 0)
+    assert store.append(events[:2] + [StoredEvent("e9", "k1", "i9", "purchase", 9)]) == (1, 2)
+    assert [e.event_id for e in store.history("k1", 10)] == ["e0", "e1", "e2", "e9"]
+    assert [e.event_id for e in store.history("k1", 2)] == ["e2", "e9"]  # newest, oldest first
+    assert store.counts() == (2, 6)
+    assert store.delete_user("k1") == 4 and store.history("k1", 10) == [] and store.counts() == (1, 2)
+    store.close()
