@@ -88,6 +88,11 @@ class Retriever:
         self.category_share = {c: share.get(c, 0.0) / total for c in self.all_categories}
         # Smoothed P(target | source) as a dense (categories x categories) matrix, diagonal zero.
         self.category_index = {c: i for i, c in enumerate(self.all_categories)}
+        # The 500 most popular items of each category, for the fallback (one sort, no per-category scan).
+        codes = np.array([self.category_index[c] for c in self.categories])
+        order = np.lexsort((-self.popularity, codes))
+        starts = np.searchsorted(codes[order], np.arange(len(self.all_categories) + 1))
+        self.popular_rows = {c: order[starts[i] : min(starts[i] + 500, starts[i + 1])] for i, c in enumerate(self.all_categories)}
         n = len(self.all_categories)
         counts = np.zeros((n, n))
         for source, target, sessions in version.transitions.select("source", "target", "sessions").iter_rows():
@@ -97,10 +102,7 @@ class Retriever:
         self.transition_matrix = (counts + smoothing * prior[None, :]) / (counts.sum(axis=1, keepdims=True) + smoothing)
         np.fill_diagonal(self.transition_matrix, 0.0)
         self.popular_categories = sorted(self.all_categories, key=lambda c: -self.category_share[c])
-        order = np.argsort(-self.popularity, kind="stable")
-        self.popular_rows: dict[str, np.ndarray] = {}
-        for c in self.all_categories:
-            self.popular_rows[c] = order[self.categories[order] == c][:500]
+
 
     # -- categories -------------------------------------------------------------------------
     def resolve(self, name: str) -> frozenset[str]:
