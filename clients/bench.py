@@ -126,6 +126,7 @@ def _plot(single: list[float], concurrent: list[float], clients: int, path: Path
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         print("matplotlib not installed: no PNG (pip install 'crossrec[bench]')")
         return
@@ -134,6 +135,8 @@ def _plot(single: list[float], concurrent: list[float], clients: int, path: Path
     ax.hist(np.array(single) * 1e3, bins=bins, alpha=0.6, label="1 client")
     ax.hist(np.array(concurrent) * 1e3, bins=bins, alpha=0.6, label=f"{clients} clients")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("Recommend latency (ms)")
     ax.set_ylabel("requests")
     ax.legend()
