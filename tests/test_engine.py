@@ -310,3 +310,17 @@ def test_cli_ingest_and_recommend_against_the_engine(server, small_shop_dir, tmp
     bad.write_text("user_id,item_id,action,ts\nu,i,view,2026-01-01T00:00:00Z\n,i,view,2026-01-01T00:00:00Z\n")
     assert main(["ingest", str(bad), "--target", server.target]) == 2
     assert "row 2, column 'user_id': must not be empty" in capsys.readouterr().err
+
+
+def test_bench_command_measures_the_engine(server, small_shop_dir, tmp_path, capsys):
+    from clients.cli import main
+
+    out = tmp_path / "bench.json"
+    code = main(["bench", "--target", server.target, "--events", str(small_shop_dir / "events.parquet"), "--users", "20",
+                 "--requests", "40", "--concurrency", "4", "--json", str(out), "--png", str(tmp_path / "bench.png")])
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["users"] == 20 and result["ingest"]["events"] > 0 and result["ingest"]["events_per_s"] > 0
+    assert result["one_client"]["requests"] == 40 and result["concurrent"]["requests"] == 40 and result["concurrent"]["qps"] > 0
+    assert 0 < result["one_client"]["p50_ms"] <= result["one_client"]["p99_ms"]
+    assert (tmp_path / "bench.png").stat().st_size > 1000
