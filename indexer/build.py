@@ -230,6 +230,7 @@ def _write(writer: VersionWriter, catalog, vectors, popularity, transitions, cat
                 search_params=shard.params,
                 recall_at_10=shard.recall_at_k,
                 build_seconds=round(shard.build_s, 3),
+                **({"note": shard.note} if shard.note else {}),
             )
         )
     columns = [c for c in ITEM_COLUMNS if c in catalog.columns]

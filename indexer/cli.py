@@ -176,6 +176,12 @@ def summarise(manifest: dict, stages: dict) -> list[str]:
             f"  {kind}: {len(group)} shards, {sum(s['count'] for s in group):,} items, "
             f"{sum(s['bytes'] for s in group) / 2**20:.1f} MB, recall@10 min {min(recalls):.3f}, params {', '.join(params)}"
         )
+    fallbacks = [s for s in shards if s.get("note")]
+    if fallbacks:
+        lines.append(
+            f"  {len(fallbacks)} shards built exact: their approximate index missed the recall target on "
+            f"cross-category queries (see 'note' in the manifest)"
+        )
     adaptation = manifest.get("adaptation")
     if adaptation:
         r = adaptation["report"]

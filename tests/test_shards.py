@@ -72,3 +72,12 @@ def test_every_item_is_found_by_its_own_vector_in_each_shard_type():
         _, found = shard.index.search(vectors[spec.rows], 10)
         found_self = (found == spec.rows[:, None]).any(axis=1).mean()
         assert found_self >= (1.0 if shard.factory == "Flat" else 0.99), (shard.factory, found_self)
+
+
+def test_a_shard_that_cannot_reach_the_recall_target_is_built_exact():
+    vectors = clustered_unit_vectors(3_000, 32, clusters=20, seed=2)
+    policy = ShardPolicy(exact_max=100, hnsw_max=10_000, recall_target=1.01)  # unreachable on purpose
+    spec = plan_shards(pl.Series(["c"] * 3_000), pl.Series([f"i{i}" for i in range(3_000)]), policy)[0]
+    shard = build_shard(spec, vectors, policy, np.random.default_rng(0))
+    assert shard.factory == "Flat" and shard.recall_at_k == 1.0 and shard.params == {}
+    assert "HNSW32,Flat reached recall@10" in shard.note and "built exact instead" in shard.note
