@@ -134,6 +134,13 @@ class Retriever:
         plan = self._plan(query, allowed, scores, touched)
         wanted = {c for cats, _ in plan for c in cats}
         candidates, searched = self._search(profile, wanted, query)
+        # Filters can leave a group short although its categories hold enough matching items
+        # further down: search those categories' shards exhaustively once.
+        short = {c for cats, n in plan if sum(len(candidates.get(c, [])) for c in cats) < n for c in cats}
+        if short:
+            more, extra = self._search(profile, short, query, exhaustive=True)
+            candidates.update(more)
+            searched += extra
         chosen = self._allocate(plan, candidates, query.k)
         targets = sorted(wanted, key=lambda c: -scores.get(c, 0.0))
         counts = {"targets": len(wanted), "candidates": sum(len(v) for v in candidates.values()), "returned": len(chosen)}
@@ -157,14 +164,15 @@ class Retriever:
             plan.append((same, query.k - n_cross))
         return plan
 
-    def _search(self, profile: Profile, categories: set[str], query: Query) -> tuple[dict[str, list[Candidate]], int]:
+    def _search(self, profile: Profile, categories: set[str], query: Query, exhaustive: bool = False) -> tuple[dict[str, list[Candidate]], int]:
         all_scores, all_rows, all_interests = [], [], []
         searched = 0
         m = len(profile.interests)
         for category in categories:
             for shard_id in self.version.shards_of(category):
                 count = self.version.shards[shard_id].ntotal
-                k = int(min(count, max(self.candidates_per_shard, 3 * query.k + len(profile.purchased_rows))))
+                wanted_k = count if exhaustive else max(self.candidates_per_shard, 3 * query.k + len(profile.purchased_rows))
+                k = int(min(count, wanted_k))
                 scores, rows = self.version.search(shard_id, profile.interests, k)
                 searched += 1
                 all_scores.append(scores.ravel())

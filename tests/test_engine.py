@@ -25,7 +25,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def server(built_index, tmp_path_factory):
     store = tmp_path_factory.mktemp("store") / "events.sqlite"
-    config = EngineConfig(artifact=str(built_index.path), port=0, store=str(store), max_message_bytes=256 * 1024, max_k=50)
+    config = EngineConfig(artifact=str(built_index.path), port=0, store=str(store), max_message_bytes=256 * 1024, max_k=50, candidates_per_shard=10)
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -93,6 +93,13 @@ def test_quotas_and_filters_are_honoured_exactly(client, shop_events, catalog):
     # A department name covers every category below it.
     dep = client.recommend("q-" + user, k=4, category_quotas={"Pets": 4})
     assert all(i.category.startswith("Pets > ") for i in dep.items) and len(dep.items) == 4
+    # A filter that few items pass still fills the quota: the category is searched exhaustively.
+    brand, n = (
+        catalog.filter(pl.col("category") == a).group_by("brand").len().sort(["len", "brand"]).filter(pl.col("len") >= 3).row(0)
+    )
+    narrow = client.recommend("q-" + user, k=3, category_quotas={a: 3}, brands=[brand])
+    assert [i.category for i in narrow.items] == [a] * 3
+    assert set(catalog.filter(pl.col("item_id").is_in([i.item_id for i in narrow.items]))["brand"]) == {brand}
     excluded = client.recommend("q-" + user, k=10, exclude_categories=["Electronics"], exclude_item_ids=[i.item_id for i in rec.items])
     assert not any(i.category.startswith("Electronics") for i in excluded.items)
     assert not {i.item_id for i in rec.items} & {i.item_id for i in excluded.items}
