@@ -90,6 +90,7 @@ class Retriever:
         self.category_index = {c: i for i, c in enumerate(self.all_categories)}
         # The 500 most popular items of each category, for the fallback (one sort, no per-category scan).
         codes = np.array([self.category_index[c] for c in self.categories])
+        self.category_code = codes
         order = np.lexsort((-self.popularity, codes))
         starts = np.searchsorted(codes[order], np.arange(len(self.all_categories) + 1))
         self.popular_rows = {c: order[starts[i] : min(starts[i] + 500, starts[i + 1])] for i, c in enumerate(self.all_categories)}
@@ -189,8 +190,15 @@ class Retriever:
         pick = order[first]
         rows, scores, interests = rows[pick], scores[pick], interests[pick]
         keep = np.isin(rows, self._passes(rows, query, profile.purchased_rows))
+        rows, scores, interests = rows[keep], scores[keep], interests[keep]
+        # No category can contribute more than k items: keep each category's best k, best first.
+        codes = self.category_code[rows]
+        order = np.lexsort((rows, -scores, codes))
+        codes_sorted = codes[order]
+        group_start = np.searchsorted(codes_sorted, codes_sorted)
+        order = order[np.arange(len(order)) - group_start < query.k]
         by_category: dict[str, list[Candidate]] = {}
-        for row, score, interest in sorted(zip(rows[keep].tolist(), scores[keep].tolist(), interests[keep].tolist()), key=lambda t: (-t[1], t[0])):
+        for row, score, interest in zip(rows[order].tolist(), scores[order].tolist(), interests[order].tolist()):
             category = self.categories[row]
             by_category.setdefault(category, []).append(Candidate(row, score, interest, str(self.shard_of[row]), category))
         return by_category, searched
