@@ -249,10 +249,29 @@ def test_oversized_request_is_refused_and_the_server_keeps_serving(client, serve
     assert len(client.recommend("u", k=2).items) == 2
 
 
-def test_deadline_is_honoured(client):
+def test_deadline_is_honoured_by_client_and_server(client, server, monkeypatch):
+    import time as _time
+
+    real = server.engine.recommend
+
+    def slow(*args, **kwargs):  # a request that takes longer than its deadline
+        _time.sleep(0.5)
+        return real(*args, **kwargs)
+
+    def expired() -> float:
+        value = server.metrics.registry.get_sample_value("crossrec_requests_total", {"method": "Recommend", "code": "DEADLINE_EXCEEDED"})
+        return value or 0.0
+
+    before = expired()
+    monkeypatch.setattr(server.engine, "recommend", slow)
     with pytest.raises(CrossrecError) as excinfo:
-        client.recommend("u", k=5, timeout=1e-5)
+        client.recommend("u", k=5, timeout=0.1)
     assert excinfo.value.code == "DEADLINE_EXCEEDED"
+    deadline = _time.time() + 5
+    while expired() == before and _time.time() < deadline:  # the server gives up on its side too
+        _time.sleep(0.05)
+    assert expired() == before + 1
+    monkeypatch.setattr(server.engine, "recommend", real)
     assert len(client.recommend("u", k=5).items) == 5
 
 
