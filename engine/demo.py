@@ -79,7 +79,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"replayed {stored:,} live events of {len(users)} users through IngestEvents in {time.perf_counter() - started:.2f}s")
         for line in recommendation_examples(client, replay, catalog, truth, users[: args.examples]):
             print(line)
-        print(client.status())
+        s = client.status()
+        print(f"\nengine status: index {s.index_version}, model {s.model_version}, {s.item_count:,} items, "
+              f"{s.user_count:,} users and {s.event_count:,} events stored")
     print("engine stopped")
     return 0
 
