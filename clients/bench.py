@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.commands import read_event_rows
+from clients.commands import events_from_rows, read_event_rows
 from clients.sdk import CrossrecClient, Event
 
 
@@ -45,6 +45,11 @@ def run(args: argparse.Namespace) -> int:
     import polars as pl
 
     events = pl.DataFrame(list(read_event_rows(args.events)))
+    if events.schema.get("ts") == pl.String:
+        parsed, problems = events_from_rows(events.iter_rows(named=True))
+        if problems:
+            raise SystemExit(f"crossrec bench: {args.events}: {problems[0]}")
+        events = events.with_columns(pl.Series("ts", [e.time for e in parsed]))
     counts = events.group_by("user_id").len().filter(pl.col("len") >= args.min_events).sort("user_id")
     rng = np.random.default_rng(args.seed)
     users = counts["user_id"].to_numpy()[rng.permutation(counts.height)[: args.users]].tolist()

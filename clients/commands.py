@@ -7,7 +7,9 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from clients.sdk import CrossrecClient, CrossrecError, Event
+from datetime import datetime, timezone
+
+from clients.sdk import ACTION, CrossrecClient, CrossrecError, Event
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -65,50 +67,74 @@ def register_ingest(sub: argparse._SubParsersAction) -> None:
 
 
 def read_event_rows(path: Path):
-    """Rows of an event file as dicts (columns per the event contract); the engine validates them."""
+    """Rows of an event file as dicts (columns per the event contract), values as stored."""
     import polars as pl
 
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         frame = pl.read_parquet(path)
     elif suffix == ".csv":
-        frame = pl.read_csv(path, infer_schema=False, try_parse_dates=False)
+        frame = pl.read_csv(path, infer_schema=False)
     else:
-        frame = pl.read_ndjson(path)
-    if frame.schema.get("ts") == pl.String:
-        frame = frame.with_columns(pl.col("ts").str.to_datetime(time_zone="UTC"))
-    return frame.with_columns(pl.col("action").cast(pl.String)).iter_rows(named=True)
+        frame = pl.read_ndjson(path, infer_schema_length=None)
+    if "action" in frame.columns:
+        frame = frame.with_columns(pl.col("action").cast(pl.String))
+    return frame.iter_rows(named=True)
+
+
+def events_from_rows(rows) -> tuple[list[Event], list[str]]:
+    """Events from file rows, and every row problem (``row N, column 'c': ...``; row 1 is the first
+    record). Timestamps: datetimes, or ISO 8601 text (no offset means UTC)."""
+    events, problems = [], []
+    for n, r in enumerate(rows, 1):
+        action, ts = r.get("action"), r.get("ts")
+        if action not in ACTION:
+            problems.append(f"row {n}, column 'action': expected one of {', '.join(ACTION)}, got {action!r}")
+        when = _timestamp(ts)
+        if when is None:
+            problems.append(f"row {n}, column 'ts': expected an ISO 8601 timestamp, got {ts!r}")
+        if action in ACTION and when is not None:
+            events.append(Event(r.get("user_id") or "", r.get("item_id") or "", action, when, r.get("session_id") or "",
+                                r.get("recommendation_id") or "", r.get("event_id") or ""))
+    return events, problems
+
+
+def _timestamp(value) -> datetime | None:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    """Check the whole file first (nothing is sent if a row is bad), then send it in batches."""
+    import sys
+
+    events, problems = events_from_rows(read_event_rows(args.file))
+    if problems:
+        print(f"error: {args.file}: {len(problems)} problem(s), nothing sent", file=sys.stderr)
+        for line in problems[:20]:
+            print(f"  {line}", file=sys.stderr)
+        return 2
     accepted = duplicates = 0
-    batch: list[Event] = []
     with CrossrecClient(args.target, timeout=args.timeout) as client:
-        def flush(first_row: int) -> None:
-            nonlocal accepted, duplicates
+        for first in range(0, len(events), args.batch):
             try:
-                result = client.ingest(batch)
+                result = client.ingest(events[first : first + args.batch])
             except CrossrecError as exc:
                 # Name file rows, not request positions.
-                exc.field_violations = {_file_field(f, first_row): d for f, d in exc.field_violations.items()}
-                raise
+                exc.field_violations = {_file_field(f, first + 1): d for f, d in exc.field_violations.items()}
+                _fail(exc)
+                print(f"{accepted:,} events were stored before the error; events carry ids, so re-sending the file is safe"
+                      if any(e.event_id for e in events) else f"{accepted:,} events were stored before the error", file=sys.stderr)
+                return 2
             accepted += result.accepted
             duplicates += result.duplicates
-            batch.clear()
-
-        try:
-            row = 0
-            for row, r in enumerate(read_event_rows(args.file), 1):
-                batch.append(Event(r["user_id"], r["item_id"], r["action"], r["ts"], r.get("session_id") or "",
-                                   r.get("recommendation_id") or "", r.get("event_id") or ""))
-                if len(batch) >= args.batch:
-                    flush(row - len(batch) + 1)
-            if batch:
-                flush(row - len(batch) + 1)
-        except CrossrecError as exc:
-            _fail(exc)
-            print(f"{accepted:,} events were stored before the error (re-running the file is safe only with event ids)")
-            return 2
     print(f"stored {accepted:,} events ({duplicates:,} already present)")
     return 0
 

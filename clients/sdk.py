@@ -207,6 +207,7 @@ class CrossrecClient:
     """Blocking client. ``timeout``: default deadline of every call, seconds."""
 
     def __init__(self, target: str, timeout: float = 2.0, channel: grpc.Channel | None = None) -> None:
+        self.target = target
         self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = service_pb2_grpc.RecommendServiceStub(self._channel)
         self.timeout = timeout
@@ -270,6 +271,10 @@ class AsyncCrossrecClient:
 
     async def recommend(self, user_id: str = "", timeout: float | None = None, **options) -> Recommendations:
         return recommendations(await self._call(self._stub.Recommend, recommend_request(user_id, RecommendOptions(**options)), timeout))
+
+    async def recommend_batch(self, requests: Iterable[tuple[str, RecommendOptions]], timeout: float | None = None) -> list[Recommendations]:
+        message = recommend_pb2.RecommendBatchRequest(requests=[recommend_request(u, o) for u, o in requests])
+        return [recommendations(r) for r in (await self._call(self._stub.RecommendBatch, message, timeout)).responses]
 
     async def ingest(self, events: Iterable[Event], timeout: float | None = None) -> IngestResult:
         message = service_pb2.IngestEventsRequest(events=[event_message(e) for e in events])

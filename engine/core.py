@@ -99,8 +99,9 @@ class Engine:
             max_interests=self.config.max_interests, half_life_days=self.config.half_life_days,
         )
 
-    def recommend(self, user_id: str, recent: list[ProfileEvent], query: Query) -> Recommendation:
-        served = self.served
+    def recommend(self, user_id: str, recent: list[ProfileEvent], query: Query, served: Served | None = None) -> Recommendation:
+        """``served``: the version the request was validated against (default: the current one)."""
+        served = served or self.served
         now_us = int(time.time() * 1e6)
         profile = self.profile(served, user_id, recent, now_us)
         retrieved = served.retriever.retrieve(profile, query)

@@ -70,7 +70,7 @@ def build_profile(
         weight_by_row[row] = weight_by_row.get(row, 0.0) + ACTION_WEIGHT[e.action] * 0.5 ** (age / half_life_us)
         if e.action == "purchase":
             purchased.add(row)
-    if not weight_by_row:
+    if not weight_by_row or sum(weight_by_row.values()) <= 0.0:
         return Profile(np.zeros((0, dim), np.float32), [], np.zeros(0), {}, events_used=0)
     rows = np.fromiter(weight_by_row, dtype=np.int64)
     weights = np.fromiter(weight_by_row.values(), dtype=np.float64)

@@ -94,6 +94,7 @@ class Retriever:
         order = np.lexsort((-self.popularity, codes))
         starts = np.searchsorted(codes[order], np.arange(len(self.all_categories) + 1))
         self.popular_rows = {c: order[starts[i] : min(starts[i] + 500, starts[i + 1])] for i, c in enumerate(self.all_categories)}
+        self._by_popularity = {c: order[starts[i] : starts[i + 1]] for i, c in enumerate(self.all_categories)}
         n = len(self.all_categories)
         counts = np.zeros((n, n))
         for source, target, sessions in version.transitions.select("source", "target", "sessions").iter_rows():
@@ -142,7 +143,7 @@ class Retriever:
             more, extra = self._search(profile, short, query, exhaustive=True)
             candidates.update(more)
             searched += extra
-        chosen = self._allocate(plan, candidates, query.k)
+        chosen = self._allocate(plan, candidates, query.k, quota_groups=bool(query.quotas))
         targets = sorted(wanted, key=lambda c: -scores.get(c, 0.0))
         counts = {"targets": len(wanted), "candidates": sum(len(v) for v in candidates.values()), "returned": len(chosen)}
         return Retrieved(chosen, targets, scores, searched, False, counts)
@@ -160,6 +161,11 @@ class Retriever:
         n_cross = round(query.cross_share * query.k)
         cross = sorted(allowed - touched, key=lambda c: -scores[c])[: max(self.target_categories, math.ceil(n_cross / 3))]
         same = sorted(allowed & touched, key=lambda c: -scores[c])[: self.target_categories]
+        # When the allowed categories leave one side empty, the other side takes all k slots.
+        if not cross:
+            return [(same, query.k)]
+        if not same:
+            return [(cross, query.k)]
         plan = [(cross, n_cross)]
         if query.k - n_cross > 0:
             plan.append((same, query.k - n_cross))
@@ -172,6 +178,8 @@ class Retriever:
         for category in categories:
             for shard_id in self.version.shards_of(category):
                 count = self.version.shards[shard_id].ntotal
+                if count == 0:
+                    continue
                 wanted_k = count if exhaustive else max(self.candidates_per_shard, 3 * query.k + len(profile.purchased_rows))
                 k = int(min(count, wanted_k))
                 scores, rows = self.version.search(shard_id, profile.interests, k)
@@ -220,7 +228,7 @@ class Retriever:
         return rows[ok]
 
     @staticmethod
-    def _allocate(plan: list[tuple[list[str], int]], candidates: dict[str, list[Candidate]], k: int) -> list[Candidate]:
+    def _allocate(plan: list[tuple[list[str], int]], candidates: dict[str, list[Candidate]], k: int, quota_groups: bool = False) -> list[Candidate]:
         chosen: list[Candidate] = []
         used: set[int] = set()
         for categories, slots in plan:
@@ -235,6 +243,12 @@ class Retriever:
                         chosen.append(pick)
                         used.add(pick.row)
                         taken += 1
+        # Slots a group could not fill go to the best remaining candidates of the planned categories
+        # (quota groups are exact: their counts are never exceeded, only the unconstrained rest).
+        if len(chosen) < k and not quota_groups:
+            planned = {cat for categories, _ in plan for cat in categories}
+            rest = sorted((c for cat in planned for c in candidates.get(cat, []) if c.row not in used), key=lambda c: (-c.score, c.row))
+            chosen += rest[: k - len(chosen)]
         chosen.sort(key=lambda c: (-c.score, c.row))
         return chosen[:k]
 
@@ -244,6 +258,8 @@ class Retriever:
         candidates: dict[str, list[Candidate]] = {}
         for c in categories:
             rows = self._passes(self.popular_rows[c], query, set())
+            if len(rows) < query.k and len(self.popular_rows[c]) < len(self._by_popularity[c]):
+                rows = self._passes(self._by_popularity[c], query, set())  # filters reach past the top 500
             candidates[c] = [Candidate(int(r), float(self.popularity[r]) / top, -1, str(self.shard_of[r]), c) for r in rows[: 3 * query.k]]
         if query.quotas:
             plan = [([c for c in categories if c in cats], n) for cats, n in query.quotas]
@@ -253,6 +269,6 @@ class Retriever:
                 plan.append(([c for c in categories if c not in quota_cats][: self.target_categories], rest))
         else:
             plan = [(categories[: max(self.target_categories, query.k)], query.k)]
-        chosen = self._allocate(plan, candidates, query.k)
+        chosen = self._allocate(plan, candidates, query.k, quota_groups=bool(query.quotas))
         return Retrieved(chosen, categories[: self.target_categories], dict(self.category_share), 0, True,
                          {"targets": len(categories), "candidates": sum(len(v) for v in candidates.values()), "returned": len(chosen)})

@@ -39,15 +39,11 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         try:
             remaining = context.time_remaining()
             timeout = self.config.default_deadline_s if remaining is None else max(remaining, 0.0)
-            deadline = time.monotonic() + timeout
-            await asyncio.wait_for(self._slots.acquire(), timeout)
-            try:
-                loop = asyncio.get_running_loop()
-                return await asyncio.wait_for(
-                    loop.run_in_executor(self.executor, fn, *args), max(deadline - time.monotonic(), 0.0)
-                )
-            finally:
-                self._slots.release()
+            # asyncio.timeout + `async with` on the semaphore: a slot taken is always given back,
+            # even when the deadline cancels the wait right after acquiring it.
+            async with asyncio.timeout(timeout):
+                async with self._slots:
+                    return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         except Exception as exc:  # every failure leaves as a status, here
             status = to_status(exc)
             code = _code(status.code).name
@@ -82,7 +78,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         now_us = int(time.time() * 1e6)
         user_id, recent, query = validation.recommend_request(request, self.config, served.retriever, now_us, prefix)
         t0 = time.perf_counter()
-        rec = self.engine.recommend(user_id, recent, query)
+        rec = self.engine.recommend(user_id, recent, query, served)  # the version it was validated against
         t1 = time.perf_counter()
         response = to_response(rec, request.explain)
         self.metrics.stage.labels("retrieve").observe(t1 - t0)
@@ -108,7 +104,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         return recommend_pb2.RecommendBatchResponse(responses=[self._recommend(r, f"requests[{i}].") for i, r in enumerate(request.requests)])
 
     def _ingest(self, request) -> service_pb2.IngestEventsResponse:
-        events = validation.ingest_events(request.events, self.config, self.engine.user_key)
+        events = validation.ingest_events(request.events, self.config, self.engine.user_key, int(time.time() * 1e6))
         stored, duplicates = self.engine.ingest(events)
         self.metrics.ingested.inc(stored)
         return service_pb2.IngestEventsResponse(accepted_count=stored, duplicate_count=duplicates)
@@ -178,8 +174,10 @@ def _explain(rec: Recommendation, c, label: str) -> recommend_pb2.Explanation:
     leaf = c.category.split(" > ")[-1]
     if c.interest < 0:
         return recommend_pb2.Explanation(summary=f"popular in {leaf}")
-    p = r.transition(label, c.category)
     sources = [str(r.item_ids[row]) for row in rec.profile.interest_items[c.interest][:3]]
+    if c.category == label:
+        return recommend_pb2.Explanation(summary=f"more {leaf}, which you engaged with", source_item_ids=sources, source_category=label)
+    p = r.transition(label, c.category)
     return recommend_pb2.Explanation(
         summary=f"goes with your interest in {label.split(' > ')[-1]}: shoppers move on to {leaf} in {p:.0%} of such sessions",
         source_item_ids=sources,

@@ -23,6 +23,9 @@ ACTIONS = {
     events_pb2.ACTION_PURCHASE: "purchase",
 }
 MAX_ID_LENGTH = 256
+# Event times must fall in [2000-01-01, now + 1 day]: anything else is a unit or clock error.
+EARLIEST_US = 946_684_800 * 1_000_000
+FUTURE_SLACK_US = 86_400 * 1_000_000
 
 
 def recommend_request(
@@ -44,10 +47,13 @@ def recommend_request(
     for i, e in enumerate(request.recent_events[: config.max_recent_events]):
         if not e.item_id:
             bad(f"recent_events[{i}].item_id", "must not be empty")
+        ts = _timestamp_us(e) or now_us
+        problem = _time_problem(ts, now_us)
+        if problem:
+            bad(f"recent_events[{i}].time", problem)
         if e.action not in ACTIONS:
             bad(f"recent_events[{i}].action", "must be VIEW, CLICK, CART or PURCHASE")
-        else:
-            ts = _timestamp_us(e) or now_us
+        elif not problem:
             recent.append(ProfileEvent(e.item_id, ACTIONS[e.action], ts))
     if not 1 <= request.k <= config.max_k:
         bad("k", f"must be between 1 and {config.max_k}, got {request.k}")
@@ -76,8 +82,14 @@ def recommend_request(
         share = request.cross_category_share
         if not (math.isfinite(share) and 0.0 <= share <= 1.0):
             bad("cross_category_share", f"must be within [0, 1], got {share}")
+        if request.category_quotas:
+            bad("cross_category_share", "give category_quotas or cross_category_share, not both")
     include = categories("include_categories", request.include_categories) if request.include_categories else None
     exclude = categories("exclude_categories", request.exclude_categories)
+    for i, (cats, _) in enumerate(quotas):
+        allowed = (cats if include is None else cats & include) - exclude
+        if cats and not allowed:
+            bad(f"category_quotas[{i}].category", "excluded by include_categories / exclude_categories")
     for i, w in enumerate(request.objective_weights):
         if w.objective == recommend_pb2.OBJECTIVE_UNSPECIFIED:
             bad(f"objective_weights[{i}].objective", "must be CLICK, CART or PURCHASE")
@@ -108,7 +120,7 @@ def recommend_request(
     return request.user_id, recent, query
 
 
-def ingest_events(events, config: EngineConfig, user_key) -> list[StoredEvent]:
+def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[StoredEvent]:
     """Validate IngestEvents' events (all or nothing) and pseudonymise their user ids."""
     v: list[FieldViolation] = []
     if not events:
@@ -128,6 +140,8 @@ def ingest_events(events, config: EngineConfig, user_key) -> list[StoredEvent]:
         ts = _timestamp_us(e)
         if ts is None:
             v.append(FieldViolation(f"events[{i}].time", "required"))
+        elif problem := _time_problem(ts, now_us):
+            v.append(FieldViolation(f"events[{i}].time", problem))
         if len(v) > before:
             continue
         event_id = e.event_id or _derived_id(e, ts)
@@ -141,6 +155,14 @@ def _timestamp_us(e: events_pb2.Event) -> int | None:
     if not e.HasField("time") or (e.time.seconds == 0 and e.time.nanos == 0):
         return None
     return e.time.seconds * 1_000_000 + e.time.nanos // 1000
+
+
+def _time_problem(ts_us: int, now_us: int) -> str:
+    if ts_us < EARLIEST_US:
+        return "before 2000-01-01: a clock or unit error"
+    if ts_us > now_us + FUTURE_SLACK_US:
+        return "more than a day in the future"
+    return ""
 
 
 def _derived_id(e: events_pb2.Event, ts_us: int) -> str:

@@ -85,9 +85,11 @@ def plan_shards(categories: pl.Series, item_ids: pl.Series, policy: ShardPolicy)
         if parts == 1:
             specs.append(ShardSpec(f"s{len(specs):04d}", category, 0, rows))
             continue
-        bucket = np.array([zlib.crc32(i.encode()) % parts for i in group["item_id"]])
-        for p in range(parts):
-            specs.append(ShardSpec(f"s{len(specs):04d}", category, p, rows[bucket == p]))
+        # Near-equal parts of at most max_shard_items, cut in the order of a stable hash of the id.
+        key = np.array([zlib.crc32(i.encode()) for i in group["item_id"]], dtype=np.int64)
+        ordered = rows[np.lexsort((rows, key))]
+        for p, part in enumerate(np.array_split(ordered, parts)):
+            specs.append(ShardSpec(f"s{len(specs):04d}", category, p, np.sort(part)))
     return specs
 
 
@@ -97,6 +99,8 @@ def choose_factory(n: int, dim: int, policy: ShardPolicy) -> str:
         return "Flat"
     if n <= policy.hnsw_max:
         return f"HNSW{policy.hnsw_m},Flat"
+    if n < 39 * 16:
+        return "Flat"  # too few vectors to train even 16 lists; a scan is cheap at this size
     # About 4 sqrt(n) lists, a power of two, and at least 39 training points per list.
     nlist = int(2 ** min(round(math.log2(4 * math.sqrt(n))), math.floor(math.log2(n / 39))))
     return f"IVF{nlist},SQ8"

@@ -214,6 +214,7 @@ def parse_timestamps(s: pl.Series) -> pl.Series:
     iso = s.str.strip_chars().str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T").str.replace(r"[zZ]$", "+00:00")
     with_offset = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC")
     naive = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False).dt.replace_time_zone("UTC")
+    minutes_offset = iso.str.to_datetime("%Y-%m-%dT%H:%M%z", strict=False, time_zone="UTC")
     minutes = iso.str.to_datetime("%Y-%m-%dT%H:%M", strict=False).dt.replace_time_zone("UTC")
-    return with_offset.fill_null(naive).fill_null(minutes)
+    return with_offset.fill_null(naive).fill_null(minutes_offset).fill_null(minutes)
 

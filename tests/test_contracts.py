@@ -157,12 +157,16 @@ def test_long_reports_are_truncated_but_count_everything(tmp_path):
 
 
 def test_timestamp_formats():
-    parsed = parse_timestamps(pl.Series(["2026-01-01T00:00:00Z", "2026-01-01 01:00", "2026-01-01T00:00:00-0130", "01/02/2026"]))
+    parsed = parse_timestamps(
+        pl.Series(["2026-01-01T00:00:00Z", "2026-01-01 01:00", "2026-01-01T00:00:00-0130", "01/02/2026", "2026-01-05T10:00Z", "2026-01-05T10:00+02:00"])
+    )
     assert [None if t is None else t.isoformat() for t in parsed] == [
         "2026-01-01T00:00:00+00:00",
         "2026-01-01T01:00:00+00:00",
         "2026-01-01T01:30:00+00:00",
         None,
+        "2026-01-05T10:00:00+00:00",
+        "2026-01-05T08:00:00+00:00",
     ]
 
 

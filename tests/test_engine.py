@@ -58,6 +58,10 @@ def categories_of(catalog: pl.DataFrame, item_ids) -> list[str]:
     return [lookup[i] for i in item_ids]
 
 
+def client_target(client: CrossrecClient) -> str:
+    return client.target
+
+
 def busy_user(shop_events: pl.DataFrame, rank: int = 0) -> str:
     counts = shop_events.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
     return counts["user_id"][rank]
@@ -114,7 +118,7 @@ def test_already_bought_items_never_come_back(client, shop_events, catalog):
     bought_categories = set(categories_of(catalog, bought))
     # Ask for every category the purchases came from, so the bought items are in the searched shards.
     quotas = {c: 3 for c in sorted(bought_categories)[:5]}
-    rec = client.recommend("b-" + user, k=sum(quotas.values()), category_quotas=quotas, cross_category_share=0.0)
+    rec = client.recommend("b-" + user, k=sum(quotas.values()), category_quotas=quotas)
     assert rec.items and not bought & {i.item_id for i in rec.items}
 
 
@@ -203,6 +207,9 @@ def test_delete_user_leaves_no_trace_and_raw_ids_never_reach_disk(client, server
         (dict(user_id="u", k=5, min_price=10.0, max_price=5.0), "filters.max_price"),
         (dict(user_id="u", k=5, max_price=float("nan")), "filters.max_price"),
         (dict(user_id="u", k=5, objective_weights={"click": float("inf")}), "objective_weights[0].weight"),
+        (dict(user_id="u", k=5, category_quotas={"Pets": 2}, exclude_categories=["Pets"]), "category_quotas[0].category"),
+        (dict(user_id="u", k=5, category_quotas={"Pets": 2}, cross_category_share=0.5), "cross_category_share"),
+        (dict(user_id="u", k=5, recent_events=[Event("", "i", "view", datetime(1970, 1, 1, 0, 0, 5, tzinfo=timezone.utc))]), "recent_events[0].time"),
     ],
 )
 def test_bad_recommend_requests_name_the_field(client, options, field):
@@ -211,6 +218,30 @@ def test_bad_recommend_requests_name_the_field(client, options, field):
         client.recommend(user, **options)
     assert excinfo.value.code == "INVALID_ARGUMENT" and field in excinfo.value.field_violations
     assert client.status().item_count == 2_000  # still serving
+
+
+def test_event_times_outside_a_sane_window_are_refused(client, catalog):
+    future = datetime.now(timezone.utc) + timedelta(days=30)
+    with pytest.raises(CrossrecError) as excinfo:
+        client.ingest([Event("t-user", catalog["item_id"][0], "view", future)])
+    assert excinfo.value.code == "INVALID_ARGUMENT" and "events[0].time" in excinfo.value.field_violations
+    stub = service_pb2_grpc.RecommendServiceStub(grpc.insecure_channel(client_target(client)))
+    request = service_pb2.IngestEventsRequest()
+    e = request.events.add(user_id="t-user", item_id="i", action=1)
+    e.time.seconds = 10**13  # far beyond any real clock: must be a clear error, not INTERNAL
+    with pytest.raises(grpc.RpcError) as exc2:
+        stub.IngestEvents(request, timeout=5)
+    assert exc2.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events[0].time" in exc2.value.details()
+
+
+def test_slots_move_to_the_side_that_can_fill_them(client, catalog):
+    viewed = catalog.filter(pl.col("category") == "Sports > Fitness > Yoga Mats")["item_id"][0]
+    # Only a touched category is allowed while the default asks for untouched ones: still k items.
+    rec = client.recommend(k=4, recent_events=[Event("", viewed, "view")], include_categories=["Sports > Fitness > Yoga Mats"], explain=True)
+    assert len(rec.items) == 4 and {i.category for i in rec.items} == {"Sports > Fitness > Yoga Mats"}
+    assert all(i.explanation["summary"].startswith("more Yoga Mats") for i in rec.items)
+    other = client.recommend(k=4, recent_events=[Event("", viewed, "view")], cross_category_share=0.0, include_categories=["Pets"])
+    assert len(other.items) == 4 and all(i.category.startswith("Pets > ") for i in other.items)
 
 
 def test_bad_batch_request_names_its_position(client):
@@ -286,10 +317,12 @@ def test_async_client(server, catalog):
         async with AsyncCrossrecClient(server.target, timeout=10) as c:
             r = await c.ingest([Event("async-user", catalog["item_id"][3], "purchase")])
             rec = await c.recommend("async-user", k=4)
-            return r, rec, await c.status()
+            batch = await c.recommend_batch([("async-user", RecommendOptions(k=2)), ("x", RecommendOptions(k=1))])
+            return r, rec, batch, await c.status()
 
-    result, rec, status = asyncio.run(go())
+    result, rec, batch, status = asyncio.run(go())
     assert result.accepted == 1 and len(rec.items) == 4 and not rec.fallback and status.item_count == 2_000
+    assert [len(b.items) for b in batch] == [2, 1] and batch[1].fallback
 
 
 def test_a_version_that_fails_verification_keeps_the_old_one_serving(server, built_index, tmp_path):
@@ -336,6 +369,13 @@ def test_cli_ingest_and_recommend_against_the_engine(server, small_shop_dir, tmp
     bad.write_text("user_id,item_id,action,ts\nu,i,view,2026-01-01T00:00:00Z\n,i,view,2026-01-01T00:00:00Z\n")
     assert main(["ingest", str(bad), "--target", server.target]) == 2
     assert "row 2, column 'user_id': must not be empty" in capsys.readouterr().err
+    # Rows the client can check itself are reported before anything is sent.
+    before = server.engine.status()["event_count"]
+    bad.write_text("user_id,item_id,action,ts\nu,i,look,2026-01-05 10:00\nu,i,view,\nu,i,view,2026-01-05T10:00+02:00\n")
+    assert main(["ingest", str(bad), "--target", server.target]) == 2
+    err = capsys.readouterr().err
+    assert "row 1, column 'action'" in err and "row 2, column 'ts'" in err and "nothing sent" in err
+    assert server.engine.status()["event_count"] == before
 
 
 def test_bench_command_measures_the_engine(server, small_shop_dir, tmp_path, capsys):

@@ -81,3 +81,11 @@ def test_a_shard_that_cannot_reach_the_recall_target_is_built_exact():
     shard = build_shard(spec, vectors, policy, np.random.default_rng(0))
     assert shard.factory == "Flat" and shard.recall_at_k == 1.0 and shard.params == {}
     assert "HNSW32,Flat reached recall@10" in shard.note and "built exact instead" in shard.note
+
+
+def test_split_parts_are_never_empty_and_tiny_shards_stay_exact():
+    specs = plan_shards(pl.Series(["c"] * 3), pl.Series(["a", "b", "c"]), ShardPolicy(max_shard_items=1))
+    assert [len(s.rows) for s in specs] == [1, 1, 1]
+    specs = plan_shards(pl.Series(["c"] * 10), pl.Series([f"i{i}" for i in range(10)]), ShardPolicy(max_shard_items=4))
+    assert sorted(len(s.rows) for s in specs) == [3, 3, 4]
+    assert choose_factory(30, 16, ShardPolicy(exact_max=10, hnsw_max=10)) == "Flat"
