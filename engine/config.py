@@ -52,6 +52,9 @@ class EngineConfig:
     #: Retrieval: target categories considered, candidates fetched per (interest, shard).
     target_categories: int = 8
     candidates_per_shard: int = 50
+    #: Cross-category shard search: scan the adapted versions' behaviour block and re-rank this many
+    #: candidates per query with the full vectors (0 = search the faiss shards directly).
+    behaviour_rerank: int = 200
     #: Share of k from categories the user never engaged with, when the request does not say.
     default_cross_category_share: float = 1.0
     #: Smoothing of P(target | source) toward the target's overall session share.

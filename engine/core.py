@@ -70,6 +70,7 @@ class Engine:
             smoothing=self.config.transition_smoothing,
             candidates_per_shard=self.config.candidates_per_shard,
             target_categories=self.config.target_categories,
+            behaviour_rerank=self.config.behaviour_rerank,
         )
         served = Served(version, retriever, RETRIEVAL_ONLY, time.time())
         with self._swap_lock:

@@ -74,3 +74,24 @@ def test_check_complements_finds_the_planted_graph(built_index, small_shop_dir):
     # Measured at 2,000 items: ~0.7 of items in planted complements vs ~0.15 by chance.
     assert result["users"] == 60
     assert result["complement_share"] > 3 * result["chance"] and result["complement_share"] > 0.5
+
+
+def test_behaviour_space_search_agrees_with_exact_shard_search(built_index):
+    """Cross-category queries through the behaviour block + re-rank find what exact search finds."""
+    from indexer.artifact import open_index
+    from engine.retrieval import Retriever
+
+    version = open_index(built_index.path)
+    retriever = Retriever(version, behaviour_rerank=20)  # few candidates: a real test of the re-rank
+    rng = np.random.default_rng(0)
+    agree = []
+    for shard_id in sorted(version.shards)[:20]:
+        rows, _ = retriever._behaviour[shard_id]
+        outside = np.flatnonzero(retriever.shard_of != shard_id)
+        queries = np.asarray(version.vectors[rng.choice(outside, 8, replace=False)])
+        k = min(5, len(rows))
+        _, exact = version.search(shard_id, queries, k)
+        scores, found = retriever._behaviour_search(shard_id, queries, k)
+        assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+        agree += [len(set(f) & set(e)) / k for f, e in zip(found.tolist(), exact.tolist())]
+    assert np.mean(agree) >= 0.95
