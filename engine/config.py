@@ -33,8 +33,8 @@ class EngineConfig:
     metrics_port: int = 0
     #: Threads for FAISS searches and store I/O (the event loop never blocks on them).
     workers: int = 4
-    #: OpenMP threads inside one faiss search. 1 by default: per-request shard searches are small,
-    #: and requests already run in parallel on the workers; OpenMP fan-out there only adds overhead.
+    #: Threads inside one faiss search or numpy BLAS call. 1 by default: per-request shard searches
+    #: are small, and requests already run in parallel on the workers; fan-out there only adds overhead.
     faiss_threads: int = 1
     #: Limits on requests; larger ones get INVALID_ARGUMENT.
     max_k: int = 200
