@@ -75,10 +75,14 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     # -- blocking work (executor threads) ----------------------------------------------------------
     def _recommend(self, request, prefix: str) -> recommend_pb2.RecommendResponse:
         served = self.engine.served
-        now_us = int(time.time() * 1e6)
-        user_id, recent, query = validation.recommend_request(request, self.config, served.retriever, now_us, prefix)
+        parsed = validation.recommend_request(request, self.config, served.retriever, int(time.time() * 1e6), prefix)
+        return self._answer(served, request, parsed)
+
+    def _answer(self, served, request, parsed) -> recommend_pb2.RecommendResponse:
+        """Run one validated request against the version it was validated with."""
+        user_id, recent, query = parsed
         t0 = time.perf_counter()
-        rec = self.engine.recommend(user_id, recent, query, served)  # the version it was validated against
+        rec = self.engine.recommend(user_id, recent, query, served)
         t1 = time.perf_counter()
         response = to_response(rec, request.explain)
         self.metrics.stage.labels("retrieve").observe(t1 - t0)
@@ -90,18 +94,19 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     def _recommend_batch(self, request) -> recommend_pb2.RecommendBatchResponse:
         if len(request.requests) > self.config.max_batch_requests:
             raise InvalidRequest([validation.FieldViolation("requests", f"at most {self.config.max_batch_requests} requests, got {len(request.requests)}")])
-        # Validate all first, so a bad request anywhere rejects the batch before any work.
+        # Validate all first (once each, against one version), so a bad request anywhere rejects
+        # the batch before any work.
         served = self.engine.served
         now_us = int(time.time() * 1e6)
-        violations = []
+        parsed, violations = [], []
         for i, r in enumerate(request.requests):
             try:
-                validation.recommend_request(r, self.config, served.retriever, now_us, f"requests[{i}].")
+                parsed.append(validation.recommend_request(r, self.config, served.retriever, now_us, f"requests[{i}]."))
             except InvalidRequest as exc:
                 violations += exc.violations
         if violations:
             raise InvalidRequest(violations)
-        return recommend_pb2.RecommendBatchResponse(responses=[self._recommend(r, f"requests[{i}].") for i, r in enumerate(request.requests)])
+        return recommend_pb2.RecommendBatchResponse(responses=[self._answer(served, r, p) for r, p in zip(request.requests, parsed)])
 
     def _ingest(self, request) -> service_pb2.IngestEventsResponse:
         events = validation.ingest_events(request.events, self.config, self.engine.user_key, int(time.time() * 1e6))
