@@ -46,6 +46,11 @@ class Recommendation:
     model_version: str
     retriever: Retriever
 
+    @property
+    def item_ids(self) -> list[str]:
+        """The recommended item ids, in the order served."""
+        return [str(self.retriever.item_ids[c.row]) for c in self.retrieved.items]
+
 
 class Engine:
     def __init__(self, config: EngineConfig, store: EventStore) -> None:
