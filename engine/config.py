@@ -17,6 +17,8 @@ import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 
+from engine.recommend import RecommenderSettings
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -44,21 +46,52 @@ class EngineConfig:
     max_message_bytes: int = 4 * 1024 * 1024
     #: Deadline applied when a client sets none (seconds).
     default_deadline_s: float = 2.0
-    #: Profiles: at most this many interest vectors; events older than ``history_days`` ignored;
-    #: weights halve every ``half_life_days``.
+    #: Profiles: at most this many interest vectors, built from the user's newest ``history_events``
+    #: events; weights halve every ``half_life_days``.
     max_interests: int = 4
     history_events: int = 500
     half_life_days: float = 14.0
-    #: Retrieval: target categories considered, candidates fetched per (interest, shard).
+    #: Retrieval: categories each slot group searches (best affinity first), of which the shard
+    #: search covers the first ``search_categories``; candidates per (interest, shard).
     target_categories: int = 8
+    search_categories: int = 6
     candidates_per_shard: int = 50
     #: Cross-category shard search: scan the adapted versions' behaviour block and re-rank this many
     #: candidates per query with the full vectors (0 = search the faiss shards directly).
     behaviour_rerank: int = 200
-    #: Share of k from categories the user never engaged with, when the request does not say.
-    default_cross_category_share: float = 1.0
-    #: Smoothing of P(target | source) toward the target's overall session share.
+    #: Candidate sources: the popular source's items per target category, the behaviour-neighbour
+    #: source's seed items (the user's heaviest), and each source's cap on candidates.
+    popular_per_category: int = 50
+    neighbour_seeds: int = 50
+    source_limit: int = 300
+    #: Never recommend items the user already engaged with (false: only purchases are excluded).
+    exclude_seen: bool = True
+    #: Share of k from categories the user never engaged with, when the request does not say;
+    #: ``none`` lets the ranking alone decide.
+    default_cross_category_share: float | None = 1.0
+    #: Smoothing of P(target | source) toward the target's overall session share, and the weight of
+    #: transitions against the user's own category weights in category affinity.
     transition_smoothing: float = 5.0
+    transition_weight: float = 1.0
+    #: Retrieval-only blend: weight of each source's per-request max-normalised score.
+    blend_neighbours: float = 1.0
+    blend_popular: float = 1.0
+    blend_search: float = 0.1
+
+    def recommender_settings(self) -> RecommenderSettings:
+        return RecommenderSettings(
+            smoothing=self.transition_smoothing,
+            transition_weight=self.transition_weight,
+            target_categories=self.target_categories,
+            search_categories=self.search_categories,
+            candidates_per_shard=self.candidates_per_shard,
+            behaviour_rerank=self.behaviour_rerank,
+            popular_per_category=self.popular_per_category,
+            neighbour_seeds=self.neighbour_seeds,
+            source_limit=self.source_limit,
+            exclude_seen=self.exclude_seen,
+            blend=(("neighbours", self.blend_neighbours), ("popular", self.blend_popular), ("search", self.blend_search)),
+        )
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> "EngineConfig":
@@ -92,8 +125,15 @@ class EngineConfig:
 
 
 def _parse(text: str, type_name: str):
+    if type_name.endswith("| None") and text.strip().lower() in ("", "none"):
+        return None
+    type_name = type_name.removesuffix(" | None")
     if type_name == "int":
         return int(text)
     if type_name == "float":
         return float(text)
+    if type_name == "bool":
+        if text.strip().lower() not in ("1", "0", "true", "false", "yes", "no"):
+            raise ValueError(f"expected true or false, got {text!r}")
+        return text.strip().lower() in ("1", "true", "yes")
     return text

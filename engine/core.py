@@ -17,39 +17,55 @@ import numpy as np
 
 from engine.config import EngineConfig
 from engine.errors import NotServing
+from engine.explain import Explanation, explain
 from engine.profile import Profile, ProfileEvent, build_profile
 from engine.pseudonym import pseudonymise
-from engine.retrieval import Query, Retrieved, Retriever
+from engine.query import Query
+from engine.recommend import Recommender, Result
 from engine.store import EventStore, StoredEvent
 from indexer.artifact import IndexVersion, open_index
 
 log = logging.getLogger(__name__)
-RETRIEVAL_ONLY = "retrieval-only"
 
 
 @dataclass(frozen=True)
 class Served:
-    """One index version and its model, swapped as a unit."""
+    """One index version and its ranker, swapped as a unit."""
 
     version: IndexVersion
-    retriever: Retriever
-    model_version: str
+    recommender: Recommender
     loaded_at: float
+
+    @property
+    def model_version(self) -> str:
+        return self.recommender.model_version
+
+
+@dataclass(frozen=True)
+class RecommendedItem:
+    item_id: str
+    category: str
+    score: float
+    interest_index: int  # -1 for the popularity fallback
+    interest_label: str
+    shard: str
+    retrieval_score: float
+    sources: tuple[str, ...]
+    explanation: Explanation | None = None
 
 
 @dataclass
 class Recommendation:
-    retrieved: Retrieved
-    profile: Profile
+    items: list[RecommendedItem]
     recommendation_id: str
     index_version: str
     model_version: str
-    retriever: Retriever
+    result: Result
 
     @property
     def item_ids(self) -> list[str]:
         """The recommended item ids, in the order served."""
-        return [str(self.retriever.item_ids[c.row]) for c in self.retrieved.items]
+        return [i.item_id for i in self.items]
 
 
 class Engine:
@@ -73,14 +89,7 @@ class Engine:
         # Same reasoning for numpy's BLAS (behaviour-space scans): parallelism comes from requests.
         threadpool_limits(self.config.faiss_threads, user_api="blas")
         version = open_index(path, verify=True)
-        retriever = Retriever(
-            version,
-            smoothing=self.config.transition_smoothing,
-            candidates_per_shard=self.config.candidates_per_shard,
-            target_categories=self.config.target_categories,
-            behaviour_rerank=self.config.behaviour_rerank,
-        )
-        served = Served(version, retriever, RETRIEVAL_ONLY, time.time())
+        served = Served(version, Recommender(version, self.config.recommender_settings()), time.time())
         with self._swap_lock:
             self._served = served
         log.info("serving index %s (%d items)", version.version, version.items.height)
@@ -102,19 +111,40 @@ class Engine:
         if user_id:
             events = [ProfileEvent(e.item_id, e.action, e.ts_us) for e in self.store.history(self.user_key(user_id), self.config.history_events)]
         events += recent
-        r = served.retriever
+        items = served.recommender.items
         return build_profile(
-            events, r.row_of, np.asarray(served.version.vectors), r.categories, now_us,
+            events, items.row_of, np.asarray(served.version.vectors), items.row_category, now_us,
             max_interests=self.config.max_interests, half_life_days=self.config.half_life_days,
         )
 
-    def recommend(self, user_id: str, recent: list[ProfileEvent], query: Query, served: Served | None = None) -> Recommendation:
+    def recommend(self, user_id: str, recent: list[ProfileEvent], query: Query, served: Served | None = None,
+                  explain_items: bool = False) -> Recommendation:
         """``served``: the version the request was validated against (default: the current one)."""
         served = served or self.served
-        now_us = int(time.time() * 1e6)
-        profile = self.profile(served, user_id, recent, now_us)
-        retrieved = served.retriever.retrieve(profile, query)
-        return Recommendation(retrieved, profile, uuid.uuid4().hex, served.version.version, served.model_version, served.retriever)
+        start = time.perf_counter()
+        profile = self.profile(served, user_id, recent, int(time.time() * 1e6))
+        profile_s = time.perf_counter() - start
+        r = served.recommender
+        result = r.recommend(profile, query)
+        result.stage_seconds = {"profile": profile_s, **result.stage_seconds}
+        explanations = explain(result, profile, r.items, r.categories) if explain_items else [None] * len(result.rows)
+        items = []
+        for row, score, retrieval, interest, sources, why in zip(
+            result.rows.tolist(), result.scores.tolist(), result.retrieval_scores.tolist(), result.interests.tolist(),
+            result.sources, explanations,
+        ):
+            items.append(RecommendedItem(
+                item_id=str(r.items.item_ids[row]),
+                category=r.items.categories[r.items.category_code[row]],
+                score=score,
+                interest_index=interest,
+                interest_label=profile.interest_categories[interest] if interest >= 0 else "popular",
+                shard=str(r.items.shard_of[row]),
+                retrieval_score=retrieval,
+                sources=sources,
+                explanation=why,
+            ))
+        return Recommendation(items, uuid.uuid4().hex, served.version.version, served.model_version, result)
 
     def ingest(self, events: list[StoredEvent]) -> tuple[int, int]:
         """Store (already validated, pseudonymised) events; profiles see them on the next request."""

@@ -36,6 +36,11 @@ class NotServing(EngineError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+def status_code(numeric: int) -> grpc.StatusCode:
+    """The ``grpc.StatusCode`` of a numeric ``google.rpc.Code``."""
+    return next(c for c in grpc.StatusCode if c.value[0] == numeric)
+
+
 def to_status(error: Exception) -> status_pb2.Status:
     """A ``google.rpc.Status`` for any exception; BadRequest details for invalid requests."""
     if isinstance(error, InvalidRequest):

@@ -38,6 +38,10 @@ class Profile:
     seen_rows: set[int] = field(default_factory=set)
     interest_items: list[list[int]] = field(default_factory=list)
     events_used: int = 0
+    #: Every item row the user touched and its decayed, action-weighted weight (heaviest first):
+    #: the seeds of the behaviour-neighbour source.
+    item_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    item_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def empty(self) -> bool:
@@ -88,6 +92,7 @@ def build_profile(
         order = np.argsort(-weights[sel])
         items.append(rows[sel][order].tolist())
     kept = np.array([per_category[c] for c in ranked])
+    heaviest = np.argsort(-weights, kind="stable")
     return Profile(
         interests=np.asarray(interests, dtype=np.float32),
         interest_categories=ranked,
@@ -97,4 +102,6 @@ def build_profile(
         seen_rows=set(weight_by_row),
         interest_items=items,
         events_used=len(events),
+        item_rows=rows[heaviest],
+        item_weights=weights[heaviest],
     )

@@ -20,7 +20,7 @@ import polars as pl
 
 from engine.config import EngineConfig
 from engine.core import Engine
-from engine.retrieval import Query
+from engine.query import Query
 from engine.store import SQLiteEventStore, StoredEvent
 from indexer.datagen.shop import TRUTH_FILE
 
@@ -62,7 +62,7 @@ def complement_hit_rate(artifact: str, shop: Path, users: int, min_events: int, 
             start = time.perf_counter()
             rec = engine.recommend(user, [], Query(k=k, cross_share=1.0))
             seconds.append(time.perf_counter() - start)
-            cats = [c.category for c in rec.retrieved.items]
+            cats = [i.category for i in rec.items]
             hits.append(np.mean([c in planted for c in cats]) if cats else 0.0)
             chance.append(len(planted) / max(len(all_categories - touched), 1))
         engine.store.close()

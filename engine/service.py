@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
 from engine import validation
 from engine.core import Engine, Recommendation
-from engine.errors import InvalidRequest, to_status
+from engine.errors import InvalidRequest, status_code, to_status
 from engine.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
                     return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
         except Exception as exc:  # every failure leaves as a status, here
             status = to_status(exc)
-            code = _code(status.code).name
+            code = status_code(status.code).name
             if not isinstance(exc, (InvalidRequest, TimeoutError)):
                 log.exception("%s failed", method)
             else:
@@ -75,19 +75,22 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     # -- blocking work (executor threads) ----------------------------------------------------------
     def _recommend(self, request, prefix: str) -> recommend_pb2.RecommendResponse:
         served = self.engine.served
-        parsed = validation.recommend_request(request, self.config, served.retriever, int(time.time() * 1e6), prefix)
+        parsed = validation.recommend_request(request, self.config, served.recommender.categories, int(time.time() * 1e6), prefix)
         return self._answer(served, request, parsed)
 
     def _answer(self, served, request, parsed) -> recommend_pb2.RecommendResponse:
         """Run one validated request against the version it was validated with."""
         user_id, recent, query = parsed
+        rec = self.engine.recommend(user_id, recent, query, served, explain_items=request.explain)
         t0 = time.perf_counter()
-        rec = self.engine.recommend(user_id, recent, query, served)
-        t1 = time.perf_counter()
-        response = to_response(rec, request.explain)
-        self.metrics.stage.labels("retrieve").observe(t1 - t0)
-        self.metrics.stage.labels("respond").observe(time.perf_counter() - t1)
-        for stage, n in rec.retrieved.stage_counts.items():
+        response = to_response(rec)
+        # "retrieve": the recommender from targets to the chosen items (the profile's store read is
+        # its own stage); "respond": building the response message.
+        stages = rec.result.stage_seconds
+        stages = {**stages, "retrieve": sum(v for k, v in stages.items() if k != "profile"), "respond": time.perf_counter() - t0}
+        for stage, seconds in stages.items():
+            self.metrics.stage.labels(stage).observe(seconds)
+        for stage, n in rec.result.stage_counts.items():
             self.metrics.candidates.labels(stage).observe(n)
         return response
 
@@ -101,7 +104,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         parsed, violations = [], []
         for i, r in enumerate(request.requests):
             try:
-                parsed.append(validation.recommend_request(r, self.config, served.retriever, now_us, f"requests[{i}]."))
+                parsed.append(validation.recommend_request(r, self.config, served.recommender.categories, now_us, f"requests[{i}]."))
             except InvalidRequest as exc:
                 violations += exc.violations
         if violations:
@@ -139,53 +142,34 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         return response
 
 
-def _code(numeric: int) -> grpc.StatusCode:
-    return next(c for c in grpc.StatusCode if c.value[0] == numeric)
-
-
-def to_response(rec: Recommendation, explain: bool) -> recommend_pb2.RecommendResponse:
-    r = rec.retriever
-    profile = rec.profile
-    retrieved = rec.retrieved
+def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
     items = []
-    for c in retrieved.items:
-        label = profile.interest_categories[c.interest] if c.interest >= 0 else "popular"
+    for i in rec.items:
         item = recommend_pb2.RecommendedItem(
-            item_id=str(r.item_ids[c.row]),
-            category=c.category,
-            score=c.score,
-            interest_index=c.interest,
-            interest_label=label,
-            shard=c.shard,
-            retrieval_score=c.score,
+            item_id=i.item_id,
+            category=i.category,
+            score=i.score,
+            interest_index=i.interest_index,
+            interest_label=i.interest_label,
+            shard=i.shard,
+            retrieval_score=i.retrieval_score,
         )
-        if explain:
-            item.explanation.CopyFrom(_explain(rec, c, label))
+        if i.explanation is not None:
+            e = i.explanation
+            item.explanation.CopyFrom(recommend_pb2.Explanation(
+                summary=e.summary,
+                source_item_ids=e.source_item_ids,
+                source_category=e.source_category,
+                transition_probability=e.transition_probability,
+            ))
         items.append(item)
-    searched = retrieved.shards_searched
+    result = rec.result
     return recommend_pb2.RecommendResponse(
         items=items,
         recommendation_id=rec.recommendation_id,
         index_version=rec.index_version,
         model_version=rec.model_version,
-        target_categories=retrieved.targets,
-        coverage=recommend_pb2.Coverage(shards_searched=searched, shards_targeted=searched),
-        fallback=retrieved.fallback,
-    )
-
-
-def _explain(rec: Recommendation, c, label: str) -> recommend_pb2.Explanation:
-    r = rec.retriever
-    leaf = c.category.split(" > ")[-1]
-    if c.interest < 0:
-        return recommend_pb2.Explanation(summary=f"popular in {leaf}")
-    sources = [str(r.item_ids[row]) for row in rec.profile.interest_items[c.interest][:3]]
-    if c.category == label:
-        return recommend_pb2.Explanation(summary=f"more {leaf}, which you engaged with", source_item_ids=sources, source_category=label)
-    p = r.transition(label, c.category)
-    return recommend_pb2.Explanation(
-        summary=f"goes with your interest in {label.split(' > ')[-1]}: shoppers move on to {leaf} in {p:.0%} of such sessions",
-        source_item_ids=sources,
-        source_category=label,
-        transition_probability=p,
+        target_categories=result.targets,
+        coverage=recommend_pb2.Coverage(shards_searched=result.shards_searched, shards_targeted=result.shards_targeted),
+        fallback=result.fallback,
     )

@@ -13,7 +13,8 @@ from crossrec.v1 import events_pb2, recommend_pb2
 from engine.config import EngineConfig
 from engine.errors import FieldViolation, InvalidRequest
 from engine.profile import ProfileEvent
-from engine.retrieval import Query, Retriever
+from engine.query import Query
+from engine.targets import CategoryModel
 from engine.store import StoredEvent
 
 ACTIONS = {
@@ -29,7 +30,7 @@ FUTURE_SLACK_US = 86_400 * 1_000_000
 
 
 def recommend_request(
-    request: recommend_pb2.RecommendRequest, config: EngineConfig, retriever: Retriever, now_us: int, prefix: str = ""
+    request: recommend_pb2.RecommendRequest, config: EngineConfig, categories: CategoryModel, now_us: int, prefix: str = ""
 ) -> tuple[str, list[ProfileEvent], Query]:
     """Validate a RecommendRequest; raise :class:`InvalidRequest` naming every bad field."""
     v: list[FieldViolation] = []
@@ -58,10 +59,10 @@ def recommend_request(
     if not 1 <= request.k <= config.max_k:
         bad("k", f"must be between 1 and {config.max_k}, got {request.k}")
 
-    def categories(field: str, names) -> frozenset[str]:
+    def resolve_all(field: str, names) -> frozenset[str]:
         out: set[str] = set()
         for i, name in enumerate(names):
-            resolved = retriever.resolve(name)
+            resolved = categories.resolve(name)
             if not resolved:
                 bad(f"{field}[{i}]", f"unknown category {name!r}")
             out |= resolved
@@ -69,7 +70,7 @@ def recommend_request(
 
     quotas = []
     for i, q in enumerate(request.category_quotas):
-        cats = retriever.resolve(q.category)
+        cats = categories.resolve(q.category)
         if not cats:
             bad(f"category_quotas[{i}].category", f"unknown category {q.category!r}")
         if q.count < 1:
@@ -84,8 +85,8 @@ def recommend_request(
             bad("cross_category_share", f"must be within [0, 1], got {share}")
         if request.category_quotas:
             bad("cross_category_share", "give category_quotas or cross_category_share, not both")
-    include = categories("include_categories", request.include_categories) if request.include_categories else None
-    exclude = categories("exclude_categories", request.exclude_categories)
+    include = resolve_all("include_categories", request.include_categories) if request.include_categories else None
+    exclude = resolve_all("exclude_categories", request.exclude_categories)
     for i, (cats, _) in enumerate(quotas):
         allowed = (cats if include is None else cats & include) - exclude
         if cats and not allowed:

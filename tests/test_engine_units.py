@@ -79,19 +79,21 @@ def test_check_complements_finds_the_planted_graph(built_index, small_shop_dir):
 def test_behaviour_space_search_agrees_with_exact_shard_search(built_index):
     """Cross-category queries through the behaviour block + re-rank find what exact search finds."""
     from indexer.artifact import open_index
-    from engine.retrieval import Retriever
+    from engine.items import ItemTable
+    from engine.sources import ShardSearchSource
 
     version = open_index(built_index.path)
-    retriever = Retriever(version, behaviour_rerank=20)  # few candidates: a real test of the re-rank
+    items = ItemTable.from_version(version)
+    search = ShardSearchSource(version, items, behaviour_rerank=20)  # few candidates: a real test of the re-rank
     rng = np.random.default_rng(0)
     agree = []
     for shard_id in sorted(version.shards)[:20]:
-        rows, _ = retriever._behaviour[shard_id]
-        outside = np.flatnonzero(retriever.shard_of != shard_id)
+        rows, _ = search.behaviour[shard_id]
+        outside = np.flatnonzero(items.shard_of != shard_id)
         queries = np.asarray(version.vectors[rng.choice(outside, 8, replace=False)])
         k = min(5, len(rows))
         _, exact = version.search(shard_id, queries, k)
-        scores, found = retriever._behaviour_search(shard_id, queries, k)
+        scores, found = search.behaviour_search(shard_id, queries, k)
         assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
         agree += [len(set(f) & set(e)) / k for f, e in zip(found.tolist(), exact.tolist())]
     assert np.mean(agree) >= 0.95

@@ -1,0 +1,81 @@
+"""What the request path reads of one index version's items, as flat numpy arrays.
+
+Built once per served version (:class:`ItemTable`), so a request never touches polars or Python
+objects per item: row ``i`` everywhere is item row ``i`` of the index (= faiss id ``i``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+
+from indexer.artifact import IndexVersion
+
+POPULAR_PER_CATEGORY = 500
+RATE_COLUMNS = ("click_rate", "cart_rate", "purchase_rate")
+
+
+def _column(items: pl.DataFrame, name: str, fill, dtype) -> np.ndarray:
+    if name not in items.columns:
+        return np.full(items.height, fill, dtype=dtype)
+    return items[name].fill_null(fill).to_numpy().astype(dtype, copy=False)
+
+
+@dataclass(frozen=True)
+class ItemTable:
+    """Per-item arrays (length ``n``) and per-category popularity orders.
+
+    ``category_code[i]`` indexes ``categories``; ``popular[c]`` lists category ``c``'s item rows,
+    most popular first (all of them; the first ``POPULAR_PER_CATEGORY`` serve the popularity source);
+    ``popularity_share[i]`` is item ``i``'s share of its category's decayed popularity (0 without
+    events).
+    """
+
+    item_ids: np.ndarray
+    row_of: dict[str, int]
+    categories: list[str]
+    category_code: np.ndarray
+    row_category: np.ndarray  # category name per row (object array)
+    shard_of: np.ndarray
+    in_stock: np.ndarray
+    price: np.ndarray
+    brand: np.ndarray
+    popularity: np.ndarray
+    popularity_share: np.ndarray
+    popular: list[np.ndarray]
+    #: (n, 3) smoothed funnel rates: view->click, click->cart, cart->purchase (0 where not built).
+    rates: np.ndarray
+
+    @classmethod
+    def from_version(cls, version: IndexVersion) -> ItemTable:
+        items = version.items
+        categories = sorted(version.manifest["category_shards"])
+        index = {c: i for i, c in enumerate(categories)}
+        codes = items["category"].replace_strict(index, return_dtype=pl.Int32).to_numpy()
+        popularity = _column(items, "popularity", 0.0, np.float64)
+        order = np.lexsort((-popularity, codes))
+        starts = np.searchsorted(codes[order], np.arange(len(categories) + 1))
+        popular = [order[starts[c] : starts[c + 1]] for c in range(len(categories))]
+        totals = np.bincount(codes, weights=popularity, minlength=len(categories))
+        share = np.divide(popularity, totals[codes], out=np.zeros_like(popularity), where=totals[codes] > 0)
+        ids = items["item_id"].to_numpy()
+        return cls(
+            item_ids=ids,
+            row_of={item: i for i, item in enumerate(ids.tolist())},
+            categories=categories,
+            category_code=codes,
+            row_category=np.array(categories, dtype=object)[codes],
+            shard_of=items["shard"].to_numpy(),
+            in_stock=_column(items, "in_stock", True, bool),
+            price=_column(items, "price", np.nan, np.float64),
+            brand=_column(items, "brand", "", object),
+            popularity=popularity,
+            popularity_share=share,
+            popular=popular,
+            rates=np.column_stack([_column(items, c, 0.0, np.float32) for c in RATE_COLUMNS]),
+        )
+
+    def __len__(self) -> int:
+        return len(self.item_ids)

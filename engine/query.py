@@ -1,0 +1,23 @@
+"""What one Recommend request asks for, after validation (categories resolved to leaves)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Query:
+    """``quotas``: (leaf categories, count) groups filled exactly; otherwise ``cross_share`` of the
+    ``k`` slots go to categories the user never engaged with (``None``: no split, the ranking alone
+    decides). ``include`` (None = all) and ``exclude`` filter categories; the rest filter items."""
+
+    k: int
+    quotas: tuple[tuple[frozenset[str], int], ...] = ()
+    cross_share: float | None = 1.0
+    include: frozenset[str] | None = None
+    exclude: frozenset[str] = frozenset()
+    in_stock_only: bool = False
+    min_price: float | None = None
+    max_price: float | None = None
+    brands: frozenset[str] = frozenset()
+    exclude_items: frozenset[str] = frozenset()

@@ -1,0 +1,178 @@
+"""The request path for one profile, top to bottom:
+
+    targets -> candidates (every source) -> filter -> features -> rank -> allocate -> interests
+
+:class:`Recommender` holds what one index version needs (item arrays, the category model, the
+sources, the ranker) and is built once per served version. A profile without events gets the
+popularity fallback: the ``popular`` source over the categories with the largest session share.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine.allocate import Plan, allocate, plan_slots, shortfall
+from engine.candidates import Candidates, SourceResult, merge
+from engine.features import SOURCES, candidate_features
+from engine.filters import allowed_categories, allowed_rows
+from engine.items import ItemTable
+from engine.profile import Profile
+from engine.query import Query
+from engine.ranking import BlendRanker, Ranker
+from engine.sources import Context, NeighbourSource, PopularSource, ShardSearchSource
+from engine.targets import CategoryModel
+from indexer.artifact import IndexVersion
+
+
+@dataclass(frozen=True)
+class RecommenderSettings:
+    """Retrieval and blend settings (see :class:`engine.config.EngineConfig` for each field)."""
+
+    smoothing: float = 5.0
+    transition_weight: float = 1.0
+    target_categories: int = 8
+    search_categories: int = 6
+    candidates_per_shard: int = 50
+    behaviour_rerank: int = 200
+    popular_per_category: int = 50
+    neighbour_seeds: int = 50
+    source_limit: int = 300
+    exclude_seen: bool = True
+    blend: tuple[tuple[str, float], ...] = (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1))
+
+
+@dataclass
+class Result:
+    """The chosen items (length <= k), best first, and how they were found."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    retrieval_scores: np.ndarray
+    interests: np.ndarray  # profile interest per item, -1 for the fallback
+    sources: list[tuple[str, ...]]  # names of the sources that proposed each item
+    targets: list[str]
+    fallback: bool
+    shards_searched: int
+    shards_targeted: int
+    stage_counts: dict[str, int] = field(default_factory=dict)
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class Recommender:
+    """Everything the request path needs from one index version, built once per version."""
+
+    def __init__(self, version: IndexVersion, settings: RecommenderSettings = RecommenderSettings(), ranker: Ranker | None = None) -> None:
+        self.version = version
+        self.settings = settings
+        self.items = ItemTable.from_version(version)
+        self.categories = CategoryModel(version, self.items.categories, settings.smoothing)
+        self.neighbours = NeighbourSource(version, settings.neighbour_seeds, settings.source_limit)
+        self.popular = PopularSource(self.items, settings.popular_per_category, 2 * settings.target_categories,
+                                     limit=10 * settings.source_limit)
+        self.search = ShardSearchSource(version, self.items, settings.candidates_per_shard, settings.search_categories,
+                                        settings.behaviour_rerank, settings.source_limit)
+        self.ranker: Ranker = ranker or BlendRanker(dict(settings.blend))
+
+    @property
+    def model_version(self) -> str:
+        return self.ranker.model_version
+
+    def recommend(self, profile: Profile, query: Query) -> Result:
+        clock = _Clock()
+        c = self.categories
+        n_categories = len(c.categories)
+        fallback = profile.empty
+        if fallback:
+            weights = np.zeros(n_categories)
+            transition = c.share.copy()
+        else:
+            weights = c.weights(profile)
+            transition = c.transition_scores(weights)
+        touched = weights > 0
+        allowed = allowed_categories(query, c.categories)
+        plan = plan_slots(query, allowed, touched, c.index.__getitem__)
+        affinity = np.where(plan.categories, weights + self.settings.transition_weight * transition, 0.0)
+        targets = self._targets(plan, affinity)
+        context = Context(profile, np.where(np.isin(np.arange(n_categories), targets), affinity, 0.0), targets, query.k)
+        results = [self.popular.generate(context)]
+        if not fallback:
+            results += [self.neighbours.generate(context), self.search.generate(context)]
+        clock.lap("candidates")
+        excluded = profile.item_rows if self.settings.exclude_seen else np.fromiter(profile.purchased_rows, np.int64)
+        candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
+        short = shortfall(plan, self.items.category_code[candidates.rows])
+        if short.any():  # filters left a group short: walk its categories' items by popularity
+            results.append(self._refill(short, affinity, query, excluded))
+            candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
+        n_candidates = len(candidates)
+        features = candidate_features(candidates, self.items, weights, transition, affinity)
+        scores = self.ranker.score(features)
+        order = np.lexsort((candidates.rows, -scores))
+        clock.lap("rank")
+        chosen = order[allocate(plan, self.items.category_code[candidates.rows[order]], query.k)]
+        picked = candidates.take(chosen)
+        interests = self._interests(profile, picked) if not fallback else np.full(len(chosen), -1, np.int64)
+        search = next(r for r in results if r.name == "search") if not fallback else SourceResult.empty("search")
+        targeted = sum(len(self.version.shards_of(c.categories[t])) for t in targets[: self.search.categories]) if not fallback else 0
+        clock.lap("allocate")
+        return Result(
+            rows=picked.rows,
+            scores=scores[chosen],
+            retrieval_scores=picked.score("search").astype(np.float64),
+            interests=interests,
+            sources=[tuple(s for s, v in zip(SOURCES, row) if v > 0) for row in picked.scores.tolist()],
+            targets=[c.categories[t] for t in targets],
+            fallback=fallback,
+            shards_searched=search.searched,
+            shards_targeted=targeted,
+            stage_counts={"targets": len(targets), "candidates": n_candidates, "returned": len(chosen)},
+            stage_seconds=clock.laps,
+        )
+
+    def _targets(self, plan: Plan, affinity: np.ndarray) -> np.ndarray:
+        """Each group's ``target_categories`` best categories by affinity, best first overall."""
+        picked = np.zeros(len(affinity), dtype=bool)
+        for group in plan.groups:
+            codes = np.flatnonzero(group.categories)
+            best = codes[np.argsort(-affinity[codes], kind="stable")][: max(self.settings.target_categories, 1)]
+            picked[best] = True
+        codes = np.flatnonzero(picked)
+        return codes[np.argsort(-affinity[codes], kind="stable")]
+
+    def _filter(self, candidates: Candidates, query: Query, plan: Plan, excluded: np.ndarray) -> Candidates:
+        ok = allowed_rows(candidates.rows, query, self.items, excluded)
+        ok &= plan.categories[self.items.category_code[candidates.rows]]
+        return candidates.take(np.flatnonzero(ok))
+
+    def _refill(self, short: np.ndarray, affinity: np.ndarray, query: Query, excluded: np.ndarray) -> SourceResult:
+        rows = np.concatenate([self.items.popular[c] for c in np.flatnonzero(short)] or [np.zeros(0, np.int64)])
+        rows = rows[allowed_rows(rows, query, self.items, excluded)]
+        # Popularity order within the short categories, scored like the popular source (a floor keeps
+        # categories without affinity or events in play).
+        scores = (affinity[self.items.category_code[rows]] + 1e-9) * (self.items.popularity_share[rows] + 1e-9)
+        order = np.lexsort((rows, -scores))[: max(4 * query.k, 100)]
+        return SourceResult("popular", rows[order], scores[order].astype(np.float32))
+
+    def _interests(self, profile: Profile, picked: Candidates) -> np.ndarray:
+        """The interest behind each item: the one whose search found it, else the interest whose
+        category it belongs to, else the interest whose category leads most often to it."""
+        c = self.categories
+        codes = self.items.category_code[picked.rows]
+        sources = np.array([c.index[name] for name in profile.interest_categories])
+        lead = c.matrix[sources][:, codes]  # (m, n): P(item's category | interest's category)
+        lead[sources[:, None] == codes[None, :]] = 2.0  # its own category beats any transition
+        return np.where(picked.interest >= 0, picked.interest, np.argmax(lead, axis=0))
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = self.last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = now - self.last
+        self.last = now
