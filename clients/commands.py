@@ -10,6 +10,7 @@ from pathlib import Path
 from datetime import datetime, timezone
 
 from clients.sdk import ACTION, CrossrecClient, CrossrecError, Event
+from crossrec.vocabulary import parse_timestamp
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 
@@ -102,13 +103,9 @@ def events_from_rows(rows) -> tuple[list[Event], list[str]]:
 def _timestamp(value) -> datetime | None:
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str):
         return None
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parse_timestamp(value)
 
 
 def run_ingest(args: argparse.Namespace) -> int:

@@ -23,8 +23,9 @@ import grpc
 from grpc_status import rpc_status
 
 from crossrec.v1 import events_pb2, recommend_pb2, service_pb2, service_pb2_grpc
+from crossrec.vocabulary import ACTIONS
 
-ACTION = {"view": events_pb2.ACTION_VIEW, "click": events_pb2.ACTION_CLICK, "cart": events_pb2.ACTION_CART, "purchase": events_pb2.ACTION_PURCHASE}
+ACTION = {name: events_pb2.Action.Value(f"ACTION_{name.upper()}") for name in ACTIONS}
 OBJECTIVE = {"click": recommend_pb2.OBJECTIVE_CLICK, "cart": recommend_pb2.OBJECTIVE_CART, "purchase": recommend_pb2.OBJECTIVE_PURCHASE}
 _OBJECTIVE_NAME = {v: k for k, v in OBJECTIVE.items()}
 

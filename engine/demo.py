@@ -22,6 +22,8 @@ import numpy as np
 import polars as pl
 
 from clients.sdk import CrossrecClient, Event
+from crossrec.vocabulary import leaf
+
 from engine.config import EngineConfig
 from engine.server import BackgroundServer
 
@@ -90,7 +92,6 @@ def recommendation_examples(client: CrossrecClient, replay: pl.DataFrame, catalo
     complements: dict[str, set[str]] = {}
     for e in truth["complements"]:
         complements.setdefault(e["source"], set()).add(e["target"])
-    leaf = lambda c: c.split(" > ")[-1]
     lines = []
     for user in users:
         did = replay.filter(pl.col("user_id") == user).join(catalog, on="item_id")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from crossrec.vocabulary import leaf
+
 from engine.items import ItemTable
 from engine.profile import Profile
 from engine.recommend import Result
@@ -17,10 +19,6 @@ class Explanation:
     source_item_ids: tuple[str, ...] = ()
     source_category: str = ""
     transition_probability: float = 0.0
-
-
-def leaf(category: str) -> str:
-    return category.split(" > ")[-1]
 
 
 def explain(result: Result, profile: Profile, items: ItemTable, categories: CategoryModel) -> list[Explanation]:

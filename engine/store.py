@@ -15,7 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-ACTION_CODES = {"view": 1, "click": 2, "cart": 3, "purchase": 4}
+from crossrec.vocabulary import ACTIONS
+
+# Stored as the position in ACTIONS + 1 (the API enum's numbers).
+ACTION_CODES = {a: i + 1 for i, a in enumerate(ACTIONS)}
 ACTION_NAMES = {v: k for k, v in ACTION_CODES.items()}
 
 

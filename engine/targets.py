@@ -15,6 +15,7 @@ shoppers go next::
 from __future__ import annotations
 
 import numpy as np
+from crossrec.vocabulary import CATEGORY_SEPARATOR, normalise_category
 
 from engine.profile import Profile
 from indexer.artifact import IndexVersion
@@ -45,10 +46,10 @@ class CategoryModel:
 
     def resolve(self, name: str) -> frozenset[str]:
         """A category path or a prefix of one (a department) -> the leaf categories it covers."""
-        name = " > ".join(part.strip() for part in name.split(">"))
+        name = normalise_category(name)
         if name in self.index:
             return frozenset([name])
-        return frozenset(c for c in self.categories if c.startswith(name + " > "))
+        return frozenset(c for c in self.categories if c.startswith(name + CATEGORY_SEPARATOR))
 
     def transition(self, source: str, target: str) -> float:
         """Smoothed P(target | source)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import math
 
+from crossrec import vocabulary
 from crossrec.v1 import events_pb2, recommend_pb2
 from engine.config import EngineConfig
 from engine.errors import FieldViolation, InvalidRequest
@@ -17,12 +18,7 @@ from engine.query import Query
 from engine.targets import CategoryModel
 from engine.store import StoredEvent
 
-ACTIONS = {
-    events_pb2.ACTION_VIEW: "view",
-    events_pb2.ACTION_CLICK: "click",
-    events_pb2.ACTION_CART: "cart",
-    events_pb2.ACTION_PURCHASE: "purchase",
-}
+ACTIONS = {events_pb2.Action.Value(f"ACTION_{name.upper()}"): name for name in vocabulary.ACTIONS}
 MAX_ID_LENGTH = 256
 # Event times must fall in [2000-01-01, now + 1 day]: anything else is a unit or clock error.
 EARLIEST_US = 946_684_800 * 1_000_000

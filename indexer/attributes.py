@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from indexer.catalog import CATEGORY_SEPARATOR
+from crossrec.vocabulary import CATEGORY_SEPARATOR
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from crossrec.vocabulary import CATEGORY_SEPARATOR
 
 from indexer.errors import DataValidationError, Problem
 from indexer.tables import ColumnSpec, read_table, rows_where
 
-CATEGORY_SEPARATOR = " > "
 CATALOG_COLUMNS = [
     ColumnSpec("item_id", "string", required=True, nullable=False),
     ColumnSpec("title", "string", required=True, nullable=False),
@@ -80,6 +80,3 @@ def normalise_category(category: pl.Series) -> pl.Series:
     return pl.select(pl.when(has_empty).then(None).otherwise(joined)).to_series().alias(category.name)
 
 
-def category_segments(category: str) -> list[str]:
-    """``"Outdoors > Camping > Tents"`` -> ``["Outdoors", "Camping", "Tents"]``."""
-    return category.split(CATEGORY_SEPARATOR)

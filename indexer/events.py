@@ -10,12 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
+from crossrec.vocabulary import ACTIONS
 
 from indexer.errors import Problem
 from indexer.tables import ColumnSpec, read_table, rows_where
 
 # In increasing strength of intent; the order is part of the contract (profiles weight by it).
-ACTIONS = ("view", "click", "cart", "purchase")
 EVENT_COLUMNS = [
     ColumnSpec("user_id", "string", required=True, nullable=False),
     ColumnSpec("item_id", "string", required=True, nullable=False),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Callable, Literal
 
 import polars as pl
+from crossrec.vocabulary import TIMESTAMP_PATTERN
 
 from indexer.errors import DataValidationError, Problem
 
@@ -211,7 +212,10 @@ def _parse_text(raw: pl.Series, kind: Kind) -> pl.Series:
 
 def parse_timestamps(s: pl.Series) -> pl.Series:
     """ISO 8601 strings to ``Datetime("us", "UTC")``; unparseable values become null."""
-    iso = s.str.strip_chars().str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T").str.replace(r"[zZ]$", "+00:00")
+    s = s.str.strip_chars()
+    # The accepted forms are crossrec.vocabulary's TIMESTAMP_PATTERN (one rule for every reader).
+    s = pl.select(pl.when(s.str.contains(TIMESTAMP_PATTERN)).then(s)).to_series()
+    iso = s.str.replace(r"^(\d{4}-\d{2}-\d{2}) ", "${1}T").str.replace(r"[zZ]$", "+00:00")
     with_offset = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f%z", strict=False, time_zone="UTC")
     naive = iso.str.to_datetime("%Y-%m-%dT%H:%M:%S%.f", strict=False).dt.replace_time_zone("UTC")
     minutes_offset = iso.str.to_datetime("%Y-%m-%dT%H:%M%z", strict=False, time_zone="UTC")
