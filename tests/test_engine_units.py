@@ -68,7 +68,7 @@ def test_store_is_idempotent_and_deletes(tmp_path):
 
 @pytest.mark.integration
 def test_check_complements_finds_the_planted_graph(built_index, small_shop_dir):
-    from engine.quality import complement_hit_rate
+    from apps.complements import complement_hit_rate
 
     result = complement_hit_rate(str(built_index.path), small_shop_dir, users=60, min_events=8, k=10)
     # Measured at 2,000 items: ~0.7 of items in planted complements vs ~0.15 by chance.
