@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import polars as pl
 
-from indexer.transitions import sessionise
+from indexer.transitions import category_codes
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +69,37 @@ class Adaptation:
             e += self.residual[rows]
         return _normalise(e)
 
-    def apply(self, content: np.ndarray, rows: np.ndarray | None = None) -> np.ndarray:
-        """Final item vectors ``(n, content_dim + dim)``, unit rows; see the module docstring."""
+    def apply(self, content: np.ndarray, rows: np.ndarray | None = None, chunk: int = 65_536) -> np.ndarray:
+        """Final item vectors ``(n, content_dim + dim)``, unit rows; see the module docstring.
+        Written block by block into one float32 array: at 1M x 512 the stacked temporaries were
+        several GB."""
         share = self.config.share
-        return np.hstack(
-            [np.sqrt(1 - share) * content, np.sqrt(share) * self.behaviour(content, rows)]
-        ).astype(np.float32)
+        n, d = content.shape
+        out = np.empty((n, d + self.config.dim), dtype=np.float32)
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            out[lo:hi, :d] = np.sqrt(1 - share) * content[lo:hi]
+            out[lo:hi, d:] = np.sqrt(share) * self.behaviour(content[lo:hi], None if rows is None else rows[lo:hi])
+        return out
 
 
-def cooccurrence_pairs(events: pl.DataFrame, catalog: pl.DataFrame, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cooccurrence_pairs(sessions: pl.DataFrame, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cross-category co-engagement pairs as catalogue row indices ``(a, b)`` plus each pair's
-    session start time (for a time split). Repeated events on one item collapse to one step."""
-    rows = catalog.select("item_id", "category").with_row_index("row")
-    ev = sessionise(events.select("user_id", "item_id", "ts", *(["session_id"] if "session_id" in events.columns else [])))
-    ev = ev.join(rows, on="item_id", how="inner").sort("session", "ts")
-    ev = ev.filter((pl.col("row") != pl.col("row").shift(1)) | (pl.col("session") != pl.col("session").shift(1)))
-    ev = ev.with_columns(pl.col("ts").min().over("session").alias("start"))
-    row = ev["row"].to_numpy().astype(np.int64)
-    cat = (ev["category"].rank("dense")).to_numpy()
-    session = (ev["session"].rank("dense")).to_numpy()
-    start = ev["start"].dt.epoch("s").to_numpy()
+    session start time (epoch seconds, for a time split), from the frame of
+    :func:`indexer.transitions.sessionise` (sorted by session, ts). Repeated events on one item
+    collapse to one step."""
+    session = sessions["session"].to_numpy()
+    row = sessions["row"].to_numpy()
+    ts = sessions["ts"].dt.epoch("s").to_numpy()
+    if len(session) == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty, empty
+    new_session = np.r_[True, session[1:] != session[:-1]]
+    # Each event's session start: the time of its session's first event (rows are sorted by ts).
+    start = ts[np.maximum.accumulate(np.where(new_session, np.arange(len(session)), 0))]
+    keep = new_session | np.r_[True, row[1:] != row[:-1]]
+    session, row, start = session[keep], row[keep].astype(np.int64), start[keep]
+    cat = sessions["category"].to_numpy()[keep]
     a, b, t = [], [], []
     for off in range(1, window + 1):
         ok = (session[:-off] == session[off:]) & (cat[:-off] != cat[off:]) & (row[:-off] != row[off:])
@@ -98,13 +109,14 @@ def cooccurrence_pairs(events: pl.DataFrame, catalog: pl.DataFrame, window: int)
     return np.concatenate(a), np.concatenate(b), np.concatenate(t)
 
 
-def train_adaptation(content: np.ndarray, catalog: pl.DataFrame, events: pl.DataFrame, config: AdaptConfig = AdaptConfig(), progress: bool = False) -> Adaptation:
-    """Learn the adaptation from validated events; see the module docstring."""
+def train_adaptation(content: np.ndarray, catalog: pl.DataFrame, sessions: pl.DataFrame, config: AdaptConfig = AdaptConfig(), progress: bool = False) -> Adaptation:
+    """Learn the adaptation from the :func:`indexer.transitions.sessionise` frame of validated
+    events; see the module docstring."""
     import torch
     import torch.nn.functional as F
 
     started = time.perf_counter()
-    a, b, t = cooccurrence_pairs(events, catalog, config.window)
+    a, b, t = cooccurrence_pairs(sessions, config.window)
     if len(a) == 0:
         raise ValueError("events hold no cross-category co-engagement pairs to learn from")
     cut = np.quantile(t, 1 - config.holdout) if config.holdout > 0 else np.inf
@@ -157,8 +169,10 @@ def train_adaptation(content: np.ndarray, catalog: pl.DataFrame, events: pl.Data
         proj.weight.detach().numpy().T.copy(),
         residual.weight.detach().numpy().copy(),
     )
+    del proj, residual, opt_dense, opt_sparse  # and with them the optimiser state: 2 x (items, dim) floats
     held_a, held_b = a[~train], b[~train]
-    categories = catalog["category"].to_numpy()
+    # Integer category codes: comparing a million Python strings per query row was most of the check.
+    categories = category_codes(catalog)[1].to_numpy()
     adapted = adaptation.apply(content, np.arange(n))
     adaptation.report = {
         "config": asdict(config),
@@ -195,8 +209,9 @@ def category_hit_rate(
     rng = rng or np.random.default_rng(0)
     pick = rng.choice(len(a), min(sample, len(a)), replace=False)
     hits = 0
-    for lo in range(0, len(pick), 128):
-        rows = pick[lo : lo + 128]
+    # 32 query rows at a time: each holds a (32, items) score matrix and its argpartition.
+    for lo in range(0, len(pick), 32):
+        rows = pick[lo : lo + 32]
         scores = vectors[a[rows]] @ vectors.T
         scores[categories[a[rows]][:, None] == categories[None, :]] = -np.inf
         top = np.argpartition(-scores, k, axis=1)[:, :k]

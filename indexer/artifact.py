@@ -8,6 +8,7 @@ Layout of a version folder (one per build, never modified after it appears)::
     transitions.parquet     category -> category transition statistics (source, target, ...)
     categories.parquet      per-category counts and session share
     adaptation.npz          the learnt projection (present when events were given)
+    neighbours.npz          item -> co-engagement neighbours, CSR-like (present when events were given)
     shards/s0000.faiss ...  one faiss index per shard (ids are item rows)
 
 A root folder holds versions side by side plus ``LATEST``, a one-line pointer to the newest. A build
@@ -31,6 +32,7 @@ import numpy as np
 import polars as pl
 
 from indexer.errors import ArtifactError
+from indexer.neighbours import ItemNeighbours
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,7 @@ class IndexVersion:
     categories: pl.DataFrame
     shards: dict[str, object]
     projection: np.ndarray | None = None
+    neighbours: ItemNeighbours | None = None  # None for a build without events
     shard_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -180,7 +183,7 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
 
 def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> IndexVersion:
     """Open and check an index version: every file present with its recorded size and sha256
-    (``verify``), vectors, items and shards of the recorded shapes. Raises :class:`ArtifactError`
+    (``verify``), vectors, items, shards and neighbours of the recorded shapes. Raises :class:`ArtifactError`
     (with a ``reason``) on the first problem. ``gpu`` moves Flat/IVF shards onto a GPU when faiss
     sees one."""
     import faiss
@@ -215,6 +218,9 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
     projection = None
     if "adaptation" in manifest["files"]:
         projection = np.load(path / manifest["files"]["adaptation"]["file"])["projection"]
+    neighbours = None
+    if "neighbours" in manifest["files"]:
+        neighbours = ItemNeighbours.load(path / manifest["files"]["neighbours"]["file"], n)
     return IndexVersion(
         path=path,
         manifest=manifest,
@@ -224,6 +230,7 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
         categories=pl.read_parquet(path / manifest["files"]["categories"]["file"]),
         shards=shards,
         projection=projection,
+        neighbours=neighbours,
     )
 
 

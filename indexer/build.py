@@ -1,7 +1,8 @@
 """The batch index build: catalogue (+ events) -> one immutable index version.
 
 Stages: read and validate -> encode (text, images, attributes, precomputed vectors) -> fuse ->
-behaviour statistics and complement adaptation (with events) -> shards -> write. Each stage's wall
+(with events: sessionise once -> behaviour statistics -> co-engagement neighbours -> complement
+adaptation) -> shards -> write. Each stage's wall
 time and the process's memory after it are recorded in the manifest and printed at the end.
 """
 
@@ -29,8 +30,9 @@ from indexer.encoders import ImageEncoder, TextEncoder, align_vectors, default_t
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.fusion import Fusion, FusionPart
+from indexer.neighbours import ItemNeighbours, NeighbourConfig, build_neighbours
 from indexer.shards import ShardPolicy, build_shard, plan_shards
-from indexer.transitions import BehaviourStats, behaviour_stats
+from indexer.transitions import BehaviourStats, behaviour_stats, category_codes, sessionise
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +46,7 @@ class BuildConfig:
     ``text_model`` defaults to the packaged all-MiniLM-L6-v2; ``text=False`` skips the text
     encoder (for catalogues that bring ``vectors``). ``vectors`` is a Parquet of (item_id, vector);
     ``vector_column`` a catalogue column of float lists. ``image_model`` turns on image encoding of
-    the ``image`` column.
+    the ``image`` column. ``neighbours`` sets the co-engagement neighbours (``top_n = 0``: none).
     """
 
     text: bool = True
@@ -59,6 +61,7 @@ class BuildConfig:
     attribute_weight: float = 0.5
     precomputed_weight: float = 1.0
     adapt: AdaptConfig = AdaptConfig()
+    neighbours: NeighbourConfig = NeighbourConfig()
     policy: ShardPolicy = ShardPolicy()
     seed: int = 0
     version: str | None = None
@@ -153,13 +156,25 @@ def build_index(
         content = fusion.fuse(blocks)
         del blocks
 
-    adaptation = None
+    adaptation = neighbours = neighbour_report = None
     with stage("behaviour"):
-        stats = behaviour_stats(events, catalog) if events is not None else BehaviourStats.without_events(catalog)
+        if events is not None:
+            # Sessionised once into integer codes; every behaviour stage below reads this frame.
+            sessions = sessionise(events, catalog)
+            del events
+            stats = behaviour_stats(sessions, catalog)
+        else:
+            sessions, stats = None, BehaviourStats.without_events(catalog)
         transitions, categories, popularity = stats.transitions, stats.categories, stats.items
-    if events is not None:
+    if sessions is not None and config.neighbours.top_n > 0:
+        with stage("neighbours"):
+            neighbours, neighbour_report = build_neighbours(
+                sessions, category_codes(catalog)[1].to_numpy(), config.neighbours, progress=config.progress
+            )
+    if sessions is not None:
         with stage("adapt"):
-            adaptation = train_adaptation(content, catalog, events, config.adapt, progress=config.progress)
+            adaptation = train_adaptation(content, catalog, sessions, config.adapt, progress=config.progress)
+            del sessions
             vectors = adaptation.apply(content, np.arange(catalog.height))
     else:
         vectors = content
@@ -177,7 +192,7 @@ def build_index(
     with stage("write"):
         writer = VersionWriter(out_root, config.version)
         try:
-            manifest = _write(writer, catalog, vectors, popularity, transitions, categories, built, adaptation)
+            manifest = _write(writer, catalog, vectors, popularity, transitions, categories, built, adaptation, neighbours)
             manifest.update(
                 {
                     "created_at": datetime.now(timezone.utc).isoformat(),
@@ -194,6 +209,7 @@ def build_index(
                         "share": adaptation.config.share,
                         "report": adaptation.report,
                     },
+                    "neighbours": neighbour_report,
                     "shard_policy": asdict(config.policy),
                     "sources": {"catalog": str(catalog_path), "events": None if events_path is None else str(events_path)},
                     "encode_timing": timings,
@@ -209,7 +225,8 @@ def build_index(
     return BuildReport(path, manifest, {**stage.done, "total": {"seconds": round(time.perf_counter() - started, 3)}})
 
 
-def _write(writer: VersionWriter, catalog, vectors, popularity, transitions, categories, built, adaptation) -> dict:
+def _write(writer: VersionWriter, catalog, vectors, popularity, transitions, categories, built, adaptation,
+           neighbours: ItemNeighbours | None) -> dict:
     import faiss
 
     shard_of = np.empty(catalog.height, dtype=object)
@@ -252,6 +269,9 @@ def _write(writer: VersionWriter, catalog, vectors, popularity, transitions, cat
     if adaptation is not None:
         np.savez(writer.path("adaptation.npz"), projection=adaptation.projection)
         files["adaptation"] = writer.entry("adaptation.npz")
+    if neighbours is not None:
+        neighbours.save(writer.path("neighbours.npz"))
+        files["neighbours"] = writer.entry("neighbours.npz", items=neighbours.n_items, links=len(neighbours.rows))
     return {"files": files, "shards": shard_entries, "category_shards": category_shards}
 
 

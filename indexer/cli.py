@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 from indexer.adapt import AdaptConfig
-
 from indexer.catalog import read_catalog
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
+from indexer.neighbours import NeighbourConfig
 from indexer.shards import ShardPolicy
 
 
@@ -62,6 +62,8 @@ def register_index(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-shard-items", type=int, default=ShardPolicy.max_shard_items, help="split larger categories")
     b.add_argument("--recall-target", type=float, default=ShardPolicy.recall_target)
     b.add_argument("--adapt-epochs", type=int, default=AdaptConfig.epochs)
+    b.add_argument("--neighbours", type=int, default=NeighbourConfig.top_n, metavar="N",
+                   help=f"co-engagement neighbours kept per item (default {NeighbourConfig.top_n}; 0: none)")
     b.add_argument("--json", type=Path, help="also write the build report (manifest + stage times) here")
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=run_build)
@@ -90,6 +92,7 @@ def run_build(args: argparse.Namespace) -> int:
         vectors=args.vectors,
         vector_column=args.vector_column,
         adapt=AdaptConfig(epochs=args.adapt_epochs),
+        neighbours=NeighbourConfig(top_n=args.neighbours),
         policy=ShardPolicy(
             exact_max=args.exact_max,
             hnsw_max=args.hnsw_max,
@@ -192,6 +195,13 @@ def summarise(manifest: dict, stages: dict) -> list[str]:
         )
     else:
         lines.append("adaptation: none (no events given): vectors are content only")
+    neighbours = manifest.get("neighbours")
+    if neighbours:
+        lines.append(
+            f"neighbours: {neighbours['items_with_neighbours']:,} items with co-engagement neighbours "
+            f"({neighbours['mean_neighbours_per_item_with_neighbours']:.1f} each on average), "
+            f"{neighbours['other_category_share']:.0%} in another category"
+        )
     for name, t in manifest.get("encode_timing", {}).items():
         lines.append(f"encode {name}: {t['items_per_s']:,.0f} items/s, {t['outside_model_share']:.1%} of its time outside the model")
     if stages:

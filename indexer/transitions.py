@@ -1,69 +1,130 @@
-"""Behaviour statistics the engine needs: category transitions and item/category popularity.
+"""Behaviour statistics the engine needs: sessions, category transitions, item and category counts,
+recent popularity and funnel rates.
+
+The events are sessionised once (:func:`sessionise`) into a lean frame of integer codes that every
+behaviour stage reads (these statistics, the co-engagement neighbours, the complement adaptation):
+
+| column | type | meaning |
+|---|---|---|
+| ``session`` | UInt32 | dense session code: ``session_id`` where given, else the user's events split at gaps of more than 30 minutes |
+| ``user`` | UInt32 | dense user code (0 .. users-1) |
+| ``row`` | UInt32 | the item's catalogue row |
+| ``category`` | UInt32 | the item's category code: its position in the sorted list of catalogue categories |
+| ``action`` | UInt8 | position in :data:`indexer.events.ACTIONS` (view 0, click 1, cart 2, purchase 3) |
+| ``ts`` | Datetime(us, UTC) | event time |
+
+sorted by ``session`` then ``ts``. No strings: at 11.6M events the frame is ~260 MB where the string
+frame it replaces was several GB (and was built twice).
 
 A *transition* ``A -> B`` is counted once per session in which the shopper engaged with category A
 before category B. ``probability`` is ``P(B | A)`` over the sessions' next categories; ``lift`` is how
-much more often B follows A than B's overall session share would predict. Sessions come from the
-``session_id`` column, or, where it is missing, from a user's events split at gaps of more than
-30 minutes.
+much more often B follows A than B's overall session share would predict.
+
+Per item (``items.parquet``), with ``a`` = :data:`FUNNEL_PRIOR_STRENGTH`:
+
+| column | meaning |
+|---|---|
+| ``events``, ``views``, ``clicks``, ``carts``, ``purchases`` | counts |
+| ``events_7d``, ``events_28d`` | events less than 7 / 28 days older than the newest event |
+| ``popularity`` | action-weighted events (view 1, click 2, cart 4, purchase 8) halving every 14 days back from the newest event |
+| ``click_rate`` | ``(clicks + a p_cat) / (views + a)`` |
+| ``cart_rate`` | ``(carts + a q_cat) / (clicks + a)`` |
+| ``purchase_rate`` | ``(purchases + a r_cat) / (carts + a)`` |
+
+The priors ``p_cat, q_cat, r_cat`` are the item's category's rates, themselves smoothed the same way
+toward the rates over all events (so a category with few events does not hand its items a noisy
+prior). Why smoothed: an item with 2 views and 2 clicks has no 100% click rate; with ``a = 10`` it
+needs some tens of views before its own rate outweighs its category's. A build without events has
+zero counts and rates of 0 (no funnel was observed).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
+
+from indexer.events import ACTIONS
 
 SESSION_GAP_S = 30 * 60
 ACTION_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
+# ACTION_WEIGHT by action code (the position in ACTIONS), for the integer-coded session frame.
+ACTION_WEIGHTS = np.array([ACTION_WEIGHT[a] for a in ACTIONS])
+VIEW, CLICK, CART, PURCHASE = (ACTIONS.index(a) for a in ("view", "click", "cart", "purchase"))
 POPULARITY_HALF_LIFE_DAYS = 14.0
+RECENT_WINDOWS_DAYS = (7, 28)
+FUNNEL_PRIOR_STRENGTH = 10.0
+FUNNEL = (("click_rate", "clicks", "views"), ("cart_rate", "carts", "clicks"), ("purchase_rate", "purchases", "carts"))
+SESSION_SCHEMA = {
+    "session": pl.UInt32, "user": pl.UInt32, "row": pl.UInt32, "category": pl.UInt32, "action": pl.UInt8,
+    "ts": pl.Datetime("us", "UTC"),
+}
 
 
 @dataclass(frozen=True)
 class BehaviourStats:
     transitions: pl.DataFrame  # source, target, sessions, probability, lift
     categories: pl.DataFrame  # category, items, events, purchases, sessions, session_share
-    items: pl.DataFrame  # item_id, events, purchases, popularity
+    items: pl.DataFrame  # item_id + the per-item columns of the module docstring, in catalogue order
 
     @classmethod
-    def without_events(cls, catalog: pl.DataFrame) -> "BehaviourStats":
+    def without_events(cls, catalog: pl.DataFrame) -> BehaviourStats:
         """What a build without events records: no transitions, zero counts."""
-        transitions = pl.DataFrame(
-            schema={"source": pl.String, "target": pl.String, "sessions": pl.UInt32, "probability": pl.Float64, "lift": pl.Float64}
-        )
-        zero = pl.lit(0, pl.UInt32)
-        categories = (
-            catalog.group_by("category")
-            .agg(pl.len().alias("items"))
-            .with_columns(zero.alias("events"), zero.alias("purchases"), zero.alias("sessions"), pl.lit(0.0).alias("session_share"))
-            .sort("category")
-        )
-        return cls(transitions, categories, item_popularity(catalog.clear(), catalog))
+        return behaviour_stats(pl.DataFrame(schema=SESSION_SCHEMA), catalog)
 
 
-def sessionise(events: pl.DataFrame) -> pl.DataFrame:
-    """Add a ``session`` key: ``session_id`` where given, else user + 30-minute inactivity split."""
-    events = events.sort("user_id", "ts")
-    gap = (pl.col("ts").diff().over("user_id").dt.total_seconds() > SESSION_GAP_S).fill_null(True)
-    derived = pl.col("user_id") + "#" + gap.cum_sum().over("user_id").cast(pl.String)
-    if "session_id" in events.columns:
-        key = pl.when(pl.col("session_id").is_not_null()).then("s#" + pl.col("session_id")).otherwise(derived)
+def category_codes(catalog: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
+    """(sorted category names, each catalogue row's category code = position in those names)."""
+    names = catalog["category"].unique().sort()
+    codes = catalog["category"].rank("dense").cast(pl.UInt32) - 1
+    return names, codes.alias("category")
+
+
+def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
+    """Validated events -> the integer-coded session frame of the module docstring (sorted by
+    session, ts). Events on items missing from the catalogue are dropped (validation reports them)."""
+    _, cat_codes = category_codes(catalog)
+    items = catalog.select("item_id").with_columns(cat_codes).with_row_index("row")
+    # Categorical codes from a private namespace: a fast string -> int map freed with the frame.
+    codes = pl.Categorical(pl.Categories.random())
+    has_sid = "session_id" in events.columns
+    ev = events.lazy().select(
+        pl.col("user_id").cast(codes).to_physical().alias("user"),
+        "item_id",
+        pl.col("action").cast(pl.String).cast(pl.Enum(ACTIONS)).to_physical().alias("action"),
+        "ts",
+        *([pl.col("session_id").cast(codes).to_physical().alias("sid")] if has_sid else []),
+    )
+    ev = ev.join(items.lazy(), on="item_id", how="inner").drop("item_id")
+    if has_sid and events["session_id"].null_count() == 0:
+        session = pl.col("sid")
     else:
-        key = derived
-    return events.with_columns(key.alias("session"))
+        # A new derived session at each user's first event and after every gap over 30 minutes;
+        # the running count is unique across users. Given session ids are numbered after them.
+        ev = ev.sort("user", "ts")
+        gap = (pl.col("ts").diff().dt.total_seconds() > SESSION_GAP_S) | (pl.col("user") != pl.col("user").shift())
+        derived = gap.fill_null(True).cum_sum().cast(pl.UInt64)
+        session = pl.when(pl.col("sid").is_not_null()).then(pl.col("sid").cast(pl.UInt64) + pl.len()).otherwise(derived) if has_sid else derived
+    ev = ev.with_columns(
+        (session.rank("dense") - 1).cast(pl.UInt32).alias("session"),
+        (pl.col("user").rank("dense") - 1).cast(pl.UInt32).alias("user"),
+    )
+    return ev.select(*SESSION_SCHEMA).sort("session", "ts").collect()
 
 
-def behaviour_stats(events: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourStats:
-    """Transitions and popularity from validated events and catalogue (events on items missing
-    from the catalogue are ignored here; validation reports them)."""
-    ev = sessionise(events.join(catalog.select("item_id", "category"), on="item_id", how="inner"))
-    firsts = ev.group_by("session", "category").agg(pl.col("ts").min().alias("first"))
+def behaviour_stats(sessions: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourStats:
+    """Transitions, category counts and item columns from the :func:`sessionise` frame."""
+    names, cat_codes = category_codes(catalog)
+    named = pl.DataFrame({"code": pl.int_range(len(names), dtype=pl.UInt32, eager=True), "name": names})
+    firsts = sessions.group_by("session", "category").agg(pl.col("ts").min().alias("first"))
     pairs = (
         firsts.join(firsts, on="session", suffix="_b")
         .filter(pl.col("first") < pl.col("first_b"))
         .group_by(pl.col("category").alias("source"), pl.col("category_b").alias("target"))
         .agg(pl.len().alias("sessions"))
     )
-    n_sessions = ev["session"].n_unique()
+    n_sessions = max(sessions["session"].n_unique(), 1)
     per_category = firsts.group_by("category").agg(pl.len().alias("sessions"))
     share = per_category.select("category", (pl.col("sessions") / n_sessions).alias("session_share"))
     transitions = (
@@ -71,42 +132,80 @@ def behaviour_stats(events: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourSta
         .join(share.rename({"category": "target"}), on="target")
         .with_columns((pl.col("probability") / pl.col("session_share")).alias("lift"))
         .drop("session_share")
+        .join(named.rename({"code": "source", "name": "source_name"}), on="source")
+        .join(named.rename({"code": "target", "name": "target_name"}), on="target")
+        .select(
+            pl.col("source_name").alias("source"), pl.col("target_name").alias("target"),
+            pl.col("sessions").cast(pl.UInt32), "probability", "lift",
+        )
         .sort("source", "probability", descending=[False, True])
     )
-    action = pl.col("action").cast(pl.String)
-    counts = ev.group_by("category").agg(
-        pl.len().alias("events"), (action == "purchase").sum().alias("purchases")
+    counts = sessions.group_by("category").agg(
+        pl.len().cast(pl.UInt32).alias("events"), (pl.col("action") == PURCHASE).sum().cast(pl.UInt32).alias("purchases")
     )
     categories = (
-        catalog.group_by("category").agg(pl.len().alias("items"))
-        .join(counts, on="category", how="left")
-        .join(per_category, on="category", how="left")
-        .join(share, on="category", how="left")
+        named.join(pl.DataFrame(cat_codes).group_by("category").agg(pl.len().cast(pl.UInt32).alias("items")), left_on="code", right_on="category")
+        .join(counts, left_on="code", right_on="category", how="left")
+        .join(per_category.with_columns(pl.col("sessions").cast(pl.UInt32)), left_on="code", right_on="category", how="left")
+        .join(share, left_on="code", right_on="category", how="left")
+        .drop("code")
+        .rename({"name": "category"})
         .fill_null(0)
         .sort("category")
     )
-    items = item_popularity(ev, catalog)
-    return BehaviourStats(transitions, categories, items)
+    return BehaviourStats(transitions, categories, item_behaviour(sessions, catalog))
 
 
-def item_popularity(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
-    """Per item: event and purchase counts, and ``popularity``: action-weighted events decayed with
-    a 14-day half-life back from the newest event (so a recent bestseller outranks an old one)."""
-    if events.height == 0:
-        return catalog.select("item_id").with_columns(
-            pl.lit(0, pl.UInt32).alias("events"), pl.lit(0, pl.UInt32).alias("purchases"), pl.lit(0.0).alias("popularity")
-        )
-    newest = events["ts"].max()
-    age_days = (pl.lit(newest) - pl.col("ts")).dt.total_seconds() / 86_400
-    weight = pl.col("action").cast(pl.String).replace_strict(ACTION_WEIGHT, return_dtype=pl.Float64)
-    decayed = weight * (0.5 ** (age_days / POPULARITY_HALF_LIFE_DAYS))
-    per_item = events.group_by("item_id").agg(
-        pl.len().alias("events"),
-        (pl.col("action").cast(pl.String) == "purchase").sum().alias("purchases"),
-        decayed.sum().alias("popularity"),
+def item_behaviour(sessions: pl.DataFrame, catalog: pl.DataFrame, prior_strength: float = FUNNEL_PRIOR_STRENGTH) -> pl.DataFrame:
+    """The per-item columns of the module docstring, one row per catalogue item in catalogue order,
+    from the :func:`sessionise` frame."""
+    action = pl.col("action")
+    counts = [
+        pl.len().cast(pl.UInt32).alias("events"),
+        (action == VIEW).sum().cast(pl.UInt32).alias("views"),
+        (action == CLICK).sum().cast(pl.UInt32).alias("clicks"),
+        (action == CART).sum().cast(pl.UInt32).alias("carts"),
+        (action == PURCHASE).sum().cast(pl.UInt32).alias("purchases"),
+    ]
+    if sessions.height:
+        newest = sessions["ts"].max()
+        age_days = (pl.lit(newest) - pl.col("ts")).dt.total_microseconds() / 86_400e6
+        weight = action.replace_strict(dict(enumerate(ACTION_WEIGHTS.tolist())), return_dtype=pl.Float64)
+        recent = [(age_days < d).sum().cast(pl.UInt32).alias(f"events_{d}d") for d in RECENT_WINDOWS_DAYS]
+        decayed = (weight * 0.5 ** (age_days / POPULARITY_HALF_LIFE_DAYS)).sum().alias("popularity")
+    else:
+        recent = [pl.lit(0, pl.UInt32).alias(f"events_{d}d") for d in RECENT_WINDOWS_DAYS]
+        decayed = pl.lit(0.0).alias("popularity")
+    per_item = sessions.group_by("row").agg(*counts, *recent, decayed)
+    count_columns = [c for c in per_item.columns if c not in ("row", "popularity")]
+    _, cat_codes = category_codes(catalog)
+    items = (
+        catalog.select("item_id")
+        .with_columns(cat_codes)
+        .with_row_index("row")
+        .join(per_item, on="row", how="left", maintain_order="left")
+        .with_columns(pl.col(count_columns).fill_null(0), pl.col("popularity").fill_null(0.0))
+    )
+    # Priors: overall rates, then each category's rate smoothed toward them.
+    a = prior_strength
+    total = items.select(pl.col("views", "clicks", "carts", "purchases").sum().cast(pl.Float64))
+    per_category = items.group_by("category").agg(pl.col("views", "clicks", "carts", "purchases").sum().cast(pl.Float64))
+    priors = per_category.select(
+        "category",
+        *(
+            ((pl.col(num) + a * _rate(total[num][0], total[den][0])) / (pl.col(den) + a)).alias(f"prior_{name}")
+            for name, num, den in FUNNEL
+        ),
     )
     return (
-        catalog.select("item_id")
-        .join(per_item, on="item_id", how="left")
-        .with_columns(pl.col("events", "purchases").fill_null(0), pl.col("popularity").fill_null(0.0))
+        items.join(priors, on="category", how="left", maintain_order="left")
+        .with_columns(
+            ((pl.col(num) + a * pl.col(f"prior_{name}")) / (pl.col(den) + a)).alias(name) for name, num, den in FUNNEL
+        )
+        .select("item_id", "events", "views", "clicks", "carts", "purchases", *(f"events_{d}d" for d in RECENT_WINDOWS_DAYS),
+                "popularity", *(name for name, _, _ in FUNNEL))
     )
+
+
+def _rate(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 else 0.0

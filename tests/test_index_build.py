@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -15,9 +16,11 @@ import pytest
 from PIL import Image
 
 from clients.cli import main
-from indexer.artifact import LATEST, open_index, read_manifest
+from indexer.artifact import LATEST, file_entry, open_index, read_manifest
 from indexer.build import BuildConfig, build_index
 from indexer.errors import ArtifactError, DataValidationError
+from indexer.neighbours import ItemNeighbours
+from indexer.transitions import BehaviourStats, item_behaviour, sessionise
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,8 @@ def test_manifest_records_what_the_engine_needs(built_index, version):
     assert m["adaptation"]["share"] == 0.8 and m["adaptation"]["report"]["pairs"] > 1_000
     assert len(m["category_shards"]) == 64 and sum(s["count"] for s in m["shards"]) == 2_000
     assert all(len(s["sha256"]) == 64 and s["factory"] == "Flat" for s in m["shards"])
-    assert set(m["build"]["stages"]) >= {"read", "encode_text", "fuse", "behaviour", "adapt", "shards"}
+    assert set(m["build"]["stages"]) >= {"read", "encode_text", "fuse", "behaviour", "neighbours", "adapt", "shards"}
+    assert m["files"]["neighbours"]["file"] == "neighbours.npz" and len(m["files"]["neighbours"]["sha256"]) == 64
     assert (built_index.path.parent / LATEST).read_text().strip() == built_index.path.name
 
 
@@ -89,6 +93,47 @@ def test_adaptation_moves_planted_complements_close(small_shop_dir, version):
     assert len(cold_rows) > 0
 
 
+def test_neighbours_link_engaged_items_across_categories(small_shop_dir, version):
+    nb = version.neighbours
+    assert isinstance(nb, ItemNeighbours) and nb.n_items == 2_000
+    lengths = np.diff(nb.indptr)
+    events = version.items["events"].to_numpy()
+    # Items engaged 5+ times nearly all share a shopper with some other item.
+    assert (lengths[events >= 5] > 0).mean() > 0.95
+    assert (lengths[events == 0] == 0).all() and lengths.max() <= 100
+    source = np.repeat(np.arange(nb.n_items), lengths)
+    assert not (nb.rows == source).any()
+    # Best first within each item.
+    assert (np.diff(nb.scores)[np.diff(source) == 0] <= 0).all()
+    categories = version.items["category"].to_numpy()
+    other = categories[source] != categories[nb.rows]
+    entry = version.manifest["neighbours"]
+    assert entry["items_with_neighbours"] == int((lengths > 0).sum()) and entry["links"] == len(nb.rows)
+    assert entry["other_category_share"] == pytest.approx(other.mean(), abs=1e-4)
+    # Measured here: ~0.87 of the links cross categories.
+    assert other.mean() > 0.5
+    # Cross-category neighbours find the planted complements: of each item's best 10 links into
+    # other categories, the share in a planted complement category (chance ~0.08; measured ~0.47).
+    truth = json.loads((small_shop_dir / "ground_truth.json").read_text())
+    complements = {(e["source"], e["target"]) for e in truth["complements"]} | {(e["target"], e["source"]) for e in truth["complements"]}
+    hits = []
+    for row in np.flatnonzero(lengths >= 10)[:300]:
+        rows, _ = nb.of(row)
+        rows = rows[categories[rows] != categories[row]][:10]
+        hits += [(categories[row], categories[j]) in complements for j in rows]
+    assert np.mean(hits) > 0.3
+
+
+def test_items_carry_behaviour_columns(version):
+    items = version.items
+    assert {"views", "clicks", "carts", "purchases", "events_7d", "events_28d", "click_rate", "cart_rate", "purchase_rate"} <= set(items.columns)
+    assert (items["views"] + items["clicks"] + items["carts"] + items["purchases"] == items["events"]).all()
+    assert (items["events_7d"] <= items["events_28d"]).all() and (items["events_28d"] <= items["events"]).all()
+    assert items["events_7d"].sum() > 0
+    for rate in ("click_rate", "cart_rate", "purchase_rate"):
+        assert items[rate].is_between(0, 1).all() and items[rate].n_unique() > 100
+
+
 @pytest.fixture
 def copied(built_index, tmp_path):
     dst = tmp_path / "copy"
@@ -141,6 +186,38 @@ def test_shard_of_another_dimension_is_refused_even_with_a_matching_checksum(cop
     faiss.write_index(other, str(path))
     edit_manifest(copied, lambda m: next(s for s in m["shards"] if s["id"] == "s0001").update(file_entry(copied, path)))
     assert_refused(copied, "dim 16", "shape")
+
+
+def test_altered_neighbours_are_refused(copied):
+    path = copied / "neighbours.npz"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    error = assert_refused(copied, "sha256 does not match", "checksum")
+    assert error.path.endswith("neighbours.npz")
+
+
+def rewrite_neighbours(version_dir, **arrays) -> None:
+    """Replace arrays of neighbours.npz and record the new file's checksum, as a buggy build would."""
+    path = version_dir / "neighbours.npz"
+    with np.load(path) as data:
+        current = {name: data[name] for name in data.files}
+    np.savez(path, **{**current, **arrays})
+    edit_manifest(version_dir, lambda m: m["files"]["neighbours"].update(file_entry(version_dir, path)))
+
+
+def test_neighbours_with_a_wrong_indptr_are_refused(copied):
+    with np.load(copied / "neighbours.npz") as data:
+        indptr, rows = data["indptr"], data["rows"]
+    rewrite_neighbours(copied, indptr=indptr[:-1])
+    error = assert_refused(copied, r"indptr has shape \(2000,\)", "shape")
+    assert error.path.endswith("neighbours.npz")
+    falling = indptr.copy()
+    falling[5] = falling[7] + 1
+    rewrite_neighbours(copied, indptr=falling)
+    assert_refused(copied, "without falling", "shape")
+    rewrite_neighbours(copied, indptr=indptr, rows=np.where(np.arange(len(rows)) == 3, 2_000, rows).astype(np.int32))
+    assert_refused(copied, r"rows must lie in \[0, 2000\)", "shape")
 
 
 def test_unknown_format_version_is_refused(copied):
@@ -220,10 +297,91 @@ def test_build_with_images_and_precomputed_vectors(small_shop_dir, tiny_clip, tm
     assert encoders["image"]["items_without_image"] == 100 and encoders["image"]["dim"] == 16
     assert encoders["precomputed"]["items_without_vector"] == 60 and encoders["precomputed"]["dim"] == 8
     assert report.manifest["dim"] == 16 + 8 + 64 and report.manifest["adaptation"] is None
+    assert report.manifest["neighbours"] is None and "neighbours" not in report.manifest["files"]
     version = open_index(report.path)
+    assert version.neighbours is None and version.items["click_rate"].to_list() == [0.0] * 300
     assert np.allclose(np.linalg.norm(version.vectors, axis=1), 1, atol=1e-4)
     # Items without an image have zeros in the image block and still a unit vector from the rest.
     assert not np.asarray(version.vectors)[0, :16].any() and np.asarray(version.vectors)[1, :16].any()
+
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+
+
+def event_frame(rows: list[tuple[str, str, str, float]], **extra) -> pl.DataFrame:
+    """(user, item, action, days before T0) -> an event frame."""
+    return pl.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "action": [r[2] for r in rows],
+            "ts": [T0 - timedelta(days=r[3]) for r in rows],
+            **extra,
+        }
+    )
+
+
+def test_sessionise_codes_and_splits_by_hand():
+    catalog = pl.DataFrame({"item_id": ["a", "b", "c"], "category": ["Y > Q", "X > P", "X > P"]})
+    minute = 1 / 1440
+    table = event_frame([
+        ("u2", "c", "cart", 100 * minute),
+        ("u1", "a", "view", 100 * minute),
+        ("u1", "b", "click", 90 * minute),  # 10 minutes later: same session
+        ("u1", "c", "view", 50 * minute),  # 40 minutes later: a new session
+        ("u2", "a", "purchase", 0),  # 100 minutes later: a new session
+    ])
+    sessions = sessionise(table, catalog)
+    assert sessions.columns == ["session", "user", "row", "category", "action", "ts"]
+    assert [str(t) for t in sessions.dtypes[:5]] == ["UInt32", "UInt32", "UInt32", "UInt32", "UInt8"]
+    # Sorted by session then time; u1's first session holds a, b; categories coded in sorted order.
+    by_session = sessions.group_by("session", maintain_order=True).agg("row", "action", "category", "user")
+    assert sorted(map(tuple, by_session["row"].to_list())) == [(0,), (0, 1), (2,), (2,)]
+    pair = by_session.filter(pl.col("row").list.len() == 2)
+    assert pair["action"].to_list() == [[0, 1]] and pair["category"].to_list() == [[1, 0]]
+    assert sessions["session"].n_unique() == 4 and sessions["user"].n_unique() == 2
+    assert (sessions["session"].diff().drop_nulls() >= 0).all()
+    # A given session_id wins over the 30-minute rule: all of u1's events in one session.
+    with_ids = sessionise(table.with_columns(pl.Series("session_id", [None, "s1", "s1", "s1", None])), catalog)
+    assert with_ids["session"].n_unique() == 3
+
+
+def test_funnel_rates_window_counts_and_popularity_by_hand():
+    catalog = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": ["X", "X", "Y", "X"]})
+    table = event_frame(
+        [("u1", "a", "view", d) for d in (0, 1, 6, 7, 27)]  # exactly 7 days old: not in the last 7 days
+        + [("u1", "a", "click", d) for d in (0, 1, 30)]
+        + [("u1", "a", "cart", 0), ("u1", "a", "cart", 40), ("u1", "a", "purchase", 0)]
+        + [("u2", "b", "view", 14), ("u2", "b", "click", 14)]
+        + [("u3", "c", "view", 0), ("u3", "c", "view", 0)]
+    )
+    items = item_behaviour(sessionise(table, catalog), catalog)
+    assert items["item_id"].to_list() == ["a", "b", "c", "d"]
+    assert items["views"].to_list() == [5, 1, 2, 0] and items["clicks"].to_list() == [3, 1, 0, 0]
+    assert items["carts"].to_list() == [2, 0, 0, 0] and items["purchases"].to_list() == [1, 0, 0, 0]
+    assert items["events"].to_list() == [11, 2, 2, 0]
+    assert items["events_7d"].to_list() == [7, 0, 2, 0] and items["events_28d"].to_list() == [9, 2, 2, 0]
+    # b: a view and a click 14 days back, one half-life: (1 + 2) x 0.5.
+    assert items["popularity"][1] == pytest.approx(1.5)
+    # Global: views 8, clicks 4, carts 2, purchases 1 -> every global rate 0.5. With a = 10:
+    # category X (a, b, d): views 6, clicks 4, carts 2, purchases 1 ->
+    #   p_X = (4 + 5) / 16, q_X = (2 + 5) / 14 = 0.5, r_X = (1 + 5) / 12 = 0.5
+    # category Y (c): views 2 -> p_Y = (0 + 5) / 12, q_Y = 5 / 10, r_Y = 5 / 10.
+    p_x, p_y = 9 / 16, 5 / 12
+    assert items["click_rate"].to_list() == pytest.approx([(3 + 10 * p_x) / 15, (1 + 10 * p_x) / 11, 10 * p_y / 12, p_x])
+    assert items["cart_rate"].to_list() == pytest.approx([(2 + 5) / 13, 5 / 11, 0.5, 0.5])
+    assert items["purchase_rate"].to_list() == pytest.approx([(1 + 5) / 12, 0.5, 0.5, 0.5])
+
+
+def test_a_build_without_events_has_zero_behaviour():
+    catalog = pl.DataFrame({"item_id": ["a", "b"], "category": ["X", "Y"]})
+    stats = BehaviourStats.without_events(catalog)
+    items = stats.items
+    assert items["item_id"].to_list() == ["a", "b"]
+    for column in ("events", "views", "clicks", "carts", "purchases", "events_7d", "events_28d", "popularity",
+                   "click_rate", "cart_rate", "purchase_rate"):
+        assert items[column].to_list() == [0, 0], column
+    assert stats.transitions.height == 0 and stats.categories["items"].to_list() == [1, 1]
 
 
 def test_events_for_unknown_items_stop_the_build(small_shop_dir, tmp_path):
