@@ -1,0 +1,1 @@
+"""``crossrec eval``: item-level evaluation of crossrec against standard baselines."""

@@ -1,0 +1,154 @@
+"""One evaluation run: read, split, prepare the index, run every method, score every list.
+
+The result is a plain dict (what ``--json`` writes): the settings, the split's counts, the index
+used, and per method its metrics at every K (intervals for per-user metrics), its wall time and
+the mean length of the lists it returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from apps.evaluation.baselines import ALS, BASELINES, ContentKNN, CoOccurrence, Method, Popularity
+from apps.evaluation.dataset import build_eval_set
+from apps.evaluation.index import PreparedIndex, prepare_index, write_train_events
+from apps.evaluation.methods import (
+    ENGINE_DEFAULT,
+    Crossrec,
+    EngineSession,
+    RemoteSession,
+    Session,
+    Share,
+)
+from apps.evaluation.metrics import evaluate_lists, mean_list_length
+from apps.evaluation.split import SplitConfig, split_events
+from indexer.artifact import resolve_version
+from indexer.catalog import read_catalog
+from indexer.errors import DataValidationError
+from indexer.events import read_events, unknown_item_problems
+
+log = logging.getLogger(__name__)
+
+METHODS = (*BASELINES, "crossrec")
+#: The headline cut-off; always evaluated whatever ``ks`` says.
+HEADLINE_K = 10
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """What to evaluate and how.
+
+    ``ks``: cut-offs (10 is always added). ``methods``: names from :data:`METHODS`.
+    ``crossrec_shares``: one crossrec row per cross-category share (a float, ``None`` for no split,
+    ``"default"`` for the engine's configured default). ``artifact``: index version to use (default: build one from the training
+    split into ``out/index``; ``text=False`` skips the text model). ``target``: evaluate a running
+    engine at ``host:port`` instead of an in-process one. ``bootstrap``: resamples per interval.
+    ``neighbours``: co-occurrence neighbours kept per item.
+    """
+
+    catalog: Path
+    events: Path
+    out: Path
+    split: SplitConfig = field(default_factory=SplitConfig)
+    ks: tuple[int, ...] = (10, 100)
+    methods: tuple[str, ...] = METHODS
+    crossrec_shares: tuple[Share, ...] = (ENGINE_DEFAULT,)
+    engine_config: Path | None = None
+    target: str | None = None
+    artifact: Path | None = None
+    text: bool = True
+    bootstrap: int = 1_000
+    neighbours: int = 200
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = set(self.methods) - set(METHODS)
+        if unknown:
+            raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"cut-offs must be >= 1, got {self.ks}")
+
+    @property
+    def cutoffs(self) -> tuple[int, ...]:
+        return tuple(sorted(set(self.ks) | {HEADLINE_K}))
+
+    def needs_index(self) -> bool:
+        return "content" in self.methods or ("crossrec" in self.methods and self.target is None)
+
+
+def evaluate(config: EvalConfig) -> dict:
+    """Run the whole evaluation; see the module docstring for the result."""
+    started = time.perf_counter()
+    catalog = read_catalog(config.catalog)
+    events = read_events(config.events)
+    problems = unknown_item_problems(events, catalog)
+    if problems:
+        raise DataValidationError(config.events, problems)
+    split = split_events(events, catalog, config.split)
+    index = _index(config, split.train)
+    data = build_eval_set(split, catalog)
+    k_max = max(config.cutoffs)
+
+    session: Session | None = None
+    if "crossrec" in config.methods:
+        session = RemoteSession(config.target, progress=config.progress) if config.target else \
+            EngineSession(str(index.path), config.engine_config, config.progress)
+    results: dict[str, dict] = {}
+    try:
+        for method in _methods(config, index, session):
+            if isinstance(method, Crossrec):
+                method.session.start(data)  # timed on its own: load + ingest, shared by the settings
+            t = time.perf_counter()
+            if isinstance(method, Crossrec):  # one request per K (see apps.evaluation.methods)
+                lists = {k: method.recommend(data, k) for k in config.cutoffs}
+            else:
+                lists = dict.fromkeys(config.cutoffs, method.recommend(data, k_max))
+            seconds = time.perf_counter() - t
+            log.info("%s: %d users in %.1f s", method.name, data.n_test, seconds)
+            metrics: dict[str, dict] = {}
+            for k in config.cutoffs:
+                metrics.update(evaluate_lists(lists[k], data.positives, data.cross_positives, data.item_category, (k,),
+                                              config.bootstrap, config.split.seed))
+            results[method.name] = {
+                "metrics": metrics,
+                "seconds": round(seconds, 3),
+                "mean_list_length": round(mean_list_length(lists[k_max]), 3),
+            }
+    finally:
+        if session is not None:
+            session.close()
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "split"}
+    if isinstance(session, EngineSession):
+        settings["engine_default_cross_share"] = session.default_share
+    return {
+        "settings": {**settings, "cutoffs": list(config.cutoffs)},
+        "split": split.summary(),
+        "index": None if index is None else {"path": str(index.path), "built": index.built, "build_seconds": round(index.seconds, 1)},
+        "methods": results,
+        "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def _index(config: EvalConfig, train) -> PreparedIndex | None:
+    if not config.needs_index():
+        return None
+    if config.artifact is not None:
+        return PreparedIndex(resolve_version(config.artifact), False, 0.0)
+    path, digest = write_train_events(train, config.out)
+    return prepare_index(config.catalog, path, digest, config.out, config.text, config.progress)
+
+
+def _methods(config: EvalConfig, index: PreparedIndex | None, session: Session | None) -> list[Method]:
+    p = config.progress
+    made: dict[str, list[Method]] = {
+        "popularity": [Popularity(progress=p)],
+        "cooccurrence": [CoOccurrence(config.neighbours, progress=p)],
+        "content": [ContentKNN(str(index.path), progress=p)] if index is not None else [],
+        "als": [ALS(seed=config.split.seed, progress=p)],
+        "crossrec": [Crossrec(session, share, p) for share in config.crossrec_shares] if session is not None else [],
+    }
+    return [m for name in config.methods for m in made[name]]
