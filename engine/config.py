@@ -67,21 +67,27 @@ class EngineConfig:
     #: Never recommend items the user already engaged with (false: only purchases are excluded).
     exclude_seen: bool = True
     #: Share of k from categories the user never engaged with, when the request does not say;
-    #: ``none`` lets the ranking alone decide.
-    default_cross_category_share: float | None = 1.0
+    #: ``none`` (the default) lets the ranking alone decide. Ask for 1.0 per request (or set it
+    #: here) for a purely cross-category list. README, "Item-level quality", has both figures.
+    default_cross_category_share: float | None = None
     #: Smoothing of P(target | source) toward the target's overall session share, and the weight of
     #: transitions against the user's own category weights in category affinity.
     transition_smoothing: float = 5.0
-    transition_weight: float = 1.0
-    #: Retrieval-only blend: weight of each source's per-request max-normalised score.
-    blend_neighbours: float = 1.0
+    #: Category affinity = user's weight + transition_weight x transition score + category_prior x
+    #: the category's session share (the prior covers interests that appear out of nowhere).
+    transition_weight: float = 0.5
+    category_prior: float = 0.5
+    #: Retrieval-only blend: weight of each source's per-request max-normalised score (chosen with
+    #: ``crossrec eval`` on the synthetic shop; README, "Item-level quality").
+    blend_neighbours: float = 0.2
     blend_popular: float = 1.0
-    blend_search: float = 0.1
+    blend_search: float = 0.02
 
     def recommender_settings(self) -> RecommenderSettings:
         return RecommenderSettings(
             smoothing=self.transition_smoothing,
             transition_weight=self.transition_weight,
+            category_prior=self.category_prior,
             target_categories=self.target_categories,
             search_categories=self.search_categories,
             candidates_per_shard=self.candidates_per_shard,

@@ -32,7 +32,8 @@ class RecommenderSettings:
     """Retrieval and blend settings (see :class:`engine.config.EngineConfig` for each field)."""
 
     smoothing: float = 5.0
-    transition_weight: float = 1.0
+    transition_weight: float = 0.5
+    category_prior: float = 0.5
     target_categories: int = 8
     search_categories: int = 6
     candidates_per_shard: int = 50
@@ -41,7 +42,7 @@ class RecommenderSettings:
     neighbour_seeds: int = 50
     source_limit: int = 300
     exclude_seen: bool = True
-    blend: tuple[tuple[str, float], ...] = (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1))
+    blend: tuple[tuple[str, float], ...] = (("neighbours", 0.2), ("popular", 1.0), ("search", 0.02))
 
 
 @dataclass
@@ -94,7 +95,8 @@ class Recommender:
         touched = weights > 0
         allowed = allowed_categories(query, c.categories)
         plan = plan_slots(query, allowed, touched, c.index.__getitem__)
-        affinity = np.where(plan.categories, weights + self.settings.transition_weight * transition, 0.0)
+        s = self.settings
+        affinity = np.where(plan.categories, weights + s.transition_weight * transition + s.category_prior * c.share, 0.0)
         targets = self._targets(plan, affinity)
         context = Context(profile, np.where(np.isin(np.arange(n_categories), targets), affinity, 0.0), targets, query.k)
         results = [self.popular.generate(context)]

@@ -7,9 +7,11 @@ transition). For a profile with category weights ``w`` (sum 1), the *transition 
 ``sum_A w_A P(B | A)``; the *affinity* of a category mixes what the user did there with where
 shoppers go next::
 
-    affinity(B) = w_B + transition_weight * transition(B)
+    affinity(B) = w_B + transition_weight * transition(B) + category_prior * share(B)
 
-``transition_weight`` is chosen by ``crossrec eval`` (see README, "Item-level quality").
+where ``share(B)`` is B's share of all sessions: a prior for interests that appear without a
+transition leading to them (a shopper's new hobby). The two weights were chosen with
+``crossrec eval`` (README, "Item-level quality"); the pipeline in :mod:`engine.recommend` applies it.
 """
 
 from __future__ import annotations

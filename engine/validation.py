@@ -105,7 +105,7 @@ def recommend_request(
     query = Query(
         k=int(request.k),
         quotas=tuple(quotas),
-        cross_share=float(share),
+        cross_share=None if share is None else float(share),
         include=include,
         exclude=exclude,
         in_stock_only=f.in_stock_only,

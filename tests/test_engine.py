@@ -159,7 +159,7 @@ def test_ingested_events_change_the_next_recommendation(client, catalog):
 def test_anonymous_session_from_inline_events(client, catalog):
     item = catalog.filter(pl.col("category") == "Pets > Cats > Cat Food")["item_id"][0]
     before = client.status()
-    rec = client.recommend(k=6, recent_events=[Event("", item, "view")])
+    rec = client.recommend(k=6, recent_events=[Event("", item, "view")], cross_category_share=1.0)
     assert not rec.fallback and all(i.category != "Pets > Cats > Cat Food" for i in rec.items)
     assert {i.interest_label for i in rec.items} == {"Pets > Cats > Cat Food"}
     after = client.status()
@@ -168,7 +168,7 @@ def test_anonymous_session_from_inline_events(client, catalog):
 
 def test_explanations_name_their_source(client, catalog):
     item = catalog.filter(pl.col("category") == "Home > Bedroom > Pillows")["item_id"][0]
-    rec = client.recommend(k=3, recent_events=[Event("", item, "cart")], explain=True)
+    rec = client.recommend(k=3, recent_events=[Event("", item, "cart")], explain=True, cross_category_share=1.0)
     for i in rec.items:
         assert i.explanation["source_item_ids"] == [item]
         assert i.explanation["source_category"] == "Home > Bedroom > Pillows" and 0 < i.explanation["transition_probability"] < 1
