@@ -135,7 +135,7 @@ class ShardSearchSource:
                 count = self.version.shards[shard_id].ntotal
                 if count == 0:
                     continue
-                k = int(min(count, max(self.per_shard, context.k)))
+                k = int(min(count, self.per_shard))
                 if shard_id in self.behaviour and category not in touched:
                     scores, rows = self.behaviour_search(shard_id, p.interests, k)
                 else:
