@@ -19,11 +19,15 @@ are ``rows[indptr[i]:indptr[i+1]]``, best first).
 | ``dampen`` | ``log1p`` | ``x_ui`` grows with repeat events; log1p keeps one user's 30 views of an item from outweighing 10 users' single views |
 | ``cap`` | none | a hard ceiling on ``x_ui`` after dampening, for shops with bots or power users |
 | ``shrinkage`` | 5.0 | plain cosine gives 1.0 to two items seen once by the same single shopper; in units of ``||x_i|| ||x_j||`` (one fresh view is log1p(1) = 0.69), 5 turns that pair's 1.0 into 0.09 while pairs whose norms multiply to 50 or more keep over 90% of their cosine |
-| ``top_n`` | 100 | what a candidate source needs; ~1.2 KB per item on disk |
-| ``chunk_items`` | 16,384 | item rows per ``X^T[chunk] @ X`` product: bounds the memory of the pair scores |
+| ``top_n`` | 100 | what a candidate source needs; at most 800 bytes per item on disk |
+| ``chunk_items`` | 16,384 | most item rows per ``X^T[chunk] @ X`` product: bounds the memory of the pair scores (fewer where the one-key sort below needs it) |
 
-Cost: the products number ``sum_u (items of u)^2``; at 1M items / 11.6M events they take a couple
-of minutes on one core with memory bounded by one chunk's pair scores plus the kept top-N.
+Each chunk's pairs are put best first per item with one sort of 64-bit keys packing
+(row in chunk, float32 score bits inverted, neighbour row), so ties go to the lower neighbour row;
+past ~8M items, where not even 1,024-row chunks leave the three room in 64 bits, a lexsort does
+the same, about 3x slower. Cost: the products number ``sum_u (items of u)^2``; at 1M items / 11.6M
+events the stage takes under a minute on one core, its memory bounded by one chunk's pairs plus the
+kept top-N.
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ class NeighbourConfig:
             raise ValueError(f"invalid neighbour settings: {self}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ItemNeighbours:
     """Each item's co-engagement neighbours. ``indptr`` int64 (n+1,); ``rows`` int32 and ``scores``
     float32 (indptr[-1],): item row i's neighbours are ``rows[indptr[i]:indptr[i+1]]``, best first."""
@@ -165,8 +169,9 @@ def item_neighbours(sessions: pl.DataFrame, n_items: int, config: NeighbourConfi
     norms = np.sqrt(np.asarray(xt.multiply(xt).sum(axis=1)).ravel())
     counts, rows, scores = [], [], []
     bar = _progress(n_items, progress)
-    for lo in range(0, n_items, config.chunk_items):
-        hi = min(lo + config.chunk_items, n_items)
+    step = _chunk_rows(n_items, config.chunk_items)
+    for lo in range(0, n_items, step):
+        hi = min(lo + step, n_items)
         c, r, s = _top_neighbours(xt[lo:hi] @ x, lo, norms, config)
         counts.append(c)
         rows.append(r)
@@ -185,24 +190,44 @@ def item_neighbours(sessions: pl.DataFrame, n_items: int, config: NeighbourConfi
 
 def _top_neighbours(block, lo: int, norms: np.ndarray, config: NeighbourConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One chunk of ``X^T X`` (items lo..lo+len, all items; CSR) -> per-row neighbour counts, rows
-    and shrunk-cosine scores of the best ``top_n`` other items, best first (ties: lower row first)."""
+    and shrunk-cosine scores (float32) of the best ``top_n`` other items, best first (ties: lower
+    row first)."""
     block = block.tocsr()
-    block.sort_indices()
-    n_rows = block.shape[0]
-    source = np.repeat(np.arange(n_rows), np.diff(block.indptr))
-    target = block.indices
+    n_rows, n_items = block.shape
+    source = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(block.indptr))
+    target = block.indices.astype(np.int64)
     keep = target != source + lo  # an item is not its own neighbour
     source, target = source[keep], target[keep]
-    score = block.data[keep] / (norms[source + lo] * norms[target] + config.shrinkage)
-    # Best first within each row with one sort: scores lie in [0, 1], so 2 row + (1 - score) orders
-    # by row, then score descending (a stable sort keeps ties in column order). One float key
-    # sorts ~15x faster than lexsort on (row, -score); it resolves score gaps above ~1e-11.
-    order = np.argsort(2.0 * source + (1.0 - score), kind="stable")
-    source, target, score = source[order], target[order], score[order]
-    row_start = np.searchsorted(source, np.arange(n_rows))
-    rank = np.arange(len(source)) - row_start[source]
+    score = (block.data[keep] / (norms[source + lo] * norms[target] + config.shrinkage)).astype(np.float32)
+    order = best_first_order(source, score, target, n_rows, n_items)
+    source = source[order]
+    rank = np.arange(len(source)) - np.searchsorted(source, np.arange(n_rows))[source]
     top = rank < config.top_n
-    return np.bincount(source[top], minlength=n_rows), target[top], score[top]
+    kept = order[top]
+    return np.bincount(source[top], minlength=n_rows), target[kept], score[kept]
+
+
+def best_first_order(source: np.ndarray, score: np.ndarray, target: np.ndarray, n_rows: int, n_items: int) -> np.ndarray:
+    """The order sorting entries by (source, score descending, target); ``score`` float32 >= 0,
+    ``source`` < n_rows, ``target`` < n_items. One argsort of packed unique 64-bit keys where they
+    fit (the bits of a non-negative float32 order as its value), else a lexsort."""
+    row_bits, target_bits = _bits(n_rows), _bits(n_items)
+    if row_bits + 31 + target_bits > 64:
+        return np.lexsort((target, -score, source))
+    inverted = np.uint64(0x7FFFFFFF) - score.view(np.uint32).astype(np.uint64)
+    key = (source.astype(np.uint64) << np.uint64(31 + target_bits)) | (inverted << np.uint64(target_bits)) | target.astype(np.uint64)
+    return np.argsort(key)
+
+
+def _bits(n: int) -> int:
+    """Bits to hold the values 0 .. n-1."""
+    return max(1, int(n - 1).bit_length())
+
+
+def _chunk_rows(n_items: int, most: int) -> int:
+    """Rows per product: at most ``most``, fewer so that the packed sort key fits, but not under 1,024."""
+    fits = 1 << max(0, 33 - _bits(n_items))
+    return min(most, max(fits, 1_024))
 
 
 def describe(neighbours: ItemNeighbours, categories: np.ndarray, config: NeighbourConfig, seconds: float) -> dict:

@@ -86,15 +86,13 @@ def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
     session, ts). Events on items missing from the catalogue are dropped (validation reports them)."""
     _, cat_codes = category_codes(catalog)
     items = catalog.select("item_id").with_columns(cat_codes).with_row_index("row")
-    # Categorical codes from a private namespace: a fast string -> int map freed with the frame.
-    codes = pl.Categorical(pl.Categories.random())
     has_sid = "session_id" in events.columns
     ev = events.lazy().select(
-        pl.col("user_id").cast(codes).to_physical().alias("user"),
+        _string_codes("user_id").alias("user"),
         "item_id",
         pl.col("action").cast(pl.String).cast(pl.Enum(ACTIONS)).to_physical().alias("action"),
         "ts",
-        *([pl.col("session_id").cast(codes).to_physical().alias("sid")] if has_sid else []),
+        *([_string_codes("session_id").alias("sid")] if has_sid else []),
     )
     ev = ev.join(items.lazy(), on="item_id", how="inner").drop("item_id")
     if has_sid and events["session_id"].null_count() == 0:
@@ -111,6 +109,14 @@ def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
         (pl.col("user").rank("dense") - 1).cast(pl.UInt32).alias("user"),
     )
     return ev.select(*SESSION_SCHEMA).sort("session", "ts").collect()
+
+
+def _string_codes(column: str) -> pl.Expr:
+    """A string column as UInt32 codes (equal strings, equal codes; not necessarily dense): through
+    a categorical, 25x faster than a dense rank of the strings at 11.6M rows."""
+    if hasattr(pl, "Categories"):  # polars >= 1.32: a private namespace, freed with the frame
+        return pl.col(column).cast(pl.Categorical(pl.Categories.random())).to_physical()
+    return pl.col(column).cast(pl.Categorical).to_physical()
 
 
 def behaviour_stats(sessions: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourStats:

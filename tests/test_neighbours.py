@@ -163,3 +163,16 @@ def test_problems_are_named(indptr, rows, problem):
 def test_config_refuses_unknown_dampening():
     with pytest.raises(ValueError, match="dampen"):
         NeighbourConfig(dampen="sqrt")
+
+
+def test_packed_sort_key_agrees_with_lexsort():
+    from indexer.neighbours import best_first_order
+
+    rng = np.random.default_rng(0)
+    source = rng.integers(0, 50, 5_000)
+    target = rng.permutation(100_000)[:5_000]  # one entry per (source, target)
+    score = (rng.integers(0, 20, 5_000) / 20).astype(np.float32)  # many ties
+    expected = sorted(range(5_000), key=lambda i: (source[i], -score[i], target[i]))
+    packed = best_first_order(source, score, target, 50, 100_000)
+    fallback = best_first_order(source, score, target, 50, 1 << 40)  # too wide to pack
+    assert packed.tolist() == expected and fallback.tolist() == expected
