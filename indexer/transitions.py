@@ -45,10 +45,9 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from indexer.events import ACTIONS
+from crossrec.vocabulary import ACTION_WEIGHT, ACTIONS
 
 SESSION_GAP_S = 30 * 60
-ACTION_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
 # ACTION_WEIGHT by action code (the position in ACTIONS), for the integer-coded session frame.
 ACTION_WEIGHTS = np.array([ACTION_WEIGHT[a] for a in ACTIONS])
 VIEW, CLICK, CART, PURCHASE = (ACTIONS.index(a) for a in ("view", "click", "cart", "purchase"))

@@ -15,7 +15,7 @@ import polars as pl
 import scipy.sparse as sp
 
 from apps.evaluation.split import Split
-from indexer.transitions import ACTION_WEIGHT
+from crossrec.vocabulary import ACTION_WEIGHT
 
 PAD = -1
 
