@@ -87,7 +87,7 @@ def test_time_decay_by_hand():
     # now; u2 viewed both now. cos(A, B) = (0.5 + 1) / (sqrt(1.25) sqrt(2)).
     table = events([("u1", "A", "view", 60), ("u1", "B", "view", 0), ("u2", "A", "view", 0), ("u2", "B", "view", 0)])
     sessions = sessionise(table, CATALOG)
-    assert NeighbourConfig().half_life_days == 60
+    assert NeighbourConfig().half_life_days == 365
     nb = item_neighbours(sessions, 4, PLAIN)
     assert neighbour_dict(nb, 0) == pytest.approx({1: 1.5 / np.sqrt(1.25 * 2)}, rel=1e-4)
     # At a 30-day half-life the old view weighs 0.25: (0.25 + 1) / (sqrt(1.0625) sqrt(2)).
