@@ -83,15 +83,15 @@ def test_log1p_dampening_and_cap_by_hand():
 
 
 def test_time_decay_by_hand():
-    # u1 viewed A 60 days before the newest event (weight 0.5 at the default 60-day half-life) and B
-    # now; u2 viewed both now. cos(A, B) = (0.5 + 1) / (sqrt(1.25) sqrt(2)).
-    table = events([("u1", "A", "view", 60), ("u1", "B", "view", 0), ("u2", "A", "view", 0), ("u2", "B", "view", 0)])
+    # u1 viewed A 365 days before the newest event (weight 0.5 at the default one-year half-life)
+    # and B now; u2 viewed both now. cos(A, B) = (0.5 + 1) / (sqrt(1.25) sqrt(2)).
+    table = events([("u1", "A", "view", 365), ("u1", "B", "view", 0), ("u2", "A", "view", 0), ("u2", "B", "view", 0)])
     sessions = sessionise(table, CATALOG)
     assert NeighbourConfig().half_life_days == 365
     nb = item_neighbours(sessions, 4, PLAIN)
     assert neighbour_dict(nb, 0) == pytest.approx({1: 1.5 / np.sqrt(1.25 * 2)}, rel=1e-4)
-    # At a 30-day half-life the old view weighs 0.25: (0.25 + 1) / (sqrt(1.0625) sqrt(2)).
-    nb30 = item_neighbours(sessions, 4, NeighbourConfig(dampen="none", shrinkage=0.0, half_life_days=30))
+    # At a half-life of half a year the old view weighs 0.25: (0.25 + 1) / (sqrt(1.0625) sqrt(2)).
+    nb30 = item_neighbours(sessions, 4, NeighbourConfig(dampen="none", shrinkage=0.0, half_life_days=182.5))
     assert neighbour_dict(nb30, 0) == pytest.approx({1: 1.25 / np.sqrt(1.0625 * 2)}, rel=1e-4)
 
 
