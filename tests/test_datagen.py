@@ -1,5 +1,6 @@
 """The synthetic shop: deterministic, realistic in the proportions it promises, and carrying a
-complement graph that behaviour reveals and text does not."""
+complement graph that behaviour reveals and text does not, plus item partners (the case that fits
+this phone) that sessions follow."""
 
 from __future__ import annotations
 
@@ -12,14 +13,20 @@ import pytest
 from indexer import read_catalog, read_events
 from indexer.datagen.cli import make_shop
 from indexer.datagen.config import ShopConfig
-from indexer.datagen.shop import TRUTH_FILE, USER_TRUTH_FILE, generate_shop
-from indexer.datagen.stats import edge_auc, popularity_skew
+from indexer.datagen.shop import ITEM_TRUTH_FILE, TRUTH_FILE, USER_TRUTH_FILE, generate_shop
+from indexer.datagen.stats import edge_auc, partner_lift, popularity_skew, session_touches
+
+
+@pytest.fixture(scope="module")
+def partner_figures(shop):
+    return partner_lift(session_touches(shop.events, shop.catalog.frame), shop.catalog.frame, shop.partner_pairs())
 
 
 def test_same_seed_same_shop_other_seed_other_shop(shop):
     again = generate_shop(ShopConfig())
     assert again.catalog.frame.equals(shop.catalog.frame)
     assert again.events.equals(shop.events)
+    assert again.partner_pairs().equals(shop.partner_pairs())
     other = generate_shop(ShopConfig(seed=1))
     assert not other.events.equals(shop.events)
     assert other.complement_pairs() != shop.complement_pairs()
@@ -123,10 +130,74 @@ def test_files_pass_the_readers_and_carry_ground_truth(tmp_path):
     assert read_events(out / "events.parquet").height == events.height
     truth = json.loads((out / TRUTH_FILE).read_text())
     assert {(e["source"], e["target"]) for e in truth["complements"]} == shop.complement_pairs()
+    listed = pl.read_parquet(out / ITEM_TRUTH_FILE).select("item_id", partner_id="partner_ids").explode("partner_id")
+    listed = listed.drop_nulls().sort("item_id", "partner_id")
+    assert listed.height == truth["partners"]["pairs"] == len(shop.partners) > 0
+    assert listed.equals(shop.partner_pairs().sort("item_id", "partner_id"))
+    assert truth["measured"]["partner_pairs"] == listed.height and truth["measured"]["partner_lift"] > 3
     assert len(truth["categories"]) == 64 and truth["measured"]["events"] == events.height
     interests = pl.read_parquet(out / USER_TRUTH_FILE)
     assert interests["user_id"].n_unique() == shop.config.n_users
     assert interests.group_by("user_id").len()["len"].max() <= 4  # three interests + one drift
+
+
+def test_about_partner_share_of_items_have_one_to_three_partners(shop):
+    per_item = np.bincount(shop.partners.item, minlength=shop.config.items)
+    assert abs((per_item > 0).mean() - shop.config.partner_share) < 0.03
+    assert per_item.max() == 3 and {1, 2, 3} <= set(per_item.tolist())
+    fewer = generate_shop(ShopConfig(partner_share=0.1))
+    assert abs(len(np.unique(fewer.partners.item)) / fewer.config.items - 0.1) < 0.02
+
+
+def test_partners_lie_in_complement_categories_of_the_item(shop):
+    leaf, p = shop.catalog.leaf, shop.partners
+    edges = set(zip(shop.graph.src.tolist(), shop.graph.dst.tolist()))
+    assert all((leaf[i], leaf[j]) in edges for i, j in zip(p.item, p.partner))
+    # One partner per target category, so "the partner in this category" is one item.
+    assert len(set(zip(p.item.tolist(), leaf[p.partner].tolist()))) == len(p)
+    # A partner exists whenever its item does: no session can reach it before its launch.
+    assert (shop.catalog.launch_s[p.partner] <= shop.catalog.launch_s[p.item]).all()
+    assert (shop.catalog.launch_s[p.item] > 0).any() and (shop.catalog.launch_s[p.partner] > 0).any()
+
+
+def test_sessions_follow_partners_at_the_planted_rate(shop):
+    # Consecutive views in a session from an item with a partner in the next item's category.
+    views = (
+        shop.events.filter(pl.col("action") == "view")
+        .join(shop.catalog.frame.select("item_id").with_row_index("row"), on="item_id")
+        .sort("session_id", "ts")
+    )
+    row, session = views["row"].to_numpy().astype(np.int64), views["session_id"].to_numpy()
+    same = session[1:] == session[:-1]
+    prev, nxt = row[:-1][same], row[1:][same]
+    partner = shop.partners.partner_in(prev, shop.catalog.leaf[nxt])
+    moved = partner >= 0
+    assert moved.sum() > 200
+    # partner_take of the complement moves, plus a few popularity draws and interest returns.
+    assert 0.45 < (nxt[moved] == partner[moved]).mean() < 0.75
+
+
+def test_planted_partners_share_sessions_far_above_chance(partner_figures):
+    # Measured on the default shop: lift 16, control 0.79, 16% of pairs seen together. With
+    # partner_take=0 the lift falls to 1.1.
+    assert partner_figures["lift"] > 10
+    assert 0.5 < partner_figures["control_lift"] < 1.3
+    assert partner_figures["pairs_seen"] > 0.1
+
+
+def test_partner_lift_on_a_hand_computed_shop():
+    catalog = pl.DataFrame({"item_id": ["a1", "b1", "b2"], "category": ["A", "B", "B"]})
+    sessions = {"s1": ["a1", "b1"], "s2": ["a1", "b2"], "s3": ["b1"], "s4": ["b2"], "s5": ["b2", "b2"]}
+    events = pl.DataFrame(
+        [(s, i) for s, items in sessions.items() for i in items], schema=["session_id", "item_id"], orient="row"
+    )
+    touches = session_touches(events, catalog)
+    # (a1, b1): a1's sessions touch B twice (s1, s2), once on b1. Elsewhere b1 has 1 of B's 3
+    # touches, so chance expects 2 * 1/3: lift 1.5. Stand-in b2: 1 seen, 2 * 2/3 expected -> 0.75.
+    got = partner_lift(touches, catalog, [("a1", "b1")])
+    assert got["lift"] == pytest.approx(1.5)
+    assert got["control_lift"] == pytest.approx(0.75)
+    assert got["pairs_seen"] == 1.0
 
 
 def test_stat_helpers_on_hand_computed_cases():
@@ -140,3 +211,5 @@ def test_stat_helpers_on_hand_computed_cases():
 def test_too_small_a_shop_is_refused():
     with pytest.raises(ValueError, match="items must be >= 200"):
         generate_shop(ShopConfig(items=50))
+    with pytest.raises(ValueError, match="partner_take must be in"):
+        generate_shop(ShopConfig(partner_take=1.5))

@@ -1,5 +1,5 @@
-"""Synthetic behaviour: the complement graph, users with several drifting interests, sessions that
-walk along complement edges, and a view -> click -> cart -> purchase funnel.
+"""Synthetic behaviour: users with several drifting interests, sessions that walk along complement
+edges (and from an item to its partner), and a view -> click -> cart -> purchase funnel.
 
 Everything is vectorised over users, sessions and steps, so a million-item shop with millions of
 events takes a minute or two on one core.
@@ -13,48 +13,12 @@ import numpy as np
 import polars as pl
 
 from indexer.datagen.catalog import SyntheticCatalog
+from indexer.datagen.complements import ComplementGraph
 from indexer.datagen.config import ShopConfig
+from indexer.datagen.partners import PartnerPairs
 
 MAX_INTERESTS = 3
 _US = 1_000_000
-
-
-@dataclass(frozen=True)
-class ComplementGraph:
-    """Directed, weighted edges between leaf categories (``src[i] -> dst[i]`` with ``weight[i]``;
-    each source's weights sum to 1). Drawn uniformly at random, so nothing about the names or texts
-    of two categories tells whether they are complements: only behaviour does."""
-
-    src: np.ndarray
-    dst: np.ndarray
-    weight: np.ndarray
-
-    def padded(self, n_leaves: int) -> tuple[np.ndarray, np.ndarray]:
-        """(targets, cumulative weights), each ``(n_leaves, max_degree)``; rows padded with the
-        last target and cumulative weight 1."""
-        deg = np.bincount(self.src, minlength=n_leaves)
-        width = int(deg.max())
-        targets = np.zeros((n_leaves, width), dtype=np.int64)
-        cum = np.ones((n_leaves, width))
-        for c in range(n_leaves):
-            sel = self.src == c
-            targets[c, : deg[c]] = self.dst[sel]
-            targets[c, deg[c] :] = self.dst[sel][-1]
-            cum[c, : deg[c]] = np.cumsum(self.weight[sel])
-        cum[:, -1] = 1.0
-        return targets, cum
-
-
-def plant_complements(cfg: ShopConfig, n_leaves: int, rng: np.random.Generator) -> ComplementGraph:
-    src, dst, weight = [], [], []
-    for c in range(n_leaves):
-        degree = int(rng.integers(cfg.min_complements, cfg.max_complements + 1))
-        others = np.delete(np.arange(n_leaves), c)
-        targets = rng.choice(others, size=degree, replace=False)
-        src += [c] * degree
-        dst += targets.tolist()
-        weight += rng.dirichlet(np.full(degree, 2.0)).tolist()
-    return ComplementGraph(np.array(src), np.array(dst), np.array(weight))
 
 
 @dataclass(frozen=True)
@@ -138,6 +102,7 @@ def generate_events(
     cfg: ShopConfig,
     catalog: SyntheticCatalog,
     graph: ComplementGraph,
+    partners: PartnerPairs,
     users: Users,
     leaf_median_price: np.ndarray,
     rng: np.random.Generator,
@@ -154,14 +119,26 @@ def generate_events(
     s_start = rng.uniform(0.0, window_s - 3_600, n_sessions)
     s_len = np.where(users.single[s_user], 1, 1 + rng.poisson(cfg.mean_session_items - 1, n_sessions))
 
-    # Walk each session through categories, all sessions one step at a time.
+    # Walk each session through categories and items, all sessions one step at a time. Steps are
+    # exponential gaps of about 1.5 minutes apart; an item is drawn by popularity among those
+    # launched by then, unless a complement move lands on the previous item's partner.
     targets, cum = graph.padded(n_leaves)
-    steps_session, steps_leaf, steps_index = [], [], []
+    sampler = _ItemSampler(catalog, n_leaves)
+    # Steps are stored session by session: step k of session s sits at offset[s] + k.
+    offset = np.concatenate([[0], np.cumsum(s_len)[:-1]])
+    total = int(s_len.sum())
+    session = np.repeat(np.arange(n_sessions), s_len)
+    leaf = np.empty(total, dtype=np.int64)
+    item = np.empty(total, dtype=np.int64)
+    t_view = np.empty(total)
+    alive = np.arange(n_sessions)
     current = interest_at(users, s_user, _pick_slot(users, s_user, rng), s_start)
+    t_now = s_start + rng.exponential(90.0, n_sessions)
+    item_now = sampler.sample(current, t_now, rng)
     for step in range(int(s_len.max())):
-        alive = np.flatnonzero(s_len > step)
         if step > 0:
-            current = current[s_len[prev_alive] > step]
+            still = s_len[alive] > step
+            alive, current, t_now, previous = alive[still], current[still], t_now[still], item_now[still]
             u = s_user[alive]
             r = rng.random(len(alive))
             to_complement = r < cfg.p_complement
@@ -175,22 +152,16 @@ def generate_events(
             back = interest_at(users, u, _pick_slot(users, u, rng), s_start[alive])
             current = np.where(to_interest, back, current)
             current = np.where(to_random, rng.integers(0, n_leaves, len(alive)), current)
-        steps_session.append(alive)
-        steps_leaf.append(current)
-        steps_index.append(np.full(len(alive), step))
-        prev_alive = alive
-    session = np.concatenate(steps_session)
-    leaf = np.concatenate(steps_leaf)
-    order = np.lexsort((np.concatenate(steps_index), session))
-    session, leaf = session[order], leaf[order]
+            t_now = t_now + rng.exponential(90.0, len(alive))
+            item_now = sampler.sample(current, t_now, rng)
+            # Partners launch no later than their item, so a partner is always live here.
+            moves = np.flatnonzero(to_complement)
+            partner = partners.partner_in(previous[moves], current[moves])
+            take = (partner >= 0) & (rng.random(len(moves)) < cfg.partner_take)
+            item_now[moves[take]] = partner[take]
+        at = offset[alive] + step
+        leaf[at], item[at], t_view[at] = current, item_now, t_now
     user = s_user[session]
-
-    # Time of each step: the session start plus exponential gaps of about 1.5 minutes.
-    gaps = rng.exponential(90.0, len(session))
-    first_step = np.r_[True, session[1:] != session[:-1]]
-    t_view = s_start[session] + _cumsum_within(gaps, first_step)
-
-    item = _ItemSampler(catalog, n_leaves).sample(leaf, t_view, rng)
 
     # The funnel. Appeal raises every stage; a price above the user's budget lowers carts and
     # purchases; out-of-stock items cannot be carted; one-time visitors only view.
@@ -235,13 +206,6 @@ def user_ids(n: int) -> pl.Series:
 def _ids(prefix: str, n: int) -> pl.Series:
     width = max(6, len(str(n - 1)))
     return pl.Series([f"{prefix}{i:0{width}d}" for i in range(n)], dtype=pl.String)
-
-
-def _cumsum_within(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Cumulative sum restarting at every True of ``starts`` (groups are contiguous)."""
-    total = np.cumsum(values)
-    group_start = np.maximum.accumulate(np.where(starts, np.arange(len(values)), 0))
-    return total - total[group_start] + values[group_start]
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:

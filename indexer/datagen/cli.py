@@ -46,7 +46,7 @@ def make_shop(cfg: ShopConfig, out: Path, fmt: str = "parquet", validate: bool =
     started = time.perf_counter()
     shop = generate_shop(cfg)
     t = time.perf_counter()
-    stats = shop_stats(shop.catalog.frame, shop.events, sorted(shop.complement_pairs()))
+    stats = shop_stats(shop.catalog.frame, shop.events, sorted(shop.complement_pairs()), shop.partner_pairs())
     shop.seconds["measure"] = time.perf_counter() - t
     write_shop(shop, out, stats)
     if fmt != "parquet":
@@ -91,6 +91,10 @@ def describe(shop: Shop, stats: dict, out: Path | None = None, examples: int = 5
     ]
     strongest = sorted(zip(shop.graph.weight, shop.graph.src, shop.graph.dst), reverse=True)[:examples]
     lines += [f"  {shop.leaves[s].path}  ->  {shop.leaves[d].path}  (weight {w:.2f})" for w, s, d in strongest]
+    lines.append(
+        f"Planted item partners: {len(shop.partners):,} pairs; a complement move from an item with a partner in "
+        f"the target category lands on it with probability {cfg.partner_take:.0%}"
+    )
     lines += [
         "What the events show (measured):",
         f"  complement pairs are co-engaged in sessions {stats['complement_lift_mean']:.1f}x as often as chance "
@@ -98,6 +102,12 @@ def describe(shop: Shop, stats: dict, out: Path | None = None, examples: int = 5
         f"AUC {stats['complement_auc_by_coengagement']:.2f}",
         f"  title similarity does not: AUC {stats['complement_auc_by_title_similarity']:.2f} (0.5 = chance), "
         f"although {stats['titles_nearest_own_category']:.0%} of titles sit nearest their own category",
+        (
+            f"  planted item partners ({stats['partner_pairs']:,} pairs on {stats['items_with_partners']:,} items) "
+            f"share a session {stats['partner_lift']:.0f}x as often as chance for their categories and "
+            f"popularity (random same-category stand-ins {stats['partner_control_lift']:.1f}x); "
+            f"{stats['partner_pairs_seen']:.0%} of pairs are seen together at least once"
+        ),
         f"  top 1% of items draw {stats['top1pct_item_share']:.0%} of events; "
         f"{stats['outside_first_category_share']:.0%} of a user's events fall outside their first category; "
         f"median basket {stats['median_basket']:.0f} items; "

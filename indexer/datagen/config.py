@@ -43,6 +43,12 @@ class ShopConfig:
     p_complement: float = 0.3
     p_other_interest: float = 0.12
     p_random: float = 0.04
+    #: Share of items given 1-3 specific partner items in the complement categories of their leaf
+    #: (the case that fits this phone).
+    partner_share: float = 0.3
+    #: When a session follows a complement edge from an item with a partner in the target category,
+    #: the chance that the next item is that partner rather than a draw by popularity.
+    partner_take: float = 0.6
 
     @property
     def n_users(self) -> int:
@@ -60,3 +66,6 @@ class ShopConfig:
         moves = self.p_complement + self.p_other_interest + self.p_random
         if moves > 1:
             raise ValueError(f"p_complement + p_other_interest + p_random must be <= 1, got {moves}")
+        for name in ("partner_share", "partner_take"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

@@ -14,16 +14,11 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from indexer.datagen.behaviour import (
-    ComplementGraph,
-    Users,
-    draw_users,
-    generate_events,
-    plant_complements,
-    user_ids,
-)
+from indexer.datagen.behaviour import Users, draw_users, generate_events, user_ids
 from indexer.datagen.catalog import SyntheticCatalog, generate_catalog
+from indexer.datagen.complements import ComplementGraph, plant_complements
 from indexer.datagen.config import ShopConfig
+from indexer.datagen.partners import PartnerPairs, plant_partners
 from indexer.datagen.taxonomy import Leaf, leaves
 
 log = logging.getLogger(__name__)
@@ -43,6 +38,7 @@ class Shop:
     leaf_popularity: np.ndarray
     catalog: SyntheticCatalog
     graph: ComplementGraph
+    partners: PartnerPairs
     users: Users
     events: pl.DataFrame
     seconds: dict[str, float]
@@ -55,14 +51,22 @@ class Shop:
         """Planted edges as (source category path, target category path)."""
         return {(self.leaves[s].path, self.leaves[d].path) for s, d in zip(self.graph.src, self.graph.dst)}
 
+    def partner_pairs(self) -> pl.DataFrame:
+        """Planted item partners, one row per pair: ``item_id``, ``partner_id``; sorted by item."""
+        ids = self.catalog.frame["item_id"]
+        return pl.DataFrame(
+            {"item_id": ids.gather(self.partners.item), "partner_id": ids.gather(self.partners.partner)}
+        )
+
 
 def generate_shop(cfg: ShopConfig = ShopConfig()) -> Shop:
     """Generate the whole shop in memory. Deterministic in ``cfg`` (seed included)."""
     cfg.validate()
     # Independent streams per part: the complement graph and category popularity depend on the seed
     # alone, so shops of different sizes with one seed share their planted structure.
-    rng_structure, rng_catalog, rng_users, rng_events = (
-        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(4)
+    # Partners get a stream of their own (spawned last, so the first four are the same as before).
+    rng_structure, rng_catalog, rng_users, rng_events, rng_partners = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(cfg.seed).spawn(5)
     )
     all_leaves = leaves()
     seconds: dict[str, float] = {}
@@ -77,12 +81,22 @@ def generate_shop(cfg: ShopConfig = ShopConfig()) -> Shop:
     seconds["catalog"] = time.perf_counter() - t
 
     t = time.perf_counter()
+    partners = plant_partners(cfg, catalog, graph, len(all_leaves), rng_partners)
+    seconds["partners"] = time.perf_counter() - t
+
+    t = time.perf_counter()
     users = draw_users(cfg, popularity, rng_users)
     median = np.array([lf.median_price for lf in all_leaves])
-    events = generate_events(cfg, catalog, graph, users, median, rng_events)
+    events = generate_events(cfg, catalog, graph, partners, users, median, rng_events)
     seconds["events"] = time.perf_counter() - t
-    log.info("generated %d items, %d users, %d events", cfg.items, cfg.n_users, events.height)
-    return Shop(cfg, all_leaves, popularity, catalog, graph, users, events, seconds)
+    log.info(
+        "generated %d items (%d partner pairs), %d users, %d events",
+        cfg.items,
+        len(partners),
+        cfg.n_users,
+        events.height,
+    )
+    return Shop(cfg, all_leaves, popularity, catalog, graph, partners, users, events, seconds)
 
 
 def write_shop(shop: Shop, out: str | Path, stats: dict | None = None) -> Path:
@@ -112,7 +126,8 @@ def write_shop(shop: Shop, out: str | Path, stats: dict | None = None) -> Path:
 
 
 def ground_truth(shop: Shop, stats: dict | None = None) -> dict:
-    """The machine-readable answers: categories, the complement graph, generator settings."""
+    """The machine-readable answers: categories, the complement graph, generator settings. The item
+    partners are listed per item in the item truth file (``partner_ids``), summarised here."""
     cfg = asdict(shop.config)
     cfg["start"] = shop.config.start.isoformat()
     return {
@@ -126,6 +141,11 @@ def ground_truth(shop: Shop, stats: dict | None = None) -> dict:
             {"source": shop.leaves[s].path, "target": shop.leaves[d].path, "weight": round(float(w), 6)}
             for s, d, w in zip(shop.graph.src, shop.graph.dst, shop.graph.weight)
         ],
+        "partners": {
+            "pairs": len(shop.partners),
+            "items_with_partners": len(np.unique(shop.partners.item)),
+            "listed_in": f"{ITEM_TRUTH_FILE}:partner_ids",
+        },
         "files": {"users": USER_TRUTH_FILE, "items": ITEM_TRUTH_FILE},
         "measured": stats or {},
     }
@@ -171,13 +191,21 @@ def _user_truth(shop: Shop) -> pl.DataFrame:
 
 
 def _item_truth(shop: Shop) -> pl.DataFrame:
+    """One row per item: popularity weight, appeal, launch time and its planted partners (item ids,
+    an empty list for most items)."""
     c = shop.catalog
     start_us = int(shop.config.start.timestamp() * 1e6)
-    return pl.DataFrame(
-        {
-            "item_id": c.frame["item_id"],
-            "popularity_weight": c.weight,
-            "appeal": c.appeal,
-            "launched_at": pl.Series(start_us + (c.launch_s * 1e6).astype(np.int64)).cast(pl.Datetime("us", "UTC")),
-        }
+    ids = c.frame["item_id"]
+    pairs = shop.partner_pairs().group_by("item_id", maintain_order=True).agg(partner_ids="partner_id")
+    return (
+        pl.DataFrame(
+            {
+                "item_id": ids,
+                "popularity_weight": c.weight,
+                "appeal": c.appeal,
+                "launched_at": pl.Series(start_us + (c.launch_s * 1e6).astype(np.int64)).cast(pl.Datetime("us", "UTC")),
+            }
+        )
+        .join(pairs, on="item_id", how="left", maintain_order="left")
+        .with_columns(pl.col("partner_ids").fill_null(pl.lit([], dtype=pl.List(pl.String))))
     )
