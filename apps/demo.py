@@ -117,8 +117,7 @@ def neighbour_examples(index_root: Path, truth: dict, examples: int, seed: int, 
     items = version.items
     categories = items["category"].to_numpy()
     vectors = np.asarray(version.vectors)
-    adaptation = version.manifest["adaptation"]
-    content = vectors[:, : adaptation["content_dim"]] / np.sqrt(1 - adaptation["share"])
+    content = version.content_vectors()
     popular = np.argsort(-items["popularity"].to_numpy())[:50]
     picks = np.random.default_rng(seed).choice(popular, examples, replace=False)
     lines = ["", "Nearest items in other categories ([+] = a planted complement category):"]

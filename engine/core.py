@@ -158,13 +158,13 @@ class Engine:
         users, events = self.store.counts()
         out = {"user_count": users, "event_count": events, "engine_version": self.engine_version, "started_at": self.started_at}
         if served is not None:
-            m = served.version.manifest
+            v = served.version
             out.update(
-                index_version=m["version"],
+                index_version=v.version,
                 model_version=served.model_version,
-                item_count=int(m["items"]),
-                category_count=len(m["category_shards"]),
-                shard_count=len(m["shards"]),
+                item_count=v.item_count,
+                category_count=len(v.category_names),
+                shard_count=len(v.shards),
                 index_loaded_at=served.loaded_at,
             )
         return out

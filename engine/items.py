@@ -51,7 +51,7 @@ class ItemTable:
     @classmethod
     def from_version(cls, version: IndexVersion) -> ItemTable:
         items = version.items
-        categories = sorted(version.manifest["category_shards"])
+        categories = version.category_names
         index = {c: i for i, c in enumerate(categories)}
         codes = items["category"].replace_strict(index, return_dtype=pl.Int32).to_numpy()
         popularity = _column(items, "popularity", 0.0, np.float64)

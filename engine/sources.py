@@ -111,11 +111,9 @@ class ShardSearchSource:
         self.categories = categories
         self.behaviour_rerank = behaviour_rerank
         self.limit = limit
-        self.behaviour_dim = 0
+        self.behaviour_dim = version.behaviour_dim if behaviour_rerank > 0 else 0
         self.behaviour: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        adaptation = version.manifest.get("adaptation")
-        if adaptation and behaviour_rerank > 0:
-            self.behaviour_dim = int(adaptation["dim"])
+        if self.behaviour_dim:
             block = np.asarray(version.vectors[:, -self.behaviour_dim :])
             for shard_id in version.shards:
                 rows = np.flatnonzero(items.shard_of == shard_id)

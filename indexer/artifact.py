@@ -134,6 +134,30 @@ class IndexVersion:
     def dim(self) -> int:
         return int(self.manifest["dim"])
 
+    @property
+    def item_count(self) -> int:
+        return int(self.manifest["items"])
+
+    @property
+    def category_names(self) -> list[str]:
+        """Every leaf category, sorted."""
+        return sorted(self.manifest["category_shards"])
+
+    @property
+    def behaviour_dim(self) -> int:
+        """Width of the adapted vectors' behaviour block (the last columns); 0 without adaptation."""
+        adaptation = self.manifest.get("adaptation")
+        return int(adaptation["dim"]) if adaptation else 0
+
+    @property
+    def content_dim(self) -> int:
+        """Width of the fused content block (the first columns)."""
+        return self.dim - self.behaviour_dim
+
+    def content_vectors(self) -> np.ndarray:
+        """(items, content_dim) float32 unit rows: see :func:`content_part`."""
+        return content_part(self.vectors, self.manifest)
+
     def shards_of(self, category: str) -> list[str]:
         return list(self.manifest["category_shards"].get(category, []))
 
@@ -144,6 +168,18 @@ class IndexVersion:
         if q.ndim != 2 or q.shape[1] != self.dim:
             raise ValueError(f"queries must have shape (n, {self.dim}), got {q.shape}")
         return self.shards[shard_id].search(q, k)
+
+
+def content_part(vectors: np.ndarray, manifest: dict) -> np.ndarray:
+    """The fused content part of a version's item vectors, as float32 unit rows. With complement
+    adaptation the stored vector is ``[sqrt(s) c ; sqrt(1 - s) e]`` with ``e`` the last
+    ``adaptation.dim`` columns; ``c`` is sliced off and renormalised (which removes the scale)."""
+    adaptation = manifest.get("adaptation")
+    behaviour = int(adaptation["dim"]) if adaptation else 0
+    if behaviour >= vectors.shape[1]:
+        raise ArtifactError(f"behaviour block of {behaviour} columns leaves no content in {vectors.shape[1]}", "", "shape")
+    content = np.asarray(vectors[:, : vectors.shape[1] - behaviour], dtype=np.float32)
+    return content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
 
 
 def resolve_version(path: str | Path) -> Path:

@@ -28,7 +28,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from apps.evaluation.dataset import EvalSet, top_k_unseen
-from indexer.artifact import read_manifest
+from indexer.artifact import content_part, read_manifest
 from indexer.transitions import POPULARITY_HALF_LIFE_DAYS
 
 log = logging.getLogger(__name__)
@@ -122,15 +122,7 @@ def content_vectors(artifact: str | Path, item_ids: np.ndarray) -> tuple[np.ndar
     ``[sqrt(0.2) c ; sqrt(0.8) e]``; the behaviour block ``e`` (the last ``adaptation.dim``
     columns) is sliced off and ``c`` renormalised."""
     path, manifest = read_manifest(artifact)
-    vectors = np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r")
-    adaptation = manifest.get("adaptation")
-    if adaptation:
-        dim = int(adaptation["dim"])
-        if int(adaptation.get("content_dim", vectors.shape[1] - dim)) + dim != vectors.shape[1]:
-            raise ValueError(f"{path}: adaptation dims do not add up to the vector width {vectors.shape[1]}")
-        vectors = vectors[:, : vectors.shape[1] - dim]
-    content = np.asarray(vectors, dtype=np.float32)
-    content = content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
+    content = content_part(np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r"), manifest)
     index_ids = pl.read_parquet(path / manifest["files"]["items"]["file"], columns=["item_id"])["item_id"].to_list()
     row_of = {item: r for r, item in enumerate(index_ids)}
     rows = np.array([row_of.get(i, -1) for i in item_ids.tolist()], dtype=np.int64)
