@@ -150,13 +150,17 @@ class Recommender:
         return candidates.take(np.flatnonzero(ok))
 
     def _refill(self, short: np.ndarray, affinity: np.ndarray, query: Query, excluded: np.ndarray) -> SourceResult:
-        rows = np.concatenate([self.items.popular[c] for c in np.flatnonzero(short)] or [np.zeros(0, np.int64)])
-        rows = rows[allowed_rows(rows, query, self.items, excluded)]
-        # Popularity order within the short categories, scored like the popular source (a floor keeps
-        # categories without affinity or events in play).
+        """Each short category's best ``max(4k, 100)`` allowed items in popularity order (per
+        category, so a large short category cannot crowd a small one out), scored like the popular
+        source (a floor keeps categories without affinity or events in play)."""
+        per_category = max(4 * query.k, 100)
+        picked = []
+        for code in np.flatnonzero(short):
+            rows = self.items.popular[code]
+            picked.append(rows[allowed_rows(rows, query, self.items, excluded)][:per_category])
+        rows = np.concatenate(picked) if picked else np.zeros(0, np.int64)
         scores = (affinity[self.items.category_code[rows]] + 1e-9) * (self.items.popularity_share[rows] + 1e-9)
-        order = np.lexsort((rows, -scores))[: max(4 * query.k, 100)]
-        return SourceResult("popular", rows[order], scores[order].astype(np.float32))
+        return SourceResult("popular", rows, scores.astype(np.float32))
 
     def _interests(self, profile: Profile, picked: Candidates) -> np.ndarray:
         """The interest behind each item: the one whose search found it, else the interest whose
