@@ -64,6 +64,9 @@ class EngineConfig:
     popular_per_category: int = 50
     neighbour_seeds: int = 50
     source_limit: int = 300
+    #: The search source also scans the categories the user touched (costly at scale; see
+    #: engine/sources.py).
+    search_touched: bool = False
     #: Never recommend items the user already engaged with (false: only purchases are excluded).
     exclude_seen: bool = True
     #: Share of k from categories the user never engaged with, when the request does not say;
@@ -96,6 +99,7 @@ class EngineConfig:
             neighbour_seeds=self.neighbour_seeds,
             source_limit=self.source_limit,
             exclude_seen=self.exclude_seen,
+            search_touched=self.search_touched,
             blend=(("neighbours", self.blend_neighbours), ("popular", self.blend_popular), ("search", self.blend_search)),
         )
 

@@ -42,6 +42,7 @@ class RecommenderSettings:
     neighbour_seeds: int = 50
     source_limit: int = 300
     exclude_seen: bool = True
+    search_touched: bool = False
     blend: tuple[tuple[str, float], ...] = (("neighbours", 0.2), ("popular", 1.0), ("search", 0.02))
 
 
@@ -74,7 +75,7 @@ class Recommender:
         self.popular = PopularSource(self.items, settings.popular_per_category, 2 * settings.target_categories,
                                      limit=10 * settings.source_limit)
         self.search = ShardSearchSource(version, self.items, settings.candidates_per_shard, settings.search_categories,
-                                        settings.behaviour_rerank, settings.source_limit)
+                                        settings.behaviour_rerank, settings.source_limit, settings.search_touched)
         self.ranker: Ranker = ranker or BlendRanker(dict(settings.blend))
 
     @property

@@ -44,6 +44,11 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             async with asyncio.timeout(timeout):
                 async with self._slots:
                     return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+        except asyncio.CancelledError:
+            # The client went away or its deadline passed before ours fired: count it as what it was.
+            remaining = context.time_remaining()
+            code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+            raise
         except Exception as exc:  # every failure leaves as a status, here
             status = to_status(exc)
             code = status_code(status.code).name

@@ -41,8 +41,10 @@ def model(tiny_version, items) -> CategoryModel:
 
 
 #: The settings every hand computation below assumes (the engine's defaults are tuned elsewhere):
-#: affinity = weight + transition score; blend = popular + neighbours + 0.1 x search.
-PINNED = {"transition_weight": 1.0, "category_prior": 0.0, "blend": (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1))}
+#: affinity = weight + transition score; blend = popular + neighbours + 0.1 x search; the search
+#: source scans touched categories too.
+PINNED = {"transition_weight": 1.0, "category_prior": 0.0, "blend": (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1)),
+          "search_touched": True}
 
 
 def settings(**changes) -> RecommenderSettings:
@@ -531,7 +533,7 @@ def test_popular_source_takes_the_highest_affinity_categories_ties_in_code_order
 
 def test_shard_search_finds_row_zero_in_a_touched_category(tiny_version, items):
     profile = profile_of(items, tiny_version, ("t1", "view"))  # interest (.8, 0, 0, .6)
-    r = ShardSearchSource(tiny_version, items).generate(context([0, 0, 0, 1], targets=[3], profile=profile, k=1))
+    r = ShardSearchSource(tiny_version, items, touched=True).generate(context([0, 0, 0, 1], targets=[3], profile=profile, k=1))
     assert r.rows.tolist() == [1, 0, 2] and r.scores == pytest.approx([1, .8, .6])
     single = ShardSearchSource(tiny_version, items).generate(context([0, 0, 1, 0], targets=[2], profile=profile, k=1))
     assert single.rows.tolist() == [4, 3] and single.searched == 1
@@ -589,11 +591,14 @@ def test_untouched_categories_are_searched_in_the_behaviour_block(wide_version):
     items = ItemTable.from_version(wide_version)
     profile = Profile(np.array([[.70710677, 0, 0, .70710677]], np.float32), ["Cat > A"], np.ones(1), {"Cat > A": 1.0})
     ctx = Context(profile, np.array([1.0, 1.0, 1.0]), np.array([1, 0, 2]), 1)
-    r = ShardSearchSource(wide_version, items, per_shard=1, behaviour_rerank=1).generate(ctx)
+    r = ShardSearchSource(wide_version, items, per_shard=1, behaviour_rerank=1, touched=True).generate(ctx)
     # B (untouched): behaviour block candidates 0-3, best row 3 (1.5 / sqrt 2); A (touched): faiss, row 8.
     # The empty shards of B and C are skipped.
     assert r.rows.tolist() == [3, 8] and r.scores == pytest.approx([1.5 / np.sqrt(2), 1.0], abs=1e-6)
     assert r.searched == 2 and r.interest.tolist() == [0, 0]
+    # By default the touched category A is not searched: only B's row 3, one shard.
+    untouched = ShardSearchSource(wide_version, items, per_shard=1, behaviour_rerank=1).generate(ctx)
+    assert untouched.rows.tolist() == [3] and untouched.searched == 1
     only_c = ShardSearchSource(wide_version, items).generate(dataclasses.replace(ctx, targets=np.array([2])))
     assert only_c.name == "search" and only_c.searched == 0 and len(only_c.rows) == 0 and len(only_c.scores) == 0
     assert (only_c.rows.dtype, only_c.scores.dtype) == (np.int64, np.float32)
@@ -717,7 +722,17 @@ def test_a_short_quota_is_refilled_even_next_to_a_large_short_category(crowded_v
     rec = Recommender(crowded_version, settings())
     query = Query(k=2, quotas=((frozenset({"Big"}), 1), (frozenset({"Small"}), 1)), max_price=10.0)
     # The popular source proposes each category's 50 most popular items: all dear, so both quotas are
-    # short. The refill walks both categories together: Big's cheap items score .9 x 10/6500 each,
-    # Small's cheap one .1 x 1/5901, and the cap (max(4k, 100) = 100 rows) keeps 100 of Big's only.
+    # short. Walked together, Big's cheap items (.9 x 10/6500 each) would crowd out Small's cheap one
+    # (.1 x 1/5901) at any cap below 151; the refill walks each short category on its own.
     r = rec.recommend(Profile(np.zeros((0, 4), np.float32), [], np.zeros(0), {}), query)
     assert sorted(rec.items.row_category[r.rows].tolist()) == ["Big", "Small"]
+
+
+def test_seen_items_take_no_place_in_the_refill(crowded_version):
+    rec = Recommender(crowded_version, settings())
+    # The user viewed 100 of Big's cheap items (rows 50-149): the refill's first 100 allowed rows are
+    # the 50 cheap ones left, not the seen ones.
+    events = [ProfileEvent(f"c{i}", "view", NOW) for i in range(50, 150)]
+    profile = build_profile(events, rec.items.row_of, np.asarray(crowded_version.vectors), rec.items.row_category, NOW)
+    r = rec.recommend(profile, Query(k=1, quotas=((frozenset({"Big"}), 1),), max_price=10.0))
+    assert r.rows.tolist() == [150]
