@@ -84,3 +84,75 @@ def tiny_clip(tmp_path_factory):
     CLIPModel(config).save_pretrained(path)
     processor.save_pretrained(path)
     return str(path)
+
+
+# The tiny hand-built index version (tests/test_request_path.py computes its answers by hand).
+TINY_CATEGORIES = ["Garden > Tools", "Home > Kitchen > Knives", "Home > Kitchen > Pans", "Outdoors > Tents"]
+
+
+@pytest.fixture(scope="session")
+def tiny_version():
+    """An :class:`~indexer.artifact.IndexVersion` of 9 items in 4 categories (codes 0-3 in sorted
+    order: Tools, Knives, Pans, Tents), one exact faiss shard per category, 4-d vectors.
+
+    ========  =========  ==========  =====================  =====  ========  =====
+    row       category   popularity  vector                 price  in_stock  brand
+    ========  =========  ==========  =====================  =====  ========  =====
+    0 t0      Tents      6           (1, 0, 0, 0)           100    yes       acme
+    1 t1      Tents      3           (.8, 0, 0, .6)         50     yes       zeta
+    2 t2      Tents      1           (0, 0, 0, 1)           None   yes       acme
+    3 p0      Pans       9           (.6, .8, 0, 0)         20     yes       acme
+    4 p1      Pans       1           (.8, .6, 0, 0)         30     no        zeta
+    5 k0      Knives     4           (0, 1, 0, 0)           10     yes       acme
+    6 k1      Knives     0           (.6, 0, .8, 0)         15     yes       zeta
+    7 g0      Tools      5           (0, 0, 1, 0)           5      yes       acme
+    8 g1      Tools      5           (-.6, 0, .8, 0)        5      yes       zeta
+    ========  =========  ==========  =====================  =====  ========  =====
+
+    Session shares: Tools .1, Knives .2, Pans .3, Tents .4; transitions (sessions): Tents->Pans 10,
+    Tents->Knives 5, Pans->Knives 5 (plus one row from an unknown category, ignored).
+    """
+    import faiss
+    import numpy as np
+    import polars as pl
+
+    from indexer.artifact import IndexVersion
+
+    tools, knives, pans, tents = TINY_CATEGORIES
+    cats = [tents, tents, tents, pans, pans, knives, knives, tools, tools]
+    shard_ids = {tools: "s0", knives: "s1", pans: "s2", tents: "s3"}
+    items = pl.DataFrame({
+        "item_id": ["t0", "t1", "t2", "p0", "p1", "k0", "k1", "g0", "g1"],
+        "category": cats,
+        "shard": [shard_ids[c] for c in cats],
+        "popularity": [6.0, 3.0, 1.0, 9.0, 1.0, 4.0, 0.0, 5.0, 5.0],
+        "price": [100.0, 50.0, None, 20.0, 30.0, 10.0, 15.0, 5.0, 5.0],
+        "in_stock": [True, True, True, True, False, True, True, True, True],
+        "brand": ["acme", "zeta", "acme", "acme", "zeta", "acme", "zeta", "acme", "zeta"],
+    })
+    vectors = np.array([
+        [1, 0, 0, 0], [.8, 0, 0, .6], [0, 0, 0, 1],
+        [.6, .8, 0, 0], [.8, .6, 0, 0],
+        [0, 1, 0, 0], [.6, 0, .8, 0],
+        [0, 0, 1, 0], [-.6, 0, .8, 0],
+    ], dtype=np.float32)
+    shards, category_shards = {}, {}
+    for category, shard_id in shard_ids.items():
+        rows = np.array([i for i, c in enumerate(cats) if c == category], dtype=np.int64)
+        index = faiss.IndexIDMap(faiss.IndexFlatIP(4))
+        index.add_with_ids(vectors[rows], rows)
+        shards[shard_id] = index
+        category_shards[category] = [shard_id]
+    transitions = pl.DataFrame({
+        "source": [tents, tents, pans, "Nowhere"],
+        "target": [pans, knives, knives, tents],
+        "sessions": [10, 5, 5, 100],
+    })
+    categories = pl.DataFrame({
+        "category": [tools, knives, pans, tents],
+        "items": [2, 2, 2, 3],
+        "session_share": [0.1, 0.2, 0.3, 0.4],
+    })
+    manifest = {"version": "tiny", "dim": 4, "items": 9, "category_shards": category_shards}
+    return IndexVersion(path=None, manifest=manifest, items=items, vectors=vectors, transitions=transitions,
+                        categories=categories, shards=shards)
