@@ -26,9 +26,17 @@ from indexer.datagen.shop import TRUTH_FILE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("check-complements", help="share of recommendations in planted complement categories (synthetic shops)")
+    p = sub.add_parser(
+        "check-complements",
+        help="share of recommendations in planted complement categories (synthetic shops)",
+    )
     p.add_argument("--artifact", required=True, help="index version folder or root")
-    p.add_argument("--shop", type=Path, required=True, help="the crossrec datagen folder the index was built from")
+    p.add_argument(
+        "--shop",
+        type=Path,
+        required=True,
+        help="the crossrec datagen folder the index was built from",
+    )
     p.add_argument("--users", type=int, default=500)
     p.add_argument("--min-events", type=int, default=8)
     p.add_argument("-k", "--k", type=int, default=10)
@@ -36,7 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def complement_hit_rate(artifact: str, shop: Path, users: int, min_events: int, k: int, seed: int = 0) -> dict:
+def complement_hit_rate(
+    artifact: str, shop: Path, users: int, min_events: int, k: int, seed: int = 0
+) -> dict:
     truth = json.loads((shop / TRUTH_FILE).read_text())
     complements: dict[str, set[str]] = {}
     for e in truth["complements"]:
@@ -48,14 +58,25 @@ def complement_hit_rate(artifact: str, shop: Path, users: int, min_events: int, 
     mine = events.filter(pl.col("user_id").is_in(chosen)).join(catalog, on="item_id")
     all_categories = set(catalog["category"].unique())
     with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(EngineConfig(store=f"{tmp}/events.sqlite", pseudonym_key="check"), SQLiteEventStore(f"{tmp}/events.sqlite"))
+        engine = Engine(
+            EngineConfig(store=f"{tmp}/events.sqlite", pseudonym_key="check"),
+            SQLiteEventStore(f"{tmp}/events.sqlite"),
+        )
         engine.load(artifact)
-        engine.ingest([
-            StoredEvent(f"e{i}", engine.user_key(r[0]), r[1], r[2], int(r[3].timestamp() * 1e6))
-            for i, r in enumerate(mine.select("user_id", "item_id", pl.col("action").cast(pl.String), "ts").iter_rows())
-        ])
+        engine.ingest(
+            [
+                StoredEvent(f"e{i}", engine.user_key(r[0]), r[1], r[2], int(r[3].timestamp() * 1e6))
+                for i, r in enumerate(
+                    mine.select(
+                        "user_id", "item_id", pl.col("action").cast(pl.String), "ts"
+                    ).iter_rows()
+                )
+            ]
+        )
         hits, chance, seconds = [], [], []
-        touched_by_user = dict(mine.group_by("user_id").agg(pl.col("category").unique()).iter_rows())
+        touched_by_user = dict(
+            mine.group_by("user_id").agg(pl.col("category").unique()).iter_rows()
+        )
         for user in chosen:
             touched = set(touched_by_user[user])
             planted = set().union(*(complements.get(c, set()) for c in touched)) - touched

@@ -23,10 +23,8 @@ import polars as pl
 
 from clients.sdk import CrossrecClient, Event
 from crossrec.vocabulary import leaf
-
 from engine.config import EngineConfig
 from engine.server import BackgroundServer
-
 from indexer.artifact import open_index
 from indexer.build import BuildConfig, build_index
 from indexer.cli import summarise
@@ -37,7 +35,9 @@ from indexer.datagen.shop import TRUTH_FILE
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="run the whole pipeline on a small synthetic shop")
-    p.add_argument("--out", type=Path, default=Path(".demo"), help="working folder (default %(default)s)")
+    p.add_argument(
+        "--out", type=Path, default=Path(".demo"), help="working folder (default %(default)s)"
+    )
     p.add_argument("--items", type=int, default=ShopConfig.items)
     p.add_argument("--seed", type=int, default=ShopConfig.seed)
     p.add_argument("--examples", type=int, default=3, help="products and users to show")
@@ -55,7 +55,12 @@ def run(args: argparse.Namespace) -> int:
     cut = events["ts"].min() + timedelta(weeks=6)
     history, live = events.filter(pl.col("ts") < cut), events.filter(pl.col("ts") >= cut)
     history.write_parquet(args.out / "history.parquet")
-    report = build_index(shop_dir / "catalog.parquet", index_root, args.out / "history.parquet", BuildConfig(progress=False))
+    report = build_index(
+        shop_dir / "catalog.parquet",
+        index_root,
+        args.out / "history.parquet",
+        BuildConfig(progress=False),
+    )
     for line in summarise(report.manifest, report.stages):
         print(line)
     print(f"written to {report.path}")
@@ -66,50 +71,77 @@ def run(args: argparse.Namespace) -> int:
     print("\n== 3/3 engine: live events in, cross-category recommendations out ==")
     store = args.out / "events.sqlite"
     store.unlink(missing_ok=True)
-    config = EngineConfig(artifact=str(index_root), port=0, store=str(store), pseudonym_key="demo-key")
+    config = EngineConfig(
+        artifact=str(index_root), port=0, store=str(store), pseudonym_key="demo-key"
+    )
     catalog = pl.read_parquet(shop_dir / "catalog.parquet").select("item_id", "title", "category")
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
         print(f"engine on {server.target}, index {server.engine.served.version.version}")
-        users = live.group_by("user_id").len().filter(pl.col("len") >= 10).sort("user_id")["user_id"][: args.users]
+        users = (
+            live.group_by("user_id")
+            .len()
+            .filter(pl.col("len") >= 10)
+            .sort("user_id")["user_id"][: args.users]
+        )
         replay = live.filter(pl.col("user_id").is_in(users.implode()))
         started = time.perf_counter()
         stored = 0
         for chunk in replay.iter_slices(500):
             stored += client.ingest(
-                Event(r["user_id"], r["item_id"], r["action"], r["ts"], r["session_id"] or "") for r in chunk.iter_rows(named=True)
+                Event(r["user_id"], r["item_id"], r["action"], r["ts"], r["session_id"] or "")
+                for r in chunk.iter_rows(named=True)
             ).accepted
-        print(f"replayed {stored:,} live events of {len(users)} users through IngestEvents in {time.perf_counter() - started:.2f}s")
+        print(
+            f"replayed {stored:,} live events of {len(users)} users through IngestEvents in {time.perf_counter() - started:.2f}s"
+        )
         for line in recommendation_examples(client, replay, catalog, truth, users[: args.examples]):
             print(line)
         s = client.status()
-        print(f"\nengine status: index {s.index_version}, model {s.model_version}, {s.item_count:,} items, "
-              f"{s.user_count:,} users and {s.event_count:,} events stored")
+        print(
+            f"\nengine status: index {s.index_version}, model {s.model_version}, {s.item_count:,} items, "
+            f"{s.user_count:,} users and {s.event_count:,} events stored"
+        )
     print("engine stopped")
     return 0
 
 
-def recommendation_examples(client: CrossrecClient, replay: pl.DataFrame, catalog: pl.DataFrame, truth: dict, users) -> list[str]:
+def recommendation_examples(
+    client: CrossrecClient, replay: pl.DataFrame, catalog: pl.DataFrame, truth: dict, users
+) -> list[str]:
     complements: dict[str, set[str]] = {}
     for e in truth["complements"]:
         complements.setdefault(e["source"], set()).add(e["target"])
     lines = []
     for user in users:
         did = replay.filter(pl.col("user_id") == user).join(catalog, on="item_id")
-        strongest = did.sort("ts").group_by("category", maintain_order=True).agg(pl.col("action").cast(pl.String).unique())
+        strongest = (
+            did.sort("ts")
+            .group_by("category", maintain_order=True)
+            .agg(pl.col("action").cast(pl.String).unique())
+        )
         touched = set(did["category"])
         planted = set().union(*(complements.get(c, set()) for c in touched)) - touched
-        lines.append(f"\nuser {user} did: " + "; ".join(f"{leaf(c)} ({', '.join(sorted(a))})" for c, a in strongest.iter_rows()))
+        lines.append(
+            f"\nuser {user} did: "
+            + "; ".join(f"{leaf(c)} ({', '.join(sorted(a))})" for c, a in strongest.iter_rows())
+        )
         rec = client.recommend(user, k=6, cross_category_share=1.0, explain=True)
         hits = sum(i.category in planted for i in rec.items)
-        lines.append(f"  recommended ({hits}/{len(rec.items)} in a planted complement of what they did, [+]):")
+        lines.append(
+            f"  recommended ({hits}/{len(rec.items)} in a planted complement of what they did, [+]):"
+        )
         titles = dict(catalog.select("item_id", "title").iter_rows())
         for i in rec.items:
             mark = "[+]" if i.category in planted else "[ ]"
-            lines.append(f"   {mark} {titles[i.item_id]:<45} {leaf(i.category):<20} because: {leaf(i.interest_label)}")
+            lines.append(
+                f"   {mark} {titles[i.item_id]:<45} {leaf(i.category):<20} because: {leaf(i.interest_label)}"
+            )
     return lines
 
 
-def neighbour_examples(index_root: Path, truth: dict, examples: int, seed: int, k: int = 5) -> list[str]:
+def neighbour_examples(
+    index_root: Path, truth: dict, examples: int, seed: int, k: int = 5
+) -> list[str]:
     """For a few popular products: nearest items outside their category, content vs adapted."""
     version = open_index(index_root)
     complements = {(e["source"], e["target"]) for e in truth["complements"]}
@@ -127,7 +159,10 @@ def neighbour_examples(index_root: Path, truth: dict, examples: int, seed: int, 
             scores = space[row] @ space.T
             scores[categories == categories[row]] = -np.inf
             top = np.argsort(-scores)[:k]
-            marks = [f"{'[+]' if (categories[row], categories[j]) in complements else '[ ]'} {categories[j].split(' > ')[-1]}" for j in top]
+            marks = [
+                f"{'[+]' if (categories[row], categories[j]) in complements else '[ ]'} {categories[j].split(' > ')[-1]}"
+                for j in top
+            ]
             hits = sum(m.startswith("[+]") for m in marks)
             lines.append(f"    {label:>12} {hits}/{k}: " + "; ".join(marks))
     return lines

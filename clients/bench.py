@@ -28,7 +28,9 @@ from clients.sdk import CrossrecClient, Event
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure an engine: ingestion, latency, throughput")
     p.add_argument("--target", default="127.0.0.1:50051")
-    p.add_argument("--events", type=Path, required=True, help="event file whose users to replay and query")
+    p.add_argument(
+        "--events", type=Path, required=True, help="event file whose users to replay and query"
+    )
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--min-events", type=int, default=5)
     p.add_argument("--requests", type=int, default=2000, help="Recommend calls per phase")
@@ -50,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
         if problems:
             raise SystemExit(f"crossrec bench: {args.events}: {problems[0]}")
         events = events.with_columns(pl.Series("ts", [e.time for e in parsed]))
-    counts = events.group_by("user_id").len().filter(pl.col("len") >= args.min_events).sort("user_id")
+    counts = (
+        events.group_by("user_id").len().filter(pl.col("len") >= args.min_events).sort("user_id")
+    )
     rng = np.random.default_rng(args.seed)
     users = counts["user_id"].to_numpy()[rng.permutation(counts.height)[: args.users]].tolist()
     mine = events.filter(pl.col("user_id").is_in(users)).sort("ts")
@@ -62,15 +66,25 @@ def run(args: argparse.Namespace) -> int:
         batch: list[Event] = []
         stored, started = 0, time.perf_counter()
         for r in mine.iter_rows(named=True):
-            batch.append(Event(r["user_id"], r["item_id"], r["action"], r["ts"], r.get("session_id") or ""))
+            batch.append(
+                Event(r["user_id"], r["item_id"], r["action"], r["ts"], r.get("session_id") or "")
+            )
             if len(batch) == args.batch:
                 stored += client.ingest(batch).accepted
                 batch = []
         if batch:
             stored += client.ingest(batch).accepted
         seconds = time.perf_counter() - started
-        result["ingest"] = {"events": mine.height, "stored": stored, "seconds": round(seconds, 3), "events_per_s": round(mine.height / seconds, 1), "batch": args.batch}
-        print(f"ingest: {mine.height:,} events in {seconds:.2f}s = {mine.height / seconds:,.0f} events/s (batches of {args.batch}, durable)")
+        result["ingest"] = {
+            "events": mine.height,
+            "stored": stored,
+            "seconds": round(seconds, 3),
+            "events_per_s": round(mine.height / seconds, 1),
+            "batch": args.batch,
+        }
+        print(
+            f"ingest: {mine.height:,} events in {seconds:.2f}s = {mine.height / seconds:,.0f} events/s (batches of {args.batch}, durable)"
+        )
 
         for user in users[:20]:  # warm-up: first-touch costs (page cache, lazy imports)
             client.recommend(user, k=args.k)
@@ -100,8 +114,15 @@ def run(args: argparse.Namespace) -> int:
         t.join()
     wall = time.perf_counter() - started
     flat = [x for group in latencies for x in group]
-    result["concurrent"] = {**_latency(flat), "clients": args.concurrency, "qps": round(len(flat) / wall, 1)}
-    print(_line(f"{args.concurrency} clients", result["concurrent"]) + f", {len(flat) / wall:,.0f} QPS")
+    result["concurrent"] = {
+        **_latency(flat),
+        "clients": args.concurrency,
+        "qps": round(len(flat) / wall, 1),
+    }
+    print(
+        _line(f"{args.concurrency} clients", result["concurrent"])
+        + f", {len(flat) / wall:,.0f} QPS"
+    )
 
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")
@@ -136,7 +157,11 @@ def _plot(single: list[float], concurrent: list[float], clients: int, path: Path
         print("matplotlib not installed: no PNG (pip install 'crossrec[bench]')")
         return
     fig, ax = plt.subplots(figsize=(7, 4))
-    bins = np.logspace(np.log10(max(min(single + concurrent), 1e-4) * 1e3), np.log10(max(single + concurrent) * 1e3), 60)
+    bins = np.logspace(
+        np.log10(max(min(single + concurrent), 1e-4) * 1e3),
+        np.log10(max(single + concurrent) * 1e3),
+        60,
+    )
     ax.hist(np.array(single) * 1e3, bins=bins, alpha=0.6, label="1 client")
     ax.hist(np.array(concurrent) * 1e3, bins=bins, alpha=0.6, label=f"{clients} clients")
     ax.set_xscale("log")

@@ -12,15 +12,19 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Sequence
 from importlib.metadata import entry_points
-from typing import Sequence
 
 log = logging.getLogger("crossrec")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="crossrec", description="Cross-category recommendation engine.")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser = argparse.ArgumentParser(
+        prog="crossrec", description="Cross-category recommendation engine."
+    )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for ep in sorted(entry_points(group="crossrec.commands"), key=lambda e: e.name):
         ep.load()(sub)
@@ -46,7 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _is_expected(exc: Exception) -> bool:
     # Each package's base exception marks errors that are about the input, not bugs.
-    return any(cls.__name__.endswith("Error") and cls.__module__.endswith(".errors") for cls in type(exc).__mro__)
+    return any(
+        cls.__name__.endswith("Error") and cls.__module__.endswith(".errors")
+        for cls in type(exc).__mro__
+    )
 
 
 if __name__ == "__main__":

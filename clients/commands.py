@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
-
-from datetime import datetime, timezone
 
 from clients.sdk import ACTION, CrossrecClient, CrossrecError, Event
 from crossrec.vocabulary import parse_timestamp
@@ -16,7 +15,9 @@ DEFAULT_TARGET = "127.0.0.1:50051"
 
 
 def _target(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--target", default=DEFAULT_TARGET, help="engine address host:port (default %(default)s)")
+    p.add_argument(
+        "--target", default=DEFAULT_TARGET, help="engine address host:port (default %(default)s)"
+    )
     p.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
 
 
@@ -25,8 +26,16 @@ def register_recommend(sub: argparse._SubParsersAction) -> None:
     _target(p)
     p.add_argument("--user", default="", help="user id")
     p.add_argument("-k", "--k", type=int, default=10)
-    p.add_argument("--cross-share", type=float, help="share of items from categories the user never touched")
-    p.add_argument("--quota", action="append", default=[], metavar="CATEGORY=N", help="exactly N items from CATEGORY (repeatable)")
+    p.add_argument(
+        "--cross-share", type=float, help="share of items from categories the user never touched"
+    )
+    p.add_argument(
+        "--quota",
+        action="append",
+        default=[],
+        metavar="CATEGORY=N",
+        help="exactly N items from CATEGORY (repeatable)",
+    )
     p.add_argument("--include", action="append", default=[], metavar="CATEGORY")
     p.add_argument("--exclude", action="append", default=[], metavar="CATEGORY")
     p.add_argument("--in-stock", action="store_true")
@@ -43,17 +52,27 @@ def run_recommend(args: argparse.Namespace) -> int:
     with CrossrecClient(args.target, timeout=args.timeout) as client:
         try:
             rec = client.recommend(
-                args.user, k=args.k, cross_category_share=args.cross_share, category_quotas=quotas,
-                include_categories=args.include, exclude_categories=args.exclude, in_stock_only=args.in_stock, explain=args.explain,
+                args.user,
+                k=args.k,
+                cross_category_share=args.cross_share,
+                category_quotas=quotas,
+                include_categories=args.include,
+                exclude_categories=args.exclude,
+                in_stock_only=args.in_stock,
+                explain=args.explain,
             )
         except CrossrecError as exc:
             return _fail(exc)
     if args.json:
         print(json.dumps(asdict(rec), indent=2))
         return 0
-    print(f"recommendation {rec.recommendation_id} (index {rec.index_version}, model {rec.model_version}){' [popular fallback]' if rec.fallback else ''}")
+    print(
+        f"recommendation {rec.recommendation_id} (index {rec.index_version}, model {rec.model_version}){' [popular fallback]' if rec.fallback else ''}"
+    )
     for i, item in enumerate(rec.items, 1):
-        print(f"{i:3d}. {item.item_id:<12} {item.score:7.3f}  {item.category}   <- {item.interest_label}")
+        print(
+            f"{i:3d}. {item.item_id:<12} {item.score:7.3f}  {item.category}   <- {item.interest_label}"
+        )
         if item.explanation:
             print(f"      {item.explanation['summary']}")
     return 0
@@ -90,19 +109,30 @@ def events_from_rows(rows) -> tuple[list[Event], list[str]]:
     for n, r in enumerate(rows, 1):
         action, ts = r.get("action"), r.get("ts")
         if action not in ACTION:
-            problems.append(f"row {n}, column 'action': expected one of {', '.join(ACTION)}, got {action!r}")
+            problems.append(
+                f"row {n}, column 'action': expected one of {', '.join(ACTION)}, got {action!r}"
+            )
         when = _timestamp(ts)
         if when is None:
             problems.append(f"row {n}, column 'ts': expected an ISO 8601 timestamp, got {ts!r}")
         if action in ACTION and when is not None:
-            events.append(Event(r.get("user_id") or "", r.get("item_id") or "", action, when, r.get("session_id") or "",
-                                r.get("recommendation_id") or "", r.get("event_id") or ""))
+            events.append(
+                Event(
+                    r.get("user_id") or "",
+                    r.get("item_id") or "",
+                    action,
+                    when,
+                    r.get("session_id") or "",
+                    r.get("recommendation_id") or "",
+                    r.get("event_id") or "",
+                )
+            )
     return events, problems
 
 
 def _timestamp(value) -> datetime | None:
     if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
     if not isinstance(value, str):
         return None
     return parse_timestamp(value)
@@ -125,10 +155,16 @@ def run_ingest(args: argparse.Namespace) -> int:
                 result = client.ingest(events[first : first + args.batch])
             except CrossrecError as exc:
                 # Name file rows, not request positions.
-                exc.field_violations = {_file_field(f, first + 1): d for f, d in exc.field_violations.items()}
+                exc.field_violations = {
+                    _file_field(f, first + 1): d for f, d in exc.field_violations.items()
+                }
                 _fail(exc)
-                print(f"{accepted:,} events were stored before the error; events carry ids, so re-sending the file is safe"
-                      if any(e.event_id for e in events) else f"{accepted:,} events were stored before the error", file=sys.stderr)
+                print(
+                    f"{accepted:,} events were stored before the error; events carry ids, so re-sending the file is safe"
+                    if any(e.event_id for e in events)
+                    else f"{accepted:,} events were stored before the error",
+                    file=sys.stderr,
+                )
                 return 2
             accepted += result.accepted
             duplicates += result.duplicates

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Iterable, Sequence
+from datetime import UTC, datetime
 
 import grpc
 from grpc_status import rpc_status
@@ -26,7 +26,11 @@ from crossrec.v1 import events_pb2, recommend_pb2, service_pb2, service_pb2_grpc
 from crossrec.vocabulary import ACTIONS
 
 ACTION = {name: events_pb2.Action.Value(f"ACTION_{name.upper()}") for name in ACTIONS}
-OBJECTIVE = {"click": recommend_pb2.OBJECTIVE_CLICK, "cart": recommend_pb2.OBJECTIVE_CART, "purchase": recommend_pb2.OBJECTIVE_PURCHASE}
+OBJECTIVE = {
+    "click": recommend_pb2.OBJECTIVE_CLICK,
+    "cart": recommend_pb2.OBJECTIVE_CART,
+    "purchase": recommend_pb2.OBJECTIVE_PURCHASE,
+}
 _OBJECTIVE_NAME = {v: k for k, v in OBJECTIVE.items()}
 
 _SERVICE_CONFIG = json.dumps(
@@ -52,7 +56,9 @@ class CrossrecError(Exception):
     """A call failed. ``code`` is the gRPC status name; ``field_violations`` maps field -> reason
     for INVALID_ARGUMENT."""
 
-    def __init__(self, code: str, message: str, field_violations: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, field_violations: dict[str, str] | None = None
+    ) -> None:
         self.code = code
         self.field_violations = field_violations or {}
         super().__init__(f"{code}: {message}")
@@ -134,10 +140,14 @@ def event_message(e: Event) -> events_pb2.Event:
     if e.action not in ACTION:
         raise ValueError(f"action must be one of {sorted(ACTION)}, got {e.action!r}")
     msg = events_pb2.Event(
-        user_id=e.user_id, item_id=e.item_id, action=ACTION[e.action], session_id=e.session_id,
-        recommendation_id=e.recommendation_id, event_id=e.event_id or uuid.uuid4().hex,
+        user_id=e.user_id,
+        item_id=e.item_id,
+        action=ACTION[e.action],
+        session_id=e.session_id,
+        recommendation_id=e.recommendation_id,
+        event_id=e.event_id or uuid.uuid4().hex,
     )
-    msg.time.FromDatetime(e.time or datetime.now(timezone.utc))
+    msg.time.FromDatetime(e.time or datetime.now(UTC))
     return msg
 
 
@@ -147,14 +157,22 @@ def recommend_request(user_id: str, options: RecommendOptions) -> recommend_pb2.
         user_id=user_id,
         k=o.k,
         recent_events=[event_message(e) for e in o.recent_events],
-        category_quotas=[recommend_pb2.CategoryQuota(category=c, count=n) for c, n in o.category_quotas.items()],
+        category_quotas=[
+            recommend_pb2.CategoryQuota(category=c, count=n) for c, n in o.category_quotas.items()
+        ],
         include_categories=list(o.include_categories),
         exclude_categories=list(o.exclude_categories),
-        objective_weights=[recommend_pb2.ObjectiveWeight(objective=OBJECTIVE[k], weight=w) for k, w in o.objective_weights.items()],
+        objective_weights=[
+            recommend_pb2.ObjectiveWeight(objective=OBJECTIVE[k], weight=w)
+            for k, w in o.objective_weights.items()
+        ],
         weight_by_price=o.weight_by_price,
         filters=recommend_pb2.Filters(
-            in_stock_only=o.in_stock_only, min_price=o.min_price, max_price=o.max_price,
-            brands=list(o.brands), exclude_item_ids=list(o.exclude_item_ids),
+            in_stock_only=o.in_stock_only,
+            min_price=o.min_price,
+            max_price=o.max_price,
+            brands=list(o.brands),
+            exclude_item_ids=list(o.exclude_item_ids),
         ),
         explain=o.explain,
     )
@@ -177,17 +195,39 @@ def recommendations(response: recommend_pb2.RecommendResponse) -> Recommendation
             }
         items.append(
             RecommendedItem(
-                it.item_id, it.category, it.score, {_OBJECTIVE_NAME.get(s.objective, "?"): s.score for s in it.objective_scores},
-                it.interest_index, it.interest_label, it.shard, it.retrieval_score, explanation,
+                it.item_id,
+                it.category,
+                it.score,
+                {_OBJECTIVE_NAME.get(s.objective, "?"): s.score for s in it.objective_scores},
+                it.interest_index,
+                it.interest_label,
+                it.shard,
+                it.retrieval_score,
+                explanation,
             )
         )
-    return Recommendations(items, response.recommendation_id, response.index_version, response.model_version,
-                           list(response.target_categories), response.fallback)
+    return Recommendations(
+        items,
+        response.recommendation_id,
+        response.index_version,
+        response.model_version,
+        list(response.target_categories),
+        response.fallback,
+    )
 
 
 def status(response: service_pb2.GetStatusResponse) -> Status:
     r = response
-    return Status(r.index_version, r.model_version, r.item_count, r.category_count, r.shard_count, r.user_count, r.event_count, r.engine_version)
+    return Status(
+        r.index_version,
+        r.model_version,
+        r.item_count,
+        r.category_count,
+        r.shard_count,
+        r.user_count,
+        r.event_count,
+        r.engine_version,
+    )
 
 
 def _error(exc: grpc.RpcError) -> CrossrecError:
@@ -207,13 +247,15 @@ def _error(exc: grpc.RpcError) -> CrossrecError:
 class CrossrecClient:
     """Blocking client. ``timeout``: default deadline of every call, seconds."""
 
-    def __init__(self, target: str, timeout: float = 2.0, channel: grpc.Channel | None = None) -> None:
+    def __init__(
+        self, target: str, timeout: float = 2.0, channel: grpc.Channel | None = None
+    ) -> None:
         self.target = target
         self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
         self._stub = service_pb2_grpc.RecommendServiceStub(self._channel)
         self.timeout = timeout
 
-    def __enter__(self) -> "CrossrecClient":
+    def __enter__(self) -> CrossrecClient:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -228,12 +270,27 @@ class CrossrecClient:
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
-    def recommend(self, user_id: str = "", timeout: float | None = None, **options) -> Recommendations:
-        return recommendations(self._call(self._stub.Recommend, recommend_request(user_id, RecommendOptions(**options)), timeout))
+    def recommend(
+        self, user_id: str = "", timeout: float | None = None, **options
+    ) -> Recommendations:
+        return recommendations(
+            self._call(
+                self._stub.Recommend,
+                recommend_request(user_id, RecommendOptions(**options)),
+                timeout,
+            )
+        )
 
-    def recommend_batch(self, requests: Iterable[tuple[str, RecommendOptions]], timeout: float | None = None) -> list[Recommendations]:
-        message = recommend_pb2.RecommendBatchRequest(requests=[recommend_request(u, o) for u, o in requests])
-        return [recommendations(r) for r in self._call(self._stub.RecommendBatch, message, timeout).responses]
+    def recommend_batch(
+        self, requests: Iterable[tuple[str, RecommendOptions]], timeout: float | None = None
+    ) -> list[Recommendations]:
+        message = recommend_pb2.RecommendBatchRequest(
+            requests=[recommend_request(u, o) for u, o in requests]
+        )
+        return [
+            recommendations(r)
+            for r in self._call(self._stub.RecommendBatch, message, timeout).responses
+        ]
 
     def ingest(self, events: Iterable[Event], timeout: float | None = None) -> IngestResult:
         message = service_pb2.IngestEventsRequest(events=[event_message(e) for e in events])
@@ -241,7 +298,11 @@ class CrossrecClient:
         return IngestResult(r.accepted_count, r.duplicate_count)
 
     def delete_user(self, user_id: str, timeout: float | None = None) -> int:
-        return int(self._call(self._stub.DeleteUser, service_pb2.DeleteUserRequest(user_id=user_id), timeout).deleted_event_count)
+        return int(
+            self._call(
+                self._stub.DeleteUser, service_pb2.DeleteUserRequest(user_id=user_id), timeout
+            ).deleted_event_count
+        )
 
     def status(self, timeout: float | None = None) -> Status:
         return status(self._call(self._stub.GetStatus, service_pb2.GetStatusRequest(), timeout))
@@ -255,7 +316,7 @@ class AsyncCrossrecClient:
         self._stub = service_pb2_grpc.RecommendServiceStub(self._channel)
         self.timeout = timeout
 
-    async def __aenter__(self) -> "AsyncCrossrecClient":
+    async def __aenter__(self) -> AsyncCrossrecClient:
         return self
 
     async def __aexit__(self, *exc) -> None:
@@ -270,12 +331,27 @@ class AsyncCrossrecClient:
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
 
-    async def recommend(self, user_id: str = "", timeout: float | None = None, **options) -> Recommendations:
-        return recommendations(await self._call(self._stub.Recommend, recommend_request(user_id, RecommendOptions(**options)), timeout))
+    async def recommend(
+        self, user_id: str = "", timeout: float | None = None, **options
+    ) -> Recommendations:
+        return recommendations(
+            await self._call(
+                self._stub.Recommend,
+                recommend_request(user_id, RecommendOptions(**options)),
+                timeout,
+            )
+        )
 
-    async def recommend_batch(self, requests: Iterable[tuple[str, RecommendOptions]], timeout: float | None = None) -> list[Recommendations]:
-        message = recommend_pb2.RecommendBatchRequest(requests=[recommend_request(u, o) for u, o in requests])
-        return [recommendations(r) for r in (await self._call(self._stub.RecommendBatch, message, timeout)).responses]
+    async def recommend_batch(
+        self, requests: Iterable[tuple[str, RecommendOptions]], timeout: float | None = None
+    ) -> list[Recommendations]:
+        message = recommend_pb2.RecommendBatchRequest(
+            requests=[recommend_request(u, o) for u, o in requests]
+        )
+        return [
+            recommendations(r)
+            for r in (await self._call(self._stub.RecommendBatch, message, timeout)).responses
+        ]
 
     async def ingest(self, events: Iterable[Event], timeout: float | None = None) -> IngestResult:
         message = service_pb2.IngestEventsRequest(events=[event_message(e) for e in events])
@@ -283,8 +359,12 @@ class AsyncCrossrecClient:
         return IngestResult(r.accepted_count, r.duplicate_count)
 
     async def delete_user(self, user_id: str, timeout: float | None = None) -> int:
-        r = await self._call(self._stub.DeleteUser, service_pb2.DeleteUserRequest(user_id=user_id), timeout)
+        r = await self._call(
+            self._stub.DeleteUser, service_pb2.DeleteUserRequest(user_id=user_id), timeout
+        )
         return int(r.deleted_event_count)
 
     async def status(self, timeout: float | None = None) -> Status:
-        return status(await self._call(self._stub.GetStatus, service_pb2.GetStatusRequest(), timeout))
+        return status(
+            await self._call(self._stub.GetStatus, service_pb2.GetStatusRequest(), timeout)
+        )

@@ -54,7 +54,13 @@ class Candidates:
         return self.scores[:, self.sources.index(source)]
 
     def take(self, index: np.ndarray) -> Candidates:
-        return Candidates(self.sources, self.rows[index], self.scores[index], self.ranks[index], self.interest[index])
+        return Candidates(
+            self.sources,
+            self.rows[index],
+            self.scores[index],
+            self.ranks[index],
+            self.interest[index],
+        )
 
 
 def merge(sources: tuple[str, ...], results: list[SourceResult]) -> Candidates:
@@ -64,7 +70,13 @@ def merge(sources: tuple[str, ...], results: list[SourceResult]) -> Candidates:
     present = sorted((r for r in results if len(r.rows)), key=lambda r: sources.index(r.name))
     if not present:
         z = np.zeros(0, np.int64)
-        return Candidates(sources, z, np.zeros((0, len(sources)), np.float32), np.zeros((0, len(sources)), np.int64), z)
+        return Candidates(
+            sources,
+            z,
+            np.zeros((0, len(sources)), np.float32),
+            np.zeros((0, len(sources)), np.int64),
+            z,
+        )
     rows, inverse = np.unique(np.concatenate([r.rows for r in present]), return_inverse=True)
     scores = np.zeros((len(rows), len(sources)), np.float32)
     ranks = np.full((len(rows), len(sources)), NOT_RANKED, np.int64)

@@ -17,7 +17,8 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -30,7 +31,11 @@ class JsonFormatter(logging.Formatter):
 def register_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC engine on an index version")
     p.add_argument("--artifact", help="index version folder or root (uses LATEST)")
-    p.add_argument("--config", type=Path, help="TOML configuration (CROSSREC_* environment variables override it)")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="TOML configuration (CROSSREC_* environment variables override it)",
+    )
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--store", help="SQLite event store file")
@@ -49,9 +54,16 @@ def run_serve(args: argparse.Namespace) -> int:
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
     config = EngineConfig.load(
-        args.config, artifact=args.artifact, host=args.host, port=args.port, store=args.store, metrics_port=args.metrics_port
+        args.config,
+        artifact=args.artifact,
+        host=args.host,
+        port=args.port,
+        store=args.store,
+        metrics_port=args.metrics_port,
     )
     if not config.artifact:
-        raise SystemExit("crossrec serve: give --artifact (or artifact in the config / CROSSREC_ARTIFACT)")
+        raise SystemExit(
+            "crossrec serve: give --artifact (or artifact in the config / CROSSREC_ARTIFACT)"
+        )
     asyncio.run(serve_forever(config))
     return 0

@@ -100,11 +100,15 @@ class EngineConfig:
             source_limit=self.source_limit,
             exclude_seen=self.exclude_seen,
             search_touched=self.search_touched,
-            blend=(("neighbours", self.blend_neighbours), ("popular", self.blend_popular), ("search", self.blend_search)),
+            blend=(
+                ("neighbours", self.blend_neighbours),
+                ("popular", self.blend_popular),
+                ("search", self.blend_search),
+            ),
         )
 
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides) -> "EngineConfig":
+    def load(cls, path: str | Path | None = None, **overrides) -> EngineConfig:
         """Defaults < TOML file < ``CROSSREC_*`` environment < keyword ``overrides``."""
         values: dict = {}
         if path is not None:
@@ -125,7 +129,11 @@ class EngineConfig:
         """The pseudonym key (see the field docs)."""
         if self.pseudonym_key:
             return self.pseudonym_key.encode()
-        path = Path(self.pseudonym_key_file) if self.pseudonym_key_file else Path(self.store).with_suffix(".key")
+        path = (
+            Path(self.pseudonym_key_file)
+            if self.pseudonym_key_file
+            else Path(self.store).with_suffix(".key")
+        )
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -89,7 +89,9 @@ class Engine:
         # Same reasoning for numpy's BLAS (behaviour-space scans): parallelism comes from requests.
         threadpool_limits(self.config.faiss_threads, user_api="blas")
         version = open_index(path, verify=True)
-        served = Served(version, Recommender(version, self.config.recommender_settings()), time.time())
+        served = Served(
+            version, Recommender(version, self.config.recommender_settings()), time.time()
+        )
         with self._swap_lock:
             self._served = served
         log.info("serving index %s (%d items)", version.version, version.items.height)
@@ -106,19 +108,35 @@ class Engine:
     def user_key(self, user_id: str) -> str:
         return pseudonymise(user_id, self._key)
 
-    def profile(self, served: Served, user_id: str, recent: list[ProfileEvent], now_us: int) -> Profile:
+    def profile(
+        self, served: Served, user_id: str, recent: list[ProfileEvent], now_us: int
+    ) -> Profile:
         events: list[ProfileEvent] = []
         if user_id:
-            events = [ProfileEvent(e.item_id, e.action, e.ts_us) for e in self.store.history(self.user_key(user_id), self.config.history_events)]
+            events = [
+                ProfileEvent(e.item_id, e.action, e.ts_us)
+                for e in self.store.history(self.user_key(user_id), self.config.history_events)
+            ]
         events += recent
         items = served.recommender.items
         return build_profile(
-            events, items.row_of, np.asarray(served.version.vectors), items.row_category, now_us,
-            max_interests=self.config.max_interests, half_life_days=self.config.half_life_days,
+            events,
+            items.row_of,
+            np.asarray(served.version.vectors),
+            items.row_category,
+            now_us,
+            max_interests=self.config.max_interests,
+            half_life_days=self.config.half_life_days,
         )
 
-    def recommend(self, user_id: str, recent: list[ProfileEvent], query: Query, served: Served | None = None,
-                  explain_items: bool = False) -> Recommendation:
+    def recommend(
+        self,
+        user_id: str,
+        recent: list[ProfileEvent],
+        query: Query,
+        served: Served | None = None,
+        explain_items: bool = False,
+    ) -> Recommendation:
         """``served``: the version the request was validated against (default: the current one)."""
         served = served or self.served
         start = time.perf_counter()
@@ -127,24 +145,38 @@ class Engine:
         r = served.recommender
         result = r.recommend(profile, query)
         result.stage_seconds = {"profile": profile_s, **result.stage_seconds}
-        explanations = explain(result, profile, r.items, r.categories) if explain_items else [None] * len(result.rows)
+        explanations = (
+            explain(result, profile, r.items, r.categories)
+            if explain_items
+            else [None] * len(result.rows)
+        )
         items = []
         for row, score, retrieval, interest, sources, why in zip(
-            result.rows.tolist(), result.scores.tolist(), result.retrieval_scores.tolist(), result.interests.tolist(),
-            result.sources, explanations,
+            result.rows.tolist(),
+            result.scores.tolist(),
+            result.retrieval_scores.tolist(),
+            result.interests.tolist(),
+            result.sources,
+            explanations,
         ):
-            items.append(RecommendedItem(
-                item_id=str(r.items.item_ids[row]),
-                category=r.items.categories[r.items.category_code[row]],
-                score=score,
-                interest_index=interest,
-                interest_label=profile.interest_categories[interest] if interest >= 0 else "popular",
-                shard=str(r.items.shard_of[row]),
-                retrieval_score=retrieval,
-                sources=sources,
-                explanation=why,
-            ))
-        return Recommendation(items, uuid.uuid4().hex, served.version.version, served.model_version, result)
+            items.append(
+                RecommendedItem(
+                    item_id=str(r.items.item_ids[row]),
+                    category=r.items.categories[r.items.category_code[row]],
+                    score=score,
+                    interest_index=interest,
+                    interest_label=profile.interest_categories[interest]
+                    if interest >= 0
+                    else "popular",
+                    shard=str(r.items.shard_of[row]),
+                    retrieval_score=retrieval,
+                    sources=sources,
+                    explanation=why,
+                )
+            )
+        return Recommendation(
+            items, uuid.uuid4().hex, served.version.version, served.model_version, result
+        )
 
     def ingest(self, events: list[StoredEvent]) -> tuple[int, int]:
         """Store (already validated, pseudonymised) events; profiles see them on the next request."""
@@ -156,7 +188,12 @@ class Engine:
     def status(self) -> dict:
         served = self._served
         users, events = self.store.counts()
-        out = {"user_count": users, "event_count": events, "engine_version": self.engine_version, "started_at": self.started_at}
+        out = {
+            "user_count": users,
+            "event_count": events,
+            "engine_version": self.engine_version,
+            "started_at": self.started_at,
+        }
         if served is not None:
             v = served.version
             out.update(

@@ -46,7 +46,10 @@ def to_status(error: Exception) -> status_pb2.Status:
     if isinstance(error, InvalidRequest):
         detail = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description) for v in error.violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=v.field, description=v.description
+                )
+                for v in error.violations
             ]
         )
         status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error))
@@ -56,4 +59,6 @@ def to_status(error: Exception) -> status_pb2.Status:
         return status_pb2.Status(code=error.code.value[0], message=str(error))
     if isinstance(error, TimeoutError):
         return status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="deadline exceeded")
-    return status_pb2.Status(code=code_pb2.INTERNAL, message=f"internal error: {type(error).__name__}")
+    return status_pb2.Status(
+        code=code_pb2.INTERNAL, message=f"internal error: {type(error).__name__}"
+    )

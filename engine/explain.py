@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from crossrec.vocabulary import leaf
-
 from engine.items import ItemTable
 from engine.profile import Profile
 from engine.recommend import Result
@@ -21,7 +20,9 @@ class Explanation:
     transition_probability: float = 0.0
 
 
-def explain(result: Result, profile: Profile, items: ItemTable, categories: CategoryModel) -> list[Explanation]:
+def explain(
+    result: Result, profile: Profile, items: ItemTable, categories: CategoryModel
+) -> list[Explanation]:
     """One explanation per recommended item, in the result's order."""
     out = []
     for row, interest in zip(result.rows.tolist(), result.interests.tolist()):
@@ -32,11 +33,17 @@ def explain(result: Result, profile: Profile, items: ItemTable, categories: Cate
         label = profile.interest_categories[interest]
         sources = tuple(str(items.item_ids[r]) for r in profile.interest_items[interest][:3])
         if category == label:
-            out.append(Explanation(f"more {leaf(category)}, which you engaged with", sources, label))
+            out.append(
+                Explanation(f"more {leaf(category)}, which you engaged with", sources, label)
+            )
             continue
         p = categories.transition(label, category)
-        out.append(Explanation(
-            f"goes with your interest in {leaf(label)}: shoppers move on to {leaf(category)} in {p:.0%} of such sessions",
-            sources, label, p,
-        ))
+        out.append(
+            Explanation(
+                f"goes with your interest in {leaf(label)}: shoppers move on to {leaf(category)} in {p:.0%} of such sessions",
+                sources,
+                label,
+                p,
+            )
+        )
     return out

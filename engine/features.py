@@ -29,8 +29,13 @@ FEATURES = (
 )
 
 
-def candidate_features(candidates: Candidates, items: ItemTable, weights: np.ndarray, transition: np.ndarray,
-                       affinity: np.ndarray) -> np.ndarray:
+def candidate_features(
+    candidates: Candidates,
+    items: ItemTable,
+    weights: np.ndarray,
+    transition: np.ndarray,
+    affinity: np.ndarray,
+) -> np.ndarray:
     """(n, len(FEATURES)) float32. ``weights``, ``transition``, ``affinity``: per category code."""
     rows = candidates.rows
     codes = items.category_code[rows]
@@ -47,4 +52,8 @@ def candidate_features(candidates: Candidates, items: ItemTable, weights: np.nda
         weights[codes] == 0,
     ]
     columns += [items.rates[rows, i] for i in range(3)]
-    return np.column_stack(columns).astype(np.float32) if len(rows) else np.zeros((0, len(FEATURES)), np.float32)
+    return (
+        np.column_stack(columns).astype(np.float32)
+        if len(rows)
+        else np.zeros((0, len(FEATURES)), np.float32)
+    )

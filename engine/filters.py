@@ -8,7 +8,9 @@ from engine.items import ItemTable
 from engine.query import Query
 
 
-def allowed_rows(rows: np.ndarray, query: Query, items: ItemTable, excluded: np.ndarray) -> np.ndarray:
+def allowed_rows(
+    rows: np.ndarray, query: Query, items: ItemTable, excluded: np.ndarray
+) -> np.ndarray:
     """Boolean mask over ``rows``: not in ``excluded`` (rows the user already bought or saw), not an
     excluded item, in stock when asked, within the price range (items without a price fail a price
     filter), of an asked-for brand, in an allowed category."""

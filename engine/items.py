@@ -59,7 +59,9 @@ class ItemTable:
         starts = np.searchsorted(codes[order], np.arange(len(categories) + 1))
         popular = [order[starts[c] : starts[c + 1]] for c in range(len(categories))]
         totals = np.bincount(codes, weights=popularity, minlength=len(categories))
-        share = np.divide(popularity, totals[codes], out=np.zeros_like(popularity), where=totals[codes] > 0)
+        share = np.divide(
+            popularity, totals[codes], out=np.zeros_like(popularity), where=totals[codes] > 0
+        )
         ids = items["item_id"].to_numpy()
         return cls(
             item_ids=ids,

@@ -11,13 +11,36 @@ class Metrics:
     def __init__(self) -> None:
         # A registry per engine, so several engines (tests) in one process do not collide.
         self.registry = CollectorRegistry()
-        self.requests = Counter("crossrec_requests_total", "RPCs by method and status code", ["method", "code"], registry=self.registry)
-        self.latency = Histogram("crossrec_request_seconds", "RPC latency", ["method"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.stage = Histogram("crossrec_stage_seconds", "Recommend stage latency", ["stage"], buckets=_LATENCY_BUCKETS, registry=self.registry)
-        self.candidates = Histogram(
-            "crossrec_candidates", "Items per Recommend stage", ["stage"], buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000), registry=self.registry
+        self.requests = Counter(
+            "crossrec_requests_total",
+            "RPCs by method and status code",
+            ["method", "code"],
+            registry=self.registry,
         )
-        self.ingested = Counter("crossrec_ingested_events_total", "Events stored", registry=self.registry)
+        self.latency = Histogram(
+            "crossrec_request_seconds",
+            "RPC latency",
+            ["method"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.stage = Histogram(
+            "crossrec_stage_seconds",
+            "Recommend stage latency",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.candidates = Histogram(
+            "crossrec_candidates",
+            "Items per Recommend stage",
+            ["stage"],
+            buckets=(1, 5, 10, 20, 50, 100, 200, 500, 1000, 5000),
+            registry=self.registry,
+        )
+        self.ingested = Counter(
+            "crossrec_ingested_events_total", "Events stored", registry=self.registry
+        )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from crossrec.vocabulary import ACTION_WEIGHT
 
+from crossrec.vocabulary import ACTION_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -71,7 +71,9 @@ def build_profile(
         if row is None:
             continue
         age = max(now_us - e.ts_us, 0)
-        weight_by_row[row] = weight_by_row.get(row, 0.0) + ACTION_WEIGHT[e.action] * 0.5 ** (age / half_life_us)
+        weight_by_row[row] = weight_by_row.get(row, 0.0) + ACTION_WEIGHT[e.action] * 0.5 ** (
+            age / half_life_us
+        )
         if e.action == "purchase":
             purchased.add(row)
     if not weight_by_row or sum(weight_by_row.values()) <= 0.0:

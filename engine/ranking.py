@@ -38,7 +38,9 @@ class BlendRanker:
     def __init__(self, weights: dict[str, float]) -> None:
         unknown = set(weights) - set(SOURCES)
         if unknown:
-            raise ValueError(f"blend weights for unknown sources {sorted(unknown)}; sources are {list(SOURCES)}")
+            raise ValueError(
+                f"blend weights for unknown sources {sorted(unknown)}; sources are {list(SOURCES)}"
+            )
         self.weights = dict(weights)
         self._columns = [(FEATURES.index(f"{s}_score"), w) for s, w in self.weights.items() if w]
 

@@ -66,16 +66,32 @@ class Result:
 class Recommender:
     """Everything the request path needs from one index version, built once per version."""
 
-    def __init__(self, version: IndexVersion, settings: RecommenderSettings = RecommenderSettings(), ranker: Ranker | None = None) -> None:
+    def __init__(
+        self,
+        version: IndexVersion,
+        settings: RecommenderSettings = RecommenderSettings(),
+        ranker: Ranker | None = None,
+    ) -> None:
         self.version = version
         self.settings = settings
         self.items = ItemTable.from_version(version)
         self.categories = CategoryModel(version, self.items.categories, settings.smoothing)
         self.neighbours = NeighbourSource(version, settings.neighbour_seeds, settings.source_limit)
-        self.popular = PopularSource(self.items, settings.popular_per_category, 2 * settings.target_categories,
-                                     limit=10 * settings.source_limit)
-        self.search = ShardSearchSource(version, self.items, settings.candidates_per_shard, settings.search_categories,
-                                        settings.behaviour_rerank, settings.source_limit, settings.search_touched)
+        self.popular = PopularSource(
+            self.items,
+            settings.popular_per_category,
+            2 * settings.target_categories,
+            limit=10 * settings.source_limit,
+        )
+        self.search = ShardSearchSource(
+            version,
+            self.items,
+            settings.candidates_per_shard,
+            settings.search_categories,
+            settings.behaviour_rerank,
+            settings.source_limit,
+            settings.search_touched,
+        )
         self.ranker: Ranker = ranker or BlendRanker(dict(settings.blend))
 
     @property
@@ -97,14 +113,27 @@ class Recommender:
         allowed = allowed_categories(query, c.categories)
         plan = plan_slots(query, allowed, touched, c.index.__getitem__)
         s = self.settings
-        affinity = np.where(plan.categories, weights + s.transition_weight * transition + s.category_prior * c.share, 0.0)
+        affinity = np.where(
+            plan.categories,
+            weights + s.transition_weight * transition + s.category_prior * c.share,
+            0.0,
+        )
         targets = self._targets(plan, affinity)
-        context = Context(profile, np.where(np.isin(np.arange(n_categories), targets), affinity, 0.0), targets, query.k)
+        context = Context(
+            profile,
+            np.where(np.isin(np.arange(n_categories), targets), affinity, 0.0),
+            targets,
+            query.k,
+        )
         results = [self.popular.generate(context)]
         if not fallback:
             results += [self.neighbours.generate(context), self.search.generate(context)]
         clock.lap("candidates")
-        excluded = profile.item_rows if self.settings.exclude_seen else np.fromiter(profile.purchased_rows, np.int64)
+        excluded = (
+            profile.item_rows
+            if self.settings.exclude_seen
+            else np.fromiter(profile.purchased_rows, np.int64)
+        )
         candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
         short = shortfall(plan, self.items.category_code[candidates.rows])
         if short.any():  # filters left a group short: walk its categories' items by popularity
@@ -117,21 +146,40 @@ class Recommender:
         clock.lap("rank")
         chosen = order[allocate(plan, self.items.category_code[candidates.rows[order]], query.k)]
         picked = candidates.take(chosen)
-        interests = self._interests(profile, picked) if not fallback else np.full(len(chosen), -1, np.int64)
-        search = next(r for r in results if r.name == "search") if not fallback else SourceResult.empty("search")
-        targeted = sum(len(self.version.shards_of(c.categories[t])) for t in targets[: self.search.categories]) if not fallback else 0
+        interests = (
+            self._interests(profile, picked) if not fallback else np.full(len(chosen), -1, np.int64)
+        )
+        search = (
+            next(r for r in results if r.name == "search")
+            if not fallback
+            else SourceResult.empty("search")
+        )
+        targeted = (
+            sum(
+                len(self.version.shards_of(c.categories[t]))
+                for t in targets[: self.search.categories]
+            )
+            if not fallback
+            else 0
+        )
         clock.lap("allocate")
         return Result(
             rows=picked.rows,
             scores=scores[chosen],
             retrieval_scores=picked.score("search").astype(np.float64),
             interests=interests,
-            sources=[tuple(s for s, v in zip(SOURCES, row) if v > 0) for row in picked.scores.tolist()],
+            sources=[
+                tuple(s for s, v in zip(SOURCES, row) if v > 0) for row in picked.scores.tolist()
+            ],
             targets=[c.categories[t] for t in targets],
             fallback=fallback,
             shards_searched=search.searched,
             shards_targeted=targeted,
-            stage_counts={"targets": len(targets), "candidates": n_candidates, "returned": len(chosen)},
+            stage_counts={
+                "targets": len(targets),
+                "candidates": n_candidates,
+                "returned": len(chosen),
+            },
             stage_seconds=clock.laps,
         )
 
@@ -140,17 +188,23 @@ class Recommender:
         picked = np.zeros(len(affinity), dtype=bool)
         for group in plan.groups:
             codes = np.flatnonzero(group.categories)
-            best = codes[np.argsort(-affinity[codes], kind="stable")][: max(self.settings.target_categories, 1)]
+            best = codes[np.argsort(-affinity[codes], kind="stable")][
+                : max(self.settings.target_categories, 1)
+            ]
             picked[best] = True
         codes = np.flatnonzero(picked)
         return codes[np.argsort(-affinity[codes], kind="stable")]
 
-    def _filter(self, candidates: Candidates, query: Query, plan: Plan, excluded: np.ndarray) -> Candidates:
+    def _filter(
+        self, candidates: Candidates, query: Query, plan: Plan, excluded: np.ndarray
+    ) -> Candidates:
         ok = allowed_rows(candidates.rows, query, self.items, excluded)
         ok &= plan.categories[self.items.category_code[candidates.rows]]
         return candidates.take(np.flatnonzero(ok))
 
-    def _refill(self, short: np.ndarray, affinity: np.ndarray, query: Query, excluded: np.ndarray) -> SourceResult:
+    def _refill(
+        self, short: np.ndarray, affinity: np.ndarray, query: Query, excluded: np.ndarray
+    ) -> SourceResult:
         """Each short category's best ``max(4k, 100)`` allowed items in popularity order (per
         category, so a large short category cannot crowd a small one out), scored like the popular
         source (a floor keeps categories without affinity or events in play)."""
@@ -160,7 +214,9 @@ class Recommender:
             rows = self.items.popular[code]
             picked.append(rows[allowed_rows(rows, query, self.items, excluded)][:per_category])
         rows = np.concatenate(picked) if picked else np.zeros(0, np.int64)
-        scores = (affinity[self.items.category_code[rows]] + 1e-9) * (self.items.popularity_share[rows] + 1e-9)
+        scores = (affinity[self.items.category_code[rows]] + 1e-9) * (
+            self.items.popularity_share[rows] + 1e-9
+        )
         return SourceResult("popular", rows, scores.astype(np.float32))
 
     def _interests(self, profile: Profile, picked: Candidates) -> np.ndarray:

@@ -36,22 +36,34 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
             ("grpc.max_send_message_length", config.max_message_bytes),
         ]
     )
-    service_pb2_grpc.add_RecommendServiceServicer_to_server(RecommendService(engine, metrics), server)
+    service_pb2_grpc.add_RecommendServiceServicer_to_server(
+        RecommendService(engine, metrics), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("crossrec engine listening on %s:%d, index %s", config.host, port, engine.served.version.version)
+    log.info(
+        "crossrec engine listening on %s:%d, index %s",
+        config.host,
+        port,
+        engine.served.version.version,
+    )
     return server, port, engine, metrics
 
 
 async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight RPCs (up to ``grace_s``) and stop."""
     server, port, engine, _ = await start(config)
-    print(f"crossrec engine listening on {config.host}:{port} (index {engine.served.version.version})", flush=True)
+    print(
+        f"crossrec engine listening on {config.host}:{port} (index {engine.served.version.version})",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -70,9 +82,11 @@ class BackgroundServer:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
-    def __enter__(self) -> "BackgroundServer":
+    def __enter__(self) -> BackgroundServer:
         self._thread.start()
-        started = asyncio.run_coroutine_threadsafe(start(self.config), self.loop).result(timeout=120)
+        started = asyncio.run_coroutine_threadsafe(start(self.config), self.loop).result(
+            timeout=120
+        )
         self.server, self.port, self.engine, self.metrics = started
         return self
 

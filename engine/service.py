@@ -29,7 +29,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         self.engine = engine
         self.metrics = metrics
         self.config = engine.config
-        self.executor = ThreadPoolExecutor(max_workers=self.config.workers, thread_name_prefix="crossrec")
+        self.executor = ThreadPoolExecutor(
+            max_workers=self.config.workers, thread_name_prefix="crossrec"
+        )
         # Bounds queued work: beyond this many RPCs in flight, new ones wait (within their deadline).
         self._slots = asyncio.Semaphore(self.config.workers * 8)
 
@@ -43,7 +45,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             # even when the deadline cancels the wait right after acquiring it.
             async with asyncio.timeout(timeout):
                 async with self._slots:
-                    return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+                    return await asyncio.get_running_loop().run_in_executor(
+                        self.executor, fn, *args
+                    )
         except asyncio.CancelledError:
             # The client went away or its deadline passed before ours fired: count it as what it was.
             remaining = context.time_remaining()
@@ -80,7 +84,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     # -- blocking work (executor threads) ----------------------------------------------------------
     def _recommend(self, request, prefix: str) -> recommend_pb2.RecommendResponse:
         served = self.engine.served
-        parsed = validation.recommend_request(request, self.config, served.recommender.categories, int(time.time() * 1e6), prefix)
+        parsed = validation.recommend_request(
+            request, self.config, served.recommender.categories, int(time.time() * 1e6), prefix
+        )
         return self._answer(served, request, parsed)
 
     def _answer(self, served, request, parsed) -> recommend_pb2.RecommendResponse:
@@ -92,7 +98,11 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         # "retrieve": the recommender from targets to the chosen items (the profile's store read is
         # its own stage); "respond": building the response message.
         stages = rec.result.stage_seconds
-        stages = {**stages, "retrieve": sum(v for k, v in stages.items() if k != "profile"), "respond": time.perf_counter() - t0}
+        stages = {
+            **stages,
+            "retrieve": sum(v for k, v in stages.items() if k != "profile"),
+            "respond": time.perf_counter() - t0,
+        }
         for stage, seconds in stages.items():
             self.metrics.stage.labels(stage).observe(seconds)
         for stage, n in rec.result.stage_counts.items():
@@ -101,7 +111,14 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
 
     def _recommend_batch(self, request) -> recommend_pb2.RecommendBatchResponse:
         if len(request.requests) > self.config.max_batch_requests:
-            raise InvalidRequest([validation.FieldViolation("requests", f"at most {self.config.max_batch_requests} requests, got {len(request.requests)}")])
+            raise InvalidRequest(
+                [
+                    validation.FieldViolation(
+                        "requests",
+                        f"at most {self.config.max_batch_requests} requests, got {len(request.requests)}",
+                    )
+                ]
+            )
         # Validate all first (once each, against one version), so a bad request anywhere rejects
         # the batch before any work.
         served = self.engine.served
@@ -109,15 +126,23 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         parsed, violations = [], []
         for i, r in enumerate(request.requests):
             try:
-                parsed.append(validation.recommend_request(r, self.config, served.recommender.categories, now_us, f"requests[{i}]."))
+                parsed.append(
+                    validation.recommend_request(
+                        r, self.config, served.recommender.categories, now_us, f"requests[{i}]."
+                    )
+                )
             except InvalidRequest as exc:
                 violations += exc.violations
         if violations:
             raise InvalidRequest(violations)
-        return recommend_pb2.RecommendBatchResponse(responses=[self._answer(served, r, p) for r, p in zip(request.requests, parsed)])
+        return recommend_pb2.RecommendBatchResponse(
+            responses=[self._answer(served, r, p) for r, p in zip(request.requests, parsed)]
+        )
 
     def _ingest(self, request) -> service_pb2.IngestEventsResponse:
-        events = validation.ingest_events(request.events, self.config, self.engine.user_key, int(time.time() * 1e6))
+        events = validation.ingest_events(
+            request.events, self.config, self.engine.user_key, int(time.time() * 1e6)
+        )
         stored, duplicates = self.engine.ingest(events)
         self.metrics.ingested.inc(stored)
         return service_pb2.IngestEventsResponse(accepted_count=stored, duplicate_count=duplicates)
@@ -161,12 +186,14 @@ def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
         )
         if i.explanation is not None:
             e = i.explanation
-            item.explanation.CopyFrom(recommend_pb2.Explanation(
-                summary=e.summary,
-                source_item_ids=e.source_item_ids,
-                source_category=e.source_category,
-                transition_probability=e.transition_probability,
-            ))
+            item.explanation.CopyFrom(
+                recommend_pb2.Explanation(
+                    summary=e.summary,
+                    source_item_ids=e.source_item_ids,
+                    source_category=e.source_category,
+                    transition_probability=e.transition_probability,
+                )
+            )
         items.append(item)
     result = rec.result
     return recommend_pb2.RecommendResponse(
@@ -175,6 +202,8 @@ def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
         index_version=rec.index_version,
         model_version=rec.model_version,
         target_categories=result.targets,
-        coverage=recommend_pb2.Coverage(shards_searched=result.shards_searched, shards_targeted=result.shards_targeted),
+        coverage=recommend_pb2.Coverage(
+            shards_searched=result.shards_searched, shards_targeted=result.shards_targeted
+        ),
         fallback=result.fallback,
     )

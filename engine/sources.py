@@ -40,13 +40,26 @@ class CandidateSource(Protocol):
     def generate(self, context: Context) -> SourceResult: ...
 
 
-def _top(name: str, rows: np.ndarray, scores: np.ndarray, limit: int, interest: np.ndarray | None = None, searched: int = 0) -> SourceResult:
+def _top(
+    name: str,
+    rows: np.ndarray,
+    scores: np.ndarray,
+    limit: int,
+    interest: np.ndarray | None = None,
+    searched: int = 0,
+) -> SourceResult:
     """The best ``limit`` of (rows, scores), best first (ties: lower row first)."""
     keep = scores > 0
     rows, scores = rows[keep], scores[keep]
     interest = interest[keep] if interest is not None else None
     order = np.lexsort((rows, -scores))[:limit]
-    return SourceResult(name, rows[order], scores[order].astype(np.float32), None if interest is None else interest[order], searched)
+    return SourceResult(
+        name,
+        rows[order],
+        scores[order].astype(np.float32),
+        None if interest is None else interest[order],
+        searched,
+    )
 
 
 class NeighbourSource:
@@ -73,7 +86,9 @@ class PopularSource:
 
     name = "popular"
 
-    def __init__(self, items: ItemTable, per_category: int = 50, categories: int = 12, limit: int = 300) -> None:
+    def __init__(
+        self, items: ItemTable, per_category: int = 50, categories: int = 12, limit: int = 300
+    ) -> None:
         self.items = items
         self.per_category = min(per_category, POPULAR_PER_CATEGORY)
         self.categories = categories
@@ -85,7 +100,9 @@ class PopularSource:
         if len(ranked) == 0:
             return SourceResult.empty(self.name)
         rows = np.concatenate([self.items.popular[c][: self.per_category] for c in ranked])
-        scores = context.affinity[self.items.category_code[rows]] * self.items.popularity_share[rows]
+        scores = (
+            context.affinity[self.items.category_code[rows]] * self.items.popularity_share[rows]
+        )
         return _top(self.name, rows, scores, self.limit)
 
 
@@ -107,8 +124,16 @@ class ShardSearchSource:
 
     name = "search"
 
-    def __init__(self, version: IndexVersion, items: ItemTable, per_shard: int = 50, categories: int = 6,
-                 behaviour_rerank: int = 200, limit: int = 300, touched: bool = False) -> None:
+    def __init__(
+        self,
+        version: IndexVersion,
+        items: ItemTable,
+        per_shard: int = 50,
+        categories: int = 6,
+        behaviour_rerank: int = 200,
+        limit: int = 300,
+        touched: bool = False,
+    ) -> None:
         self.version = version
         self.items = items
         self.per_shard = per_shard
@@ -132,7 +157,9 @@ class ShardSearchSource:
         all_scores, all_rows, all_interest = [], [], []
         searched = 0
         m = len(p.interests)
-        targets = [c for c in context.targets if self.touched or self.items.categories[c] not in touched]
+        targets = [
+            c for c in context.targets if self.touched or self.items.categories[c] not in touched
+        ]
         for code in targets[: self.categories]:
             category = self.items.categories[code]
             for shard_id in self.version.shards_of(category):
@@ -149,12 +176,20 @@ class ShardSearchSource:
                 all_rows.append(rows.ravel())
                 all_interest.append(np.repeat(np.arange(m), k))
         if not all_rows:
-            return SourceResult(self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), searched=searched)
-        scores, rows, interest = np.concatenate(all_scores), np.concatenate(all_rows), np.concatenate(all_interest)
+            return SourceResult(
+                self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), searched=searched
+            )
+        scores, rows, interest = (
+            np.concatenate(all_scores),
+            np.concatenate(all_rows),
+            np.concatenate(all_interest),
+        )
         valid = rows >= 0
         return _top(self.name, rows[valid], scores[valid], self.limit, interest[valid], searched)
 
-    def behaviour_search(self, shard_id: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def behaviour_search(
+        self, shard_id: str, queries: np.ndarray, k: int
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, item rows), each ``(len(queries), k)``, of a shard for queries from other
         categories: scan the behaviour block, re-rank the best ``behaviour_rerank`` (at least 4k)."""
         rows, block = self.behaviour[shard_id]
@@ -162,7 +197,9 @@ class ShardSearchSource:
         n_candidates = min(len(rows), max(self.behaviour_rerank, 4 * k))
         coarse = block @ queries[:, -self.behaviour_dim :].T  # (n, m)
         if n_candidates < len(rows):
-            candidates = np.argpartition(-coarse, n_candidates - 1, axis=0)[:n_candidates].T  # (m, c)
+            candidates = np.argpartition(-coarse, n_candidates - 1, axis=0)[
+                :n_candidates
+            ].T  # (m, c)
         else:
             candidates = np.broadcast_to(np.arange(len(rows)), (len(queries), len(rows)))
         out_scores = np.empty((len(queries), k), dtype=np.float32)

@@ -74,14 +74,24 @@ class SQLiteEventStore:
 
     def append(self, events: list[StoredEvent]) -> tuple[int, int]:
         rows = [
-            (e.event_id, e.user_key, e.item_id, ACTION_CODES[e.action], e.ts_us, e.session_id, e.recommendation_id)
+            (
+                e.event_id,
+                e.user_key,
+                e.item_id,
+                ACTION_CODES[e.action],
+                e.ts_us,
+                e.session_id,
+                e.recommendation_id,
+            )
             for e in events
         ]
         with self._lock:
             before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows
+                )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -96,7 +106,10 @@ class SQLiteEventStore:
                 "WHERE user_key = ? ORDER BY ts_us DESC LIMIT ?",
                 (user_key, limit),
             ).fetchall()
-        return [StoredEvent(r[0], r[1], r[2], ACTION_NAMES[r[3]], r[4], r[5], r[6]) for r in reversed(rows)]
+        return [
+            StoredEvent(r[0], r[1], r[2], ACTION_NAMES[r[3]], r[4], r[5], r[6])
+            for r in reversed(rows)
+        ]
 
     def delete_user(self, user_key: str) -> int:
         with self._lock:
@@ -105,7 +118,9 @@ class SQLiteEventStore:
 
     def counts(self) -> tuple[int, int]:
         with self._lock:
-            users, events = self._db.execute("SELECT COUNT(DISTINCT user_key), COUNT(*) FROM events").fetchone()
+            users, events = self._db.execute(
+                "SELECT COUNT(DISTINCT user_key), COUNT(*) FROM events"
+            ).fetchone()
         return int(users), int(events)
 
     def close(self) -> None:

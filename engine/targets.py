@@ -17,8 +17,8 @@ transition leading to them (a shopper's new hobby). The two weights were chosen 
 from __future__ import annotations
 
 import numpy as np
-from crossrec.vocabulary import CATEGORY_SEPARATOR, normalise_category
 
+from crossrec.vocabulary import CATEGORY_SEPARATOR, normalise_category
 from engine.profile import Profile
 from indexer.artifact import IndexVersion
 
@@ -26,7 +26,9 @@ from indexer.artifact import IndexVersion
 class CategoryModel:
     """Category names, resolution of names/departments to leaves, and the transition matrix."""
 
-    def __init__(self, version: IndexVersion, categories: list[str], smoothing: float = 5.0) -> None:
+    def __init__(
+        self, version: IndexVersion, categories: list[str], smoothing: float = 5.0
+    ) -> None:
         self.categories = categories
         self.index = {c: i for i, c in enumerate(categories)}
         share = dict(version.categories.select("category", "session_share").iter_rows())
@@ -37,10 +39,14 @@ class CategoryModel:
         self.share = np.array([share.get(c, 0.0) / total for c in categories])
         n = len(categories)
         counts = np.zeros((n, n))
-        for source, target, sessions in version.transitions.select("source", "target", "sessions").iter_rows():
+        for source, target, sessions in version.transitions.select(
+            "source", "target", "sessions"
+        ).iter_rows():
             if source in self.index and target in self.index:
                 counts[self.index[source], self.index[target]] = sessions
-        matrix = (counts + smoothing * self.share[None, :]) / (counts.sum(axis=1, keepdims=True) + smoothing)
+        matrix = (counts + smoothing * self.share[None, :]) / (
+            counts.sum(axis=1, keepdims=True) + smoothing
+        )
         np.fill_diagonal(matrix, 0.0)
         self.matrix = matrix
         #: Category codes, most sessions first (the fallback's order).

@@ -15,8 +15,8 @@ from engine.config import EngineConfig
 from engine.errors import FieldViolation, InvalidRequest
 from engine.profile import ProfileEvent
 from engine.query import Query
-from engine.targets import CategoryModel
 from engine.store import StoredEvent
+from engine.targets import CategoryModel
 
 ACTIONS = {events_pb2.Action.Value(f"ACTION_{name.upper()}"): name for name in vocabulary.ACTIONS}
 MAX_ID_LENGTH = 256
@@ -26,7 +26,11 @@ FUTURE_SLACK_US = 86_400 * 1_000_000
 
 
 def recommend_request(
-    request: recommend_pb2.RecommendRequest, config: EngineConfig, categories: CategoryModel, now_us: int, prefix: str = ""
+    request: recommend_pb2.RecommendRequest,
+    config: EngineConfig,
+    categories: CategoryModel,
+    now_us: int,
+    prefix: str = "",
 ) -> tuple[str, list[ProfileEvent], Query]:
     """Validate a RecommendRequest; raise :class:`InvalidRequest` naming every bad field."""
     v: list[FieldViolation] = []
@@ -39,7 +43,10 @@ def recommend_request(
     if len(request.user_id) > MAX_ID_LENGTH:
         bad("user_id", f"longer than {MAX_ID_LENGTH} characters")
     if len(request.recent_events) > config.max_recent_events:
-        bad("recent_events", f"at most {config.max_recent_events} events, got {len(request.recent_events)}")
+        bad(
+            "recent_events",
+            f"at most {config.max_recent_events} events, got {len(request.recent_events)}",
+        )
     recent = []
     for i, e in enumerate(request.recent_events[: config.max_recent_events]):
         if not e.item_id:
@@ -73,7 +80,10 @@ def recommend_request(
             bad(f"category_quotas[{i}].count", "must be at least 1")
         quotas.append((cats, int(q.count)))
     if request.k >= 1 and sum(n for _, n in quotas) > request.k:
-        bad("category_quotas", f"counts add up to {sum(n for _, n in quotas)}, more than k={request.k}")
+        bad(
+            "category_quotas",
+            f"counts add up to {sum(n for _, n in quotas)}, more than k={request.k}",
+        )
     share = config.default_cross_category_share
     if request.HasField("cross_category_share"):
         share = request.cross_category_share
@@ -81,12 +91,19 @@ def recommend_request(
             bad("cross_category_share", f"must be within [0, 1], got {share}")
         if request.category_quotas:
             bad("cross_category_share", "give category_quotas or cross_category_share, not both")
-    include = resolve_all("include_categories", request.include_categories) if request.include_categories else None
+    include = (
+        resolve_all("include_categories", request.include_categories)
+        if request.include_categories
+        else None
+    )
     exclude = resolve_all("exclude_categories", request.exclude_categories)
     for i, (cats, _) in enumerate(quotas):
         allowed = (cats if include is None else cats & include) - exclude
         if cats and not allowed:
-            bad(f"category_quotas[{i}].category", "excluded by include_categories / exclude_categories")
+            bad(
+                f"category_quotas[{i}].category",
+                "excluded by include_categories / exclude_categories",
+            )
     for i, w in enumerate(request.objective_weights):
         if w.objective == recommend_pb2.OBJECTIVE_UNSPECIFIED:
             bad(f"objective_weights[{i}].objective", "must be CLICK, CART or PURCHASE")
@@ -123,7 +140,14 @@ def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[S
     if not events:
         v.append(FieldViolation("events", "no events"))
     if len(events) > config.max_ingest_events:
-        raise InvalidRequest([FieldViolation("events", f"at most {config.max_ingest_events} events per call, got {len(events)}")])
+        raise InvalidRequest(
+            [
+                FieldViolation(
+                    "events",
+                    f"at most {config.max_ingest_events} events per call, got {len(events)}",
+                )
+            ]
+        )
     out = []
     for i, e in enumerate(events):
         before = len(v)
@@ -131,7 +155,11 @@ def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[S
             if not value:
                 v.append(FieldViolation(f"events[{i}].{field}", "must not be empty"))
             elif len(value) > MAX_ID_LENGTH:
-                v.append(FieldViolation(f"events[{i}].{field}", f"longer than {MAX_ID_LENGTH} characters"))
+                v.append(
+                    FieldViolation(
+                        f"events[{i}].{field}", f"longer than {MAX_ID_LENGTH} characters"
+                    )
+                )
         if e.action not in ACTIONS:
             v.append(FieldViolation(f"events[{i}].action", "must be VIEW, CLICK, CART or PURCHASE"))
         ts = _timestamp_us(e)
@@ -142,7 +170,17 @@ def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[S
         if len(v) > before:
             continue
         event_id = e.event_id or _derived_id(e, ts)
-        out.append(StoredEvent(event_id, user_key(e.user_id), e.item_id, ACTIONS[e.action], ts, e.session_id, e.recommendation_id))
+        out.append(
+            StoredEvent(
+                event_id,
+                user_key(e.user_id),
+                e.item_id,
+                ACTIONS[e.action],
+                ts,
+                e.session_id,
+                e.recommendation_id,
+            )
+        )
     if v:
         raise InvalidRequest(v)
     return out

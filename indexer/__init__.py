@@ -10,4 +10,11 @@ from indexer.catalog import read_catalog
 from indexer.errors import DataValidationError, IndexerError, Problem
 from indexer.events import ACTIONS, read_events
 
-__all__ = ["ACTIONS", "DataValidationError", "IndexerError", "Problem", "read_catalog", "read_events"]
+__all__ = [
+    "ACTIONS",
+    "DataValidationError",
+    "IndexerError",
+    "Problem",
+    "read_catalog",
+    "read_events",
+]

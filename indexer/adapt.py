@@ -69,7 +69,9 @@ class Adaptation:
             e += self.residual[rows]
         return _normalise(e)
 
-    def apply(self, content: np.ndarray, rows: np.ndarray | None = None, chunk: int = 65_536) -> np.ndarray:
+    def apply(
+        self, content: np.ndarray, rows: np.ndarray | None = None, chunk: int = 65_536
+    ) -> np.ndarray:
         """Final item vectors ``(n, content_dim + dim)``, unit rows; see the module docstring.
         Written block by block into one float32 array: at 1M x 512 the stacked temporaries were
         several GB."""
@@ -79,11 +81,15 @@ class Adaptation:
         for lo in range(0, n, chunk):
             hi = min(lo + chunk, n)
             out[lo:hi, :d] = np.sqrt(1 - share) * content[lo:hi]
-            out[lo:hi, d:] = np.sqrt(share) * self.behaviour(content[lo:hi], None if rows is None else rows[lo:hi])
+            out[lo:hi, d:] = np.sqrt(share) * self.behaviour(
+                content[lo:hi], None if rows is None else rows[lo:hi]
+            )
         return out
 
 
-def cooccurrence_pairs(sessions: pl.DataFrame, window: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def cooccurrence_pairs(
+    sessions: pl.DataFrame, window: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cross-category co-engagement pairs as catalogue row indices ``(a, b)`` plus each pair's
     session start time (epoch seconds, for a time split), from the frame of
     :func:`indexer.transitions.sessionise` (sorted by session, ts). Repeated events on one item
@@ -102,14 +108,24 @@ def cooccurrence_pairs(sessions: pl.DataFrame, window: int) -> tuple[np.ndarray,
     cat = sessions["category"].to_numpy()[keep]
     a, b, t = [], [], []
     for off in range(1, window + 1):
-        ok = (session[:-off] == session[off:]) & (cat[:-off] != cat[off:]) & (row[:-off] != row[off:])
+        ok = (
+            (session[:-off] == session[off:])
+            & (cat[:-off] != cat[off:])
+            & (row[:-off] != row[off:])
+        )
         a.append(row[:-off][ok])
         b.append(row[off:][ok])
         t.append(start[:-off][ok])
     return np.concatenate(a), np.concatenate(b), np.concatenate(t)
 
 
-def train_adaptation(content: np.ndarray, catalog: pl.DataFrame, sessions: pl.DataFrame, config: AdaptConfig = AdaptConfig(), progress: bool = False) -> Adaptation:
+def train_adaptation(
+    content: np.ndarray,
+    catalog: pl.DataFrame,
+    sessions: pl.DataFrame,
+    config: AdaptConfig = AdaptConfig(),
+    progress: bool = False,
+) -> Adaptation:
     """Learn the adaptation from the :func:`indexer.transitions.sessionise` frame of validated
     events; see the module docstring."""
     import torch
@@ -152,7 +168,9 @@ def train_adaptation(content: np.ndarray, catalog: pl.DataFrame, sessions: pl.Da
             same = (ib[None, :] == ib[:, None]) & ~torch.eye(len(ib), dtype=torch.bool)
             logits = logits.masked_fill(same, float("-inf"))
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
-            reg = config.residual_l2 * (residual(ia).pow(2).sum(1).mean() + residual(ib).pow(2).sum(1).mean())
+            reg = config.residual_l2 * (
+                residual(ia).pow(2).sum(1).mean() + residual(ib).pow(2).sum(1).mean()
+            )
             opt_dense.zero_grad()
             opt_sparse.zero_grad()
             (loss + reg).backward()
@@ -169,7 +187,12 @@ def train_adaptation(content: np.ndarray, catalog: pl.DataFrame, sessions: pl.Da
         proj.weight.detach().numpy().T.copy(),
         residual.weight.detach().numpy().copy(),
     )
-    del proj, residual, opt_dense, opt_sparse  # and with them the optimiser state: 2 x (items, dim) floats
+    del (
+        proj,
+        residual,
+        opt_dense,
+        opt_sparse,
+    )  # and with them the optimiser state: 2 x (items, dim) floats
     held_a, held_b = a[~train], b[~train]
     # Integer category codes: comparing a million Python strings per query row was most of the check.
     categories = category_codes(catalog)[1].to_numpy()
@@ -184,8 +207,18 @@ def train_adaptation(content: np.ndarray, catalog: pl.DataFrame, sessions: pl.Da
         "loss_first": round(float(np.mean(losses[: max(1, len(losses) // 20)])), 4),
         "loss_last": round(float(np.mean(losses[-max(1, len(losses) // 20) :])), 4),
         "heldout_category_hit_at_10": {
-            "content": round(category_hit_rate(content, categories, held_a, held_b, rng=np.random.default_rng(1)), 4),
-            "adapted": round(category_hit_rate(adapted, categories, held_a, held_b, rng=np.random.default_rng(1)), 4),
+            "content": round(
+                category_hit_rate(
+                    content, categories, held_a, held_b, rng=np.random.default_rng(1)
+                ),
+                4,
+            ),
+            "adapted": round(
+                category_hit_rate(
+                    adapted, categories, held_a, held_b, rng=np.random.default_rng(1)
+                ),
+                4,
+            ),
         },
         "seconds": round(time.perf_counter() - started, 2),
     }

@@ -25,7 +25,7 @@ import logging
 import os
 import shutil
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -54,11 +54,16 @@ def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
 
 def file_entry(root: Path, path: Path, **extra) -> dict:
     """What the manifest records of one file: relative name, size and sha256."""
-    return {"file": str(path.relative_to(root)), "bytes": path.stat().st_size, "sha256": sha256_of(path), **extra}
+    return {
+        "file": str(path.relative_to(root)),
+        "bytes": path.stat().st_size,
+        "sha256": sha256_of(path),
+        **extra,
+    }
 
 
 def new_version_name() -> str:
-    return "v" + datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    return "v" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
 
 
 class VersionWriter:
@@ -69,9 +74,15 @@ class VersionWriter:
         self.root.mkdir(parents=True, exist_ok=True)
         self.version = version or new_version_name()
         if "/" in self.version or self.version.startswith("."):
-            raise ArtifactError("version names may not contain '/' or start with '.'", self.version, "manifest")
+            raise ArtifactError(
+                "version names may not contain '/' or start with '.'", self.version, "manifest"
+            )
         if (self.root / self.version).exists():
-            raise ArtifactError("version already exists (versions are immutable)", self.root / self.version, "exists")
+            raise ArtifactError(
+                "version already exists (versions are immutable)",
+                self.root / self.version,
+                "exists",
+            )
         self.dir = self.root / f"{BUILDING_PREFIX}{self.version}-{os.getpid()}"
         self.manifest: dict = {}
         (self.dir / "shards").mkdir(parents=True)
@@ -84,7 +95,12 @@ class VersionWriter:
 
     def commit(self, manifest: dict) -> Path:
         """Write the manifest last, fsync, rename into place, then point ``LATEST`` at it."""
-        self.manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "version": self.version, **manifest}
+        self.manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "version": self.version,
+            **manifest,
+        }
         _write_durably(self.dir / MANIFEST, json.dumps(self.manifest, indent=2).encode())
         for path in self.dir.rglob("*"):
             if path.is_file():
@@ -177,7 +193,11 @@ def content_part(vectors: np.ndarray, manifest: dict) -> np.ndarray:
     adaptation = manifest.get("adaptation")
     behaviour = int(adaptation["dim"]) if adaptation else 0
     if behaviour >= vectors.shape[1]:
-        raise ArtifactError(f"behaviour block of {behaviour} columns leaves no content in {vectors.shape[1]}", "", "shape")
+        raise ArtifactError(
+            f"behaviour block of {behaviour} columns leaves no content in {vectors.shape[1]}",
+            "",
+            "shape",
+        )
     content = np.asarray(vectors[:, : vectors.shape[1] - behaviour], dtype=np.float32)
     return content / np.maximum(np.linalg.norm(content, axis=1, keepdims=True), 1e-12)
 
@@ -205,9 +225,13 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(f"manifest.json is not valid JSON: {exc}", manifest_path, "manifest") from exc
+        raise ArtifactError(
+            f"manifest.json is not valid JSON: {exc}", manifest_path, "manifest"
+        ) from exc
     if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"not a crossrec index (format {manifest.get('format')!r})", manifest_path, "format")
+        raise ArtifactError(
+            f"not a crossrec index (format {manifest.get('format')!r})", manifest_path, "format"
+        )
     if manifest.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
         raise ArtifactError(
             f"format version {manifest.get('format_version')!r} is not supported (this crossrec reads {list(SUPPORTED_FORMAT_VERSIONS)})",
@@ -234,10 +258,16 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
     n, dim = int(manifest["items"]), int(manifest["dim"])
     vectors = np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r")
     if vectors.shape != (n, dim) or vectors.dtype != np.float32:
-        raise ArtifactError(f"vectors have shape {vectors.shape} {vectors.dtype}, manifest says ({n}, {dim}) float32", path, "shape")
+        raise ArtifactError(
+            f"vectors have shape {vectors.shape} {vectors.dtype}, manifest says ({n}, {dim}) float32",
+            path,
+            "shape",
+        )
     items = pl.read_parquet(path / manifest["files"]["items"]["file"])
     if items.height != n:
-        raise ArtifactError(f"items.parquet has {items.height} rows, manifest says {n}", path, "shape")
+        raise ArtifactError(
+            f"items.parquet has {items.height} rows, manifest says {n}", path, "shape"
+        )
     shards: dict[str, object] = {}
     for entry in manifest["shards"]:
         index = faiss.read_index(str(path / entry["file"]))
@@ -276,9 +306,15 @@ def _check_file(root: Path, entry: dict, verify: bool) -> None:
         raise ArtifactError("file listed in the manifest is missing", path, "missing")
     size = path.stat().st_size
     if size != entry["bytes"]:
-        raise ArtifactError(f"size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)", path, "checksum")
+        raise ArtifactError(
+            f"size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)",
+            path,
+            "checksum",
+        )
     if verify and sha256_of(path) != entry["sha256"]:
-        raise ArtifactError("sha256 does not match the manifest (file altered or corrupted)", path, "checksum")
+        raise ArtifactError(
+            "sha256 does not match the manifest (file altered or corrupted)", path, "checksum"
+        )
 
 
 def _write_durably(path: Path, data: bytes) -> None:

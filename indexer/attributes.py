@@ -59,14 +59,21 @@ class AttributeEncoder:
             prefix = paths.list.head(level + 1).list.join(CATEGORY_SEPARATOR)
             from_leaf = paths.list.len() - 1 - level  # 0 for the leaf itself
             weights = np.array(
-                [self.level_weights[min(d, len(self.level_weights) - 1)] if d >= 0 else 0.0 for d in from_leaf.to_list()],
+                [
+                    self.level_weights[min(d, len(self.level_weights) - 1)] if d >= 0 else 0.0
+                    for d in from_leaf.to_list()
+                ],
                 dtype=np.float32,
             )
             tokens = (f"cat{level + 1}:" + prefix).fill_null("")
             self._add(out, tokens, weights)
         if "brand" in catalog.columns:
             brand = catalog["brand"]
-            self._add(out, ("brand:" + brand).fill_null(""), np.where(brand.is_null().to_numpy(), 0.0, self.brand_weight))
+            self._add(
+                out,
+                ("brand:" + brand).fill_null(""),
+                np.where(brand.is_null().to_numpy(), 0.0, self.brand_weight),
+            )
         if "price" in catalog.columns:
             price = catalog["price"].to_numpy()
             band = np.floor(np.log2(np.nan_to_num(price, nan=0.0) + 1.0)).astype(np.int64)
@@ -80,7 +87,14 @@ class AttributeEncoder:
     def _add(self, out: np.ndarray, tokens: pl.Series, weights: np.ndarray) -> None:
         codes = (tokens.rank("dense") - 1).to_numpy()
         vocab = tokens.unique().sort().to_list()
-        table = np.stack([self.token_vector(t) if t and not t.endswith(":") else np.zeros(self.dim, np.float32) for t in vocab])
+        table = np.stack(
+            [
+                self.token_vector(t)
+                if t and not t.endswith(":")
+                else np.zeros(self.dim, np.float32)
+                for t in vocab
+            ]
+        )
         out += table[codes] * np.asarray(weights, dtype=np.float32)[:, None]
 
 

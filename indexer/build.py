@@ -12,12 +12,12 @@ import logging
 import os
 import resource
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -26,7 +26,13 @@ from indexer.adapt import AdaptConfig, train_adaptation
 from indexer.artifact import VersionWriter, remove_abandoned_builds
 from indexer.attributes import AttributeEncoder
 from indexer.catalog import read_catalog
-from indexer.encoders import ImageEncoder, TextEncoder, align_vectors, default_text_model, read_precomputed
+from indexer.encoders import (
+    ImageEncoder,
+    TextEncoder,
+    align_vectors,
+    default_text_model,
+    read_precomputed,
+)
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.fusion import Fusion, FusionPart
@@ -131,7 +137,9 @@ def build_index(
             image = ImageEncoder(config.image_model)
             blocks["image"] = image.encode(catalog, progress=config.progress)
         parts.append(FusionPart("image", image.dim, config.image_weight))
-        encoders.append({**image.describe(), "items_without_image": int((~blocks["image"][1]).sum())})
+        encoders.append(
+            {**image.describe(), "items_without_image": int((~blocks["image"][1]).sum())}
+        )
         timings["image"] = image.timing.as_dict()
     if config.vectors is not None or config.vector_column is not None:
         with stage("read_vectors"):
@@ -139,12 +147,25 @@ def build_index(
                 blocks["precomputed"] = read_precomputed(config.vectors, catalog["item_id"])
                 source = str(config.vectors)
             else:
-                blocks["precomputed"] = align_vectors(catalog["item_id"], catalog[config.vector_column], catalog["item_id"], catalog_path)
+                blocks["precomputed"] = align_vectors(
+                    catalog["item_id"],
+                    catalog[config.vector_column],
+                    catalog["item_id"],
+                    catalog_path,
+                )
                 source = f"{catalog_path}:{config.vector_column}"
         dim = blocks["precomputed"][0].shape[1]
         parts.append(FusionPart("precomputed", dim, config.precomputed_weight))
-        encoders.append({"name": "precomputed", "kind": "precomputed", "source": source, "dim": dim, "normalised": True,
-                         "items_without_vector": int((~blocks["precomputed"][1]).sum())})
+        encoders.append(
+            {
+                "name": "precomputed",
+                "kind": "precomputed",
+                "source": source,
+                "dim": dim,
+                "normalised": True,
+                "items_without_vector": int((~blocks["precomputed"][1]).sum()),
+            }
+        )
     with stage("encode_attributes"):
         attributes = AttributeEncoder()
         blocks["attributes"] = attributes.encode(catalog)
@@ -169,11 +190,16 @@ def build_index(
     if sessions is not None and config.neighbours.top_n > 0:
         with stage("neighbours"):
             neighbours, neighbour_report = build_neighbours(
-                sessions, category_codes(catalog)[1].to_numpy(), config.neighbours, progress=config.progress
+                sessions,
+                category_codes(catalog)[1].to_numpy(),
+                config.neighbours,
+                progress=config.progress,
             )
     if sessions is not None:
         with stage("adapt"):
-            adaptation = train_adaptation(content, catalog, sessions, config.adapt, progress=config.progress)
+            adaptation = train_adaptation(
+                content, catalog, sessions, config.adapt, progress=config.progress
+            )
             del sessions
             vectors = adaptation.apply(content, np.arange(catalog.height))
     else:
@@ -192,17 +218,29 @@ def build_index(
     with stage("write"):
         writer = VersionWriter(out_root, config.version)
         try:
-            manifest = _write(writer, catalog, vectors, popularity, transitions, categories, built, adaptation, neighbours)
+            manifest = _write(
+                writer,
+                catalog,
+                vectors,
+                popularity,
+                transitions,
+                categories,
+                built,
+                adaptation,
+                neighbours,
+            )
             manifest.update(
                 {
-                    "created_at": datetime.now(timezone.utc).isoformat(),
+                    "created_at": datetime.now(UTC).isoformat(),
                     "crossrec_version": package_version("crossrec"),
                     "items": catalog.height,
                     "dim": int(vectors.shape[1]),
                     "metric": "inner_product",
                     "encoders": encoders,
                     "fusion": fusion.to_manifest(),
-                    "adaptation": None if adaptation is None else {
+                    "adaptation": None
+                    if adaptation is None
+                    else {
                         "method": "contrastive-projection",
                         "content_dim": fusion.dim,
                         "dim": adaptation.config.dim,
@@ -211,22 +249,41 @@ def build_index(
                     },
                     "neighbours": neighbour_report,
                     "shard_policy": asdict(config.policy),
-                    "sources": {"catalog": str(catalog_path), "events": None if events_path is None else str(events_path)},
+                    "sources": {
+                        "catalog": str(catalog_path),
+                        "events": None if events_path is None else str(events_path),
+                    },
                     "encode_timing": timings,
                 }
             )
             # The write stage itself cannot be in the file it writes; the returned report has it.
-            manifest["build"] = {"stages": dict(stage.done), "seconds_before_write": round(time.perf_counter() - started, 3)}
+            manifest["build"] = {
+                "stages": dict(stage.done),
+                "seconds_before_write": round(time.perf_counter() - started, 3),
+            }
             path = writer.commit(manifest)
             manifest = writer.manifest
         except BaseException:
             writer.abort()
             raise
-    return BuildReport(path, manifest, {**stage.done, "total": {"seconds": round(time.perf_counter() - started, 3)}})
+    return BuildReport(
+        path,
+        manifest,
+        {**stage.done, "total": {"seconds": round(time.perf_counter() - started, 3)}},
+    )
 
 
-def _write(writer: VersionWriter, catalog, vectors, popularity, transitions, categories, built, adaptation,
-           neighbours: ItemNeighbours | None) -> dict:
+def _write(
+    writer: VersionWriter,
+    catalog,
+    vectors,
+    popularity,
+    transitions,
+    categories,
+    built,
+    adaptation,
+    neighbours: ItemNeighbours | None,
+) -> dict:
     import faiss
 
     shard_of = np.empty(catalog.height, dtype=object)
@@ -271,7 +328,9 @@ def _write(writer: VersionWriter, catalog, vectors, popularity, transitions, cat
         files["adaptation"] = writer.entry("adaptation.npz")
     if neighbours is not None:
         neighbours.save(writer.path("neighbours.npz"))
-        files["neighbours"] = writer.entry("neighbours.npz", items=neighbours.n_items, links=len(neighbours.rows))
+        files["neighbours"] = writer.entry(
+            "neighbours.npz", items=neighbours.n_items, links=len(neighbours.rows)
+        )
     return {"files": files, "shards": shard_entries, "category_shards": category_shards}
 
 

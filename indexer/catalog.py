@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from crossrec.vocabulary import CATEGORY_SEPARATOR
 
+from crossrec.vocabulary import CATEGORY_SEPARATOR
 from indexer.errors import DataValidationError, Problem
 from indexer.tables import ColumnSpec, read_table, rows_where
 
@@ -41,7 +41,10 @@ def read_catalog(path: str | Path) -> pl.DataFrame:
     if "image" in frame.columns:
         image = pl.col("image")
         frame = frame.with_columns(
-            pl.when(image.str.starts_with("/")).then(image).otherwise(pl.lit(f"{path.parent}/") + image).alias("image")
+            pl.when(image.str.starts_with("/"))
+            .then(image)
+            .otherwise(pl.lit(f"{path.parent}/") + image)
+            .alias("image")
         )
     return frame
 
@@ -59,16 +62,32 @@ def catalog_problems(frame: pl.DataFrame) -> list[Problem]:
     problems: list[Problem] = []
     ids = frame["item_id"]
     first_row: dict[str, int] = {}
-    for row, item in zip(ids.is_duplicated().arg_true().to_list(), ids.filter(ids.is_duplicated()).to_list()):
+    for row, item in zip(
+        ids.is_duplicated().arg_true().to_list(), ids.filter(ids.is_duplicated()).to_list()
+    ):
         if item in first_row:
-            problems.append(Problem(f"duplicate item_id {item!r} (first at row {first_row[item]})", row + 1, "item_id"))
+            problems.append(
+                Problem(
+                    f"duplicate item_id {item!r} (first at row {first_row[item]})",
+                    row + 1,
+                    "item_id",
+                )
+            )
         else:
             first_row[item] = row + 1
     category = frame["category"]
-    bad_path = category.is_not_null() & (category.str.strip_chars() != "") & normalise_category(category).is_null()
-    problems += rows_where(bad_path, "category", lambda r: f"empty segment in category path {category[r]!r}")
+    bad_path = (
+        category.is_not_null()
+        & (category.str.strip_chars() != "")
+        & normalise_category(category).is_null()
+    )
+    problems += rows_where(
+        bad_path, "category", lambda r: f"empty segment in category path {category[r]!r}"
+    )
     if "price" in frame.columns:
-        problems += rows_where(frame["price"] < 0, "price", lambda r: f"must be >= 0, got {frame['price'][r]}")
+        problems += rows_where(
+            frame["price"] < 0, "price", lambda r: f"must be >= 0, got {frame['price'][r]}"
+        )
     return problems
 
 
@@ -77,6 +96,6 @@ def normalise_category(category: pl.Series) -> pl.Series:
     parts = category.str.split(">").list.eval(pl.element().str.strip_chars())
     has_empty = parts.list.eval((pl.element() == "").any()).list.first()
     joined = parts.list.join(CATEGORY_SEPARATOR)
-    return pl.select(pl.when(has_empty).then(None).otherwise(joined)).to_series().alias(category.name)
-
-
+    return (
+        pl.select(pl.when(has_empty).then(None).otherwise(joined)).to_series().alias(category.name)
+    )

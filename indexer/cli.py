@@ -15,7 +15,9 @@ from indexer.shards import ShardPolicy
 
 
 def register_validate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="check catalogue and event files against the data contracts")
+    p = sub.add_parser(
+        "validate", help="check catalogue and event files against the data contracts"
+    )
     p.add_argument("--catalog", type=Path, help="catalogue file (.parquet, .csv, .jsonl)")
     p.add_argument("--events", type=Path, help="event file (.parquet, .csv, .jsonl)")
     p.set_defaults(func=run_validate)
@@ -33,7 +35,9 @@ def run_validate(args: argparse.Namespace) -> int:
     if args.events is not None:
         events = read_events(args.events)
         span = f"{events['ts'].min()} .. {events['ts'].max()}"
-        print(f"{args.events}: ok, {events.height:,} events from {events['user_id'].n_unique():,} users, {span}")
+        print(
+            f"{args.events}: ok, {events.height:,} events from {events['user_id'].n_unique():,} users, {span}"
+        )
     if catalog is not None and events is not None:
         problems = unknown_item_problems(events, catalog)
         if problems:
@@ -47,34 +51,79 @@ def register_index(sub: argparse._SubParsersAction) -> None:
     index_sub = p.add_subparsers(dest="index_command", metavar="ACTION", required=True)
 
     b = index_sub.add_parser("build", help="build an index version from a catalogue (and events)")
-    b.add_argument("--catalog", type=Path, required=True, help="catalogue file (.parquet, .csv, .jsonl)")
-    b.add_argument("--out", type=Path, required=True, help="index root folder; the version goes below it")
-    b.add_argument("--events", type=Path, help="event file: enables transitions, popularity and complement adaptation")
+    b.add_argument(
+        "--catalog", type=Path, required=True, help="catalogue file (.parquet, .csv, .jsonl)"
+    )
+    b.add_argument(
+        "--out", type=Path, required=True, help="index root folder; the version goes below it"
+    )
+    b.add_argument(
+        "--events",
+        type=Path,
+        help="event file: enables transitions, popularity and complement adaptation",
+    )
     b.add_argument("--version", help="version name (default: a UTC timestamp)")
-    b.add_argument("--text-model", help="sentence-transformers model folder (default: packaged all-MiniLM-L6-v2)")
-    b.add_argument("--text-fields", default="title", help="catalogue columns to embed, comma-separated (default: title)")
-    b.add_argument("--no-text", action="store_true", help="skip the text encoder (use with --vectors)")
-    b.add_argument("--image-model", help="CLIP / image model folder; encodes the catalogue's image column")
+    b.add_argument(
+        "--text-model",
+        help="sentence-transformers model folder (default: packaged all-MiniLM-L6-v2)",
+    )
+    b.add_argument(
+        "--text-fields",
+        default="title",
+        help="catalogue columns to embed, comma-separated (default: title)",
+    )
+    b.add_argument(
+        "--no-text", action="store_true", help="skip the text encoder (use with --vectors)"
+    )
+    b.add_argument(
+        "--image-model", help="CLIP / image model folder; encodes the catalogue's image column"
+    )
     b.add_argument("--vectors", help="Parquet of (item_id, vector) to use as given")
     b.add_argument("--vector-column", help="catalogue column of precomputed vectors")
-    b.add_argument("--exact-max", type=int, default=ShardPolicy.exact_max, help="largest shard searched exactly")
-    b.add_argument("--hnsw-max", type=int, default=ShardPolicy.hnsw_max, help="largest HNSW shard; larger ones use IVF-SQ8")
-    b.add_argument("--max-shard-items", type=int, default=ShardPolicy.max_shard_items, help="split larger categories")
+    b.add_argument(
+        "--exact-max",
+        type=int,
+        default=ShardPolicy.exact_max,
+        help="largest shard searched exactly",
+    )
+    b.add_argument(
+        "--hnsw-max",
+        type=int,
+        default=ShardPolicy.hnsw_max,
+        help="largest HNSW shard; larger ones use IVF-SQ8",
+    )
+    b.add_argument(
+        "--max-shard-items",
+        type=int,
+        default=ShardPolicy.max_shard_items,
+        help="split larger categories",
+    )
     b.add_argument("--recall-target", type=float, default=ShardPolicy.recall_target)
     b.add_argument("--adapt-epochs", type=int, default=AdaptConfig.epochs)
-    b.add_argument("--neighbours", type=int, default=NeighbourConfig.top_n, metavar="N",
-                   help=f"co-engagement neighbours kept per item (default {NeighbourConfig.top_n}; 0: none)")
-    b.add_argument("--json", type=Path, help="also write the build report (manifest + stage times) here")
+    b.add_argument(
+        "--neighbours",
+        type=int,
+        default=NeighbourConfig.top_n,
+        metavar="N",
+        help=f"co-engagement neighbours kept per item (default {NeighbourConfig.top_n}; 0: none)",
+    )
+    b.add_argument(
+        "--json", type=Path, help="also write the build report (manifest + stage times) here"
+    )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.set_defaults(func=run_build)
 
     i = index_sub.add_parser("inspect", help="describe an index version (a root uses its LATEST)")
     i.add_argument("path", type=Path)
     i.add_argument("--json", action="store_true", help="print the manifest")
-    i.add_argument("--verify", action="store_true", help="also check every file's sha256 and load every shard")
+    i.add_argument(
+        "--verify", action="store_true", help="also check every file's sha256 and load every shard"
+    )
     i.set_defaults(func=run_inspect)
 
-    e = index_sub.add_parser("bench", help="recall@10 vs exact search and search latency, per shard")
+    e = index_sub.add_parser(
+        "bench", help="recall@10 vs exact search and search latency, per shard"
+    )
     e.add_argument("path", type=Path)
     e.add_argument("--queries", type=int, default=500)
     e.add_argument("--json", type=Path, help="write per-shard results and the summary here")
@@ -107,7 +156,9 @@ def run_build(args: argparse.Namespace) -> int:
         print(line)
     print(f"written to {report.path}")
     if args.json is not None:
-        args.json.write_text(json.dumps({**report.manifest, "stages": report.stages}, indent=2, default=str))
+        args.json.write_text(
+            json.dumps({**report.manifest, "stages": report.stages}, indent=2, default=str)
+        )
     return 0
 
 
@@ -146,7 +197,9 @@ def run_bench(args: argparse.Namespace) -> int:
         summary[kind] = {
             "shards": len(group),
             "items": int(weights.sum()),
-            "recall_at_10_mean": float(np.average([r["recall_at_k"] for r in group], weights=weights)),
+            "recall_at_10_mean": float(
+                np.average([r["recall_at_k"] for r in group], weights=weights)
+            ),
             "recall_at_10_min": float(min(r["recall_at_k"] for r in group)),
             "single_query_p50_ms_mean": float(np.mean([r["single_query_p50_ms"] for r in group])),
         }
@@ -156,7 +209,17 @@ def run_bench(args: argparse.Namespace) -> int:
             f"(min {s['recall_at_10_min']:.3f}), one query {s['single_query_p50_ms_mean']:.3f} ms per shard (p50)"
         )
     if args.json is not None:
-        args.json.write_text(json.dumps({"version": version.version, "queries": args.queries, "summary": summary, "shards": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "version": version.version,
+                    "queries": args.queries,
+                    "summary": summary,
+                    "shards": results,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 
@@ -166,12 +229,17 @@ def summarise(manifest: dict, stages: dict) -> list[str]:
     lines = [
         f"version {manifest['version']} (format {manifest['format_version']}): {manifest['items']:,} items, "
         f"dim {manifest['dim']}, {len(manifest['category_shards'])} categories in {len(shards)} shards",
-        "encoders: " + ", ".join(f"{e['name']} ({e.get('model', e['kind'])}, {e['dim']}-d)" for e in manifest["encoders"]),
+        "encoders: "
+        + ", ".join(
+            f"{e['name']} ({e.get('model', e['kind'])}, {e['dim']}-d)" for e in manifest["encoders"]
+        ),
         "fusion: " + ", ".join(f"{p['name']} x{p['weight']}" for p in manifest["fusion"]["parts"]),
     ]
     by_type: dict[str, list[dict]] = {}
     for s in shards:
-        by_type.setdefault(s["factory"].split(",")[0].rstrip("0123456789") or s["factory"], []).append(s)
+        by_type.setdefault(
+            s["factory"].split(",")[0].rstrip("0123456789") or s["factory"], []
+        ).append(s)
     for kind, group in sorted(by_type.items()):
         recalls = [s["recall_at_10"] for s in group if s.get("recall_at_10") is not None]
         params = sorted({json.dumps(s["search_params"]) for s in group})
@@ -203,7 +271,9 @@ def summarise(manifest: dict, stages: dict) -> list[str]:
             f"{neighbours['other_category_share']:.0%} in another category"
         )
     for name, t in manifest.get("encode_timing", {}).items():
-        lines.append(f"encode {name}: {t['items_per_s']:,.0f} items/s, {t['outside_model_share']:.1%} of its time outside the model")
+        lines.append(
+            f"encode {name}: {t['items_per_s']:,.0f} items/s, {t['outside_model_share']:.1%} of its time outside the model"
+        )
     if stages:
         lines.append("stages: " + ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in stages.items()))
         peak = max((v.get("peak_rss_mb", 0) for v in stages.values()), default=0)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import polars as pl
@@ -76,7 +76,7 @@ def model_fingerprint(path: str) -> str | None:
 
 
 @contextmanager
-def _timed(timing: EncodeTiming, clock: "_ForwardClock", items: int) -> Iterator[None]:
+def _timed(timing: EncodeTiming, clock: _ForwardClock, items: int) -> Iterator[None]:
     start, model_before = time.perf_counter(), clock.seconds
     try:
         yield
@@ -109,7 +109,9 @@ def _load_sentence_transformer(path: str, what: str):
     from sentence_transformers import SentenceTransformer
 
     try:
-        return SentenceTransformer(path, device="cpu" if not _cuda() else "cuda", local_files_only=True)
+        return SentenceTransformer(
+            path, device="cpu" if not _cuda() else "cuda", local_files_only=True
+        )
     except Exception as exc:  # surface a clear error naming the model, whatever the library raised
         raise EncoderError(f"cannot load {what} model from {path}: {exc}", model=path) from exc
 
@@ -156,7 +158,9 @@ class TextEncoder:
     def texts(self, catalog: pl.DataFrame) -> list[str]:
         missing = [f for f in self.fields if f not in catalog.columns]
         if missing:
-            raise EncoderError(f"text fields not in the catalogue: {missing}", model=self.model_path)
+            raise EncoderError(
+                f"text fields not in the catalogue: {missing}", model=self.model_path
+            )
         parts = [pl.col(f).fill_null("").str.strip_chars() for f in self.fields]
         joined = pl.concat_str(parts, separator=". ").str.strip_chars(". ")
         return catalog.select(joined.alias("t"))["t"].to_list()
@@ -166,7 +170,9 @@ class TextEncoder:
         with _timed(self.timing, self._clock, len(texts)):
             return self._run(texts, progress)
 
-    def encode(self, catalog: pl.DataFrame, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, catalog: pl.DataFrame, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         with _timed(self.timing, self._clock, catalog.height):
             texts = self.texts(catalog)
             present = np.array([bool(t) for t in texts], dtype=bool)
@@ -219,7 +225,9 @@ class ImageEncoder:
             "normalised": True,
         }
 
-    def encode(self, catalog: pl.DataFrame, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def encode(
+        self, catalog: pl.DataFrame, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         with _timed(self.timing, self._clock, 0):
             vectors, present = self._encode(catalog)
         self.timing.items += int(present.sum())
@@ -250,7 +258,9 @@ class ImageEncoder:
                 except (OSError, ValueError):
                     self.unreadable.append(paths[row])
             if images:
-                vectors[rows] = self._model.encode(images, normalize_embeddings=True, convert_to_numpy=True)
+                vectors[rows] = self._model.encode(
+                    images, normalize_embeddings=True, convert_to_numpy=True
+                )
                 present[rows] = True
         return vectors, present
 
@@ -265,24 +275,39 @@ def read_precomputed(path: str | Path, item_ids: pl.Series) -> tuple[np.ndarray,
     return align_vectors(frame["item_id"], frame["vector"], item_ids, path)
 
 
-def align_vectors(ids: pl.Series, vectors: pl.Series, item_ids: pl.Series, source: str | Path) -> tuple[np.ndarray, np.ndarray]:
+def align_vectors(
+    ids: pl.Series, vectors: pl.Series, item_ids: pl.Series, source: str | Path
+) -> tuple[np.ndarray, np.ndarray]:
     """Check a column of float lists and align it to ``item_ids``; see :func:`read_precomputed`."""
     problems: list[Problem] = []
     lengths = vectors.list.len()
     dims = lengths.drop_nulls().unique().to_list()
     if len(dims) != 1 or dims[0] == 0:
-        raise DataValidationError(source, [Problem(f"vectors must all have one non-zero length, found {sorted(dims)[:5]}", column="vector")])
+        raise DataValidationError(
+            source,
+            [
+                Problem(
+                    f"vectors must all have one non-zero length, found {sorted(dims)[:5]}",
+                    column="vector",
+                )
+            ],
+        )
     dim = int(dims[0])
     frame = pl.DataFrame({"item_id": ids, "vector": vectors}).filter(pl.col("vector").is_not_null())
     if frame["item_id"].is_duplicated().any():
         problems.append(Problem("duplicate item_id in vector file", column="item_id"))
     matrix = np.asarray(frame["vector"].list.to_array(dim).to_numpy(), dtype=np.float32)
     bad = ~np.isfinite(matrix).all(axis=1) | (np.linalg.norm(matrix, axis=1) == 0)
-    problems += [Problem("vector has NaN/inf or is all zero", row=int(r) + 1, column="vector") for r in np.flatnonzero(bad)[:100]]
+    problems += [
+        Problem("vector has NaN/inf or is all zero", row=int(r) + 1, column="vector")
+        for r in np.flatnonzero(bad)[:100]
+    ]
     if problems:
         raise DataValidationError(source, problems)
-    position = pl.DataFrame({"item_id": item_ids}).with_row_index("pos").join(
-        frame.select("item_id").with_row_index("src"), on="item_id", how="inner"
+    position = (
+        pl.DataFrame({"item_id": item_ids})
+        .with_row_index("pos")
+        .join(frame.select("item_id").with_row_index("src"), on="item_id", how="inner")
     )
     out = np.zeros((len(item_ids), dim), dtype=np.float32)
     present = np.zeros(len(item_ids), dtype=bool)

@@ -13,7 +13,9 @@ import numpy as np
 from indexer.artifact import IndexVersion
 
 
-def sample_queries(version: IndexVersion, n: int, seed: int = 1234, noise: float = 0.05) -> np.ndarray:
+def sample_queries(
+    version: IndexVersion, n: int, seed: int = 1234, noise: float = 0.05
+) -> np.ndarray:
     rng = np.random.default_rng(seed)
     rows = rng.choice(len(version.vectors), min(n, len(version.vectors)), replace=False)
     q = np.asarray(version.vectors[np.sort(rows)], dtype=np.float32)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import polars as pl
-from crossrec.vocabulary import ACTIONS
 
+from crossrec.vocabulary import ACTIONS
 from indexer.errors import Problem
 from indexer.tables import ColumnSpec, read_table, rows_where
 
@@ -40,10 +40,16 @@ def event_problems(frame: pl.DataFrame) -> list[Problem]:
     """Rules beyond column types: every action is one of :data:`ACTIONS`."""
     action = frame["action"]
     unknown = action.is_not_null() & ~action.is_in(ACTIONS)
-    return rows_where(unknown, "action", lambda r: f"unknown action {action[r]!r}; expected one of {', '.join(ACTIONS)}")
+    return rows_where(
+        unknown,
+        "action",
+        lambda r: f"unknown action {action[r]!r}; expected one of {', '.join(ACTIONS)}",
+    )
 
 
 def unknown_item_problems(events: pl.DataFrame, catalog: pl.DataFrame) -> list[Problem]:
     """Events that name items the catalogue does not have."""
     unknown = ~events["item_id"].is_in(catalog["item_id"].implode())
-    return rows_where(unknown, "item_id", lambda r: f"item {events['item_id'][r]!r} is not in the catalogue")
+    return rows_where(
+        unknown, "item_id", lambda r: f"item {events['item_id'][r]!r} is not in the catalogue"
+    )

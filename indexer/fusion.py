@@ -40,7 +40,9 @@ class Fusion:
         for part in self.parts:
             vectors, present = blocks[part.name]
             if vectors.shape != (n, part.dim):
-                raise ValueError(f"part {part.name!r}: expected shape {(n, part.dim)}, got {vectors.shape}")
+                raise ValueError(
+                    f"part {part.name!r}: expected shape {(n, part.dim)}, got {vectors.shape}"
+                )
             out[present, col : col + part.dim] = vectors[present] * np.float32(np.sqrt(part.weight))
             col += part.dim
         norms = np.linalg.norm(out, axis=1, keepdims=True)
@@ -58,7 +60,9 @@ class Fusion:
         }
 
     @classmethod
-    def from_manifest(cls, data: dict) -> "Fusion":
+    def from_manifest(cls, data: dict) -> Fusion:
         if data.get("method") != METHOD or data.get("version") != VERSION:
             raise ValueError(f"unknown fusion {data.get('method')!r} v{data.get('version')}")
-        return cls(tuple(FusionPart(p["name"], int(p["dim"]), float(p["weight"])) for p in data["parts"]))
+        return cls(
+            tuple(FusionPart(p["name"], int(p["dim"]), float(p["weight"])) for p in data["parts"])
+        )

@@ -86,7 +86,9 @@ class ItemNeighbours:
         lo, hi = self.indptr[item_row], self.indptr[item_row + 1]
         return self.rows[lo:hi], self.scores[lo:hi]
 
-    def gather(self, item_rows: np.ndarray, weights: np.ndarray, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def gather(
+        self, item_rows: np.ndarray, weights: np.ndarray, limit: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Candidates from several source items: ``(rows int64, scores float64)``, best first, where
         a candidate's score is ``sum over sources s of weights[s] * sim(s, candidate)`` (a candidate
         reached from several sources appears once). Sources are not removed from the candidates
@@ -94,8 +96,13 @@ class ItemNeighbours:
         item_rows = np.asarray(item_rows, dtype=np.int64).ravel()
         weights = np.asarray(weights, dtype=np.float64).ravel()
         if item_rows.shape != weights.shape:
-            raise ValueError(f"item_rows and weights differ in length: {item_rows.shape} vs {weights.shape}")
-        starts, lengths = self.indptr[item_rows], self.indptr[item_rows + 1] - self.indptr[item_rows]
+            raise ValueError(
+                f"item_rows and weights differ in length: {item_rows.shape} vs {weights.shape}"
+            )
+        starts, lengths = (
+            self.indptr[item_rows],
+            self.indptr[item_rows + 1] - self.indptr[item_rows],
+        )
         total = int(lengths.sum())
         if total == 0:
             return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64)
@@ -103,7 +110,11 @@ class ItemNeighbours:
         offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         positions = np.repeat(starts, lengths) + offsets
         candidates, inverse = np.unique(self.rows[positions], return_inverse=True)
-        scores = np.bincount(inverse, weights=self.scores[positions] * np.repeat(weights, lengths), minlength=len(candidates))
+        scores = np.bincount(
+            inverse,
+            weights=self.scores[positions] * np.repeat(weights, lengths),
+            minlength=len(candidates),
+        )
         order = np.argsort(-scores, kind="stable")
         if limit is not None:
             order = order[:limit]
@@ -130,8 +141,16 @@ class ItemNeighbours:
         """What is wrong with these arrays for a catalogue of ``n_items`` items, or None."""
         indptr, rows, scores = self.indptr, self.rows, self.scores
         if indptr.ndim != 1 or len(indptr) != n_items + 1 or indptr.dtype != np.int64:
-            return f"indptr has shape {indptr.shape} {indptr.dtype}, expected ({n_items + 1},) int64"
-        if rows.ndim != 1 or scores.ndim != 1 or rows.dtype != np.int32 or scores.dtype != np.float32 or len(rows) != len(scores):
+            return (
+                f"indptr has shape {indptr.shape} {indptr.dtype}, expected ({n_items + 1},) int64"
+            )
+        if (
+            rows.ndim != 1
+            or scores.ndim != 1
+            or rows.dtype != np.int32
+            or scores.dtype != np.float32
+            or len(rows) != len(scores)
+        ):
             return f"rows {rows.shape} {rows.dtype} and scores {scores.shape} {scores.dtype} must be 1-d int32 and float32 of one length"
         if indptr[0] != 0 or indptr[-1] != len(rows) or (np.diff(indptr) < 0).any():
             return f"indptr must rise from 0 to {len(rows)} without falling"
@@ -140,7 +159,9 @@ class ItemNeighbours:
         return None
 
 
-def engagement_matrix(sessions: pl.DataFrame, n_items: int, config: NeighbourConfig = NeighbourConfig()):
+def engagement_matrix(
+    sessions: pl.DataFrame, n_items: int, config: NeighbourConfig = NeighbourConfig()
+):
     """The user x item matrix ``X`` of the module docstring (scipy CSR, float32, users x n_items)
     from the :func:`indexer.transitions.sessionise` frame (dense ``user`` codes)."""
     from scipy import sparse
@@ -150,9 +171,12 @@ def engagement_matrix(sessions: pl.DataFrame, n_items: int, config: NeighbourCon
         return sparse.csr_matrix((0, n_items), dtype=np.float32)
     ts = sessions["ts"].dt.epoch("us").to_numpy()
     age_days = (ts.max() - ts) / 86_400e6
-    weight = ACTION_WEIGHTS[sessions["action"].to_numpy()] * 0.5 ** (age_days / config.half_life_days)
+    weight = ACTION_WEIGHTS[sessions["action"].to_numpy()] * 0.5 ** (
+        age_days / config.half_life_days
+    )
     x = sparse.csr_matrix(
-        (weight.astype(np.float32), (sessions["user"].to_numpy(), sessions["row"].to_numpy())), shape=(n_users, n_items)
+        (weight.astype(np.float32), (sessions["user"].to_numpy(), sessions["row"].to_numpy())),
+        shape=(n_users, n_items),
     )
     x.sum_duplicates()  # one entry per (user, item): the sum over the user's events on the item
     if config.dampen == "log1p":
@@ -162,7 +186,12 @@ def engagement_matrix(sessions: pl.DataFrame, n_items: int, config: NeighbourCon
     return x
 
 
-def item_neighbours(sessions: pl.DataFrame, n_items: int, config: NeighbourConfig = NeighbourConfig(), progress: bool = False) -> ItemNeighbours:
+def item_neighbours(
+    sessions: pl.DataFrame,
+    n_items: int,
+    config: NeighbourConfig = NeighbourConfig(),
+    progress: bool = False,
+) -> ItemNeighbours:
     """Each item's ``config.top_n`` most similar other items; see the module docstring."""
     x = engagement_matrix(sessions, n_items, config)
     xt = x.T.tocsr()  # items x users
@@ -188,7 +217,9 @@ def item_neighbours(sessions: pl.DataFrame, n_items: int, config: NeighbourConfi
     )
 
 
-def _top_neighbours(block, lo: int, norms: np.ndarray, config: NeighbourConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _top_neighbours(
+    block, lo: int, norms: np.ndarray, config: NeighbourConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One chunk of ``X^T X`` (items lo..lo+len, all items; CSR) -> per-row neighbour counts, rows
     and shrunk-cosine scores (float32) of the best ``top_n`` other items, best first (ties: lower
     row first)."""
@@ -198,7 +229,9 @@ def _top_neighbours(block, lo: int, norms: np.ndarray, config: NeighbourConfig) 
     target = block.indices.astype(np.int64)
     keep = target != source + lo  # an item is not its own neighbour
     source, target = source[keep], target[keep]
-    score = (block.data[keep] / (norms[source + lo] * norms[target] + config.shrinkage)).astype(np.float32)
+    score = (block.data[keep] / (norms[source + lo] * norms[target] + config.shrinkage)).astype(
+        np.float32
+    )
     order = best_first_order(source, score, target, n_rows, n_items)
     source = source[order]
     rank = np.arange(len(source)) - np.searchsorted(source, np.arange(n_rows))[source]
@@ -207,7 +240,9 @@ def _top_neighbours(block, lo: int, norms: np.ndarray, config: NeighbourConfig) 
     return np.bincount(source[top], minlength=n_rows), target[kept], score[kept]
 
 
-def best_first_order(source: np.ndarray, score: np.ndarray, target: np.ndarray, n_rows: int, n_items: int) -> np.ndarray:
+def best_first_order(
+    source: np.ndarray, score: np.ndarray, target: np.ndarray, n_rows: int, n_items: int
+) -> np.ndarray:
     """The order sorting entries by (source, score descending, target); ``score`` float32 >= 0,
     ``source`` < n_rows, ``target`` < n_items. One argsort of packed unique 64-bit keys where they
     fit (the bits of a non-negative float32 order as its value), else a lexsort."""
@@ -215,7 +250,11 @@ def best_first_order(source: np.ndarray, score: np.ndarray, target: np.ndarray, 
     if row_bits + 31 + target_bits > 64:
         return np.lexsort((target, -score, source))
     inverted = np.uint64(0x7FFFFFFF) - score.view(np.uint32).astype(np.uint64)
-    key = (source.astype(np.uint64) << np.uint64(31 + target_bits)) | (inverted << np.uint64(target_bits)) | target.astype(np.uint64)
+    key = (
+        (source.astype(np.uint64) << np.uint64(31 + target_bits))
+        | (inverted << np.uint64(target_bits))
+        | target.astype(np.uint64)
+    )
     return np.argsort(key)
 
 
@@ -230,26 +269,37 @@ def _chunk_rows(n_items: int, most: int) -> int:
     return min(most, max(fits, 1_024))
 
 
-def describe(neighbours: ItemNeighbours, categories: np.ndarray, config: NeighbourConfig, seconds: float) -> dict:
+def describe(
+    neighbours: ItemNeighbours, categories: np.ndarray, config: NeighbourConfig, seconds: float
+) -> dict:
     """The manifest entry: settings and what came out (items with neighbours, mean neighbours per
     item and per item that has any, share of neighbour links into another category)."""
     lengths = np.diff(neighbours.indptr)
     with_neighbours = int((lengths > 0).sum())
     source = np.repeat(np.arange(neighbours.n_items), lengths)
-    other = float((categories[source] != categories[neighbours.rows]).mean()) if len(source) else 0.0
+    other = (
+        float((categories[source] != categories[neighbours.rows]).mean()) if len(source) else 0.0
+    )
     return {
         "method": "shrunk-cosine",
         "config": asdict(config),
         "items_with_neighbours": with_neighbours,
         "mean_neighbours_per_item": round(float(lengths.mean()), 2) if len(lengths) else 0.0,
-        "mean_neighbours_per_item_with_neighbours": round(float(lengths[lengths > 0].mean()), 2) if with_neighbours else 0.0,
+        "mean_neighbours_per_item_with_neighbours": round(float(lengths[lengths > 0].mean()), 2)
+        if with_neighbours
+        else 0.0,
         "links": len(neighbours.rows),
         "other_category_share": round(other, 4),
         "seconds": round(seconds, 2),
     }
 
 
-def build_neighbours(sessions: pl.DataFrame, categories: np.ndarray, config: NeighbourConfig = NeighbourConfig(), progress: bool = False) -> tuple[ItemNeighbours, dict]:
+def build_neighbours(
+    sessions: pl.DataFrame,
+    categories: np.ndarray,
+    config: NeighbourConfig = NeighbourConfig(),
+    progress: bool = False,
+) -> tuple[ItemNeighbours, dict]:
     """:func:`item_neighbours` plus its manifest entry; ``categories`` are the catalogue rows'
     category codes (any comparable array)."""
     started = time.perf_counter()

@@ -106,9 +106,10 @@ def choose_factory(n: int, dim: int, policy: ShardPolicy) -> str:
     return f"IVF{nlist},SQ8"
 
 
-def build_shard(spec: ShardSpec, vectors: np.ndarray, policy: ShardPolicy, rng: np.random.Generator) -> BuiltShard:
+def build_shard(
+    spec: ShardSpec, vectors: np.ndarray, policy: ShardPolicy, rng: np.random.Generator
+) -> BuiltShard:
     """Build, fill and tune one shard from the rows of ``vectors`` it holds."""
-    import faiss
 
     started = time.perf_counter()
     x = np.ascontiguousarray(vectors[spec.rows])
@@ -127,7 +128,14 @@ def build_shard(spec: ShardSpec, vectors: np.ndarray, policy: ShardPolicy, rng: 
     return BuiltShard(spec, wrapped, factory, params, recall, time.perf_counter() - started, note)
 
 
-def _build(factory: str, x: np.ndarray, rows: np.ndarray, vectors: np.ndarray, policy: ShardPolicy, rng: np.random.Generator):
+def _build(
+    factory: str,
+    x: np.ndarray,
+    rows: np.ndarray,
+    vectors: np.ndarray,
+    policy: ShardPolicy,
+    rng: np.random.Generator,
+):
     import faiss
 
     n, dim = x.shape
@@ -144,7 +152,13 @@ def _build(factory: str, x: np.ndarray, rows: np.ndarray, vectors: np.ndarray, p
 
 
 def tune(
-    index, factory: str, x: np.ndarray, rows: np.ndarray, all_vectors: np.ndarray, policy: ShardPolicy, rng: np.random.Generator
+    index,
+    factory: str,
+    x: np.ndarray,
+    rows: np.ndarray,
+    all_vectors: np.ndarray,
+    policy: ShardPolicy,
+    rng: np.random.Generator,
 ) -> tuple[dict, float | None]:
     """Smallest efSearch / nprobe reaching the recall target; exact shards need no tuning.
 
@@ -157,7 +171,9 @@ def tune(
     k = min(policy.k, len(x))
     outside = np.setdiff1d(np.arange(len(all_vectors)), rows, assume_unique=True)
     pool = outside if len(outside) >= policy.tune_queries else np.arange(len(all_vectors))
-    queries = np.ascontiguousarray(all_vectors[np.sort(rng.choice(pool, min(policy.tune_queries, len(pool)), replace=False))])
+    queries = np.ascontiguousarray(
+        all_vectors[np.sort(rng.choice(pool, min(policy.tune_queries, len(pool)), replace=False))]
+    )
     truth = np.argsort(-(queries @ x.T), axis=1)[:, :k]
     truth_ids = _shard_ids(index)[truth]
     name, values = ("efSearch", EF_SEARCH) if factory.startswith("HNSW") else ("nprobe", NPROBE)

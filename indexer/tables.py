@@ -13,21 +13,43 @@ cell is a missing value.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
 
 import polars as pl
-from crossrec.vocabulary import TIMESTAMP_PATTERN
 
+from crossrec.vocabulary import TIMESTAMP_PATTERN
 from indexer.errors import DataValidationError, Problem
 
 Kind = Literal["string", "number", "bool", "timestamp"]
-FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+FORMATS = {
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".csv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+}
 _ROW = "__row"
-_POLARS_TYPE = {"string": pl.String, "number": pl.Float64, "bool": pl.Boolean, "timestamp": pl.Datetime("us", "UTC")}
-_JSON_TYPES: dict[Kind, tuple[type, ...]] = {"string": (str,), "number": (int, float), "bool": (bool,), "timestamp": (str,)}
-_EXPECTED = {"string": "a string", "number": "a number", "bool": "true or false", "timestamp": "an ISO 8601 timestamp"}
+_POLARS_TYPE = {
+    "string": pl.String,
+    "number": pl.Float64,
+    "bool": pl.Boolean,
+    "timestamp": pl.Datetime("us", "UTC"),
+}
+_JSON_TYPES: dict[Kind, tuple[type, ...]] = {
+    "string": (str,),
+    "number": (int, float),
+    "bool": (bool,),
+    "timestamp": (str,),
+}
+_EXPECTED = {
+    "string": "a string",
+    "number": "a number",
+    "bool": "true or false",
+    "timestamp": "an ISO 8601 timestamp",
+}
 
 
 @dataclass(frozen=True)
@@ -53,7 +75,9 @@ def file_format(path: Path) -> str:
 Check = Callable[[pl.DataFrame], list[Problem]]
 
 
-def read_table(path: str | Path, specs: list[ColumnSpec], check: Check | None = None) -> pl.DataFrame:
+def read_table(
+    path: str | Path, specs: list[ColumnSpec], check: Check | None = None
+) -> pl.DataFrame:
     """Read ``path`` and return it with the spec'd columns converted to their types.
 
     Columns not in ``specs`` are kept as read. The result keeps file order. ``check`` runs on the
@@ -80,7 +104,8 @@ def read_table(path: str | Path, specs: list[ColumnSpec], check: Check | None = 
     if missing:
         have = ", ".join(frame.columns)
         raise DataValidationError(
-            path, [Problem(f"required column missing (file has: {have})", column=m) for m in missing]
+            path,
+            [Problem(f"required column missing (file has: {have})", column=m) for m in missing],
         )
     columns: dict[str, pl.Series] = {}
     for spec in specs:
@@ -132,15 +157,28 @@ def _read_jsonl(path: Path, specs: list[ColumnSpec]) -> tuple[pl.DataFrame | Non
                 kind = kinds.get(name)
                 if value is None or kind is None:
                     continue
-                if not isinstance(value, _JSON_TYPES[kind]) or (kind == "number" and isinstance(value, bool)):
-                    problems.append(Problem(f"expected {_EXPECTED[kind]}, got {value!r}", row=line_no, column=name))
+                if not isinstance(value, _JSON_TYPES[kind]) or (
+                    kind == "number" and isinstance(value, bool)
+                ):
+                    problems.append(
+                        Problem(
+                            f"expected {_EXPECTED[kind]}, got {value!r}", row=line_no, column=name
+                        )
+                    )
                     record[name] = None
             record[_ROW] = line_no
             rows.append(record)
     if not rows and not problems:
         return None, [Problem("file is empty")]
-    schema = {name: pl.String if kind == "timestamp" else _POLARS_TYPE[kind] for name, kind in kinds.items()}
-    frame = pl.from_dicts(rows, schema_overrides=schema, infer_schema_length=None) if rows else pl.DataFrame()
+    schema = {
+        name: pl.String if kind == "timestamp" else _POLARS_TYPE[kind]
+        for name, kind in kinds.items()
+    }
+    frame = (
+        pl.from_dicts(rows, schema_overrides=schema, infer_schema_length=None)
+        if rows
+        else pl.DataFrame()
+    )
     if problems:
         return None, problems
     return frame.drop(_ROW), problems
@@ -153,7 +191,11 @@ def _convert(raw: pl.Series, spec: ColumnSpec, *, text: bool) -> tuple[pl.Series
         # ISO 8601 text is how CSV and JSON spell a timestamp; parsing it is not a type change.
         converted = _parse_text(raw, kind)
     elif kind == "timestamp" and isinstance(raw.dtype, pl.Datetime):
-        utc = raw.dt.replace_time_zone("UTC") if raw.dtype.time_zone is None else raw.dt.convert_time_zone("UTC")
+        utc = (
+            raw.dt.replace_time_zone("UTC")
+            if raw.dtype.time_zone is None
+            else raw.dt.convert_time_zone("UTC")
+        )
         converted = utc.cast(_POLARS_TYPE[kind])
     elif raw.dtype == pl.Null:
         converted = pl.Series(name, [None] * raw.len(), dtype=_POLARS_TYPE[kind])
@@ -175,7 +217,9 @@ def _convert(raw: pl.Series, spec: ColumnSpec, *, text: bool) -> tuple[pl.Series
     return converted.alias(name), problems
 
 
-def rows_where(mask: pl.Series, column: str, message: Callable[[int], str], limit: int = 100) -> list[Problem]:
+def rows_where(
+    mask: pl.Series, column: str, message: Callable[[int], str], limit: int = 100
+) -> list[Problem]:
     """One Problem per row where ``mask`` is true (at most ``limit``); rows are reported 1-based,
     so row 1 is the first record (for CSV, the line after the header)."""
     rows = mask.fill_null(False).arg_true().head(limit).to_list()
@@ -184,7 +228,9 @@ def rows_where(mask: pl.Series, column: str, message: Callable[[int], str], limi
 
 def _dtype_fits(dtype: pl.DataType, kind: Kind) -> bool:
     if kind == "string":
-        return dtype in (pl.String, pl.Categorical, pl.Enum) or isinstance(dtype, (pl.Categorical, pl.Enum))
+        return dtype in (pl.String, pl.Categorical, pl.Enum) or isinstance(
+            dtype, (pl.Categorical, pl.Enum)
+        )
     if kind == "number":
         return dtype.is_numeric()
     if kind == "bool":
@@ -202,7 +248,11 @@ def _parse_text(raw: pl.Series, kind: Kind) -> pl.Series:
         low = s.str.strip_chars().str.to_lowercase()
         return (
             pl.select(
-                pl.when(low.is_in(["true", "1"])).then(True).when(low.is_in(["false", "0"])).then(False).otherwise(None)
+                pl.when(low.is_in(["true", "1"]))
+                .then(True)
+                .when(low.is_in(["false", "0"]))
+                .then(False)
+                .otherwise(None)
             )
             .to_series()
             .cast(pl.Boolean)
@@ -221,4 +271,3 @@ def parse_timestamps(s: pl.Series) -> pl.Series:
     minutes_offset = iso.str.to_datetime("%Y-%m-%dT%H:%M%z", strict=False, time_zone="UTC")
     minutes = iso.str.to_datetime("%Y-%m-%dT%H:%M", strict=False).dt.replace_time_zone("UTC")
     return with_offset.fill_null(naive).fill_null(minutes_offset).fill_null(minutes)
-

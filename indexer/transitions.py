@@ -54,9 +54,17 @@ VIEW, CLICK, CART, PURCHASE = (ACTIONS.index(a) for a in ("view", "click", "cart
 POPULARITY_HALF_LIFE_DAYS = 14.0
 RECENT_WINDOWS_DAYS = (7, 28)
 FUNNEL_PRIOR_STRENGTH = 10.0
-FUNNEL = (("click_rate", "clicks", "views"), ("cart_rate", "carts", "clicks"), ("purchase_rate", "purchases", "carts"))
+FUNNEL = (
+    ("click_rate", "clicks", "views"),
+    ("cart_rate", "carts", "clicks"),
+    ("purchase_rate", "purchases", "carts"),
+)
 SESSION_SCHEMA = {
-    "session": pl.UInt32, "user": pl.UInt32, "row": pl.UInt32, "category": pl.UInt32, "action": pl.UInt8,
+    "session": pl.UInt32,
+    "user": pl.UInt32,
+    "row": pl.UInt32,
+    "category": pl.UInt32,
+    "action": pl.UInt8,
     "ts": pl.Datetime("us", "UTC"),
 }
 
@@ -65,7 +73,9 @@ SESSION_SCHEMA = {
 class BehaviourStats:
     transitions: pl.DataFrame  # source, target, sessions, probability, lift
     categories: pl.DataFrame  # category, items, events, purchases, sessions, session_share
-    items: pl.DataFrame  # item_id + the per-item columns of the module docstring, in catalogue order
+    items: (
+        pl.DataFrame
+    )  # item_id + the per-item columns of the module docstring, in catalogue order
 
     @classmethod
     def without_events(cls, catalog: pl.DataFrame) -> BehaviourStats:
@@ -100,9 +110,17 @@ def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
         # A new derived session at each user's first event and after every gap over 30 minutes;
         # the running count is unique across users. Given session ids are numbered after them.
         ev = ev.sort("user", "ts")
-        gap = (pl.col("ts").diff().dt.total_seconds() > SESSION_GAP_S) | (pl.col("user") != pl.col("user").shift())
+        gap = (pl.col("ts").diff().dt.total_seconds() > SESSION_GAP_S) | (
+            pl.col("user") != pl.col("user").shift()
+        )
         derived = gap.fill_null(True).cum_sum().cast(pl.UInt64)
-        session = pl.when(pl.col("sid").is_not_null()).then(pl.col("sid").cast(pl.UInt64) + pl.len()).otherwise(derived) if has_sid else derived
+        session = (
+            pl.when(pl.col("sid").is_not_null())
+            .then(pl.col("sid").cast(pl.UInt64) + pl.len())
+            .otherwise(derived)
+            if has_sid
+            else derived
+        )
     ev = ev.with_columns(
         (session.rank("dense") - 1).cast(pl.UInt32).alias("session"),
         (pl.col("user").rank("dense") - 1).cast(pl.UInt32).alias("user"),
@@ -121,7 +139,9 @@ def _string_codes(column: str) -> pl.Expr:
 def behaviour_stats(sessions: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourStats:
     """Transitions, category counts and item columns from the :func:`sessionise` frame."""
     names, cat_codes = category_codes(catalog)
-    named = pl.DataFrame({"code": pl.int_range(len(names), dtype=pl.UInt32, eager=True), "name": names})
+    named = pl.DataFrame(
+        {"code": pl.int_range(len(names), dtype=pl.UInt32, eager=True), "name": names}
+    )
     firsts = sessions.group_by("session", "category").agg(pl.col("ts").min().alias("first"))
     pairs = (
         firsts.join(firsts, on="session", suffix="_b")
@@ -131,27 +151,46 @@ def behaviour_stats(sessions: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourS
     )
     n_sessions = max(sessions["session"].n_unique(), 1)
     per_category = firsts.group_by("category").agg(pl.len().alias("sessions"))
-    share = per_category.select("category", (pl.col("sessions") / n_sessions).alias("session_share"))
+    share = per_category.select(
+        "category", (pl.col("sessions") / n_sessions).alias("session_share")
+    )
     transitions = (
-        pairs.with_columns((pl.col("sessions") / pl.col("sessions").sum().over("source")).alias("probability"))
+        pairs.with_columns(
+            (pl.col("sessions") / pl.col("sessions").sum().over("source")).alias("probability")
+        )
         .join(share.rename({"category": "target"}), on="target")
         .with_columns((pl.col("probability") / pl.col("session_share")).alias("lift"))
         .drop("session_share")
         .join(named.rename({"code": "source", "name": "source_name"}), on="source")
         .join(named.rename({"code": "target", "name": "target_name"}), on="target")
         .select(
-            pl.col("source_name").alias("source"), pl.col("target_name").alias("target"),
-            pl.col("sessions").cast(pl.UInt32), "probability", "lift",
+            pl.col("source_name").alias("source"),
+            pl.col("target_name").alias("target"),
+            pl.col("sessions").cast(pl.UInt32),
+            "probability",
+            "lift",
         )
         .sort("source", "probability", descending=[False, True])
     )
     counts = sessions.group_by("category").agg(
-        pl.len().cast(pl.UInt32).alias("events"), (pl.col("action") == PURCHASE).sum().cast(pl.UInt32).alias("purchases")
+        pl.len().cast(pl.UInt32).alias("events"),
+        (pl.col("action") == PURCHASE).sum().cast(pl.UInt32).alias("purchases"),
     )
     categories = (
-        named.join(pl.DataFrame(cat_codes).group_by("category").agg(pl.len().cast(pl.UInt32).alias("items")), left_on="code", right_on="category")
+        named.join(
+            pl.DataFrame(cat_codes)
+            .group_by("category")
+            .agg(pl.len().cast(pl.UInt32).alias("items")),
+            left_on="code",
+            right_on="category",
+        )
         .join(counts, left_on="code", right_on="category", how="left")
-        .join(per_category.with_columns(pl.col("sessions").cast(pl.UInt32)), left_on="code", right_on="category", how="left")
+        .join(
+            per_category.with_columns(pl.col("sessions").cast(pl.UInt32)),
+            left_on="code",
+            right_on="category",
+            how="left",
+        )
         .join(share, left_on="code", right_on="category", how="left")
         .drop("code")
         .rename({"name": "category"})
@@ -161,7 +200,9 @@ def behaviour_stats(sessions: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourS
     return BehaviourStats(transitions, categories, item_behaviour(sessions, catalog))
 
 
-def item_behaviour(sessions: pl.DataFrame, catalog: pl.DataFrame, prior_strength: float = FUNNEL_PRIOR_STRENGTH) -> pl.DataFrame:
+def item_behaviour(
+    sessions: pl.DataFrame, catalog: pl.DataFrame, prior_strength: float = FUNNEL_PRIOR_STRENGTH
+) -> pl.DataFrame:
     """The per-item columns of the module docstring, one row per catalogue item in catalogue order,
     from the :func:`sessionise` frame."""
     action = pl.col("action")
@@ -175,8 +216,12 @@ def item_behaviour(sessions: pl.DataFrame, catalog: pl.DataFrame, prior_strength
     if sessions.height:
         newest = sessions["ts"].max()
         age_days = (pl.lit(newest) - pl.col("ts")).dt.total_microseconds() / 86_400e6
-        weight = action.replace_strict(dict(enumerate(ACTION_WEIGHTS.tolist())), return_dtype=pl.Float64)
-        recent = [(age_days < d).sum().cast(pl.UInt32).alias(f"events_{d}d") for d in RECENT_WINDOWS_DAYS]
+        weight = action.replace_strict(
+            dict(enumerate(ACTION_WEIGHTS.tolist())), return_dtype=pl.Float64
+        )
+        recent = [
+            (age_days < d).sum().cast(pl.UInt32).alias(f"events_{d}d") for d in RECENT_WINDOWS_DAYS
+        ]
         decayed = (weight * 0.5 ** (age_days / POPULARITY_HALF_LIFE_DAYS)).sum().alias("popularity")
     else:
         recent = [pl.lit(0, pl.UInt32).alias(f"events_{d}d") for d in RECENT_WINDOWS_DAYS]
@@ -194,21 +239,35 @@ def item_behaviour(sessions: pl.DataFrame, catalog: pl.DataFrame, prior_strength
     # Priors: overall rates, then each category's rate smoothed toward them.
     a = prior_strength
     total = items.select(pl.col("views", "clicks", "carts", "purchases").sum().cast(pl.Float64))
-    per_category = items.group_by("category").agg(pl.col("views", "clicks", "carts", "purchases").sum().cast(pl.Float64))
+    per_category = items.group_by("category").agg(
+        pl.col("views", "clicks", "carts", "purchases").sum().cast(pl.Float64)
+    )
     priors = per_category.select(
         "category",
         *(
-            ((pl.col(num) + a * _rate(total[num][0], total[den][0])) / (pl.col(den) + a)).alias(f"prior_{name}")
+            ((pl.col(num) + a * _rate(total[num][0], total[den][0])) / (pl.col(den) + a)).alias(
+                f"prior_{name}"
+            )
             for name, num, den in FUNNEL
         ),
     )
     return (
         items.join(priors, on="category", how="left", maintain_order="left")
         .with_columns(
-            ((pl.col(num) + a * pl.col(f"prior_{name}")) / (pl.col(den) + a)).alias(name) for name, num, den in FUNNEL
+            ((pl.col(num) + a * pl.col(f"prior_{name}")) / (pl.col(den) + a)).alias(name)
+            for name, num, den in FUNNEL
         )
-        .select("item_id", "events", "views", "clicks", "carts", "purchases", *(f"events_{d}d" for d in RECENT_WINDOWS_DAYS),
-                "popularity", *(name for name, _, _ in FUNNEL))
+        .select(
+            "item_id",
+            "events",
+            "views",
+            "clicks",
+            "carts",
+            "purchases",
+            *(f"events_{d}d" for d in RECENT_WINDOWS_DAYS),
+            "popularity",
+            *(name for name, _, _ in FUNNEL),
+        )
     )
 
 

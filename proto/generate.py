@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import filecmp
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -54,7 +53,9 @@ def generate(out_dir: Path) -> list[Path]:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    return sorted(p for p in (out_dir / "crossrec" / "v1").iterdir() if p.name.endswith(GENERATED_SUFFIXES))
+    return sorted(
+        p for p in (out_dir / "crossrec" / "v1").iterdir() if p.name.endswith(GENERATED_SUFFIXES)
+    )
 
 
 def stale_files() -> list[str]:
@@ -66,13 +67,19 @@ def stale_files() -> list[str]:
         return [
             n
             for n in names
-            if n not in fresh or n not in committed or not filecmp.cmp(fresh[n], committed[n], shallow=False)
+            if n not in fresh
+            or n not in committed
+            or not filecmp.cmp(fresh[n], committed[n], shallow=False)
         ]
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--check", action="store_true", help="only report stale stubs; exit 1 if any")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="only report stale stubs; exit 1 if any"
+    )
     args = parser.parse_args()
     if args.check:
         stale = stale_files()

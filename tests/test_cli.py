@@ -29,16 +29,31 @@ def test_validate_accepts_good_files(tmp_path, capsys):
     main(["datagen", "--items", "300", "--out", str(tmp_path / "s")])
     capsys.readouterr()
     shop = tmp_path / "s"
-    assert main(["validate", "--catalog", str(shop / "catalog.parquet"), "--events", str(shop / "events.parquet")]) == 0
+    assert (
+        main(
+            [
+                "validate",
+                "--catalog",
+                str(shop / "catalog.parquet"),
+                "--events",
+                str(shop / "events.parquet"),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
-    assert "300 items in 64 categories" in printed and "every event names a catalogue item" in printed
+    assert (
+        "300 items in 64 categories" in printed and "every event names a catalogue item" in printed
+    )
 
 
 def test_validate_reports_a_bad_file_as_one_clear_message_not_a_traceback(tmp_path):
     bad = tmp_path / "c.csv"
     bad.write_text("item_id,title\n1,a\n")
     result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "validate", "--catalog", str(bad)], capture_output=True, text=True
+        [sys.executable, "-m", "clients.cli", "validate", "--catalog", str(bad)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 2
     assert "column 'category': required column missing" in result.stderr
@@ -47,8 +62,12 @@ def test_validate_reports_a_bad_file_as_one_clear_message_not_a_traceback(tmp_pa
 
 def test_validate_finds_events_for_unknown_items(tmp_path, capsys):
     (tmp_path / "c.csv").write_text("item_id,title,category\nA,a,T\n")
-    (tmp_path / "e.csv").write_text("user_id,item_id,action,ts\nu,A,view,2026-01-01T00:00:00Z\nu,Z,view,2026-01-01T00:00:00Z\n")
-    code = main(["validate", "--catalog", str(tmp_path / "c.csv"), "--events", str(tmp_path / "e.csv")])
+    (tmp_path / "e.csv").write_text(
+        "user_id,item_id,action,ts\nu,A,view,2026-01-01T00:00:00Z\nu,Z,view,2026-01-01T00:00:00Z\n"
+    )
+    code = main(
+        ["validate", "--catalog", str(tmp_path / "c.csv"), "--events", str(tmp_path / "e.csv")]
+    )
     assert code == 2
     assert "row 2, column 'item_id': item 'Z' is not in the catalogue" in capsys.readouterr().err
 
@@ -56,12 +75,19 @@ def test_validate_finds_events_for_unknown_items(tmp_path, capsys):
 @pytest.mark.integration
 def test_demo_runs_end_to_end(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "demo", "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "clients.cli", "demo", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert "Synthetic shop (seed 0): 5,000 items" in result.stdout
     assert "version v" in result.stdout and "64 categories in 64 shards" in result.stdout
     assert "Nearest items in other categories" in result.stdout and "adapted" in result.stdout
-    assert "replayed" in result.stdout and "in a planted complement of what they did" in result.stdout
+    assert (
+        "replayed" in result.stdout and "in a planted complement of what they did" in result.stdout
+    )
     assert result.stdout.rstrip().endswith("engine stopped")
-    assert (tmp_path / "shop" / "catalog.parquet").exists() and (tmp_path / "index" / "LATEST").exists()
+    assert (tmp_path / "shop" / "catalog.parquet").exists() and (
+        tmp_path / "index" / "LATEST"
+    ).exists()

@@ -34,7 +34,10 @@ def problems_of(excinfo) -> list[tuple[int | None, str | None]]:
 def test_valid_csv_catalogue_keeps_text_ids_and_free_attributes(tmp_path):
     catalog = read_catalog(write(tmp_path, "c.csv", CATALOG_CSV))
     assert catalog["item_id"].to_list() == ["007", "008"]  # not inferred as integers
-    assert catalog["category"].to_list() == ["Outdoors > Camping > Tents", "Outdoors > Camping > Sleeping Bags"]
+    assert catalog["category"].to_list() == [
+        "Outdoors > Camping > Tents",
+        "Outdoors > Camping > Sleeping Bags",
+    ]
     assert catalog["price"].dtype == pl.Float64 and catalog["in_stock"].to_list() == [True, False]
     assert catalog["brand"].to_list() == ["Trailcrest", None]
     assert catalog["colour"].to_list() == ["green", "blue"]
@@ -58,7 +61,9 @@ def test_the_same_data_reads_the_same_in_every_format(tmp_path, fmt):
     expected_events = read_events(write(tmp_path, "e.csv", EVENTS_CSV))
     if fmt == "parquet":
         expected_catalog.write_parquet(tmp_path / "c.parquet")
-        expected_events.with_columns(pl.col("action").cast(pl.String)).write_parquet(tmp_path / "e.parquet")
+        expected_events.with_columns(pl.col("action").cast(pl.String)).write_parquet(
+            tmp_path / "e.parquet"
+        )
     else:
         expected_catalog.write_ndjson(tmp_path / "c.jsonl")
         expected_events.write_ndjson(tmp_path / "e.jsonl")
@@ -82,7 +87,9 @@ def test_wrong_type_names_row_column_and_value(tmp_path):
 
 
 def test_wrong_type_in_parquet_is_refused_not_coerced(tmp_path):
-    pl.DataFrame({"item_id": ["1"], "title": ["a"], "category": ["T"], "price": ["12.0"]}).write_parquet(tmp_path / "c.parquet")
+    pl.DataFrame(
+        {"item_id": ["1"], "title": ["a"], "category": ["T"], "price": ["12.0"]}
+    ).write_parquet(tmp_path / "c.parquet")
     with pytest.raises(DataValidationError) as excinfo:
         read_catalog(tmp_path / "c.parquet")
     assert problems_of(excinfo) == [(None, "price")]
@@ -90,7 +97,10 @@ def test_wrong_type_in_parquet_is_refused_not_coerced(tmp_path):
 
 
 def test_wrong_type_in_jsonl_names_the_line(tmp_path):
-    lines = [{"item_id": "1", "title": "a", "category": "T"}, {"item_id": 2, "title": "b", "category": "T"}]
+    lines = [
+        {"item_id": "1", "title": "a", "category": "T"},
+        {"item_id": 2, "title": "b", "category": "T"},
+    ]
     path = write(tmp_path, "c.jsonl", "\n".join(json.dumps(r) for r in lines) + "\n")
     with pytest.raises(DataValidationError) as excinfo:
         read_catalog(path)
@@ -98,7 +108,11 @@ def test_wrong_type_in_jsonl_names_the_line(tmp_path):
 
 
 def test_malformed_json_line_is_reported(tmp_path):
-    path = write(tmp_path, "e.jsonl", '{"user_id": "u", "item_id": "i", "action": "view", "ts": "2026-01-01T00:00:00Z"}\n{oops\n')
+    path = write(
+        tmp_path,
+        "e.jsonl",
+        '{"user_id": "u", "item_id": "i", "action": "view", "ts": "2026-01-01T00:00:00Z"}\n{oops\n',
+    )
     with pytest.raises(DataValidationError) as excinfo:
         read_events(path)
     assert problems_of(excinfo) == [(2, None)] and "not valid JSON" in str(excinfo.value)
@@ -131,11 +145,19 @@ def test_every_problem_is_reported_at_once_in_row_order(tmp_path):
     text = "item_id,title,category,price\nA,,T,1\nA,b,X >  > Y,-3\nC,c,T,inf\n"
     with pytest.raises(DataValidationError) as excinfo:
         read_catalog(write(tmp_path, "c.csv", text))
-    assert problems_of(excinfo) == [(1, "title"), (2, "category"), (2, "item_id"), (2, "price"), (3, "price")]
+    assert problems_of(excinfo) == [
+        (1, "title"),
+        (2, "category"),
+        (2, "item_id"),
+        (2, "price"),
+        (3, "price"),
+    ]
 
 
 def test_unparseable_and_missing_timestamps(tmp_path):
-    text = "user_id,item_id,action,ts\nu,i,view,yesterday\nu,i,view,\n,i,view,2026-01-01T00:00:00Z\n"
+    text = (
+        "user_id,item_id,action,ts\nu,i,view,yesterday\nu,i,view,\n,i,view,2026-01-01T00:00:00Z\n"
+    )
     with pytest.raises(DataValidationError) as excinfo:
         read_events(write(tmp_path, "e.csv", text))
     assert problems_of(excinfo) == [(1, "ts"), (2, "ts"), (3, "user_id")]
@@ -158,7 +180,16 @@ def test_long_reports_are_truncated_but_count_everything(tmp_path):
 
 def test_timestamp_formats():
     parsed = parse_timestamps(
-        pl.Series(["2026-01-01T00:00:00Z", "2026-01-01 01:00", "2026-01-01T00:00:00-0130", "01/02/2026", "2026-01-05T10:00Z", "2026-01-05T10:00+02:00"])
+        pl.Series(
+            [
+                "2026-01-01T00:00:00Z",
+                "2026-01-01 01:00",
+                "2026-01-01T00:00:00-0130",
+                "01/02/2026",
+                "2026-01-05T10:00Z",
+                "2026-01-05T10:00+02:00",
+            ]
+        )
     )
     assert [None if t is None else t.isoformat() for t in parsed] == [
         "2026-01-01T00:00:00+00:00",

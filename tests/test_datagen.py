@@ -19,7 +19,9 @@ from indexer.datagen.stats import edge_auc, partner_lift, popularity_skew, sessi
 
 @pytest.fixture(scope="module")
 def partner_figures(shop):
-    return partner_lift(session_touches(shop.events, shop.catalog.frame), shop.catalog.frame, shop.partner_pairs())
+    return partner_lift(
+        session_touches(shop.events, shop.catalog.frame), shop.catalog.frame, shop.partner_pairs()
+    )
 
 
 def test_same_seed_same_shop_other_seed_other_shop(shop):
@@ -46,7 +48,10 @@ def test_catalogue_shape(shop):
     # Prices follow the category: tents cost more than tent-free accessories.
     by_leaf = catalog.group_by("category").agg(pl.col("price").median()).to_dict(as_series=False)
     median = dict(zip(by_leaf["category"], by_leaf["price"]))
-    assert median["Electronics > Audio & Computing > Laptops"] > 10 * median["Electronics > Phones > Screen Protectors"]
+    assert (
+        median["Electronics > Audio & Computing > Laptops"]
+        > 10 * median["Electronics > Phones > Screen Protectors"]
+    )
     assert 0.85 < catalog["in_stock"].mean() < 0.97
 
 
@@ -56,7 +61,11 @@ def test_realistic_proportions(shop_stats):
     assert 3 <= shop_stats["median_basket"] <= 7
     assert 0.15 <= shop_stats["single_event_user_share"] <= 0.35
     f = shop_stats["funnel"]
-    assert 0.2 < f["click_per_view"] < 0.5 and 0.2 < f["cart_per_click"] < 0.5 and 0.3 < f["purchase_per_cart"] < 0.7
+    assert (
+        0.2 < f["click_per_view"] < 0.5
+        and 0.2 < f["cart_per_click"] < 0.5
+        and 0.3 < f["purchase_per_cart"] < 0.7
+    )
 
 
 def test_complements_are_visible_in_behaviour_but_not_in_titles(shop_stats):
@@ -72,12 +81,16 @@ def test_complements_are_visible_in_behaviour_but_not_in_titles(shop_stats):
 
 def test_funnel_order_holds_per_item_and_session(shop):
     ev = shop.events.with_columns(pl.col("action").cast(pl.String))
-    first = ev.group_by("session_id", "item_id", "action").agg(pl.col("ts").min()).pivot(
-        on="action", index=["session_id", "item_id"], values="ts"
+    first = (
+        ev.group_by("session_id", "item_id", "action")
+        .agg(pl.col("ts").min())
+        .pivot(on="action", index=["session_id", "item_id"], values="ts")
     )
     purchases = first.filter(pl.col("purchase").is_not_null())
     assert purchases.height > 0
-    assert purchases["cart"].is_not_null().all() and (purchases["cart"] <= purchases["purchase"]).all()
+    assert (
+        purchases["cart"].is_not_null().all() and (purchases["cart"] <= purchases["purchase"]).all()
+    )
     carts = first.filter(pl.col("cart").is_not_null())
     assert (carts["click"].is_not_null() & (carts["click"] <= carts["cart"])).all()
 
@@ -114,15 +127,22 @@ def test_interest_drift_shows_in_events(shop):
     ev = (
         shop.events.join(new_interest, on="user_id")
         .join(shop.catalog.frame.select("item_id", "category"), on="item_id")
-        .with_columns(after=((pl.col("ts") - pl.lit(shop.config.start)).dt.total_microseconds() / 1e6) >= pl.col("drift_s"))
+        .with_columns(
+            after=((pl.col("ts") - pl.lit(shop.config.start)).dt.total_microseconds() / 1e6)
+            >= pl.col("drift_s")
+        )
     )
-    share = ev.group_by("after").agg((pl.col("category") == pl.col("new_category")).mean().alias("share"))
+    share = ev.group_by("after").agg(
+        (pl.col("category") == pl.col("new_category")).mean().alias("share")
+    )
     share = dict(share.iter_rows())
     assert share[True] > 3 * share[False]
 
 
 def test_files_pass_the_readers_and_carry_ground_truth(tmp_path):
-    shop, stats = make_shop(ShopConfig(items=1_000, seed=3), tmp_path / "shop", fmt="csv", echo=lambda _: None)
+    shop, stats = make_shop(
+        ShopConfig(items=1_000, seed=3), tmp_path / "shop", fmt="csv", echo=lambda _: None
+    )
     out = tmp_path / "shop"
     catalog = read_catalog(out / "catalog.csv")
     events = read_events(out / "events.csv")
@@ -130,11 +150,18 @@ def test_files_pass_the_readers_and_carry_ground_truth(tmp_path):
     assert read_events(out / "events.parquet").height == events.height
     truth = json.loads((out / TRUTH_FILE).read_text())
     assert {(e["source"], e["target"]) for e in truth["complements"]} == shop.complement_pairs()
-    listed = pl.read_parquet(out / ITEM_TRUTH_FILE).select("item_id", partner_id="partner_ids").explode("partner_id")
+    listed = (
+        pl.read_parquet(out / ITEM_TRUTH_FILE)
+        .select("item_id", partner_id="partner_ids")
+        .explode("partner_id")
+    )
     listed = listed.drop_nulls().sort("item_id", "partner_id")
     assert listed.height == truth["partners"]["pairs"] == len(shop.partners) > 0
     assert listed.equals(shop.partner_pairs().sort("item_id", "partner_id"))
-    assert truth["measured"]["partner_pairs"] == listed.height and truth["measured"]["partner_lift"] > 3
+    assert (
+        truth["measured"]["partner_pairs"] == listed.height
+        and truth["measured"]["partner_lift"] > 3
+    )
     assert len(truth["categories"]) == 64 and truth["measured"]["events"] == events.height
     interests = pl.read_parquet(out / USER_TRUTH_FILE)
     assert interests["user_id"].n_unique() == shop.config.n_users
@@ -157,7 +184,9 @@ def test_partners_lie_in_complement_categories_of_the_item(shop):
     assert len(set(zip(p.item.tolist(), leaf[p.partner].tolist()))) == len(p)
     # A partner exists whenever its item does: no session can reach it before its launch.
     assert (shop.catalog.launch_s[p.partner] <= shop.catalog.launch_s[p.item]).all()
-    assert (shop.catalog.launch_s[p.item] > 0).any() and (shop.catalog.launch_s[p.partner] > 0).any()
+    assert (shop.catalog.launch_s[p.item] > 0).any() and (
+        shop.catalog.launch_s[p.partner] > 0
+    ).any()
 
 
 def test_sessions_follow_partners_at_the_planted_rate(shop):
@@ -187,9 +216,17 @@ def test_planted_partners_share_sessions_far_above_chance(partner_figures):
 
 def test_partner_lift_on_a_hand_computed_shop():
     catalog = pl.DataFrame({"item_id": ["a1", "b1", "b2"], "category": ["A", "B", "B"]})
-    sessions = {"s1": ["a1", "b1"], "s2": ["a1", "b2"], "s3": ["b1"], "s4": ["b2"], "s5": ["b2", "b2"]}
+    sessions = {
+        "s1": ["a1", "b1"],
+        "s2": ["a1", "b2"],
+        "s3": ["b1"],
+        "s4": ["b2"],
+        "s5": ["b2", "b2"],
+    }
     events = pl.DataFrame(
-        [(s, i) for s, items in sessions.items() for i in items], schema=["session_id", "item_id"], orient="row"
+        [(s, i) for s, items in sessions.items() for i in items],
+        schema=["session_id", "item_id"],
+        orient="row",
     )
     touches = session_touches(events, catalog)
     # (a1, b1): a1's sessions touch B twice (s1, s2), once on b1. Elsewhere b1 has 1 of B's 3

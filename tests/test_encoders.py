@@ -14,7 +14,13 @@ from indexer.fusion import Fusion, FusionPart
 
 
 def test_text_encoder_separates_categories(text_encoder):
-    v = text_encoder.encode_texts(["ultralight 2-person dome tent", "backpacking tent, freestanding", "noise-cancelling wireless headphones"])
+    v = text_encoder.encode_texts(
+        [
+            "ultralight 2-person dome tent",
+            "backpacking tent, freestanding",
+            "noise-cancelling wireless headphones",
+        ]
+    )
     assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
     assert text_encoder.describe()["model"] == "all-MiniLM-L6-v2"
@@ -39,7 +45,17 @@ def test_image_encoder_loads_tiny_clip_and_skips_missing_images(tiny_clip, tmp_p
     for name in ("a.png", "b.png"):
         Image.fromarray((rng.random((40, 50, 3)) * 255).astype("uint8")).save(tmp_path / name)
     (tmp_path / "broken.png").write_bytes(b"not a png")
-    catalog = pl.DataFrame({"image": [str(tmp_path / "a.png"), None, str(tmp_path / "broken.png"), str(tmp_path / "b.png"), str(tmp_path / "gone.png")]})
+    catalog = pl.DataFrame(
+        {
+            "image": [
+                str(tmp_path / "a.png"),
+                None,
+                str(tmp_path / "broken.png"),
+                str(tmp_path / "b.png"),
+                str(tmp_path / "gone.png"),
+            ]
+        }
+    )
     enc = ImageEncoder(tiny_clip)
     vectors, present = enc.encode(catalog)
     assert present.tolist() == [True, False, False, True, False]
@@ -82,13 +98,19 @@ def test_fusion_weights_are_the_inner_product_mix():
 
 
 def test_precomputed_vectors_align_by_item_id_and_reject_bad_ones(tmp_path):
-    pl.DataFrame({"item_id": ["b", "a"], "vector": [[0.0, 2.0], [3.0, 4.0]]}).write_parquet(tmp_path / "v.parquet")
+    pl.DataFrame({"item_id": ["b", "a"], "vector": [[0.0, 2.0], [3.0, 4.0]]}).write_parquet(
+        tmp_path / "v.parquet"
+    )
     vectors, present = read_precomputed(tmp_path / "v.parquet", pl.Series(["a", "b", "c"]))
     assert present.tolist() == [True, True, False]
     assert np.allclose(vectors, [[0.6, 0.8], [0, 1], [0, 0]])
-    pl.DataFrame({"item_id": ["a", "b"], "vector": [[1.0, float("nan")], [1.0, 0.0]]}).write_parquet(tmp_path / "bad.parquet")
+    pl.DataFrame(
+        {"item_id": ["a", "b"], "vector": [[1.0, float("nan")], [1.0, 0.0]]}
+    ).write_parquet(tmp_path / "bad.parquet")
     with pytest.raises(DataValidationError, match="row 1, column 'vector'"):
         read_precomputed(tmp_path / "bad.parquet", pl.Series(["a", "b"]))
-    pl.DataFrame({"item_id": ["a", "b"], "vector": [[1.0, 0.0], [1.0]]}).write_parquet(tmp_path / "ragged.parquet")
+    pl.DataFrame({"item_id": ["a", "b"], "vector": [[1.0, 0.0], [1.0]]}).write_parquet(
+        tmp_path / "ragged.parquet"
+    )
     with pytest.raises(DataValidationError, match="one non-zero length"):
         read_precomputed(tmp_path / "ragged.parquet", pl.Series(["a", "b"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import numpy as np
@@ -25,7 +25,14 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def server(built_index, tmp_path_factory):
     store = tmp_path_factory.mktemp("store") / "events.sqlite"
-    config = EngineConfig(artifact=str(built_index.path), port=0, store=str(store), max_message_bytes=256 * 1024, max_k=50, candidates_per_shard=10)
+    config = EngineConfig(
+        artifact=str(built_index.path),
+        port=0,
+        store=str(store),
+        max_message_bytes=256 * 1024,
+        max_k=50,
+        candidates_per_shard=10,
+    )
     with BackgroundServer(config) as srv:
         yield srv
 
@@ -48,7 +55,14 @@ def catalog(small_shop_dir):
 
 def events_of(frame: pl.DataFrame, user_prefix: str = "") -> list[Event]:
     return [
-        Event(user_prefix + r["user_id"], r["item_id"], r["action"], r["ts"], r["session_id"] or "", event_id=f"{user_prefix}{i}-{r['user_id']}")
+        Event(
+            user_prefix + r["user_id"],
+            r["item_id"],
+            r["action"],
+            r["ts"],
+            r["session_id"] or "",
+            event_id=f"{user_prefix}{i}-{r['user_id']}",
+        )
         for i, r in enumerate(frame.iter_rows(named=True))
     ]
 
@@ -63,7 +77,9 @@ def client_target(client: CrossrecClient) -> str:
 
 
 def busy_user(shop_events: pl.DataFrame, rank: int = 0) -> str:
-    counts = shop_events.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
+    counts = (
+        shop_events.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
+    )
     return counts["user_id"][rank]
 
 
@@ -81,7 +97,10 @@ def test_cross_category_request_stays_out_of_touched_categories(client, shop_eve
     rec = client.recommend("xc-" + user, k=12, cross_category_share=1.0)
     assert len(rec.items) == 12 and not rec.fallback
     assert not touched & {i.category for i in rec.items}
-    assert all(i.interest_index >= 0 and i.interest_label in touched and i.shard.startswith("s") for i in rec.items)
+    assert all(
+        i.interest_index >= 0 and i.interest_label in touched and i.shard.startswith("s")
+        for i in rec.items
+    )
     assert [i.score for i in rec.items] == sorted((i.score for i in rec.items), reverse=True)
 
 
@@ -89,7 +108,9 @@ def test_quotas_and_filters_are_honoured_exactly(client, shop_events, catalog):
     user = busy_user(shop_events, 1)
     client.ingest(events_of(shop_events.filter(pl.col("user_id") == user), "q-"))
     a, b = "Outdoors > Camping > Tents", "Kitchen > Coffee & Tea > Coffee Beans"
-    rec = client.recommend("q-" + user, k=5, category_quotas={a: 2, b: 3}, in_stock_only=True, max_price=500.0)
+    rec = client.recommend(
+        "q-" + user, k=5, category_quotas={a: 2, b: 3}, in_stock_only=True, max_price=500.0
+    )
     cats = [i.category for i in rec.items]
     assert sorted(cats) == sorted([a, a, b, b, b])
     info = catalog.filter(pl.col("item_id").is_in([i.item_id for i in rec.items]))
@@ -99,18 +120,35 @@ def test_quotas_and_filters_are_honoured_exactly(client, shop_events, catalog):
     assert all(i.category.startswith("Pets > ") for i in dep.items) and len(dep.items) == 4
     # A filter that few items pass still fills the quota: the category is searched exhaustively.
     brand, n = (
-        catalog.filter(pl.col("category") == a).group_by("brand").len().sort(["len", "brand"]).filter(pl.col("len") >= 3).row(0)
+        catalog.filter(pl.col("category") == a)
+        .group_by("brand")
+        .len()
+        .sort(["len", "brand"])
+        .filter(pl.col("len") >= 3)
+        .row(0)
     )
     narrow = client.recommend("q-" + user, k=3, category_quotas={a: 3}, brands=[brand])
     assert [i.category for i in narrow.items] == [a] * 3
-    assert set(catalog.filter(pl.col("item_id").is_in([i.item_id for i in narrow.items]))["brand"]) == {brand}
-    excluded = client.recommend("q-" + user, k=10, exclude_categories=["Electronics"], exclude_item_ids=[i.item_id for i in rec.items])
+    assert set(
+        catalog.filter(pl.col("item_id").is_in([i.item_id for i in narrow.items]))["brand"]
+    ) == {brand}
+    excluded = client.recommend(
+        "q-" + user,
+        k=10,
+        exclude_categories=["Electronics"],
+        exclude_item_ids=[i.item_id for i in rec.items],
+    )
     assert not any(i.category.startswith("Electronics") for i in excluded.items)
     assert not {i.item_id for i in rec.items} & {i.item_id for i in excluded.items}
 
 
 def test_already_bought_items_never_come_back(client, shop_events, catalog):
-    buyers = shop_events.filter(pl.col("action") == "purchase").group_by("user_id").len().sort("len", descending=True)
+    buyers = (
+        shop_events.filter(pl.col("action") == "purchase")
+        .group_by("user_id")
+        .len()
+        .sort("len", descending=True)
+    )
     user = buyers["user_id"][0]
     history = shop_events.filter(pl.col("user_id") == user)
     client.ingest(events_of(history, "b-"))
@@ -132,7 +170,12 @@ def test_complement_categories_come_far_above_chance(client, shop_events, catalo
         complements.setdefault(e["source"], set()).add(e["target"])
     lookup = dict(zip(catalog["item_id"], catalog["category"]))
     all_categories = set(catalog["category"])
-    users = shop_events.group_by("user_id").len().filter(pl.col("len") >= 8).sort("user_id")["user_id"][:40]
+    users = (
+        shop_events.group_by("user_id")
+        .len()
+        .filter(pl.col("len") >= 8)
+        .sort("user_id")["user_id"][:40]
+    )
     hit, chance = [], []
     for user in users:
         history = shop_events.filter(pl.col("user_id") == user)
@@ -152,7 +195,9 @@ def test_ingested_events_change_the_next_recommendation(client, catalog):
     item = catalog.filter(pl.col("category") == "Outdoors > Camping > Tents")["item_id"][0]
     client.ingest([Event("fresh-user", item, "purchase")])
     second = client.recommend("fresh-user", k=5)
-    assert not second.fallback and {i.interest_label for i in second.items} == {"Outdoors > Camping > Tents"}
+    assert not second.fallback and {i.interest_label for i in second.items} == {
+        "Outdoors > Camping > Tents"
+    }
     assert [i.item_id for i in first.items] != [i.item_id for i in second.items]
 
 
@@ -163,19 +208,29 @@ def test_anonymous_session_from_inline_events(client, catalog):
     assert not rec.fallback and all(i.category != "Pets > Cats > Cat Food" for i in rec.items)
     assert {i.interest_label for i in rec.items} == {"Pets > Cats > Cat Food"}
     after = client.status()
-    assert (after.user_count, after.event_count) == (before.user_count, before.event_count)  # inline events are not stored
+    assert (after.user_count, after.event_count) == (
+        before.user_count,
+        before.event_count,
+    )  # inline events are not stored
 
 
 def test_explanations_name_their_source(client, catalog):
     item = catalog.filter(pl.col("category") == "Home > Bedroom > Pillows")["item_id"][0]
-    rec = client.recommend(k=3, recent_events=[Event("", item, "cart")], explain=True, cross_category_share=1.0)
+    rec = client.recommend(
+        k=3, recent_events=[Event("", item, "cart")], explain=True, cross_category_share=1.0
+    )
     for i in rec.items:
         assert i.explanation["source_item_ids"] == [item]
-        assert i.explanation["source_category"] == "Home > Bedroom > Pillows" and 0 < i.explanation["transition_probability"] < 1
+        assert (
+            i.explanation["source_category"] == "Home > Bedroom > Pillows"
+            and 0 < i.explanation["transition_probability"] < 1
+        )
 
 
 def test_retried_ingestion_is_not_double_counted(client, catalog):
-    events = [Event("retry-user", catalog["item_id"][i], "view", event_id=f"retry-{i}") for i in range(5)]
+    events = [
+        Event("retry-user", catalog["item_id"][i], "view", event_id=f"retry-{i}") for i in range(5)
+    ]
     assert client.ingest(events).accepted == 5
     again = client.ingest(events)
     assert again.accepted == 0 and again.duplicates == 5
@@ -206,10 +261,28 @@ def test_delete_user_leaves_no_trace_and_raw_ids_never_reach_disk(client, server
         (dict(user_id="u", k=5, cross_category_share=1.5), "cross_category_share"),
         (dict(user_id="u", k=5, min_price=10.0, max_price=5.0), "filters.max_price"),
         (dict(user_id="u", k=5, max_price=float("nan")), "filters.max_price"),
-        (dict(user_id="u", k=5, objective_weights={"click": float("inf")}), "objective_weights[0].weight"),
-        (dict(user_id="u", k=5, category_quotas={"Pets": 2}, exclude_categories=["Pets"]), "category_quotas[0].category"),
-        (dict(user_id="u", k=5, category_quotas={"Pets": 2}, cross_category_share=0.5), "cross_category_share"),
-        (dict(user_id="u", k=5, recent_events=[Event("", "i", "view", datetime(1970, 1, 1, 0, 0, 5, tzinfo=timezone.utc))]), "recent_events[0].time"),
+        (
+            dict(user_id="u", k=5, objective_weights={"click": float("inf")}),
+            "objective_weights[0].weight",
+        ),
+        (
+            dict(user_id="u", k=5, category_quotas={"Pets": 2}, exclude_categories=["Pets"]),
+            "category_quotas[0].category",
+        ),
+        (
+            dict(user_id="u", k=5, category_quotas={"Pets": 2}, cross_category_share=0.5),
+            "cross_category_share",
+        ),
+        (
+            dict(
+                user_id="u",
+                k=5,
+                recent_events=[
+                    Event("", "i", "view", datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC))
+                ],
+            ),
+            "recent_events[0].time",
+        ),
     ],
 )
 def test_bad_recommend_requests_name_the_field(client, options, field):
@@ -221,26 +294,44 @@ def test_bad_recommend_requests_name_the_field(client, options, field):
 
 
 def test_event_times_outside_a_sane_window_are_refused(client, catalog):
-    future = datetime.now(timezone.utc) + timedelta(days=30)
+    future = datetime.now(UTC) + timedelta(days=30)
     with pytest.raises(CrossrecError) as excinfo:
         client.ingest([Event("t-user", catalog["item_id"][0], "view", future)])
-    assert excinfo.value.code == "INVALID_ARGUMENT" and "events[0].time" in excinfo.value.field_violations
+    assert (
+        excinfo.value.code == "INVALID_ARGUMENT"
+        and "events[0].time" in excinfo.value.field_violations
+    )
     stub = service_pb2_grpc.RecommendServiceStub(grpc.insecure_channel(client_target(client)))
     request = service_pb2.IngestEventsRequest()
     e = request.events.add(user_id="t-user", item_id="i", action=1)
     e.time.seconds = 10**13  # far beyond any real clock: must be a clear error, not INTERNAL
     with pytest.raises(grpc.RpcError) as exc2:
         stub.IngestEvents(request, timeout=5)
-    assert exc2.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "events[0].time" in exc2.value.details()
+    assert (
+        exc2.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and "events[0].time" in exc2.value.details()
+    )
 
 
 def test_slots_move_to_the_side_that_can_fill_them(client, catalog):
     viewed = catalog.filter(pl.col("category") == "Sports > Fitness > Yoga Mats")["item_id"][0]
     # Only a touched category is allowed while the default asks for untouched ones: still k items.
-    rec = client.recommend(k=4, recent_events=[Event("", viewed, "view")], include_categories=["Sports > Fitness > Yoga Mats"], explain=True)
-    assert len(rec.items) == 4 and {i.category for i in rec.items} == {"Sports > Fitness > Yoga Mats"}
+    rec = client.recommend(
+        k=4,
+        recent_events=[Event("", viewed, "view")],
+        include_categories=["Sports > Fitness > Yoga Mats"],
+        explain=True,
+    )
+    assert len(rec.items) == 4 and {i.category for i in rec.items} == {
+        "Sports > Fitness > Yoga Mats"
+    }
     assert all(i.explanation["summary"].startswith("more Yoga Mats") for i in rec.items)
-    other = client.recommend(k=4, recent_events=[Event("", viewed, "view")], cross_category_share=0.0, include_categories=["Pets"])
+    other = client.recommend(
+        k=4,
+        recent_events=[Event("", viewed, "view")],
+        cross_category_share=0.0,
+        include_categories=["Pets"],
+    )
     assert len(other.items) == 4 and all(i.category.startswith("Pets > ") for i in other.items)
 
 
@@ -262,18 +353,27 @@ def test_bad_events_are_rejected_whole(client, catalog, server):
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.IngestEvents(request, timeout=5)
     assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "events[1].item_id" in excinfo.value.details() and "events[1].action" in excinfo.value.details()
+    assert (
+        "events[1].item_id" in excinfo.value.details()
+        and "events[1].action" in excinfo.value.details()
+    )
     assert "events[1].time" in excinfo.value.details()
-    assert client.status().event_count == before  # the good event of the batch was not stored either
+    assert (
+        client.status().event_count == before
+    )  # the good event of the batch was not stored either
 
 
 def test_oversized_request_is_refused_and_the_server_keeps_serving(client, server):
     stub = service_pb2_grpc.RecommendServiceStub(grpc.insecure_channel(server.target))
-    huge = recommend_pb2.RecommendRequest(user_id="u", k=5, filters=recommend_pb2.Filters(exclude_item_ids=["x" * 1000] * 400))
+    huge = recommend_pb2.RecommendRequest(
+        user_id="u", k=5, filters=recommend_pb2.Filters(exclude_item_ids=["x" * 1000] * 400)
+    )
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.Recommend(huge, timeout=5)
     assert excinfo.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    too_many = [Event("u", "i", "view", event_id=str(i)) for i in range(server.config.max_ingest_events + 1)]
+    too_many = [
+        Event("u", "i", "view", event_id=str(i)) for i in range(server.config.max_ingest_events + 1)
+    ]
     with pytest.raises(CrossrecError) as exc2:
         client.ingest(too_many)
     assert exc2.value.code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED")
@@ -290,7 +390,9 @@ def test_deadline_is_honoured_by_client_and_server(client, server, monkeypatch):
         return real(*args, **kwargs)
 
     def expired() -> float:
-        value = server.metrics.registry.get_sample_value("crossrec_requests_total", {"method": "Recommend", "code": "DEADLINE_EXCEEDED"})
+        value = server.metrics.registry.get_sample_value(
+            "crossrec_requests_total", {"method": "Recommend", "code": "DEADLINE_EXCEEDED"}
+        )
         return value or 0.0
 
     before = expired()
@@ -309,7 +411,10 @@ def test_deadline_is_honoured_by_client_and_server(client, server, monkeypatch):
 def test_health_service_says_serving(server):
     stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.target))
     for name in ("", "crossrec.v1.RecommendService"):
-        assert stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+        assert (
+            stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+            == health_pb2.HealthCheckResponse.SERVING
+        )
 
 
 def test_async_client(server, catalog):
@@ -317,11 +422,18 @@ def test_async_client(server, catalog):
         async with AsyncCrossrecClient(server.target, timeout=10) as c:
             r = await c.ingest([Event("async-user", catalog["item_id"][3], "purchase")])
             rec = await c.recommend("async-user", k=4)
-            batch = await c.recommend_batch([("async-user", RecommendOptions(k=2)), ("x", RecommendOptions(k=1))])
+            batch = await c.recommend_batch(
+                [("async-user", RecommendOptions(k=2)), ("x", RecommendOptions(k=1))]
+            )
             return r, rec, batch, await c.status()
 
     result, rec, batch, status = asyncio.run(go())
-    assert result.accepted == 1 and len(rec.items) == 4 and not rec.fallback and status.item_count == 2_000
+    assert (
+        result.accepted == 1
+        and len(rec.items) == 4
+        and not rec.fallback
+        and status.item_count == 2_000
+    )
     assert [len(b.items) for b in batch] == [2, 1] and batch[1].fallback
 
 
@@ -341,7 +453,9 @@ def test_metrics_count_requests_and_stages(server, client):
     from prometheus_client import generate_latest
 
     def count() -> float:
-        value = server.metrics.registry.get_sample_value("crossrec_requests_total", {"method": "GetStatus", "code": "OK"})
+        value = server.metrics.registry.get_sample_value(
+            "crossrec_requests_total", {"method": "GetStatus", "code": "OK"}
+        )
         return value or 0.0
 
     before = count()
@@ -359,19 +473,39 @@ def test_cli_ingest_and_recommend_against_the_engine(server, small_shop_dir, tmp
 
     events = pl.read_parquet(small_shop_dir / "events.parquet")
     user = busy_user(events, 2)
-    events.filter(pl.col("user_id") == user).with_columns(pl.lit("cli-" + user).alias("user_id")).write_csv(tmp_path / "e.csv")
+    events.filter(pl.col("user_id") == user).with_columns(
+        pl.lit("cli-" + user).alias("user_id")
+    ).write_csv(tmp_path / "e.csv")
     assert main(["ingest", str(tmp_path / "e.csv"), "--target", server.target, "--batch", "7"]) == 0
     assert "stored" in capsys.readouterr().out
-    assert main(["recommend", "--target", server.target, "--user", "cli-" + user, "-k", "4", "--explain"]) == 0
+    assert (
+        main(
+            [
+                "recommend",
+                "--target",
+                server.target,
+                "--user",
+                "cli-" + user,
+                "-k",
+                "4",
+                "--explain",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert out.count("<- ") == 4 and "goes with your interest in" in out
     bad = tmp_path / "bad.csv"
-    bad.write_text("user_id,item_id,action,ts\nu,i,view,2026-01-01T00:00:00Z\n,i,view,2026-01-01T00:00:00Z\n")
+    bad.write_text(
+        "user_id,item_id,action,ts\nu,i,view,2026-01-01T00:00:00Z\n,i,view,2026-01-01T00:00:00Z\n"
+    )
     assert main(["ingest", str(bad), "--target", server.target]) == 2
     assert "row 2, column 'user_id': must not be empty" in capsys.readouterr().err
     # Rows the client can check itself are reported before anything is sent.
     before = server.engine.status()["event_count"]
-    bad.write_text("user_id,item_id,action,ts\nu,i,look,2026-01-05 10:00\nu,i,view,\nu,i,view,2026-01-05T10:00+02:00\n")
+    bad.write_text(
+        "user_id,item_id,action,ts\nu,i,look,2026-01-05 10:00\nu,i,view,\nu,i,view,2026-01-05T10:00+02:00\n"
+    )
     assert main(["ingest", str(bad), "--target", server.target]) == 2
     err = capsys.readouterr().err
     assert "row 1, column 'action'" in err and "row 2, column 'ts'" in err and "nothing sent" in err
@@ -382,11 +516,36 @@ def test_bench_command_measures_the_engine(server, small_shop_dir, tmp_path, cap
     from clients.cli import main
 
     out = tmp_path / "bench.json"
-    code = main(["bench", "--target", server.target, "--events", str(small_shop_dir / "events.parquet"), "--users", "20",
-                 "--requests", "40", "--concurrency", "4", "--json", str(out), "--png", str(tmp_path / "bench.png")])
+    code = main(
+        [
+            "bench",
+            "--target",
+            server.target,
+            "--events",
+            str(small_shop_dir / "events.parquet"),
+            "--users",
+            "20",
+            "--requests",
+            "40",
+            "--concurrency",
+            "4",
+            "--json",
+            str(out),
+            "--png",
+            str(tmp_path / "bench.png"),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
-    assert result["users"] == 20 and result["ingest"]["events"] > 0 and result["ingest"]["events_per_s"] > 0
-    assert result["one_client"]["requests"] == 40 and result["concurrent"]["requests"] == 40 and result["concurrent"]["qps"] > 0
+    assert (
+        result["users"] == 20
+        and result["ingest"]["events"] > 0
+        and result["ingest"]["events_per_s"] > 0
+    )
+    assert (
+        result["one_client"]["requests"] == 40
+        and result["concurrent"]["requests"] == 40
+        and result["concurrent"]["qps"] > 0
+    )
     assert 0 < result["one_client"]["p50_ms"] <= result["one_client"]["p99_ms"]
     assert (tmp_path / "bench.png").stat().st_size > 1000

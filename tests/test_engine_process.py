@@ -26,7 +26,18 @@ def free_port() -> int:
 
 def start_engine(artifact: Path, store: Path, port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "serve", "--artifact", str(artifact), "--port", str(port), "--store", str(store)],
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "serve",
+            "--artifact",
+            str(artifact),
+            "--port",
+            str(port),
+            "--store",
+            str(store),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -54,7 +65,15 @@ def test_every_acknowledged_event_survives_kill_9(built_index, tmp_path, small_s
     acknowledged = 0
     with CrossrecClient(f"127.0.0.1:{port}", timeout=5) as client:
         for batch in range(20):
-            events = [Event(f"user-{i % 7}", items[(batch * 50 + i) % len(items)], "click", event_id=f"{batch}-{i}") for i in range(50)]
+            events = [
+                Event(
+                    f"user-{i % 7}",
+                    items[(batch * 50 + i) % len(items)],
+                    "click",
+                    event_id=f"{batch}-{i}",
+                )
+                for i in range(50)
+            ]
             acknowledged += client.ingest(events).accepted
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=10)
@@ -62,8 +81,14 @@ def test_every_acknowledged_event_survives_kill_9(built_index, tmp_path, small_s
     try:
         with CrossrecClient(f"127.0.0.1:{port}", timeout=5) as client:
             status = client.status()
-            assert acknowledged == 1_000 and status.event_count == acknowledged and status.user_count == 7
-            assert not client.recommend("user-3", k=5).fallback  # the profile is rebuilt from the store
+            assert (
+                acknowledged == 1_000
+                and status.event_count == acknowledged
+                and status.user_count == 7
+            )
+            assert not client.recommend(
+                "user-3", k=5
+            ).fallback  # the profile is rebuilt from the store
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0  # graceful shutdown on SIGTERM
@@ -86,15 +111,32 @@ def test_grpcurl_lists_and_describes_without_proto_files(built_index, tmp_path):
     proc = start_engine(built_index.path, tmp_path / "events.sqlite", port)
     try:
         target = f"localhost:{port}"
-        listed = subprocess.run([tool, "-plaintext", target, "list"], capture_output=True, text=True, timeout=30).stdout
+        listed = subprocess.run(
+            [tool, "-plaintext", target, "list"], capture_output=True, text=True, timeout=30
+        ).stdout
         assert {"crossrec.v1.RecommendService", "grpc.health.v1.Health"} <= set(listed.split())
         described = subprocess.run(
-            [tool, "-plaintext", target, "describe", "crossrec.v1.RecommendRequest"], capture_output=True, text=True, timeout=30
+            [tool, "-plaintext", target, "describe", "crossrec.v1.RecommendRequest"],
+            capture_output=True,
+            text=True,
+            timeout=30,
         ).stdout
-        assert "cross_category_share" in described and "repeated .crossrec.v1.CategoryQuota category_quotas" in described
+        assert (
+            "cross_category_share" in described
+            and "repeated .crossrec.v1.CategoryQuota category_quotas" in described
+        )
         bad = subprocess.run(
-            [tool, "-plaintext", "-d", '{"user_id": "u", "k": 0}', target, "crossrec.v1.RecommendService/Recommend"],
-            capture_output=True, text=True, timeout=30,
+            [
+                tool,
+                "-plaintext",
+                "-d",
+                '{"user_id": "u", "k": 0}',
+                target,
+                "crossrec.v1.RecommendService/Recommend",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
         assert "InvalidArgument" in bad.stderr and re.search(r'"field":\s*"k"', bad.stderr)
     finally:

@@ -15,10 +15,17 @@ DAY_US = 86_400 * 1_000_000
 
 def test_config_layers_toml_then_environment_then_arguments(tmp_path, monkeypatch):
     path = tmp_path / "engine.toml"
-    path.write_text('port = 6000\nmax_k = 30\nstore = "/data/events.sqlite"\nhalf_life_days = 7.5\n')
+    path.write_text(
+        'port = 6000\nmax_k = 30\nstore = "/data/events.sqlite"\nhalf_life_days = 7.5\n'
+    )
     monkeypatch.setenv("CROSSREC_MAX_K", "40")
     config = EngineConfig.load(path, port=7000)
-    assert (config.port, config.max_k, config.store, config.half_life_days) == (7000, 40, "/data/events.sqlite", 7.5)
+    assert (config.port, config.max_k, config.store, config.half_life_days) == (
+        7000,
+        40,
+        "/data/events.sqlite",
+        7.5,
+    )
     path.write_text("prot = 1\n")
     with pytest.raises(ValueError, match=r"unknown settings \['prot'\]"):
         EngineConfig.load(path)
@@ -48,7 +55,9 @@ def test_profile_has_one_interest_per_heavy_category_weighted_by_action_and_age(
     p = build_profile(events, row_of, vectors, categories, now, max_interests=2, half_life_days=14)
     assert p.interest_categories == ["tents", "boots"]
     assert p.interest_weights == pytest.approx([9 / 11, 2 / 11])
-    assert p.category_weights == pytest.approx({"tents": 9 / 11.25, "boots": 2 / 11.25, "pans": 0.25 / 11.25})
+    assert p.category_weights == pytest.approx(
+        {"tents": 9 / 11.25, "boots": 2 / 11.25, "pans": 0.25 / 11.25}
+    )
     # The tents interest leans toward the bought tent (weight 8) over the viewed one (weight 1).
     assert p.interests[0] == pytest.approx(np.array([1, 8, 0, 0]) / np.sqrt(65), abs=1e-6)
     assert p.purchased_rows == {1} and p.interest_items[0] == [1, 0]
@@ -62,7 +71,9 @@ def test_store_is_idempotent_and_deletes(tmp_path):
     assert [e.event_id for e in store.history("k1", 10)] == ["e0", "e1", "e2", "e9"]
     assert [e.event_id for e in store.history("k1", 2)] == ["e2", "e9"]  # newest, oldest first
     assert store.counts() == (2, 6)
-    assert store.delete_user("k1") == 4 and store.history("k1", 10) == [] and store.counts() == (1, 2)
+    assert (
+        store.delete_user("k1") == 4 and store.history("k1", 10) == [] and store.counts() == (1, 2)
+    )
     store.close()
 
 
@@ -70,7 +81,9 @@ def test_store_is_idempotent_and_deletes(tmp_path):
 def test_check_complements_finds_the_planted_graph(built_index, small_shop_dir):
     from apps.complements import complement_hit_rate
 
-    result = complement_hit_rate(str(built_index.path), small_shop_dir, users=60, min_events=8, k=10)
+    result = complement_hit_rate(
+        str(built_index.path), small_shop_dir, users=60, min_events=8, k=10
+    )
     # Measured at 2,000 items: ~0.7 of items in planted complements vs ~0.15 by chance.
     assert result["users"] == 60
     assert result["complement_share"] > 3 * result["chance"] and result["complement_share"] > 0.5
@@ -78,13 +91,15 @@ def test_check_complements_finds_the_planted_graph(built_index, small_shop_dir):
 
 def test_behaviour_space_search_agrees_with_exact_shard_search(built_index):
     """Cross-category queries through the behaviour block + re-rank find what exact search finds."""
-    from indexer.artifact import open_index
     from engine.items import ItemTable
     from engine.sources import ShardSearchSource
+    from indexer.artifact import open_index
 
     version = open_index(built_index.path)
     items = ItemTable.from_version(version)
-    search = ShardSearchSource(version, items, behaviour_rerank=20)  # few candidates: a real test of the re-rank
+    search = ShardSearchSource(
+        version, items, behaviour_rerank=20
+    )  # few candidates: a real test of the re-rank
     rng = np.random.default_rng(0)
     agree = []
     for shard_id in sorted(version.shards)[:20]:

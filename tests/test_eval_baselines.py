@@ -25,12 +25,19 @@ from indexer.events import ACTIONS
 CUT = datetime(2026, 3, 1, tzinfo=UTC)
 
 
-def _eval_set(items: list[str], train: list[tuple[str, str, str, float]], test: list[tuple[str, str]]) -> EvalSet:
+def _eval_set(
+    items: list[str], train: list[tuple[str, str, str, float]], test: list[tuple[str, str]]
+) -> EvalSet:
     """``train``: (user, item, action, days before the cut); ``test``: (user, item) clicked after it."""
     rows = [(u, i, a, CUT - timedelta(days=d)) for u, i, a, d in train]
     rows += [(u, i, "click", CUT + timedelta(days=1)) for u, i in test]
     events = pl.DataFrame(
-        {"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows], "action": [r[2] for r in rows], "ts": [r[3] for r in rows]},
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "action": [r[2] for r in rows],
+            "ts": [r[3] for r in rows],
+        },
         schema_overrides={"ts": pl.Datetime("us", "UTC")},
     ).with_columns(pl.col("action").cast(pl.Enum(ACTIONS)))
     catalog = pl.DataFrame({"item_id": items, "category": [f"c{k % 3}" for k in range(len(items))]})
@@ -47,15 +54,18 @@ def _ids(data: EvalSet, lists: np.ndarray) -> list[list[str]]:
 def test_popularity_ranks_by_decayed_action_weight_and_skips_what_the_user_touched():
     items = ["a", "b", "c", "d"]
     train = [
-        ("p1", "a", "click", 1.0),                        # 2 * 0.5^(1/14) = 1.90
-        *[(f"q{n}", "b", "purchase", 70.0) for n in range(3)],  # 3 * 8 * 0.5^5 = 0.75: more raw weight, older
-        ("p2", "c", "view", 0.5),                         # 0.98
-        ("t1", "a", "view", 5.0), ("t2", "d", "view", 400.0),
+        ("p1", "a", "click", 1.0),  # 2 * 0.5^(1/14) = 1.90
+        *[
+            (f"q{n}", "b", "purchase", 70.0) for n in range(3)
+        ],  # 3 * 8 * 0.5^5 = 0.75: more raw weight, older
+        ("p2", "c", "view", 0.5),  # 0.98
+        ("t1", "a", "view", 5.0),
+        ("t2", "d", "view", 400.0),
     ]
     data = _eval_set(items, train, [("t1", "b"), ("t2", "a")])
     scores = Popularity(progress=False).item_scores(data)
     assert scores[0] == pytest.approx(2 * 0.5 ** (1 / 14) + 0.5 ** (5 / 14))
-    assert scores[1] == pytest.approx(24 * 0.5 ** 5)
+    assert scores[1] == pytest.approx(24 * 0.5**5)
     lists = _ids(data, Popularity(progress=False).recommend(data, 3))
     assert lists == [["c", "b", "d"], ["a", "c", "b"]]  # t1 touched a; t2 touched d
 
@@ -63,9 +73,13 @@ def test_popularity_ranks_by_decayed_action_weight_and_skips_what_the_user_touch
 def test_cooccurrence_recommends_what_co_occurs_with_the_users_items():
     items = ["a", "b", "c", "d", "e"]
     train = [
-        ("x1", "a", "view", 3), ("x1", "b", "view", 3),
-        ("x2", "a", "view", 3), ("x2", "b", "view", 3), ("x2", "e", "view", 3),
-        ("x3", "c", "view", 3), ("x3", "d", "view", 3),
+        ("x1", "a", "view", 3),
+        ("x1", "b", "view", 3),
+        ("x2", "a", "view", 3),
+        ("x2", "b", "view", 3),
+        ("x2", "e", "view", 3),
+        ("x3", "c", "view", 3),
+        ("x3", "d", "view", 3),
         ("t", "a", "view", 2),
     ]
     data = _eval_set(items, train, [("t", "b")])
@@ -83,16 +97,25 @@ def test_cooccurrence_recommends_what_co_occurs_with_the_users_items():
 def test_als_recommends_within_the_users_block():
     rng = np.random.default_rng(0)
     items = [f"i{k:02d}" for k in range(20)]  # block 0: i00-i09, block 1: i10-i19
-    train = [(f"u{u:02d}", items[10 * (u % 2) + k], "click", 2.0) for u in range(60) for k in rng.choice(10, 5, replace=False)]
+    train = [
+        (f"u{u:02d}", items[10 * (u % 2) + k], "click", 2.0)
+        for u in range(60)
+        for k in rng.choice(10, 5, replace=False)
+    ]
     touched = {(u, i) for u, i, _, _ in train}
 
     def untouched(user: str, block: int) -> str:
-        return next(items[10 * block + k] for k in range(10) if (user, items[10 * block + k]) not in touched)
+        return next(
+            items[10 * block + k] for k in range(10) if (user, items[10 * block + k]) not in touched
+        )
 
     data = _eval_set(items, train, [("u00", untouched("u00", 0)), ("u01", untouched("u01", 1))])
     lists = ALS(factors=4, iterations=10, progress=False).recommend(data, 5)
     assert (lists >= 0).all()  # each user has 5 untouched items in their block
-    assert [sorted({int(str(data.item_ids[c])[1:]) // 10 for c in row}) for row in lists] == [[0], [1]]
+    assert [sorted({int(str(data.item_ids[c])[1:]) // 10 for c in row}) for row in lists] == [
+        [0],
+        [1],
+    ]
     again = ALS(factors=4, iterations=10, progress=False).recommend(data, 5)
     assert np.array_equal(lists, again)  # seeded
 
@@ -103,7 +126,9 @@ def _fake_version(tmp_path, item_ids: list[str], vectors: np.ndarray, behaviour_
     np.save(path / "vectors.npy", vectors.astype(np.float32))
     pl.DataFrame({"item_id": item_ids}).write_parquet(path / "items.parquet")
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "version": "v1",
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": "v1",
         "files": {"vectors": {"file": "vectors.npy"}, "items": {"file": "items.parquet"}},
         "adaptation": {"dim": behaviour_dim, "content_dim": vectors.shape[1] - behaviour_dim},
     }
@@ -117,12 +142,14 @@ def test_content_knn_uses_the_content_block_and_picks_the_nearest_vector(tmp_pat
     e = np.sqrt(0.8)
     # content (3 columns) then behaviour (2 columns). a's content is nearest b's; its behaviour
     # block is nearest c's: a baseline that forgot to slice the behaviour off would pick c.
-    vectors = np.array([
-        [c * 1.0, 0.0, 0.0, e * 1.0, 0.0],   # a
-        [c * 0.9, c * 0.436, 0.0, 0.0, e * 1.0],  # b: content cos(a, b) = 0.9
-        [0.0, c * 1.0, 0.0, e * 1.0, 0.0],   # c: content cos(a, c) = 0; behaviour = a's
-        [0.0, 0.0, c * 1.0, 0.0, e * 1.0],   # d
-    ])
+    vectors = np.array(
+        [
+            [c * 1.0, 0.0, 0.0, e * 1.0, 0.0],  # a
+            [c * 0.9, c * 0.436, 0.0, 0.0, e * 1.0],  # b: content cos(a, b) = 0.9
+            [0.0, c * 1.0, 0.0, e * 1.0, 0.0],  # c: content cos(a, c) = 0; behaviour = a's
+            [0.0, 0.0, c * 1.0, 0.0, e * 1.0],  # d
+        ]
+    )
     # The index lists items in another order than the catalogue: alignment is by id.
     order = [2, 0, 3, 1]
     artifact = _fake_version(tmp_path, [items[k] for k in order], vectors[order], behaviour_dim=2)

@@ -15,9 +15,25 @@ pytestmark = pytest.mark.integration
 def evaluated(small_shop_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval")
     argv = [
-        "eval", "--catalog", str(small_shop_dir / "catalog.parquet"), "--events", str(small_shop_dir / "events.parquet"),
-        "--out", str(out), "--no-text", "--users", "200", "--bootstrap", "200", "--crossrec-shares", "1.0,0.5",
-        "--json", str(out / "eval.json"), "--png", str(out / "eval.png"), "--no-progress",
+        "eval",
+        "--catalog",
+        str(small_shop_dir / "catalog.parquet"),
+        "--events",
+        str(small_shop_dir / "events.parquet"),
+        "--out",
+        str(out),
+        "--no-text",
+        "--users",
+        "200",
+        "--bootstrap",
+        "200",
+        "--crossrec-shares",
+        "1.0,0.5",
+        "--json",
+        str(out / "eval.json"),
+        "--png",
+        str(out / "eval.png"),
+        "--no-progress",
     ]
     assert main(argv) == 0
     return out, json.loads((out / "eval.json").read_text()), argv
@@ -26,9 +42,20 @@ def evaluated(small_shop_dir, tmp_path_factory):
 def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
     out, result, _ = evaluated
     methods = result["methods"]
-    assert list(methods) == ["popularity", "cooccurrence", "content", "als", "crossrec (share 1.0)", "crossrec (share 0.5)"]
+    assert list(methods) == [
+        "popularity",
+        "cooccurrence",
+        "content",
+        "als",
+        "crossrec (share 1.0)",
+        "crossrec (share 0.5)",
+    ]
     split = result["split"]
-    assert split["test_users"] == 200 and split["positives"] >= 200 and 0.0 < split["cross_category_share"] < 1.0
+    assert (
+        split["test_users"] == 200
+        and split["positives"] >= 200
+        and 0.0 < split["cross_category_share"] < 1.0
+    )
     n_items = 2_000
     # a random list of 10 unseen items finds about 10 / n_items of a user's positives
     random_recall = 10 / n_items
@@ -44,8 +71,14 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
         assert r["metrics"]["@100"]["recall"]["mean"] >= r["metrics"]["@10"]["recall"]["mean"]
         assert 0 < r["mean_list_length"] <= 100
     # the share reaches the engine: all ten slots cross-category find more cross-category positives
-    at10 = {name: methods[name]["metrics"]["@10"] for name in ("crossrec (share 1.0)", "crossrec (share 0.5)")}
-    assert at10["crossrec (share 1.0)"]["cross_recall"]["mean"] > at10["crossrec (share 0.5)"]["cross_recall"]["mean"]
+    at10 = {
+        name: methods[name]["metrics"]["@10"]
+        for name in ("crossrec (share 1.0)", "crossrec (share 0.5)")
+    }
+    assert (
+        at10["crossrec (share 1.0)"]["cross_recall"]["mean"]
+        > at10["crossrec (share 0.5)"]["cross_recall"]["mean"]
+    )
     assert result["index"]["built"] is True
     assert (out / "train_events.parquet").is_file() and (out / "split.json").is_file()
     assert (out / "eval.png").stat().st_size > 10_000
@@ -55,7 +88,11 @@ def test_table_is_printed(evaluated, capsys):
     # the module fixture printed on its first use; rerun only the cheap methods to see the output
     _, _, argv = evaluated
     argv = [a for a in argv if a not in ("--json", "--png")]
-    argv = argv[: argv.index("--crossrec-shares")] + ["--methods", "popularity,content", "--no-progress"]
+    argv = argv[: argv.index("--crossrec-shares")] + [
+        "--methods",
+        "popularity,content",
+        "--no-progress",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "test users" in printed and "Recall@10 [95% CI]" in printed
@@ -68,11 +105,23 @@ def test_a_running_engine_over_grpc_scores_the_same_as_the_in_process_one(evalua
     from engine.server import BackgroundServer
 
     _, result, argv = evaluated
-    config = EngineConfig(artifact=result["index"]["path"], port=0, store=str(tmp_path / "events.sqlite"))
+    config = EngineConfig(
+        artifact=result["index"]["path"], port=0, store=str(tmp_path / "events.sqlite")
+    )
     remote_json = tmp_path / "remote.json"
     base = argv[: argv.index("--crossrec-shares")]
     with BackgroundServer(config) as server:
-        remote = base + ["--methods", "crossrec", "--cross-share", "0.5", "--target", server.target, "--json", str(remote_json), "--no-progress"]
+        remote = base + [
+            "--methods",
+            "crossrec",
+            "--cross-share",
+            "0.5",
+            "--target",
+            server.target,
+            "--json",
+            str(remote_json),
+            "--no-progress",
+        ]
         assert main(remote) == 0
         users, events = server.engine.store.counts()
         assert users == result["split"]["test_users"] and events > users
@@ -81,4 +130,7 @@ def test_a_running_engine_over_grpc_scores_the_same_as_the_in_process_one(evalua
         assert server.engine.store.counts() == (users, events)
     over_grpc = json.loads(remote_json.read_text())
     assert over_grpc["index"] is None  # nothing built: the engine serves its own index
-    assert over_grpc["methods"]["crossrec (share 0.5)"]["metrics"] == result["methods"]["crossrec (share 0.5)"]["metrics"]
+    assert (
+        over_grpc["methods"]["crossrec (share 0.5)"]["metrics"]
+        == result["methods"]["crossrec (share 0.5)"]["metrics"]
+    )

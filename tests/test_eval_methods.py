@@ -40,17 +40,28 @@ class FakeSession:
 
 @pytest.fixture
 def tiny_shop(tmp_path):
-    pl.DataFrame({"item_id": [f"i{n}" for n in range(20)], "title": ["t"] * 20, "category": [f"c{n % 4}" for n in range(20)]}).write_parquet(
-        tmp_path / "catalog.parquet"
-    )
     pl.DataFrame(
-        {"user_id": ["u", "u"], "item_id": ["i0", "i9"], "action": ["view", "click"], "ts": [T0, T0 + timedelta(days=20)]},
+        {
+            "item_id": [f"i{n}" for n in range(20)],
+            "title": ["t"] * 20,
+            "category": [f"c{n % 4}" for n in range(20)],
+        }
+    ).write_parquet(tmp_path / "catalog.parquet")
+    pl.DataFrame(
+        {
+            "user_id": ["u", "u"],
+            "item_id": ["i0", "i9"],
+            "action": ["view", "click"],
+            "ts": [T0, T0 + timedelta(days=20)],
+        },
         schema_overrides={"ts": pl.Datetime("us", "UTC")},
     ).write_parquet(tmp_path / "events.parquet")
     return tmp_path
 
 
-def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_baselines(tiny_shop, monkeypatch):
+def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_baselines(
+    tiny_shop, monkeypatch
+):
     # u views i0 on day 0 and clicks i9 on day 20: with a 10-day test period, i9 is the positive
     sessions: list[FakeSession] = []
 
@@ -59,15 +70,26 @@ def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_b
         return sessions[-1]
 
     monkeypatch.setattr(run_module, "RemoteSession", fake)
-    config = EvalConfig(tiny_shop / "catalog.parquet", tiny_shop / "events.parquet", tiny_shop / "out",
-                        split=SplitConfig("time", test_days=10), methods=("crossrec",), crossrec_shares=(0.5, None),
-                        target="fake:1", bootstrap=0, progress=False)
+    config = EvalConfig(
+        tiny_shop / "catalog.parquet",
+        tiny_shop / "events.parquet",
+        tiny_shop / "out",
+        split=SplitConfig("time", test_days=10),
+        methods=("crossrec",),
+        crossrec_shares=(0.5, None),
+        target="fake:1",
+        bootstrap=0,
+        progress=False,
+    )
     result = evaluate(config)
     [session] = sessions
     assert session.asked == [("u", 10, 0.5), ("u", 100, 0.5), ("u", 10, None), ("u", 100, None)]
     row = result["methods"]["crossrec (share 0.5)"]
     # k=10: i0 (touched before the cut) and the unknown id go, i9 is first: a perfect list
-    assert row["metrics"]["@10"]["recall"]["mean"] == 1.0 and row["metrics"]["@10"]["ndcg"]["mean"] == 1.0
+    assert (
+        row["metrics"]["@10"]["recall"]["mean"] == 1.0
+        and row["metrics"]["@10"]["ndcg"]["mean"] == 1.0
+    )
     # k=100: i9 is not in it; i0 is dropped; nine items remain
     assert row["metrics"]["@100"]["recall"]["mean"] == 0.0
     assert row["mean_list_length"] == 9.0
@@ -75,9 +97,16 @@ def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_b
 
 
 def test_shares_parse_and_name_their_rows():
-    assert parse_share("default") == ENGINE_DEFAULT and parse_share("none") is None and parse_share("0.3") == 0.3
+    assert (
+        parse_share("default") == ENGINE_DEFAULT
+        and parse_share("none") is None
+        and parse_share("0.3") == 0.3
+    )
     with pytest.raises(ValueError):
         parse_share("1.5")
     assert [share_label(s) for s in (ENGINE_DEFAULT, None, 1.0, 0.5)] == [
-        "crossrec", "crossrec (no split)", "crossrec (share 1.0)", "crossrec (share 0.5)",
+        "crossrec",
+        "crossrec (no split)",
+        "crossrec (share 1.0)",
+        "crossrec (share 0.5)",
     ]

@@ -57,8 +57,16 @@ def test_metrics_at_1_use_the_first_item_only():
 
 
 def test_a_hit_at_rank_one_of_a_single_positive_is_perfect():
-    m = evaluate_lists(np.array([[6, 1]]), _csr([{6}]), _csr([{6}]), CATEGORY, ks=(2,), resamples=0)["@2"]
-    assert m["recall"]["mean"] == m["ndcg"]["mean"] == m["hit_rate"]["mean"] == m["cross_recall"]["mean"] == 1.0
+    m = evaluate_lists(
+        np.array([[6, 1]]), _csr([{6}]), _csr([{6}]), CATEGORY, ks=(2,), resamples=0
+    )["@2"]
+    assert (
+        m["recall"]["mean"]
+        == m["ndcg"]["mean"]
+        == m["hit_rate"]["mean"]
+        == m["cross_recall"]["mean"]
+        == 1.0
+    )
 
 
 def test_bootstrap_interval_contains_the_mean_and_shrinks_with_more_users():
@@ -69,7 +77,9 @@ def test_bootstrap_interval_contains_the_mean_and_shrinks_with_more_users():
         assert iv.low < iv.mean < iv.high
     # width ~ 1/sqrt(n): 16x the users, about a quarter of the width
     assert (large.high - large.low) < 0.4 * (small.high - small.low)
-    assert bootstrap_interval(np.arange(10.0), 200, seed=1) == bootstrap_interval(np.arange(10.0), 200, seed=1)
+    assert bootstrap_interval(np.arange(10.0), 200, seed=1) == bootstrap_interval(
+        np.arange(10.0), 200, seed=1
+    )
 
 
 def test_top_k_unseen_drops_seen_items_and_non_finite_scores_and_breaks_ties_by_code():

@@ -12,10 +12,12 @@ from apps.evaluation.split import SplitConfig, split_events
 from indexer.events import ACTIONS
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
-CATALOG = pl.DataFrame({
-    "item_id": ["i1", "i2", "i3", "i4", "i5", "i6", "i7"],
-    "category": ["A", "A", "B", "C", "A", "A", "C"],
-})
+CATALOG = pl.DataFrame(
+    {
+        "item_id": ["i1", "i2", "i3", "i4", "i5", "i6", "i7"],
+        "category": ["A", "A", "B", "C", "A", "A", "C"],
+    }
+)
 
 
 def _events(rows: list[tuple[str, str, str, float]]) -> pl.DataFrame:
@@ -31,16 +33,19 @@ def _events(rows: list[tuple[str, str, str, float]]) -> pl.DataFrame:
 
 
 # Newest event on day 14; --test-days 4 puts the cut at day 10 (an event at the cut is a test event).
-EVENTS = _events([
-    ("u1", "i1", "view", 1), ("u1", "i2", "click", 2),
-    ("u1", "i3", "click", 12),     # positive, category B: u1 only touched A -> cross-category
-    ("u1", "i1", "purchase", 13),  # touched before the cut: not a positive
-    ("u1", "i4", "view", 14),      # view only: not a positive
-    ("u2", "i5", "click", 11),     # u2 has no training event: not a test user
-    ("u3", "i2", "view", 3),
-    ("u3", "i6", "cart", 12),      # positive, category A, which u3 touched: not cross-category
-    ("u3", "i7", "view", 10),      # exactly at the cut: test, and view only
-])
+EVENTS = _events(
+    [
+        ("u1", "i1", "view", 1),
+        ("u1", "i2", "click", 2),
+        ("u1", "i3", "click", 12),  # positive, category B: u1 only touched A -> cross-category
+        ("u1", "i1", "purchase", 13),  # touched before the cut: not a positive
+        ("u1", "i4", "view", 14),  # view only: not a positive
+        ("u2", "i5", "click", 11),  # u2 has no training event: not a test user
+        ("u3", "i2", "view", 3),
+        ("u3", "i6", "cart", 12),  # positive, category A, which u3 touched: not cross-category
+        ("u3", "i7", "view", 10),  # exactly at the cut: test, and view only
+    ]
+)
 
 
 def test_time_split_by_hand():
@@ -54,14 +59,24 @@ def test_time_split_by_hand():
         ("u3", "i6", "A", False),
     ]
     s = split.summary()
-    assert (s["train_events"], s["test_users"], s["positives"], s["cross_category_share"]) == (3, 2, 2, 0.5)
+    assert (s["train_events"], s["test_users"], s["positives"], s["cross_category_share"]) == (
+        3,
+        2,
+        2,
+        0.5,
+    )
     assert s["users_with_cross_category_positive"] == 1
     assert s["candidate_users"] == 2
 
 
 def test_users_are_drawn_seeded_among_candidates():
     a = split_events(EVENTS, CATALOG, SplitConfig("time", test_days=4, users=1, seed=0)).test_users
-    assert a == split_events(EVENTS, CATALOG, SplitConfig("time", test_days=4, users=1, seed=0)).test_users
+    assert (
+        a
+        == split_events(
+            EVENTS, CATALOG, SplitConfig("time", test_days=4, users=1, seed=0)
+        ).test_users
+    )
     assert len(a) == 1 and a[0] in ("u1", "u3")
 
 
@@ -69,7 +84,12 @@ def test_view_only_data_counts_any_action_as_a_positive():
     views = EVENTS.with_columns(pl.lit("view").cast(pl.Enum(ACTIONS)).alias("action"))
     split = split_events(views, CATALOG, SplitConfig("time", test_days=4))
     assert split.positive_actions == ACTIONS
-    assert sorted(split.positives.select("user_id", "item_id").rows()) == [("u1", "i3"), ("u1", "i4"), ("u3", "i6"), ("u3", "i7")]
+    assert sorted(split.positives.select("user_id", "item_id").rows()) == [
+        ("u1", "i3"),
+        ("u1", "i4"),
+        ("u3", "i6"),
+        ("u3", "i7"),
+    ]
 
 
 def _random_events(seed: int) -> pl.DataFrame:
@@ -78,7 +98,9 @@ def _random_events(seed: int) -> pl.DataFrame:
     users = [f"u{u:02d}" for u in rng.integers(0, 40, n)]
     items = [f"i{i}" for i in rng.integers(1, 8, n)]
     actions = rng.choice(list(ACTIONS), n).tolist()
-    return _events(list(zip(users, items, actions, rng.uniform(0, 30, n).tolist()))).vstack(_events([("solo", "i1", "click", 5.0)]))
+    return _events(list(zip(users, items, actions, rng.uniform(0, 30, n).tolist()))).vstack(
+        _events([("solo", "i1", "click", 5.0)])
+    )
 
 
 def test_holdout_split_is_deterministic_and_holds_out_a_share_of_each_users_items():
@@ -102,7 +124,9 @@ def test_holdout_split_is_deterministic_and_holds_out_a_share_of_each_users_item
     assert a.cut == a.train["ts"].max()
 
 
-@pytest.mark.parametrize("bad", [{"method": "random"}, {"test_days": 0}, {"holdout_share": 1.0}, {"users": 0}])
+@pytest.mark.parametrize(
+    "bad", [{"method": "random"}, {"test_days": 0}, {"holdout_share": 1.0}, {"users": 0}]
+)
 def test_split_config_refuses_nonsense(bad):
     with pytest.raises(ValueError):
         SplitConfig(**bad)

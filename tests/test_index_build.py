@@ -37,8 +37,19 @@ def test_manifest_records_what_the_engine_needs(built_index, version):
     assert m["adaptation"]["share"] == 0.8 and m["adaptation"]["report"]["pairs"] > 1_000
     assert len(m["category_shards"]) == 64 and sum(s["count"] for s in m["shards"]) == 2_000
     assert all(len(s["sha256"]) == 64 and s["factory"] == "Flat" for s in m["shards"])
-    assert set(m["build"]["stages"]) >= {"read", "encode_text", "fuse", "behaviour", "neighbours", "adapt", "shards"}
-    assert m["files"]["neighbours"]["file"] == "neighbours.npz" and len(m["files"]["neighbours"]["sha256"]) == 64
+    assert set(m["build"]["stages"]) >= {
+        "read",
+        "encode_text",
+        "fuse",
+        "behaviour",
+        "neighbours",
+        "adapt",
+        "shards",
+    }
+    assert (
+        m["files"]["neighbours"]["file"] == "neighbours.npz"
+        and len(m["files"]["neighbours"]["sha256"]) == 64
+    )
     assert (built_index.path.parent / LATEST).read_text().strip() == built_index.path.name
 
 
@@ -49,7 +60,9 @@ def test_items_vectors_and_shards_line_up(version):
     for category, shard_ids in version.manifest["category_shards"].items():
         rows = np.flatnonzero(version.items["shard"].is_in(shard_ids).to_numpy())
         assert (version.items["category"].gather(rows) == category).all()
-    assert version.transitions.height > 0 and {"source", "target", "probability", "lift"} <= set(version.transitions.columns)
+    assert version.transitions.height > 0 and {"source", "target", "probability", "lift"} <= set(
+        version.transitions.columns
+    )
     assert version.items["popularity"].max() > 0
 
 
@@ -61,13 +74,22 @@ def test_every_item_is_retrievable_from_its_shard_by_its_own_vector(version):
         assert np.array_equal(found[:, 0], rows), shard_id
 
 
-def planted_complement_share(vectors: np.ndarray, categories: np.ndarray, complements: set, queries: np.ndarray) -> float:
+def planted_complement_share(
+    vectors: np.ndarray, categories: np.ndarray, complements: set, queries: np.ndarray
+) -> float:
     """Share of each query item's 10 nearest items outside its own category that lie in a planted
     complement category of it (either direction)."""
     scores = vectors[queries] @ vectors.T
     scores[categories[queries][:, None] == categories[None, :]] = -np.inf
     top = np.argpartition(-scores, 10, axis=1)[:, :10]
-    return float(np.mean([[(categories[q], categories[j]) in complements for j in row] for q, row in zip(queries, top)]))
+    return float(
+        np.mean(
+            [
+                [(categories[q], categories[j]) in complements for j in row]
+                for q, row in zip(queries, top)
+            ]
+        )
+    )
 
 
 def test_adaptation_moves_planted_complements_close(small_shop_dir, version):
@@ -108,14 +130,18 @@ def test_neighbours_link_engaged_items_across_categories(small_shop_dir, version
     categories = version.items["category"].to_numpy()
     other = categories[source] != categories[nb.rows]
     entry = version.manifest["neighbours"]
-    assert entry["items_with_neighbours"] == int((lengths > 0).sum()) and entry["links"] == len(nb.rows)
+    assert entry["items_with_neighbours"] == int((lengths > 0).sum()) and entry["links"] == len(
+        nb.rows
+    )
     assert entry["other_category_share"] == pytest.approx(other.mean(), abs=1e-4)
     # Measured here: ~0.87 of the links cross categories.
     assert other.mean() > 0.5
     # Cross-category neighbours find the planted complements: of each item's best 10 links into
     # other categories, the share in a planted complement category (chance ~0.08; measured ~0.47).
     truth = json.loads((small_shop_dir / "ground_truth.json").read_text())
-    complements = {(e["source"], e["target"]) for e in truth["complements"]} | {(e["target"], e["source"]) for e in truth["complements"]}
+    complements = {(e["source"], e["target"]) for e in truth["complements"]} | {
+        (e["target"], e["source"]) for e in truth["complements"]
+    }
     hits = []
     for row in np.flatnonzero(lengths >= 10)[:300]:
         rows, _ = nb.of(row)
@@ -126,9 +152,23 @@ def test_neighbours_link_engaged_items_across_categories(small_shop_dir, version
 
 def test_items_carry_behaviour_columns(version):
     items = version.items
-    assert {"views", "clicks", "carts", "purchases", "events_7d", "events_28d", "click_rate", "cart_rate", "purchase_rate"} <= set(items.columns)
-    assert (items["views"] + items["clicks"] + items["carts"] + items["purchases"] == items["events"]).all()
-    assert (items["events_7d"] <= items["events_28d"]).all() and (items["events_28d"] <= items["events"]).all()
+    assert {
+        "views",
+        "clicks",
+        "carts",
+        "purchases",
+        "events_7d",
+        "events_28d",
+        "click_rate",
+        "cart_rate",
+        "purchase_rate",
+    } <= set(items.columns)
+    assert (
+        items["views"] + items["clicks"] + items["carts"] + items["purchases"] == items["events"]
+    ).all()
+    assert (items["events_7d"] <= items["events_28d"]).all() and (
+        items["events_28d"] <= items["events"]
+    ).all()
     assert items["events_7d"].sum() > 0
     for rate in ("click_rate", "cart_rate", "purchase_rate"):
         assert items[rate].is_between(0, 1).all() and items[rate].n_unique() > 100
@@ -184,7 +224,12 @@ def test_shard_of_another_dimension_is_refused_even_with_a_matching_checksum(cop
     other = faiss.IndexIDMap(faiss.IndexFlatIP(16))
     other.add_with_ids(np.zeros((count, 16), dtype=np.float32), np.arange(count, dtype=np.int64))
     faiss.write_index(other, str(path))
-    edit_manifest(copied, lambda m: next(s for s in m["shards"] if s["id"] == "s0001").update(file_entry(copied, path)))
+    edit_manifest(
+        copied,
+        lambda m: next(s for s in m["shards"] if s["id"] == "s0001").update(
+            file_entry(copied, path)
+        ),
+    )
     assert_refused(copied, "dim 16", "shape")
 
 
@@ -203,7 +248,9 @@ def rewrite_neighbours(version_dir, **arrays) -> None:
     with np.load(path) as data:
         current = {name: data[name] for name in data.files}
     np.savez(path, **{**current, **arrays})
-    edit_manifest(version_dir, lambda m: m["files"]["neighbours"].update(file_entry(version_dir, path)))
+    edit_manifest(
+        version_dir, lambda m: m["files"]["neighbours"].update(file_entry(version_dir, path))
+    )
 
 
 def test_neighbours_with_a_wrong_indptr_are_refused(copied):
@@ -216,7 +263,11 @@ def test_neighbours_with_a_wrong_indptr_are_refused(copied):
     falling[5] = falling[7] + 1
     rewrite_neighbours(copied, indptr=falling)
     assert_refused(copied, "without falling", "shape")
-    rewrite_neighbours(copied, indptr=indptr, rows=np.where(np.arange(len(rows)) == 3, 2_000, rows).astype(np.int32))
+    rewrite_neighbours(
+        copied,
+        indptr=indptr,
+        rows=np.where(np.arange(len(rows)) == 3, 2_000, rows).astype(np.int32),
+    )
     assert_refused(copied, r"rows must lie in \[0, 2000\)", "shape")
 
 
@@ -263,7 +314,10 @@ KILLED_BUILD = textwrap.dedent(
 @pytest.mark.parametrize("when", ["shards", "rename"])
 def test_a_killed_build_leaves_no_version_the_reader_accepts(small_shop_dir, tmp_path, when):
     root = tmp_path / "index"
-    result = subprocess.run([sys.executable, "-c", KILLED_BUILD, str(small_shop_dir), str(root), when], capture_output=True)
+    result = subprocess.run(
+        [sys.executable, "-c", KILLED_BUILD, str(small_shop_dir), str(root), when],
+        capture_output=True,
+    )
     assert result.returncode == -9
     leftovers = list(root.iterdir())
     assert leftovers and all(p.name.startswith(".building-") for p in leftovers)
@@ -273,7 +327,9 @@ def test_a_killed_build_leaves_no_version_the_reader_accepts(small_shop_dir, tmp
         with pytest.raises(ArtifactError, match="unfinished build"):
             open_index(partial)
     # The next build clears what the killed one left and succeeds.
-    report = build_index(small_shop_dir / "catalog.parquet", root, None, BuildConfig(progress=False, text=False))
+    report = build_index(
+        small_shop_dir / "catalog.parquet", root, None, BuildConfig(progress=False, text=False)
+    )
     assert [p.name for p in root.iterdir() if p.name != LATEST] == [report.path.name]
     assert open_index(root).version == report.path.name
 
@@ -287,22 +343,33 @@ def test_build_with_images_and_precomputed_vectors(small_shop_dir, tiny_clip, tm
         if i % 3 == 0:
             images.append(None)  # no image
         else:
-            Image.fromarray((rng.random((24, 24, 3)) * 255).astype("uint8")).save(tmp_path / "img" / f"{i}.png")
+            Image.fromarray((rng.random((24, 24, 3)) * 255).astype("uint8")).save(
+                tmp_path / "img" / f"{i}.png"
+            )
             images.append(f"img/{i}.png")
     vectors = [None if i % 5 == 0 else rng.standard_normal(8).tolist() for i in range(300)]
-    catalog.with_columns(pl.Series("image", images), pl.Series("embedding", vectors, dtype=pl.List(pl.Float64))).write_parquet(tmp_path / "catalog.parquet")
-    config = BuildConfig(text=False, image_model=tiny_clip, vector_column="embedding", progress=False)
+    catalog.with_columns(
+        pl.Series("image", images), pl.Series("embedding", vectors, dtype=pl.List(pl.Float64))
+    ).write_parquet(tmp_path / "catalog.parquet")
+    config = BuildConfig(
+        text=False, image_model=tiny_clip, vector_column="embedding", progress=False
+    )
     report = build_index(tmp_path / "catalog.parquet", tmp_path / "index", None, config)
     encoders = {e["name"]: e for e in report.manifest["encoders"]}
     assert encoders["image"]["items_without_image"] == 100 and encoders["image"]["dim"] == 16
-    assert encoders["precomputed"]["items_without_vector"] == 60 and encoders["precomputed"]["dim"] == 8
+    assert (
+        encoders["precomputed"]["items_without_vector"] == 60
+        and encoders["precomputed"]["dim"] == 8
+    )
     assert report.manifest["dim"] == 16 + 8 + 64 and report.manifest["adaptation"] is None
     assert report.manifest["neighbours"] is None and "neighbours" not in report.manifest["files"]
     version = open_index(report.path)
     assert version.neighbours is None and version.items["click_rate"].to_list() == [0.0] * 300
     assert np.allclose(np.linalg.norm(version.vectors, axis=1), 1, atol=1e-4)
     # Items without an image have zeros in the image block and still a unit vector from the rest.
-    assert not np.asarray(version.vectors)[0, :16].any() and np.asarray(version.vectors)[1, :16].any()
+    assert (
+        not np.asarray(version.vectors)[0, :16].any() and np.asarray(version.vectors)[1, :16].any()
+    )
 
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -324,32 +391,46 @@ def event_frame(rows: list[tuple[str, str, str, float]], **extra) -> pl.DataFram
 def test_sessionise_codes_and_splits_by_hand():
     catalog = pl.DataFrame({"item_id": ["a", "b", "c"], "category": ["Y > Q", "X > P", "X > P"]})
     minute = 1 / 1440
-    table = event_frame([
-        ("u2", "c", "cart", 100 * minute),
-        ("u1", "a", "view", 100 * minute),
-        ("u1", "b", "click", 90 * minute),  # 10 minutes later: same session
-        ("u1", "c", "view", 50 * minute),  # 40 minutes later: a new session
-        ("u2", "a", "purchase", 0),  # 100 minutes later: a new session
-    ])
+    table = event_frame(
+        [
+            ("u2", "c", "cart", 100 * minute),
+            ("u1", "a", "view", 100 * minute),
+            ("u1", "b", "click", 90 * minute),  # 10 minutes later: same session
+            ("u1", "c", "view", 50 * minute),  # 40 minutes later: a new session
+            ("u2", "a", "purchase", 0),  # 100 minutes later: a new session
+        ]
+    )
     sessions = sessionise(table, catalog)
     assert sessions.columns == ["session", "user", "row", "category", "action", "ts"]
-    assert [str(t) for t in sessions.dtypes[:5]] == ["UInt32", "UInt32", "UInt32", "UInt32", "UInt8"]
+    assert [str(t) for t in sessions.dtypes[:5]] == [
+        "UInt32",
+        "UInt32",
+        "UInt32",
+        "UInt32",
+        "UInt8",
+    ]
     # Sorted by session then time; u1's first session holds a, b; categories coded in sorted order.
-    by_session = sessions.group_by("session", maintain_order=True).agg("row", "action", "category", "user")
+    by_session = sessions.group_by("session", maintain_order=True).agg(
+        "row", "action", "category", "user"
+    )
     assert sorted(map(tuple, by_session["row"].to_list())) == [(0,), (0, 1), (2,), (2,)]
     pair = by_session.filter(pl.col("row").list.len() == 2)
     assert pair["action"].to_list() == [[0, 1]] and pair["category"].to_list() == [[1, 0]]
     assert sessions["session"].n_unique() == 4 and sessions["user"].n_unique() == 2
     assert (sessions["session"].diff().drop_nulls() >= 0).all()
     # A given session_id wins over the 30-minute rule: all of u1's events in one session.
-    with_ids = sessionise(table.with_columns(pl.Series("session_id", [None, "s1", "s1", "s1", None])), catalog)
+    with_ids = sessionise(
+        table.with_columns(pl.Series("session_id", [None, "s1", "s1", "s1", None])), catalog
+    )
     assert with_ids["session"].n_unique() == 3
 
 
 def test_funnel_rates_window_counts_and_popularity_by_hand():
     catalog = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": ["X", "X", "Y", "X"]})
     table = event_frame(
-        [("u1", "a", "view", d) for d in (0, 1, 6, 7, 27)]  # exactly 7 days old: not in the last 7 days
+        [
+            ("u1", "a", "view", d) for d in (0, 1, 6, 7, 27)
+        ]  # exactly 7 days old: not in the last 7 days
         + [("u1", "a", "click", d) for d in (0, 1, 30)]
         + [("u1", "a", "cart", 0), ("u1", "a", "cart", 40), ("u1", "a", "purchase", 0)]
         + [("u2", "b", "view", 14), ("u2", "b", "click", 14)]
@@ -360,7 +441,12 @@ def test_funnel_rates_window_counts_and_popularity_by_hand():
     assert items["views"].to_list() == [5, 1, 2, 0] and items["clicks"].to_list() == [3, 1, 0, 0]
     assert items["carts"].to_list() == [2, 0, 0, 0] and items["purchases"].to_list() == [1, 0, 0, 0]
     assert items["events"].to_list() == [11, 2, 2, 0]
-    assert items["events_7d"].to_list() == [7, 0, 2, 0] and items["events_28d"].to_list() == [9, 2, 2, 0]
+    assert items["events_7d"].to_list() == [7, 0, 2, 0] and items["events_28d"].to_list() == [
+        9,
+        2,
+        2,
+        0,
+    ]
     # b: a view and a click 14 days back, one half-life: (1 + 2) x 0.5.
     assert items["popularity"][1] == pytest.approx(1.5)
     # Global: views 8, clicks 4, carts 2, purchases 1 -> every global rate 0.5. With a = 10:
@@ -368,7 +454,9 @@ def test_funnel_rates_window_counts_and_popularity_by_hand():
     #   p_X = (4 + 5) / 16, q_X = (2 + 5) / 14 = 0.5, r_X = (1 + 5) / 12 = 0.5
     # category Y (c): views 2 -> p_Y = (0 + 5) / 12, q_Y = 5 / 10, r_Y = 5 / 10.
     p_x, p_y = 9 / 16, 5 / 12
-    assert items["click_rate"].to_list() == pytest.approx([(3 + 10 * p_x) / 15, (1 + 10 * p_x) / 11, 10 * p_y / 12, p_x])
+    assert items["click_rate"].to_list() == pytest.approx(
+        [(3 + 10 * p_x) / 15, (1 + 10 * p_x) / 11, 10 * p_y / 12, p_x]
+    )
     assert items["cart_rate"].to_list() == pytest.approx([(2 + 5) / 13, 5 / 11, 0.5, 0.5])
     assert items["purchase_rate"].to_list() == pytest.approx([(1 + 5) / 12, 0.5, 0.5, 0.5])
 
@@ -378,26 +466,64 @@ def test_a_build_without_events_has_zero_behaviour():
     stats = BehaviourStats.without_events(catalog)
     items = stats.items
     assert items["item_id"].to_list() == ["a", "b"]
-    for column in ("events", "views", "clicks", "carts", "purchases", "events_7d", "events_28d", "popularity",
-                   "click_rate", "cart_rate", "purchase_rate"):
+    for column in (
+        "events",
+        "views",
+        "clicks",
+        "carts",
+        "purchases",
+        "events_7d",
+        "events_28d",
+        "popularity",
+        "click_rate",
+        "cart_rate",
+        "purchase_rate",
+    ):
         assert items[column].to_list() == [0, 0], column
     assert stats.transitions.height == 0 and stats.categories["items"].to_list() == [1, 1]
 
 
 def test_events_for_unknown_items_stop_the_build(small_shop_dir, tmp_path):
     events = pl.read_parquet(small_shop_dir / "events.parquet").head(5)
-    events = events.with_columns(pl.when(pl.int_range(5) == 2).then(pl.lit("nope")).otherwise(pl.col("item_id")).alias("item_id"))
+    events = events.with_columns(
+        pl.when(pl.int_range(5) == 2)
+        .then(pl.lit("nope"))
+        .otherwise(pl.col("item_id"))
+        .alias("item_id")
+    )
     events.write_parquet(tmp_path / "events.parquet")
-    with pytest.raises(DataValidationError, match="row 3, column 'item_id': item 'nope' is not in the catalogue"):
-        build_index(small_shop_dir / "catalog.parquet", tmp_path / "index", tmp_path / "events.parquet", BuildConfig(text=False, progress=False))
+    with pytest.raises(
+        DataValidationError, match="row 3, column 'item_id': item 'nope' is not in the catalogue"
+    ):
+        build_index(
+            small_shop_dir / "catalog.parquet",
+            tmp_path / "index",
+            tmp_path / "events.parquet",
+            BuildConfig(text=False, progress=False),
+        )
     assert not (tmp_path / "index").exists() or not any((tmp_path / "index").iterdir())
 
 
 def test_cli_build_and_inspect(small_shop_dir, built_index, tmp_path, capsys):
     rows = pl.read_parquet(small_shop_dir / "catalog.parquet").head(400)
     rows.write_csv(tmp_path / "catalog.csv")
-    code = main(["index", "build", "--catalog", str(tmp_path / "catalog.csv"), "--out", str(tmp_path / "idx"),
-                 "--version", "v1", "--quiet", "--exact-max", "10", "--json", str(tmp_path / "report.json")])
+    code = main(
+        [
+            "index",
+            "build",
+            "--catalog",
+            str(tmp_path / "catalog.csv"),
+            "--out",
+            str(tmp_path / "idx"),
+            "--version",
+            "v1",
+            "--quiet",
+            "--exact-max",
+            "10",
+            "--json",
+            str(tmp_path / "report.json"),
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "version v1 (format 1): 400 items" in out and "HNSW: " in out and "encode text:" in out
@@ -407,5 +533,20 @@ def test_cli_build_and_inspect(small_shop_dir, built_index, tmp_path, capsys):
     path, manifest = read_manifest(tmp_path / "idx")
     assert path.name == "v1" and all(s["recall_at_10"] >= 0.95 for s in manifest["shards"])
     # Versions are immutable: building v1 again is refused.
-    assert main(["index", "build", "--catalog", str(tmp_path / "catalog.csv"), "--out", str(tmp_path / "idx"), "--version", "v1", "--quiet"]) == 2
+    assert (
+        main(
+            [
+                "index",
+                "build",
+                "--catalog",
+                str(tmp_path / "catalog.csv"),
+                "--out",
+                str(tmp_path / "idx"),
+                "--version",
+                "v1",
+                "--quiet",
+            ]
+        )
+        == 2
+    )
     assert "version already exists" in capsys.readouterr().err

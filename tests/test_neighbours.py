@@ -41,41 +41,70 @@ def neighbour_dict(nb: ItemNeighbours, row: int) -> dict[int, float]:
 #   u2: A view (1), C view + purchase (9) x_u2 = (A 1, B 0, C 9)
 #   u3: B cart (4), C view (1)            x_u3 = (A 0, B 4, C 1)
 # ||A|| = sqrt(2), ||B|| = sqrt(20), ||C|| = sqrt(82); A.B = 2, A.C = 9, B.C = 4; D has no events.
-HAND = events([
-    ("u1", "A", "view", 0), ("u1", "B", "click", 0),
-    ("u2", "A", "view", 0), ("u2", "C", "view", 0), ("u2", "C", "purchase", 0),
-    ("u3", "B", "cart", 0), ("u3", "C", "view", 0),
-])
+HAND = events(
+    [
+        ("u1", "A", "view", 0),
+        ("u1", "B", "click", 0),
+        ("u2", "A", "view", 0),
+        ("u2", "C", "view", 0),
+        ("u2", "C", "purchase", 0),
+        ("u3", "B", "cart", 0),
+        ("u3", "C", "view", 0),
+    ]
+)
 
 
 def test_cosine_by_hand():
     nb = item_neighbours(sessionise(HAND, CATALOG), 4, PLAIN)
-    assert nb.rows.dtype == np.int32 and nb.scores.dtype == np.float32 and nb.indptr.dtype == np.int64
+    assert (
+        nb.rows.dtype == np.int32 and nb.scores.dtype == np.float32 and nb.indptr.dtype == np.int64
+    )
     assert nb.indptr.tolist() == [0, 2, 4, 6, 6]
     a, b, c = 0, 1, 2
     assert nb.of(a)[0].tolist() == [c, b]  # best first
-    assert neighbour_dict(nb, a) == pytest.approx({c: 9 / np.sqrt(2 * 82), b: 2 / np.sqrt(2 * 20)}, rel=1e-5)
-    assert neighbour_dict(nb, b) == pytest.approx({a: 2 / np.sqrt(2 * 20), c: 4 / np.sqrt(20 * 82)}, rel=1e-5)
-    assert neighbour_dict(nb, c) == pytest.approx({a: 9 / np.sqrt(2 * 82), b: 4 / np.sqrt(20 * 82)}, rel=1e-5)
+    assert neighbour_dict(nb, a) == pytest.approx(
+        {c: 9 / np.sqrt(2 * 82), b: 2 / np.sqrt(2 * 20)}, rel=1e-5
+    )
+    assert neighbour_dict(nb, b) == pytest.approx(
+        {a: 2 / np.sqrt(2 * 20), c: 4 / np.sqrt(20 * 82)}, rel=1e-5
+    )
+    assert neighbour_dict(nb, c) == pytest.approx(
+        {a: 9 / np.sqrt(2 * 82), b: 4 / np.sqrt(20 * 82)}, rel=1e-5
+    )
     assert nb.of(3)[0].tolist() == []
 
 
 def test_shrinkage_by_hand():
-    nb = item_neighbours(sessionise(HAND, CATALOG), 4, NeighbourConfig(dampen="none", shrinkage=1.0))
-    assert neighbour_dict(nb, 0) == pytest.approx({2: 9 / (np.sqrt(2 * 82) + 1), 1: 2 / (np.sqrt(2 * 20) + 1)}, rel=1e-5)
+    nb = item_neighbours(
+        sessionise(HAND, CATALOG), 4, NeighbourConfig(dampen="none", shrinkage=1.0)
+    )
+    assert neighbour_dict(nb, 0) == pytest.approx(
+        {2: 9 / (np.sqrt(2 * 82) + 1), 1: 2 / (np.sqrt(2 * 20) + 1)}, rel=1e-5
+    )
 
 
 def test_log1p_dampening_and_cap_by_hand():
     # u1: A purchase (8), B view (1); u2: A view (1), C view (1).
-    table = events([("u1", "A", "purchase", 0), ("u1", "B", "view", 0), ("u2", "A", "view", 0), ("u2", "C", "view", 0)])
+    table = events(
+        [
+            ("u1", "A", "purchase", 0),
+            ("u1", "B", "view", 0),
+            ("u2", "A", "view", 0),
+            ("u2", "C", "view", 0),
+        ]
+    )
     sessions = sessionise(table, CATALOG)
     damped = item_neighbours(sessions, 4, NeighbourConfig(dampen="log1p", shrinkage=0.0))
     # log1p: x_u1 = (A ln 9, B ln 2), x_u2 = (A ln 2, C ln 2); ||A|| = sqrt(ln9^2 + ln2^2).
     norm_a = np.hypot(np.log(9), np.log(2))
-    assert neighbour_dict(damped, 0) == pytest.approx({1: np.log(9) / norm_a, 2: np.log(2) / norm_a}, rel=1e-5)
+    assert neighbour_dict(damped, 0) == pytest.approx(
+        {1: np.log(9) / norm_a, 2: np.log(2) / norm_a}, rel=1e-5
+    )
     # Without dampening the purchase dominates A's vector: cos(A, B) = 8 / sqrt(65), cos(A, C) = 1 / sqrt(65).
     plain = item_neighbours(sessions, 4, PLAIN)
-    assert neighbour_dict(plain, 0) == pytest.approx({1: 8 / np.sqrt(65), 2: 1 / np.sqrt(65)}, rel=1e-5)
+    assert neighbour_dict(plain, 0) == pytest.approx(
+        {1: 8 / np.sqrt(65), 2: 1 / np.sqrt(65)}, rel=1e-5
+    )
     # A cap of 1 makes every x_ui 1: cos(A, B) = cos(A, C) = 1 / sqrt(2); ties go to the lower row.
     capped = item_neighbours(sessions, 4, NeighbourConfig(dampen="none", cap=1.0, shrinkage=0.0))
     assert capped.of(0)[0].tolist() == [1, 2]
@@ -85,13 +114,22 @@ def test_log1p_dampening_and_cap_by_hand():
 def test_time_decay_by_hand():
     # u1 viewed A 365 days before the newest event (weight 0.5 at the default one-year half-life)
     # and B now; u2 viewed both now. cos(A, B) = (0.5 + 1) / (sqrt(1.25) sqrt(2)).
-    table = events([("u1", "A", "view", 365), ("u1", "B", "view", 0), ("u2", "A", "view", 0), ("u2", "B", "view", 0)])
+    table = events(
+        [
+            ("u1", "A", "view", 365),
+            ("u1", "B", "view", 0),
+            ("u2", "A", "view", 0),
+            ("u2", "B", "view", 0),
+        ]
+    )
     sessions = sessionise(table, CATALOG)
     assert NeighbourConfig().half_life_days == 365
     nb = item_neighbours(sessions, 4, PLAIN)
     assert neighbour_dict(nb, 0) == pytest.approx({1: 1.5 / np.sqrt(1.25 * 2)}, rel=1e-4)
     # At a half-life of half a year the old view weighs 0.25: (0.25 + 1) / (sqrt(1.0625) sqrt(2)).
-    nb30 = item_neighbours(sessions, 4, NeighbourConfig(dampen="none", shrinkage=0.0, half_life_days=182.5))
+    nb30 = item_neighbours(
+        sessions, 4, NeighbourConfig(dampen="none", shrinkage=0.0, half_life_days=182.5)
+    )
     assert neighbour_dict(nb30, 0) == pytest.approx({1: 1.25 / np.sqrt(1.0625 * 2)}, rel=1e-4)
 
 
@@ -114,7 +152,9 @@ def test_top_n_cut_self_exclusion_and_chunking():
     cut = item_neighbours(sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=2))
     assert cut.of(0)[0].tolist() == [6, 5] and cut.indptr.tolist() == [0, 2, 3, 4, 5, 6, 7, 8]
     # Chunks of 2 item rows (the self-exclusion and row offsets of every chunk) give the same answer.
-    chunked = item_neighbours(sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=2, chunk_items=2))
+    chunked = item_neighbours(
+        sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=2, chunk_items=2)
+    )
     assert np.array_equal(chunked.indptr, cut.indptr) and np.array_equal(chunked.rows, cut.rows)
     assert np.allclose(chunked.scores, cut.scores)
 
@@ -127,7 +167,9 @@ def test_no_events_give_no_neighbours():
 
 # Item 0 -> (1: 0.5, 2: 0.25); item 1 -> (2: 1.0); item 2 -> nothing.
 SMALL = ItemNeighbours(
-    np.array([0, 2, 3, 3], dtype=np.int64), np.array([1, 2, 2], dtype=np.int32), np.array([0.5, 0.25, 1.0], dtype=np.float32)
+    np.array([0, 2, 3, 3], dtype=np.int64),
+    np.array([1, 2, 2], dtype=np.int32),
+    np.array([0.5, 0.25, 1.0], dtype=np.float32),
 )
 
 
@@ -155,7 +197,11 @@ def test_gather_by_hand():
     ],
 )
 def test_problems_are_named(indptr, rows, problem):
-    bad = ItemNeighbours(np.array(indptr, dtype=np.int64), np.array(rows, dtype=np.int32), np.ones(len(rows), dtype=np.float32))
+    bad = ItemNeighbours(
+        np.array(indptr, dtype=np.int64),
+        np.array(rows, dtype=np.int32),
+        np.ones(len(rows), dtype=np.float32),
+    )
     assert SMALL.problem(3) is None
     assert re.search(problem, bad.problem(3) or "")
 

@@ -14,7 +14,9 @@ FILES = [events_pb2.DESCRIPTOR, recommend_pb2.DESCRIPTOR, service_pb2.DESCRIPTOR
 
 def test_committed_stubs_match_protos():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "proto" / "generate.py"), "--check"], capture_output=True, text=True
+        [sys.executable, str(ROOT / "proto" / "generate.py"), "--check"],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -69,9 +71,13 @@ def test_request_round_trips_through_the_wire_format():
         user_id="u1",
         k=10,
         recent_events=[events_pb2.Event(item_id="i1", action=events_pb2.ACTION_PURCHASE)],
-        category_quotas=[recommend_pb2.CategoryQuota(category="Outdoors > Camping > Tents", count=3)],
+        category_quotas=[
+            recommend_pb2.CategoryQuota(category="Outdoors > Camping > Tents", count=3)
+        ],
         cross_category_share=1.0,
-        objective_weights=[recommend_pb2.ObjectiveWeight(objective=recommend_pb2.OBJECTIVE_PURCHASE, weight=1.0)],
+        objective_weights=[
+            recommend_pb2.ObjectiveWeight(objective=recommend_pb2.OBJECTIVE_PURCHASE, weight=1.0)
+        ],
         filters=recommend_pb2.Filters(in_stock_only=True, max_price=50.0),
         explain=True,
     )

@@ -21,14 +21,22 @@ def test_plan_follows_categories_and_splits_large_ones():
     categories = pl.Series(["b"] * 5 + ["a"] * 3 + ["c"] * 25)
     ids = pl.Series([f"i{i}" for i in range(33)])
     specs = plan_shards(categories, ids, ShardPolicy(max_shard_items=10))
-    assert [(s.category, s.part) for s in specs] == [("a", 0), ("b", 0), ("c", 0), ("c", 1), ("c", 2)]
+    assert [(s.category, s.part) for s in specs] == [
+        ("a", 0),
+        ("b", 0),
+        ("c", 0),
+        ("c", 1),
+        ("c", 2),
+    ]
     assert [s.shard_id for s in specs] == ["s0000", "s0001", "s0002", "s0003", "s0004"]
     rows = np.sort(np.concatenate([s.rows for s in specs]))
     assert np.array_equal(rows, np.arange(33))  # every item in exactly one shard
     assert sum(len(s.rows) for s in specs if s.category == "c") == 25
     # The split is by item id, so it does not change when rows are reordered.
     again = plan_shards(categories[::-1], ids[::-1], ShardPolicy(max_shard_items=10))
-    by_part = lambda plan, frame_ids: {s.part: set(frame_ids.gather(s.rows).to_list()) for s in plan if s.category == "c"}
+    by_part = lambda plan, frame_ids: {
+        s.part: set(frame_ids.gather(s.rows).to_list()) for s in plan if s.category == "c"
+    }
     assert by_part(specs, ids) == by_part(again, ids[::-1])
 
 
@@ -45,7 +53,9 @@ def test_approximate_shards_meet_recall_at_recorded_settings(hnsw_max):
     data = clustered_unit_vectors(12_300, 48, clusters=40, seed=0)
     vectors, queries = data[:12_000], data[12_000:]  # held-out queries from the same distribution
     policy = ShardPolicy(exact_max=500, hnsw_max=hnsw_max, recall_target=0.95)
-    spec = plan_shards(pl.Series(["c"] * 12_000), pl.Series([f"i{i}" for i in range(12_000)]), policy)[0]
+    spec = plan_shards(
+        pl.Series(["c"] * 12_000), pl.Series([f"i{i}" for i in range(12_000)]), policy
+    )[0]
     shard = build_shard(spec, vectors, policy, np.random.default_rng(0))
     assert shard.factory.startswith("HNSW" if hnsw_max == 50_000 else "IVF")
     assert shard.recall_at_k >= 0.95 and shard.params
@@ -76,16 +86,26 @@ def test_every_item_is_found_by_its_own_vector_in_each_shard_type():
 
 def test_a_shard_that_cannot_reach_the_recall_target_is_built_exact():
     vectors = clustered_unit_vectors(3_000, 32, clusters=20, seed=2)
-    policy = ShardPolicy(exact_max=100, hnsw_max=10_000, recall_target=1.01)  # unreachable on purpose
-    spec = plan_shards(pl.Series(["c"] * 3_000), pl.Series([f"i{i}" for i in range(3_000)]), policy)[0]
+    policy = ShardPolicy(
+        exact_max=100, hnsw_max=10_000, recall_target=1.01
+    )  # unreachable on purpose
+    spec = plan_shards(
+        pl.Series(["c"] * 3_000), pl.Series([f"i{i}" for i in range(3_000)]), policy
+    )[0]
     shard = build_shard(spec, vectors, policy, np.random.default_rng(0))
     assert shard.factory == "Flat" and shard.recall_at_k == 1.0 and shard.params == {}
     assert "HNSW32,Flat reached recall@10" in shard.note and "built exact instead" in shard.note
 
 
 def test_split_parts_are_never_empty_and_tiny_shards_stay_exact():
-    specs = plan_shards(pl.Series(["c"] * 3), pl.Series(["a", "b", "c"]), ShardPolicy(max_shard_items=1))
+    specs = plan_shards(
+        pl.Series(["c"] * 3), pl.Series(["a", "b", "c"]), ShardPolicy(max_shard_items=1)
+    )
     assert [len(s.rows) for s in specs] == [1, 1, 1]
-    specs = plan_shards(pl.Series(["c"] * 10), pl.Series([f"i{i}" for i in range(10)]), ShardPolicy(max_shard_items=4))
+    specs = plan_shards(
+        pl.Series(["c"] * 10),
+        pl.Series([f"i{i}" for i in range(10)]),
+        ShardPolicy(max_shard_items=4),
+    )
     assert sorted(len(s.rows) for s in specs) == [3, 3, 4]
     assert choose_factory(30, 16, ShardPolicy(exact_max=10, hnsw_max=10)) == "Flat"

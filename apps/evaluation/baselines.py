@@ -46,11 +46,19 @@ class Method(Protocol):
     def recommend(self, data: EvalSet, k: int) -> np.ndarray: ...
 
 
-def score_in_chunks(data: EvalSet, k: int, scores: Callable[[int, int], np.ndarray], desc: str, progress: bool = True) -> np.ndarray:
+def score_in_chunks(
+    data: EvalSet,
+    k: int,
+    scores: Callable[[int, int], np.ndarray],
+    desc: str,
+    progress: bool = True,
+) -> np.ndarray:
     """Run ``scores(start, stop)`` -> (stop - start, n_items) over chunks of test users; cut each
     block to its best ``k`` unseen items."""
     out = np.empty((data.n_test, k), dtype=np.int64)
-    for start in tqdm(range(0, data.n_test, CHUNK_USERS), desc=desc, unit="chunk", disable=not progress):
+    for start in tqdm(
+        range(0, data.n_test, CHUNK_USERS), desc=desc, unit="chunk", disable=not progress
+    ):
         stop = min(start + CHUNK_USERS, data.n_test)
         out[start:stop] = top_k_unseen(scores(start, stop), data.seen[start:stop], k)
     return out
@@ -66,13 +74,21 @@ class Popularity:
 
     def item_scores(self, data: EvalSet) -> np.ndarray:
         """(n_items,) decayed score; -inf for items without training events."""
-        decay = data.train["weight"].to_numpy() * 0.5 ** (data.train["age_days"].to_numpy() / self.half_life_days)
+        decay = data.train["weight"].to_numpy() * 0.5 ** (
+            data.train["age_days"].to_numpy() / self.half_life_days
+        )
         score = np.bincount(data.train["i"].to_numpy(), weights=decay, minlength=data.n_items)
         return np.where(score > 0, score, -np.inf)
 
     def recommend(self, data: EvalSet, k: int) -> np.ndarray:
         score = self.item_scores(data).astype(np.float32)
-        return score_in_chunks(data, k, lambda a, b: np.broadcast_to(score, (b - a, data.n_items)), self.name, self.progress)
+        return score_in_chunks(
+            data,
+            k,
+            lambda a, b: np.broadcast_to(score, (b - a, data.n_items)),
+            self.name,
+            self.progress,
+        )
 
 
 def item_cosine(user_items: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
@@ -80,7 +96,9 @@ def item_cosine(user_items: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
     diagonal zero, each row keeping its ``neighbours`` largest entries (ties: lower item code)."""
     x = user_items.astype(np.float32).tocsc()
     counts = np.asarray(x.sum(axis=0)).ravel()
-    inv = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0).astype(np.float32)
+    inv = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0).astype(
+        np.float32
+    )
     co = (x.T @ x).tocsr()
     co.setdiag(0)
     co.eliminate_zeros()
@@ -122,8 +140,12 @@ def content_vectors(artifact: str | Path, item_ids: np.ndarray) -> tuple[np.ndar
     ``[sqrt(0.2) c ; sqrt(0.8) e]``; the behaviour block ``e`` (the last ``adaptation.dim``
     columns) is sliced off and ``c`` renormalised."""
     path, manifest = read_manifest(artifact)
-    content = content_part(np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r"), manifest)
-    index_ids = pl.read_parquet(path / manifest["files"]["items"]["file"], columns=["item_id"])["item_id"].to_list()
+    content = content_part(
+        np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r"), manifest
+    )
+    index_ids = pl.read_parquet(path / manifest["files"]["items"]["file"], columns=["item_id"])[
+        "item_id"
+    ].to_list()
     row_of = {item: r for r, item in enumerate(index_ids)}
     rows = np.array([row_of.get(i, -1) for i in item_ids.tolist()], dtype=np.int64)
     present = rows >= 0
@@ -143,7 +165,9 @@ class ContentKNN:
     def recommend(self, data: EvalSet, k: int) -> np.ndarray:
         vectors, present = content_vectors(self.artifact, data.item_ids)
         weights = data.user_items("weight", rows=data.test_rows)
-        profiles = np.asarray(weights @ vectors, dtype=np.float32) / np.maximum(weights.sum(axis=1).A, 1e-12).astype(np.float32)
+        profiles = np.asarray(weights @ vectors, dtype=np.float32) / np.maximum(
+            weights.sum(axis=1).A, 1e-12
+        ).astype(np.float32)
         missing = ~present
 
         def scores(a: int, b: int) -> np.ndarray:
@@ -178,8 +202,11 @@ class ALS:
         # implicit parallelises over users itself; a multi-threaded BLAS underneath only contends.
         with threadpool_limits(1, "blas"):
             model = AlternatingLeastSquares(
-                factors=self.factors, regularization=self.regularization, iterations=self.iterations,
-                random_state=self.seed, num_threads=min(os.cpu_count() or 1, 8),
+                factors=self.factors,
+                regularization=self.regularization,
+                iterations=self.iterations,
+                random_state=self.seed,
+                num_threads=min(os.cpu_count() or 1, 8),
             )
             model.fit(confidence, show_progress=self.progress)
         return np.asarray(model.user_factors), np.asarray(model.item_factors)

@@ -1,10 +1,10 @@
 """The ``crossrec eval`` command: item-level evaluation of crossrec against baselines.
 
-    crossrec eval --catalog C --events E --out DIR [--split time|holdout] [--test-days 14]
-                  [--holdout-share 0.2] [--users 3000] [--seed 0] [--k 10,100] [--bootstrap 1000]
-                  [--methods popularity,cooccurrence,content,als,crossrec] [--artifact PATH] [--no-text]
-                  [--cross-share S | --crossrec-shares 1.0,0.5,none] [--engine-config F.toml]
-                  [--target host:port] [--json F] [--png F]
+crossrec eval --catalog C --events E --out DIR [--split time|holdout] [--test-days 14]
+              [--holdout-share 0.2] [--users 3000] [--seed 0] [--k 10,100] [--bootstrap 1000]
+              [--methods popularity,cooccurrence,content,als,crossrec] [--artifact PATH] [--no-text]
+              [--cross-share S | --crossrec-shares 1.0,0.5,none] [--engine-config F.toml]
+              [--target host:port] [--json F] [--png F]
 """
 
 from __future__ import annotations
@@ -42,30 +42,100 @@ def _names(text: str) -> tuple[str, ...]:
 def register(sub: argparse._SubParsersAction) -> None:
     from apps.evaluation.run import METHODS
 
-    p = sub.add_parser("eval", help="item-level evaluation of crossrec against baselines (recall, NDCG, cross-category recall)")
-    p.add_argument("--catalog", type=Path, required=True, help="catalogue file (.parquet, .csv, .jsonl)")
+    p = sub.add_parser(
+        "eval",
+        help="item-level evaluation of crossrec against baselines (recall, NDCG, cross-category recall)",
+    )
+    p.add_argument(
+        "--catalog", type=Path, required=True, help="catalogue file (.parquet, .csv, .jsonl)"
+    )
     p.add_argument("--events", type=Path, required=True, help="event file (.parquet, .csv, .jsonl)")
-    p.add_argument("--out", type=Path, default=Path("crossrec-eval"),
-                   help="working folder: training split, built index, split.json (default: ./crossrec-eval)")
-    p.add_argument("--split", choices=SPLITS, default="time", help="time: hold out the last days (default); holdout: a share of each user's items")
-    p.add_argument("--test-days", type=float, default=14.0, help="test period of the time split, days (default 14)")
-    p.add_argument("--holdout-share", type=float, default=0.2, help="share of each user's items held out (default 0.2)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("crossrec-eval"),
+        help="working folder: training split, built index, split.json (default: ./crossrec-eval)",
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLITS,
+        default="time",
+        help="time: hold out the last days (default); holdout: a share of each user's items",
+    )
+    p.add_argument(
+        "--test-days",
+        type=float,
+        default=14.0,
+        help="test period of the time split, days (default 14)",
+    )
+    p.add_argument(
+        "--holdout-share",
+        type=float,
+        default=0.2,
+        help="share of each user's items held out (default 0.2)",
+    )
     p.add_argument("--users", type=int, default=3_000, help="test users drawn (default 3000)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the split, user draw, ALS and bootstrap (default 0)")
-    p.add_argument("--k", type=_ints, default=(10, 100), help="cut-offs, comma-separated (default 10,100; 10 is always added)")
-    p.add_argument("--bootstrap", type=int, default=1_000, help="bootstrap resamples per interval (default 1000; 0 = none)")
-    p.add_argument("--methods", type=_names, default=METHODS, help=f"comma-separated, from {','.join(METHODS)} (default all)")
-    p.add_argument("--neighbours", type=int, default=200, help="co-occurrence neighbours kept per item (default 200)")
-    p.add_argument("--artifact", type=Path, help="index version (or root) built from the training events; default: build into OUT/index")
-    p.add_argument("--no-text", action="store_true", help="build the index without the text model (fast; attributes only)")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the split, user draw, ALS and bootstrap (default 0)",
+    )
+    p.add_argument(
+        "--k",
+        type=_ints,
+        default=(10, 100),
+        help="cut-offs, comma-separated (default 10,100; 10 is always added)",
+    )
+    p.add_argument(
+        "--bootstrap",
+        type=int,
+        default=1_000,
+        help="bootstrap resamples per interval (default 1000; 0 = none)",
+    )
+    p.add_argument(
+        "--methods",
+        type=_names,
+        default=METHODS,
+        help=f"comma-separated, from {','.join(METHODS)} (default all)",
+    )
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=200,
+        help="co-occurrence neighbours kept per item (default 200)",
+    )
+    p.add_argument(
+        "--artifact",
+        type=Path,
+        help="index version (or root) built from the training events; default: build into OUT/index",
+    )
+    p.add_argument(
+        "--no-text",
+        action="store_true",
+        help="build the index without the text model (fast; attributes only)",
+    )
     shares = p.add_mutually_exclusive_group()
-    shares.add_argument("--cross-share", type=_share, help="crossrec's cross-category share in [0, 1], 'none' (no split: the "
-                        "ranking alone) or 'default' (the engine's configured default; the default)")
-    shares.add_argument("--crossrec-shares", type=_shares, help="several crossrec rows, e.g. 1.0,0.5,none")
+    shares.add_argument(
+        "--cross-share",
+        type=_share,
+        help="crossrec's cross-category share in [0, 1], 'none' (no split: the "
+        "ranking alone) or 'default' (the engine's configured default; the default)",
+    )
+    shares.add_argument(
+        "--crossrec-shares", type=_shares, help="several crossrec rows, e.g. 1.0,0.5,none"
+    )
     p.add_argument("--engine-config", type=Path, help="EngineConfig TOML for the in-process engine")
-    p.add_argument("--target", help="evaluate a running engine at host:port over gRPC instead of an in-process one")
+    p.add_argument(
+        "--target",
+        help="evaluate a running engine at host:port over gRPC instead of an in-process one",
+    )
     p.add_argument("--json", type=Path, help="write every figure, interval, setting and count here")
-    p.add_argument("--png", type=Path, help="bar chart of Recall@10 and cross-category Recall@10 with intervals")
+    p.add_argument(
+        "--png",
+        type=Path,
+        help="bar chart of Recall@10 and cross-category Recall@10 with intervals",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
 
@@ -100,8 +170,14 @@ def run(args: argparse.Namespace) -> int:
     print(split_summary(result))
     print()
     print(method_table(result))
-    print(f"\nwall time {result['wall_seconds']:.0f} s"
-          + (f" (crossrec engine load + ingest {result['crossrec_setup_seconds']:.1f} s)" if result["crossrec_setup_seconds"] else ""))
+    print(
+        f"\nwall time {result['wall_seconds']:.0f} s"
+        + (
+            f" (crossrec engine load + ingest {result['crossrec_setup_seconds']:.1f} s)"
+            if result["crossrec_setup_seconds"]
+            else ""
+        )
+    )
     if args.json is not None:
         write_json(result, args.json)
     if args.png is not None:

@@ -60,8 +60,15 @@ class EvalSet:
         """(training users, items) CSR of summed ``values`` per pair (``"weight"``: action weights;
         ``"binary"``: 1 per touched pair); ``rows`` selects training-user codes (default all)."""
         frame = self.train.group_by("u", "i").agg(pl.col("weight").sum())
-        data = np.ones(frame.height, np.float32) if values == "binary" else frame["weight"].to_numpy().astype(np.float32)
-        m = sp.csr_matrix((data, (frame["u"].to_numpy(), frame["i"].to_numpy())), shape=(len(self.train_users), self.n_items))
+        data = (
+            np.ones(frame.height, np.float32)
+            if values == "binary"
+            else frame["weight"].to_numpy().astype(np.float32)
+        )
+        m = sp.csr_matrix(
+            (data, (frame["u"].to_numpy(), frame["i"].to_numpy())),
+            shape=(len(self.train_users), self.n_items),
+        )
         m.sort_indices()
         return m if rows is None else m[rows]
 
@@ -69,18 +76,29 @@ class EvalSet:
 def build_eval_set(split: Split, catalog: pl.DataFrame) -> EvalSet:
     """Code the split against the catalogue (events on unknown items are dropped here)."""
     item_ids = catalog["item_id"].to_numpy()
-    codes = pl.DataFrame({"item_id": catalog["item_id"], "i": np.arange(catalog.height, dtype=np.int64)})
+    codes = pl.DataFrame(
+        {"item_id": catalog["item_id"], "i": np.arange(catalog.height, dtype=np.int64)}
+    )
     categories = sorted(catalog["category"].unique().to_list())
     category_code = {c: k for k, c in enumerate(categories)}
-    item_category = np.array([category_code[c] for c in catalog["category"].to_list()], dtype=np.int64)
+    item_category = np.array(
+        [category_code[c] for c in catalog["category"].to_list()], dtype=np.int64
+    )
     train_users = np.array(sorted(split.train["user_id"].unique().to_list()), dtype=object)
-    users = pl.DataFrame({"user_id": train_users.tolist(), "u": np.arange(len(train_users), dtype=np.int64)})
+    users = pl.DataFrame(
+        {"user_id": train_users.tolist(), "u": np.arange(len(train_users), dtype=np.int64)}
+    )
     weight = pl.col("action").cast(pl.String).replace_strict(ACTION_WEIGHT, return_dtype=pl.Float64)
     cut = split.cut
     train = (
         split.train.join(codes, on="item_id")
         .join(users, on="user_id")
-        .select("u", "i", weight.alias("weight"), ((pl.lit(cut) - pl.col("ts")).dt.total_microseconds() / 86_400e6).alias("age_days"))
+        .select(
+            "u",
+            "i",
+            weight.alias("weight"),
+            ((pl.lit(cut) - pl.col("ts")).dt.total_microseconds() / 86_400e6).alias("age_days"),
+        )
     )
     test_code = {u: k for k, u in enumerate(split.test_users)}
     row_of = dict(zip(users["user_id"].to_list(), users["u"].to_list()))
@@ -90,14 +108,27 @@ def build_eval_set(split: Split, catalog: pl.DataFrame) -> EvalSet:
     def matrix(frame: pl.DataFrame) -> sp.csr_matrix:
         frame = frame.join(codes, on="item_id").select("user_id", "i").unique()
         rows = np.array([test_code[u] for u in frame["user_id"].to_list()], dtype=np.int64)
-        m = sp.csr_matrix((np.ones(frame.height, bool), (rows, frame["i"].to_numpy())), shape=(n_test, n_items))
+        m = sp.csr_matrix(
+            (np.ones(frame.height, bool), (rows, frame["i"].to_numpy())), shape=(n_test, n_items)
+        )
         m.sort_indices()
         return m
 
     seen = matrix(split.train.filter(pl.col("user_id").is_in(split.test_users)))
     positives = matrix(split.positives)
     cross = matrix(split.positives.filter("cross"))
-    return EvalSet(split, item_ids, item_category, categories, train, train_users, test_rows, seen, positives, cross)
+    return EvalSet(
+        split,
+        item_ids,
+        item_category,
+        categories,
+        train,
+        train_users,
+        test_rows,
+        seen,
+        positives,
+        cross,
+    )
 
 
 def pair_keys(m: sp.csr_matrix) -> np.ndarray:
@@ -112,7 +143,9 @@ def member(lists: np.ndarray, m: sp.csr_matrix, row_offset: int = 0) -> np.ndarr
     rows = np.arange(row_offset, row_offset + lists.shape[0], dtype=np.int64)[:, None]
     wanted = rows * m.shape[1] + np.maximum(lists, 0)
     pos = np.searchsorted(keys, wanted)
-    hit = keys[np.minimum(pos, len(keys) - 1)] == wanted if len(keys) else np.zeros(lists.shape, bool)
+    hit = (
+        keys[np.minimum(pos, len(keys) - 1)] == wanted if len(keys) else np.zeros(lists.shape, bool)
+    )
     return hit & (lists >= 0)
 
 
@@ -124,10 +157,17 @@ def top_k_unseen(scores: np.ndarray, seen: sp.csr_matrix, k: int) -> np.ndarray:
     scores[rows, seen.indices] = -np.inf
     n, n_items = scores.shape
     k_eff = min(k, n_items)
-    part = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff] if k_eff < n_items else np.broadcast_to(np.arange(n_items), (n, n_items)).copy()
+    part = (
+        np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+        if k_eff < n_items
+        else np.broadcast_to(np.arange(n_items), (n, n_items)).copy()
+    )
     top_scores = np.take_along_axis(scores, part, axis=1)
     order = np.lexsort((part, -top_scores), axis=1)
-    part, top_scores = np.take_along_axis(part, order, axis=1), np.take_along_axis(top_scores, order, axis=1)
+    part, top_scores = (
+        np.take_along_axis(part, order, axis=1),
+        np.take_along_axis(top_scores, order, axis=1),
+    )
     out = np.full((n, k), PAD, dtype=np.int64)
     out[:, :k_eff] = np.where(np.isfinite(top_scores), part, PAD)
     return compact(out)

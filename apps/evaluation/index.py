@@ -53,7 +53,14 @@ def write_train_events(train: pl.DataFrame, out: Path) -> tuple[Path, str]:
     return path, digest
 
 
-def prepare_index(catalog: Path, train_path: Path, train_sha256: str, out: Path, text: bool = True, progress: bool = True) -> PreparedIndex:
+def prepare_index(
+    catalog: Path,
+    train_path: Path,
+    train_sha256: str,
+    out: Path,
+    text: bool = True,
+    progress: bool = True,
+) -> PreparedIndex:
     """Reuse ``out/index``'s version built from the same training file and settings, else build one
     (``indexer.build.build_index`` with ``BuildConfig(text=text)``) and record it in ``split.json``."""
     settings = {"train_events_sha256": train_sha256, "catalog": str(catalog), "text": text}
@@ -65,9 +72,16 @@ def prepare_index(catalog: Path, train_path: Path, train_sha256: str, out: Path,
     from indexer.build import BuildConfig, build_index
 
     started = time.perf_counter()
-    report = build_index(catalog, out / INDEX_DIR, train_path, BuildConfig(text=text, progress=progress))
+    report = build_index(
+        catalog, out / INDEX_DIR, train_path, BuildConfig(text=text, progress=progress)
+    )
     seconds = time.perf_counter() - started
-    record.write_text(json.dumps({**settings, "index_version": report.path.name, "build_seconds": round(seconds, 1)}, indent=2))
+    record.write_text(
+        json.dumps(
+            {**settings, "index_version": report.path.name, "build_seconds": round(seconds, 1)},
+            indent=2,
+        )
+    )
     return PreparedIndex(report.path, True, seconds)
 
 
@@ -90,4 +104,3 @@ def _reusable(record: Path, settings: dict, train_path: Path) -> Path | None:
     if (manifest.get("sources") or {}).get("events") != str(train_path):
         return None
     return version
-

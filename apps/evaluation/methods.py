@@ -64,7 +64,11 @@ def training_events(data: EvalSet) -> pl.DataFrame:
     train = data.split.train.filter(pl.col("user_id").is_in(data.split.test_users))
     session = pl.col("session_id").fill_null("") if "session_id" in train.columns else pl.lit("")
     return train.select(
-        "user_id", "item_id", pl.col("action").cast(pl.String), pl.col("ts").dt.epoch("us").alias("ts_us"), session.alias("session_id")
+        "user_id",
+        "item_id",
+        pl.col("action").cast(pl.String),
+        pl.col("ts").dt.epoch("us").alias("ts_us"),
+        session.alias("session_id"),
     ).sort("user_id", "ts_us", maintain_order=True)
 
 
@@ -98,13 +102,28 @@ class EngineSession:
         events = training_events(data)
         keys = {u: engine.user_key(u) for u in data.split.test_users}
         batch = 20_000
-        for start in tqdm(range(0, events.height, batch), desc="crossrec ingest", unit="batch", disable=not self.progress):
+        for start in tqdm(
+            range(0, events.height, batch),
+            desc="crossrec ingest",
+            unit="batch",
+            disable=not self.progress,
+        ):
             rows = events.slice(start, batch).iter_rows()
-            engine.ingest([StoredEvent(f"e{start + j}", keys[u], i, a, t, s) for j, (u, i, a, t, s) in enumerate(rows)])
+            engine.ingest(
+                [
+                    StoredEvent(f"e{start + j}", keys[u], i, a, t, s)
+                    for j, (u, i, a, t, s) in enumerate(rows)
+                ]
+            )
         self._engine = engine
         self.default_share = config.default_cross_category_share
         self.setup_seconds = time.perf_counter() - started
-        log.info("engine loaded %s and ingested %d events in %.1f s", self.artifact, events.height, self.setup_seconds)
+        log.info(
+            "engine loaded %s and ingested %d events in %.1f s",
+            self.artifact,
+            events.height,
+            self.setup_seconds,
+        )
 
     def recommend(self, user_id: str, k: int, share: Share) -> list[str]:
         from engine.query import Query
@@ -127,7 +146,9 @@ def event_ids(events: pl.DataFrame) -> list[str]:
     fields = ["user_id", "item_id", "action", "ts_us", "session_id"]
     occurrence = pl.int_range(pl.len()).over(fields)
     rows = events.select(*fields, occurrence.alias("n")).iter_rows()
-    return ["eval-" + hashlib.sha256("\x1f".join(map(str, r)).encode()).hexdigest()[:32] for r in rows]
+    return [
+        "eval-" + hashlib.sha256("\x1f".join(map(str, r)).encode()).hexdigest()[:32] for r in rows
+    ]
 
 
 @dataclass
@@ -151,18 +172,27 @@ class RemoteSession:
         client = CrossrecClient(self.target, timeout=self.timeout)
         events = training_events(data)
         ids = event_ids(events)
-        for start in tqdm(range(0, events.height, REMOTE_BATCH), desc="crossrec ingest", unit="batch", disable=not self.progress):
+        for start in tqdm(
+            range(0, events.height, REMOTE_BATCH),
+            desc="crossrec ingest",
+            unit="batch",
+            disable=not self.progress,
+        ):
             rows = events.slice(start, REMOTE_BATCH).iter_rows()
-            client.ingest([
-                Event(u, i, a, datetime.fromtimestamp(t / 1e6, UTC), s, event_id=ids[start + j])
-                for j, (u, i, a, t, s) in enumerate(rows)
-            ])
+            client.ingest(
+                [
+                    Event(u, i, a, datetime.fromtimestamp(t / 1e6, UTC), s, event_id=ids[start + j])
+                    for j, (u, i, a, t, s) in enumerate(rows)
+                ]
+            )
         self._client = client
         self.setup_seconds = time.perf_counter() - started
 
     def recommend(self, user_id: str, k: int, share: Share) -> list[str]:
         if share is None:
-            raise ValueError("over gRPC a request cannot ask for no split; configure the engine's default instead")
+            raise ValueError(
+                "over gRPC a request cannot ask for no split; configure the engine's default instead"
+            )
         remote_share = None if share == ENGINE_DEFAULT else share  # unset: the engine's default
         rec = self._client.recommend(user_id, k=k, cross_category_share=remote_share)  # type: ignore[attr-defined]
         return [item.item_id for item in rec.items]
@@ -206,7 +236,10 @@ class Crossrec:
 
     def recommend(self, data: EvalSet, k: int) -> np.ndarray:
         self.session.start(data)
-        ids = [self.session.recommend(u, k, self.share) for u in _progress(data.split.test_users, self.name, self.progress)]
+        ids = [
+            self.session.recommend(u, k, self.share)
+            for u in _progress(data.split.test_users, self.name, self.progress)
+        ]
         return drop_seen(lists_from_ids(ids, data.code_of(), k), data.seen)
 
 

@@ -71,7 +71,13 @@ def coverage(lists: np.ndarray, n_items: int) -> float:
     return float(np.unique(lists[lists >= 0]).size / n_items)
 
 
-def per_user(lists: np.ndarray, positives: sp.csr_matrix, cross: sp.csr_matrix, item_category: np.ndarray, k: int) -> dict[str, np.ndarray]:
+def per_user(
+    lists: np.ndarray,
+    positives: sp.csr_matrix,
+    cross: sp.csr_matrix,
+    item_category: np.ndarray,
+    k: int,
+) -> dict[str, np.ndarray]:
     """Per-user values at cut-off ``k``: recall, ndcg, hit_rate, diversity over all users (n,);
     cross_recall over the users with at least one cross-category positive."""
     top = lists[:, :k]
@@ -89,7 +95,9 @@ def per_user(lists: np.ndarray, positives: sp.csr_matrix, cross: sp.csr_matrix, 
     }
 
 
-def bootstrap_interval(values: np.ndarray, resamples: int = 1_000, seed: int = 0, level: float = 0.95) -> Interval:
+def bootstrap_interval(
+    values: np.ndarray, resamples: int = 1_000, seed: int = 0, level: float = 0.95
+) -> Interval:
     """Mean of ``values`` (n,) and its percentile-bootstrap interval over ``resamples`` resamples
     of the n values with replacement. ``resamples=0`` gives the mean as both ends."""
     values = np.asarray(values, dtype=np.float64)
@@ -123,7 +131,9 @@ def evaluate_lists(
     out: dict[str, dict] = {}
     for k in ks:
         values = per_user(lists, positives, cross, item_category, k)
-        row: dict = {name: bootstrap_interval(values[name], resamples, seed).as_dict() for name in PER_USER}
+        row: dict = {
+            name: bootstrap_interval(values[name], resamples, seed).as_dict() for name in PER_USER
+        }
         row["coverage"] = coverage(lists[:, :k], len(item_category))
         out[f"@{k}"] = row
     return out

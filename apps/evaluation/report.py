@@ -21,7 +21,10 @@ def split_summary(result: dict) -> str:
         f"{s['positives']:,} positives ({s['positives_per_user']:.1f} per user, {s['cross_category_share']:.0%} cross-category; "
         f"{s['users_with_cross_category_positive']:,} users have one); positives = {'/'.join(s['positive_actions'])} on untouched items"
     )
-    lines = [f"{how}: {s['train_events']:,} training events from {s['train_users']:,} users, {s['test_events']:,} test events", tested]
+    lines = [
+        f"{how}: {s['train_events']:,} training events from {s['train_users']:,} users, {s['test_events']:,} test events",
+        tested,
+    ]
     if result.get("index"):
         ix = result["index"]
         how_made = f"built in {ix['build_seconds']:.0f} s" if ix["built"] else "reused"
@@ -44,12 +47,20 @@ def method_table(result: dict) -> str:
     rows = []
     for name, r in result["methods"].items():
         m10 = r["metrics"][f"@{HEADLINE}"]
-        row = [name, _interval(m10["recall"]), _interval(m10["cross_recall"]), f"{m10['ndcg']['mean']:.3f}", f"{m10['hit_rate']['mean']:.3f}"]
+        row = [
+            name,
+            _interval(m10["recall"]),
+            _interval(m10["cross_recall"]),
+            f"{m10['ndcg']['mean']:.3f}",
+            f"{m10['hit_rate']['mean']:.3f}",
+        ]
         row += [f"{r['metrics'][f'@{wide}']['recall']['mean']:.3f}"] if wide else []
         row += [f"{m10['coverage']:.4f}", f"{m10['diversity']['mean']:.2f}", f"{r['seconds']:.1f}"]
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths)))
+    fmt = lambda cells: "  ".join(
+        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+    )
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
@@ -69,11 +80,15 @@ def write_png(result: dict, path: Path) -> None:
     names = list(result["methods"])
     x = np.arange(len(names))
     fig, ax = plt.subplots(figsize=(max(6.0, 1.3 * len(names) + 2), 4.2))
-    for offset, (key, label) in zip((-0.2, 0.2), (("recall", "Recall@10"), ("cross_recall", "cross-category Recall@10"))):
+    for offset, (key, label) in zip(
+        (-0.2, 0.2), (("recall", "Recall@10"), ("cross_recall", "cross-category Recall@10"))
+    ):
         ms = [result["methods"][n]["metrics"][f"@{HEADLINE}"][key] for n in names]
         means = np.array([m["mean"] for m in ms])
         err = np.array([[m["mean"] - m["low"] for m in ms], [m["high"] - m["mean"] for m in ms]])
-        ax.bar(x + offset, np.nan_to_num(means), 0.4, yerr=np.nan_to_num(err), capsize=3, label=label)
+        ax.bar(
+            x + offset, np.nan_to_num(means), 0.4, yerr=np.nan_to_num(err), capsize=3, label=label
+        )
     ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel("recall (95% bootstrap interval)")
     s = result["split"]

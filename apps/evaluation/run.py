@@ -94,13 +94,18 @@ def evaluate(config: EvalConfig) -> dict:
 
     session: Session | None = None
     if "crossrec" in config.methods:
-        session = RemoteSession(config.target, progress=config.progress) if config.target else \
-            EngineSession(str(index.path), config.engine_config, config.progress)
+        session = (
+            RemoteSession(config.target, progress=config.progress)
+            if config.target
+            else EngineSession(str(index.path), config.engine_config, config.progress)
+        )
     results: dict[str, dict] = {}
     try:
         for method in _methods(config, index, session):
             if isinstance(method, Crossrec):
-                method.session.start(data)  # timed on its own: load + ingest, shared by the settings
+                method.session.start(
+                    data
+                )  # timed on its own: load + ingest, shared by the settings
             t = time.perf_counter()
             if isinstance(method, Crossrec):  # one request per K (see apps.evaluation.methods)
                 lists = {k: method.recommend(data, k) for k in config.cutoffs}
@@ -110,8 +115,17 @@ def evaluate(config: EvalConfig) -> dict:
             log.info("%s: %d users in %.1f s", method.name, data.n_test, seconds)
             metrics: dict[str, dict] = {}
             for k in config.cutoffs:
-                metrics.update(evaluate_lists(lists[k], data.positives, data.cross_positives, data.item_category, (k,),
-                                              config.bootstrap, config.split.seed))
+                metrics.update(
+                    evaluate_lists(
+                        lists[k],
+                        data.positives,
+                        data.cross_positives,
+                        data.item_category,
+                        (k,),
+                        config.bootstrap,
+                        config.split.seed,
+                    )
+                )
             results[method.name] = {
                 "metrics": metrics,
                 "seconds": round(seconds, 3),
@@ -120,13 +134,21 @@ def evaluate(config: EvalConfig) -> dict:
     finally:
         if session is not None:
             session.close()
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "split"}
+    settings = {
+        k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "split"
+    }
     if isinstance(session, EngineSession):
         settings["engine_default_cross_share"] = session.default_share
     return {
         "settings": {**settings, "cutoffs": list(config.cutoffs)},
         "split": split.summary(),
-        "index": None if index is None else {"path": str(index.path), "built": index.built, "build_seconds": round(index.seconds, 1)},
+        "index": None
+        if index is None
+        else {
+            "path": str(index.path),
+            "built": index.built,
+            "build_seconds": round(index.seconds, 1),
+        },
         "methods": results,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -142,13 +164,17 @@ def _index(config: EvalConfig, train) -> PreparedIndex | None:
     return prepare_index(config.catalog, path, digest, config.out, config.text, config.progress)
 
 
-def _methods(config: EvalConfig, index: PreparedIndex | None, session: Session | None) -> list[Method]:
+def _methods(
+    config: EvalConfig, index: PreparedIndex | None, session: Session | None
+) -> list[Method]:
     p = config.progress
     made: dict[str, list[Method]] = {
         "popularity": [Popularity(progress=p)],
         "cooccurrence": [CoOccurrence(config.neighbours, progress=p)],
         "content": [ContentKNN(str(index.path), progress=p)] if index is not None else [],
         "als": [ALS(seed=config.split.seed, progress=p)],
-        "crossrec": [Crossrec(session, share, p) for share in config.crossrec_shares] if session is not None else [],
+        "crossrec": [Crossrec(session, share, p) for share in config.crossrec_shares]
+        if session is not None
+        else [],
     }
     return [m for name in config.methods for m in made[name]]

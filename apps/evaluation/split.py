@@ -91,7 +91,9 @@ class Split:
         }
 
 
-def split_events(events: pl.DataFrame, catalog: pl.DataFrame, config: SplitConfig = SplitConfig()) -> Split:
+def split_events(
+    events: pl.DataFrame, catalog: pl.DataFrame, config: SplitConfig = SplitConfig()
+) -> Split:
     """Split validated events (``indexer.events.read_events``) against the catalogue's categories.
 
     Deterministic in ``config``. Events on items missing from the catalogue count for splitting but
@@ -102,21 +104,40 @@ def split_events(events: pl.DataFrame, catalog: pl.DataFrame, config: SplitConfi
         train, test, cut = holdout_split(events, config.holdout_share, config.seed)
     actions = positive_actions(events)
     pairs = positive_pairs(train, test, actions)
-    candidates = pairs.select("user_id").unique().join(train.select("user_id").unique(), on="user_id")["user_id"].sort()
+    candidates = (
+        pairs.select("user_id")
+        .unique()
+        .join(train.select("user_id").unique(), on="user_id")["user_id"]
+        .sort()
+    )
     chosen = draw_users(candidates.to_list(), config.users, config.seed)
-    positives = mark_cross_category(pairs.filter(pl.col("user_id").is_in(chosen)), train.filter(pl.col("user_id").is_in(chosen)), catalog)
-    log.info("split %s: %d train events, %d test users, %d positives", config.method, train.height, len(chosen), positives.height)
+    positives = mark_cross_category(
+        pairs.filter(pl.col("user_id").is_in(chosen)),
+        train.filter(pl.col("user_id").is_in(chosen)),
+        catalog,
+    )
+    log.info(
+        "split %s: %d train events, %d test users, %d positives",
+        config.method,
+        train.height,
+        len(chosen),
+        positives.height,
+    )
     return Split(config, train, test, cut, positives, chosen, candidates.len(), actions)
 
 
-def time_split(events: pl.DataFrame, test_days: float) -> tuple[pl.DataFrame, pl.DataFrame, datetime]:
+def time_split(
+    events: pl.DataFrame, test_days: float
+) -> tuple[pl.DataFrame, pl.DataFrame, datetime]:
     """Events before ``newest - test_days`` train; the rest (from the cut on) test."""
     cut = events["ts"].max() - timedelta(days=test_days)
     is_test = pl.col("ts") >= cut
     return events.filter(~is_test), events.filter(is_test), cut
 
 
-def holdout_split(events: pl.DataFrame, share: float, seed: int) -> tuple[pl.DataFrame, pl.DataFrame, datetime]:
+def holdout_split(
+    events: pl.DataFrame, share: float, seed: int
+) -> tuple[pl.DataFrame, pl.DataFrame, datetime]:
     """Per user with n >= 2 distinct items, ``clip(round(share * n), 1, n - 1)`` of them (seeded,
     uniformly) go to test with all their events; the cut is the newest training event."""
     pairs = events.select("user_id", "item_id").unique().sort("user_id", "item_id")
@@ -126,7 +147,10 @@ def holdout_split(events: pl.DataFrame, share: float, seed: int) -> tuple[pl.Dat
         pairs.with_columns(pl.Series("key", key))
         .with_columns(
             pl.col("key").rank("ordinal").over("user_id").alias("rank"),
-            pl.when(n >= 2).then(((n * share + 0.5).floor()).clip(1, n - 1)).otherwise(0).alias("n_test"),
+            pl.when(n >= 2)
+            .then(((n * share + 0.5).floor()).clip(1, n - 1))
+            .otherwise(0)
+            .alias("n_test"),
         )
         .filter(pl.col("rank") <= pl.col("n_test"))
         .select("user_id", "item_id")
@@ -144,7 +168,9 @@ def positive_actions(events: pl.DataFrame) -> tuple[str, ...]:
     return ACTIONS
 
 
-def positive_pairs(train: pl.DataFrame, test: pl.DataFrame, actions: tuple[str, ...]) -> pl.DataFrame:
+def positive_pairs(
+    train: pl.DataFrame, test: pl.DataFrame, actions: tuple[str, ...]
+) -> pl.DataFrame:
     """(user_id, item_id) taken in test through ``actions`` and never touched in train; sorted."""
     touched = train.select("user_id", "item_id").unique()
     return (
@@ -166,7 +192,9 @@ def draw_users(candidates: list[str], n: int, seed: int) -> list[str]:
     return sorted(candidates[i] for i in picked)
 
 
-def mark_cross_category(pairs: pl.DataFrame, train: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
+def mark_cross_category(
+    pairs: pl.DataFrame, train: pl.DataFrame, catalog: pl.DataFrame
+) -> pl.DataFrame:
     """Add ``category`` and ``cross`` (the category is none the user touched in ``train``)."""
     categories = catalog.select("item_id", "category")
     touched = (
@@ -183,4 +211,3 @@ def mark_cross_category(pairs: pl.DataFrame, train: pl.DataFrame, catalog: pl.Da
         .drop("seen")
         .sort("user_id", "item_id")
     )
-

@@ -52,7 +52,15 @@ def draw_users(cfg: ShopConfig, leaf_popularity: np.ndarray, rng: np.random.Gene
     drifts = ~single & (rng.random(n) < cfg.drift_user_rate)
     drift_s = np.where(drifts, rng.uniform(0.3, 0.8, n) * window_s, np.inf)
     drift_slot = np.floor(rng.random(n) * count).astype(np.int64)
-    return Users(interests, weights, drift_s, drift_slot, ranked[:, MAX_INTERESTS], rng.lognormal(0.0, 0.4, n), single)
+    return Users(
+        interests,
+        weights,
+        drift_s,
+        drift_slot,
+        ranked[:, MAX_INTERESTS],
+        rng.lognormal(0.0, 0.4, n),
+        single,
+    )
 
 
 def interest_at(users: Users, user: np.ndarray, slot: np.ndarray, t_s: np.ndarray) -> np.ndarray:
@@ -80,11 +88,16 @@ class _ItemSampler:
         self.first = np.searchsorted(leaf_sorted, np.arange(n_leaves))
         self.last = np.searchsorted(leaf_sorted, np.arange(n_leaves), side="right") - 1
         self.top = np.array(
-            [self.order[self.first[c] + np.argmax(w[self.first[c] : self.last[c] + 1])] for c in range(n_leaves)]
+            [
+                self.order[self.first[c] + np.argmax(w[self.first[c] : self.last[c] + 1])]
+                for c in range(n_leaves)
+            ]
         )
         self.launch_s = catalog.launch_s
 
-    def sample(self, leaf: np.ndarray, t_s: np.ndarray, rng: np.random.Generator, tries: int = 8) -> np.ndarray:
+    def sample(
+        self, leaf: np.ndarray, t_s: np.ndarray, rng: np.random.Generator, tries: int = 8
+    ) -> np.ndarray:
         item = np.empty(len(leaf), dtype=np.int64)
         todo = np.arange(len(leaf))
         for _ in range(tries):
@@ -117,7 +130,9 @@ def generate_events(
     s_user = np.repeat(np.arange(n_users), per_user)
     n_sessions = len(s_user)
     s_start = rng.uniform(0.0, window_s - 3_600, n_sessions)
-    s_len = np.where(users.single[s_user], 1, 1 + rng.poisson(cfg.mean_session_items - 1, n_sessions))
+    s_len = np.where(
+        users.single[s_user], 1, 1 + rng.poisson(cfg.mean_session_items - 1, n_sessions)
+    )
 
     # Walk each session through categories and items, all sessions one step at a time. Steps are
     # exponential gaps of about 1.5 minutes apart; an item is drawn by popularity among those
@@ -138,7 +153,12 @@ def generate_events(
     for step in range(int(s_len.max())):
         if step > 0:
             still = s_len[alive] > step
-            alive, current, t_now, previous = alive[still], current[still], t_now[still], item_now[still]
+            alive, current, t_now, previous = (
+                alive[still],
+                current[still],
+                t_now[still],
+                item_now[still],
+            )
             u = s_user[alive]
             r = rng.random(len(alive))
             to_complement = r < cfg.p_complement
@@ -178,9 +198,16 @@ def generate_events(
     t_click = t_view + rng.exponential(20.0, len(item))
     t_cart = t_click + rng.exponential(60.0, len(item))
     t_buy = t_cart + rng.exponential(180.0, len(item))
-    stages = [(np.ones(len(item), bool), t_view, 0), (clicked, t_click, 1), (carted, t_cart, 2), (bought, t_buy, 3)]
+    stages = [
+        (np.ones(len(item), bool), t_view, 0),
+        (clicked, t_click, 1),
+        (carted, t_cart, 2),
+        (bought, t_buy, 3),
+    ]
     rows = np.concatenate([np.flatnonzero(mask) for mask, _, _ in stages])
-    action = np.concatenate([np.full(int(mask.sum()), code, dtype=np.int8) for mask, _, code in stages])
+    action = np.concatenate(
+        [np.full(int(mask.sum()), code, dtype=np.int8) for mask, _, code in stages]
+    )
     t = np.concatenate([times[mask] for mask, times, _ in stages])
     order = np.argsort(t, kind="stable")
     rows, action, t = rows[order], action[order], t[order]
@@ -190,7 +217,9 @@ def generate_events(
         {
             "user_id": _ids("u", n_users).gather(user[rows]),
             "item_id": catalog.frame["item_id"].gather(item[rows]),
-            "action": pl.Series(action).cast(pl.UInt32).replace_strict(
+            "action": pl.Series(action)
+            .cast(pl.UInt32)
+            .replace_strict(
                 {0: "view", 1: "click", 2: "cart", 3: "purchase"}, return_dtype=pl.String
             ),
             "ts": pl.Series(start_us + (t * _US).astype(np.int64)).cast(pl.Datetime("us", "UTC")),

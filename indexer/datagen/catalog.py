@@ -48,14 +48,18 @@ def item_ids(n: int) -> list[str]:
     return [f"i{i:0{width}d}" for i in range(n)]
 
 
-def generate_catalog(cfg: ShopConfig, leaves: list[Leaf], rng: np.random.Generator) -> SyntheticCatalog:
+def generate_catalog(
+    cfg: ShopConfig, leaves: list[Leaf], rng: np.random.Generator
+) -> SyntheticCatalog:
     n, n_leaves = cfg.items, len(leaves)
     dept_names = departments()
     dept_of_leaf = np.array([dept_names.index(leaf.department) for leaf in leaves])
 
     # Category sizes vary (log-normal shares); every leaf gets at least one item.
     share = rng.lognormal(0.0, 0.5, n_leaves)
-    leaf = np.concatenate([np.arange(n_leaves), rng.choice(n_leaves, size=n - n_leaves, p=share / share.sum())])
+    leaf = np.concatenate(
+        [np.arange(n_leaves), rng.choice(n_leaves, size=n - n_leaves, p=share / share.sum())]
+    )
     rng.shuffle(leaf)
 
     weight = rng.lognormal(0.0, cfg.popularity_sigma, n)

@@ -8,7 +8,14 @@ import time
 from pathlib import Path
 
 from indexer.datagen.config import ShopConfig
-from indexer.datagen.shop import CATALOG_FILE, EVENTS_FILE, TRUTH_FILE, Shop, generate_shop, write_shop
+from indexer.datagen.shop import (
+    CATALOG_FILE,
+    EVENTS_FILE,
+    TRUTH_FILE,
+    Shop,
+    generate_shop,
+    write_shop,
+)
 from indexer.datagen.stats import shop_stats
 
 FORMAT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}
@@ -16,8 +23,12 @@ FORMAT_SUFFIX = {"parquet": ".parquet", "csv": ".csv", "jsonl": ".jsonl"}
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("datagen", help="generate a synthetic shop with known answers")
-    p.add_argument("--out", type=Path, default=Path("shop"), help="output folder (replaced if it exists)")
-    p.add_argument("--items", type=int, default=ShopConfig.items, help="catalogue size (default %(default)s)")
+    p.add_argument(
+        "--out", type=Path, default=Path("shop"), help="output folder (replaced if it exists)"
+    )
+    p.add_argument(
+        "--items", type=int, default=ShopConfig.items, help="catalogue size (default %(default)s)"
+    )
     p.add_argument("--users", type=int, default=None, help="number of users (default items/2)")
     p.add_argument("--weeks", type=int, default=ShopConfig.weeks, help="length of the event window")
     p.add_argument("--seed", type=int, default=ShopConfig.seed)
@@ -27,7 +38,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="parquet",
         help="also write catalogue and events in this format (Parquet is always written)",
     )
-    p.add_argument("--no-validate", action="store_true", help="skip reading the files back through the validators")
+    p.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip reading the files back through the validators",
+    )
     p.set_defaults(func=run)
 
 
@@ -37,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def make_shop(cfg: ShopConfig, out: Path, fmt: str = "parquet", validate: bool = True, echo=print) -> tuple[Shop, dict]:
+def make_shop(
+    cfg: ShopConfig, out: Path, fmt: str = "parquet", validate: bool = True, echo=print
+) -> tuple[Shop, dict]:
     """Generate, measure, write (and optionally read back through the validators) one shop."""
     try:
         cfg.validate()
@@ -46,7 +63,9 @@ def make_shop(cfg: ShopConfig, out: Path, fmt: str = "parquet", validate: bool =
     started = time.perf_counter()
     shop = generate_shop(cfg)
     t = time.perf_counter()
-    stats = shop_stats(shop.catalog.frame, shop.events, sorted(shop.complement_pairs()), shop.partner_pairs())
+    stats = shop_stats(
+        shop.catalog.frame, shop.events, sorted(shop.complement_pairs()), shop.partner_pairs()
+    )
     shop.seconds["measure"] = time.perf_counter() - t
     write_shop(shop, out, stats)
     if fmt != "parquet":
@@ -64,7 +83,9 @@ def make_shop(cfg: ShopConfig, out: Path, fmt: str = "parquet", validate: bool =
         shop.seconds["validate"] = time.perf_counter() - t
     shop.seconds["total"] = time.perf_counter() - started
     stats["seconds"] = {k: round(v, 2) for k, v in shop.seconds.items()}
-    (out / TRUTH_FILE).write_text(json.dumps({**json.loads((out / TRUTH_FILE).read_text()), "measured": stats}, indent=2))
+    (out / TRUTH_FILE).write_text(
+        json.dumps({**json.loads((out / TRUTH_FILE).read_text()), "measured": stats}, indent=2)
+    )
     for line in describe(shop, stats, out):
         echo(line)
     return shop, stats
@@ -89,8 +110,13 @@ def describe(shop: Shop, stats: dict, out: Path | None = None, examples: int = 5
         f"{stats['events']:,} events in {stats['sessions']:,} sessions over {cfg.weeks} weeks",
         f"Planted complement graph: {stats['complement_edges']} directed edges between categories, e.g.",
     ]
-    strongest = sorted(zip(shop.graph.weight, shop.graph.src, shop.graph.dst), reverse=True)[:examples]
-    lines += [f"  {shop.leaves[s].path}  ->  {shop.leaves[d].path}  (weight {w:.2f})" for w, s, d in strongest]
+    strongest = sorted(zip(shop.graph.weight, shop.graph.src, shop.graph.dst), reverse=True)[
+        :examples
+    ]
+    lines += [
+        f"  {shop.leaves[s].path}  ->  {shop.leaves[d].path}  (weight {w:.2f})"
+        for w, s, d in strongest
+    ]
     lines.append(
         f"Planted item partners: {len(shop.partners):,} pairs; a complement move from an item with a partner in "
         f"the target category lands on it with probability {cfg.partner_take:.0%}"
@@ -118,5 +144,7 @@ def describe(shop: Shop, stats: dict, out: Path | None = None, examples: int = 5
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in shop.seconds.items())
     lines.append(f"Time: {secs}")
     if out is not None:
-        lines.append(f"Files in {out}: {CATALOG_FILE}, {EVENTS_FILE}, {TRUTH_FILE} (+ per-user and per-item truth)")
+        lines.append(
+            f"Files in {out}: {CATALOG_FILE}, {EVENTS_FILE}, {TRUTH_FILE} (+ per-user and per-item truth)"
+        )
     return lines

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class ShopConfig:
     users: int | None = None
     seed: int = 0
     weeks: int = 8
-    start: datetime = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    start: datetime = datetime(2026, 1, 5, tzinfo=UTC)
 
     #: Out-degree range of the planted complement graph (inclusive).
     min_complements: int = 2
@@ -56,7 +56,9 @@ class ShopConfig:
 
     def validate(self) -> None:
         if self.items < 200:
-            raise ValueError(f"items must be >= 200 (every one of the 64 categories needs a few), got {self.items}")
+            raise ValueError(
+                f"items must be >= 200 (every one of the 64 categories needs a few), got {self.items}"
+            )
         if self.n_users < 1:
             raise ValueError(f"users must be >= 1, got {self.n_users}")
         if self.weeks < 1:
@@ -65,7 +67,9 @@ class ShopConfig:
             raise ValueError("need 1 <= min_complements <= max_complements <= 8")
         moves = self.p_complement + self.p_other_interest + self.p_random
         if moves > 1:
-            raise ValueError(f"p_complement + p_other_interest + p_random must be <= 1, got {moves}")
+            raise ValueError(
+                f"p_complement + p_other_interest + p_random must be <= 1, got {moves}"
+            )
         for name in ("partner_share", "partner_take"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")

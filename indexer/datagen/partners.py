@@ -53,7 +53,11 @@ class PartnerPairs:
 
 
 def plant_partners(
-    cfg: ShopConfig, catalog: SyntheticCatalog, graph: ComplementGraph, n_leaves: int, rng: np.random.Generator
+    cfg: ShopConfig,
+    catalog: SyntheticCatalog,
+    graph: ComplementGraph,
+    n_leaves: int,
+    rng: np.random.Generator,
 ) -> PartnerPairs:
     """Give about ``cfg.partner_share`` of items 1-3 partners in the complement targets of their
     leaf (fewer where the leaf has fewer edges). Vectorised: a million items take about a second."""
@@ -80,7 +84,10 @@ def plant_partners(
     order = np.lexsort((catalog.launch_s, catalog.leaf))
     sorted_key = catalog.leaf[order] * span + catalog.launch_s[order]
     first = np.searchsorted(sorted_key, np.arange(n_leaves) * span)
-    eligible = np.searchsorted(sorted_key, leaf * span + catalog.launch_s[item], side="right") - first[leaf]
+    eligible = (
+        np.searchsorted(sorted_key, leaf * span + catalog.launch_s[item], side="right")
+        - first[leaf]
+    )
     partner = order[first[leaf] + np.floor(rng.random(len(item)) * eligible).astype(np.int64)]
 
     by_key = np.argsort(item * n_leaves + leaf, kind="stable")

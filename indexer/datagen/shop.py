@@ -49,13 +49,19 @@ class Shop:
 
     def complement_pairs(self) -> set[tuple[str, str]]:
         """Planted edges as (source category path, target category path)."""
-        return {(self.leaves[s].path, self.leaves[d].path) for s, d in zip(self.graph.src, self.graph.dst)}
+        return {
+            (self.leaves[s].path, self.leaves[d].path)
+            for s, d in zip(self.graph.src, self.graph.dst)
+        }
 
     def partner_pairs(self) -> pl.DataFrame:
         """Planted item partners, one row per pair: ``item_id``, ``partner_id``; sorted by item."""
         ids = self.catalog.frame["item_id"]
         return pl.DataFrame(
-            {"item_id": ids.gather(self.partners.item), "partner_id": ids.gather(self.partners.partner)}
+            {
+                "item_id": ids.gather(self.partners.item),
+                "partner_id": ids.gather(self.partners.partner),
+            }
         )
 
 
@@ -134,11 +140,20 @@ def ground_truth(shop: Shop, stats: dict | None = None) -> dict:
         "format_version": TRUTH_FORMAT,
         "config": cfg,
         "categories": [
-            {"path": lf.path, "department": lf.department, "median_price": lf.median_price, "popularity": float(p)}
+            {
+                "path": lf.path,
+                "department": lf.department,
+                "median_price": lf.median_price,
+                "popularity": float(p),
+            }
             for lf, p in zip(shop.leaves, shop.leaf_popularity)
         ],
         "complements": [
-            {"source": shop.leaves[s].path, "target": shop.leaves[d].path, "weight": round(float(w), 6)}
+            {
+                "source": shop.leaves[s].path,
+                "target": shop.leaves[d].path,
+                "weight": round(float(w), 6),
+            }
             for s, d, w in zip(shop.graph.src, shop.graph.dst, shop.graph.weight)
         ],
         "partners": {
@@ -161,7 +176,9 @@ def _user_truth(shop: Shop) -> pl.DataFrame:
     slot = np.tile(np.arange(3), n)
     leaf = users.interests.ravel()
     weight = users.weights.ravel()
-    drift_us = np.where(np.isfinite(users.drift_s), start_us + users.drift_s * 1e6, end_us).astype(np.int64)
+    drift_us = np.where(np.isfinite(users.drift_s), start_us + users.drift_s * 1e6, end_us).astype(
+        np.int64
+    )
     drifts = np.isfinite(users.drift_s)[uid] & (users.drift_slot[uid] == slot)
     keep = leaf >= 0
     # The drifted slot appears twice: the old interest until the drift, the new one after.
@@ -170,7 +187,9 @@ def _user_truth(shop: Shop) -> pl.DataFrame:
     paths = pl.Series([lf.path for lf in shop.leaves])
     ids = user_ids(n)
 
-    def frame(rows: np.ndarray, leaves_: np.ndarray, active_from: np.ndarray, active_until: np.ndarray) -> pl.DataFrame:
+    def frame(
+        rows: np.ndarray, leaves_: np.ndarray, active_from: np.ndarray, active_until: np.ndarray
+    ) -> pl.DataFrame:
         return pl.DataFrame(
             {
                 "user_id": ids.gather(uid[rows]),
@@ -186,7 +205,12 @@ def _user_truth(shop: Shop) -> pl.DataFrame:
 
     old_until = np.where(drifts[rows_old], drift_us[uid[rows_old]], end_us)
     old = frame(rows_old, leaf[rows_old], np.full(len(rows_old), start_us), old_until)
-    new = frame(rows_new, users.drift_leaf[uid[rows_new]], drift_us[uid[rows_new]], np.full(len(rows_new), end_us))
+    new = frame(
+        rows_new,
+        users.drift_leaf[uid[rows_new]],
+        drift_us[uid[rows_new]],
+        np.full(len(rows_new), end_us),
+    )
     return pl.concat([old, new]).sort("user_id", "slot", "active_from")
 
 
@@ -196,14 +220,18 @@ def _item_truth(shop: Shop) -> pl.DataFrame:
     c = shop.catalog
     start_us = int(shop.config.start.timestamp() * 1e6)
     ids = c.frame["item_id"]
-    pairs = shop.partner_pairs().group_by("item_id", maintain_order=True).agg(partner_ids="partner_id")
+    pairs = (
+        shop.partner_pairs().group_by("item_id", maintain_order=True).agg(partner_ids="partner_id")
+    )
     return (
         pl.DataFrame(
             {
                 "item_id": ids,
                 "popularity_weight": c.weight,
                 "appeal": c.appeal,
-                "launched_at": pl.Series(start_us + (c.launch_s * 1e6).astype(np.int64)).cast(pl.Datetime("us", "UTC")),
+                "launched_at": pl.Series(start_us + (c.launch_s * 1e6).astype(np.int64)).cast(
+                    pl.Datetime("us", "UTC")
+                ),
             }
         )
         .join(pairs, on="item_id", how="left", maintain_order="left")

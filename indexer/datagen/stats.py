@@ -35,7 +35,10 @@ def outside_first_category(events: pl.DataFrame) -> float:
     per_user = (
         events.sort("ts")
         .group_by("user_id")
-        .agg(pl.len().alias("n"), (pl.col("category") != pl.col("category").first()).mean().alias("outside"))
+        .agg(
+            pl.len().alias("n"),
+            (pl.col("category") != pl.col("category").first()).mean().alias("outside"),
+        )
         .filter(pl.col("n") >= 2)
     )
     return float(per_user["outside"].mean())
@@ -66,7 +69,9 @@ def session_touches(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame
     ``category`` and catalogue ``row``. What the session-level figures count, computed once."""
     items = catalog.select("item_id", "category").with_row_index("row")
     return (
-        events.select(pl.col("session_id").cast(pl.Categorical).to_physical().cast(pl.Int64), "item_id")
+        events.select(
+            pl.col("session_id").cast(pl.Categorical).to_physical().cast(pl.Int64), "item_id"
+        )
         .unique()
         .join(items, on="item_id")
     )
@@ -171,7 +176,9 @@ def partner_lift(
 def _pair_frame(pairs: pl.DataFrame | Sequence[tuple[str, str]]) -> pl.DataFrame:
     if isinstance(pairs, pl.DataFrame):
         return pairs.select(pl.nth(0).alias("item_id"), pl.nth(1).alias("partner_id"))
-    return pl.DataFrame(list(pairs), schema={"item_id": pl.String, "partner_id": pl.String}, orient="row")
+    return pl.DataFrame(
+        list(pairs), schema={"item_id": pl.String, "partner_id": pl.String}, orient="row"
+    )
 
 
 def _control_partner(b: np.ndarray, cat_of: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -195,7 +202,9 @@ def _codes(ids: pl.Series) -> np.ndarray:
     return ids.cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)
 
 
-def title_similarity(catalog: pl.DataFrame, categories: list[str], sample: int = 20_000, seed: int = 0) -> tuple[np.ndarray, float]:
+def title_similarity(
+    catalog: pl.DataFrame, categories: list[str], sample: int = 20_000, seed: int = 0
+) -> tuple[np.ndarray, float]:
     """Cosine similarity between categories' TF-IDF title centroids, and the share of sampled
     titles whose nearest centroid is their own category (how much category signal titles carry).
 

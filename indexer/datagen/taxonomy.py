@@ -83,12 +83,40 @@ Pets > Cats > Scratching Posts | 35 | scratching post, scratcher, scratch pad | 
 # Department-wide words: materials and styles that every product of the department may mention.
 DEPARTMENT_WORDS = {
     "Outdoors": ["ripstop", "trail-tested", "all-weather", "expedition", "alpine", "durable"],
-    "Electronics": ["smart", "bluetooth-5.3", "long-battery", "next-gen", "high-speed", "certified"],
-    "Kitchen": ["stainless-steel", "food-safe", "chef-grade", "dishwasher-safe", "bpa-free", "professional"],
+    "Electronics": [
+        "smart",
+        "bluetooth-5.3",
+        "long-battery",
+        "next-gen",
+        "high-speed",
+        "certified",
+    ],
+    "Kitchen": [
+        "stainless-steel",
+        "food-safe",
+        "chef-grade",
+        "dishwasher-safe",
+        "bpa-free",
+        "professional",
+    ],
     "Home": ["cotton", "scandinavian", "soft-touch", "oeko-tex", "handcrafted", "modern"],
     "Fashion": ["tailored", "classic", "everyday", "premium-fabric", "unisex", "vintage-wash"],
-    "Beauty": ["dermatologist-tested", "vegan", "cruelty-free", "paraben-free", "clinical", "gentle-formula"],
-    "Sports": ["sweat-wicking", "gym-ready", "performance", "training", "pro-series", "lightweight-build"],
+    "Beauty": [
+        "dermatologist-tested",
+        "vegan",
+        "cruelty-free",
+        "paraben-free",
+        "clinical",
+        "gentle-formula",
+    ],
+    "Sports": [
+        "sweat-wicking",
+        "gym-ready",
+        "performance",
+        "training",
+        "pro-series",
+        "lightweight-build",
+    ],
     "Pets": ["vet-approved", "pet-safe", "natural", "chew-resistant", "easy-clean", "breed-tested"],
 }
 DEPARTMENT_SENTENCES = {
@@ -102,8 +130,33 @@ DEPARTMENT_SENTENCES = {
     "Pets": "Your pet will love it from day one.",
 }
 COLOURS = ["black", "grey", "navy", "olive", "sand", "red", "white", "blue", "green", "charcoal"]
-_SYLLABLES = ["al", "bri", "cor", "dan", "el", "fen", "gar", "hal", "ir", "jun", "kel", "lor", "mar",
-              "nor", "ost", "pel", "quin", "ros", "sil", "tor", "ul", "ven", "wex", "yor", "zan"]
+_SYLLABLES = [
+    "al",
+    "bri",
+    "cor",
+    "dan",
+    "el",
+    "fen",
+    "gar",
+    "hal",
+    "ir",
+    "jun",
+    "kel",
+    "lor",
+    "mar",
+    "nor",
+    "ost",
+    "pel",
+    "quin",
+    "ros",
+    "sil",
+    "tor",
+    "ul",
+    "ven",
+    "wex",
+    "yor",
+    "zan",
+]
 BRANDS_PER_DEPARTMENT = 12
 
 
@@ -129,7 +182,14 @@ def leaves() -> list[Leaf]:
     out = []
     for line in _LEAVES.strip().splitlines():
         path, price, nouns, quals = (part.strip() for part in line.split("|"))
-        out.append(Leaf(path, float(price), tuple(n.strip() for n in nouns.split(",")), tuple(q.strip() for q in quals.split(","))))
+        out.append(
+            Leaf(
+                path,
+                float(price),
+                tuple(n.strip() for n in nouns.split(",")),
+                tuple(q.strip() for q in quals.split(",")),
+            )
+        )
     return out
 
 
@@ -143,4 +203,7 @@ def brand_names(department_index: int) -> list[str]:
     # A fixed permutation of syllable pairs makes every (department, brand) name distinct.
     pairs = np.random.default_rng(20240501).permutation(n * n)
     start = department_index * BRANDS_PER_DEPARTMENT
-    return [(_SYLLABLES[p // n] + _SYLLABLES[p % n] + "a").capitalize() for p in pairs[start : start + BRANDS_PER_DEPARTMENT]]
+    return [
+        (_SYLLABLES[p // n] + _SYLLABLES[p % n] + "a").capitalize()
+        for p in pairs[start : start + BRANDS_PER_DEPARTMENT]
+    ]

@@ -5,7 +5,7 @@ and the timestamp rule. Dependency-free (standard library only), so ``clients`` 
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 #: Behaviour actions, weakest to strongest (the order of the API's ``Action`` enum after UNSPECIFIED).
 ACTIONS = ("view", "click", "cart", "purchase")
@@ -47,5 +47,5 @@ def parse_timestamp(text: str) -> datetime | None:
     except ValueError:  # e.g. month 13
         return None
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
