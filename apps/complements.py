@@ -100,8 +100,10 @@ def complement_hit_rate(
 def run(args: argparse.Namespace) -> int:
     result = complement_hit_rate(args.artifact, args.shop, args.users, args.min_events, args.k)
     print(
-        f"{result['users']} users, k={result['k']}: {result['complement_share']:.1%} of cross-category recommendations are in a "
-        f"planted complement category of what the user engaged with; chance {result['chance']:.1%} ({result['lift']}x)"
+        f"{result['users']} users, k={result['k']}: {result['complement_share']:.1%} of "
+        "cross-category recommendations are in a "
+        "planted complement category of what the user engaged with; "
+        f"chance {result['chance']:.1%} ({result['lift']}x)"
     )
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

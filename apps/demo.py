@@ -92,13 +92,15 @@ def run(args: argparse.Namespace) -> int:
                 for r in chunk.iter_rows(named=True)
             ).accepted
         print(
-            f"replayed {stored:,} live events of {len(users)} users through IngestEvents in {time.perf_counter() - started:.2f}s"
+            f"replayed {stored:,} live events of {len(users)} users through IngestEvents "
+            f"in {time.perf_counter() - started:.2f}s"
         )
         for line in recommendation_examples(client, replay, catalog, truth, users[: args.examples]):
             print(line)
         s = client.status()
         print(
-            f"\nengine status: index {s.index_version}, model {s.model_version}, {s.item_count:,} items, "
+            f"\nengine status: index {s.index_version}, model {s.model_version}, "
+            f"{s.item_count:,} items, "
             f"{s.user_count:,} users and {s.event_count:,} events stored"
         )
     print("engine stopped")
@@ -128,13 +130,15 @@ def recommendation_examples(
         rec = client.recommend(user, k=6, cross_category_share=1.0, explain=True)
         hits = sum(i.category in planted for i in rec.items)
         lines.append(
-            f"  recommended ({hits}/{len(rec.items)} in a planted complement of what they did, [+]):"
+            f"  recommended ({hits}/{len(rec.items)} in a planted complement "
+            "of what they did, [+]):"
         )
         titles = dict(catalog.select("item_id", "title").iter_rows())
         for i in rec.items:
             mark = "[+]" if i.category in planted else "[ ]"
             lines.append(
-                f"   {mark} {titles[i.item_id]:<45} {leaf(i.category):<20} because: {leaf(i.interest_label)}"
+                f"   {mark} {titles[i.item_id]:<45} {leaf(i.category):<20} "
+                f"because: {leaf(i.interest_label)}"
             )
     return lines
 
@@ -160,7 +164,8 @@ def neighbour_examples(
             scores[categories == categories[row]] = -np.inf
             top = np.argsort(-scores)[:k]
             marks = [
-                f"{'[+]' if (categories[row], categories[j]) in complements else '[ ]'} {categories[j].split(' > ')[-1]}"
+                f"{'[+]' if (categories[row], categories[j]) in complements else '[ ]'} "
+                f"{categories[j].split(' > ')[-1]}"
                 for j in top
             ]
             hits = sum(m.startswith("[+]") for m in marks)

@@ -83,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             "batch": args.batch,
         }
         print(
-            f"ingest: {mine.height:,} events in {seconds:.2f}s = {mine.height / seconds:,.0f} events/s (batches of {args.batch}, durable)"
+            f"ingest: {mine.height:,} events in {seconds:.2f}s = "
+            f"{mine.height / seconds:,.0f} events/s (batches of {args.batch}, durable)"
         )
 
         for user in users[:20]:  # warm-up: first-touch costs (page cache, lazy imports)
@@ -143,7 +144,10 @@ def _latency(seconds: list[float]) -> dict:
 
 
 def _line(label: str, r: dict) -> str:
-    return f"{label}: {r['requests']:,} Recommend calls, p50 {r['p50_ms']:.2f} ms, p90 {r['p90_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+    return (
+        f"{label}: {r['requests']:,} Recommend calls, p50 {r['p50_ms']:.2f} ms, "
+        f"p90 {r['p90_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+    )
 
 
 def _plot(single: list[float], concurrent: list[float], clients: int, path: Path) -> None:

@@ -1,8 +1,8 @@
 """The ``crossrec`` command line.
 
 Sub-commands come from the packages that own them, registered under the ``crossrec.commands``
-entry-point group in pyproject.toml (``datagen`` from ``indexer``, ``serve`` from ``engine``, ...). Each
-entry point is a ``register(subparsers)`` function that adds its parser and sets ``func`` to a
+entry-point group in pyproject.toml (``datagen`` from ``indexer``, ``serve`` from ``engine``, ...).
+Each entry point is a ``register(subparsers)`` function that adds its parser and sets ``func`` to a
 callable taking the parsed namespace and returning an exit code. This keeps ``clients`` free of
 imports of the batch packages, and loads a command's heavy dependencies only when it runs.
 """

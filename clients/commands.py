@@ -67,11 +67,14 @@ def run_recommend(args: argparse.Namespace) -> int:
         print(json.dumps(asdict(rec), indent=2))
         return 0
     print(
-        f"recommendation {rec.recommendation_id} (index {rec.index_version}, model {rec.model_version}){' [popular fallback]' if rec.fallback else ''}"
+        f"recommendation {rec.recommendation_id} "
+        f"(index {rec.index_version}, model {rec.model_version})"
+        f"{' [popular fallback]' if rec.fallback else ''}"
     )
     for i, item in enumerate(rec.items, 1):
         print(
-            f"{i:3d}. {item.item_id:<12} {item.score:7.3f}  {item.category}   <- {item.interest_label}"
+            f"{i:3d}. {item.item_id:<12} {item.score:7.3f}  {item.category}   "
+            f"<- {item.interest_label}"
         )
         if item.explanation:
             print(f"      {item.explanation['summary']}")
@@ -160,7 +163,8 @@ def run_ingest(args: argparse.Namespace) -> int:
                 }
                 _fail(exc)
                 print(
-                    f"{accepted:,} events were stored before the error; events carry ids, so re-sending the file is safe"
+                    f"{accepted:,} events were stored before the error; "
+                    "events carry ids, so re-sending the file is safe"
                     if any(e.event_id for e in events)
                     else f"{accepted:,} events were stored before the error",
                     file=sys.stderr,

@@ -18,8 +18,9 @@ NOT_RANKED = 1_000_000
 
 @dataclass(frozen=True)
 class SourceResult:
-    """One source's proposals. ``rows`` (item rows) and ``scores`` have the same length; ``interest``
-    (optional) names the profile interest that produced each row (-1: none in particular)."""
+    """One source's proposals. ``rows`` (item rows) and ``scores`` have the same length;
+    ``interest`` (optional) names the profile interest that produced each row (-1: none in
+    particular)."""
 
     name: str
     rows: np.ndarray

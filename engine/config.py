@@ -27,8 +27,8 @@ class EngineConfig:
     port: int = 50051
     #: SQLite event store (WAL). Created if missing.
     store: str = "crossrec-events.sqlite"
-    #: Secret for the keyed hash that pseudonymises user ids. Given inline (``pseudonym_key``) or in a
-    #: file; when neither is set, a random key is created once next to the store (mode 0600).
+    #: Secret for the keyed hash that pseudonymises user ids. Given inline (``pseudonym_key``) or in
+    #: a file; when neither is set, a random key is created once next to the store (mode 0600).
     pseudonym_key: str = ""
     pseudonym_key_file: str = ""
     #: Prometheus metrics port; 0 = no metrics endpoint.
@@ -36,7 +36,8 @@ class EngineConfig:
     #: Threads for FAISS searches and store I/O (the event loop never blocks on them).
     workers: int = 4
     #: Threads inside one faiss search or numpy BLAS call. 1 by default: per-request shard searches
-    #: are small, and requests already run in parallel on the workers; fan-out there only adds overhead.
+    #: are small, and requests already run in parallel on the workers; fan-out there only adds
+    #: overhead.
     faiss_threads: int = 1
     #: Limits on requests; larger ones get INVALID_ARGUMENT.
     max_k: int = 200

@@ -179,7 +179,8 @@ class Engine:
         )
 
     def ingest(self, events: list[StoredEvent]) -> tuple[int, int]:
-        """Store (already validated, pseudonymised) events; profiles see them on the next request."""
+        """Store (already validated, pseudonymised) events; profiles see them on the next
+        request."""
         return self.store.append(events)
 
     def delete_user(self, user_id: str) -> int:

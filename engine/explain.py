@@ -40,7 +40,8 @@ def explain(
         p = categories.transition(label, category)
         out.append(
             Explanation(
-                f"goes with your interest in {leaf(label)}: shoppers move on to {leaf(category)} in {p:.0%} of such sessions",
+                f"goes with your interest in {leaf(label)}: "
+                f"shoppers move on to {leaf(category)} in {p:.0%} of such sessions",
                 sources,
                 label,
                 p,

@@ -1,4 +1,5 @@
-"""Which candidates may be shown at all: the request's item filters and what the user already has."""
+"""Which candidates may be shown at all: the request's item filters and what the user already
+has."""
 
 from __future__ import annotations
 

@@ -28,9 +28,9 @@ class ItemTable:
     """Per-item arrays (length ``n``) and per-category popularity orders.
 
     ``category_code[i]`` indexes ``categories``; ``popular[c]`` lists category ``c``'s item rows,
-    most popular first (all of them; the first ``POPULAR_PER_CATEGORY`` serve the popularity source);
-    ``popularity_share[i]`` is item ``i``'s share of its category's decayed popularity (0 without
-    events).
+    most popular first (all of them; the first ``POPULAR_PER_CATEGORY`` serve the popularity
+    source); ``popularity_share[i]`` is item ``i``'s share of its category's decayed popularity (0
+    without events).
     """
 
     item_ids: np.ndarray

@@ -1,4 +1,5 @@
-"""Prometheus metrics of one engine: requests, latency per method and stage, candidates per stage."""
+"""Prometheus metrics of one engine: requests, latency per method and stage, candidates per
+stage."""
 
 from __future__ import annotations
 

@@ -23,7 +23,8 @@ SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_
 
 
 async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Metrics]:
-    """Load the artifact, open the store, bind, start. Returns (server, bound port, engine, metrics)."""
+    """Load the artifact, open the store, bind, start. Returns (server, bound port, engine,
+    metrics)."""
     store = SQLiteEventStore(config.store)
     engine = Engine(config, store)
     engine.load(config.artifact)
@@ -61,7 +62,8 @@ async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight RPCs (up to ``grace_s``) and stop."""
     server, port, engine, _ = await start(config)
     print(
-        f"crossrec engine listening on {config.host}:{port} (index {engine.served.version.version})",
+        f"crossrec engine listening on {config.host}:{port} "
+        f"(index {engine.served.version.version})",
         flush=True,
     )
     stop = asyncio.Event()

@@ -32,7 +32,8 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         self.executor = ThreadPoolExecutor(
             max_workers=self.config.workers, thread_name_prefix="crossrec"
         )
-        # Bounds queued work: beyond this many RPCs in flight, new ones wait (within their deadline).
+        # Bounds queued work: beyond this many RPCs in flight, new ones wait (within their
+        # deadline).
         self._slots = asyncio.Semaphore(self.config.workers * 8)
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn, *args):
@@ -49,7 +50,8 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
                         self.executor, fn, *args
                     )
         except asyncio.CancelledError:
-            # The client went away or its deadline passed before ours fired: count it as what it was.
+            # The client went away or its deadline passed before ours fired: count it as what it
+            # was.
             remaining = context.time_remaining()
             code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
             raise
@@ -115,7 +117,8 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
                 [
                     validation.FieldViolation(
                         "requests",
-                        f"at most {self.config.max_batch_requests} requests, got {len(request.requests)}",
+                        f"at most {self.config.max_batch_requests} requests, "
+                        f"got {len(request.requests)}",
                     )
                 ]
             )

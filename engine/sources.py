@@ -1,10 +1,17 @@
-"""Candidate sources: each proposes items for one profile, with a score, independently of the others.
+"""Candidate sources: each proposes items for one profile, with a score, independently of the
+others.
 
-| source | proposes | score | why |
-|---|---|---|---|
-| ``neighbours`` | co-engagement neighbours of the user's items (same and other categories) | ``sum_i w_i sim(i, j)`` over the user's items ``i`` (weights: action x recency) | items people actually take together; the strongest item-level signal where behaviour exists |
-| ``popular`` | the most popular items of the categories with the highest affinity | ``affinity(category) x item's share of its category's popularity`` | where-to-look (categories) times what-people-take (items); covers users whose items have few neighbours |
-| ``search`` | nearest items to the profile's interest vectors in the target categories' shards | cosine in the fused (complement-adapted) space | cold and long-tail items that behaviour has not reached yet; content |
+Each source: what it proposes; score; why.
+
+``neighbours``: co-engagement neighbours of the user's items (same and other categories);
+    ``sum_i w_i sim(i, j)`` over the user's items ``i`` (weights: action x recency); items people
+    actually take together, the strongest item-level signal where behaviour exists.
+``popular``: the most popular items of the categories with the highest affinity;
+    ``affinity(category) x item's share of its category's popularity``; where-to-look
+    (categories) times what-people-take (items), covers users whose items have few neighbours.
+``search``: nearest items to the profile's interest vectors in the target categories' shards;
+    cosine in the fused (complement-adapted) space; cold and long-tail items that behaviour has
+    not reached yet, content.
 
 The popularity fallback for users without history is the ``popular`` source over the most popular
 categories. Sources return at most ``limit`` rows; merging and ranking happen downstream.
@@ -113,11 +120,11 @@ class ShardSearchSource:
     sources know least about the user, and content finds cold and long-tail items. Categories the
     user touched (``touched=True``) are searched in the faiss shards: exact scans of full vectors,
     which at 1M items cost ~16 ms of a 20 ms request for no measurable gain in Recall@10 on the
-    synthetic shop (BENCHMARKS.md). Categories the user never touched
-    are searched in the adapted vectors' behaviour block, the best ``behaviour_rerank`` re-ranked with
-    the full vectors: such queries are out of distribution for a category shard's graph or IVF index
-    (they miss most neighbours), while in the behaviour space, trained to put complements together,
-    the true neighbours are near the top, and the scan reads ~9x less than an exact one. Measured at
+    synthetic shop (BENCHMARKS.md). Categories the user never touched are searched in the adapted
+    vectors' behaviour block, the best ``behaviour_rerank`` re-ranked with the full vectors: such
+    queries are out of distribution for a category shard's graph or IVF index (they miss most
+    neighbours), while in the behaviour space, trained to put complements together, the true
+    neighbours are near the top, and the scan reads ~9x less than an exact one. Measured at
     1M items: recall@10 1.000 against exact full-vector search at 200 candidates, 0.34 ms instead of
     1.9 ms per query on a 39k-item shard (BENCHMARKS.md).
     """
@@ -190,8 +197,9 @@ class ShardSearchSource:
     def behaviour_search(
         self, shard_id: str, queries: np.ndarray, k: int
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, item rows), each ``(len(queries), k)``, of a shard for queries from other
-        categories: scan the behaviour block, re-rank the best ``behaviour_rerank`` (at least 4k)."""
+        """Top-``k`` (scores, item rows), each ``(len(queries), k)``, of a shard for queries from
+        other categories: scan the behaviour block, re-rank the best ``behaviour_rerank`` (at least
+        4k)."""
         rows, block = self.behaviour[shard_id]
         k = min(k, len(rows))
         n_candidates = min(len(rows), max(self.behaviour_rerank, 4 * k))

@@ -102,7 +102,8 @@ class SQLiteEventStore:
     def history(self, user_key: str, limit: int) -> list[StoredEvent]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT event_id, user_key, item_id, action, ts_us, session_id, recommendation_id FROM events "
+                "SELECT event_id, user_key, item_id, action, ts_us, session_id, recommendation_id "
+                "FROM events "
                 "WHERE user_key = ? ORDER BY ts_us DESC LIMIT ?",
                 (user_key, limit),
             ).fetchall()

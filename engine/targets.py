@@ -1,8 +1,8 @@
 """Where to look: which categories a user is likely to want next.
 
 From the index's session statistics, ``P(B | A)`` is the share of sessions in category ``A`` that
-move on to ``B``, smoothed toward ``B``'s overall session share (``smoothing`` pseudo-sessions), so a
-category seen in few sessions leans on popularity; the diagonal is zero (staying is not a
+move on to ``B``, smoothed toward ``B``'s overall session share (``smoothing`` pseudo-sessions), so
+a category seen in few sessions leans on popularity; the diagonal is zero (staying is not a
 transition). For a profile with category weights ``w`` (sum 1), the *transition score* of ``B`` is
 ``sum_A w_A P(B | A)``; the *affinity* of a category mixes what the user did there with where
 shoppers go next::
@@ -11,7 +11,8 @@ shoppers go next::
 
 where ``share(B)`` is B's share of all sessions: a prior for interests that appear without a
 transition leading to them (a shopper's new hobby). The two weights were chosen with
-``crossrec eval`` (README, "Item-level quality"); the pipeline in :mod:`engine.recommend` applies it.
+``crossrec eval`` (README, "Item-level quality"); the pipeline in :mod:`engine.recommend` applies
+it.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ class CategoryModel:
         return float(self.matrix[self.index[source], self.index[target]])
 
     def weights(self, profile: Profile) -> np.ndarray:
-        """The profile's category weights as a vector over category codes (sum 1, zeros elsewhere)."""
+        """The profile's category weights as a vector over category codes (sum 1, zeros
+        elsewhere)."""
         w = np.zeros(len(self.categories))
         for category, weight in profile.category_weights.items():
             if category in self.index:

@@ -194,7 +194,8 @@ def train_adaptation(
         opt_sparse,
     )  # and with them the optimiser state: 2 x (items, dim) floats
     held_a, held_b = a[~train], b[~train]
-    # Integer category codes: comparing a million Python strings per query row was most of the check.
+    # Integer category codes: comparing a million Python strings per query row was most of the
+    # check.
     categories = category_codes(catalog)[1].to_numpy()
     adapted = adaptation.apply(content, np.arange(n))
     adaptation.report = {

@@ -2,13 +2,15 @@
 
 Layout of a version folder (one per build, never modified after it appears)::
 
-    manifest.json           format version, encoders, fusion, adaptation, shard table, files + sha256
+    manifest.json           format version, encoders, fusion, adaptation, shard table,
+                            files + sha256
     items.parquet           one row per item; row i is vector i and faiss id i
     vectors.npy             float32 (items, dim), unit rows: the item vectors of every shard
     transitions.parquet     category -> category transition statistics (source, target, ...)
     categories.parquet      per-category counts and session share
     adaptation.npz          the learnt projection (present when events were given)
-    neighbours.npz          item -> co-engagement neighbours, CSR-like (present when events were given)
+    neighbours.npz          item -> co-engagement neighbours, CSR-like (present when events were
+                            given)
     shards/s0000.faiss ...  one faiss index per shard (ids are item rows)
 
 A root folder holds versions side by side plus ``LATEST``, a one-line pointer to the newest. A build
@@ -161,7 +163,8 @@ class IndexVersion:
 
     @property
     def behaviour_dim(self) -> int:
-        """Width of the adapted vectors' behaviour block (the last columns); 0 without adaptation."""
+        """Width of the adapted vectors' behaviour block (the last columns); 0 without
+        adaptation."""
         adaptation = self.manifest.get("adaptation")
         return int(adaptation["dim"]) if adaptation else 0
 
@@ -234,7 +237,8 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
         )
     if manifest.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
         raise ArtifactError(
-            f"format version {manifest.get('format_version')!r} is not supported (this crossrec reads {list(SUPPORTED_FORMAT_VERSIONS)})",
+            f"format version {manifest.get('format_version')!r} is not supported "
+            f"(this crossrec reads {list(SUPPORTED_FORMAT_VERSIONS)})",
             manifest_path,
             "format",
         )
@@ -243,9 +247,9 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
 
 def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> IndexVersion:
     """Open and check an index version: every file present with its recorded size and sha256
-    (``verify``), vectors, items, shards and neighbours of the recorded shapes. Raises :class:`ArtifactError`
-    (with a ``reason``) on the first problem. ``gpu`` moves Flat/IVF shards onto a GPU when faiss
-    sees one."""
+    (``verify``), vectors, items, shards and neighbours of the recorded shapes. Raises
+    :class:`ArtifactError` (with a ``reason``) on the first problem. ``gpu`` moves Flat/IVF shards
+    onto a GPU when faiss sees one."""
     import faiss
 
     from indexer import gpu as gpu_support
@@ -259,7 +263,8 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
     vectors = np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r")
     if vectors.shape != (n, dim) or vectors.dtype != np.float32:
         raise ArtifactError(
-            f"vectors have shape {vectors.shape} {vectors.dtype}, manifest says ({n}, {dim}) float32",
+            f"vectors have shape {vectors.shape} {vectors.dtype}, "
+            f"manifest says ({n}, {dim}) float32",
             path,
             "shape",
         )
@@ -273,7 +278,8 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
         index = faiss.read_index(str(path / entry["file"]))
         if index.ntotal != entry["count"] or index.d != dim:
             raise ArtifactError(
-                f"shard {entry['id']} holds {index.ntotal} vectors of dim {index.d}, manifest says {entry['count']} of dim {dim}",
+                f"shard {entry['id']} holds {index.ntotal} vectors of dim {index.d}, "
+                f"manifest says {entry['count']} of dim {dim}",
                 path / entry["file"],
                 "shape",
             )

@@ -50,7 +50,8 @@ def read_catalog(path: str | Path) -> pl.DataFrame:
 
 
 def validate_catalog(frame: pl.DataFrame, source: str = "<catalog>") -> pl.DataFrame:
-    """Validate an in-memory catalogue frame (already typed); return it with categories normalised."""
+    """Validate an in-memory catalogue frame (already typed); return it with categories
+    normalised."""
     problems = catalog_problems(frame)
     if problems:
         raise DataValidationError(source, problems)
@@ -92,7 +93,8 @@ def catalog_problems(frame: pl.DataFrame) -> list[Problem]:
 
 
 def normalise_category(category: pl.Series) -> pl.Series:
-    """``"Outdoors>Camping >Tents"`` -> ``"Outdoors > Camping > Tents"``; null where a segment is empty."""
+    """``"Outdoors>Camping >Tents"`` -> ``"Outdoors > Camping > Tents"``; null where a segment is
+    empty."""
     parts = category.str.split(">").list.eval(pl.element().str.strip_chars())
     has_empty = parts.list.eval((pl.element() == "").any()).list.first()
     joined = parts.list.join(CATEGORY_SEPARATOR)

@@ -24,7 +24,8 @@ def register_validate(sub: argparse._SubParsersAction) -> None:
 
 
 def run_validate(args: argparse.Namespace) -> int:
-    """Exit 0 when every given file is valid (and, with both, every event names a catalogue item)."""
+    """Exit 0 when every given file is valid (and, with both, every event names a catalogue
+    item)."""
     if args.catalog is None and args.events is None:
         raise SystemExit("crossrec validate: give --catalog and/or --events")
     catalog = events = None
@@ -36,7 +37,8 @@ def run_validate(args: argparse.Namespace) -> int:
         events = read_events(args.events)
         span = f"{events['ts'].min()} .. {events['ts'].max()}"
         print(
-            f"{args.events}: ok, {events.height:,} events from {events['user_id'].n_unique():,} users, {span}"
+            f"{args.events}: ok, {events.height:,} events "
+            f"from {events['user_id'].n_unique():,} users, {span}"
         )
     if catalog is not None and events is not None:
         problems = unknown_item_problems(events, catalog)
@@ -205,8 +207,9 @@ def run_bench(args: argparse.Namespace) -> int:
         }
         s = summary[kind]
         print(
-            f"{kind}: {s['shards']} shards, {s['items']:,} items: recall@10 {s['recall_at_10_mean']:.3f} "
-            f"(min {s['recall_at_10_min']:.3f}), one query {s['single_query_p50_ms_mean']:.3f} ms per shard (p50)"
+            f"{kind}: {s['shards']} shards, {s['items']:,} items: "
+            f"recall@10 {s['recall_at_10_mean']:.3f} (min {s['recall_at_10_min']:.3f}), "
+            f"one query {s['single_query_p50_ms_mean']:.3f} ms per shard (p50)"
         )
     if args.json is not None:
         args.json.write_text(
@@ -224,11 +227,13 @@ def run_bench(args: argparse.Namespace) -> int:
 
 
 def summarise(manifest: dict, stages: dict) -> list[str]:
-    """Human summary of an index version: items, encoders, shards by type, recall, adaptation, time."""
+    """Human summary of an index version: items, encoders, shards by type, recall, adaptation,
+    time."""
     shards = manifest["shards"]
     lines = [
-        f"version {manifest['version']} (format {manifest['format_version']}): {manifest['items']:,} items, "
-        f"dim {manifest['dim']}, {len(manifest['category_shards'])} categories in {len(shards)} shards",
+        f"version {manifest['version']} (format {manifest['format_version']}): "
+        f"{manifest['items']:,} items, dim {manifest['dim']}, "
+        f"{len(manifest['category_shards'])} categories in {len(shards)} shards",
         "encoders: "
         + ", ".join(
             f"{e['name']} ({e.get('model', e['kind'])}, {e['dim']}-d)" for e in manifest["encoders"]
@@ -245,34 +250,40 @@ def summarise(manifest: dict, stages: dict) -> list[str]:
         params = sorted({json.dumps(s["search_params"]) for s in group})
         lines.append(
             f"  {kind}: {len(group)} shards, {sum(s['count'] for s in group):,} items, "
-            f"{sum(s['bytes'] for s in group) / 2**20:.1f} MB, recall@10 min {min(recalls):.3f}, params {', '.join(params)}"
+            f"{sum(s['bytes'] for s in group) / 2**20:.1f} MB, "
+            f"recall@10 min {min(recalls):.3f}, params {', '.join(params)}"
         )
     fallbacks = [s for s in shards if s.get("note")]
     if fallbacks:
         lines.append(
-            f"  {len(fallbacks)} shards built exact: their approximate index missed the recall target on "
-            f"cross-category queries (see 'note' in the manifest)"
+            f"  {len(fallbacks)} shards built exact: "
+            "their approximate index missed the recall target on "
+            "cross-category queries (see 'note' in the manifest)"
         )
     adaptation = manifest.get("adaptation")
     if adaptation:
         r = adaptation["report"]
         hit = r["heldout_category_hit_at_10"]
         lines.append(
-            f"adaptation: {r['pairs']:,} co-engagement pairs, {r['items_with_behaviour']:,} items with behaviour; "
-            f"held-out complement category hit@10 {hit['content']:.3f} (content) -> {hit['adapted']:.3f} (adapted)"
+            f"adaptation: {r['pairs']:,} co-engagement pairs, "
+            f"{r['items_with_behaviour']:,} items with behaviour; "
+            f"held-out complement category hit@10 {hit['content']:.3f} (content) "
+            f"-> {hit['adapted']:.3f} (adapted)"
         )
     else:
         lines.append("adaptation: none (no events given): vectors are content only")
     neighbours = manifest.get("neighbours")
     if neighbours:
         lines.append(
-            f"neighbours: {neighbours['items_with_neighbours']:,} items with co-engagement neighbours "
+            f"neighbours: {neighbours['items_with_neighbours']:,} items "
+            "with co-engagement neighbours "
             f"({neighbours['mean_neighbours_per_item_with_neighbours']:.1f} each on average), "
             f"{neighbours['other_category_share']:.0%} in another category"
         )
     for name, t in manifest.get("encode_timing", {}).items():
         lines.append(
-            f"encode {name}: {t['items_per_s']:,.0f} items/s, {t['outside_model_share']:.1%} of its time outside the model"
+            f"encode {name}: {t['items_per_s']:,.0f} items/s, "
+            f"{t['outside_model_share']:.1%} of its time outside the model"
         )
     if stages:
         lines.append("stages: " + ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in stages.items()))

@@ -33,7 +33,8 @@ class Fusion:
         return sum(p.dim for p in self.parts)
 
     def fuse(self, blocks: dict[str, tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
-        """``blocks[name] = (vectors (n, dim), present (n,))`` -> ``(n, self.dim)`` float32, unit rows."""
+        """``blocks[name] = (vectors (n, dim), present (n,))`` -> ``(n, self.dim)`` float32, unit
+        rows."""
         n = len(next(iter(blocks.values()))[0])
         out = np.zeros((n, self.dim), dtype=np.float32)
         col = 0

@@ -13,14 +13,20 @@ keeping each item's ``top_n`` best other items, in any category. Stored as CSR-l
 (``neighbours.npz``: ``indptr`` int64 (n+1), ``rows`` int32, ``scores`` float32; item i's neighbours
 are ``rows[indptr[i]:indptr[i+1]]``, best first).
 
-| knob | default | why |
-|---|---|---|
-| ``half_life_days`` | 365 | which items go together changes slowly; a year keeps multi-year histories in play while still favouring recent pairs (on the 12-week synthetic shop 60 days and no decay scored the same Recall@10, 0.120) |
-| ``dampen`` | ``log1p`` | ``x_ui`` grows with repeat events; log1p keeps one user's 30 views of an item from outweighing 10 users' single views |
-| ``cap`` | none | a hard ceiling on ``x_ui`` after dampening, for shops with bots or power users |
-| ``shrinkage`` | 5.0 | plain cosine gives 1.0 to two items seen once by the same single shopper; in units of ``||x_i|| ||x_j||`` (one fresh view is log1p(1) = 0.69), 5 turns that pair's 1.0 into 0.09 while pairs whose norms multiply to 50 or more keep over 90% of their cosine |
-| ``top_n`` | 100 | what a candidate source needs; at most 800 bytes per item on disk |
-| ``chunk_items`` | 16,384 | most item rows per ``X^T[chunk] @ X`` product: bounds the memory of the pair scores (fewer where the one-key sort below needs it) |
+Knobs (default in brackets) and why:
+
+``half_life_days`` (365): which items go together changes slowly; a year keeps multi-year
+    histories in play while still favouring recent pairs (on the 12-week synthetic shop 60 days
+    and no decay scored the same Recall@10, 0.120).
+``dampen`` (``log1p``): ``x_ui`` grows with repeat events; log1p keeps one user's 30 views of an
+    item from outweighing 10 users' single views.
+``cap`` (none): a hard ceiling on ``x_ui`` after dampening, for shops with bots or power users.
+``shrinkage`` (5.0): plain cosine gives 1.0 to two items seen once by the same single shopper; in
+    units of ``||x_i|| ||x_j||`` (one fresh view is log1p(1) = 0.69), 5 turns that pair's 1.0
+    into 0.09 while pairs whose norms multiply to 50 or more keep over 90% of their cosine.
+``top_n`` (100): what a candidate source needs; at most 800 bytes per item on disk.
+``chunk_items`` (16,384): most item rows per ``X^T[chunk] @ X`` product: bounds the memory of the
+    pair scores (fewer where the one-key sort below needs it).
 
 Each chunk's pairs are put best first per item with one sort of 64-bit keys packing
 (row in chunk, float32 score bits inverted, neighbour row), so ties go to the lower neighbour row;
@@ -71,7 +77,8 @@ class NeighbourConfig:
 @dataclass(frozen=True, eq=False)
 class ItemNeighbours:
     """Each item's co-engagement neighbours. ``indptr`` int64 (n+1,); ``rows`` int32 and ``scores``
-    float32 (indptr[-1],): item row i's neighbours are ``rows[indptr[i]:indptr[i+1]]``, best first."""
+    float32 (indptr[-1],): item row i's neighbours are ``rows[indptr[i]:indptr[i+1]]``, best
+    first."""
 
     indptr: np.ndarray
     rows: np.ndarray
@@ -151,7 +158,10 @@ class ItemNeighbours:
             or scores.dtype != np.float32
             or len(rows) != len(scores)
         ):
-            return f"rows {rows.shape} {rows.dtype} and scores {scores.shape} {scores.dtype} must be 1-d int32 and float32 of one length"
+            return (
+                f"rows {rows.shape} {rows.dtype} and scores {scores.shape} {scores.dtype} "
+                "must be 1-d int32 and float32 of one length"
+            )
         if indptr[0] != 0 or indptr[-1] != len(rows) or (np.diff(indptr) < 0).any():
             return f"indptr must rise from 0 to {len(rows)} without falling"
         if len(rows) and (rows.min() < 0 or rows.max() >= n_items):
@@ -264,7 +274,8 @@ def _bits(n: int) -> int:
 
 
 def _chunk_rows(n_items: int, most: int) -> int:
-    """Rows per product: at most ``most``, fewer so that the packed sort key fits, but not under 1,024."""
+    """Rows per product: at most ``most``, fewer so that the packed sort key fits, but not under
+    1,024."""
     fits = 1 << max(0, 33 - _bits(n_items))
     return min(most, max(fits, 1_024))
 

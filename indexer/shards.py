@@ -4,13 +4,13 @@ One shard per leaf category; a category above ``max_shard_items`` splits by a st
 item id into equal-ish parts, so a cross-category request searches exactly the shards of its target
 categories. The index type follows the shard's size:
 
-==========================  ======================  =============================================
-items                       index                   why
-==========================  ======================  =============================================
-<= ``exact_max``            ``Flat`` (exact IP)     a scan of a small shard costs microseconds
-<= ``hnsw_max``             ``HNSW32,Flat``         best recall per CPU-ms at 10^4-10^5 vectors
-larger                      ``IVF{nlist},SQ8``      4x less memory than float32, recall ceiling ~0.99
-==========================  ======================  =============================================
+==================  ======================  =================================================
+items               index                   why
+==================  ======================  =================================================
+<= ``exact_max``    ``Flat`` (exact IP)     a scan of a small shard costs microseconds
+<= ``hnsw_max``     ``HNSW32,Flat``         best recall per CPU-ms at 10^4-10^5 vectors
+larger              ``IVF{nlist},SQ8``      4x less memory than float32, recall ceiling ~0.99
+==================  ======================  =================================================
 
 Search settings (``efSearch`` / ``nprobe``) are tuned per shard at build time: the smallest value
 whose recall@10 against exact search reaches ``recall_target`` on sampled queries, recorded with the
@@ -119,7 +119,8 @@ def build_shard(
     note = ""
     if recall is not None and recall < policy.recall_target:
         note = (
-            f"{factory} reached recall@{policy.k} {recall:.3f} at {params} on cross-category queries, "
+            f"{factory} reached recall@{policy.k} {recall:.3f} at {params} "
+            "on cross-category queries, "
             f"below the target {policy.recall_target}; built exact instead"
         )
         log.warning("shard %s (%d items): %s", spec.shard_id, n, note)

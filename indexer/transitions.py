@@ -4,32 +4,34 @@ recent popularity and funnel rates.
 The events are sessionised once (:func:`sessionise`) into a lean frame of integer codes that every
 behaviour stage reads (these statistics, the co-engagement neighbours, the complement adaptation):
 
-| column | type | meaning |
-|---|---|---|
-| ``session`` | UInt32 | dense session code: ``session_id`` where given, else the user's events split at gaps of more than 30 minutes |
-| ``user`` | UInt32 | dense user code (0 .. users-1) |
-| ``row`` | UInt32 | the item's catalogue row |
-| ``category`` | UInt32 | the item's category code: its position in the sorted list of catalogue categories |
-| ``action`` | UInt8 | position in :data:`indexer.events.ACTIONS` (view 0, click 1, cart 2, purchase 3) |
-| ``ts`` | Datetime(us, UTC) | event time |
+Columns (type in brackets):
+
+``session`` (UInt32): dense session code: ``session_id`` where given, else the user's events split
+    at gaps of more than 30 minutes
+``user`` (UInt32): dense user code (0 .. users-1)
+``row`` (UInt32): the item's catalogue row
+``category`` (UInt32): the item's category code: its position in the sorted list of catalogue
+    categories
+``action`` (UInt8): position in :data:`indexer.events.ACTIONS` (view 0, click 1, cart 2,
+    purchase 3)
+``ts`` (Datetime(us, UTC)): event time
 
 sorted by ``session`` then ``ts``. No strings: at 11.6M events the frame is ~260 MB where the string
 frame it replaces was several GB (and was built twice).
 
 A *transition* ``A -> B`` is counted once per session in which the shopper engaged with category A
-before category B. ``probability`` is ``P(B | A)`` over the sessions' next categories; ``lift`` is how
-much more often B follows A than B's overall session share would predict.
+before category B. ``probability`` is ``P(B | A)`` over the sessions' next categories; ``lift`` is
+how much more often B follows A than B's overall session share would predict.
 
 Per item (``items.parquet``), with ``a`` = :data:`FUNNEL_PRIOR_STRENGTH`:
 
-| column | meaning |
-|---|---|
-| ``events``, ``views``, ``clicks``, ``carts``, ``purchases`` | counts |
-| ``events_7d``, ``events_28d`` | events less than 7 / 28 days older than the newest event |
-| ``popularity`` | action-weighted events (view 1, click 2, cart 4, purchase 8) halving every 14 days back from the newest event |
-| ``click_rate`` | ``(clicks + a p_cat) / (views + a)`` |
-| ``cart_rate`` | ``(carts + a q_cat) / (clicks + a)`` |
-| ``purchase_rate`` | ``(purchases + a r_cat) / (carts + a)`` |
+``events``, ``views``, ``clicks``, ``carts``, ``purchases``: counts
+``events_7d``, ``events_28d``: events less than 7 / 28 days older than the newest event
+``popularity``: action-weighted events (view 1, click 2, cart 4, purchase 8) halving every 14 days
+    back from the newest event
+``click_rate``: ``(clicks + a p_cat) / (views + a)``
+``cart_rate``: ``(carts + a q_cat) / (clicks + a)``
+``purchase_rate``: ``(purchases + a r_cat) / (carts + a)``
 
 The priors ``p_cat, q_cat, r_cat`` are the item's category's rates, themselves smoothed the same way
 toward the rates over all events (so a category with few events does not hand its items a noisy
@@ -92,7 +94,8 @@ def category_codes(catalog: pl.DataFrame) -> tuple[pl.Series, pl.Series]:
 
 def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
     """Validated events -> the integer-coded session frame of the module docstring (sorted by
-    session, ts). Events on items missing from the catalogue are dropped (validation reports them)."""
+    session, ts). Events on items missing from the catalogue are dropped (validation reports
+    them)."""
     _, cat_codes = category_codes(catalog)
     items = catalog.select("item_id").with_columns(cat_codes).with_row_index("row")
     has_sid = "session_id" in events.columns

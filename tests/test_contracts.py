@@ -1,4 +1,5 @@
-"""Catalogue and event readers: valid files in every format, and a precise error for each bad one."""
+"""Catalogue and event readers: valid files in every format, and a precise error for each bad
+one."""
 
 from __future__ import annotations
 
@@ -127,7 +128,11 @@ def test_duplicate_item_id_names_both_rows(tmp_path):
 
 
 def test_unknown_action_lists_the_allowed_ones(tmp_path):
-    text = "user_id,item_id,action,ts\nu,i,view,2026-01-01T00:00:00Z\nu,i,wishlist,2026-01-01T00:00:00Z\n"
+    text = (
+        "user_id,item_id,action,ts\n"
+        "u,i,view,2026-01-01T00:00:00Z\n"
+        "u,i,wishlist,2026-01-01T00:00:00Z\n"
+    )
     with pytest.raises(DataValidationError) as excinfo:
         read_events(write(tmp_path, "e.csv", text))
     assert problems_of(excinfo) == [(2, "action")]

@@ -154,7 +154,8 @@ def test_already_bought_items_never_come_back(client, shop_events, catalog):
     client.ingest(events_of(history, "b-"))
     bought = set(history.filter(pl.col("action") == "purchase")["item_id"])
     bought_categories = set(categories_of(catalog, bought))
-    # Ask for every category the purchases came from, so the bought items are in the searched shards.
+    # Ask for every category the purchases came from, so the bought items are in the searched
+    # shards.
     quotas = {c: 3 for c in sorted(bought_categories)[:5]}
     rec = client.recommend("b-" + user, k=sum(quotas.values()), category_quotas=quotas)
     assert rec.items and not bought & {i.item_id for i in rec.items}
@@ -185,7 +186,8 @@ def test_complement_categories_come_far_above_chance(client, shop_events, catalo
         rec = client.recommend("c-" + user, k=10, cross_category_share=1.0)
         hit.append(np.mean([i.category in planted for i in rec.items]))
         chance.append(len(planted) / len(all_categories - touched))
-    # crossrec check-complements on a 2,000-item shop: 69.3% in planted complements vs 15.5% by chance.
+    # crossrec check-complements on a 2,000-item shop: 69.3% in planted complements vs 15.5% by
+    # chance.
     assert np.mean(hit) > 3 * np.mean(chance) and np.mean(hit) > 0.5
 
 
@@ -277,9 +279,7 @@ def test_delete_user_leaves_no_trace_and_raw_ids_never_reach_disk(client, server
             dict(
                 user_id="u",
                 k=5,
-                recent_events=[
-                    Event("", "i", "view", datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC))
-                ],
+                recent_events=[Event("", "i", "view", datetime(1970, 1, 1, 0, 0, 5, tzinfo=UTC))],
             ),
             "recent_events[0].time",
         ),
@@ -504,7 +504,10 @@ def test_cli_ingest_and_recommend_against_the_engine(server, small_shop_dir, tmp
     # Rows the client can check itself are reported before anything is sent.
     before = server.engine.status()["event_count"]
     bad.write_text(
-        "user_id,item_id,action,ts\nu,i,look,2026-01-05 10:00\nu,i,view,\nu,i,view,2026-01-05T10:00+02:00\n"
+        "user_id,item_id,action,ts\n"
+        "u,i,look,2026-01-05 10:00\n"
+        "u,i,view,\n"
+        "u,i,view,2026-01-05T10:00+02:00\n"
     )
     assert main(["ingest", str(bad), "--target", server.target]) == 2
     err = capsys.readouterr().err

@@ -1,4 +1,5 @@
-"""The engine as users run it: `crossrec serve` in its own process, killed with -9, probed with grpcurl."""
+"""The engine as users run it: `crossrec serve` in its own process, killed with -9, probed with
+grpcurl."""
 
 from __future__ import annotations
 

@@ -28,7 +28,8 @@ CUT = datetime(2026, 3, 1, tzinfo=UTC)
 def _eval_set(
     items: list[str], train: list[tuple[str, str, str, float]], test: list[tuple[str, str]]
 ) -> EvalSet:
-    """``train``: (user, item, action, days before the cut); ``test``: (user, item) clicked after it."""
+    """``train``: (user, item, action, days before the cut); ``test``: (user, item) clicked after
+    it."""
     rows = [(u, i, a, CUT - timedelta(days=d)) for u, i, a, d in train]
     rows += [(u, i, "click", CUT + timedelta(days=1)) for u, i in test]
     events = pl.DataFrame(

@@ -1,4 +1,5 @@
-"""crossrec as a method of ``crossrec eval``: one request per K, shares, and the common post-filter."""
+"""crossrec as a method of ``crossrec eval``: one request per K, shares, and the common
+post-filter."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Splitting events for ``crossrec eval``: a time split worked out by hand, and the holdout split."""
+"""Splitting events for ``crossrec eval``: a time split worked out by hand, and the holdout
+split."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def _events(rows: list[tuple[str, str, str, float]]) -> pl.DataFrame:
     ).with_columns(pl.col("action").cast(pl.Enum(ACTIONS)))
 
 
-# Newest event on day 14; --test-days 4 puts the cut at day 10 (an event at the cut is a test event).
+# Newest event on day 14; --test-days 4 puts the cut at day 10 (an event at the cut is a test
+# event).
 EVENTS = _events(
     [
         ("u1", "i1", "view", 1),

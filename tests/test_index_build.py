@@ -100,12 +100,14 @@ def test_adaptation_moves_planted_complements_close(small_shop_dir, version):
     vectors = np.asarray(version.vectors)
     share = version.manifest["adaptation"]["share"]
     content_dim = version.manifest["adaptation"]["content_dim"]
-    # The adapted vector is [sqrt(1-share) content ; sqrt(share) behaviour]: its head is the content.
+    # The adapted vector is [sqrt(1-share) content ; sqrt(share) behaviour]: its head is the
+    # content.
     content = vectors[:, :content_dim] / np.sqrt(1 - share)
     queries = np.random.default_rng(0).choice(len(vectors), 400, replace=False)
     with_content = planted_complement_share(content, categories, complements, queries)
     adapted = planted_complement_share(vectors, categories, complements, queries)
-    # 2-3 complement categories out of 63 others: about 0.06 by chance. Measured here: ~0.05 -> ~0.7.
+    # 2-3 complement categories out of 63 others: about 0.06 by chance. Measured here:
+    # ~0.05 -> ~0.7.
     assert with_content < 0.15
     assert adapted > 0.4 and adapted > 4 * with_content
     # Items without behaviour get their vector from content through the projection alone.
@@ -243,7 +245,8 @@ def test_altered_neighbours_are_refused(copied):
 
 
 def rewrite_neighbours(version_dir, **arrays) -> None:
-    """Replace arrays of neighbours.npz and record the new file's checksum, as a buggy build would."""
+    """Replace arrays of neighbours.npz and record the new file's checksum, as a buggy build
+    would."""
     path = version_dir / "neighbours.npz"
     with np.load(path) as data:
         current = {name: data[name] for name in data.files}
@@ -305,7 +308,9 @@ KILLED_BUILD = textwrap.dedent(
         real_rename(src, dst)
 
     faiss.write_index, os.rename = write_index, rename
-    build_index(sys.argv[1] + "/catalog.parquet", sys.argv[2], None, BuildConfig(progress=False, text=False))
+    build_index(
+        sys.argv[1] + "/catalog.parquet", sys.argv[2], None, BuildConfig(progress=False, text=False)
+    )
     """
 )
 

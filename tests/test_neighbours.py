@@ -1,5 +1,5 @@
-"""Co-engagement neighbours: the shrunk cosine on hand-computed tables, the top-N cut, self-exclusion,
-chunking, and ``ItemNeighbours.gather``."""
+"""Co-engagement neighbours: the shrunk cosine on hand-computed tables, the top-N cut,
+self-exclusion, chunking, and ``ItemNeighbours.gather``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ PLAIN = NeighbourConfig(dampen="none", shrinkage=0.0)
 
 
 def events(rows: list[tuple[str, str, str, float]]) -> pl.DataFrame:
-    """(user, item, action, days before T0) -> an event frame; each user's events are one session."""
+    """(user, item, action, days before T0) -> an event frame; each user's events are one
+    session."""
     return pl.DataFrame(
         {
             "user_id": [u for u, _, _, _ in rows],
@@ -100,7 +101,8 @@ def test_log1p_dampening_and_cap_by_hand():
     assert neighbour_dict(damped, 0) == pytest.approx(
         {1: np.log(9) / norm_a, 2: np.log(2) / norm_a}, rel=1e-5
     )
-    # Without dampening the purchase dominates A's vector: cos(A, B) = 8 / sqrt(65), cos(A, C) = 1 / sqrt(65).
+    # Without dampening the purchase dominates A's vector: cos(A, B) = 8 / sqrt(65),
+    # cos(A, C) = 1 / sqrt(65).
     plain = item_neighbours(sessions, 4, PLAIN)
     assert neighbour_dict(plain, 0) == pytest.approx(
         {1: 8 / np.sqrt(65), 2: 1 / np.sqrt(65)}, rel=1e-5
@@ -143,7 +145,8 @@ def test_top_n_cut_self_exclusion_and_chunking():
         rows += [(f"u{k}", "i0", "view", 0)] * k + [(f"u{k}", f"i{k}", "view", 0)]
     sessions = sessionise(events(rows), catalog)
     full = item_neighbours(sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=100))
-    # x_u,k: item 0 weighs k, item k weighs 1. ||x_0|| = sqrt(1+4+...+36) = sqrt(91); cos(0, k) = k / sqrt(91).
+    # x_u,k: item 0 weighs k, item k weighs 1. ||x_0|| = sqrt(1+4+...+36) = sqrt(91);
+    # cos(0, k) = k / sqrt(91).
     assert full.of(0)[0].tolist() == [6, 5, 4, 3, 2, 1]
     assert full.of(0)[1] == pytest.approx([k / np.sqrt(91) for k in (6, 5, 4, 3, 2, 1)], rel=1e-5)
     for row in range(n):
@@ -151,7 +154,8 @@ def test_top_n_cut_self_exclusion_and_chunking():
     assert full.of(3)[0].tolist() == [0]
     cut = item_neighbours(sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=2))
     assert cut.of(0)[0].tolist() == [6, 5] and cut.indptr.tolist() == [0, 2, 3, 4, 5, 6, 7, 8]
-    # Chunks of 2 item rows (the self-exclusion and row offsets of every chunk) give the same answer.
+    # Chunks of 2 item rows (the self-exclusion and row offsets of every chunk) give the same
+    # answer.
     chunked = item_neighbours(
         sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=2, chunk_items=2)
     )

@@ -1,4 +1,5 @@
-"""Shard planning, index choice by size, and recall of approximate shards at their recorded settings."""
+"""Shard planning, index choice by size, and recall of approximate shards at their recorded
+settings."""
 
 from __future__ import annotations
 
@@ -34,9 +35,10 @@ def test_plan_follows_categories_and_splits_large_ones():
     assert sum(len(s.rows) for s in specs if s.category == "c") == 25
     # The split is by item id, so it does not change when rows are reordered.
     again = plan_shards(categories[::-1], ids[::-1], ShardPolicy(max_shard_items=10))
-    by_part = lambda plan, frame_ids: {
-        s.part: set(frame_ids.gather(s.rows).to_list()) for s in plan if s.category == "c"
-    }
+
+    def by_part(plan, frame_ids):
+        return {s.part: set(frame_ids.gather(s.rows).to_list()) for s in plan if s.category == "c"}
+
     assert by_part(specs, ids) == by_part(again, ids[::-1])
 
 

@@ -1,11 +1,16 @@
 """The baselines crossrec is measured against, each fitted on the training split only.
 
-| baseline | score of an item for a user | why it is here |
-|---|---|---|
-| ``popularity`` | sum of its training events' action weights (view 1, click 2, cart 4, purchase 8), each halved every 14 days back from the cut | the floor every recommender must clear |
-| ``cooccurrence`` | sum of its cosine similarities (binary user-item matrix, best ``neighbours`` per item kept) to the user's training items | the classic item-to-item kNN; strong on same-category repeats |
-| ``content`` | inner product with the action-weighted mean of the user's items' *content* vectors from the served index | what content alone finds, without behaviour |
-| ``als`` | ``implicit`` ALS (factors 64, regularisation 0.05, 15 iterations), confidence ``1 + alpha * action weight`` | the standard collaborative-filtering model |
+Each baseline: the score of an item for a user; why it is here.
+
+``popularity``: sum of its training events' action weights (view 1, click 2, cart 4, purchase 8),
+    each halved every 14 days back from the cut; the floor every recommender must clear.
+``cooccurrence``: sum of its cosine similarities (binary user-item matrix, best ``neighbours``
+    per item kept) to the user's training items; the classic item-to-item kNN, strong on
+    same-category repeats.
+``content``: inner product with the action-weighted mean of the user's items' *content* vectors
+    from the served index; what content alone finds, without behaviour.
+``als``: ``implicit`` ALS (factors 64, regularisation 0.05, 15 iterations), confidence
+    ``1 + alpha * action weight``; the standard collaborative-filtering model.
 
 Items without evidence (no training event for popularity, no similar item for co-occurrence, no
 vector for content) are never recommended, so lists may be shorter than K. Scores are computed for
@@ -66,7 +71,8 @@ def score_in_chunks(
 
 @dataclass(frozen=True)
 class Popularity:
-    """Time-decayed, action-weighted popularity; the same list for everyone minus what they touched."""
+    """Time-decayed, action-weighted popularity; the same list for everyone minus what they
+    touched."""
 
     half_life_days: float = POPULARITY_HALF_LIFE_DAYS
     name: str = "popularity"

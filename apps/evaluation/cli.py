@@ -44,7 +44,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "eval",
-        help="item-level evaluation of crossrec against baselines (recall, NDCG, cross-category recall)",
+        help=(
+            "item-level evaluation of crossrec against baselines "
+            "(recall, NDCG, cross-category recall)"
+        ),
     )
     p.add_argument(
         "--catalog", type=Path, required=True, help="catalogue file (.parquet, .csv, .jsonl)"
@@ -108,7 +111,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--artifact",
         type=Path,
-        help="index version (or root) built from the training events; default: build into OUT/index",
+        help=(
+            "index version (or root) built from the training events; default: build into OUT/index"
+        ),
     )
     p.add_argument(
         "--no-text",

@@ -138,7 +138,8 @@ def pair_keys(m: sp.csr_matrix) -> np.ndarray:
 
 
 def member(lists: np.ndarray, m: sp.csr_matrix, row_offset: int = 0) -> np.ndarray:
-    """(n, k) bool: ``lists[r, j]`` is stored in row ``row_offset + r`` of ``m`` (pads are False)."""
+    """(n, k) bool: ``lists[r, j]`` is stored in row ``row_offset + r`` of ``m`` (pads are
+    False)."""
     keys = pair_keys(m)
     rows = np.arange(row_offset, row_offset + lists.shape[0], dtype=np.int64)[:, None]
     wanted = rows * m.shape[1] + np.maximum(lists, 0)

@@ -31,7 +31,8 @@ INDEX_DIR = "index"
 
 @dataclass(frozen=True)
 class PreparedIndex:
-    """``path``: the version folder; ``built``: whether this run built it; ``seconds``: build time."""
+    """``path``: the version folder; ``built``: whether this run built it; ``seconds``: build
+    time."""
 
     path: Path
     built: bool
@@ -62,7 +63,8 @@ def prepare_index(
     progress: bool = True,
 ) -> PreparedIndex:
     """Reuse ``out/index``'s version built from the same training file and settings, else build one
-    (``indexer.build.build_index`` with ``BuildConfig(text=text)``) and record it in ``split.json``."""
+    (``indexer.build.build_index`` with ``BuildConfig(text=text)``) and record it in
+    ``split.json``."""
     settings = {"train_events_sha256": train_sha256, "catalog": str(catalog), "text": text}
     record = out / SPLIT_FILE
     reusable = _reusable(record, settings, train_path)

@@ -1,4 +1,5 @@
-"""crossrec itself as a method under evaluation: through the code that serves, in-process or over gRPC.
+"""crossrec itself as a method under evaluation: through the code that serves, in-process or over
+gRPC.
 
 Both sessions feed the engine the test users' *training* events only, then ask for each test user's
 list once per cut-off K (``k = K``) with a cross-category share. The share applies to the k slots of
@@ -142,7 +143,8 @@ class EngineSession:
 
 
 def event_ids(events: pl.DataFrame) -> list[str]:
-    """A stable id per event: hash of its fields and its occurrence number among identical events."""
+    """A stable id per event: hash of its fields and its occurrence number among identical
+    events."""
     fields = ["user_id", "item_id", "action", "ts_us", "session_id"]
     occurrence = pl.int_range(pl.len()).over(fields)
     rows = events.select(*fields, occurrence.alias("n")).iter_rows()
@@ -191,7 +193,8 @@ class RemoteSession:
     def recommend(self, user_id: str, k: int, share: Share) -> list[str]:
         if share is None:
             raise ValueError(
-                "over gRPC a request cannot ask for no split; configure the engine's default instead"
+                "over gRPC a request cannot ask for no split; "
+                "configure the engine's default instead"
             )
         remote_share = None if share == ENGINE_DEFAULT else share  # unset: the engine's default
         rec = self._client.recommend(user_id, k=k, cross_category_share=remote_share)  # type: ignore[attr-defined]

@@ -6,9 +6,9 @@ CSR booleans (see :mod:`apps.evaluation.dataset`). At a cut-off K, per user:
 | metric | definition |
 |---|---|
 | Recall@K | hits in the first K / number of positives |
-| NDCG@K | binary gains: ``sum_hits 1/log2(rank+1)`` over the ideal ``sum_{r<=min(P,K)} 1/log2(r+1)`` |
+| NDCG@K | binary gains: ``sum_hits 1/log2(rank+1)`` / ideal ``sum_{r<=min(P,K)} 1/log2(r+1)`` |
 | HitRate@K | 1 when the first K hold a positive |
-| cross-category Recall@K | Recall@K over the user's cross-category positives only; users without any are left out |
+| cross-category Recall@K | Recall@K on cross-category positives only; users with none left out |
 | diversity@K | distinct categories among the first K (an empty list has 0) |
 
 and over all users: coverage@K = distinct items in all first-K lists / catalogue size. Each

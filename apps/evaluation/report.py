@@ -17,12 +17,16 @@ def split_summary(result: dict) -> str:
     else:
         how = f"holdout split ({s['holdout_share']:.0%} of each user's items, seed {s['seed']})"
     tested = (
-        f"{s['test_users']:,} test users (of {s['candidate_users']:,} with training events and a positive), "
-        f"{s['positives']:,} positives ({s['positives_per_user']:.1f} per user, {s['cross_category_share']:.0%} cross-category; "
-        f"{s['users_with_cross_category_positive']:,} users have one); positives = {'/'.join(s['positive_actions'])} on untouched items"
+        f"{s['test_users']:,} test users (of {s['candidate_users']:,} with training events "
+        "and a positive), "
+        f"{s['positives']:,} positives ({s['positives_per_user']:.1f} per user, "
+        f"{s['cross_category_share']:.0%} cross-category; "
+        f"{s['users_with_cross_category_positive']:,} users have one); "
+        f"positives = {'/'.join(s['positive_actions'])} on untouched items"
     )
     lines = [
-        f"{how}: {s['train_events']:,} training events from {s['train_users']:,} users, {s['test_events']:,} test events",
+        f"{how}: {s['train_events']:,} training events from {s['train_users']:,} users, "
+        f"{s['test_events']:,} test events",
         tested,
     ]
     if result.get("index"):
@@ -38,7 +42,8 @@ def _interval(m: dict) -> str:
 
 def method_table(result: dict) -> str:
     """One row per method: Recall@10 and cross-category Recall@10 with 95% intervals, NDCG@10,
-    HitRate@10, Recall at the largest other K (100 by default), coverage@10, diversity@10, seconds."""
+    HitRate@10, Recall at the largest other K (100 by default), coverage@10, diversity@10,
+    seconds."""
     cutoffs = result["settings"]["cutoffs"]
     wide = max((k for k in cutoffs if k != HEADLINE), default=None)
     header = ["method", "Recall@10 [95% CI]", "cross-cat R@10 [95% CI]", "NDCG@10", "HitRate@10"]
@@ -58,9 +63,12 @@ def method_table(result: dict) -> str:
         row += [f"{m10['coverage']:.4f}", f"{m10['diversity']['mean']:.2f}", f"{r['seconds']:.1f}"]
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    fmt = lambda cells: "  ".join(
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    )
+
+    def fmt(cells):
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        )
+
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
@@ -70,7 +78,8 @@ def write_json(result: dict, path: Path) -> None:
 
 
 def write_png(result: dict, path: Path) -> None:
-    """Grouped bars: Recall@10 and cross-category Recall@10 per method, 95% intervals as error bars."""
+    """Grouped bars: Recall@10 and cross-category Recall@10 per method, 95% intervals as error
+    bars."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -43,8 +43,9 @@ class EvalConfig:
 
     ``ks``: cut-offs (10 is always added). ``methods``: names from :data:`METHODS`.
     ``crossrec_shares``: one crossrec row per cross-category share (a float, ``None`` for no split,
-    ``"default"`` for the engine's configured default). ``artifact``: index version to use (default: build one from the training
-    split into ``out/index``; ``text=False`` skips the text model). ``target``: evaluate a running
+    ``"default"`` for the engine's configured default). ``artifact``: index version to use
+    (default: build one from the training split into ``out/index``; ``text=False`` skips the text
+    model). ``target``: evaluate a running
     engine at ``host:port`` instead of an in-process one. ``bootstrap``: resamples per interval.
     ``neighbours``: co-occurrence neighbours kept per item.
     """

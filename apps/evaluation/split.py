@@ -1,9 +1,11 @@
 """Splitting events into a training part and a test part, and choosing who is tested on what.
 
-| split | test part | why |
-|---|---|---|
-| ``time`` (default) | events in the last ``test_days`` days before the newest event | what serving faces: learn from the past, predict the next weeks |
-| ``holdout`` | a seeded ``holdout_share`` of each user's distinct items (users with >= 2 items), all their events | for data whose times mean nothing (shuffled logs, one-day dumps) |
+Each split: its test part; why.
+
+``time`` (default): events in the last ``test_days`` days before the newest event; what serving
+    faces: learn from the past, predict the next weeks.
+``holdout``: a seeded ``holdout_share`` of each user's distinct items (users with >= 2 items), all
+    their events; for data whose times mean nothing (shuffled logs, one-day dumps).
 
 A user's **positives** are the items they clicked, carted or bought in the test part and never
 touched (any action) in the training part: predicting a re-visit is easy and not what a
@@ -60,7 +62,8 @@ class Split:
     """``train`` / ``test``: the input's event rows, partitioned. ``cut``: the reference time of
     training (time split: the start of the test period; holdout: the newest training event), from
     which popularity decays. ``positives``: (user_id, item_id, category, cross) for the test users,
-    one row per pair. ``test_users``: sorted. ``positive_actions``: the actions that made positives."""
+    one row per pair. ``test_users``: sorted. ``positive_actions``: the actions that made
+    positives."""
 
     config: SplitConfig
     train: pl.DataFrame

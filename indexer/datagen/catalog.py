@@ -121,7 +121,8 @@ def _texts(
         q1, q2, q3 = (lf.qualifiers[j] for j in q[i])
         titles.append(f"{brand[i]} {q1} {noun} {chr(65 + letters[i])}{model[i]}")
         descriptions.append(
-            f"A {q2}, {q3} {noun} in {COLOURS[colour_i[i]]}, {DEPARTMENT_WORDS[dept][dept_word_i[i]]} "
+            f"A {q2}, {q3} {noun} in {COLOURS[colour_i[i]]}, "
+            f"{DEPARTMENT_WORDS[dept][dept_word_i[i]]} "
             f"and made to last. {DEPARTMENT_SENTENCES[dept]} {_CLOSING[closing_i[i]]}"
         )
     return titles, descriptions

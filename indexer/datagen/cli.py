@@ -105,10 +105,12 @@ def describe(shop: Shop, stats: dict, out: Path | None = None, examples: int = 5
     cfg = shop.config
     f = stats["funnel"]
     lines = [
-        f"Synthetic shop (seed {cfg.seed}): {stats['items']:,} items in {stats['categories']} categories "
+        f"Synthetic shop (seed {cfg.seed}): {stats['items']:,} items "
+        f"in {stats['categories']} categories "
         f"({len({lf.department for lf in shop.leaves})} departments), {stats['users']:,} users, "
         f"{stats['events']:,} events in {stats['sessions']:,} sessions over {cfg.weeks} weeks",
-        f"Planted complement graph: {stats['complement_edges']} directed edges between categories, e.g.",
+        f"Planted complement graph: {stats['complement_edges']} directed edges "
+        "between categories, e.g.",
     ]
     strongest = sorted(zip(shop.graph.weight, shop.graph.src, shop.graph.dst), reverse=True)[
         :examples
@@ -118,33 +120,43 @@ def describe(shop: Shop, stats: dict, out: Path | None = None, examples: int = 5
         for w, s, d in strongest
     ]
     lines.append(
-        f"Planted item partners: {len(shop.partners):,} pairs; a complement move from an item with a partner in "
+        f"Planted item partners: {len(shop.partners):,} pairs; "
+        "a complement move from an item with a partner in "
         f"the target category lands on it with probability {cfg.partner_take:.0%}"
     )
     lines += [
         "What the events show (measured):",
-        f"  complement pairs are co-engaged in sessions {stats['complement_lift_mean']:.1f}x as often as chance "
-        f"(other pairs {stats['non_complement_lift_mean']:.1f}x); co-engagement ranks complements with "
+        "  complement pairs are co-engaged in sessions "
+        f"{stats['complement_lift_mean']:.1f}x as often as chance "
+        f"(other pairs {stats['non_complement_lift_mean']:.1f}x); "
+        "co-engagement ranks complements with "
         f"AUC {stats['complement_auc_by_coengagement']:.2f}",
-        f"  title similarity does not: AUC {stats['complement_auc_by_title_similarity']:.2f} (0.5 = chance), "
-        f"although {stats['titles_nearest_own_category']:.0%} of titles sit nearest their own category",
+        "  title similarity does not: "
+        f"AUC {stats['complement_auc_by_title_similarity']:.2f} (0.5 = chance), "
+        f"although {stats['titles_nearest_own_category']:.0%} of titles "
+        "sit nearest their own category",
         (
-            f"  planted item partners ({stats['partner_pairs']:,} pairs on {stats['items_with_partners']:,} items) "
-            f"share a session {stats['partner_lift']:.0f}x as often as chance for their categories and "
+            f"  planted item partners ({stats['partner_pairs']:,} pairs "
+            f"on {stats['items_with_partners']:,} items) "
+            f"share a session {stats['partner_lift']:.0f}x as often as chance "
+            "for their categories and "
             f"popularity (random same-category stand-ins {stats['partner_control_lift']:.1f}x); "
             f"{stats['partner_pairs_seen']:.0%} of pairs are seen together at least once"
         ),
         f"  top 1% of items draw {stats['top1pct_item_share']:.0%} of events; "
-        f"{stats['outside_first_category_share']:.0%} of a user's events fall outside their first category; "
+        f"{stats['outside_first_category_share']:.0%} of a user's events "
+        "fall outside their first category; "
         f"median basket {stats['median_basket']:.0f} items; "
         f"{stats['single_event_user_share']:.0%} of users have a single event",
-        f"  funnel: {f['click_per_view']:.0%} of views clicked, {f['cart_per_click']:.0%} of clicks carted, "
+        f"  funnel: {f['click_per_view']:.0%} of views clicked, "
+        f"{f['cart_per_click']:.0%} of clicks carted, "
         f"{f['purchase_per_cart']:.0%} of carts purchased",
     ]
     secs = ", ".join(f"{k} {v:.1f}s" for k, v in shop.seconds.items())
     lines.append(f"Time: {secs}")
     if out is not None:
         lines.append(
-            f"Files in {out}: {CATALOG_FILE}, {EVENTS_FILE}, {TRUTH_FILE} (+ per-user and per-item truth)"
+            f"Files in {out}: {CATALOG_FILE}, {EVENTS_FILE}, {TRUTH_FILE} "
+            "(+ per-user and per-item truth)"
         )
     return lines

@@ -38,8 +38,8 @@ class ShopConfig:
     mean_sessions: float = 4.0
     #: Mean distinct items per session (1 + Poisson).
     mean_session_items: float = 5.0
-    #: Each next item of a session: stay in the category, follow a complement edge, return to another
-    #: of the user's interests, or wander to a random category. The rest of the mass stays.
+    #: Each next item of a session: stay in the category, follow a complement edge, return to
+    #: another of the user's interests, or wander to a random category. The rest of the mass stays.
     p_complement: float = 0.3
     p_other_interest: float = 0.12
     p_random: float = 0.04
@@ -57,7 +57,8 @@ class ShopConfig:
     def validate(self) -> None:
         if self.items < 200:
             raise ValueError(
-                f"items must be >= 200 (every one of the 64 categories needs a few), got {self.items}"
+                "items must be >= 200 (every one of the 64 categories needs a few), "
+                f"got {self.items}"
             )
         if self.n_users < 1:
             raise ValueError(f"users must be >= 1, got {self.n_users}")

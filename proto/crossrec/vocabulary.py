@@ -7,7 +7,8 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 
-#: Behaviour actions, weakest to strongest (the order of the API's ``Action`` enum after UNSPECIFIED).
+#: Behaviour actions, weakest to strongest (the order of the API's ``Action`` enum after
+#: UNSPECIFIED).
 ACTIONS = ("view", "click", "cart", "purchase")
 #: How much one event of each action says about interest (profiles, popularity, neighbours).
 ACTION_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
@@ -17,7 +18,8 @@ CATEGORY_SEPARATOR = " > "
 
 
 def category_segments(category: str) -> list[str]:
-    """``"Outdoors>Camping > Tents"`` -> ``["Outdoors", "Camping", "Tents"]`` (segments stripped)."""
+    """``"Outdoors>Camping > Tents"`` -> ``["Outdoors", "Camping", "Tents"]`` (segments
+    stripped)."""
     return [part.strip() for part in category.split(">")]
 
 
