@@ -40,15 +40,22 @@ def tiny_built(tmp_path_factory) -> Path:
     from indexer.build import BuildConfig, build_index
 
     folder = tmp_path_factory.mktemp("tiny-built")
-    pl.DataFrame({
-        "item_id": [f"i{i:02d}" for i in range(12)],
-        "title": [f"thing {i}" for i in range(12)],
-        "category": CATEGORIES,
-        "brand": [f"brand{i}" for i in range(12)],
-        "price": [float(i) for i in range(12)],
-        "in_stock": [True] * 12,
-    }).write_parquet(folder / "catalog.parquet")
-    build_index(folder / "catalog.parquet", folder / "index", None, BuildConfig(text=False, progress=False, version="v1"))
+    pl.DataFrame(
+        {
+            "item_id": [f"i{i:02d}" for i in range(12)],
+            "title": [f"thing {i}" for i in range(12)],
+            "category": CATEGORIES,
+            "brand": [f"brand{i}" for i in range(12)],
+            "price": [float(i) for i in range(12)],
+            "in_stock": [True] * 12,
+        }
+    ).write_parquet(folder / "catalog.parquet")
+    build_index(
+        folder / "catalog.parquet",
+        folder / "index",
+        None,
+        BuildConfig(text=False, progress=False, version="v1"),
+    )
     return folder / "index"
 
 
@@ -101,7 +108,9 @@ def test_open_index_gives_what_the_manifest_records(root):
     assert version.categories["category"].sort().to_list() == ["Alpha > X", "Alpha > Y", "Beta"]
     # Every item is its own nearest neighbour in its shard (ids are item rows).
     scores, rows = version.search("s0002", np.asarray(version.vectors[8:12]), 1)
-    assert rows.ravel().tolist() == [8, 9, 10, 11] and scores.ravel() == pytest.approx([1, 1, 1, 1], abs=1e-5)
+    assert rows.ravel().tolist() == [8, 9, 10, 11] and scores.ravel() == pytest.approx(
+        [1, 1, 1, 1], abs=1e-5
+    )
     with pytest.raises(ValueError, match="queries must have shape"):
         version.search("s0000", np.zeros((1, version.dim + 1), np.float32), 1)
     assert open_index(root / "v1").manifest == version.manifest
@@ -109,7 +118,11 @@ def test_open_index_gives_what_the_manifest_records(root):
 
 def test_read_manifest_and_resolve_version(root):
     path, manifest = read_manifest(root)
-    assert path == root / "v1" and manifest["format"] == FORMAT and manifest["format_version"] == FORMAT_VERSION
+    assert (
+        path == root / "v1"
+        and manifest["format"] == FORMAT
+        and manifest["format_version"] == FORMAT_VERSION
+    )
     assert manifest["items"] == 12 and manifest["version"] == "v1"
     assert resolve_version(root) == root / "v1" and resolve_version(root / "v1") == root / "v1"
 
@@ -120,16 +133,26 @@ def test_projection_and_neighbours_are_loaded_when_recorded(root):
     version = root / "v1"
     projection = np.arange(6, dtype=np.float32).reshape(2, 3)
     np.savez(version / "adaptation.npz", projection=projection)
-    neighbours = ItemNeighbours(np.array([0] * 12 + [2], np.int64), np.array([1, 2], np.int32), np.array([.5, .25], np.float32))
+    neighbours = ItemNeighbours(
+        np.array([0] * 12 + [2], np.int64),
+        np.array([1, 2], np.int32),
+        np.array([0.5, 0.25], np.float32),
+    )
     neighbours.save(version / "neighbours.npz")
     manifest = manifest_of(version)
     for key, name in (("adaptation", "adaptation.npz"), ("neighbours", "neighbours.npz")):
         path = version / name
-        manifest["files"][key] = {"file": name, "bytes": path.stat().st_size, "sha256": sha256_of(path)}
+        manifest["files"][key] = {
+            "file": name,
+            "bytes": path.stat().st_size,
+            "sha256": sha256_of(path),
+        }
     save_manifest(version, manifest)
     opened = open_index(version)
     assert opened.projection.tolist() == projection.tolist()
-    assert opened.neighbours.indptr.tolist() == [0] * 12 + [2] and opened.neighbours.rows.tolist() == [1, 2]
+    assert opened.neighbours.indptr.tolist() == [0] * 12 + [
+        2
+    ] and opened.neighbours.rows.tolist() == [1, 2]
 
 
 # --- refusals -----------------------------------------------------------------------------------
@@ -170,7 +193,9 @@ def test_same_size_altered_byte_is_refused_by_sha256_only_when_verifying(root):
     error = refused(root)
     assert error.reason == "checksum" and "sha256" in str(error) and error.path == str(vectors)
     unchecked = open_index(root, verify=False)
-    assert unchecked.vectors[-1, -1] != original[-1, -1] and np.array_equal(unchecked.vectors[:-1], original[:-1])
+    assert unchecked.vectors[-1, -1] != original[-1, -1] and np.array_equal(
+        unchecked.vectors[:-1], original[:-1]
+    )
 
 
 def test_vectors_of_another_shape_or_dtype_are_refused(root):
@@ -201,7 +226,11 @@ def test_shards_must_match_their_counts_and_add_up(root):
     manifest["shards"][1]["count"] = 5
     save_manifest(version, manifest)
     error = refused(root)
-    assert error.reason == "shape" and "s0001" in str(error) and error.path == str(version / "shards" / "s0001.faiss")
+    assert (
+        error.reason == "shape"
+        and "s0001" in str(error)
+        and error.path == str(version / "shards" / "s0001.faiss")
+    )
     manifest["shards"][1]["count"] = 4
     manifest["shards"] = manifest["shards"][:2]
     save_manifest(version, manifest)
@@ -226,7 +255,12 @@ def test_shard_of_another_dimension_is_refused(root):
 
 @pytest.mark.parametrize(
     "change",
-    [{"format": "something-else"}, {"format_version": 2}, {"format_version": None}, {"format": None}],
+    [
+        {"format": "something-else"},
+        {"format_version": 2},
+        {"format_version": None},
+        {"format": None},
+    ],
 )
 def test_unknown_format_is_refused(root, change):
     manifest = manifest_of(root / "v1")
@@ -251,10 +285,21 @@ def test_writer_commits_atomically_and_points_latest_at_the_new_version(root):
     assert writer.path("x.bin") == writer.dir / "x.bin"
     writer.path("x.bin").write_bytes(b"abc")
     entry = writer.entry("x.bin", rows=3)
-    assert entry == {"file": "x.bin", "bytes": 3, "sha256": hashlib.sha256(b"abc").hexdigest(), "rows": 3}
+    assert entry == {
+        "file": "x.bin",
+        "bytes": 3,
+        "sha256": hashlib.sha256(b"abc").hexdigest(),
+        "rows": 3,
+    }
     final = writer.commit({"items": 0, "files": {}})
     assert final == root / "v2" and not writer.dir.exists()
-    assert manifest_of(final) == {"format": FORMAT, "format_version": FORMAT_VERSION, "version": "v2", "items": 0, "files": {}}
+    assert manifest_of(final) == {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "version": "v2",
+        "items": 0,
+        "files": {},
+    }
     assert writer.manifest["version"] == "v2"
     assert (root / "LATEST").read_text() == "v2\n" and not (root / ".LATEST.tmp").exists()
     assert (final / "x.bin").read_bytes() == b"abc"
@@ -275,7 +320,12 @@ def test_writer_refuses_bad_or_existing_names_and_abort_leaves_nothing(root):
 
 
 def test_abandoned_builds_of_dead_processes_are_removed(root):
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     dead = root / f".building-v3-{done.stdout.strip()}"
     alive = root / f".building-v4-{os.getpid()}"
     odd = root / ".building-v5-abc"
@@ -313,11 +363,21 @@ def test_every_refusal_names_its_file_and_says_why(root):
     shard = version / "shards" / "s0002.faiss"
     size = shard.stat().st_size
     shard.write_bytes(shard.read_bytes() + b"\0")
-    check(refused(root), "checksum", shard, f"size {size + 1} bytes, manifest says {size} (truncated or replaced)")
+    check(
+        refused(root),
+        "checksum",
+        shard,
+        f"size {size + 1} bytes, manifest says {size} (truncated or replaced)",
+    )
     data = bytearray(shard.read_bytes()[:-1])
     data[-1] ^= 1
     shard.write_bytes(bytes(data))
-    check(refused(root), "checksum", shard, "sha256 does not match the manifest (file altered or corrupted)")
+    check(
+        refused(root),
+        "checksum",
+        shard,
+        "sha256 does not match the manifest (file altered or corrupted)",
+    )
     shard.unlink()
     check(refused(root), "missing", shard, "file listed in the manifest is missing")
 
@@ -327,7 +387,12 @@ def test_shape_refusals_say_what_was_found_and_expected(root):
     good = np.load(version / "vectors.npy")
     dim = good.shape[1]
     rewrite(version, "vectors", lambda p: np.save(p, good[:, :-1]))
-    check(refused(root), "shape", version, f"vectors have shape (12, {dim - 1}) float32, manifest says (12, {dim}) float32")
+    check(
+        refused(root),
+        "shape",
+        version,
+        f"vectors have shape (12, {dim - 1}) float32, manifest says (12, {dim}) float32",
+    )
     rewrite(version, "vectors", lambda p: np.save(p, good))
     items = pl.read_parquet(version / "items.parquet")
     rewrite(version, "items", lambda p: items.head(11).write_parquet(p))
@@ -336,8 +401,12 @@ def test_shape_refusals_say_what_was_found_and_expected(root):
     manifest = manifest_of(version)
     manifest["shards"][1]["count"] = 5
     save_manifest(version, manifest)
-    check(refused(root), "shape", version / "shards" / "s0001.faiss",
-          f"shard s0001 holds 4 vectors of dim {dim}, manifest says 5 of dim {dim}")
+    check(
+        refused(root),
+        "shape",
+        version / "shards" / "s0001.faiss",
+        f"shard s0001 holds 4 vectors of dim {dim}, manifest says 5 of dim {dim}",
+    )
     manifest["shards"][1]["count"] = 4
     del manifest["shards"][2]
     save_manifest(version, manifest)
@@ -351,18 +420,30 @@ def test_manifest_refusals_name_the_manifest(root):
     save_manifest(version, {**good, "format": "other"})
     check(refused(root), "format", path, "not a crossrec index (format 'other')")
     save_manifest(version, {**good, "format_version": 2})
-    check(refused(root), "format", path, "format version 2 is not supported (this crossrec reads [1])")
+    check(
+        refused(root), "format", path, "format version 2 is not supported (this crossrec reads [1])"
+    )
     path.write_text("{")
     error = refused(root)
-    assert (error.reason, error.path) == ("manifest", str(path)) and str(error).startswith(f"{path}: manifest.json is not valid JSON: ")
+    assert (error.reason, error.path) == ("manifest", str(path)) and str(error).startswith(
+        f"{path}: manifest.json is not valid JSON: "
+    )
     path.unlink()
-    check(refused(root / "v1"), "incomplete", version, "no manifest.json: not a complete index version")
+    check(
+        refused(root / "v1"),
+        "incomplete",
+        version,
+        "no manifest.json: not a complete index version",
+    )
 
 
 def test_vectors_are_memory_mapped_and_tables_read(root):
     version = open_index(root)
     assert isinstance(version.vectors, np.memmap)
-    assert version.transitions.columns[:3] == ["source", "target", "sessions"] and version.transitions.height == 0
+    assert (
+        version.transitions.columns[:3] == ["source", "target", "sessions"]
+        and version.transitions.height == 0
+    )
     assert version.categories.height == 3
 
 
@@ -379,7 +460,11 @@ def test_recorded_search_params_are_applied(root):
     index = faiss.IndexIDMap(ivf)
     index.add_with_ids(vectors, np.arange(4))
     faiss.write_index(index, str(version / entry["file"]))
-    entry.update(bytes=(version / entry["file"]).stat().st_size, sha256=sha256_of(version / entry["file"]), search_params={"nprobe": 2})
+    entry.update(
+        bytes=(version / entry["file"]).stat().st_size,
+        sha256=sha256_of(version / entry["file"]),
+        search_params={"nprobe": 2},
+    )
     save_manifest(version, manifest)
     opened = open_index(root)
     assert faiss.downcast_index(opened.shards["s0000"].index).nprobe == 2
@@ -410,12 +495,21 @@ def test_writer_details(root, tmp_path):
     assert writer.manifest == {}
     final = writer.commit({"files": {}})
     assert (final / "manifest.json").read_text() == json.dumps(
-        {"format": FORMAT, "format_version": FORMAT_VERSION, "version": "v1", "files": {}}, indent=2)
+        {"format": FORMAT, "format_version": FORMAT_VERSION, "version": "v1", "files": {}}, indent=2
+    )
     writer.abort()  # nothing left to remove: no error
-    check(pytest.raises(ArtifactError, VersionWriter, root, "a/b").value, "manifest", "a/b",
-          "version names may not contain '/' or start with '.'")
-    check(pytest.raises(ArtifactError, VersionWriter, root, "v1").value, "exists", root / "v1",
-          "version already exists (versions are immutable)")
+    check(
+        pytest.raises(ArtifactError, VersionWriter, root, "a/b").value,
+        "manifest",
+        "a/b",
+        "version names may not contain '/' or start with '.'",
+    )
+    check(
+        pytest.raises(ArtifactError, VersionWriter, root, "v1").value,
+        "exists",
+        root / "v1",
+        "version already exists (versions are immutable)",
+    )
 
 
 def test_checking_for_abandoned_builds_leaves_live_processes_alone(root):
@@ -427,7 +521,8 @@ def test_checking_for_abandoned_builds_leaves_live_processes_alone(root):
         folder = root / f".building-v6-{live.pid}"
         folder.mkdir()
         assert remove_abandoned_builds(root) == [] and folder.exists()
-        assert live.poll() is None  # asking whether it lives sent it no signal
+        with pytest.raises(subprocess.TimeoutExpired):  # asking whether it lives sent it no signal
+            live.wait(timeout=0.5)
     finally:
         live.kill()
         live.wait()
@@ -464,20 +559,36 @@ def test_version_accessors_read_the_manifest(root):
 def test_content_part_slices_off_the_behaviour_block_and_renormalises():
     from indexer.artifact import content_part
 
-    vectors = np.array([[3, 4, 7], [0, 0, 1], [6, 8, 0]], np.float64)
+    vectors = np.array(
+        [[3, 4, 7], [0, 0, 1], [0.3, 0.4, 0]], np.float64
+    )  # norms of the content 5, 0, .5
     adapted = content_part(vectors, {"adaptation": {"dim": 1}})
     assert adapted.dtype == np.float32
-    assert adapted.tolist() == [pytest.approx([.6, .8]), [0, 0], pytest.approx([.6, .8])]  # a zero row stays zero
+    assert adapted.tolist() == [
+        pytest.approx([0.6, 0.8]),
+        [0, 0],
+        pytest.approx([0.6, 0.8]),
+    ]  # a zero row stays zero
     plain = content_part(vectors, {"adaptation": None})
-    assert plain.shape == (3, 3) and plain[1].tolist() == [0, 0, 1] and plain[0] == pytest.approx(np.array([3, 4, 7]) / np.sqrt(74))
+    assert (
+        plain.shape == (3, 3)
+        and plain[1].tolist() == [0, 0, 1]
+        and plain[0] == pytest.approx(np.array([3, 4, 7]) / np.sqrt(74))
+    )
+    assert plain[2] == pytest.approx([0.6, 0.8, 0])
     assert content_part(vectors, {}).shape == (3, 3)
     with pytest.raises(ArtifactError) as info:
         content_part(vectors, {"adaptation": {"dim": 3}})
-    assert info.value.reason == "shape" and str(info.value) == ": behaviour block of 3 columns leaves no content in 3"
+    assert (
+        info.value.reason == "shape"
+        and str(info.value) == ": behaviour block of 3 columns leaves no content in 3"
+    )
     assert content_part(vectors, {"adaptation": {"dim": 2}}).tolist() == [[1], [0], [1]]
 
 
 def test_adapted_version_reports_its_blocks(root):
-    version = dataclasses.replace(open_index(root), manifest={**open_index(root).manifest, "adaptation": {"dim": 4}})
+    version = dataclasses.replace(
+        open_index(root), manifest={**open_index(root).manifest, "adaptation": {"dim": 4}}
+    )
     assert version.behaviour_dim == 4 and version.content_dim == version.dim - 4
     assert version.content_vectors().shape == (12, version.dim - 4)

@@ -26,7 +26,12 @@ from engine.recommend import Recommender, RecommenderSettings
 from engine.sources import Context, NeighbourSource, PopularSource, ShardSearchSource
 from engine.targets import CategoryModel
 
-TOOLS, KNIVES, PANS, TENTS = "Garden > Tools", "Home > Kitchen > Knives", "Home > Kitchen > Pans", "Outdoors > Tents"
+TOOLS, KNIVES, PANS, TENTS = (
+    "Garden > Tools",
+    "Home > Kitchen > Knives",
+    "Home > Kitchen > Pans",
+    "Outdoors > Tents",
+)
 NOW = 1_700_000_000 * 1_000_000
 
 
@@ -43,8 +48,12 @@ def model(tiny_version, items) -> CategoryModel:
 #: The settings every hand computation below assumes (the engine's defaults are tuned elsewhere):
 #: affinity = weight + transition score; blend = popular + neighbours + 0.1 x search; the search
 #: source scans touched categories too.
-PINNED = {"transition_weight": 1.0, "category_prior": 0.0, "blend": (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1)),
-          "search_touched": True}
+PINNED = {
+    "transition_weight": 1.0,
+    "category_prior": 0.0,
+    "blend": (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1)),
+    "search_touched": True,
+}
 
 
 def settings(**changes) -> RecommenderSettings:
@@ -58,8 +67,13 @@ def recommender(tiny_version) -> Recommender:
 
 def profile_of(items: ItemTable, tiny_version, *events: tuple[str, str]) -> Profile:
     """A profile from (item_id, action) events, all happening now."""
-    return build_profile([ProfileEvent(i, a, NOW) for i, a in events], items.row_of, np.asarray(tiny_version.vectors),
-                         items.row_category, NOW)
+    return build_profile(
+        [ProfileEvent(i, a, NOW) for i, a in events],
+        items.row_of,
+        np.asarray(tiny_version.vectors),
+        items.row_category,
+        NOW,
+    )
 
 
 def empty_profile() -> Profile:
@@ -73,7 +87,7 @@ def test_item_table_orders_each_category_by_popularity(items):
     assert items.categories == [TOOLS, KNIVES, PANS, TENTS]
     assert items.category_code.tolist() == [3, 3, 3, 2, 2, 1, 1, 0, 0]
     assert [p.tolist() for p in items.popular] == [[7, 8], [5, 6], [3, 4], [0, 1, 2]]
-    assert items.popularity_share == pytest.approx([.6, .3, .1, .9, .1, 1, 0, .5, .5])
+    assert items.popularity_share == pytest.approx([0.6, 0.3, 0.1, 0.9, 0.1, 1, 0, 0.5, 0.5])
     assert items.row_of["k1"] == 6 and len(items) == 9
     assert np.isnan(items.price[2]) and items.in_stock.tolist()[4] is False
 
@@ -100,19 +114,43 @@ def no_seen() -> np.ndarray:
         (Query(k=1, min_price=0.0), [], [1, 1, 0, 1, 1, 1, 1, 1, 1]),
         (Query(k=1, brands=frozenset({"zeta"})), [], [0, 1, 0, 0, 1, 0, 1, 0, 1]),
         (Query(k=1, brands=frozenset({"zeta", "acme"})), [], [1, 1, 1, 1, 1, 1, 1, 1, 1]),
-        (Query(k=1, min_price=10.0, max_price=30.0, brands=frozenset({"zeta"}), in_stock_only=True), [6], [0, 0, 0, 0, 0, 0, 0, 0, 0]),
-        (Query(k=1, min_price=10.0, max_price=30.0, in_stock_only=True, exclude_items=frozenset({"k0"})), [], [0, 0, 0, 1, 0, 0, 1, 0, 0]),
+        (
+            Query(
+                k=1, min_price=10.0, max_price=30.0, brands=frozenset({"zeta"}), in_stock_only=True
+            ),
+            [6],
+            [0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ),
+        (
+            Query(
+                k=1,
+                min_price=10.0,
+                max_price=30.0,
+                in_stock_only=True,
+                exclude_items=frozenset({"k0"}),
+            ),
+            [],
+            [0, 0, 0, 1, 0, 0, 1, 0, 0],
+        ),
     ],
 )
 def test_allowed_rows_applies_each_filter(items, query, excluded, expected):
-    assert allowed_rows(ROWS, query, items, np.array(excluded, np.int64)).astype(int).tolist() == expected
+    assert (
+        allowed_rows(ROWS, query, items, np.array(excluded, np.int64)).astype(int).tolist()
+        == expected
+    )
 
 
 def test_allowed_rows_lines_up_with_the_rows_given(items):
     rows = np.array([8, 2, 5, 4])
     query = Query(k=1, max_price=10.0, exclude_items=frozenset({"g1"}))
     assert allowed_rows(rows, query, items, no_seen()).tolist() == [False, False, True, False]
-    assert allowed_rows(rows, Query(k=1), items, np.array([5])).tolist() == [True, True, False, True]
+    assert allowed_rows(rows, Query(k=1), items, np.array([5])).tolist() == [
+        True,
+        True,
+        False,
+        True,
+    ]
 
 
 @pytest.mark.parametrize(
@@ -134,15 +172,21 @@ def test_allowed_categories_include_then_exclude(include, exclude, expected):
 
 
 def test_merge_unions_rows_and_keeps_each_sources_best_score_rank_and_interest():
-    search = SourceResult("search", np.array([5, 2, 5, 9, 7]), np.array([.9, .8, .7, .1, .05], np.float32),
-                          np.array([1, 0, 2, 0, 4]))
-    popular = SourceResult("popular", np.array([2, 7]), np.array([.5, .4], np.float32), np.array([3, -1]))
+    search = SourceResult(
+        "search",
+        np.array([5, 2, 5, 9, 7]),
+        np.array([0.9, 0.8, 0.7, 0.1, 0.05], np.float32),
+        np.array([1, 0, 2, 0, 4]),
+    )
+    popular = SourceResult(
+        "popular", np.array([2, 7]), np.array([0.5, 0.4], np.float32), np.array([3, -1])
+    )
     c = merge(SOURCES, [search, popular, SourceResult.empty("neighbours")])
     assert c.sources == SOURCES and len(c) == 4
     assert c.rows.tolist() == [2, 5, 7, 9]
     assert c.score("neighbours").tolist() == [0, 0, 0, 0]
-    assert c.score("popular") == pytest.approx([.5, 0, .4, 0])
-    assert c.score("search") == pytest.approx([.8, .9, .05, .1])
+    assert c.score("popular") == pytest.approx([0.5, 0, 0.4, 0])
+    assert c.score("search") == pytest.approx([0.8, 0.9, 0.05, 0.1])
     assert c.ranks[:, 0].tolist() == [NOT_RANKED] * 4
     assert c.ranks[:, 1].tolist() == [0, NOT_RANKED, 1, NOT_RANKED]
     assert c.ranks[:, 2].tolist() == [1, 0, 4, 3]
@@ -151,28 +195,48 @@ def test_merge_unions_rows_and_keeps_each_sources_best_score_rank_and_interest()
 
 
 def test_merge_keeps_the_best_entry_of_a_row_listed_twice_wherever_it_is():
-    worse_first = SourceResult("search", np.array([4, 5, 4]), np.array([.2, .4, .6], np.float32), np.array([7, 8, 9]))
+    worse_first = SourceResult(
+        "search", np.array([4, 5, 4]), np.array([0.2, 0.4, 0.6], np.float32), np.array([7, 8, 9])
+    )
     c = merge(SOURCES, [worse_first])
     assert c.rows.tolist() == [4, 5]
-    assert c.score("search") == pytest.approx([.6, .4])
+    assert c.score("search") == pytest.approx([0.6, 0.4])
     assert c.ranks[:, 2].tolist() == [0, 1]
     assert c.interest.tolist() == [9, 8]
-    tie = merge(SOURCES, [SourceResult("search", np.array([4, 4]), np.array([.5, .5], np.float32), np.array([7, 8]))])
+    tie = merge(
+        SOURCES,
+        [
+            SourceResult(
+                "search", np.array([4, 4]), np.array([0.5, 0.5], np.float32), np.array([7, 8])
+            )
+        ],
+    )
     assert tie.ranks[:, 2].tolist() == [0] and tie.interest.tolist() == [7]  # the earlier entry
 
 
 def test_merge_without_interests_leaves_minus_one_and_take_selects_rows():
-    c = merge(SOURCES, [SourceResult("neighbours", np.array([3, 1]), np.array([2.0, 1.0], np.float32))])
+    c = merge(
+        SOURCES, [SourceResult("neighbours", np.array([3, 1]), np.array([2.0, 1.0], np.float32))]
+    )
     assert c.rows.tolist() == [1, 3] and c.interest.tolist() == [-1, -1]
     assert c.scores.tolist() == [[1, 0, 0], [2, 0, 0]] and c.ranks[:, 0].tolist() == [1, 0]
     t = c.take(np.array([1]))
-    assert t.rows.tolist() == [3] and t.scores.tolist() == [[2, 0, 0]] and t.ranks.tolist() == [[0, NOT_RANKED, NOT_RANKED]]
+    assert (
+        t.rows.tolist() == [3]
+        and t.scores.tolist() == [[2, 0, 0]]
+        and t.ranks.tolist() == [[0, NOT_RANKED, NOT_RANKED]]
+    )
     assert t.interest.tolist() == [-1] and t.sources == SOURCES
 
 
 def test_merge_of_nothing_is_empty_with_one_column_per_source():
     c = merge(SOURCES, [SourceResult.empty("search"), SourceResult.empty("popular")])
-    assert len(c) == 0 and c.scores.shape == (0, 3) and c.ranks.shape == (0, 3) and c.interest.shape == (0,)
+    assert (
+        len(c) == 0
+        and c.scores.shape == (0, 3)
+        and c.ranks.shape == (0, 3)
+        and c.interest.shape == (0,)
+    )
     assert merge(SOURCES, []).scores.shape == (0, 3)
 
 
@@ -189,7 +253,7 @@ def features_with(**scores) -> np.ndarray:
 
 def test_blend_divides_each_source_by_its_best_and_weights_it():
     ranker = BlendRanker({"neighbours": 1.0, "popular": 2.0, "search": 0.5})
-    f = features_with(neighbours=[2, 1, 0], popular=[0, .5, .25], search=[4, 0, 2])
+    f = features_with(neighbours=[2, 1, 0], popular=[0, 0.5, 0.25], search=[4, 0, 2])
     # [1, .5, 0] + 2 * [0, 1, .5] + .5 * [1, 0, .5]
     assert ranker.score(f) == pytest.approx([1.5, 2.5, 1.25])
     assert ranker.model_version == RETRIEVAL_ONLY
@@ -197,7 +261,11 @@ def test_blend_divides_each_source_by_its_best_and_weights_it():
 
 def test_blend_skips_zero_weights_and_sources_without_a_positive_score():
     f = features_with(neighbours=[0, 0, 0], popular=[-1, -2, 0], search=[3, 6, 0])
-    assert BlendRanker({"neighbours": 1.0, "popular": 1.0, "search": 0.0}).score(f).tolist() == [0, 0, 0]
+    assert BlendRanker({"neighbours": 1.0, "popular": 1.0, "search": 0.0}).score(f).tolist() == [
+        0,
+        0,
+        0,
+    ]
     assert BlendRanker({"search": 3.0}).score(f) == pytest.approx([1.5, 3.0, 0])
     assert BlendRanker({}).score(np.zeros((0, len(FEATURES)))).shape == (0,)
 
@@ -213,28 +281,31 @@ def test_blend_refuses_unknown_sources():
 def test_transition_matrix_is_smoothed_toward_session_share_with_a_zero_diagonal(model):
     # P(B|A) = (count + 5 * share_B) / (row total + 5); shares .1 .2 .3 .4; Tents row total 15,
     # Pans row total 5, the others 0 (they fall back on the shares). "Nowhere" is not a category.
-    assert model.share == pytest.approx([.1, .2, .3, .4])
+    assert model.share == pytest.approx([0.1, 0.2, 0.3, 0.4])
     expected = [
-        [0, .2, .3, .4],
-        [.1, 0, .3, .4],
-        [.5 / 10, 6 / 10, 0, 2 / 10],
-        [.5 / 20, 6 / 20, 11.5 / 20, 0],
+        [0, 0.2, 0.3, 0.4],
+        [0.1, 0, 0.3, 0.4],
+        [0.5 / 10, 6 / 10, 0, 2 / 10],
+        [0.5 / 20, 6 / 20, 11.5 / 20, 0],
     ]
     assert model.matrix == pytest.approx(np.array(expected))
-    assert model.transition(TENTS, PANS) == pytest.approx(.575)
-    assert model.transition(PANS, TENTS) == pytest.approx(.2)
+    assert model.transition(TENTS, PANS) == pytest.approx(0.575)
+    assert model.transition(PANS, TENTS) == pytest.approx(0.2)
     assert model.by_popularity.tolist() == [3, 2, 1, 0]
 
 
 def test_smoothing_is_a_parameter(tiny_version, items):
     m = CategoryModel(tiny_version, items.categories, smoothing=1.0)
     assert m.transition(TENTS, PANS) == pytest.approx(10.3 / 16)
-    assert m.transition(TOOLS, PANS) == pytest.approx(.3)
+    assert m.transition(TOOLS, PANS) == pytest.approx(0.3)
 
 
 def test_category_sizes_stand_in_for_session_shares_without_events(tiny_version, items):
-    version = dataclasses.replace(tiny_version, categories=tiny_version.categories.with_columns(pl.lit(0.0).alias("session_share")),
-                                  transitions=tiny_version.transitions.clear())
+    version = dataclasses.replace(
+        tiny_version,
+        categories=tiny_version.categories.with_columns(pl.lit(0.0).alias("session_share")),
+        transitions=tiny_version.transitions.clear(),
+    )
     m = CategoryModel(version, items.categories)
     assert m.share == pytest.approx([2 / 9, 2 / 9, 2 / 9, 3 / 9])
     assert m.transition(TOOLS, TENTS) == pytest.approx(3 / 9)
@@ -258,27 +329,34 @@ def test_resolve_names_leaves_and_departments(model, name, expected):
 
 
 def test_weights_and_transition_scores(model):
-    profile = Profile(np.zeros((0, 4)), [], np.zeros(0), {TENTS: .75, PANS: .25, "Gone > Away": .1})
+    profile = Profile(
+        np.zeros((0, 4)), [], np.zeros(0), {TENTS: 0.75, PANS: 0.25, "Gone > Away": 0.1}
+    )
     w = model.weights(profile)
-    assert w.tolist() == [0, 0, .25, .75]
+    assert w.tolist() == [0, 0, 0.25, 0.75]
     # .25 * Pans row + .75 * Tents row
-    assert model.transition_scores(w) == pytest.approx([.03125, .375, .43125, .05])
+    assert model.transition_scores(w) == pytest.approx([0.03125, 0.375, 0.43125, 0.05])
 
 
 # --- candidate sources --------------------------------------------------------------------------
 
 
 def context(affinity, targets=(), profile=None, k=4) -> Context:
-    return Context(profile if profile is not None else empty_profile(), np.array(affinity, float), np.array(targets, np.int64), k)
+    return Context(
+        profile if profile is not None else empty_profile(),
+        np.array(affinity, float),
+        np.array(targets, np.int64),
+        k,
+    )
 
 
 def test_popular_source_scores_affinity_times_popularity_share(items):
-    ctx = context([.1, .3, .575, 0])  # Tents has no affinity: not proposed
+    ctx = context([0.1, 0.3, 0.575, 0])  # Tents has no affinity: not proposed
     r = PopularSource(items).generate(ctx)
     assert r.name == "popular" and r.interest is None
     # p0 .575*.9, k0 .3*1, p1 .575*.1, g0/g1 .1*.5 (tie: lower row first); k1 has no popularity.
     assert r.rows.tolist() == [3, 5, 4, 7, 8]
-    assert r.scores == pytest.approx([.5175, .3, .0575, .05, .05])
+    assert r.scores == pytest.approx([0.5175, 0.3, 0.0575, 0.05, 0.05])
     assert PopularSource(items, per_category=1).generate(ctx).rows.tolist() == [3, 5, 7]
     assert PopularSource(items, categories=2).generate(ctx).rows.tolist() == [3, 5, 4]
     assert PopularSource(items, limit=2).generate(ctx).rows.tolist() == [3, 5]
@@ -297,49 +375,75 @@ class FakeNeighbours:
 
 
 def test_neighbour_source_gathers_from_the_heaviest_seeds_with_weights_summing_to_one():
-    fake = FakeNeighbours([4, 6, 7, 8], [.3, 0.0, .5, .3])
-    profile = dataclasses.replace(empty_profile(), item_rows=np.array([0, 3, 5]), item_weights=np.array([8.0, 2.0, 2.0]))
-    r = NeighbourSource(SimpleNamespace(neighbours=fake), max_seeds=2).generate(context([0] * 4, profile=profile))
-    assert fake.calls == [([0, 3], pytest.approx([.8, .2]))]
+    fake = FakeNeighbours([4, 6, 7, 8], [0.3, 0.0, 0.5, 0.3])
+    profile = dataclasses.replace(
+        empty_profile(), item_rows=np.array([0, 3, 5]), item_weights=np.array([8.0, 2.0, 2.0])
+    )
+    r = NeighbourSource(SimpleNamespace(neighbours=fake), max_seeds=2).generate(
+        context([0] * 4, profile=profile)
+    )
+    assert fake.calls == [([0, 3], pytest.approx([0.8, 0.2]))]
     assert r.name == "neighbours" and r.rows.tolist() == [7, 4, 8]  # k1's 0 dropped; ties by row
-    assert r.scores == pytest.approx([.5, .3, .3])
-    assert NeighbourSource(SimpleNamespace(neighbours=fake), limit=1).generate(context([0] * 4, profile=profile)).rows.tolist() == [7]
-    assert fake.calls[-1] == ([0, 3, 5], pytest.approx([.6667, .1667, .1667], abs=1e-4))
+    assert r.scores == pytest.approx([0.5, 0.3, 0.3])
+    assert NeighbourSource(SimpleNamespace(neighbours=fake), limit=1).generate(
+        context([0] * 4, profile=profile)
+    ).rows.tolist() == [7]
+    assert fake.calls[-1] == ([0, 3, 5], pytest.approx([0.6667, 0.1667, 0.1667], abs=1e-4))
 
 
 def test_neighbour_source_is_empty_without_neighbours_or_history():
     fake = FakeNeighbours([4], [1.0])
     assert len(NeighbourSource(SimpleNamespace()).generate(context([0] * 4)).rows) == 0
-    assert len(NeighbourSource(SimpleNamespace(neighbours=fake)).generate(context([0] * 4)).rows) == 0
+    assert (
+        len(NeighbourSource(SimpleNamespace(neighbours=fake)).generate(context([0] * 4)).rows) == 0
+    )
     assert fake.calls == []
 
 
 def test_shard_search_searches_each_target_category_with_each_interest(tiny_version, items):
     profile = profile_of(items, tiny_version, ("t0", "purchase"))  # one interest: (1, 0, 0, 0)
-    ctx = context([.025, .3, .575, 0], targets=[2, 1, 0], profile=profile)
+    ctx = context([0.025, 0.3, 0.575, 0], targets=[2, 1, 0], profile=profile)
     r = ShardSearchSource(tiny_version, items).generate(ctx)
     # Pans: p1 .8, p0 .6; Knives: k1 .6, k0 0; Tools: g0 0, g1 -.6 (scores <= 0 dropped).
     assert r.name == "search" and r.searched == 3
-    assert r.rows.tolist() == [4, 3, 6] and r.scores == pytest.approx([.8, .6, .6])
+    assert r.rows.tolist() == [4, 3, 6] and r.scores == pytest.approx([0.8, 0.6, 0.6])
     assert r.interest.tolist() == [0, 0, 0]
     two = ShardSearchSource(tiny_version, items, categories=2).generate(ctx)
     assert two.searched == 2 and two.rows.tolist() == [4, 3, 6]
-    one = ShardSearchSource(tiny_version, items, per_shard=1).generate(dataclasses.replace(ctx, k=1))
+    one = ShardSearchSource(tiny_version, items, per_shard=1).generate(
+        dataclasses.replace(ctx, k=1)
+    )
     assert one.rows.tolist() == [4, 6]  # the best of each shard only
     assert ShardSearchSource(tiny_version, items, limit=1).generate(ctx).rows.tolist() == [4]
-    assert len(ShardSearchSource(tiny_version, items).generate(dataclasses.replace(ctx, targets=np.zeros(0, np.int64))).rows) == 0
-    assert len(ShardSearchSource(tiny_version, items).generate(context([1, 1, 1, 1], targets=[0, 1])).rows) == 0
+    assert (
+        len(
+            ShardSearchSource(tiny_version, items)
+            .generate(dataclasses.replace(ctx, targets=np.zeros(0, np.int64)))
+            .rows
+        )
+        == 0
+    )
+    assert (
+        len(
+            ShardSearchSource(tiny_version, items)
+            .generate(context([1, 1, 1, 1], targets=[0, 1]))
+            .rows
+        )
+        == 0
+    )
 
 
 def test_shard_search_scans_the_behaviour_block_for_untouched_categories(tiny_version, items):
-    adapted = dataclasses.replace(tiny_version, manifest={**tiny_version.manifest, "adaptation": {"dim": 2}})
+    adapted = dataclasses.replace(
+        tiny_version, manifest={**tiny_version.manifest, "adaptation": {"dim": 2}}
+    )
     search = ShardSearchSource(adapted, items)
     assert search.behaviour_dim == 2 and sorted(search.behaviour) == ["s0", "s1", "s2", "s3"]
     rows, block = search.behaviour["s0"]
-    assert rows.tolist() == [7, 8] and block.tolist() == [[1, 0], pytest.approx([.8, 0])]
+    assert rows.tolist() == [7, 8] and block.tolist() == [[1, 0], pytest.approx([0.8, 0])]
     # Scores come from the full vectors, not the behaviour block.
     scores, found = search.behaviour_search("s1", np.array([[1, 0, 0, 0]], np.float32), 2)
-    assert found.tolist() == [[6, 5]] and scores == pytest.approx(np.array([[.6, 0]]))
+    assert found.tolist() == [[6, 5]] and scores == pytest.approx(np.array([[0.6, 0]]))
     assert ShardSearchSource(adapted, items, behaviour_rerank=0).behaviour == {}
 
 
@@ -352,7 +456,7 @@ def test_unknown_users_get_the_most_popular_items_of_the_most_popular_categories
     # g0 .05, g1 .05, t2 .04, p1 .03 (k1 has no popularity).
     assert r.fallback is True
     assert r.rows.tolist() == [3, 0, 5, 1, 7]
-    assert r.scores == pytest.approx([1, .24 / .27, .2 / .27, .12 / .27, .05 / .27])
+    assert r.scores == pytest.approx([1, 0.24 / 0.27, 0.2 / 0.27, 0.12 / 0.27, 0.05 / 0.27])
     assert r.interests.tolist() == [-1] * 5
     assert r.sources == [("popular",)] * 5
     assert r.retrieval_scores.tolist() == [0] * 5
@@ -376,8 +480,8 @@ def test_cross_category_request_ranks_popular_and_search_candidates(recommender)
     # score = popular / .5175 + 0.1 * search / .8
     assert r.fallback is False
     assert r.rows.tolist() == [3, 5, 4, 6]
-    assert r.scores == pytest.approx([1.075, .3 / .5175, .0575 / .5175 + .1, .075])
-    assert r.retrieval_scores == pytest.approx([.6, 0, .8, .6])
+    assert r.scores == pytest.approx([1.075, 0.3 / 0.5175, 0.0575 / 0.5175 + 0.1, 0.075])
+    assert r.retrieval_scores == pytest.approx([0.6, 0, 0.8, 0.6])
     assert r.sources == [("popular", "search"), ("popular",), ("popular", "search"), ("search",)]
     assert r.interests.tolist() == [0, 0, 0, 0]
     assert r.targets == [PANS, KNIVES, TOOLS]
@@ -391,7 +495,7 @@ def test_cross_share_keeps_slots_for_the_touched_category(recommender):
     # Ranking: p0 1.075, t1 .680, k0 .580, p1 .211, t2 .193, ...; 2 cross slots (p0, k0) and 2 for
     # Tents (t1, t2; t0 was bought): p1 ranks above t2 but its side is full.
     assert r.rows.tolist() == [3, 1, 5, 2]
-    assert r.scores == pytest.approx([1.075, .3 / .5175 + .1, .3 / .5175, .1 / .5175])
+    assert r.scores == pytest.approx([1.075, 0.3 / 0.5175 + 0.1, 0.3 / 0.5175, 0.1 / 0.5175])
     assert r.targets == [TENTS, PANS, KNIVES, TOOLS]
 
 
@@ -425,9 +529,13 @@ def test_an_exact_quota_stays_short_rather_than_borrowing(recommender):
 
 def test_filters_and_categories_apply_to_every_candidate(recommender):
     profile = profile_of(recommender.items, recommender.version, ("t0", "purchase"))
-    r = recommender.recommend(profile, Query(k=4, include=frozenset({PANS, KNIVES}), max_price=20.0))
+    r = recommender.recommend(
+        profile, Query(k=4, include=frozenset({PANS, KNIVES}), max_price=20.0)
+    )
     assert r.rows.tolist() == [3, 5, 6]
-    r = recommender.recommend(profile, Query(k=9, cross_share=None, exclude=frozenset({PANS}), brands=frozenset({"acme"})))
+    r = recommender.recommend(
+        profile, Query(k=9, cross_share=None, exclude=frozenset({PANS}), brands=frozenset({"acme"}))
+    )
     assert r.rows.tolist() == [5, 2, 7]
 
 
@@ -437,37 +545,92 @@ def test_each_item_names_the_interest_behind_it(recommender):
     r = recommender.recommend(profile, Query(k=9, cross_share=None))
     # By search: t1 (tents interest), p1, k0 (pans interest), k1 (tents interest). Not found by search:
     # t2 is in the tents interest's own category; g0, g1: P(Tools | Pans) .05 > P(Tools | Tents) .025.
-    assert dict(zip(r.rows.tolist(), r.interests.tolist())) == {1: 0, 2: 0, 4: 1, 5: 1, 6: 0, 7: 1, 8: 1}
+    assert dict(zip(r.rows.tolist(), r.interests.tolist())) == {
+        1: 0,
+        2: 0,
+        4: 1,
+        5: 1,
+        6: 0,
+        7: 1,
+        8: 1,
+    }
     assert r.rows.tolist() == [5, 1, 4, 2, 6, 7, 8]
     notes = explain(r, profile, recommender.items, recommender.categories)
-    assert notes[3].summary == "more Tents, which you engaged with" and notes[3].source_item_ids == ("t0",)
-    assert notes[5].source_category == PANS and notes[5].transition_probability == pytest.approx(.05)
-    assert notes[5].summary == "goes with your interest in Pans: shoppers move on to Tools in 5% of such sessions"
+    assert notes[3].summary == "more Tents, which you engaged with" and notes[
+        3
+    ].source_item_ids == ("t0",)
+    assert notes[5].source_category == PANS and notes[5].transition_probability == pytest.approx(
+        0.05
+    )
+    assert (
+        notes[5].summary
+        == "goes with your interest in Pans: shoppers move on to Tools in 5% of such sessions"
+    )
 
 
 # --- more of each stage: dtypes, defaults, ties, settings ------------------------------------------
 
 
 def test_merge_columns_have_fixed_dtypes_even_when_empty():
-    for c in (merge(SOURCES, [SourceResult("search", np.array([2]), np.array([1.0], np.float32))]), merge(SOURCES, [])):
-        assert (c.rows.dtype, c.scores.dtype, c.ranks.dtype, c.interest.dtype) == (np.int64, np.float32, np.int64, np.int64)
+    for c in (
+        merge(SOURCES, [SourceResult("search", np.array([2]), np.array([1.0], np.float32))]),
+        merge(SOURCES, []),
+    ):
+        assert (c.rows.dtype, c.scores.dtype, c.ranks.dtype, c.interest.dtype) == (
+            np.int64,
+            np.float32,
+            np.int64,
+            np.int64,
+        )
         assert c.sources == SOURCES
     empty = SourceResult.empty("popular")
     assert empty.name == "popular" and empty.searched == 0 and empty.interest is None
-    assert (empty.rows.dtype, empty.scores.dtype, len(empty.rows), len(empty.scores)) == (np.int64, np.float32, 0, 0)
+    assert (empty.rows.dtype, empty.scores.dtype, len(empty.rows), len(empty.scores)) == (
+        np.int64,
+        np.float32,
+        0,
+        0,
+    )
 
 
 def test_merge_ranks_ties_in_listing_order():
-    scores = np.array([1, 0, 1, 2, 0, 1, 2, 1, 0, 0, 2, 1, 1, 0, 2, 1, 0, 1, 2, 0], np.float32)  # 20 entries, many ties
+    scores = np.array(
+        [1, 0, 1, 2, 0, 1, 2, 1, 0, 0, 2, 1, 1, 0, 2, 1, 0, 1, 2, 0], np.float32
+    )  # 20 entries, many ties
     c = merge(SOURCES, [SourceResult("popular", np.arange(20), scores)])
     # The five 2s take ranks 0-4, the eight 1s 5-12, the seven 0s 13-19, each in listing order.
-    assert c.ranks[:, 1].tolist() == [5, 13, 6, 0, 14, 7, 1, 8, 15, 16, 2, 9, 10, 17, 3, 11, 18, 12, 4, 19]
+    assert c.ranks[:, 1].tolist() == [
+        5,
+        13,
+        6,
+        0,
+        14,
+        7,
+        1,
+        8,
+        15,
+        16,
+        2,
+        9,
+        10,
+        17,
+        3,
+        11,
+        18,
+        12,
+        4,
+        19,
+    ]
 
 
 def test_an_earlier_sources_interest_zero_is_kept_and_rows_without_any_stay_minus_one():
-    popular = SourceResult("popular", np.array([1, 2]), np.array([.5, .4], np.float32), np.array([0, -1]))
-    search = SourceResult("search", np.array([1, 3]), np.array([.9, .8], np.float32), np.array([5, 6]))
-    neighbours = SourceResult("neighbours", np.array([4]), np.array([.7], np.float32))
+    popular = SourceResult(
+        "popular", np.array([1, 2]), np.array([0.5, 0.4], np.float32), np.array([0, -1])
+    )
+    search = SourceResult(
+        "search", np.array([1, 3]), np.array([0.9, 0.8], np.float32), np.array([5, 6])
+    )
+    neighbours = SourceResult("neighbours", np.array([4]), np.array([0.7], np.float32))
     c = merge(SOURCES, [search, neighbours, popular])
     assert c.rows.tolist() == [1, 2, 3, 4]
     assert c.interest.tolist() == [0, -1, 6, -1]
@@ -475,7 +638,12 @@ def test_an_earlier_sources_interest_zero_is_kept_and_rows_without_any_stay_minu
 
 def test_allowed_rows_combines_exclusions_and_categories_on_no_codes():
     query = Query(k=1, exclude_items=frozenset({"t1"}))
-    assert allowed_rows(np.arange(4), query, ItemTableStub(), np.array([0])).tolist() == [False, False, True, True]
+    assert allowed_rows(np.arange(4), query, ItemTableStub(), np.array([0])).tolist() == [
+        False,
+        False,
+        True,
+        True,
+    ]
     none = allowed_categories(Query(k=1), [])
     assert none.dtype == bool and none.shape == (0,)
 
@@ -485,13 +653,17 @@ class ItemTableStub:
 
 
 def test_blend_of_no_candidates_is_empty():
-    assert BlendRanker({"search": 1.0, "popular": 2.0}).score(np.zeros((0, len(FEATURES)), np.float32)).shape == (0,)
+    assert BlendRanker({"search": 1.0, "popular": 2.0}).score(
+        np.zeros((0, len(FEATURES)), np.float32)
+    ).shape == (0,)
 
 
 def test_categories_missing_from_the_statistics_get_no_share(tiny_version, items):
-    version = dataclasses.replace(tiny_version, categories=tiny_version.categories.filter(pl.col("category") != TOOLS))
+    version = dataclasses.replace(
+        tiny_version, categories=tiny_version.categories.filter(pl.col("category") != TOOLS)
+    )
     m = CategoryModel(version, items.categories)
-    assert m.share == pytest.approx([0, .2 / .9, .3 / .9, .4 / .9])
+    assert m.share == pytest.approx([0, 0.2 / 0.9, 0.3 / 0.9, 0.4 / 0.9])
     assert m.transition(KNIVES, TOOLS) == 0.0
 
 
@@ -499,11 +671,37 @@ def test_popularity_order_of_categories_keeps_code_order_on_ties():
     names = [f"C{i:02d}" for i in range(20)]
     sessions = [3, 1, 3, 2, 1, 3, 2, 2, 1, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1]
     stats = SimpleNamespace(
-        categories=pl.DataFrame({"category": names, "items": [1] * 20, "session_share": [float(s) for s in sessions]}),
-        transitions=pl.DataFrame({"source": [], "target": [], "sessions": []}, schema={"source": pl.String, "target": pl.String, "sessions": pl.Int64}),
+        categories=pl.DataFrame(
+            {"category": names, "items": [1] * 20, "session_share": [float(s) for s in sessions]}
+        ),
+        transitions=pl.DataFrame(
+            {"source": [], "target": [], "sessions": []},
+            schema={"source": pl.String, "target": pl.String, "sessions": pl.Int64},
+        ),
     )
     m = CategoryModel(stats, names)
-    assert m.by_popularity.tolist() == [0, 2, 5, 9, 12, 15, 18, 3, 6, 7, 11, 14, 17, 1, 4, 8, 10, 13, 16, 19]
+    assert m.by_popularity.tolist() == [
+        0,
+        2,
+        5,
+        9,
+        12,
+        15,
+        18,
+        3,
+        6,
+        7,
+        11,
+        14,
+        17,
+        1,
+        4,
+        8,
+        10,
+        13,
+        16,
+        19,
+    ]
 
 
 def test_sources_defaults_follow_the_engine_configuration(tiny_version, items):
@@ -512,36 +710,63 @@ def test_sources_defaults_follow_the_engine_configuration(tiny_version, items):
     neighbours = NeighbourSource(tiny_version)
     assert (neighbours.max_seeds, neighbours.limit, neighbours.neighbours) == (50, 300, None)
     search = ShardSearchSource(tiny_version, items)
-    assert (search.per_shard, search.categories, search.behaviour_rerank, search.limit) == (50, 6, 200, 300)
+    assert (search.per_shard, search.categories, search.behaviour_rerank, search.limit) == (
+        50,
+        6,
+        200,
+        300,
+    )
     assert search.behaviour_dim == 0 and search.behaviour == {}  # no adaptation in this version
 
 
 def test_popular_and_neighbour_sources_name_their_empty_results(items):
     assert PopularSource(items).generate(context([0, 0, 0, 0])).name == "popular"
-    assert NeighbourSource(SimpleNamespace(neighbours=None)).generate(context([0] * 4)).name == "neighbours"
-    r = PopularSource(items).generate(context([.1, .3, .575, 0]))
+    assert (
+        NeighbourSource(SimpleNamespace(neighbours=None)).generate(context([0] * 4)).name
+        == "neighbours"
+    )
+    r = PopularSource(items).generate(context([0.1, 0.3, 0.575, 0]))
     assert r.searched == 0 and r.scores.dtype == np.float32
 
 
 def test_popular_source_takes_the_highest_affinity_categories_ties_in_code_order():
     # 20 categories of one item each (row = code), every item the whole of its category's popularity.
     affinity = np.array([1, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 1, 3, 2, 1, 3, 2, 1], float)
-    table = SimpleNamespace(popular=[np.array([c]) for c in range(20)], category_code=np.arange(20), popularity_share=np.ones(20))
+    table = SimpleNamespace(
+        popular=[np.array([c]) for c in range(20)],
+        category_code=np.arange(20),
+        popularity_share=np.ones(20),
+    )
     r = PopularSource(table, categories=8).generate(context(affinity))
     assert r.rows.tolist() == [1, 4, 7, 10, 14, 17, 3, 6]
 
 
 def test_shard_search_finds_row_zero_in_a_touched_category(tiny_version, items):
     profile = profile_of(items, tiny_version, ("t1", "view"))  # interest (.8, 0, 0, .6)
-    r = ShardSearchSource(tiny_version, items, touched=True).generate(context([0, 0, 0, 1], targets=[3], profile=profile, k=1))
-    assert r.rows.tolist() == [1, 0, 2] and r.scores == pytest.approx([1, .8, .6])
-    single = ShardSearchSource(tiny_version, items).generate(context([0, 0, 1, 0], targets=[2], profile=profile, k=1))
+    r = ShardSearchSource(tiny_version, items, touched=True).generate(
+        context([0, 0, 0, 1], targets=[3], profile=profile, k=1)
+    )
+    assert r.rows.tolist() == [1, 0, 2] and r.scores == pytest.approx([1, 0.8, 0.6])
+    single = ShardSearchSource(tiny_version, items).generate(
+        context([0, 0, 1, 0], targets=[2], profile=profile, k=1)
+    )
     assert single.rows.tolist() == [4, 3] and single.searched == 1
-    cold = ShardSearchSource(tiny_version, items).generate(context([1, 1, 1, 1], targets=[0, 1], k=1))
+    cold = ShardSearchSource(tiny_version, items).generate(
+        context([1, 1, 1, 1], targets=[0, 1], k=1)
+    )
     assert cold.name == "search" and cold.searched == 0
 
 
-B_VECTORS = [(0, .9), (.5, .8), (.1, .7), (.9, .6), (1.5, .5), (2.0, .1), (0, .2), (0, .3)]  # (a, b): item (a, 0, 0, b)
+B_VECTORS = [
+    (0, 0.9),
+    (0.5, 0.8),
+    (0.1, 0.7),
+    (0.9, 0.6),
+    (1.5, 0.5),
+    (2.0, 0.1),
+    (0, 0.2),
+    (0, 0.3),
+]  # (a, b): item (a, 0, 0, b)
 
 
 @pytest.fixture(scope="module")
@@ -553,7 +778,9 @@ def wide_version():
 
     from indexer.artifact import IndexVersion
 
-    vectors = np.array([[a, 0, 0, b] for a, b in B_VECTORS] + [[.70710677, 0, 0, .70710677]], np.float32)
+    vectors = np.array(
+        [[a, 0, 0, b] for a, b in B_VECTORS] + [[0.70710677, 0, 0, 0.70710677]], np.float32
+    )
     cats = ["Cat > B"] * 8 + ["Cat > A"]
 
     def shard(rows):
@@ -562,12 +789,31 @@ def wide_version():
             index.add_with_ids(vectors[rows], np.array(rows, np.int64))
         return index
 
-    items = pl.DataFrame({"item_id": [f"w{i}" for i in range(9)], "category": cats, "shard": ["b0"] * 8 + ["a0"],
-                          "popularity": [1.0] * 9})
-    manifest = {"version": "wide", "dim": 4, "items": 9, "adaptation": {"dim": 1},
-                "category_shards": {"Cat > A": ["a0"], "Cat > B": ["b_empty", "b0"], "Cat > C": ["c0"]}}
+    items = pl.DataFrame(
+        {
+            "item_id": [f"w{i}" for i in range(9)],
+            "category": cats,
+            "shard": ["b0"] * 8 + ["a0"],
+            "popularity": [1.0] * 9,
+        }
+    )
+    manifest = {
+        "version": "wide",
+        "dim": 4,
+        "items": 9,
+        "adaptation": {"dim": 1},
+        "category_shards": {"Cat > A": ["a0"], "Cat > B": ["b_empty", "b0"], "Cat > C": ["c0"]},
+    }
     shards = {"a0": shard([8]), "b_empty": shard([]), "b0": shard(list(range(8))), "c0": shard([])}
-    return IndexVersion(path=None, manifest=manifest, items=items, vectors=vectors, transitions=None, categories=None, shards=shards)
+    return IndexVersion(
+        path=None,
+        manifest=manifest,
+        items=items,
+        vectors=vectors,
+        transitions=None,
+        categories=None,
+        shards=shards,
+    )
 
 
 def test_behaviour_search_reranks_the_behaviour_blocks_best_with_full_vectors(wide_version):
@@ -577,42 +823,89 @@ def test_behaviour_search_reranks_the_behaviour_blocks_best_with_full_vectors(wi
     assert search.behaviour["b0"][1].ravel() == pytest.approx([b for _, b in B_VECTORS])
     # k=1: at least 4k = 4 candidates by the behaviour block (rows 0-3), then the best by a + b: row 3.
     scores, rows = search.behaviour_search("b0", queries, 1)
-    assert rows.tolist() == [[3], [0]] and scores == pytest.approx(np.array([[1.5], [.9]]))
+    assert rows.tolist() == [[3], [0]] and scores == pytest.approx(np.array([[1.5], [0.9]]))
     assert (scores.dtype, rows.dtype) == (np.float32, np.int64)
     # k=2: 8 candidates, every row: the full-vector best.
     scores, rows = search.behaviour_search("b0", queries, 2)
-    assert rows.tolist() == [[5, 4], [0, 1]] and scores == pytest.approx(np.array([[2.1, 2.0], [.9, .8]]))
+    assert rows.tolist() == [[5, 4], [0, 1]] and scores == pytest.approx(
+        np.array([[2.1, 2.0], [0.9, 0.8]])
+    )
     # behaviour_rerank=5 re-ranks 5 candidates: row 4 comes in.
-    scores, rows = ShardSearchSource(wide_version, items, behaviour_rerank=5).behaviour_search("b0", queries, 1)
+    scores, rows = ShardSearchSource(wide_version, items, behaviour_rerank=5).behaviour_search(
+        "b0", queries, 1
+    )
     assert rows.tolist() == [[4], [0]]
 
 
 def test_untouched_categories_are_searched_in_the_behaviour_block(wide_version):
     items = ItemTable.from_version(wide_version)
-    profile = Profile(np.array([[.70710677, 0, 0, .70710677]], np.float32), ["Cat > A"], np.ones(1), {"Cat > A": 1.0})
+    profile = Profile(
+        np.array([[0.70710677, 0, 0, 0.70710677]], np.float32),
+        ["Cat > A"],
+        np.ones(1),
+        {"Cat > A": 1.0},
+    )
     ctx = Context(profile, np.array([1.0, 1.0, 1.0]), np.array([1, 0, 2]), 1)
-    r = ShardSearchSource(wide_version, items, per_shard=1, behaviour_rerank=1, touched=True).generate(ctx)
+    r = ShardSearchSource(
+        wide_version, items, per_shard=1, behaviour_rerank=1, touched=True
+    ).generate(ctx)
     # B (untouched): behaviour block candidates 0-3, best row 3 (1.5 / sqrt 2); A (touched): faiss, row 8.
     # The empty shards of B and C are skipped.
-    assert r.rows.tolist() == [3, 8] and r.scores == pytest.approx([1.5 / np.sqrt(2), 1.0], abs=1e-6)
+    assert r.rows.tolist() == [3, 8] and r.scores == pytest.approx(
+        [1.5 / np.sqrt(2), 1.0], abs=1e-6
+    )
     assert r.searched == 2 and r.interest.tolist() == [0, 0]
     # By default the touched category A is not searched: only B's row 3, one shard.
-    untouched = ShardSearchSource(wide_version, items, per_shard=1, behaviour_rerank=1).generate(ctx)
+    untouched = ShardSearchSource(wide_version, items, per_shard=1, behaviour_rerank=1).generate(
+        ctx
+    )
     assert untouched.rows.tolist() == [3] and untouched.searched == 1
-    only_c = ShardSearchSource(wide_version, items).generate(dataclasses.replace(ctx, targets=np.array([2])))
-    assert only_c.name == "search" and only_c.searched == 0 and len(only_c.rows) == 0 and len(only_c.scores) == 0
+    only_c = ShardSearchSource(wide_version, items).generate(
+        dataclasses.replace(ctx, targets=np.array([2]))
+    )
+    assert (
+        only_c.name == "search"
+        and only_c.searched == 0
+        and len(only_c.rows) == 0
+        and len(only_c.scores) == 0
+    )
     assert (only_c.rows.dtype, only_c.scores.dtype) == (np.int64, np.float32)
 
 
 def test_recommender_wires_its_settings_into_every_stage(tiny_version):
-    rec = Recommender(tiny_version, RecommenderSettings(
-        smoothing=1.0, target_categories=3, search_categories=2, candidates_per_shard=7, behaviour_rerank=11,
-        popular_per_category=13, neighbour_seeds=17, source_limit=19, blend=(("popular", 2.0), ("search", 0.5))))
+    rec = Recommender(
+        tiny_version,
+        RecommenderSettings(
+            smoothing=1.0,
+            target_categories=3,
+            search_categories=2,
+            candidates_per_shard=7,
+            behaviour_rerank=11,
+            popular_per_category=13,
+            neighbour_seeds=17,
+            source_limit=19,
+            search_touched=True,
+            blend=(("popular", 2.0), ("search", 0.5)),
+        ),
+    )
     assert rec.categories.transition(TENTS, PANS) == pytest.approx(10.3 / 16)
-    assert (rec.neighbours.max_seeds, rec.neighbours.limit, rec.neighbours.neighbours) == (17, 19, None)
+    assert (rec.neighbours.max_seeds, rec.neighbours.limit, rec.neighbours.neighbours) == (
+        17,
+        19,
+        None,
+    )
     assert (rec.popular.per_category, rec.popular.categories, rec.popular.limit) == (13, 6, 190)
-    assert (rec.search.per_shard, rec.search.categories, rec.search.behaviour_rerank, rec.search.limit) == (7, 2, 11, 19)
-    assert rec.ranker.weights == {"popular": 2.0, "search": 0.5} and rec.model_version == RETRIEVAL_ONLY
+    assert (
+        rec.search.per_shard,
+        rec.search.categories,
+        rec.search.behaviour_rerank,
+        rec.search.limit,
+    ) == (7, 2, 11, 19)
+    assert rec.search.touched is True and Recommender(tiny_version).search.touched is False
+    assert (
+        rec.ranker.weights == {"popular": 2.0, "search": 0.5}
+        and rec.model_version == RETRIEVAL_ONLY
+    )
     fake = SimpleNamespace(gather=lambda rows, weights: (np.array([6]), np.array([1.0])))
     with_neighbours = Recommender(dataclasses.replace(tiny_version, neighbours=fake))
     assert with_neighbours.neighbours.neighbours is fake
@@ -629,11 +922,18 @@ def test_only_target_categories_feed_the_sources(tiny_version):
 
 def test_refill_walks_the_short_categories_by_popularity_with_a_floor(recommender):
     short = np.array([True, True, False, False])  # Tools, Knives
-    affinity = np.array([.025, .3, .575, 0])
-    r = recommender._refill(short, affinity, Query(k=2, exclude_items=frozenset({"g1"})), np.array([5]))
+    affinity = np.array([0.025, 0.3, 0.575, 0])
+    r = recommender._refill(
+        short, affinity, Query(k=2, exclude_items=frozenset({"g1"})), np.array([5])
+    )
     # g1 excluded by the request, k0 seen; k1 has no popularity: floored, still positive, after g0.
     assert r.name == "popular" and r.rows.tolist() == [7, 6] and r.scores.dtype == np.float32
-    assert r.scores == pytest.approx([.025 * .5, .3 * 1e-9], rel=1e-3)
+    assert r.scores == pytest.approx([0.025 * 0.5, 0.3 * 1e-9], rel=1e-3)
+    # Categories without affinity stay in play: the floor keeps every score positive.
+    cold = recommender._refill(
+        np.array([True, False, False, False]), np.zeros(4), Query(k=2), np.zeros(0, np.int64)
+    )
+    assert cold.rows.tolist() == [7, 8] and (cold.scores > 0).all()
     nothing = recommender._refill(np.zeros(4, bool), affinity, Query(k=2), np.zeros(0, np.int64))
     assert nothing.rows.tolist() == [] and nothing.rows.dtype == np.int64
 
@@ -651,7 +951,7 @@ def test_category_prior_adds_the_session_share_to_affinity(tiny_version):
     # Affinity = transition + .5 x share: Pans .575 + .15, Knives .3 + .1, Tools .025 + .05.
     # popular: p0 .725 * .9 = .6525, k0 .4, p1 .0725; search as before (max .8).
     assert r.rows.tolist() == [3, 5, 4, 6]
-    assert r.scores == pytest.approx([1.075, .4 / .6525, .0725 / .6525 + .1, .075])
+    assert r.scores == pytest.approx([1.075, 0.4 / 0.6525, 0.0725 / 0.6525 + 0.1, 0.075])
     fallback = rec.recommend(empty_profile(), Query(k=3))
     assert fallback.rows.tolist() == [3, 0, 5]  # 1.5 x share: the same order as share alone
 
@@ -663,8 +963,27 @@ def test_targets_are_each_groups_best_categories_ties_in_code_order(recommender)
     everything = Plan((Group(np.ones(20, bool), 5),), exact=False)
     assert recommender._targets(everything, affinity).tolist() == [1, 4, 7, 10, 14, 17, 3, 6]
     odd = np.arange(20) % 2 == 1
-    split = Plan((Group(odd, 1), Group(~odd, 1)), exact=False)  # 8 best of each group, then by affinity
-    assert recommender._targets(split, affinity).tolist() == [1, 4, 7, 10, 14, 17, 3, 6, 9, 12, 15, 18, 0, 2, 5, 11]
+    split = Plan(
+        (Group(odd, 1), Group(~odd, 1)), exact=False
+    )  # 8 best of each group, then by affinity
+    assert recommender._targets(split, affinity).tolist() == [
+        1,
+        4,
+        7,
+        10,
+        14,
+        17,
+        3,
+        6,
+        9,
+        12,
+        15,
+        18,
+        0,
+        2,
+        5,
+        11,
+    ]
 
 
 def test_behaviour_search_breaks_ties_by_row():
@@ -676,9 +995,17 @@ def test_behaviour_search_breaks_ties_by_row():
     vectors = np.array([[p, 0, 0, 0] for p in pattern], np.float32)
     index = faiss.IndexIDMap(faiss.IndexFlatIP(4))
     index.add_with_ids(vectors, np.arange(20))
-    version = IndexVersion(path=None, manifest={"dim": 4, "adaptation": {"dim": 1}, "category_shards": {"T": ["t"]}},
-                           items=pl.DataFrame({"item_id": [f"x{i}" for i in range(20)], "category": ["T"] * 20, "shard": ["t"] * 20}),
-                           vectors=vectors, transitions=None, categories=None, shards={"t": index})
+    version = IndexVersion(
+        path=None,
+        manifest={"dim": 4, "adaptation": {"dim": 1}, "category_shards": {"T": ["t"]}},
+        items=pl.DataFrame(
+            {"item_id": [f"x{i}" for i in range(20)], "category": ["T"] * 20, "shard": ["t"] * 20}
+        ),
+        vectors=vectors,
+        transitions=None,
+        categories=None,
+        shards={"t": index},
+    )
     search = ShardSearchSource(version, ItemTable.from_version(version))
     _, rows = search.behaviour_search("t", np.array([[1, 0, 0, 0]], np.float32), 20)
     assert rows.tolist() == [[3, 6, 11, 14, 18, 1, 4, 8, 9, 13, 16, 19, 0, 2, 5, 7, 10, 12, 15, 17]]
@@ -703,18 +1030,34 @@ def crowded_version():
         index = faiss.IndexIDMap(faiss.IndexFlatIP(4))
         index.add_with_ids(vectors[rows], rows)
         shards[shard_id] = index
-    items = pl.DataFrame({"item_id": [f"c{i}" for i in range(n)], "category": cats,
-                          "shard": ["big"] * 200 + ["small"] * 60, "popularity": popularity, "price": price})
-    return IndexVersion(path=None, manifest={"dim": 4, "category_shards": {"Big": ["big"], "Small": ["small"]}}, items=items,
-                        vectors=vectors, transitions=pl.DataFrame({"source": ["Big"], "target": ["Small"], "sessions": [0]}),
-                        categories=pl.DataFrame({"category": ["Big", "Small"], "items": [200, 60], "session_share": [.9, .1]}),
-                        shards=shards)
+    items = pl.DataFrame(
+        {
+            "item_id": [f"c{i}" for i in range(n)],
+            "category": cats,
+            "shard": ["big"] * 200 + ["small"] * 60,
+            "popularity": popularity,
+            "price": price,
+        }
+    )
+    return IndexVersion(
+        path=None,
+        manifest={"dim": 4, "category_shards": {"Big": ["big"], "Small": ["small"]}},
+        items=items,
+        vectors=vectors,
+        transitions=pl.DataFrame({"source": ["Big"], "target": ["Small"], "sessions": [0]}),
+        categories=pl.DataFrame(
+            {"category": ["Big", "Small"], "items": [200, 60], "session_share": [0.9, 0.1]}
+        ),
+        shards=shards,
+    )
 
 
 def test_a_lone_short_quota_is_refilled_past_the_popular_sources_reach(crowded_version):
     rec = Recommender(crowded_version, settings())
-    r = rec.recommend(Profile(np.zeros((0, 4), np.float32), [], np.zeros(0), {}),
-                      Query(k=1, quotas=((frozenset({"Small"}), 1),), max_price=10.0))
+    r = rec.recommend(
+        Profile(np.zeros((0, 4), np.float32), [], np.zeros(0), {}),
+        Query(k=1, quotas=((frozenset({"Small"}), 1),), max_price=10.0),
+    )
     assert r.rows.tolist() == [259]
 
 
@@ -733,6 +1076,20 @@ def test_seen_items_take_no_place_in_the_refill(crowded_version):
     # The user viewed 100 of Big's cheap items (rows 50-149): the refill's first 100 allowed rows are
     # the 50 cheap ones left, not the seen ones.
     events = [ProfileEvent(f"c{i}", "view", NOW) for i in range(50, 150)]
-    profile = build_profile(events, rec.items.row_of, np.asarray(crowded_version.vectors), rec.items.row_category, NOW)
+    profile = build_profile(
+        events, rec.items.row_of, np.asarray(crowded_version.vectors), rec.items.row_category, NOW
+    )
     r = rec.recommend(profile, Query(k=1, quotas=((frozenset({"Big"}), 1),), max_price=10.0))
     assert r.rows.tolist() == [150]
+
+
+@pytest.mark.parametrize("k, walked", [(1, 100), (30, 120)])
+def test_the_refill_walks_at_most_max_4k_100_items_per_short_category(crowded_version, k, walked):
+    rec = Recommender(crowded_version, settings())
+    r = rec.recommend(
+        Profile(np.zeros((0, 4), np.float32), [], np.zeros(0), {}),
+        Query(k=k, quotas=((frozenset({"Big"}), k),), max_price=10.0),
+    )
+    # Big's 150 cheap items are the only allowed ones; the sources proposed none of them.
+    assert r.stage_counts["candidates"] == walked
+    assert r.rows.tolist() == list(range(50, 50 + k))
