@@ -154,5 +154,5 @@ def tiny_version():
         "session_share": [0.1, 0.2, 0.3, 0.4],
     })
     manifest = {"version": "tiny", "dim": 4, "items": 9, "category_shards": category_shards}
-    return IndexVersion(path=None, manifest=manifest, items=items, vectors=vectors, transitions=transitions,
-                        categories=categories, shards=shards)
+    return IndexVersion(path=None, manifest=manifest, items=items, vectors=vectors,
+                        transitions=transitions, categories=categories, shards=shards)

@@ -1,4 +1,5 @@
-"""Slot allocation (engine.allocate) on hand-made masks: every expected plan and pick is written out."""
+"""Slot allocation (engine.allocate) on hand-made masks: every expected plan and pick is written
+out."""
 
 from __future__ import annotations
 
@@ -135,7 +136,12 @@ def test_shortfall_names_the_categories_of_groups_without_enough_candidates():
     plan = Plan((Group(mask(0, 1), 2), Group(mask(2), 2)), exact=False)
     assert shortfall(plan, np.array([0, 1, 2])).tolist() == [False, False, True, False]
     assert shortfall(plan, np.array([0, 2, 2, 3])).tolist() == [True, True, False, False]
-    assert shortfall(plan, np.array([1, 1, 2, 2])).tolist() == [False, False, False, False]  # exactly enough
+    assert shortfall(plan, np.array([1, 1, 2, 2])).tolist() == [
+        False,
+        False,
+        False,
+        False,
+    ]  # exactly enough
     assert shortfall(plan, np.zeros(0, np.int64)).tolist() == [True, True, True, False]
 
 

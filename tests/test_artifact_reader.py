@@ -1,5 +1,6 @@
-"""The index reader refuses every kind of broken version with the right ``reason``; the writer stages
-and commits atomically. A 12-item version (3 categories, attribute vectors only) built once."""
+"""The index reader refuses every kind of broken version with the right ``reason``; the writer
+stages and commits atomically. A 12-item version (3 categories, attribute vectors only) built
+once."""
 
 from __future__ import annotations
 
@@ -74,8 +75,8 @@ def save_manifest(version: Path, manifest: dict) -> None:
 
 
 def rewrite(version: Path, key: str, write) -> None:
-    """Replace the file of ``manifest["files"][key]`` through ``write(path)`` and record its new size
-    and sha256, so only the content checks can refuse it."""
+    """Replace the file of ``manifest["files"][key]`` through ``write(path)`` and record its new
+    size and sha256, so only the content checks can refuse it."""
     manifest = manifest_of(version)
     entry = manifest["files"][key]
     path = version / entry["file"]
@@ -513,8 +514,11 @@ def test_writer_details(root, tmp_path):
 
 
 def test_checking_for_abandoned_builds_leaves_live_processes_alone(root):
-    # SIGHUP back to its default (a nohup'd test run would pass on "ignore"): any signal would end it.
-    code = "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); print('ready', flush=True); time.sleep(30)"
+    # SIGHUP back to its default (a nohup'd run would pass on "ignore"): any signal would end it.
+    code = (
+        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
     live = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert live.stdout.readline() == "ready\n"

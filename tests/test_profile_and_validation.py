@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from crossrec.v1 import events_pb2, recommend_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from crossrec.v1 import events_pb2, recommend_pb2
 from engine.config import EngineConfig
 from engine.errors import InvalidRequest
 from engine.items import ItemTable
@@ -18,7 +18,12 @@ from engine.validation import recommend_request
 
 DAY_US = 86_400 * 1_000_000
 NOW = 1_700_000_000 * 1_000_000
-TOOLS, KNIVES, PANS, TENTS = "Garden > Tools", "Home > Kitchen > Knives", "Home > Kitchen > Pans", "Outdoors > Tents"
+TOOLS, KNIVES, PANS, TENTS = (
+    "Garden > Tools",
+    "Home > Kitchen > Knives",
+    "Home > Kitchen > Pans",
+    "Outdoors > Tents",
+)
 
 
 # --- profiles -----------------------------------------------------------------------------------
@@ -40,32 +45,50 @@ def test_default_profile_keeps_the_four_heaviest_categories_ties_by_name():
     p = build_profile(events, row_of, vectors, categories, NOW)
     assert p.interest_categories == ["a", "b", "c", "d"]
     assert p.interest_weights == pytest.approx(np.array([2, 1.5, 1, 1]) / 5.5)
-    assert p.category_weights == pytest.approx({"a": 2 / 6, "b": 1.5 / 6, "c": 1 / 6, "d": 1 / 6, "e": .5 / 6})
+    assert p.category_weights == pytest.approx(
+        {"a": 2 / 6, "b": 1.5 / 6, "c": 1 / 6, "d": 1 / 6, "e": 0.5 / 6}
+    )
     assert p.interests.tolist() == np.eye(5)[[3, 4, 0, 1]].tolist()
     assert p.interests.dtype == np.float32
     assert p.interest_items == [[3], [4], [0], [1]]
     assert p.item_rows.tolist() == [3, 4, 0, 1, 2]
-    assert p.item_weights == pytest.approx([2, 1.5, 1, 1, .5])
+    assert p.item_weights == pytest.approx([2, 1.5, 1, 1, 0.5])
     assert p.purchased_rows == set() and p.seen_rows == {0, 1, 2, 3, 4}
     assert p.events_used == 6 and not p.empty and p.touched_categories == {"a", "b", "c", "d", "e"}
 
 
 def test_interest_vector_is_the_normalised_weighted_mean_of_its_items():
     categories = np.array(["x", "x", "x"])
-    vectors = np.array([[1, 0], [0, 1], [3, 4]], np.float32)  # the third is not unit: mean, then normalise
+    vectors = np.array(
+        [[1, 0], [0, 1], [3, 4]], np.float32
+    )  # the third is not unit: mean, then normalise
     row_of = {"i0": 0, "i1": 1, "i2": 2}
-    events = [ProfileEvent("i0", "purchase", NOW), ProfileEvent("i1", "cart", NOW), ProfileEvent("i2", "view", NOW - 7 * DAY_US)]
+    events = [
+        ProfileEvent("i0", "purchase", NOW),
+        ProfileEvent("i1", "cart", NOW),
+        ProfileEvent("i2", "view", NOW - 7 * DAY_US),
+    ]
     p = build_profile(events, row_of, vectors, categories, NOW, half_life_days=7)
     v = np.array([8 + 1.5, 4 + 2.0])  # 8*(1,0) + 4*(0,1) + .5*(3,4)
     assert p.interests[0] == pytest.approx(v / np.linalg.norm(v), abs=1e-6)
     assert p.interest_items == [[0, 1, 2]] and p.purchased_rows == {0}
     assert p.interest_weights.tolist() == [1.0]
-    assert build_profile(events, row_of, vectors, categories, NOW, max_interests=1).interest_categories == ["x"]
+    assert build_profile(
+        events, row_of, vectors, categories, NOW, max_interests=1
+    ).interest_categories == ["x"]
 
 
 def test_profile_of_unknown_items_only_is_empty():
-    p = build_profile([ProfileEvent("nope", "purchase", NOW)], {"i0": 0}, np.eye(3, dtype=np.float32), np.array(["x"]), NOW)
-    assert p.empty and p.interests.shape == (0, 3) and p.category_weights == {} and p.events_used == 0
+    p = build_profile(
+        [ProfileEvent("nope", "purchase", NOW)],
+        {"i0": 0},
+        np.eye(3, dtype=np.float32),
+        np.array(["x"]),
+        NOW,
+    )
+    assert (
+        p.empty and p.interests.shape == (0, 3) and p.category_weights == {} and p.events_used == 0
+    )
     assert p.item_rows.tolist() == [] and p.seen_rows == set()
     assert build_profile([], {}, np.eye(2, dtype=np.float32), np.array([]), NOW).empty
 
@@ -75,8 +98,14 @@ def test_profile_of_unknown_items_only_is_empty():
 
 def test_pseudonym_is_hmac_sha256_hex():
     # RFC 4231, test case 2.
-    assert pseudonymise("what do ya want for nothing?", b"Jefe") == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-    assert pseudonymise("zoë", b"k") == "c86b6f8d5ce7f258f00ea18b8a7113a603f84267f0f4895d0a31b1559ed06978"  # utf-8
+    assert (
+        pseudonymise("what do ya want for nothing?", b"Jefe")
+        == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    )
+    assert (
+        pseudonymise("zoë", b"k")
+        == "c86b6f8d5ce7f258f00ea18b8a7113a603f84267f0f4895d0a31b1559ed06978"
+    )  # utf-8
 
 
 # --- request validation -------------------------------------------------------------------------
@@ -96,7 +125,9 @@ class Categories:
 CONFIG = EngineConfig(max_k=10, max_recent_events=2, default_cross_category_share=1.0)
 
 
-def event(item: str = "t0", action=events_pb2.ACTION_VIEW, seconds: int | None = None) -> events_pb2.Event:
+def event(
+    item: str = "t0", action=events_pb2.ACTION_VIEW, seconds: int | None = None
+) -> events_pb2.Event:
     e = events_pb2.Event(item_id=item, action=action)
     if seconds is not None:
         e.time.CopyFrom(Timestamp(seconds=seconds))
@@ -109,7 +140,9 @@ CATEGORIES = Categories()
 def validate(config: EngineConfig = CONFIG, categories=CATEGORIES, prefix: str = "", **fields):
     fields.setdefault("user_id", "u1")
     fields.setdefault("k", 3)
-    return recommend_request(recommend_pb2.RecommendRequest(**fields), config, categories, NOW, prefix)
+    return recommend_request(
+        recommend_pb2.RecommendRequest(**fields), config, categories, NOW, prefix
+    )
 
 
 def violations(**fields) -> dict[str, str]:
@@ -121,13 +154,24 @@ def violations(**fields) -> dict[str, str]:
 def test_a_valid_request_becomes_a_query():
     user, recent, query = validate(
         k=4,
-        recent_events=[event("t0", events_pb2.ACTION_PURCHASE, NOW // 1_000_000 - 60), event("p0", events_pb2.ACTION_CLICK)],
-        category_quotas=[recommend_pb2.CategoryQuota(category="Home", count=2), recommend_pb2.CategoryQuota(category=TENTS, count=2)],
+        recent_events=[
+            event("t0", events_pb2.ACTION_PURCHASE, NOW // 1_000_000 - 60),
+            event("p0", events_pb2.ACTION_CLICK),
+        ],
+        category_quotas=[
+            recommend_pb2.CategoryQuota(category="Home", count=2),
+            recommend_pb2.CategoryQuota(category=TENTS, count=2),
+        ],
         exclude_categories=[TOOLS],
-        filters=recommend_pb2.Filters(in_stock_only=True, min_price=5, max_price=5, brands=["acme"], exclude_item_ids=["t1"]),
+        filters=recommend_pb2.Filters(
+            in_stock_only=True, min_price=5, max_price=5, brands=["acme"], exclude_item_ids=["t1"]
+        ),
     )
     assert user == "u1"
-    assert recent == [ProfileEvent("t0", "purchase", NOW - 60_000_000), ProfileEvent("p0", "click", NOW)]
+    assert recent == [
+        ProfileEvent("t0", "purchase", NOW - 60_000_000),
+        ProfileEvent("p0", "click", NOW),
+    ]
     assert query == Query(
         k=4,
         quotas=((frozenset({KNIVES, PANS}), 2), (frozenset({TENTS}), 2)),
@@ -154,7 +198,12 @@ def test_defaults_share_from_the_config_and_leaves_filters_open():
 def test_no_default_share_means_no_split():
     # A config without a default share lets the ranking alone decide (this was float(None) once).
     assert validate(EngineConfig(default_cross_category_share=None))[2].cross_share is None
-    assert validate(EngineConfig(default_cross_category_share=None), cross_category_share=0.5)[2].cross_share == 0.5
+    assert (
+        validate(EngineConfig(default_cross_category_share=None), cross_category_share=0.5)[
+            2
+        ].cross_share
+        == 0.5
+    )
 
 
 @pytest.mark.parametrize("k, ok", [(0, False), (1, True), (10, True), (11, False), (-1, False)])
@@ -173,8 +222,12 @@ def test_violations_carry_the_prefix():
 
 def test_recent_events_are_limited_and_each_checked():
     assert len(validate(recent_events=[event(), event()])[1]) == 2
-    assert violations(recent_events=[event(), event(), event()]) == {"recent_events": "at most 2 events, got 3"}
-    bad = violations(recent_events=[event("", events_pb2.ACTION_UNSPECIFIED), event("x", seconds=946_684_799)])
+    assert violations(recent_events=[event(), event(), event()]) == {
+        "recent_events": "at most 2 events, got 3"
+    }
+    bad = violations(
+        recent_events=[event("", events_pb2.ACTION_UNSPECIFIED), event("x", seconds=946_684_799)]
+    )
     assert bad == {
         "recent_events[0].item_id": "must not be empty",
         "recent_events[0].action": "must be VIEW, CLICK, CART or PURCHASE",
@@ -183,7 +236,9 @@ def test_recent_events_are_limited_and_each_checked():
     assert validate(recent_events=[event(seconds=946_684_800)])[1][0].ts_us == 946_684_800_000_000
     future = NOW // 1_000_000 + 86_400
     assert validate(recent_events=[event(seconds=future)])[1][0].ts_us == future * 1_000_000
-    assert violations(recent_events=[event(seconds=future + 1)]) == {"recent_events[0].time": "more than a day in the future"}
+    assert violations(recent_events=[event(seconds=future + 1)]) == {
+        "recent_events[0].time": "more than a day in the future"
+    }
 
 
 def test_a_request_needs_a_user_or_events_and_short_ids():
@@ -194,27 +249,41 @@ def test_a_request_needs_a_user_or_events_and_short_ids():
 
 def test_quotas_must_name_known_categories_and_fit_in_k():
     quota = recommend_pb2.CategoryQuota
-    assert violations(k=3, category_quotas=[quota(category=TENTS, count=2), quota(category=PANS, count=2)]) == {
-        "category_quotas": "counts add up to 4, more than k=3"
-    }
-    assert len(validate(k=4, category_quotas=[quota(category=TENTS, count=2), quota(category=PANS, count=2)])[2].quotas) == 2
-    assert violations(category_quotas=[quota(category="Garden", count=1), quota(category="Nope", count=0)]) == {
+    assert violations(
+        k=3, category_quotas=[quota(category=TENTS, count=2), quota(category=PANS, count=2)]
+    ) == {"category_quotas": "counts add up to 4, more than k=3"}
+    assert (
+        len(
+            validate(
+                k=4, category_quotas=[quota(category=TENTS, count=2), quota(category=PANS, count=2)]
+            )[2].quotas
+        )
+        == 2
+    )
+    assert violations(
+        category_quotas=[quota(category="Garden", count=1), quota(category="Nope", count=0)]
+    ) == {
         "category_quotas[1].category": "unknown category 'Nope'",
         "category_quotas[1].count": "must be at least 1",
     }
     # k itself is bad: the sum is not compared with it.
-    assert violations(k=0, category_quotas=[quota(category=TENTS, count=2)]) == {"k": "must be between 1 and 10, got 0"}
+    assert violations(k=0, category_quotas=[quota(category=TENTS, count=2)]) == {
+        "k": "must be between 1 and 10, got 0"
+    }
 
 
 def test_quotas_and_share_are_either_or():
-    assert violations(cross_category_share=0.5, category_quotas=[recommend_pb2.CategoryQuota(category=TENTS, count=1)]) == {
-        "cross_category_share": "give category_quotas or cross_category_share, not both"
-    }
+    assert violations(
+        cross_category_share=0.5,
+        category_quotas=[recommend_pb2.CategoryQuota(category=TENTS, count=1)],
+    ) == {"cross_category_share": "give category_quotas or cross_category_share, not both"}
 
 
 @pytest.mark.parametrize("share", [-0.1, 1.1, float("nan"), float("inf")])
 def test_share_must_lie_in_zero_one(share):
-    assert violations(cross_category_share=share) == {"cross_category_share": f"must be within [0, 1], got {share}"}
+    assert violations(cross_category_share=share) == {
+        "cross_category_share": f"must be within [0, 1], got {share}"
+    }
 
 
 def test_include_exclude_must_be_known_and_leave_each_quota_something():
@@ -224,29 +293,49 @@ def test_include_exclude_must_be_known_and_leave_each_quota_something():
         "exclude_categories[0]": "unknown category 'Gone'",
     }
     msg = "excluded by include_categories / exclude_categories"
-    assert violations(category_quotas=[quota(category="Home", count=1)], exclude_categories=["Home"]) == {"category_quotas[0].category": msg}
-    assert violations(category_quotas=[quota(category=TENTS, count=1)], include_categories=["Home"]) == {"category_quotas[0].category": msg}
+    assert violations(
+        category_quotas=[quota(category="Home", count=1)], exclude_categories=["Home"]
+    ) == {"category_quotas[0].category": msg}
+    assert violations(
+        category_quotas=[quota(category=TENTS, count=1)], include_categories=["Home"]
+    ) == {"category_quotas[0].category": msg}
     # Partly excluded is fine.
-    assert validate(category_quotas=[quota(category="Home", count=1)], exclude_categories=[PANS])[2].quotas == ((frozenset({KNIVES, PANS}), 1),)
+    assert validate(category_quotas=[quota(category="Home", count=1)], exclude_categories=[PANS])[
+        2
+    ].quotas == ((frozenset({KNIVES, PANS}), 1),)
 
 
 def test_objective_weights_must_name_an_objective_and_be_finite_non_negative():
     w = recommend_pb2.ObjectiveWeight
-    assert violations(objective_weights=[w(objective=recommend_pb2.OBJECTIVE_UNSPECIFIED, weight=1), w(objective=recommend_pb2.OBJECTIVE_CLICK, weight=-1)]) == {
+    assert violations(
+        objective_weights=[
+            w(objective=recommend_pb2.OBJECTIVE_UNSPECIFIED, weight=1),
+            w(objective=recommend_pb2.OBJECTIVE_CLICK, weight=-1),
+        ]
+    ) == {
         "objective_weights[0].objective": "must be CLICK, CART or PURCHASE",
         "objective_weights[1].weight": "must be finite and >= 0, got -1.0",
     }
-    assert violations(objective_weights=[w(objective=recommend_pb2.OBJECTIVE_CLICK, weight=float("inf"))]) == {
-        "objective_weights[0].weight": "must be finite and >= 0, got inf"
-    }
-    assert validate(objective_weights=[w(objective=recommend_pb2.OBJECTIVE_PURCHASE, weight=0)])[2].k == 3
+    assert violations(
+        objective_weights=[w(objective=recommend_pb2.OBJECTIVE_CLICK, weight=float("inf"))]
+    ) == {"objective_weights[0].weight": "must be finite and >= 0, got inf"}
+    assert (
+        validate(objective_weights=[w(objective=recommend_pb2.OBJECTIVE_PURCHASE, weight=0)])[2].k
+        == 3
+    )
 
 
 def test_prices_must_be_finite_non_negative_and_ordered():
     f = recommend_pb2.Filters
-    assert violations(filters=f(min_price=3, max_price=2)) == {"filters.max_price": "2.0 is below min_price 3.0"}
-    assert violations(filters=f(min_price=-1)) == {"filters.min_price": "must be finite and >= 0, got -1.0"}
-    assert violations(filters=f(max_price=float("nan"))) == {"filters.max_price": "must be finite and >= 0, got nan"}
+    assert violations(filters=f(min_price=3, max_price=2)) == {
+        "filters.max_price": "2.0 is below min_price 3.0"
+    }
+    assert violations(filters=f(min_price=-1)) == {
+        "filters.min_price": "must be finite and >= 0, got -1.0"
+    }
+    assert violations(filters=f(max_price=float("nan"))) == {
+        "filters.max_price": "must be finite and >= 0, got nan"
+    }
     q = validate(filters=f(min_price=0))[2]
     assert (q.min_price, q.max_price) == (0.0, None)
     assert validate(filters=f(max_price=0))[2].max_price == 0.0
@@ -254,15 +343,20 @@ def test_prices_must_be_finite_non_negative_and_ordered():
 
 def test_validation_resolves_through_the_category_model(tiny_version):
     model = CategoryModel(tiny_version, ItemTable.from_version(tiny_version).categories)
-    _, _, query = validate(categories=model, include_categories=["Outdoors>Tents"],
-                          exclude_categories=["Home > Kitchen"])
+    _, _, query = validate(
+        categories=model,
+        include_categories=["Outdoors>Tents"],
+        exclude_categories=["Home > Kitchen"],
+    )
     assert query.include == frozenset({TENTS}) and query.exclude == frozenset({KNIVES, PANS})
 
 
 # --- event ingestion ----------------------------------------------------------------------------
 
 
-def ingest_event(user="u1", item="t0", action=events_pb2.ACTION_CART, seconds=NOW // 1_000_000, nanos=0, **extra):
+def ingest_event(
+    user="u1", item="t0", action=events_pb2.ACTION_CART, seconds=NOW // 1_000_000, nanos=0, **extra
+):
     e = events_pb2.Event(user_id=user, item_id=item, action=action, **extra)
     if seconds is not None:
         e.time.CopyFrom(Timestamp(seconds=seconds, nanos=nanos))
@@ -285,15 +379,31 @@ def ingest_violations(events, max_ingest_events: int = 3) -> dict[str, str]:
 def test_ingested_events_are_pseudonymised_and_get_a_deterministic_id():
     from engine.store import StoredEvent
 
-    out = ingest([
-        ingest_event(session_id="s1", recommendation_id="r1"),
-        ingest_event(nanos=5_999, event_id="mine"),
-        ingest_event(nanos=5_000),
-    ])
+    out = ingest(
+        [
+            ingest_event(session_id="s1", recommendation_id="r1"),
+            ingest_event(nanos=5_999, event_id="mine"),
+            ingest_event(nanos=5_000),
+        ]
+    )
     assert out == [
-        StoredEvent("d:327c109a427e18c4936738cd26f75bab52f7225cd74d6af91db4c34e4d27bdd7", "key:u1", "t0", "cart", NOW, "s1", "r1"),
+        StoredEvent(
+            "d:327c109a427e18c4936738cd26f75bab52f7225cd74d6af91db4c34e4d27bdd7",
+            "key:u1",
+            "t0",
+            "cart",
+            NOW,
+            "s1",
+            "r1",
+        ),
         StoredEvent("mine", "key:u1", "t0", "cart", NOW + 5),
-        StoredEvent("d:fc34df0802c9cf4b9e15bb26a60225af734146560e4bf4737630a0a5a36a47eb", "key:u1", "t0", "cart", NOW + 5),
+        StoredEvent(
+            "d:fc34df0802c9cf4b9e15bb26a60225af734146560e4bf4737630a0a5a36a47eb",
+            "key:u1",
+            "t0",
+            "cart",
+            NOW + 5,
+        ),
     ]
 
 
@@ -301,13 +411,16 @@ def test_ingestion_names_every_bad_event_and_field():
     assert ingest_violations([]) == {"events": "no events"}
     assert ingest_violations([ingest_event()] * 4) == {"events": "at most 3 events per call, got 4"}
     assert len(ingest([ingest_event()] * 3)) == 3
-    bad = ingest_violations([
-        ingest_event(user="", item="i" * 257, action=events_pb2.ACTION_UNSPECIFIED),
-        ingest_event(seconds=None),
-        ingest_event(user="u" * 257, item="", seconds=946_684_799),
-        ingest_event(seconds=NOW // 1_000_000 + 86_401),
-        ingest_event(user="u" * 256, item="i" * 256),  # fine
-    ], max_ingest_events=5)
+    bad = ingest_violations(
+        [
+            ingest_event(user="", item="i" * 257, action=events_pb2.ACTION_UNSPECIFIED),
+            ingest_event(seconds=None),
+            ingest_event(user="u" * 257, item="", seconds=946_684_799),
+            ingest_event(seconds=NOW // 1_000_000 + 86_401),
+            ingest_event(user="u" * 256, item="i" * 256),  # fine
+        ],
+        max_ingest_events=5,
+    )
     assert bad == {
         "events[0].user_id": "must not be empty",
         "events[0].item_id": "longer than 256 characters",
@@ -323,16 +436,22 @@ def test_ingestion_names_every_bad_event_and_field():
 def test_profile_skips_unknown_items_anywhere_and_normalises_light_interests():
     categories = np.array(["x", "y"])
     vectors = np.array([[3, 4], [0, 1]], np.float32)
-    events = [ProfileEvent("gone", "purchase", NOW), ProfileEvent("i0", "view", NOW - 28 * DAY_US), ProfileEvent("i1", "view", NOW - 14 * DAY_US)]
+    events = [
+        ProfileEvent("gone", "purchase", NOW),
+        ProfileEvent("i0", "view", NOW - 28 * DAY_US),
+        ProfileEvent("i1", "view", NOW - 14 * DAY_US),
+    ]
     p = build_profile(events, {"i0": 0, "i1": 1}, vectors, categories, NOW)
     # Weights .25 and .5: the interests are still unit vectors.
     assert p.interest_categories == ["y", "x"]
-    assert p.interests.tolist() == [[0, 1], pytest.approx([.6, .8])]
+    assert p.interests.tolist() == [[0, 1], pytest.approx([0.6, 0.8])]
     assert p.events_used == 3 and p.seen_rows == {0, 1}
 
 
 def test_events_too_old_to_weigh_anything_give_an_empty_profile():
-    ancient = [ProfileEvent("i0", "purchase", NOW - 200 * 365 * DAY_US)]  # 0.5 ** 5000 underflows to 0
+    ancient = [
+        ProfileEvent("i0", "purchase", NOW - 200 * 365 * DAY_US)
+    ]  # 0.5 ** 5000 underflows to 0
     p = build_profile(ancient, {"i0": 0}, np.eye(2, dtype=np.float32), np.array(["x"]), NOW)
     assert p.empty and p.category_weights == {} and p.events_used == 0
     assert p.interests.shape == (0, 2) and p.interests.dtype == np.float32
@@ -344,23 +463,61 @@ def test_equally_heavy_items_keep_the_order_they_were_first_seen():
     actions = {1: "view", 2: "click", 4: "cart"}
     ids = [f"i{n:02d}" for n in range(20)]
     events = [ProfileEvent(i, actions[w], NOW) for i, w in zip(ids, pattern)]
-    p = build_profile(events, {i: n for n, i in enumerate(ids)}, np.eye(20, dtype=np.float32), np.array(["x"] * 20), NOW)
-    assert p.item_rows.tolist() == [3, 6, 11, 14, 18, 1, 4, 8, 9, 13, 16, 19, 0, 2, 5, 7, 10, 12, 15, 17]
-    # interest_items is heaviest first too, but its order within a tie is not specified (argsort default).
+    p = build_profile(
+        events,
+        {i: n for n, i in enumerate(ids)},
+        np.eye(20, dtype=np.float32),
+        np.array(["x"] * 20),
+        NOW,
+    )
+    assert p.item_rows.tolist() == [
+        3,
+        6,
+        11,
+        14,
+        18,
+        1,
+        4,
+        8,
+        9,
+        13,
+        16,
+        19,
+        0,
+        2,
+        5,
+        7,
+        10,
+        12,
+        15,
+        17,
+    ]
+    # interest_items is heaviest first too, but its order within a tie is not specified (argsort
+    # default).
     items = p.interest_items[0]
-    assert [set(items[:5]), set(items[5:12]), set(items[12:])] == [{3, 6, 11, 14, 18}, {1, 4, 8, 9, 13, 16, 19}, {0, 2, 5, 7, 10, 12, 15, 17}]
+    assert [set(items[:5]), set(items[5:12]), set(items[12:])] == [
+        {3, 6, 11, 14, 18},
+        {1, 4, 8, 9, 13, 16, 19},
+        {0, 2, 5, 7, 10, 12, 15, 17},
+    ]
 
 
 def test_prefix_defaults_to_none_and_a_quota_may_not_exceed_k_one():
-    request = recommend_pb2.RecommendRequest(user_id="u", k=1, category_quotas=[recommend_pb2.CategoryQuota(category=TENTS, count=2)])
+    request = recommend_pb2.RecommendRequest(
+        user_id="u", k=1, category_quotas=[recommend_pb2.CategoryQuota(category=TENTS, count=2)]
+    )
     with pytest.raises(InvalidRequest) as info:
         recommend_request(request, CONFIG, CATEGORIES, NOW)
-    assert [(v.field, v.description) for v in info.value.violations] == [("category_quotas", "counts add up to 2, more than k=1")]
+    assert [(v.field, v.description) for v in info.value.violations] == [
+        ("category_quotas", "counts add up to 2, more than k=1")
+    ]
 
 
 def test_event_times_at_the_epoch_count_as_missing_but_any_nanosecond_is_a_time():
     assert ingest_violations([ingest_event(seconds=0)]) == {"events[0].time": "required"}
-    assert ingest_violations([ingest_event(seconds=0, nanos=1000)]) == {"events[0].time": "before 2000-01-01: a clock or unit error"}
+    assert ingest_violations([ingest_event(seconds=0, nanos=1000)]) == {
+        "events[0].time": "before 2000-01-01: a clock or unit error"
+    }
     assert ingest([ingest_event(seconds=946_684_800, nanos=2_500)])[0].ts_us == 946_684_800_000_002
     # Inline events without a time happen now.
     assert validate(recent_events=[event(seconds=0)])[1][0].ts_us == NOW

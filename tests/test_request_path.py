@@ -190,7 +190,8 @@ def test_merge_unions_rows_and_keeps_each_sources_best_score_rank_and_interest()
     assert c.ranks[:, 0].tolist() == [NOT_RANKED] * 4
     assert c.ranks[:, 1].tolist() == [0, NOT_RANKED, 1, NOT_RANKED]
     assert c.ranks[:, 2].tolist() == [1, 0, 4, 3]
-    # popular comes before search in SOURCES: its interest 3 for row 2 wins; its -1 for row 7 does not.
+    # popular comes before search in SOURCES: its interest 3 for row 2 wins; its -1 for row 7 does
+    # not.
     assert c.interest.tolist() == [3, 1, 4, 0]
 
 
@@ -543,8 +544,9 @@ def test_each_item_names_the_interest_behind_it(recommender):
     profile = profile_of(recommender.items, recommender.version, ("t0", "purchase"), ("p0", "view"))
     assert profile.interest_categories == [TENTS, PANS]
     r = recommender.recommend(profile, Query(k=9, cross_share=None))
-    # By search: t1 (tents interest), p1, k0 (pans interest), k1 (tents interest). Not found by search:
-    # t2 is in the tents interest's own category; g0, g1: P(Tools | Pans) .05 > P(Tools | Tents) .025.
+    # By search: t1 (tents interest), p1, k0 (pans interest), k1 (tents interest). Not found by
+    # search: t2 is in the tents interest's own category; g0, g1: P(Tools | Pans) .05 >
+    # P(Tools | Tents) .025.
     assert dict(zip(r.rows.tolist(), r.interests.tolist())) == {
         1: 0,
         2: 0,
@@ -568,7 +570,7 @@ def test_each_item_names_the_interest_behind_it(recommender):
     )
 
 
-# --- more of each stage: dtypes, defaults, ties, settings ------------------------------------------
+# --- more of each stage: dtypes, defaults, ties, settings ---------------------------------------
 
 
 def test_merge_columns_have_fixed_dtypes_even_when_empty():
@@ -730,7 +732,7 @@ def test_popular_and_neighbour_sources_name_their_empty_results(items):
 
 
 def test_popular_source_takes_the_highest_affinity_categories_ties_in_code_order():
-    # 20 categories of one item each (row = code), every item the whole of its category's popularity.
+    # 20 categories of one item each (row = code), each item all of its category's popularity.
     affinity = np.array([1, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 1, 3, 2, 1, 3, 2, 1], float)
     table = SimpleNamespace(
         popular=[np.array([c]) for c in range(20)],
@@ -821,7 +823,8 @@ def test_behaviour_search_reranks_the_behaviour_blocks_best_with_full_vectors(wi
     queries = np.array([[1, 0, 0, 1], [0, 0, 0, 1]], np.float32)
     search = ShardSearchSource(wide_version, items, behaviour_rerank=1)
     assert search.behaviour["b0"][1].ravel() == pytest.approx([b for _, b in B_VECTORS])
-    # k=1: at least 4k = 4 candidates by the behaviour block (rows 0-3), then the best by a + b: row 3.
+    # k=1: at least 4k = 4 candidates by the behaviour block (rows 0-3), then the best by a + b:
+    # row 3.
     scores, rows = search.behaviour_search("b0", queries, 1)
     assert rows.tolist() == [[3], [0]] and scores == pytest.approx(np.array([[1.5], [0.9]]))
     assert (scores.dtype, rows.dtype) == (np.float32, np.int64)
@@ -849,7 +852,8 @@ def test_untouched_categories_are_searched_in_the_behaviour_block(wide_version):
     r = ShardSearchSource(
         wide_version, items, per_shard=1, behaviour_rerank=1, touched=True
     ).generate(ctx)
-    # B (untouched): behaviour block candidates 0-3, best row 3 (1.5 / sqrt 2); A (touched): faiss, row 8.
+    # B (untouched): behaviour block candidates 0-3, best row 3 (1.5 / sqrt 2); A (touched): faiss,
+    # row 8.
     # The empty shards of B and C are skipped.
     assert r.rows.tolist() == [3, 8] and r.scores == pytest.approx(
         [1.5 / np.sqrt(2), 1.0], abs=1e-6
@@ -1064,17 +1068,17 @@ def test_a_lone_short_quota_is_refilled_past_the_popular_sources_reach(crowded_v
 def test_a_short_quota_is_refilled_even_next_to_a_large_short_category(crowded_version):
     rec = Recommender(crowded_version, settings())
     query = Query(k=2, quotas=((frozenset({"Big"}), 1), (frozenset({"Small"}), 1)), max_price=10.0)
-    # The popular source proposes each category's 50 most popular items: all dear, so both quotas are
-    # short. Walked together, Big's cheap items (.9 x 10/6500 each) would crowd out Small's cheap one
-    # (.1 x 1/5901) at any cap below 151; the refill walks each short category on its own.
+    # The popular source proposes each category's 50 most popular items: all dear, so both quotas
+    # are short. Walked together, Big's cheap items (.9 x 10/6500 each) would crowd out Small's
+    # cheap one (.1 x 1/5901) at any cap below 151; the refill walks each short category on its own.
     r = rec.recommend(Profile(np.zeros((0, 4), np.float32), [], np.zeros(0), {}), query)
     assert sorted(rec.items.row_category[r.rows].tolist()) == ["Big", "Small"]
 
 
 def test_seen_items_take_no_place_in_the_refill(crowded_version):
     rec = Recommender(crowded_version, settings())
-    # The user viewed 100 of Big's cheap items (rows 50-149): the refill's first 100 allowed rows are
-    # the 50 cheap ones left, not the seen ones.
+    # The user viewed 100 of Big's cheap items (rows 50-149): the refill's first 100 allowed rows
+    # are the 50 cheap ones left, not the seen ones.
     events = [ProfileEvent(f"c{i}", "view", NOW) for i in range(50, 150)]
     profile = build_profile(
         events, rec.items.row_of, np.asarray(crowded_version.vectors), rec.items.row_category, NOW
