@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-all proto proto-check clean
+.PHONY: demo test test-all lint format mutation proto proto-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,11 +27,28 @@ demo: $(STAMP)
 	$(BIN)/crossrec demo --out $(DEMO_DIR)
 
 test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
 
 # Everything, slow tests included.
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu"
+
+# Lint and format checks alone (also the first steps of `make test`); `make format` fixes.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+# Mutation testing of the request path and the index reader (settings in setup.cfg; minutes).
+mutation: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/mutmut run --max-children 2
+	$(BIN)/mutmut results
 
 proto: $(STAMP)
 	$(BIN)/python proto/generate.py
@@ -40,4 +57,4 @@ proto-check: $(STAMP)
 	$(BIN)/python proto/generate.py --check
 
 clean:
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache mutants

@@ -50,7 +50,12 @@ def built_index(small_shop_dir, tmp_path_factory):
     from indexer.build import BuildConfig, build_index
 
     root = tmp_path_factory.mktemp("index")
-    report = build_index(small_shop_dir / "catalog.parquet", root, small_shop_dir / "events.parquet", BuildConfig(progress=False))
+    report = build_index(
+        small_shop_dir / "catalog.parquet",
+        root,
+        small_shop_dir / "events.parquet",
+        BuildConfig(progress=False),
+    )
     return report
 
 
@@ -63,10 +68,24 @@ def tiny_clip(tmp_path_factory):
 
     torch.manual_seed(0)
     config = CLIPConfig(
-        text_config=dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=32, bos_token_id=0, eos_token_id=1),
-        vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
+        text_config=dict(
+            vocab_size=64,
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=32,
+            bos_token_id=0,
+            eos_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
         projection_dim=16,
     )
     vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
@@ -74,10 +93,19 @@ def tiny_clip(tmp_path_factory):
         vocab[c] = len(vocab)
         vocab[c + "</w>"] = len(vocab)
     # transformers 5 ignores vocab_file/merges_file here: pass the vocabulary itself.
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], unk_token="<|endoftext|>", bos_token="<|startoftext|>",
-                              eos_token="<|endoftext|>", pad_token="<|endoftext|>", model_max_length=32)
+    tokenizer = CLIPTokenizer(
+        vocab=vocab,
+        merges=[],
+        unk_token="<|endoftext|>",
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=32,
+    )
     processor = CLIPProcessor(
-        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        image_processor=CLIPImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}
+        ),
         tokenizer=tokenizer,
     )
     path = tmp_path_factory.mktemp("tiny-clip")
@@ -87,7 +115,12 @@ def tiny_clip(tmp_path_factory):
 
 
 # The tiny hand-built index version (tests/test_request_path.py computes its answers by hand).
-TINY_CATEGORIES = ["Garden > Tools", "Home > Kitchen > Knives", "Home > Kitchen > Pans", "Outdoors > Tents"]
+TINY_CATEGORIES = [
+    "Garden > Tools",
+    "Home > Kitchen > Knives",
+    "Home > Kitchen > Pans",
+    "Outdoors > Tents",
+]
 
 
 @pytest.fixture(scope="session")
@@ -121,21 +154,31 @@ def tiny_version():
     tools, knives, pans, tents = TINY_CATEGORIES
     cats = [tents, tents, tents, pans, pans, knives, knives, tools, tools]
     shard_ids = {tools: "s0", knives: "s1", pans: "s2", tents: "s3"}
-    items = pl.DataFrame({
-        "item_id": ["t0", "t1", "t2", "p0", "p1", "k0", "k1", "g0", "g1"],
-        "category": cats,
-        "shard": [shard_ids[c] for c in cats],
-        "popularity": [6.0, 3.0, 1.0, 9.0, 1.0, 4.0, 0.0, 5.0, 5.0],
-        "price": [100.0, 50.0, None, 20.0, 30.0, 10.0, 15.0, 5.0, 5.0],
-        "in_stock": [True, True, True, True, False, True, True, True, True],
-        "brand": ["acme", "zeta", "acme", "acme", "zeta", "acme", "zeta", "acme", "zeta"],
-    })
-    vectors = np.array([
-        [1, 0, 0, 0], [.8, 0, 0, .6], [0, 0, 0, 1],
-        [.6, .8, 0, 0], [.8, .6, 0, 0],
-        [0, 1, 0, 0], [.6, 0, .8, 0],
-        [0, 0, 1, 0], [-.6, 0, .8, 0],
-    ], dtype=np.float32)
+    items = pl.DataFrame(
+        {
+            "item_id": ["t0", "t1", "t2", "p0", "p1", "k0", "k1", "g0", "g1"],
+            "category": cats,
+            "shard": [shard_ids[c] for c in cats],
+            "popularity": [6.0, 3.0, 1.0, 9.0, 1.0, 4.0, 0.0, 5.0, 5.0],
+            "price": [100.0, 50.0, None, 20.0, 30.0, 10.0, 15.0, 5.0, 5.0],
+            "in_stock": [True, True, True, True, False, True, True, True, True],
+            "brand": ["acme", "zeta", "acme", "acme", "zeta", "acme", "zeta", "acme", "zeta"],
+        }
+    )
+    vectors = np.array(
+        [
+            [1, 0, 0, 0],
+            [0.8, 0, 0, 0.6],
+            [0, 0, 0, 1],
+            [0.6, 0.8, 0, 0],
+            [0.8, 0.6, 0, 0],
+            [0, 1, 0, 0],
+            [0.6, 0, 0.8, 0],
+            [0, 0, 1, 0],
+            [-0.6, 0, 0.8, 0],
+        ],
+        dtype=np.float32,
+    )
     shards, category_shards = {}, {}
     for category, shard_id in shard_ids.items():
         rows = np.array([i for i, c in enumerate(cats) if c == category], dtype=np.int64)
@@ -143,16 +186,27 @@ def tiny_version():
         index.add_with_ids(vectors[rows], rows)
         shards[shard_id] = index
         category_shards[category] = [shard_id]
-    transitions = pl.DataFrame({
-        "source": [tents, tents, pans, "Nowhere"],
-        "target": [pans, knives, knives, tents],
-        "sessions": [10, 5, 5, 100],
-    })
-    categories = pl.DataFrame({
-        "category": [tools, knives, pans, tents],
-        "items": [2, 2, 2, 3],
-        "session_share": [0.1, 0.2, 0.3, 0.4],
-    })
+    transitions = pl.DataFrame(
+        {
+            "source": [tents, tents, pans, "Nowhere"],
+            "target": [pans, knives, knives, tents],
+            "sessions": [10, 5, 5, 100],
+        }
+    )
+    categories = pl.DataFrame(
+        {
+            "category": [tools, knives, pans, tents],
+            "items": [2, 2, 2, 3],
+            "session_share": [0.1, 0.2, 0.3, 0.4],
+        }
+    )
     manifest = {"version": "tiny", "dim": 4, "items": 9, "category_shards": category_shards}
-    return IndexVersion(path=None, manifest=manifest, items=items, vectors=vectors,
-                        transitions=transitions, categories=categories, shards=shards)
+    return IndexVersion(
+        path=None,
+        manifest=manifest,
+        items=items,
+        vectors=vectors,
+        transitions=transitions,
+        categories=categories,
+        shards=shards,
+    )
