@@ -12,7 +12,7 @@ from pathlib import Path
 
 import polars as pl
 
-from crossrec.vocabulary import CATEGORY_SEPARATOR
+from crossrec.vocabulary import CATEGORY_DELIMITER, CATEGORY_SEPARATOR
 from indexer.errors import DataValidationError, Problem
 from indexer.tables import ColumnSpec, read_table, rows_where
 
@@ -95,7 +95,7 @@ def catalog_problems(frame: pl.DataFrame) -> list[Problem]:
 def normalise_category(category: pl.Series) -> pl.Series:
     """``"Outdoors>Camping >Tents"`` -> ``"Outdoors > Camping > Tents"``; null where a segment is
     empty."""
-    parts = category.str.split(">").list.eval(pl.element().str.strip_chars())
+    parts = category.str.split(CATEGORY_DELIMITER).list.eval(pl.element().str.strip_chars())
     has_empty = parts.list.eval((pl.element() == "").any()).list.first()
     joined = parts.list.join(CATEGORY_SEPARATOR)
     return (

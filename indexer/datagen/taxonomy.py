@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossrec.vocabulary import category_segments, leaf
+
 # path | median price | nouns | qualifiers
 _LEAVES = """
 Outdoors > Camping > Tents | 180 | tent, dome tent, backpacking tent | 2-person, 4-person, ultralight, freestanding, three-season, waterproof
@@ -171,11 +173,11 @@ class Leaf:
 
     @property
     def department(self) -> str:
-        return self.path.split(" > ")[0]
+        return category_segments(self.path)[0]
 
     @property
     def name(self) -> str:
-        return self.path.split(" > ")[-1]
+        return leaf(self.path)
 
 
 def leaves() -> list[Leaf]:

@@ -14,13 +14,16 @@ ACTIONS = ("view", "click", "cart", "purchase")
 ACTION_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
 
 #: Category paths: ``"Outdoors > Camping > Tents"``; a prefix of the path names a department.
+#: Input may use any spacing around ``>`` (CATEGORY_DELIMITER); the canonical form uses
+#: CATEGORY_SEPARATOR.
+CATEGORY_DELIMITER = ">"
 CATEGORY_SEPARATOR = " > "
 
 
 def category_segments(category: str) -> list[str]:
     """``"Outdoors>Camping > Tents"`` -> ``["Outdoors", "Camping", "Tents"]`` (segments
     stripped)."""
-    return [part.strip() for part in category.split(">")]
+    return [part.strip() for part in category.split(CATEGORY_DELIMITER)]
 
 
 def normalise_category(category: str) -> str:
