@@ -82,12 +82,6 @@ class Engine:
     def load(self, path: str) -> Served:
         """Open and verify an index version, then swap it in. A version that fails verification
         raises and leaves the current one serving."""
-        import faiss
-        from threadpoolctl import threadpool_limits
-
-        faiss.omp_set_num_threads(self.config.faiss_threads)
-        # Same reasoning for numpy's BLAS (behaviour-space scans): parallelism comes from requests.
-        threadpool_limits(self.config.faiss_threads, user_api="blas")
         version = open_index(path, verify=True)
         served = Served(
             version, Recommender(version, self.config.recommender_settings()), time.time()

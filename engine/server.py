@@ -22,9 +22,21 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_name
 
 
+def limit_threads(threads: int) -> None:
+    """Process-wide: ``threads`` OpenMP threads for faiss and BLAS threads for numpy. A server's
+    parallelism comes from concurrent requests on its workers; fanning one small search out over
+    more threads only adds overhead (BENCHMARKS.md). Set by the server, not by the library."""
+    import faiss
+    from threadpoolctl import threadpool_limits
+
+    faiss.omp_set_num_threads(threads)
+    threadpool_limits(threads, user_api="blas")
+
+
 async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Metrics]:
     """Load the artifact, open the store, bind, start. Returns (server, bound port, engine,
     metrics)."""
+    limit_threads(config.faiss_threads)
     store = SQLiteEventStore(config.store)
     engine = Engine(config, store)
     engine.load(config.artifact)
