@@ -24,19 +24,12 @@ import polars as pl
 
 from indexer.adapt import AdaptConfig, train_adaptation
 from indexer.artifact import VersionWriter, remove_abandoned_builds
-from indexer.attributes import AttributeEncoder
 from indexer.catalog import read_catalog
-from indexer.encoders import (
-    ImageEncoder,
-    TextEncoder,
-    align_vectors,
-    default_text_model,
-    read_precomputed,
-)
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.fusion import Fusion, FusionPart
 from indexer.neighbours import ItemNeighbours, NeighbourConfig, build_neighbours
+from indexer.parts import content_parts
 from indexer.shards import ShardPolicy, build_shard, plan_shards
 from indexer.transitions import BehaviourStats, behaviour_stats, category_codes, sessionise
 
@@ -121,56 +114,14 @@ def build_index(
     parts: list[FusionPart] = []
     encoders: list[dict] = []
     timings: dict[str, dict] = {}
-    if config.text:
-        with stage("encode_text"):
-            text = TextEncoder(
-                model_path=config.text_model or default_text_model(),
-                fields=config.text_fields,
-                max_seq_length=config.text_max_seq_length,
-            )
-            blocks["text"] = text.encode(catalog, progress=config.progress)
-        parts.append(FusionPart("text", text.dim, config.text_weight))
-        encoders.append(text.describe())
-        timings["text"] = text.timing.as_dict()
-    if config.image_model is not None:
-        with stage("encode_images"):
-            image = ImageEncoder(config.image_model)
-            blocks["image"] = image.encode(catalog, progress=config.progress)
-        parts.append(FusionPart("image", image.dim, config.image_weight))
-        encoders.append(
-            {**image.describe(), "items_without_image": int((~blocks["image"][1]).sum())}
-        )
-        timings["image"] = image.timing.as_dict()
-    if config.vectors is not None or config.vector_column is not None:
-        with stage("read_vectors"):
-            if config.vectors is not None:
-                blocks["precomputed"] = read_precomputed(config.vectors, catalog["item_id"])
-                source = str(config.vectors)
-            else:
-                blocks["precomputed"] = align_vectors(
-                    catalog["item_id"],
-                    catalog[config.vector_column],
-                    catalog["item_id"],
-                    catalog_path,
-                )
-                source = f"{catalog_path}:{config.vector_column}"
-        dim = blocks["precomputed"][0].shape[1]
-        parts.append(FusionPart("precomputed", dim, config.precomputed_weight))
-        encoders.append(
-            {
-                "name": "precomputed",
-                "kind": "precomputed",
-                "source": source,
-                "dim": dim,
-                "normalised": True,
-                "items_without_vector": int((~blocks["precomputed"][1]).sum()),
-            }
-        )
-    with stage("encode_attributes"):
-        attributes = AttributeEncoder()
-        blocks["attributes"] = attributes.encode(catalog)
-    parts.append(FusionPart("attributes", attributes.dim, config.attribute_weight))
-    encoders.append(attributes.describe())
+    for part in content_parts(config, catalog_path):
+        with stage(part.stage):
+            blocks[part.name] = part.encoder.encode(catalog)
+        vectors, present = blocks[part.name]
+        parts.append(FusionPart(part.name, vectors.shape[1], part.weight))
+        encoders.append(part.describe(present))
+        if (timing := part.timing()) is not None:
+            timings[part.name] = timing
 
     with stage("fuse"):
         fusion = Fusion(tuple(parts))
