@@ -1,8 +1,15 @@
 from __future__ import annotations
 
 import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
 
+import polars as pl
 import pytest
+
+if TYPE_CHECKING:
+    from engine.items import ItemTable
 
 # Nothing in the tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -114,7 +121,9 @@ def tiny_clip(tmp_path_factory):
     return str(path)
 
 
-# The tiny hand-built index version (tests/test_request_path.py computes its answers by hand).
+# The tiny hand-built index version (tests/test_targets_and_filters.py,
+# test_candidates_and_ranking.py, test_sources.py and test_recommender.py compute their answers by
+# hand).
 TINY_CATEGORIES = [
     "Garden > Tools",
     "Home > Kitchen > Knives",
@@ -210,3 +219,83 @@ def tiny_version():
         categories=categories,
         shards=shards,
     )
+
+
+@pytest.fixture(scope="module")
+def items(tiny_version) -> ItemTable:
+    from engine.items import ItemTable
+
+    return ItemTable.from_version(tiny_version)
+
+
+# The 12-item built version of the index reader and writer tests (tests/test_artifact_*.py).
+CATEGORIES = ["Alpha > X"] * 4 + ["Alpha > Y"] * 4 + ["Beta"] * 4
+
+
+@pytest.fixture(scope="session")
+def tiny_built(tmp_path_factory) -> Path:
+    """The index root of a 12-item catalogue built without events or text (version ``v1``)."""
+    from indexer.build import BuildConfig, build_index
+
+    folder = tmp_path_factory.mktemp("tiny-built")
+    pl.DataFrame(
+        {
+            "item_id": [f"i{i:02d}" for i in range(12)],
+            "title": [f"thing {i}" for i in range(12)],
+            "category": CATEGORIES,
+            "brand": [f"brand{i}" for i in range(12)],
+            "price": [float(i) for i in range(12)],
+            "in_stock": [True] * 12,
+        }
+    ).write_parquet(folder / "catalog.parquet")
+    build_index(
+        folder / "catalog.parquet",
+        folder / "index",
+        None,
+        BuildConfig(text=False, progress=False, version="v1"),
+    )
+    return folder / "index"
+
+
+@pytest.fixture
+def root(tiny_built, tmp_path) -> Path:
+    """A private copy of the built index root, free to tamper with."""
+    return Path(shutil.copytree(tiny_built, tmp_path / "index"))
+
+
+# A real engine on a free port, and the shop it serves (tests/test_engine_recommend.py,
+# tests/test_engine_service.py).
+@pytest.fixture(scope="module")
+def server(built_index, tmp_path_factory):
+    from engine.config import EngineConfig
+    from engine.server import BackgroundServer
+
+    store = tmp_path_factory.mktemp("store") / "events.sqlite"
+    config = EngineConfig(
+        artifact=str(built_index.path),
+        port=0,
+        store=str(store),
+        max_message_bytes=256 * 1024,
+        max_k=50,
+        candidates_per_shard=10,
+    )
+    with BackgroundServer(config) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    from clients.sdk import CrossrecClient
+
+    with CrossrecClient(server.target, timeout=10) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shop_events(small_shop_dir):
+    return pl.read_parquet(small_shop_dir / "events.parquet")
+
+
+@pytest.fixture(scope="module")
+def catalog(small_shop_dir):
+    return pl.read_parquet(small_shop_dir / "catalog.parquet")

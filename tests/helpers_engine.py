@@ -1,0 +1,37 @@
+"""Helpers for the tests that call a running engine through the SDK."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from clients.sdk import CrossrecClient, Event
+
+
+def events_of(frame: pl.DataFrame, user_prefix: str = "") -> list[Event]:
+    return [
+        Event(
+            user_prefix + r["user_id"],
+            r["item_id"],
+            r["action"],
+            r["ts"],
+            r["session_id"] or "",
+            event_id=f"{user_prefix}{i}-{r['user_id']}",
+        )
+        for i, r in enumerate(frame.iter_rows(named=True))
+    ]
+
+
+def categories_of(catalog: pl.DataFrame, item_ids) -> list[str]:
+    lookup = dict(zip(catalog["item_id"], catalog["category"]))
+    return [lookup[i] for i in item_ids]
+
+
+def client_target(client: CrossrecClient) -> str:
+    return client.target
+
+
+def busy_user(shop_events: pl.DataFrame, rank: int = 0) -> str:
+    counts = (
+        shop_events.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
+    )
+    return counts["user_id"][rank]
