@@ -154,14 +154,7 @@ class Recommender:
             if not fallback
             else SourceResult.empty("search")
         )
-        targeted = (
-            sum(
-                len(self.version.shards_of(c.categories[t]))
-                for t in targets[: self.search.categories]
-            )
-            if not fallback
-            else 0
-        )
+        targeted = len(self.search.shards_for(context))
         clock.lap("allocate")
         return Result(
             rows=picked.rows,

@@ -156,6 +156,16 @@ class ShardSearchSource:
                 rows = np.flatnonzero(items.shard_of == shard_id)
                 self.behaviour[shard_id] = (rows, np.ascontiguousarray(block[rows]))
 
+    def shards_for(self, context: Context) -> list[tuple[str, str]]:
+        """(category, shard) pairs this source searches for ``context``: the shards of the first
+        ``categories`` targets it covers (untouched ones only unless ``touched``)."""
+        p = context.profile
+        if p.empty:
+            return []
+        names = [self.items.categories[c] for c in context.targets]
+        covered = [c for c in names if self.touched or c not in p.category_weights]
+        return [(c, s) for c in covered[: self.categories] for s in self.version.shards_of(c)]
+
     def generate(self, context: Context) -> SourceResult:
         p = context.profile
         if p.empty or len(context.targets) == 0:
@@ -164,24 +174,19 @@ class ShardSearchSource:
         all_scores, all_rows, all_interest = [], [], []
         searched = 0
         m = len(p.interests)
-        targets = [
-            c for c in context.targets if self.touched or self.items.categories[c] not in touched
-        ]
-        for code in targets[: self.categories]:
-            category = self.items.categories[code]
-            for shard_id in self.version.shards_of(category):
-                count = self.version.shards[shard_id].ntotal
-                if count == 0:
-                    continue
-                k = int(min(count, self.per_shard))
-                if shard_id in self.behaviour and category not in touched:
-                    scores, rows = self.behaviour_search(shard_id, p.interests, k)
-                else:
-                    scores, rows = self.version.search(shard_id, p.interests, k)
-                searched += 1
-                all_scores.append(scores.ravel())
-                all_rows.append(rows.ravel())
-                all_interest.append(np.repeat(np.arange(m), k))
+        for category, shard_id in self.shards_for(context):
+            count = self.version.shards[shard_id].ntotal
+            if count == 0:
+                continue
+            k = int(min(count, self.per_shard))
+            if shard_id in self.behaviour and category not in touched:
+                scores, rows = self.behaviour_search(shard_id, p.interests, k)
+            else:
+                scores, rows = self.version.search(shard_id, p.interests, k)
+            searched += 1
+            all_scores.append(scores.ravel())
+            all_rows.append(rows.ravel())
+            all_interest.append(np.repeat(np.arange(m), k))
         if not all_rows:
             return SourceResult(
                 self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), searched=searched

@@ -322,3 +322,30 @@ def test_behaviour_search_breaks_ties_by_row():
     search = ShardSearchSource(version, ItemTable.from_version(version))
     _, rows = search.behaviour_search("t", np.array([[1, 0, 0, 0]], np.float32), 20)
     assert rows.tolist() == [[3, 6, 11, 14, 18, 1, 4, 8, 9, 13, 16, 19, 0, 2, 5, 7, 10, 12, 15, 17]]
+
+
+def test_shards_for_names_what_the_search_covers(wide_version):
+    """Targets B, A, C with A touched: by default A's shard is left out; ``categories`` caps the
+    categories, not the shards (B's two shards both count); ``shards_targeted`` is this list."""
+    items = ItemTable.from_version(wide_version)
+    profile = Profile(
+        np.array([[0.70710677, 0, 0, 0.70710677]], np.float32),
+        ["Cat > A"],
+        np.ones(1),
+        {"Cat > A": 1.0},
+    )
+    ctx = Context(profile, np.array([1.0, 1.0, 1.0]), np.array([1, 0, 2]), 1)
+    pairs = ShardSearchSource(wide_version, items).shards_for(ctx)
+    assert pairs == [("Cat > B", "b_empty"), ("Cat > B", "b0"), ("Cat > C", "c0")]
+    everything = ShardSearchSource(wide_version, items, touched=True).shards_for(ctx)
+    assert [s for _, s in everything] == ["b_empty", "b0", "a0", "c0"]
+    assert [s for _, s in ShardSearchSource(wide_version, items, categories=1).shards_for(ctx)] == [
+        "b_empty",
+        "b0",
+    ]
+    assert (
+        ShardSearchSource(wide_version, items).shards_for(
+            dataclasses.replace(ctx, profile=empty_profile())
+        )
+        == []
+    )
