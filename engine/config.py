@@ -19,6 +19,11 @@ from pathlib import Path
 
 from engine.recommend import RecommenderSettings
 
+# Retrieval defaults live in RecommenderSettings (one place); the flat fields below mirror them so
+# that a TOML file or CROSSREC_* variable can set each one.
+_R = RecommenderSettings()
+_BLEND = dict(_R.blend)
+
 
 @dataclass(frozen=True)
 class EngineConfig:
@@ -54,38 +59,39 @@ class EngineConfig:
     half_life_days: float = 14.0
     #: Retrieval: categories each slot group searches (best affinity first), of which the shard
     #: search covers the first ``search_categories``; candidates per (interest, shard).
-    target_categories: int = 8
-    search_categories: int = 6
-    candidates_per_shard: int = 50
+    target_categories: int = _R.target_categories
+    search_categories: int = _R.search_categories
+    candidates_per_shard: int = _R.candidates_per_shard
     #: Cross-category shard search: scan the adapted versions' behaviour block and re-rank this many
     #: candidates per query with the full vectors (0 = search the faiss shards directly).
-    behaviour_rerank: int = 200
+    behaviour_rerank: int = _R.behaviour_rerank
     #: Candidate sources: the popular source's items per target category, the behaviour-neighbour
     #: source's seed items (the user's heaviest), and each source's cap on candidates.
-    popular_per_category: int = 50
-    neighbour_seeds: int = 50
-    source_limit: int = 300
+    popular_per_category: int = _R.popular_per_category
+    neighbour_seeds: int = _R.neighbour_seeds
+    source_limit: int = _R.source_limit
     #: The search source also scans the categories the user touched (costly at scale; see
     #: engine/sources.py).
-    search_touched: bool = False
+    search_touched: bool = _R.search_touched
     #: Never recommend items the user already engaged with (false: only purchases are excluded).
-    exclude_seen: bool = True
+    exclude_seen: bool = _R.exclude_seen
     #: Share of k from categories the user never engaged with, when the request does not say;
     #: ``none`` (the default) lets the ranking alone decide. Ask for 1.0 per request (or set it
-    #: here) for a purely cross-category list. README, "Item-level quality", has both figures.
+    #: here) for a purely cross-category list. BENCHMARKS.md, "Item-level quality", has both
+    #: figures.
     default_cross_category_share: float | None = None
     #: Smoothing of P(target | source) toward the target's overall session share, and the weight of
     #: transitions against the user's own category weights in category affinity.
-    transition_smoothing: float = 5.0
+    transition_smoothing: float = _R.smoothing
     #: Category affinity = user's weight + transition_weight x transition score + category_prior x
     #: the category's session share (the prior covers interests that appear out of nowhere).
-    transition_weight: float = 0.5
-    category_prior: float = 0.5
+    transition_weight: float = _R.transition_weight
+    category_prior: float = _R.category_prior
     #: Retrieval-only blend: weight of each source's per-request max-normalised score (chosen with
-    #: ``crossrec eval`` on the synthetic shop; README, "Item-level quality").
-    blend_neighbours: float = 0.2
-    blend_popular: float = 1.0
-    blend_search: float = 0.02
+    #: ``crossrec eval`` on the synthetic shop; BENCHMARKS.md, "Item-level quality").
+    blend_neighbours: float = _BLEND["neighbours"]
+    blend_popular: float = _BLEND["popular"]
+    blend_search: float = _BLEND["search"]
 
     def recommender_settings(self) -> RecommenderSettings:
         return RecommenderSettings(

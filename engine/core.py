@@ -156,7 +156,7 @@ class Engine:
             items.append(
                 RecommendedItem(
                     item_id=str(r.items.item_ids[row]),
-                    category=r.items.categories[r.items.category_code[row]],
+                    category=r.items.row_category[row],
                     score=score,
                     interest_index=interest,
                     interest_label=profile.interest_categories[interest]

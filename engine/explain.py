@@ -26,7 +26,7 @@ def explain(
     """One explanation per recommended item, in the result's order."""
     out = []
     for row, interest in zip(result.rows.tolist(), result.interests.tolist()):
-        category = items.categories[items.category_code[row]]
+        category = items.row_category[row]
         if interest < 0:
             out.append(Explanation(f"popular in {leaf(category)}"))
             continue

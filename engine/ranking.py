@@ -7,8 +7,8 @@ no source's units dominate) and the blend is the weighted sum::
 
     score = sum_s weight_s * score_s / max(score_s)
 
-The default weights were chosen with ``crossrec eval`` on the synthetic shop (README, "Item-level
-quality"); ``EngineConfig.blend_*`` overrides them.
+The default weights were chosen with ``crossrec eval`` on the synthetic shop (BENCHMARKS.md,
+"Item-level quality"); ``EngineConfig.blend_*`` overrides them.
 """
 
 from __future__ import annotations

@@ -119,15 +119,13 @@ class Recommender:
             0.0,
         )
         targets = self._targets(plan, affinity)
-        context = Context(
-            profile,
-            np.where(np.isin(np.arange(n_categories), targets), affinity, 0.0),
-            targets,
-            query.k,
-        )
-        results = [self.popular.generate(context)]
-        if not fallback:
-            results += [self.neighbours.generate(context), self.search.generate(context)]
+        on_target = np.zeros_like(affinity)
+        on_target[targets] = affinity[targets]
+        context = Context(profile, on_target, targets, query.k)
+        # The fallback profile has no items or interests: the neighbour and search sources answer
+        # empty for it.
+        search = self.search.generate(context)
+        results = [self.popular.generate(context), self.neighbours.generate(context), search]
         clock.lap("candidates")
         excluded = (
             profile.item_rows
@@ -148,11 +146,6 @@ class Recommender:
         picked = candidates.take(chosen)
         interests = (
             self._interests(profile, picked) if not fallback else np.full(len(chosen), -1, np.int64)
-        )
-        search = (
-            next(r for r in results if r.name == "search")
-            if not fallback
-            else SourceResult.empty("search")
         )
         targeted = len(self.search.shards_for(context))
         clock.lap("allocate")
@@ -225,7 +218,7 @@ class Recommender:
 
 class _Clock:
     def __init__(self) -> None:
-        self.start = self.last = time.perf_counter()
+        self.last = time.perf_counter()
         self.laps: dict[str, float] = {}
 
     def lap(self, name: str) -> None:

@@ -152,9 +152,14 @@ class ShardSearchSource:
         self.behaviour: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.behaviour_dim:
             block = np.asarray(version.vectors[:, -self.behaviour_dim :])
-            for shard_id in version.shards:
-                rows = np.flatnonzero(items.shard_of == shard_id)
-                self.behaviour[shard_id] = (rows, np.ascontiguousarray(block[rows]))
+            # Group rows by shard with one sort (not one full scan of the items per shard).
+            names, codes = np.unique(items.shard_of.astype(str), return_inverse=True)
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
+            for i, shard_id in enumerate(names.tolist()):
+                if shard_id in version.shards:
+                    rows = order[bounds[i] : bounds[i + 1]]
+                    self.behaviour[shard_id] = (rows, np.ascontiguousarray(block[rows]))
 
     def shards_for(self, context: Context) -> list[tuple[str, str]]:
         """(category, shard) pairs this source searches for ``context``: the shards of the first

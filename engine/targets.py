@@ -11,8 +11,8 @@ shoppers go next::
 
 where ``share(B)`` is B's share of all sessions: a prior for interests that appear without a
 transition leading to them (a shopper's new hobby). The two weights were chosen with
-``crossrec eval`` (README, "Item-level quality"); the pipeline in :mod:`engine.recommend` applies
-it.
+``crossrec eval`` (BENCHMARKS.md, "Item-level quality"); the pipeline in
+:mod:`engine.recommend` applies it.
 """
 
 from __future__ import annotations
