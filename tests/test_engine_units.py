@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -112,3 +114,20 @@ def test_behaviour_space_search_agrees_with_exact_shard_search(built_index):
         assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
         agree += [len(set(f) & set(e)) / k for f, e in zip(found.tolist(), exact.tolist())]
     assert np.mean(agree) >= 0.95
+
+
+def test_latency_command_reports_every_setting_and_stage(built_index, small_shop_dir, tmp_path):
+    from clients.cli import main
+
+    out = tmp_path / "latency.json"
+    args = ["latency", "--artifact", str(built_index.path), "--events"]
+    args += [str(small_shop_dir / "events.parquet"), "--users", "20", "--warmup", "2"]
+    assert main([*args, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["users"] == 20
+    assert set(result) == {"users", "load_s", "k=10", "k=10 cross", "k=100", "k=200"}
+    for label in ("k=10", "k=10 cross", "k=100", "k=200"):
+        r = result[label]
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+        assert r["candidates_median"] >= 10  # every request scores a candidate set, not k items
+        assert set(r["stages_p50_ms"]) == {"profile", "candidates", "rank", "allocate"}

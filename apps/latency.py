@@ -1,0 +1,122 @@
+"""``crossrec latency``: what one ``Recommend`` costs in process, stage by stage.
+
+Loads an index version into an in-process engine (a throw-away event store), ingests the events of
+``--users`` users with at least ``--min-events`` events, warms up, then asks each user once per
+setting (k = 10, 10 purely cross-category, 100, 200; ``--engine-config`` changes the engine's
+settings) and reports p50 / p99 of the whole
+call, the median candidate count after filters and the median of each stage (profile, candidates,
+rank, allocate). Over gRPC, with concurrency, use ``crossrec bench``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from engine.config import EngineConfig
+from engine.core import Engine
+from engine.query import Query
+from engine.store import SQLiteEventStore, StoredEvent
+
+SETTINGS = {
+    "k=10": Query(k=10, cross_share=None),
+    "k=10 cross": Query(k=10, cross_share=1.0),
+    "k=100": Query(k=100, cross_share=None),
+    "k=200": Query(k=200, cross_share=None),
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("latency", help="in-process Recommend cost per stage")
+    p.add_argument("--artifact", required=True, help="index version folder or root")
+    p.add_argument("--events", type=Path, required=True, help="event file whose users to replay")
+    p.add_argument("--users", type=int, default=300)
+    p.add_argument("--min-events", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=20, help="requests per setting before timing")
+    p.add_argument("--engine-config", type=Path, help="EngineConfig TOML (default: the defaults)")
+    p.add_argument("--json", type=Path)
+    p.set_defaults(func=run)
+
+
+def measure(
+    artifact: str,
+    events: Path,
+    users: int,
+    min_events: int,
+    warmup: int,
+    engine_config: Path | None = None,
+) -> dict:
+    """Figures per setting (milliseconds), see the module docstring."""
+    frame = pl.scan_parquet(events)
+    chosen = (
+        frame.group_by("user_id")
+        .len()
+        .filter(pl.col("len") >= min_events)
+        .sort("user_id")
+        .head(users)
+        .collect()["user_id"]
+        .to_list()
+    )
+    mine = (
+        frame.filter(pl.col("user_id").is_in(chosen))
+        .select("user_id", "item_id", pl.col("action").cast(pl.String), "ts")
+        .collect()
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        store = f"{tmp}/events.sqlite"
+        config = EngineConfig.load(engine_config, store=store, pseudonym_key="latency")
+        engine = Engine(config, SQLiteEventStore(store))
+        started = time.perf_counter()
+        engine.load(artifact)
+        out: dict = {"users": len(chosen), "load_s": round(time.perf_counter() - started, 2)}
+        engine.ingest(
+            [
+                StoredEvent(f"e{i}", engine.user_key(u), item, action, int(ts.timestamp() * 1e6))
+                for i, (u, item, action, ts) in enumerate(mine.iter_rows())
+            ]
+        )
+        for label, query in SETTINGS.items():
+            for user in chosen[:warmup]:
+                engine.recommend(user, [], query)
+            seconds, candidates, stages = [], [], []
+            for user in chosen:
+                t = time.perf_counter()
+                result = engine.recommend(user, [], query).result
+                seconds.append(time.perf_counter() - t)
+                candidates.append(result.stage_counts["candidates"])
+                stages.append(result.stage_seconds)
+            ms = np.array(seconds) * 1e3
+            out[label] = {
+                "p50_ms": round(float(np.median(ms)), 2),
+                "p99_ms": round(float(np.percentile(ms, 99)), 2),
+                "candidates_median": int(np.median(candidates)),
+                "stages_p50_ms": {
+                    name: round(float(np.median([s[name] for s in stages])) * 1e3, 2)
+                    for name in stages[0]
+                },
+            }
+        engine.store.close()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    result = measure(
+        args.artifact, args.events, args.users, args.min_events, args.warmup, args.engine_config
+    )
+    print(f"{result['users']} users, index loaded in {result['load_s']} s")
+    for label in SETTINGS:
+        r = result[label]
+        stages = " / ".join(f"{k} {v}" for k, v in r["stages_p50_ms"].items())
+        print(
+            f"{label:<11} p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
+            f"{r['candidates_median']} candidates; stages p50 (ms): {stages}"
+        )
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2))
+    return 0
