@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from engine.config import EngineConfig
-from engine.core import Engine
+from apps.inprocess import engine_with_events
 from engine.query import Query
-from engine.store import SQLiteEventStore, StoredEvent
 from indexer.datagen.shop import TRUTH_FILE
 
 
@@ -57,22 +54,7 @@ def complement_hit_rate(
     chosen = counts["user_id"].sample(min(users, counts.height), seed=seed).to_list()
     mine = events.filter(pl.col("user_id").is_in(chosen)).join(catalog, on="item_id")
     all_categories = set(catalog["category"].unique())
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = Engine(
-            EngineConfig(store=f"{tmp}/events.sqlite", pseudonym_key="check"),
-            SQLiteEventStore(f"{tmp}/events.sqlite"),
-        )
-        engine.load(artifact)
-        engine.ingest(
-            [
-                StoredEvent(f"e{i}", engine.user_key(r[0]), r[1], r[2], int(r[3].timestamp() * 1e6))
-                for i, r in enumerate(
-                    mine.select(
-                        "user_id", "item_id", pl.col("action").cast(pl.String), "ts"
-                    ).iter_rows()
-                )
-            ]
-        )
+    with engine_with_events(artifact, mine) as engine:
         hits, chance, seconds = [], [], []
         touched_by_user = dict(
             mine.group_by("user_id").agg(pl.col("category").unique()).iter_rows()
@@ -86,7 +68,6 @@ def complement_hit_rate(
             cats = [i.category for i in rec.items]
             hits.append(np.mean([c in planted for c in cats]) if cats else 0.0)
             chance.append(len(planted) / max(len(all_categories - touched), 1))
-        engine.store.close()
     return {
         "users": len(chosen),
         "k": k,

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from engine.config import EngineConfig
-from engine.core import Engine
+from apps.inprocess import engine_with_events
 from engine.query import Query
-from engine.store import SQLiteEventStore, StoredEvent
 
 SETTINGS = {
     "k=10": Query(k=10, cross_share=None),
@@ -68,19 +65,9 @@ def measure(
         .select("user_id", "item_id", pl.col("action").cast(pl.String), "ts")
         .collect()
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        store = f"{tmp}/events.sqlite"
-        config = EngineConfig.load(engine_config, store=store, pseudonym_key="latency")
-        engine = Engine(config, SQLiteEventStore(store))
-        started = time.perf_counter()
-        engine.load(artifact)
-        out: dict = {"users": len(chosen), "load_s": round(time.perf_counter() - started, 2)}
-        engine.ingest(
-            [
-                StoredEvent(f"e{i}", engine.user_key(u), item, action, int(ts.timestamp() * 1e6))
-                for i, (u, item, action, ts) in enumerate(mine.iter_rows())
-            ]
-        )
+    started = time.perf_counter()
+    with engine_with_events(artifact, mine, engine_config) as engine:
+        out: dict = {"users": len(chosen), "setup_s": round(time.perf_counter() - started, 2)}
         for label, query in SETTINGS.items():
             for user in chosen[:warmup]:
                 engine.recommend(user, [], query)
@@ -101,7 +88,6 @@ def measure(
                     for name in stages[0]
                 },
             }
-        engine.store.close()
     return out
 
 
@@ -109,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     result = measure(
         args.artifact, args.events, args.users, args.min_events, args.warmup, args.engine_config
     )
-    print(f"{result['users']} users, index loaded in {result['load_s']} s")
+    print(
+        f"{result['users']} users, index loaded and their events ingested in {result['setup_s']} s"
+    )
     for label in SETTINGS:
         r = result[label]
         stages = " / ".join(f"{k} {v}" for k, v in r["stages_p50_ms"].items())

@@ -91,7 +91,7 @@ def build_profile(
         sel = cats == c
         v = (weights[sel, None] * vectors[rows[sel]]).sum(axis=0)
         interests.append(v / max(np.linalg.norm(v), 1e-12))
-        order = np.argsort(-weights[sel])
+        order = np.argsort(-weights[sel], kind="stable")  # ties: first-seen order
         items.append(rows[sel][order].tolist())
     kept = np.array([per_category[c] for c in ranked])
     heaviest = np.argsort(-weights, kind="stable")

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC
 from pathlib import Path
@@ -85,39 +84,20 @@ class EngineSession:
     #: The engine's configured share, used when a setting gives none (known once started).
     default_share: float | None = 1.0
     _engine: object = field(default=None, repr=False)
-    _tmp: str = field(default="", repr=False)
+    _stack: ExitStack = field(default_factory=ExitStack, repr=False)
 
     def start(self, data: EvalSet) -> None:
         if self._engine is not None:
             return
-        from engine.config import EngineConfig
-        from engine.core import Engine
-        from engine.store import SQLiteEventStore, StoredEvent
+        from apps.inprocess import engine_with_events
 
         started = time.perf_counter()
-        self._tmp = tempfile.mkdtemp(prefix="crossrec-eval-")
-        store = f"{self._tmp}/events.sqlite"
-        config = EngineConfig.load(self.engine_config, store=store, pseudonym_key="eval")
-        engine = Engine(config, SQLiteEventStore(store))
-        engine.load(self.artifact)
         events = training_events(data)
-        keys = {u: engine.user_key(u) for u in data.split.test_users}
-        batch = 20_000
-        for start in tqdm(
-            range(0, events.height, batch),
-            desc="crossrec ingest",
-            unit="batch",
-            disable=not self.progress,
-        ):
-            rows = events.slice(start, batch).iter_rows()
-            engine.ingest(
-                [
-                    StoredEvent(f"e{start + j}", keys[u], i, a, t, s)
-                    for j, (u, i, a, t, s) in enumerate(rows)
-                ]
-            )
+        engine = self._stack.enter_context(
+            engine_with_events(self.artifact, events, self.engine_config, self.progress)
+        )
         self._engine = engine
-        self.default_share = config.default_cross_category_share
+        self.default_share = engine.config.default_cross_category_share
         self.setup_seconds = time.perf_counter() - started
         log.info(
             "engine loaded %s and ingested %d events in %.1f s",
@@ -134,12 +114,8 @@ class EngineSession:
         return list(engine.recommend(user_id, [], query).item_ids)  # type: ignore[attr-defined]
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.store.close()  # type: ignore[attr-defined]
-            self._engine = None
-        if self._tmp:
-            shutil.rmtree(self._tmp, ignore_errors=True)
-            self._tmp = ""
+        self._stack.close()
+        self._engine = None
 
 
 def event_ids(events: pl.DataFrame) -> list[str]:
