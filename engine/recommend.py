@@ -22,7 +22,13 @@ from engine.items import ItemTable
 from engine.profile import Profile
 from engine.query import Query
 from engine.ranking import BlendRanker, Ranker
-from engine.sources import Context, NeighbourSource, PopularSource, ShardSearchSource
+from engine.sources import (
+    CandidateSource,
+    Context,
+    NeighbourSource,
+    PopularSource,
+    ShardSearchSource,
+)
 from engine.targets import CategoryModel
 from indexer.artifact import IndexVersion
 
@@ -92,6 +98,9 @@ class Recommender:
             settings.source_limit,
             settings.search_touched,
         )
+        #: Every source answers the same request context; a new source joins here (and in
+        #: ``engine.features.SOURCES``, which gives it its score and rank columns).
+        self.sources: tuple[CandidateSource, ...] = (self.popular, self.neighbours, self.search)
         self.ranker: Ranker = ranker or BlendRanker(dict(settings.blend))
 
     @property
@@ -124,8 +133,7 @@ class Recommender:
         context = Context(profile, on_target, targets, query.k)
         # The fallback profile has no items or interests: the neighbour and search sources answer
         # empty for it.
-        search = self.search.generate(context)
-        results = [self.popular.generate(context), self.neighbours.generate(context), search]
+        results = [source.generate(context) for source in self.sources]
         clock.lap("candidates")
         excluded = (
             profile.item_rows
@@ -159,7 +167,7 @@ class Recommender:
             ],
             targets=[c.categories[t] for t in targets],
             fallback=fallback,
-            shards_searched=search.searched,
+            shards_searched=sum(r.searched for r in results),
             shards_targeted=targeted,
             stage_counts={
                 "targets": len(targets),
