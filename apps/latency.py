@@ -20,6 +20,7 @@ import polars as pl
 
 from apps.inprocess import engine_with_events
 from engine.query import Query
+from indexer.events import read_events
 
 SETTINGS = {
     "k=10": Query(k=10, cross_share=None),
@@ -32,7 +33,9 @@ SETTINGS = {
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("latency", help="in-process Recommend cost per stage")
     p.add_argument("--artifact", required=True, help="index version folder or root")
-    p.add_argument("--events", type=Path, required=True, help="event file whose users to replay")
+    p.add_argument(
+        "--events", type=Path, required=True, help="event file (.parquet, .csv, .jsonl) to replay"
+    )
     p.add_argument("--users", type=int, default=300)
     p.add_argument("--min-events", type=int, default=5)
     p.add_argument("--warmup", type=int, default=20, help="requests per setting before timing")
@@ -50,21 +53,16 @@ def measure(
     engine_config: Path | None = None,
 ) -> dict:
     """Figures per setting (milliseconds), see the module docstring."""
-    frame = pl.scan_parquet(events)
+    frame = read_events(events)  # any supported format, checked against the event contract
     chosen = (
         frame.group_by("user_id")
         .len()
         .filter(pl.col("len") >= min_events)
         .sort("user_id")
-        .head(users)
-        .collect()["user_id"]
+        .head(users)["user_id"]
         .to_list()
     )
-    mine = (
-        frame.filter(pl.col("user_id").is_in(chosen))
-        .select("user_id", "item_id", pl.col("action").cast(pl.String), "ts")
-        .collect()
-    )
+    mine = frame.filter(pl.col("user_id").is_in(chosen))
     started = time.perf_counter()
     with engine_with_events(artifact, mine, engine_config) as engine:
         out: dict = {"users": len(chosen), "setup_s": round(time.perf_counter() - started, 2)}
