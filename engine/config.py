@@ -28,6 +28,17 @@ _BLEND = dict(_R.blend)
 @dataclass(frozen=True)
 class EngineConfig:
     artifact: str = ""
+    #: Ranker model version folder, or a root whose LATEST names one (``crossrec train`` writes
+    #: them); empty: the retrieval-only blend orders the candidates. The model must have been
+    #: trained for the served index version (it names it), or loading refuses the pair.
+    model: str = ""
+    #: Default blend of the model's calibrated objective probabilities (normalised to sum 1); a
+    #: request's ``objective_weights`` replace it.
+    objective_click: float = 1.0
+    objective_cart: float = 0.0
+    objective_purchase: float = 0.0
+    #: Threads inside one model prediction (requests already run in parallel on the workers).
+    ranker_threads: int = 1
     host: str = "127.0.0.1"
     port: int = 50051
     #: SQLite event store (WAL). Created if missing.
@@ -92,6 +103,13 @@ class EngineConfig:
     blend_neighbours: float = _BLEND["neighbours"]
     blend_popular: float = _BLEND["popular"]
     blend_search: float = _BLEND["search"]
+
+    def objective_weights(self) -> dict[str, float]:
+        return {
+            "click": self.objective_click,
+            "cart": self.objective_cart,
+            "purchase": self.objective_purchase,
+        }
 
     def recommender_settings(self) -> RecommenderSettings:
         return RecommenderSettings(

@@ -10,17 +10,16 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 
-import numpy as np
-
 from engine.config import EngineConfig
-from engine.errors import NotServing
+from engine.errors import ModelMismatch, NotServing
 from engine.explain import Explanation, explain
 from engine.profile import Profile, ProfileEvent, build_profile
 from engine.pseudonym import pseudonymise
 from engine.query import Query
+from engine.ranking import ModelRanker
 from engine.recommend import Recommender, Result
 from engine.store import EventStore, StoredEvent
 from indexer.artifact import IndexVersion, open_index
@@ -51,6 +50,8 @@ class RecommendedItem:
     shard: str
     retrieval_score: float
     sources: tuple[str, ...]
+    #: Objective -> calibrated probability (empty without a ranker model).
+    objective_scores: dict[str, float] = field(default_factory=dict)
     explanation: Explanation | None = None
 
 
@@ -79,16 +80,25 @@ class Engine:
         self.engine_version = package_version("crossrec")
 
     # -- versions -----------------------------------------------------------------------------
-    def load(self, path: str) -> Served:
-        """Open and verify an index version, then swap it in. A version that fails verification
-        raises and leaves the current one serving."""
+    def load(self, path: str, model: str | None = None) -> Served:
+        """Open and verify an index version and its ranker model (``model``; default: the
+        configured one, none when empty), then swap the pair in. A version or model that fails
+        verification, or a model trained for another index version or feature list, raises and
+        leaves the current pair serving."""
         version = open_index(path, verify=True)
+        model_path = self.config.model if model is None else model
+        ranker = load_ranker(model_path, version, self.config) if model_path else None
         served = Served(
-            version, Recommender(version, self.config.recommender_settings()), time.time()
+            version, Recommender(version, self.config.recommender_settings(), ranker), time.time()
         )
         with self._swap_lock:
             self._served = served
-        log.info("serving index %s (%d items)", version.version, version.items.height)
+        log.info(
+            "serving index %s (%d items) with ranker %s",
+            version.version,
+            version.items.height,
+            served.model_version,
+        )
         return served
 
     @property
@@ -111,17 +121,7 @@ class Engine:
                 ProfileEvent(e.item_id, e.action, e.ts_us)
                 for e in self.store.history(self.user_key(user_id), self.config.history_events)
             ]
-        events += recent
-        items = served.recommender.items
-        return build_profile(
-            events,
-            items.row_of,
-            np.asarray(served.version.vectors),
-            items.row_category,
-            now_us,
-            max_interests=self.config.max_interests,
-            half_life_days=self.config.half_life_days,
-        )
+        return profile_of(served.recommender, self.config, events + recent, now_us)
 
     def recommend(
         self,
@@ -130,27 +130,36 @@ class Engine:
         query: Query,
         served: Served | None = None,
         explain_items: bool = False,
+        now_us: int | None = None,
     ) -> Recommendation:
-        """``served``: the version the request was validated against (default: the current one)."""
+        """``served``: the version the request was validated against (default: the current one);
+        ``now_us``: the request's time (default: now)."""
         served = served or self.served
+        now_us = int(time.time() * 1e6) if now_us is None else now_us
         start = time.perf_counter()
-        profile = self.profile(served, user_id, recent, int(time.time() * 1e6))
+        profile = self.profile(served, user_id, recent, now_us)
         profile_s = time.perf_counter() - start
         r = served.recommender
-        result = r.recommend(profile, query)
+        result = r.recommend(profile, query, now_us)
         result.stage_seconds = {"profile": profile_s, **result.stage_seconds}
-        explanations = (
-            explain(result, profile, r.items, r.categories)
-            if explain_items
-            else [None] * len(result.rows)
-        )
+        if explain_items:
+            start = time.perf_counter()
+            explanations: list = explain(result, profile, r.items, r.categories, r.ranker, query)
+            result.stage_seconds["explain"] = time.perf_counter() - start
+        else:
+            explanations = [None] * len(result.rows)
+        objective_scores = [
+            {o: float(v[i]) for o, v in result.objective_scores.items()}
+            for i in range(len(result.rows))
+        ]
         items = []
-        for row, score, retrieval, interest, sources, why in zip(
+        for row, score, retrieval, interest, sources, objectives, why in zip(
             result.rows.tolist(),
             result.scores.tolist(),
             result.retrieval_scores.tolist(),
             result.interests.tolist(),
             result.sources,
+            objective_scores,
             explanations,
         ):
             items.append(
@@ -165,6 +174,7 @@ class Engine:
                     shard=str(r.items.shard_of[row]),
                     retrieval_score=retrieval,
                     sources=sources,
+                    objective_scores=objectives,
                     explanation=why,
                 )
             )
@@ -200,3 +210,38 @@ class Engine:
                 index_loaded_at=served.loaded_at,
             )
         return out
+
+
+def profile_of(
+    recommender: Recommender, config: EngineConfig, events: list[ProfileEvent], now_us: int
+) -> Profile:
+    """The profile of ``events`` at ``now_us`` on ``recommender``'s version, as every request builds
+    it (and the ranker's replay, so its rows match what serving computes)."""
+    items = recommender.items
+    return build_profile(
+        events,
+        items.row_of,
+        recommender.vectors,
+        items.row_category,
+        now_us,
+        max_interests=config.max_interests,
+        half_life_days=config.half_life_days,
+    )
+
+
+def load_ranker(path: str, version: IndexVersion, config: EngineConfig) -> ModelRanker:
+    """Load and verify the ranker model at ``path`` for ``version``; :class:`ModelMismatch` when it
+    was trained for another index version or on other features."""
+    from ranker.model import RankerModel
+
+    model = RankerModel.load(path, threads=config.ranker_threads)
+    paired = model.trained_on.get("index_version")
+    if paired != version.version:
+        raise ModelMismatch(
+            f"ranker model {model.version} was trained for index version {paired!r}, "
+            f"not {version.version!r}: train one for this index (crossrec train --index ...)"
+        )
+    try:
+        return ModelRanker(model, config.objective_weights())
+    except ValueError as exc:
+        raise ModelMismatch(str(exc)) from exc

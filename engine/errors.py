@@ -36,6 +36,13 @@ class NotServing(EngineError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class ModelMismatch(EngineError):
+    """A ranker model that cannot serve with the index version it was loaded with (wrong index
+    version or feature list); the engine keeps the pair it had."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 def status_code(numeric: int) -> grpc.StatusCode:
     """The ``grpc.StatusCode`` of a numeric ``google.rpc.Code``."""
     return next(c for c in grpc.StatusCode if c.value[0] == numeric)

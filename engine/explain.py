@@ -1,15 +1,25 @@
 """Why an item was recommended, in words and in the statistics that chose it (built in the engine,
-from the request's own profile and the version's category model, for the final items only)."""
+from the request's own profile and the version's category model, for the final items only): the
+user's items behind it, the category transition, and, with a ranker model, the features that
+moved its score most (LightGBM's per-feature contributions, largest magnitude first)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from crossrec.vocabulary import leaf
+from engine.features import FEATURES
 from engine.items import ItemTable
 from engine.profile import Profile
+from engine.query import Query
+from engine.ranking import ModelRanker, Ranker
 from engine.recommend import Result
 from engine.targets import CategoryModel
+
+#: Feature contributions reported per item.
+TOP_CONTRIBUTIONS = 3
 
 
 @dataclass(frozen=True)
@@ -18,12 +28,41 @@ class Explanation:
     source_item_ids: tuple[str, ...] = ()
     source_category: str = ""
     transition_probability: float = 0.0
+    #: (feature, its value, its contribution to the score's log-odds), largest magnitude first.
+    contributions: tuple[tuple[str, float, float], ...] = ()
 
 
 def explain(
+    result: Result,
+    profile: Profile,
+    items: ItemTable,
+    categories: CategoryModel,
+    ranker: Ranker | None = None,
+    query: Query | None = None,
+) -> list[Explanation]:
+    """One explanation per recommended item, in the result's order; with a model ranker (and the
+    request's ``query``), each carries its top feature contributions."""
+    words = _words(result, profile, items, categories)
+    if not isinstance(ranker, ModelRanker) or result.features is None or query is None:
+        return words
+    contributions = ranker.contributions(result.features, query)
+    out = []
+    for why, values, contribution in zip(words, result.features, contributions):
+        top = np.argsort(-np.abs(contribution), kind="stable")[:TOP_CONTRIBUTIONS]
+        why = Explanation(
+            why.summary,
+            why.source_item_ids,
+            why.source_category,
+            why.transition_probability,
+            tuple((FEATURES[j], float(values[j]), float(contribution[j])) for j in top),
+        )
+        out.append(why)
+    return out
+
+
+def _words(
     result: Result, profile: Profile, items: ItemTable, categories: CategoryModel
 ) -> list[Explanation]:
-    """One explanation per recommended item, in the result's order."""
     out = []
     for row, interest in zip(result.rows.tolist(), result.interests.tolist()):
         category = items.row_category[row]

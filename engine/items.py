@@ -15,6 +15,7 @@ from indexer.artifact import IndexVersion
 
 POPULAR_PER_CATEGORY = 500
 RATE_COLUMNS = ("click_rate", "cart_rate", "purchase_rate")
+RECENT_COLUMNS = ("events_7d", "events_28d")
 
 
 def _column(items: pl.DataFrame, name: str, fill, dtype) -> np.ndarray:
@@ -47,6 +48,12 @@ class ItemTable:
     popular: list[np.ndarray]
     #: (n, 3) smoothed funnel rates: view->click, click->cart, cart->purchase (0 where not built).
     rates: np.ndarray
+    #: (n, 2) events in the last 7 and 28 days before the index's newest event (0 where not built).
+    recent_events: np.ndarray
+    #: Days from the item's first event to the index's newest event (NaN: no events).
+    age_days: np.ndarray
+    #: Median log price of each category's priced items (NaN: none priced).
+    category_log_price: np.ndarray
 
     @classmethod
     def from_version(cls, version: IndexVersion) -> ItemTable:
@@ -63,6 +70,13 @@ class ItemTable:
             popularity, totals[codes], out=np.zeros_like(popularity), where=totals[codes] > 0
         )
         ids = items["item_id"].to_numpy()
+        price = _column(items, "price", np.nan, np.float64)
+        log_price = np.log(np.where(price > 0, price, np.nan))
+        category_log_price = np.full(len(categories), np.nan)
+        for c, rows in enumerate(popular):
+            priced = log_price[rows][np.isfinite(log_price[rows])]
+            if len(priced):
+                category_log_price[c] = np.median(priced)
         return cls(
             item_ids=ids,
             row_of={item: i for i, item in enumerate(ids.tolist())},
@@ -71,12 +85,17 @@ class ItemTable:
             row_category=np.array(categories, dtype=object)[codes],
             shard_of=items["shard"].to_numpy(),
             in_stock=_column(items, "in_stock", True, bool),
-            price=_column(items, "price", np.nan, np.float64),
+            price=price,
             brand=_column(items, "brand", "", object),
             popularity=popularity,
             popularity_share=share,
             popular=popular,
             rates=np.column_stack([_column(items, c, 0.0, np.float32) for c in RATE_COLUMNS]),
+            recent_events=np.column_stack(
+                [_column(items, c, 0.0, np.float32) for c in RECENT_COLUMNS]
+            ),
+            age_days=_column(items, "age_days", np.nan, np.float32),
+            category_log_price=category_log_price,
         )
 
     def __len__(self) -> int:

@@ -42,6 +42,8 @@ class Profile:
     #: the seeds of the behaviour-neighbour source.
     item_rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     item_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    #: Time (µs) of the user's newest event per touched category.
+    category_last_us: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -66,10 +68,13 @@ def build_profile(
     half_life_us = half_life_days * 86_400e6
     weight_by_row: dict[int, float] = {}
     purchased: set[int] = set()
+    last_us: dict[str, int] = {}
     for e in events:
         row = row_of.get(e.item_id)
         if row is None:
             continue
+        category = categories[row]
+        last_us[category] = max(last_us.get(category, e.ts_us), e.ts_us)
         age = max(now_us - e.ts_us, 0)
         weight_by_row[row] = weight_by_row.get(row, 0.0) + ACTION_WEIGHT[e.action] * 0.5 ** (
             age / half_life_us
@@ -106,4 +111,5 @@ def build_profile(
         events_used=len(events),
         item_rows=rows[heaviest],
         item_weights=weights[heaviest],
+        category_last_us=last_us,
     )

@@ -21,3 +21,7 @@ class Query:
     max_price: float | None = None
     brands: frozenset[str] = frozenset()
     exclude_items: frozenset[str] = frozenset()
+    #: The ranker's objective blend, (objective, weight) pairs; empty: the engine's default.
+    objective_weights: tuple[tuple[str, float], ...] = ()
+    #: Multiply the blend by the item's price (expected revenue when the weights pick purchase).
+    weight_by_price: bool = False

@@ -1,32 +1,54 @@
-"""Ordering the candidates: the ranker interface and the default blend used until a model is loaded.
+"""Ordering the candidates: the ranker interface, the retrieval-only blend and the model ranker.
 
-A ranker maps the feature matrix (:mod:`engine.features`) to one score per candidate, higher first,
-and names its ``model_version``. :class:`BlendRanker` is the retrieval-only ranker: each source's
-score is divided by its largest value in the request (so every source's best candidate scores 1 and
-no source's units dominate) and the blend is the weighted sum::
+A ranker maps the feature matrix (:mod:`engine.features`) of one request's candidates, all in one
+batch, to one score per candidate (higher first) and, when it has them, a score per objective.
 
-    score = sum_s weight_s * score_s / max(score_s)
+:class:`BlendRanker` is the retrieval-only ranker (``model_version`` ``retrieval-only``): each
+source's score is divided by its largest value in the request (so every source's best candidate
+scores 1 and no source's units dominate) and the blend is the weighted sum::
 
-The default weights were chosen with ``crossrec eval`` on the synthetic shop (BENCHMARKS.md,
-"Item-level quality"); ``EngineConfig.blend_*`` overrides them.
+    blend = sum_s weight_s * score_s / max(score_s)
+
+Its default weights were chosen with ``crossrec eval`` (BENCHMARKS.md, "Item-level quality"). The
+blend is also a feature of the model ranker.
+
+:class:`ModelRanker` scores with a trained model (:class:`ranker.model.RankerModel`): calibrated
+probabilities per objective (click, cart, purchase), blended by the request's objective weights or
+the configured default, normalised to sum 1::
+
+    score = sum_o weight_o * P(o)            (x price with weight_by_price: expected revenue)
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
+from crossrec.vocabulary import OBJECTIVES
+from engine.candidates import Candidates
 from engine.features import FEATURES, SOURCES
+from engine.query import Query
 
 RETRIEVAL_ONLY = "retrieval-only"
+BLEND_COLUMN = FEATURES.index("blend")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """``scores``: (n,) the order (higher first); ``objectives``: objective -> (n,) score (empty for
+    the retrieval-only ranker)."""
+
+    scores: np.ndarray
+    objectives: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 class Ranker(Protocol):
     model_version: str
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        """(n,) scores for an (n, len(FEATURES)) feature matrix; higher first."""
+    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> Scored:
+        """Scores for an (n, len(FEATURES)) feature matrix; ``prices``: (n,) (NaN: none)."""
         ...
 
 
@@ -42,13 +64,83 @@ class BlendRanker:
                 f"blend weights for unknown sources {sorted(unknown)}; sources are {list(SOURCES)}"
             )
         self.weights = dict(weights)
-        self._columns = [(FEATURES.index(f"{s}_score"), w) for s, w in self.weights.items() if w]
 
-    def score(self, features: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(features))
-        for column, weight in self._columns:
-            values = features[:, column].astype(np.float64)
+    def blend(self, candidates: Candidates) -> np.ndarray:
+        """(n,) the blended score of each candidate."""
+        out = np.zeros(len(candidates))
+        for source, weight in self.weights.items():
+            if not weight:
+                continue
+            values = candidates.score(source).astype(np.float64)
             top = values.max(initial=0.0)
             if top > 0:
                 out += weight * values / top
         return out
+
+    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> Scored:
+        return Scored(features[:, BLEND_COLUMN].astype(np.float64))
+
+
+class ObjectiveModel(Protocol):
+    """What :class:`ModelRanker` needs of a model (:class:`ranker.model.RankerModel` has it)."""
+
+    version: str
+    features: tuple[str, ...]
+
+    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]: ...
+
+    def contributions(self, features: np.ndarray, objective: str) -> np.ndarray: ...
+
+
+class ModelRanker:
+    """Calibrated objective probabilities from a model, blended by objective weights."""
+
+    def __init__(self, model: ObjectiveModel, default_weights: dict[str, float]) -> None:
+        if tuple(model.features) != FEATURES:
+            raise ValueError(
+                f"model {model.version} was trained on features {list(model.features)}; "
+                f"this engine computes {list(FEATURES)}"
+            )
+        self.model = model
+        self.model_version = model.version
+        self.default_weights = normalised_weights(default_weights)
+
+    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> Scored:
+        probabilities = self.model.predict(features)
+        weights = (
+            normalised_weights(dict(query.objective_weights))
+            if query.objective_weights
+            else self.default_weights
+        )
+        score = np.zeros(len(features))
+        for objective, weight in weights.items():
+            score += weight * probabilities[objective]
+        if query.weight_by_price:
+            score *= np.nan_to_num(prices, nan=0.0)
+        return Scored(score, probabilities)
+
+    def contributions(self, features: np.ndarray, query: Query) -> np.ndarray:
+        """(n, len(FEATURES)) each feature's contribution to the blend: the objective heads'
+        log-odds contributions weighted by the objective weights (LightGBM's own per-feature
+        attribution; ~100x a prediction's cost, so for the returned items only)."""
+        weights = (
+            normalised_weights(dict(query.objective_weights))
+            if query.objective_weights
+            else self.default_weights
+        )
+        out = np.zeros(features.shape, np.float64)
+        for objective, weight in weights.items():
+            out += weight * self.model.contributions(features, objective)[:, : features.shape[1]]
+        return out
+
+
+def normalised_weights(weights: dict[str, float]) -> dict[str, float]:
+    """Objective weights scaled to sum 1 (zero weights dropped); raises on unknown objectives or no
+    positive weight."""
+    unknown = set(weights) - set(OBJECTIVES)
+    if unknown:
+        raise ValueError(f"unknown objectives {sorted(unknown)}; objectives are {list(OBJECTIVES)}")
+    total = sum(w for w in weights.values() if w > 0)
+    if total <= 0:
+        raise ValueError(f"objective weights need a positive weight, got {weights}")
+    return {o: w / total for o, w in weights.items() if w > 0}

@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.allocate import Plan, allocate, plan_slots, shortfall
 from engine.candidates import Candidates, SourceResult, merge
-from engine.features import SOURCES, candidate_features
+from engine.features import SOURCES, UserView, candidate_features
 from engine.filters import allowed_categories, allowed_rows
 from engine.items import ItemTable
 from engine.profile import Profile
@@ -65,8 +65,27 @@ class Result:
     fallback: bool
     shards_searched: int
     shards_targeted: int
+    #: Objective -> (len(rows),) calibrated score; empty without a ranker model.
+    objective_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    #: (len(rows), len(FEATURES)) the chosen items' feature rows (for explanations).
+    features: np.ndarray | None = None
     stage_counts: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Gathered:
+    """One request's candidates before ranking: ``features`` (len(candidates), len(FEATURES)),
+    the slot ``plan`` and the ``targets`` (category codes, best first)."""
+
+    candidates: Candidates
+    features: np.ndarray
+    plan: Plan
+    targets: np.ndarray
+    fallback: bool
+    shards_searched: int
+    shards_targeted: int
+    stage_seconds: dict[str, float]
 
 
 class Recommender:
@@ -101,14 +120,22 @@ class Recommender:
         #: Every source answers the same request context; a new source joins here (and in
         #: ``engine.features.SOURCES``, which gives it its score and rank columns).
         self.sources: tuple[CandidateSource, ...] = (self.popular, self.neighbours, self.search)
-        self.ranker: Ranker = ranker or BlendRanker(dict(settings.blend))
+        self.vectors = np.asarray(version.vectors)
+        self.blend = BlendRanker(dict(settings.blend))
+        self.ranker: Ranker = ranker or self.blend
 
     @property
     def model_version(self) -> str:
         return self.ranker.model_version
 
-    def recommend(self, profile: Profile, query: Query) -> Result:
+    def gather(self, profile: Profile, query: Query, now_us: int | None = None) -> Gathered:
+        """Everything before ranking: targets, every source's candidates, filters, features, at
+        time ``now_us`` (µs since the epoch; default: now).
+
+        The ranker's training rows are this method's output on replayed history
+        (:mod:`engine.replay`), so what a model learns from is what it scores when serving."""
         clock = _Clock()
+        now_us = int(time.time() * 1e6) if now_us is None else now_us
         c = self.categories
         n_categories = len(c.categories)
         fallback = profile.empty
@@ -145,17 +172,39 @@ class Recommender:
         if short.any():  # filters left a group short: walk its categories' items by popularity
             results.append(self._refill(short, affinity, query, excluded))
             candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
-        n_candidates = len(candidates)
-        features = candidate_features(candidates, self.items, weights, transition, affinity)
-        scores = self.ranker.score(features)
+        user = UserView.of(profile, self.items, weights, transition, affinity, now_us)
+        features = candidate_features(
+            candidates, self.items, user, self.vectors, self.blend.blend(candidates)
+        )
+        clock.lap("features")
+        return Gathered(
+            candidates,
+            features,
+            plan,
+            targets,
+            fallback,
+            sum(r.searched for r in results),
+            len(self.search.shards_for(context)),
+            clock.laps,
+        )
+
+    def recommend(self, profile: Profile, query: Query, now_us: int | None = None) -> Result:
+        """The top ``query.k`` for ``profile`` at time ``now_us`` (µs since the epoch; default:
+        now)."""
+        g = self.gather(profile, query, now_us)
+        clock = _Clock()
+        candidates = g.candidates
+        scored = self.ranker.rank(g.features, self.items.price[candidates.rows], query)
+        scores = scored.scores
         order = np.lexsort((candidates.rows, -scores))
         clock.lap("rank")
-        chosen = order[allocate(plan, self.items.category_code[candidates.rows[order]], query.k)]
+        chosen = order[allocate(g.plan, self.items.category_code[candidates.rows[order]], query.k)]
         picked = candidates.take(chosen)
         interests = (
-            self._interests(profile, picked) if not fallback else np.full(len(chosen), -1, np.int64)
+            self._interests(profile, picked)
+            if not g.fallback
+            else np.full(len(chosen), -1, np.int64)
         )
-        targeted = len(self.search.shards_for(context))
         clock.lap("allocate")
         return Result(
             rows=picked.rows,
@@ -165,16 +214,18 @@ class Recommender:
             sources=[
                 tuple(s for s, v in zip(SOURCES, row) if v > 0) for row in picked.scores.tolist()
             ],
-            targets=[c.categories[t] for t in targets],
-            fallback=fallback,
-            shards_searched=sum(r.searched for r in results),
-            shards_targeted=targeted,
+            targets=[self.categories.categories[t] for t in g.targets],
+            fallback=g.fallback,
+            shards_searched=g.shards_searched,
+            shards_targeted=g.shards_targeted,
+            objective_scores={o: v[chosen] for o, v in scored.objectives.items()},
+            features=g.features[chosen],
             stage_counts={
-                "targets": len(targets),
-                "candidates": n_candidates,
+                "targets": len(g.targets),
+                "candidates": len(candidates),
                 "returned": len(chosen),
             },
-            stage_seconds=clock.laps,
+            stage_seconds={**g.stage_seconds, **clock.laps},
         )
 
     def _targets(self, plan: Plan, affinity: np.ndarray) -> np.ndarray:

@@ -21,6 +21,8 @@ from engine.core import Engine, Recommendation
 from engine.errors import InvalidRequest, status_code, to_status
 from engine.metrics import Metrics
 
+OBJECTIVE_CODES = {name: code for code, name in validation.OBJECTIVE_NAMES.items()}
+
 log = logging.getLogger(__name__)
 
 
@@ -186,6 +188,10 @@ def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
             interest_label=i.interest_label,
             shard=i.shard,
             retrieval_score=i.retrieval_score,
+            objective_scores=[
+                recommend_pb2.ObjectiveScore(objective=OBJECTIVE_CODES[o], score=v)
+                for o, v in i.objective_scores.items()
+            ],
         )
         if i.explanation is not None:
             e = i.explanation
@@ -195,6 +201,12 @@ def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
                     source_item_ids=e.source_item_ids,
                     source_category=e.source_category,
                     transition_probability=e.transition_probability,
+                    contributions=[
+                        recommend_pb2.FeatureContribution(
+                            feature=name, value=value, contribution=contribution
+                        )
+                        for name, value, contribution in e.contributions
+                    ],
                 )
             )
         items.append(item)

@@ -19,6 +19,10 @@ from engine.store import StoredEvent
 from engine.targets import CategoryModel
 
 ACTIONS = {events_pb2.Action.Value(f"ACTION_{name.upper()}"): name for name in vocabulary.ACTIONS}
+OBJECTIVE_NAMES = {
+    recommend_pb2.Objective.Value(f"OBJECTIVE_{name.upper()}"): name
+    for name in vocabulary.OBJECTIVES
+}
 MAX_ID_LENGTH = 256
 # Event times must fall in [2000-01-01, now + 1 day]: anything else is a unit or clock error.
 EARLIEST_US = 946_684_800 * 1_000_000
@@ -104,11 +108,18 @@ def recommend_request(
                 f"category_quotas[{i}].category",
                 "excluded by include_categories / exclude_categories",
             )
+    weights: dict[str, float] = {}
     for i, w in enumerate(request.objective_weights):
-        if w.objective == recommend_pb2.OBJECTIVE_UNSPECIFIED:
+        if w.objective not in OBJECTIVE_NAMES:
             bad(f"objective_weights[{i}].objective", "must be CLICK, CART or PURCHASE")
+        elif w.objective and OBJECTIVE_NAMES[w.objective] in weights:
+            bad(f"objective_weights[{i}].objective", "given twice")
         if not (math.isfinite(w.weight) and w.weight >= 0):
             bad(f"objective_weights[{i}].weight", f"must be finite and >= 0, got {w.weight}")
+        elif w.objective in OBJECTIVE_NAMES:
+            weights[OBJECTIVE_NAMES[w.objective]] = float(w.weight)
+    if weights and sum(weights.values()) <= 0:
+        bad("objective_weights", "all weights are 0: give at least one positive weight")
     f = request.filters
     min_price = f.min_price if f.HasField("min_price") else None
     max_price = f.max_price if f.HasField("max_price") else None
@@ -130,6 +141,8 @@ def recommend_request(
         max_price=max_price,
         brands=frozenset(f.brands),
         exclude_items=frozenset(f.exclude_item_ids),
+        objective_weights=tuple(weights.items()),
+        weight_by_price=request.weight_by_price,
     )
     return request.user_id, recent, query
 

@@ -27,6 +27,8 @@ Per item (``items.parquet``), with ``a`` = :data:`FUNNEL_PRIOR_STRENGTH`:
 
 ``events``, ``views``, ``clicks``, ``carts``, ``purchases``: counts
 ``events_7d``, ``events_28d``: events less than 7 / 28 days older than the newest event
+``age_days``: days from the item's first event to the newest event (null without events): how long
+    shoppers have known it, the ranker's item-age feature
 ``popularity``: action-weighted events (view 1, click 2, cart 4, purchase 8) halving every 14 days
     back from the newest event
 ``click_rate``: ``(clicks + a p_cat) / (views + a)``
@@ -226,11 +228,13 @@ def item_behaviour(
             (age_days < d).sum().cast(pl.UInt32).alias(f"events_{d}d") for d in RECENT_WINDOWS_DAYS
         ]
         decayed = (weight * 0.5 ** (age_days / POPULARITY_HALF_LIFE_DAYS)).sum().alias("popularity")
+        first = age_days.max().cast(pl.Float32).alias("age_days")
     else:
         recent = [pl.lit(0, pl.UInt32).alias(f"events_{d}d") for d in RECENT_WINDOWS_DAYS]
         decayed = pl.lit(0.0).alias("popularity")
-    per_item = sessions.group_by("row").agg(*counts, *recent, decayed)
-    count_columns = [c for c in per_item.columns if c not in ("row", "popularity")]
+        first = pl.lit(None, pl.Float32).alias("age_days")
+    per_item = sessions.group_by("row").agg(*counts, *recent, decayed, first)
+    count_columns = [c for c in per_item.columns if c not in ("row", "popularity", "age_days")]
     _, cat_codes = category_codes(catalog)
     items = (
         catalog.select("item_id")
@@ -269,6 +273,7 @@ def item_behaviour(
             "purchases",
             *(f"events_{d}d" for d in RECENT_WINDOWS_DAYS),
             "popularity",
+            "age_days",
             *(name for name, _, _ in FUNNEL),
         )
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.candidates import NOT_RANKED, SourceResult, merge
+from engine.candidates import NOT_RANKED, Candidates, SourceResult, merge
 from engine.features import FEATURES, SOURCES
+from engine.query import Query
 from engine.ranking import RETRIEVAL_ONLY, BlendRanker
 
 
@@ -145,31 +146,38 @@ def test_an_earlier_sources_interest_zero_is_kept_and_rows_without_any_stay_minu
     assert c.interest.tolist() == [0, -1, 6, -1]
 
 
-def features_with(**scores) -> np.ndarray:
-    out = np.zeros((3, len(FEATURES)), np.float32)
+def candidates_with(**scores) -> Candidates:
+    """Three candidates with the given per-source scores (others 0)."""
+    columns = np.zeros((3, len(SOURCES)), np.float32)
     for source, values in scores.items():
-        out[:, FEATURES.index(f"{source}_score")] = values
-        out[:, FEATURES.index(f"{source}_rank")] = [9, 8, 7]  # ranks play no part in the blend
-    return out
+        columns[:, SOURCES.index(source)] = values
+    ranks = np.tile([9, 8, 7], (len(SOURCES), 1)).T  # ranks play no part in the blend
+    return Candidates(SOURCES, np.arange(3), columns, ranks, np.full(3, -1))
 
 
 def test_blend_divides_each_source_by_its_best_and_weights_it():
     ranker = BlendRanker({"neighbours": 1.0, "popular": 2.0, "search": 0.5})
-    f = features_with(neighbours=[2, 1, 0], popular=[0, 0.5, 0.25], search=[4, 0, 2])
+    c = candidates_with(neighbours=[2, 1, 0], popular=[0, 0.5, 0.25], search=[4, 0, 2])
     # [1, .5, 0] + 2 * [0, 1, .5] + .5 * [1, 0, .5]
-    assert ranker.score(f) == pytest.approx([1.5, 2.5, 1.25])
+    assert ranker.blend(c) == pytest.approx([1.5, 2.5, 1.25])
     assert ranker.model_version == RETRIEVAL_ONLY
 
 
+def test_blend_ranker_orders_by_the_blend_feature_column():
+    f = np.zeros((3, len(FEATURES)), np.float32)
+    f[:, FEATURES.index("blend")] = [0.5, 2.0, 1.0]
+    scored = BlendRanker({"search": 1.0}).rank(f, np.full(3, np.nan), Query(k=2))
+    assert scored.scores.tolist() == [0.5, 2.0, 1.0] and scored.objectives == {}
+
+
 def test_blend_skips_zero_weights_and_sources_without_a_positive_score():
-    f = features_with(neighbours=[0, 0, 0], popular=[-1, -2, 0], search=[3, 6, 0])
-    assert BlendRanker({"neighbours": 1.0, "popular": 1.0, "search": 0.0}).score(f).tolist() == [
+    c = candidates_with(neighbours=[0, 0, 0], popular=[-1, -2, 0], search=[3, 6, 0])
+    assert BlendRanker({"neighbours": 1.0, "popular": 1.0, "search": 0.0}).blend(c).tolist() == [
         0,
         0,
         0,
     ]
-    assert BlendRanker({"search": 3.0}).score(f) == pytest.approx([1.5, 3.0, 0])
-    assert BlendRanker({}).score(np.zeros((0, len(FEATURES)))).shape == (0,)
+    assert BlendRanker({"search": 3.0}).blend(c) == pytest.approx([1.5, 3.0, 0])
 
 
 def test_blend_refuses_unknown_sources():
@@ -178,6 +186,5 @@ def test_blend_refuses_unknown_sources():
 
 
 def test_blend_of_no_candidates_is_empty():
-    assert BlendRanker({"search": 1.0, "popular": 2.0}).score(
-        np.zeros((0, len(FEATURES)), np.float32)
-    ).shape == (0,)
+    empty = merge(SOURCES, [])
+    assert BlendRanker({"search": 1.0, "popular": 2.0}).blend(empty).shape == (0,)

@@ -130,4 +130,4 @@ def test_latency_command_reports_every_setting_and_stage(built_index, small_shop
         r = result[label]
         assert 0 < r["p50_ms"] <= r["p99_ms"]
         assert r["candidates_median"] >= 10  # every request scores a candidate set, not k items
-        assert set(r["stages_p50_ms"]) == {"profile", "candidates", "rank", "allocate"}
+        assert set(r["stages_p50_ms"]) == {"profile", "candidates", "features", "rank", "allocate"}

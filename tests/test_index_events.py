@@ -90,6 +90,8 @@ def test_funnel_rates_window_counts_and_popularity_by_hand():
         2,
         0,
     ]
+    # Days from the first event to the newest: a's oldest is the cart 40 days back; d has none.
+    assert items["age_days"].to_list() == [40.0, 14.0, 0.0, None]
     # b: a view and a click 14 days back, one half-life: (1 + 2) x 0.5.
     assert items["popularity"][1] == pytest.approx(1.5)
     # Global: views 8, clicks 4, carts 2, purchases 1 -> every global rate 0.5. With a = 10:
@@ -123,6 +125,7 @@ def test_a_build_without_events_has_zero_behaviour():
         "purchase_rate",
     ):
         assert items[column].to_list() == [0, 0], column
+    assert items["age_days"].to_list() == [None, None]
     assert stats.transitions.height == 0 and stats.categories["items"].to_list() == [1, 1]
 
 

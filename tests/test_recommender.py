@@ -49,7 +49,7 @@ def test_unknown_users_get_the_most_popular_items_of_the_most_popular_categories
     assert r.targets == [TENTS, PANS, KNIVES, TOOLS]
     assert (r.shards_searched, r.shards_targeted) == (0, 0)
     assert r.stage_counts == {"targets": 4, "candidates": 8, "returned": 5}
-    assert set(r.stage_seconds) == {"candidates", "rank", "allocate"}
+    assert set(r.stage_seconds) == {"candidates", "features", "rank", "allocate"}
 
 
 def test_fallback_left_short_by_a_filter_walks_the_categories_by_popularity(recommender):

@@ -224,10 +224,29 @@ def test_objective_weights_must_name_an_objective_and_be_finite_non_negative():
     assert violations(
         objective_weights=[w(objective=recommend_pb2.OBJECTIVE_CLICK, weight=float("inf"))]
     ) == {"objective_weights[0].weight": "must be finite and >= 0, got inf"}
-    assert (
-        validate(objective_weights=[w(objective=recommend_pb2.OBJECTIVE_PURCHASE, weight=0)])[2].k
-        == 3
-    )
+    assert violations(
+        objective_weights=[w(objective=recommend_pb2.OBJECTIVE_PURCHASE, weight=0)]
+    ) == {"objective_weights": "all weights are 0: give at least one positive weight"}
+    assert violations(
+        objective_weights=[
+            w(objective=recommend_pb2.OBJECTIVE_CART, weight=1),
+            w(objective=recommend_pb2.OBJECTIVE_CART, weight=2),
+        ]
+    ) == {"objective_weights[1].objective": "given twice"}
+
+
+def test_objective_weights_and_price_weighting_reach_the_query():
+    w = recommend_pb2.ObjectiveWeight
+    query = validate(
+        objective_weights=[
+            w(objective=recommend_pb2.OBJECTIVE_PURCHASE, weight=3),
+            w(objective=recommend_pb2.OBJECTIVE_CLICK, weight=0),
+        ],
+        weight_by_price=True,
+    )[2]
+    assert query.objective_weights == (("purchase", 3.0), ("click", 0.0))
+    assert query.weight_by_price is True
+    assert validate()[2].objective_weights == () and validate()[2].weight_by_price is False
 
 
 def test_prices_must_be_finite_non_negative_and_ordered():

@@ -12,6 +12,9 @@ from datetime import UTC, datetime
 ACTIONS = ("view", "click", "cart", "purchase")
 #: How much one event of each action says about interest (profiles, popularity, neighbours).
 ACTION_WEIGHT = {"view": 1.0, "click": 2.0, "cart": 4.0, "purchase": 8.0}
+#: The ranker's objectives, along the funnel: one model head each, one label column each in its
+#: training rows (an item counts for an objective when the user took it at least that far).
+OBJECTIVES = ("click", "cart", "purchase")
 
 #: Category paths: ``"Outdoors > Camping > Tents"``; a prefix of the path names a department.
 #: Input may use any spacing around ``>`` (CATEGORY_DELIMITER); the canonical form uses
