@@ -46,6 +46,10 @@ class BuildConfig:
     encoder (for catalogues that bring ``vectors``). ``vectors`` is a Parquet of (item_id, vector);
     ``vector_column`` a catalogue column of float lists. ``image_model`` turns on image encoding of
     the ``image`` column. ``neighbours`` sets the co-engagement neighbours (``top_n = 0``: none).
+    ``reuse_content``: an index version of the same catalogue whose fused content vectors are
+    reused instead of encoding again (the encoder settings above are then ignored; its encoders
+    and fusion are recorded): a point-in-time rebuild with older events (the ranker's replay
+    index) costs the behaviour stages only.
     """
 
     text: bool = True
@@ -65,6 +69,7 @@ class BuildConfig:
     seed: int = 0
     version: str | None = None
     progress: bool = True
+    reuse_content: str | None = None
 
 
 @dataclass
@@ -110,23 +115,13 @@ def build_index(
             if problems:
                 raise DataValidationError(events_path, problems)
 
-    blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    parts: list[FusionPart] = []
-    encoders: list[dict] = []
-    timings: dict[str, dict] = {}
-    for part in content_parts(config, catalog_path):
-        with stage(part.stage):
-            blocks[part.name] = part.encoder.encode(catalog)
-        vectors, present = blocks[part.name]
-        parts.append(FusionPart(part.name, vectors.shape[1], part.weight))
-        encoders.append(part.describe(present))
-        if (timing := part.timing()) is not None:
-            timings[part.name] = timing
-
-    with stage("fuse"):
-        fusion = Fusion(tuple(parts))
-        content = fusion.fuse(blocks)
-        del blocks
+    window = _event_window(events)
+    if config.reuse_content is not None:
+        with stage("reuse_content"):
+            content, fusion, encoders = _reused_content(config.reuse_content, catalog)
+        timings: dict[str, dict] = {}
+    else:
+        content, fusion, encoders, timings = _encode(config, catalog, catalog_path, stage)
 
     adaptation = neighbours = neighbour_report = None
     with stage("behaviour"):
@@ -203,6 +198,7 @@ def build_index(
                     "sources": {
                         "catalog": str(catalog_path),
                         "events": None if events_path is None else str(events_path),
+                        "events_window": window,
                     },
                     "encode_timing": timings,
                 }
@@ -222,6 +218,50 @@ def build_index(
         manifest,
         {**stage.done, "total": {"seconds": round(time.perf_counter() - started, 3)}},
     )
+
+
+def _encode(config: BuildConfig, catalog: pl.DataFrame, catalog_path, stage: _Stages):
+    """Encode every content part and fuse: (content, fusion, encoder records, timings)."""
+    blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    parts: list[FusionPart] = []
+    encoders: list[dict] = []
+    timings: dict[str, dict] = {}
+    for part in content_parts(config, catalog_path):
+        with stage(part.stage):
+            blocks[part.name] = part.encoder.encode(catalog)
+        vectors, present = blocks[part.name]
+        parts.append(FusionPart(part.name, vectors.shape[1], part.weight))
+        encoders.append(part.describe(present))
+        if (timing := part.timing()) is not None:
+            timings[part.name] = timing
+    with stage("fuse"):
+        fusion = Fusion(tuple(parts))
+        content = fusion.fuse(blocks)
+    return content, fusion, encoders, timings
+
+
+def _reused_content(path: str | Path, catalog: pl.DataFrame):
+    """The fused content of another version of the same catalogue: (content, fusion, encoders)."""
+    from indexer.artifact import content_part, open_index
+
+    version = open_index(path, verify=True)
+    if version.items["item_id"].to_list() != catalog["item_id"].to_list():
+        raise ValueError(
+            f"reuse_content: index {version.version} was built from another catalogue "
+            "(its item ids differ from this one's, in order)"
+        )
+    manifest = version.manifest
+    encoders = [{**e, "reused_from": version.version} for e in manifest["encoders"]]
+    content = content_part(np.asarray(version.vectors), manifest)
+    return content, Fusion.from_manifest(manifest["fusion"]), encoders
+
+
+def _event_window(events: pl.DataFrame | None) -> dict | None:
+    """The events' count and time span (ISO 8601, UTC): which past an index version knows."""
+    if events is None or events.height == 0:
+        return None
+    ts = events["ts"]
+    return {"events": events.height, "first": ts.min().isoformat(), "last": ts.max().isoformat()}
 
 
 def _write(

@@ -61,11 +61,17 @@ def prepare_index(
     out: Path,
     text: bool = True,
     progress: bool = True,
+    reuse_content: Path | None = None,
 ) -> PreparedIndex:
     """Reuse ``out/index``'s version built from the same training file and settings, else build one
-    (``indexer.build.build_index`` with ``BuildConfig(text=text)``) and record it in
-    ``split.json``."""
-    settings = {"train_events_sha256": train_sha256, "catalog": str(catalog), "text": text}
+    (``indexer.build.build_index`` with ``BuildConfig(text=text, reuse_content=...)``) and record
+    it in ``split.json``."""
+    settings = {
+        "train_events_sha256": train_sha256,
+        "catalog": str(catalog),
+        "text": text,
+        "reuse_content": None if reuse_content is None else str(reuse_content),
+    }
     record = out / SPLIT_FILE
     reusable = _reusable(record, settings, train_path)
     if reusable is not None:
@@ -75,7 +81,14 @@ def prepare_index(
 
     started = time.perf_counter()
     report = build_index(
-        catalog, out / INDEX_DIR, train_path, BuildConfig(text=text, progress=progress)
+        catalog,
+        out / INDEX_DIR,
+        train_path,
+        BuildConfig(
+            text=text,
+            progress=progress,
+            reuse_content=None if reuse_content is None else str(reuse_content),
+        ),
     )
     seconds = time.perf_counter() - started
     record.write_text(

@@ -1,0 +1,225 @@
+"""The ranker's training rows, by replaying history through the engine's own request path.
+
+At each *decision time* ``t``, every sampled user's state is rebuilt from their events before ``t``
+(the newest ``history_events``, as the event store hands them to a request), the recommender
+gathers candidates and features exactly as it does for a request at ``t``
+(:meth:`engine.recommend.Recommender.gather`), and each candidate is labelled with what the user did
+with it in ``[t, t + label_days)``:
+
+=============  ==============================================================================
+``click``      clicked, carted or bought it (the eval's positives: intent, not a view)
+``cart``       carted or bought it
+``purchase``   bought it
+=============  ==============================================================================
+
+Why replay rather than random negatives: the candidates are the engine's own (the hard choices the
+ranker faces when serving), and the same code computes every feature, so training and serving rows
+cannot drift apart.
+
+No future reaches a row: the profile sees only events before ``t``, and the index version's
+statistics (popularity, funnel rates, transitions, neighbours, adaptation) must come from events
+before ``t`` too. :func:`replay` checks the version's recorded event window and refuses a decision
+time the index has already seen past (build the replay index from events before the earliest
+decision; ``crossrec train`` does).
+
+Decision users are those with history before ``t`` who came back in the label window (any event):
+the shoppers a list would have been shown to. ``users`` of them are sampled per decision (seeded).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from crossrec.vocabulary import OBJECTIVES
+from engine.config import EngineConfig
+from engine.core import profile_of
+from engine.features import FEATURES
+from engine.profile import ProfileEvent
+from engine.query import Query
+from engine.ranking import BLEND_COLUMN
+from engine.recommend import Recommender
+
+log = logging.getLogger(__name__)
+
+_US_PER_DAY = 86_400_000_000
+#: How far each action takes an item along the funnel (labels: objective i when level >= i + 1).
+_LEVEL = {"view": 0, "click": 1, "cart": 2, "purchase": 3}
+
+
+class ReplayError(ValueError):
+    """A replay that would leak the future or has nothing to replay."""
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    """``label_days``: the window after each decision whose actions label its candidates.
+    ``users``: decision users sampled per decision time. ``k``: the list length the candidates are
+    gathered for (candidates barely depend on it). ``seed``: the user draw."""
+
+    label_days: float = 14.0
+    users: int = 20_000
+    k: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.label_days <= 0 or self.users < 1 or self.k < 1:
+            raise ValueError(f"label_days, users and k must be positive, got {self}")
+
+
+def replay(
+    recommender: Recommender,
+    config: EngineConfig,
+    events: pl.DataFrame,
+    decision_times_us: list[int],
+    replay_config: ReplayConfig = ReplayConfig(),
+    progress: bool = False,
+) -> pl.DataFrame:
+    """Training rows (the ``ranker.rows`` format: ``decision_id``, ``decision_ts_us``,
+    ``item_id``, ``price``, ``blend_score``, one Int8 column per objective, then ``FEATURES`` as
+    Float32) for every decision time. ``events``: ``user_id``, ``item_id``, ``action``, and ``ts``
+    (datetime) or ``ts_us``."""
+    known_until = index_events_until_us(recommender)
+    for t in decision_times_us:
+        if known_until is not None and known_until >= t:
+            raise ReplayError(
+                f"index version {recommender.version.version} holds events up to "
+                f"{_iso(known_until)}, not before the decision time {_iso(t)}: its statistics "
+                "would leak the labels' period; build the replay index from earlier events"
+            )
+    frame = _event_frame(events)
+    parts, next_id = [], 0
+    for t in sorted(decision_times_us):
+        part = _decision_rows(recommender, config, frame, t, replay_config, next_id, progress)
+        next_id += part["decision_id"].n_unique() if part.height else 0
+        parts.append(part)
+    rows = pl.concat(parts) if parts else _empty()
+    if rows.height == 0:
+        raise ReplayError("no decision had candidates: are there users before and after it?")
+    return rows
+
+
+def index_events_until_us(recommender: Recommender) -> int | None:
+    """The newest event the index version's statistics know (µs), None when it records none."""
+    window = (recommender.version.manifest.get("sources") or {}).get("events_window")
+    if not window:
+        return None
+    return int(datetime.fromisoformat(window["last"]).timestamp() * 1_000_000)
+
+
+def _event_frame(events: pl.DataFrame) -> pl.DataFrame:
+    ts = pl.col("ts").dt.epoch("us") if "ts" in events.columns else pl.col("ts_us")
+    return events.select(
+        pl.col("user_id").cast(pl.String),
+        pl.col("item_id").cast(pl.String),
+        pl.col("action").cast(pl.String),
+        ts.alias("ts_us"),
+    )
+
+
+def _decision_rows(
+    recommender: Recommender,
+    config: EngineConfig,
+    events: pl.DataFrame,
+    t: int,
+    replay_config: ReplayConfig,
+    first_id: int,
+    progress: bool,
+) -> pl.DataFrame:
+    end = t + int(replay_config.label_days * _US_PER_DAY)
+    before = events.filter(pl.col("ts_us") < t)
+    window = events.filter((pl.col("ts_us") >= t) & (pl.col("ts_us") < end))
+    users = sorted(set(before["user_id"].unique()) & set(window["user_id"].unique()))
+    if len(users) > replay_config.users:
+        rng = np.random.default_rng([replay_config.seed, t % (2**32)])
+        users = sorted(rng.choice(users, replay_config.users, replace=False).tolist())
+    # The newest ``history_events`` per user, oldest first, as the store hands them to a request.
+    history = (
+        before.filter(pl.col("user_id").is_in(users))
+        .sort("user_id", "ts_us", maintain_order=True)
+        .group_by("user_id", maintain_order=True)
+        .tail(config.history_events)
+    )
+    levels = (
+        window.filter(pl.col("user_id").is_in(users))
+        .with_columns(pl.col("action").replace_strict(_LEVEL, return_dtype=pl.Int8).alias("level"))
+        .group_by("user_id", "item_id")
+        .agg(pl.col("level").max())
+        .filter(pl.col("level") > 0)
+    )
+    taken: dict[str, dict[str, int]] = {}
+    for user, item, level in levels.iter_rows():
+        taken.setdefault(user, {})[item] = level
+    query = Query(k=replay_config.k, cross_share=config.default_cross_category_share)
+    items = recommender.items
+    ids, rows, decisions, features, blends, labels = [], [], [], [], [], []
+    by_user = history.partition_by("user_id", as_dict=True, maintain_order=True)
+    decision = first_id
+    for (user,), frame in tqdm(
+        by_user.items(), desc=f"replay {_iso(t)[:10]}", unit="user", disable=not progress
+    ):
+        profile_events = [
+            ProfileEvent(i, a, ts) for i, a, ts in frame.select("item_id", "action", "ts_us").rows()
+        ]
+        profile = profile_of(recommender, config, profile_events, t)
+        gathered = recommender.gather(profile, query, t)
+        if not len(gathered.candidates):
+            continue
+        item_ids = items.item_ids[gathered.candidates.rows].astype(str)
+        user_taken = taken.get(user, {})
+        level = np.fromiter((user_taken.get(i, 0) for i in item_ids), np.int8, len(item_ids))
+        ids.append(item_ids)
+        rows.append(gathered.candidates.rows)
+        decisions.append(np.full(len(item_ids), decision, np.int64))
+        features.append(gathered.features)
+        blends.append(gathered.features[:, BLEND_COLUMN].astype(np.float64))
+        labels.append(level)
+        decision += 1
+    if not ids:
+        return _empty()
+    level = np.concatenate(labels)
+    item_ids = np.concatenate(ids)
+    prices = items.price[np.concatenate(rows)]
+    matrix = np.concatenate(features)
+    frame = pl.DataFrame(
+        {
+            "decision_id": np.concatenate(decisions),
+            "decision_ts_us": np.full(len(item_ids), t, np.int64),
+            "item_id": item_ids.tolist(),
+            "price": prices.astype(np.float64),
+            "blend_score": np.concatenate(blends),
+            **{o: (level >= i + 1).astype(np.int8) for i, o in enumerate(OBJECTIVES)},
+            **{name: matrix[:, j] for j, name in enumerate(FEATURES)},
+        }
+    )
+    log.info(
+        "decision %s: %d users, %d rows, positives %s",
+        _iso(t),
+        decision - first_id,
+        frame.height,
+        {o: int(frame[o].sum()) for o in OBJECTIVES},
+    )
+    return frame
+
+
+def _empty() -> pl.DataFrame:
+    return pl.DataFrame(
+        schema={
+            "decision_id": pl.Int64,
+            "decision_ts_us": pl.Int64,
+            "item_id": pl.String,
+            "price": pl.Float64,
+            "blend_score": pl.Float64,
+            **dict.fromkeys(OBJECTIVES, pl.Int8),
+            **dict.fromkeys(FEATURES, pl.Float32),
+        }
+    )
+
+
+def _iso(ts_us: int) -> str:
+    return datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat()
