@@ -22,16 +22,18 @@ def engine_with_events(
     events: pl.DataFrame,
     engine_config: Path | None = None,
     progress: bool = False,
+    model: str | Path | None = None,
 ) -> Iterator[Engine]:
-    """Load ``artifact`` (verified) into an engine configured by ``engine_config`` (a TOML of
-    ``EngineConfig`` fields; default: the defaults), ingest ``events`` (see :func:`ingest_frame`),
-    yield it, and remove the store afterwards."""
+    """Load ``artifact`` (verified) and ``model`` (a ranker model version; default: the configured
+    one) into an engine configured by ``engine_config`` (a TOML of ``EngineConfig`` fields;
+    default: the defaults), ingest ``events`` (see :func:`ingest_frame`), yield it, and remove the
+    store afterwards."""
     with tempfile.TemporaryDirectory(prefix="crossrec-") as tmp:
         store = f"{tmp}/events.sqlite"
         config = EngineConfig.load(engine_config, store=store, pseudonym_key="in-process")
         engine = Engine(config, SQLiteEventStore(store))
         try:
-            engine.load(str(artifact))
+            engine.load(str(artifact), None if model is None else str(model))
             ingest_frame(engine, events, progress)
             yield engine
         finally:

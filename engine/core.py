@@ -234,7 +234,7 @@ def load_ranker(path: str, version: IndexVersion, config: EngineConfig) -> Model
     was trained for another index version or on other features."""
     from ranker.model import RankerModel
 
-    model = RankerModel.load(path, threads=config.ranker_threads)
+    model = RankerModel.load(path, num_threads=config.ranker_threads)
     paired = model.trained_on.get("index_version")
     if paired != version.version:
         raise ModelMismatch(

@@ -14,7 +14,8 @@ missing values):
 ``popularity_share``        its share of its category's popularity
 ``log_events_7d/_28d``      log1p of its events in the last 7 / 28 days of the index's data
 ``click/cart/purchase_rate`` its smoothed funnel rates (0 when the index has none)
-``age_days``                days since its first event (NaN: never seen)
+``age_days``                days since its first event, at most ``AGE_CAP_DAYS`` (NaN: never
+                            seen)
 ``category_weight``         the category's weight in the profile (0: untouched)
 ``transition_score``        ``sum_A w_A P(category | A)``
 ``affinity``                the mix of the two and the category's session share
@@ -64,6 +65,10 @@ FEATURES = (
     "price_vs_category",
 )
 _US_PER_DAY = 86_400e6
+#: Item age is measured from the first event an index version knows, so it cannot exceed the
+#: version's span of events; capped, it means the same in every version spanning at least this
+#: many days (the ranker's replay versions span less than the serving one).
+AGE_CAP_DAYS = 28.0
 
 
 @dataclass(frozen=True)
@@ -153,7 +158,7 @@ def candidate_features(
         np.log1p(items.recent_events[rows, 0]),
         np.log1p(items.recent_events[rows, 1]),
         *(items.rates[rows, i] for i in range(3)),
-        items.age_days[rows],
+        np.minimum(items.age_days[rows], AGE_CAP_DAYS),
         user.category_weights[codes],
         user.transition[codes],
         user.affinity[codes],

@@ -21,7 +21,7 @@ the configured default, normalised to sum 1::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from typing import Protocol
 
 import numpy as np
@@ -35,20 +35,16 @@ RETRIEVAL_ONLY = "retrieval-only"
 BLEND_COLUMN = FEATURES.index("blend")
 
 
-@dataclass(frozen=True)
-class Scored:
-    """``scores``: (n,) the order (higher first); ``objectives``: objective -> (n,) score (empty for
-    the retrieval-only ranker)."""
-
-    scores: np.ndarray
-    objectives: dict[str, np.ndarray] = field(default_factory=dict)
-
-
 class Ranker(Protocol):
     model_version: str
 
-    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> Scored:
-        """Scores for an (n, len(FEATURES)) feature matrix; ``prices``: (n,) (NaN: none)."""
+    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> np.ndarray:
+        """(n,) scores, higher first, for an (n, len(FEATURES)) feature matrix; ``prices``: (n,)
+        (NaN: none)."""
+        ...
+
+    def objectives(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        """Objective -> (n,) score of each row, for the returned items (empty: none)."""
         ...
 
 
@@ -77,8 +73,11 @@ class BlendRanker:
                 out += weight * values / top
         return out
 
-    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> Scored:
-        return Scored(features[:, BLEND_COLUMN].astype(np.float64))
+    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> np.ndarray:
+        return features[:, BLEND_COLUMN].astype(np.float64)
+
+    def objectives(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        return {}
 
 
 class ObjectiveModel(Protocol):
@@ -87,7 +86,9 @@ class ObjectiveModel(Protocol):
     version: str
     features: tuple[str, ...]
 
-    def predict(self, features: np.ndarray) -> dict[str, np.ndarray]: ...
+    def predict(
+        self, features: np.ndarray, objectives: Iterable[str] | None = None
+    ) -> dict[str, np.ndarray]: ...
 
     def contributions(self, features: np.ndarray, objective: str) -> np.ndarray: ...
 
@@ -96,41 +97,46 @@ class ModelRanker:
     """Calibrated objective probabilities from a model, blended by objective weights."""
 
     def __init__(self, model: ObjectiveModel, default_weights: dict[str, float]) -> None:
-        if tuple(model.features) != FEATURES:
+        unknown = [f for f in model.features if f not in FEATURES]
+        if unknown:
             raise ValueError(
-                f"model {model.version} was trained on features {list(model.features)}; "
-                f"this engine computes {list(FEATURES)}"
+                f"model {model.version} needs features {unknown} that this engine does not "
+                f"compute (it computes {list(FEATURES)})"
             )
+        #: The model's columns of the engine's feature matrix (a model may use a subset).
+        self.columns = np.array([FEATURES.index(f) for f in model.features])
         self.model = model
         self.model_version = model.version
         self.default_weights = normalised_weights(default_weights)
 
-    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> Scored:
-        probabilities = self.model.predict(features)
-        weights = (
-            normalised_weights(dict(query.objective_weights))
-            if query.objective_weights
-            else self.default_weights
-        )
+    def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> np.ndarray:
+        weights = self._weights(query)
+        # Only the heads the blend needs run over every candidate.
+        probabilities = self.model.predict(features[:, self.columns], weights)
         score = np.zeros(len(features))
         for objective, weight in weights.items():
             score += weight * probabilities[objective]
         if query.weight_by_price:
             score *= np.nan_to_num(prices, nan=0.0)
-        return Scored(score, probabilities)
+        return score
+
+    def objectives(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        return self.model.predict(features[:, self.columns])
+
+    def _weights(self, query: Query) -> dict[str, float]:
+        if query.objective_weights:
+            return normalised_weights(dict(query.objective_weights))
+        return self.default_weights
 
     def contributions(self, features: np.ndarray, query: Query) -> np.ndarray:
         """(n, len(FEATURES)) each feature's contribution to the blend: the objective heads'
         log-odds contributions weighted by the objective weights (LightGBM's own per-feature
         attribution; ~100x a prediction's cost, so for the returned items only)."""
-        weights = (
-            normalised_weights(dict(query.objective_weights))
-            if query.objective_weights
-            else self.default_weights
-        )
+        weights = self._weights(query)
         out = np.zeros(features.shape, np.float64)
+        x = features[:, self.columns]
         for objective, weight in weights.items():
-            out += weight * self.model.contributions(features, objective)[:, : features.shape[1]]
+            out[:, self.columns] += weight * self.model.contributions(x, objective)[:, :-1]
         return out
 
 

@@ -194,8 +194,7 @@ class Recommender:
         g = self.gather(profile, query, now_us)
         clock = _Clock()
         candidates = g.candidates
-        scored = self.ranker.rank(g.features, self.items.price[candidates.rows], query)
-        scores = scored.scores
+        scores = self.ranker.rank(g.features, self.items.price[candidates.rows], query)
         order = np.lexsort((candidates.rows, -scores))
         clock.lap("rank")
         chosen = order[allocate(g.plan, self.items.category_code[candidates.rows[order]], query.k)]
@@ -205,6 +204,7 @@ class Recommender:
             if not g.fallback
             else np.full(len(chosen), -1, np.int64)
         )
+        objective_scores = self.ranker.objectives(g.features[chosen])
         clock.lap("allocate")
         return Result(
             rows=picked.rows,
@@ -218,7 +218,7 @@ class Recommender:
             fallback=g.fallback,
             shards_searched=g.shards_searched,
             shards_targeted=g.shards_targeted,
-            objective_scores={o: v[chosen] for o, v in scored.objectives.items()},
+            objective_scores=objective_scores,
             features=g.features[chosen],
             stage_counts={
                 "targets": len(g.targets),

@@ -79,11 +79,12 @@ def replay(
     decision_times_us: list[int],
     replay_config: ReplayConfig = ReplayConfig(),
     progress: bool = False,
+    first_id: int = 0,
 ) -> pl.DataFrame:
-    """Training rows (the ``ranker.rows`` format: ``decision_id``, ``decision_ts_us``,
-    ``item_id``, ``price``, ``blend_score``, one Int8 column per objective, then ``FEATURES`` as
-    Float32) for every decision time. ``events``: ``user_id``, ``item_id``, ``action``, and ``ts``
-    (datetime) or ``ts_us``."""
+    """Training rows (the ``ranker.rows`` format: ``decision_id`` from ``first_id`` on,
+    ``decision_ts_us``, ``item_id``, ``price``, ``blend_score``, one Int8 column per objective,
+    then ``FEATURES`` as Float32) for every decision time. ``events``: ``user_id``, ``item_id``,
+    ``action``, and ``ts`` (datetime) or ``ts_us``."""
     known_until = index_events_until_us(recommender)
     for t in decision_times_us:
         if known_until is not None and known_until >= t:
@@ -93,7 +94,7 @@ def replay(
                 "would leak the labels' period; build the replay index from earlier events"
             )
     frame = _event_frame(events)
-    parts, next_id = [], 0
+    parts, next_id = [], first_id
     for t in sorted(decision_times_us):
         part = _decision_rows(recommender, config, frame, t, replay_config, next_id, progress)
         next_id += part["decision_id"].n_unique() if part.height else 0

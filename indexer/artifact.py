@@ -16,23 +16,31 @@ Layout of a version folder (one per build, never modified after it appears)::
 A root folder holds versions side by side plus ``LATEST``, a one-line pointer to the newest. A build
 writes into ``.building-<version>-<pid>/`` and renames it into place only once the manifest (written
 last) is on disk, then swaps ``LATEST`` with an atomic rename: a killed build leaves no folder the
-reader accepts.
+reader accepts. That protocol is shared with ranker models and lives in :mod:`crossrec.versions`;
+this module adds what is particular to an index.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from crossrec import versions
+
+# Re-exported: the index's callers import the shared protocol's names from here.
+from crossrec.versions import (  # noqa: F401
+    BUILDING_PREFIX,
+    LATEST,
+    MANIFEST,
+    file_entry,
+    new_version_name,
+    remove_abandoned_builds,
+    sha256_of,
+)
 from indexer.errors import ArtifactError
 from indexer.neighbours import ItemNeighbours
 
@@ -41,92 +49,23 @@ log = logging.getLogger(__name__)
 FORMAT = "crossrec-index"
 FORMAT_VERSION = 1
 SUPPORTED_FORMAT_VERSIONS = (1,)
-MANIFEST = "manifest.json"
-LATEST = "LATEST"
-BUILDING_PREFIX = ".building-"
+#: The index's kind of version folder (crossrec.versions holds the protocol itself).
+INDEX_FORMAT = versions.VersionFormat(
+    name=FORMAT,
+    version=FORMAT_VERSION,
+    supported=SUPPORTED_FORMAT_VERSIONS,
+    noun="index",
+    subfolders=("shards",),
+    error=ArtifactError,
+)
 
 
-def sha256_of(path: Path, chunk: int = 1 << 22) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_entry(root: Path, path: Path, **extra) -> dict:
-    """What the manifest records of one file: relative name, size and sha256."""
-    return {
-        "file": str(path.relative_to(root)),
-        "bytes": path.stat().st_size,
-        "sha256": sha256_of(path),
-        **extra,
-    }
-
-
-def new_version_name() -> str:
-    return "v" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-
-
-class VersionWriter:
-    """Stages one version; :meth:`commit` makes it appear atomically, :meth:`abort` removes it."""
+class VersionWriter(versions.VersionWriter):
+    """Stages one index version (with its ``shards/`` folder); :meth:`commit` makes it appear
+    atomically, :meth:`abort` removes it."""
 
     def __init__(self, root: str | Path, version: str | None = None) -> None:
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.version = version or new_version_name()
-        if "/" in self.version or self.version.startswith("."):
-            raise ArtifactError(
-                "version names may not contain '/' or start with '.'", self.version, "manifest"
-            )
-        if (self.root / self.version).exists():
-            raise ArtifactError(
-                "version already exists (versions are immutable)",
-                self.root / self.version,
-                "exists",
-            )
-        self.dir = self.root / f"{BUILDING_PREFIX}{self.version}-{os.getpid()}"
-        self.manifest: dict = {}
-        (self.dir / "shards").mkdir(parents=True)
-
-    def path(self, name: str) -> Path:
-        return self.dir / name
-
-    def entry(self, name: str, **extra) -> dict:
-        return file_entry(self.dir, self.dir / name, **extra)
-
-    def commit(self, manifest: dict) -> Path:
-        """Write the manifest last, fsync, rename into place, then point ``LATEST`` at it."""
-        self.manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "version": self.version,
-            **manifest,
-        }
-        _write_durably(self.dir / MANIFEST, json.dumps(self.manifest, indent=2).encode())
-        for path in self.dir.rglob("*"):
-            if path.is_file():
-                _fsync(path)
-        final = self.root / self.version
-        os.rename(self.dir, final)
-        _write_durably(self.root / f".{LATEST}.tmp", (self.version + "\n").encode())
-        os.replace(self.root / f".{LATEST}.tmp", self.root / LATEST)
-        _fsync(self.root)
-        return final
-
-    def abort(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def remove_abandoned_builds(root: str | Path) -> list[Path]:
-    """Delete ``.building-*`` folders whose build process is gone (killed builds)."""
-    removed = []
-    for path in Path(root).glob(f"{BUILDING_PREFIX}*"):
-        pid = path.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(path, ignore_errors=True)
-            removed.append(path)
-    return removed
+        super().__init__(INDEX_FORMAT, root, version)
 
 
 @dataclass
@@ -207,42 +146,11 @@ def content_part(vectors: np.ndarray, manifest: dict) -> np.ndarray:
 
 def resolve_version(path: str | Path) -> Path:
     """A version folder, or a root whose ``LATEST`` names one."""
-    path = Path(path)
-    if not path.exists():
-        raise ArtifactError("no such index folder", path, "missing")
-    if (path / LATEST).is_file() and not (path / MANIFEST).exists():
-        name = (path / LATEST).read_text().strip()
-        path = path / name
-        if not path.is_dir():
-            raise ArtifactError(f"LATEST names {name!r}, which does not exist", path, "missing")
-    if path.name.startswith(BUILDING_PREFIX):
-        raise ArtifactError("an unfinished build, not an index version", path, "incomplete")
-    return path
+    return versions.resolve_version(path, INDEX_FORMAT)
 
 
 def read_manifest(path: str | Path) -> tuple[Path, dict]:
-    path = resolve_version(path)
-    manifest_path = path / MANIFEST
-    if not manifest_path.is_file():
-        raise ArtifactError("no manifest.json: not a complete index version", path, "incomplete")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ArtifactError(
-            f"manifest.json is not valid JSON: {exc}", manifest_path, "manifest"
-        ) from exc
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(
-            f"not a crossrec index (format {manifest.get('format')!r})", manifest_path, "format"
-        )
-    if manifest.get("format_version") not in SUPPORTED_FORMAT_VERSIONS:
-        raise ArtifactError(
-            f"format version {manifest.get('format_version')!r} is not supported "
-            f"(this crossrec reads {list(SUPPORTED_FORMAT_VERSIONS)})",
-            manifest_path,
-            "format",
-        )
-    return path, manifest
+    return versions.read_manifest(path, INDEX_FORMAT)
 
 
 def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> IndexVersion:
@@ -258,7 +166,7 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
     path, manifest = read_manifest(path)
     entries = list(manifest["files"].values()) + manifest["shards"]
     for entry in entries:
-        _check_file(path, entry, verify)
+        versions.check_file(path, entry, verify, INDEX_FORMAT)
     n, dim = int(manifest["items"]), int(manifest["dim"])
     vectors = np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r")
     if vectors.shape != (n, dim) or vectors.dtype != np.float32:
@@ -304,46 +212,3 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
         projection=projection,
         neighbours=neighbours,
     )
-
-
-def _check_file(root: Path, entry: dict, verify: bool) -> None:
-    path = root / entry["file"]
-    if not path.is_file():
-        raise ArtifactError("file listed in the manifest is missing", path, "missing")
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        raise ArtifactError(
-            f"size {size} bytes, manifest says {entry['bytes']} (truncated or replaced)",
-            path,
-            "checksum",
-        )
-    if verify and sha256_of(path) != entry["sha256"]:
-        raise ArtifactError(
-            "sha256 does not match the manifest (file altered or corrupted)", path, "checksum"
-        )
-
-
-def _write_durably(path: Path, data: bytes) -> None:
-    with path.open("wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _fsync(path: Path) -> None:
-    """fsync a file or a folder (a folder's entry list must reach disk for a rename to persist)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

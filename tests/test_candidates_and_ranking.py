@@ -166,8 +166,9 @@ def test_blend_divides_each_source_by_its_best_and_weights_it():
 def test_blend_ranker_orders_by_the_blend_feature_column():
     f = np.zeros((3, len(FEATURES)), np.float32)
     f[:, FEATURES.index("blend")] = [0.5, 2.0, 1.0]
-    scored = BlendRanker({"search": 1.0}).rank(f, np.full(3, np.nan), Query(k=2))
-    assert scored.scores.tolist() == [0.5, 2.0, 1.0] and scored.objectives == {}
+    ranker = BlendRanker({"search": 1.0})
+    assert ranker.rank(f, np.full(3, np.nan), Query(k=2)).tolist() == [0.5, 2.0, 1.0]
+    assert ranker.objectives(f) == {}
 
 
 def test_blend_skips_zero_weights_and_sources_without_a_positive_score():

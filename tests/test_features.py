@@ -122,3 +122,21 @@ def test_no_candidates_give_an_empty_matrix(items, tiny_version):
     user = UserView.of(empty_profile(), items, np.zeros(n), np.zeros(n), np.zeros(n), NOW)
     f = candidate_features(merge(SOURCES, []), items, user, np.asarray(tiny_version.vectors), [])
     assert f.shape == (0, len(FEATURES))
+
+
+def test_item_age_is_capped_so_versions_of_different_spans_agree(items, tiny_version):
+    import dataclasses
+
+    from helpers_tiny import empty_profile
+
+    from engine.features import AGE_CAP_DAYS
+
+    aged = dataclasses.replace(
+        items, age_days=np.array([40, 3, np.nan, 28, 0, 0, 0, 0, 0], np.float32)
+    )
+    n = len(items.categories)
+    user = UserView.of(empty_profile(), aged, np.zeros(n), np.zeros(n), np.zeros(n), NOW)
+    candidates = merge(SOURCES, [SourceResult("popular", np.arange(4), np.ones(4, np.float32))])
+    f = candidate_features(candidates, aged, user, np.asarray(tiny_version.vectors), np.ones(4))
+    age = f[:, FEATURES.index("age_days")]
+    assert AGE_CAP_DAYS == 28 and age[[0, 1, 3]].tolist() == [28, 3, 28] and np.isnan(age[2])

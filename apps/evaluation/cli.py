@@ -4,7 +4,8 @@ crossrec eval --catalog C --events E --out DIR [--split time|holdout] [--test-da
               [--holdout-share 0.2] [--users 3000] [--seed 0] [--k 10,100] [--bootstrap 1000]
               [--methods popularity,cooccurrence,content,als,crossrec] [--artifact PATH] [--no-text]
               [--cross-share S | --crossrec-shares 1.0,0.5,none] [--engine-config F.toml]
-              [--target host:port] [--json F] [--png F]
+              [--target host:port] [--ranker [--ranker-users N] [--ranker-decisions D] | --model M]
+              [--json F] [--png F]
 """
 
 from __future__ import annotations
@@ -135,6 +136,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--target",
         help="evaluate a running engine at host:port over gRPC instead of an in-process one",
     )
+    ranker = p.add_mutually_exclusive_group()
+    ranker.add_argument(
+        "--ranker",
+        action="store_true",
+        help="also evaluate crossrec with a ranker trained here on the training split "
+        "(crossrec train into OUT/ranker)",
+    )
+    ranker.add_argument(
+        "--model", type=Path, help="also evaluate crossrec with this ranker model (for --artifact)"
+    )
+    p.add_argument(
+        "--ranker-users", type=int, help="--ranker: users replayed per decision time (20000)"
+    )
+    p.add_argument("--ranker-decisions", type=int, help="--ranker: decision times replayed (2)")
     p.add_argument("--json", type=Path, help="write every figure, interval, setting and count here")
     p.add_argument(
         "--png",
@@ -164,6 +179,13 @@ def config_from_args(args: argparse.Namespace):
         bootstrap=args.bootstrap,
         neighbours=args.neighbours,
         progress=not args.no_progress,
+        model=args.model,
+        train_ranker=args.ranker,
+        ranker_train={
+            k: v
+            for k, v in (("users", args.ranker_users), ("decisions", args.ranker_decisions))
+            if v is not None
+        },
     )
 
 

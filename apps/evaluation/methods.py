@@ -80,6 +80,8 @@ class EngineSession:
     artifact: str
     engine_config: Path | None = None
     progress: bool = True
+    #: A ranker model version for the artifact (default: the engine configuration's).
+    model: str | None = None
     setup_seconds: float = 0.0
     #: The engine's configured share, used when a setting gives none (known once started).
     default_share: float | None = 1.0
@@ -94,7 +96,7 @@ class EngineSession:
         started = time.perf_counter()
         events = training_events(data)
         engine = self._stack.enter_context(
-            engine_with_events(self.artifact, events, self.engine_config, self.progress)
+            engine_with_events(self.artifact, events, self.engine_config, self.progress, self.model)
         )
         self._engine = engine
         self.default_share = engine.config.default_cross_category_share
@@ -182,12 +184,13 @@ class RemoteSession:
             self._client = None
 
 
-def share_label(share: Share) -> str:
+def share_label(share: Share, variant: str = "") -> str:
     """Row name of a crossrec setting: ``crossrec`` (engine default), ``crossrec (no split)`` or
-    ``crossrec (share 0.5)``."""
+    ``crossrec (share 0.5)``; a ``variant`` (``+ ranker``) follows the name."""
+    name = f"crossrec {variant}".strip()
     if share == ENGINE_DEFAULT:
-        return "crossrec"
-    return "crossrec (no split)" if share is None else f"crossrec (share {float(share)})"
+        return name
+    return f"{name} (no split)" if share is None else f"{name} (share {float(share)})"
 
 
 def parse_share(text: str) -> Share:
@@ -208,10 +211,11 @@ class Crossrec:
     session: Session
     share: Share = ENGINE_DEFAULT
     progress: bool = True
+    variant: str = ""
 
     @property
     def name(self) -> str:
-        return share_label(self.share)
+        return share_label(self.share, self.variant)
 
     def recommend(self, data: EvalSet, k: int) -> np.ndarray:
         self.session.start(data)

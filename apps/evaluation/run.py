@@ -64,6 +64,12 @@ class EvalConfig:
     bootstrap: int = 1_000
     neighbours: int = 200
     progress: bool = True
+    #: Also evaluate crossrec with a ranker model: ``model`` (one trained for ``artifact``), or with
+    #: ``train_ranker`` one trained here on the training split (``crossrec train`` into
+    #: ``out/ranker``; ``ranker_train``: its TrainJob settings, e.g. ``{"users": 5000}``).
+    model: Path | None = None
+    train_ranker: bool = False
+    ranker_train: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -94,19 +100,28 @@ def evaluate(config: EvalConfig) -> dict:
     k_max = max(config.cutoffs)
 
     session: Session | None = None
+    ranked: EngineSession | None = None
+    training: dict | None = None
     if "crossrec" in config.methods:
         session = (
             RemoteSession(config.target, progress=config.progress)
             if config.target
             else EngineSession(str(index.path), config.engine_config, config.progress)
         )
+        model = config.model
+        if config.train_ranker and index is not None:
+            training = _train_ranker(config, index, split.train)
+            model = Path(training["model"])
+        if model is not None and index is not None:
+            ranked = EngineSession(
+                str(index.path), config.engine_config, config.progress, str(model)
+            )
     results: dict[str, dict] = {}
     try:
-        for method in _methods(config, index, session):
+        for method in _methods(config, index, session, ranked):
             if isinstance(method, Crossrec):
-                method.session.start(
-                    data
-                )  # timed on its own: load + ingest, shared by the settings
+                # Timed on its own: load + ingest, shared by the settings.
+                method.session.start(data)
             t = time.perf_counter()
             if isinstance(method, Crossrec):  # one request per K (see apps.evaluation.methods)
                 lists = {k: method.recommend(data, k) for k in config.cutoffs}
@@ -133,8 +148,9 @@ def evaluate(config: EvalConfig) -> dict:
                 "mean_list_length": round(mean_list_length(lists[k_max]), 3),
             }
     finally:
-        if session is not None:
-            session.close()
+        for s in (session, ranked):
+            if s is not None:
+                s.close()
     settings = {
         k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(config).items() if k != "split"
     }
@@ -151,6 +167,7 @@ def evaluate(config: EvalConfig) -> dict:
             "build_seconds": round(index.seconds, 1),
         },
         "methods": results,
+        "ranker": training,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -165,8 +182,29 @@ def _index(config: EvalConfig, train) -> PreparedIndex | None:
     return prepare_index(config.catalog, path, digest, config.out, config.text, config.progress)
 
 
+def _train_ranker(config: EvalConfig, index: PreparedIndex, train) -> dict:
+    """``crossrec train`` for the evaluated index on the training split only (so no test event
+    reaches a row or a label)."""
+    from apps.training import TrainJob, train_ranker
+
+    path, _ = write_train_events(train, config.out)
+    job = TrainJob(
+        catalog=config.catalog,
+        events=path,
+        index=index.path,
+        out=config.out / "ranker",
+        engine_config=config.engine_config,
+        progress=config.progress,
+        **config.ranker_train,
+    )
+    return train_ranker(job)
+
+
 def _methods(
-    config: EvalConfig, index: PreparedIndex | None, session: Session | None
+    config: EvalConfig,
+    index: PreparedIndex | None,
+    session: Session | None,
+    ranked: Session | None = None,
 ) -> list[Method]:
     p = config.progress
     made: dict[str, list[Method]] = {
@@ -178,4 +216,8 @@ def _methods(
         if session is not None
         else [],
     }
+    if ranked is not None:
+        made["crossrec"] += [
+            Crossrec(ranked, share, p, "+ ranker") for share in config.crossrec_shares
+        ]
     return [m for name in config.methods for m in made[name]]

@@ -1,0 +1,219 @@
+"""``crossrec train``: a ranker model for a serving index version, from replayed history.
+
+Steps (what each writes under ``OUT``):
+
+1. **Decision times.** The serving index knows events up to ``end`` (its recorded window). The
+   latest decision is ``end - label_days`` (its labels fill the last ``label_days``), then one every
+   ``step_days`` before it, ``decisions`` in all.
+2. **Replay indexes** (``replay/<decision>/index``). Rows must come from statistics that know only
+   the past, and as fresh as the serving version's are when it answers, so each decision time gets
+   an index version built from the events before it, reusing the serving version's content
+   vectors (no text encoding; the behaviour stages only). Rebuilt only when those events change.
+   (One version for every decision, built before the earliest, left the later decisions with
+   statistics days stale; a model trained on them ranked worse than the blend when serving.)
+3. **Rows** (``rows.parquet``): :func:`engine.replay.replay` at every decision time, labelled by
+   the events up to ``end`` (never later: they would belong to a period the serving index has not
+   seen either).
+4. **Model** (``models/<version>``, ``models/LATEST``): :func:`ranker.train.train_model`; the model
+   names the serving index version it was trained for (the engine refuses any other pairing), the
+   replay index and the decision times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+log = logging.getLogger(__name__)
+
+_US_PER_DAY = 86_400_000_000
+ROWS_FILE = "rows.parquet"
+MODELS_DIR = "models"
+REPLAY_DIR = "replay"
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """``index``: the serving index version (folder or root with LATEST) the model is for.
+    ``events``: the behaviour log (its events after the index's window are ignored)."""
+
+    catalog: Path
+    events: Path
+    index: Path
+    out: Path
+    label_days: float = 14.0
+    decisions: int = 2
+    step_days: float = 7.0
+    users: int = 20_000
+    engine_config: Path | None = None
+    train: dict = field(default_factory=dict)  # TrainConfig fields
+    progress: bool = True
+
+
+def decision_times(end_us: int, label_days: float, decisions: int, step_days: float) -> list[int]:
+    """Decision times (µs), oldest first: ``end - label_days - j * step_days`` for j < decisions."""
+    if decisions < 1 or label_days <= 0 or step_days <= 0:
+        raise ValueError("decisions, label_days and step_days must be positive")
+    latest = end_us - int(label_days * _US_PER_DAY)
+    return sorted(latest - j * int(step_days * _US_PER_DAY) for j in range(decisions))
+
+
+def train_ranker(job: TrainJob) -> dict:
+    """Run the job; returns a report (paths, decision times, split counts, metrics, seconds)."""
+    from apps.evaluation.index import prepare_index, write_train_events
+    from engine.config import EngineConfig
+    from engine.features import FEATURES
+    from engine.recommend import Recommender
+    from engine.replay import ReplayConfig, index_events_until_us, replay
+    from indexer.artifact import open_index, resolve_version
+    from indexer.events import read_events
+    from ranker.config import TrainConfig
+    from ranker.rows import read_rows, write_rows
+    from ranker.train import train_model
+
+    started = time.perf_counter()
+    serving_path = resolve_version(job.index)
+    config = EngineConfig.load(job.engine_config)
+    serving = Recommender(open_index(serving_path), config.recommender_settings())
+    end_us = index_events_until_us(serving)
+    if end_us is None:
+        raise ValueError(
+            f"index {serving_path} records no event window (built without events, or by an older "
+            "crossrec): rebuild it with events to train a ranker for it"
+        )
+    end_us += 1  # the window's last event is inside it
+    times = decision_times(end_us, job.label_days, job.decisions, job.step_days)
+    events = read_events(job.events)
+    ts = pl.col("ts").dt.epoch("us")
+    parts, replay_versions, index_seconds, replay_seconds = [], [], 0.0, 0.0
+    for t in times:
+        before = events.filter(ts < t)
+        if before.height == 0:
+            raise ValueError(f"no events before the decision time {_iso(t)}")
+        folder = job.out / REPLAY_DIR / _iso(t)[:10]
+        path, digest = write_train_events(before, folder)
+        replay_index = prepare_index(
+            job.catalog, path, digest, folder, progress=job.progress, reuse_content=serving_path
+        )
+        index_seconds += replay_index.seconds
+        replay_versions.append(replay_index.path.name)
+        log.info("replay index %s (events before %s)", replay_index.path.name, _iso(t))
+        recommender = Recommender(open_index(replay_index.path), config.recommender_settings())
+        started_replay = time.perf_counter()
+        parts.append(
+            replay(
+                recommender,
+                config,
+                events.filter(ts < end_us),
+                [t],
+                ReplayConfig(label_days=job.label_days, users=job.users),
+                progress=job.progress,
+                first_id=sum(p["decision_id"].n_unique() for p in parts),
+            )
+        )
+        replay_seconds += time.perf_counter() - started_replay
+    rows = pl.concat(parts)
+    meta = {
+        "index_version": serving_path.name,
+        "replay_index_versions": replay_versions,
+        "decision_times": [_iso(x) for x in times],
+        "label_days": job.label_days,
+        "events": str(job.events),
+        "events_until": _iso(end_us),
+    }
+    rows_path = job.out / ROWS_FILE
+    write_rows(rows_path, rows, FEATURES, meta)
+    report = train_model(
+        read_rows(rows_path), job.out / MODELS_DIR, TrainConfig(**job.train), meta=meta
+    )
+    return {
+        "model": str(report.path),
+        "rows": str(rows_path),
+        "row_count": rows.height,
+        "decisions": rows["decision_id"].n_unique(),
+        **meta,
+        "replay_index_seconds": round(index_seconds, 1),
+        "replay_seconds": round(replay_seconds, 1),
+        "metrics": report.metrics,
+        "train_seconds": round(report.seconds, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+        "job": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(job).items()},
+    }
+
+
+def format_report(report: dict) -> str:
+    """The model's held-out figures as a table: per objective, NDCG@10 of the model and of the
+    retrieval-only blend, AUC, and the largest calibration error over deciles."""
+    from ranker.report import summary_lines
+
+    head = [
+        f"model {report['model']}",
+        f"  for index {report['index_version']}; replay indexes "
+        f"{', '.join(report['replay_index_versions'])}",
+        f"  decisions at {', '.join(report['decision_times'])} ({report['label_days']} d labels)",
+        f"  {report['decisions']:,} decisions, {report['row_count']:,} rows; replay "
+        f"{report['replay_seconds']} s, training {report['train_seconds']} s",
+    ]
+    return "\n".join(head + summary_lines(report["metrics"]))
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a ranker model for an index version by replaying history",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--catalog", type=Path, required=True)
+    p.add_argument("--events", type=Path, required=True)
+    p.add_argument("--index", type=Path, required=True, help="the serving index version (or root)")
+    p.add_argument(
+        "--out", type=Path, required=True, help="working folder; models go to OUT/models"
+    )
+    p.add_argument("--label-days", type=float, default=14.0)
+    p.add_argument("--decisions", type=int, default=2, help="decision times replayed")
+    p.add_argument("--step-days", type=float, default=7.0, help="days between decision times")
+    p.add_argument("--users", type=int, default=20_000, help="users sampled per decision time")
+    p.add_argument("--engine-config", type=Path, help="TOML of engine settings (retrieval)")
+    p.add_argument("--heads", choices=("chained", "independent"), default="chained")
+    p.add_argument("--json", type=Path, help="write the report here")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from indexer.errors import ArtifactError, DataValidationError
+    from ranker.errors import RankerError
+
+    job = TrainJob(
+        args.catalog,
+        args.events,
+        args.index,
+        args.out,
+        args.label_days,
+        args.decisions,
+        args.step_days,
+        args.users,
+        args.engine_config,
+        {"heads": args.heads, "progress": not args.quiet},
+        not args.quiet,
+    )
+    try:
+        report = train_ranker(job)
+    except (ArtifactError, DataValidationError, RankerError, ValueError) as exc:
+        print(f"crossrec train: {exc}")
+        return 2
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2, default=str))
+    return 0
+
+
+def _iso(ts_us: int) -> str:
+    return datetime.fromtimestamp(ts_us / 1e6, UTC).isoformat()

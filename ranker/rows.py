@@ -1,0 +1,288 @@
+"""Training rows: one row per (decision, candidate item), written by the engine's replay and read by
+training. A *decision* is one user's state at one time: the candidates the engine's retrieval
+proposed then, with what the user did with each afterwards.
+
+==================  =======  =====================================================================
+column              dtype    meaning
+==================  =======  =====================================================================
+``decision_id``     Int64    the decision (all its rows share ``decision_ts_us``)
+``decision_ts_us``  Int64    the decision time, microseconds since the epoch (the time split's key)
+``item_id``         String   the candidate (unique within a decision)
+``price``           Float64  the item's price; null or NaN when unknown
+``blend_score``     Float64  the retrieval-only order the engine would have used (a baseline)
+``click`` ...       Int8     one 0/1 label per objective (``OBJECTIVES``), funnel-nested
+<feature>           Float32  one column per feature, in the order of the feature list; NaN missing
+==================  =======  =====================================================================
+
+Labels are nested along the funnel: a purchase implies a cart implies a click. Rows that break it
+(a purchase logged without its cart event) are *normalised*, ``cart |= purchase`` and
+``click |= cart``, and the change is logged: the stronger action is the evidence, and the chained
+heads condition on the weaker one.
+
+The feature list travels with the rows and with every model trained on them. Its *schema hash* is
+the sha256 of the canonical JSON ``{"format": "crossrec-rows", "format_version": 1, "features":
+[...]}`` (sorted keys, no spaces): two lists hash alike only when they name the same features in
+the same order under the same row format, which is what "this model scores this matrix" needs.
+
+On disk the rows are one Parquet file whose key-value metadata holds, under ``crossrec.rows``, the
+JSON ``{"format_version", "features", "schema_hash", "meta"}``; ``meta`` is the writer's (index
+version, data window, ...). The file is written to a temporary name and renamed into place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from crossrec.vocabulary import OBJECTIVES
+from ranker.errors import RankerError
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "OBJECTIVES",
+    "KEY_COLUMNS",
+    "TrainingRows",
+    "normalise_rows",
+    "read_rows",
+    "schema_hash",
+    "write_rows",
+]
+
+ROWS_FORMAT = "crossrec-rows"
+ROWS_FORMAT_VERSION = 1
+METADATA_KEY = "crossrec.rows"
+KEY_COLUMNS = ("decision_id", "decision_ts_us", "item_id", "price", "blend_score")
+
+
+def schema_hash(features: Sequence[str]) -> str:
+    """sha256 hex of the row format and the ordered feature names (see the module docstring)."""
+    canonical = json.dumps(
+        {"format": ROWS_FORMAT, "format_version": ROWS_FORMAT_VERSION, "features": list(features)},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainingRows:
+    """Validated rows (``frame``, normalised as the module docstring says), their ``features`` in
+    order, the ``schema_hash`` of that list and the writer's ``meta``."""
+
+    frame: pl.DataFrame
+    features: tuple[str, ...]
+    schema_hash: str
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_frame(
+        cls, frame: pl.DataFrame, features: Sequence[str], meta: dict | None = None
+    ) -> TrainingRows:
+        """Validate and normalise rows held in memory."""
+        return cls(
+            normalise_rows(frame, features), tuple(features), schema_hash(features), meta or {}
+        )
+
+    def matrix(self, features: Sequence[str] | None = None) -> np.ndarray:
+        """(rows, F) C-contiguous float32 of ``features`` (default: all, in order)."""
+        names = list(self.features if features is None else features)
+        return np.ascontiguousarray(self.frame.select(names).to_numpy(), dtype=np.float32)
+
+
+def normalise_rows(
+    frame: pl.DataFrame, features: Sequence[str], source: str | Path = ""
+) -> pl.DataFrame:
+    """Check ``frame`` against the row contract and return it with canonical dtypes (extra columns
+    kept after the contract's). Raises :class:`RankerError` naming the column: reason ``schema``
+    for missing columns or unusable dtypes, ``values`` for nulls, labels other than 0/1, a decision
+    with two times, or an item twice in one decision."""
+    features = list(features)
+    _check_names(features, source)
+    required = [*KEY_COLUMNS, *OBJECTIVES, *features]
+    missing = [c for c in required if c not in frame.columns]
+    if missing:
+        raise RankerError(f"missing columns {missing}", source, "schema")
+    schema = frame.schema
+    casts = [
+        _cast(schema, "decision_id", pl.Int64, _is_integer, "an integer", source),
+        _cast(schema, "decision_ts_us", pl.Int64, _is_integer, "an integer", source),
+        _cast(schema, "item_id", pl.String, _is_text, "a string", source),
+        _cast(schema, "price", pl.Float64, _is_numeric, "a number", source),
+        _cast(schema, "blend_score", pl.Float64, _is_numeric, "a number", source),
+        # Labels are checked as Int64 (a 300 must be refused, not overflow Int8), then narrowed.
+        *(
+            _cast(schema, o, pl.Int64, _is_label, "boolean or integer 0/1", source)
+            for o in OBJECTIVES
+        ),
+        *(
+            _cast(schema, f, pl.Float32, _is_numeric, "a number", source).fill_null(float("nan"))
+            for f in features
+        ),
+    ]
+    out = frame.with_columns(casts)
+    _check_values(out, source)
+    out = _close_funnel(out.with_columns(pl.col(o).cast(pl.Int8) for o in OBJECTIVES), source)
+    return out.select([*required, *(c for c in out.columns if c not in set(required))])
+
+
+def write_rows(path: str | Path, frame: pl.DataFrame, features: Sequence[str], meta: dict) -> None:
+    """Validate ``frame`` and write it to ``path`` (Parquet) with the feature list, its schema hash
+    and ``meta`` (JSON-serialisable) in the file's metadata. Atomic: a temporary file in the same
+    folder is renamed into place, so a reader sees the old file or the whole new one."""
+    path = Path(path)
+    rows = TrainingRows.from_frame(frame, features, meta)
+    payload = {
+        "format_version": ROWS_FORMAT_VERSION,
+        "features": list(rows.features),
+        "schema_hash": rows.schema_hash,
+        "meta": rows.meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        rows.frame.write_parquet(tmp, metadata={METADATA_KEY: json.dumps(payload)})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    log.info("wrote %d rows of %d decisions to %s", rows.frame.height, _decisions(rows.frame), path)
+
+
+def read_rows(path: str | Path) -> TrainingRows:
+    """Read and validate rows written by :func:`write_rows`. Raises :class:`RankerError`:
+    ``missing`` (no file), ``format`` (not Parquet, or no crossrec rows metadata, or an unknown row
+    format version), ``schema`` (the stored hash does not match the stored feature list, or a
+    column is missing or unusable), ``values`` (see :func:`normalise_rows`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RankerError("no such rows file", path, "missing")
+    try:
+        metadata = pl.read_parquet_metadata(path)
+    except Exception as exc:  # polars raises several types for a file that is not Parquet
+        raise RankerError(f"not a Parquet file: {exc}", path, "format") from exc
+    if METADATA_KEY not in metadata:
+        raise RankerError(
+            f"not crossrec training rows (no {METADATA_KEY!r} metadata)", path, "format"
+        )
+    try:
+        stored = json.loads(metadata[METADATA_KEY])
+        version, features = stored["format_version"], stored["features"]
+        stored_hash, meta = stored["schema_hash"], stored.get("meta", {})
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise RankerError(f"unreadable {METADATA_KEY!r} metadata: {exc!r}", path, "format") from exc
+    if version != ROWS_FORMAT_VERSION:
+        raise RankerError(
+            f"row format version {version!r} is not supported (this crossrec reads "
+            f"{ROWS_FORMAT_VERSION})",
+            path,
+            "format",
+        )
+    if schema_hash(features) != stored_hash:
+        raise RankerError(
+            f"stored schema hash {stored_hash} does not match the stored feature list "
+            f"(which hashes to {schema_hash(features)})",
+            path,
+            "schema",
+        )
+    frame = normalise_rows(pl.read_parquet(path), features, path)
+    return TrainingRows(frame, tuple(features), stored_hash, meta)
+
+
+def _check_names(features: list[str], source: str | Path) -> None:
+    if not features:
+        raise RankerError("the feature list is empty", source, "schema")
+    if len(set(features)) != len(features):
+        twice = sorted({f for f in features if features.count(f) > 1})
+        raise RankerError(f"features named twice: {twice}", source, "schema")
+    clash = [f for f in features if f in KEY_COLUMNS or f in OBJECTIVES]
+    if clash:
+        raise RankerError(f"features {clash} reuse key or label column names", source, "schema")
+
+
+def _is_integer(dtype: pl.DataType) -> bool:
+    return dtype.is_integer()
+
+
+def _is_text(dtype: pl.DataType) -> bool:
+    return dtype in (pl.String, pl.Categorical)
+
+
+def _is_numeric(dtype: pl.DataType) -> bool:
+    return dtype.is_numeric() or dtype == pl.Boolean or dtype == pl.Null
+
+
+def _is_label(dtype: pl.DataType) -> bool:
+    return dtype.is_integer() or dtype == pl.Boolean
+
+
+def _cast(
+    schema: pl.Schema,
+    name: str,
+    target: type[pl.DataType],
+    accepts: Callable[[pl.DataType], bool],
+    expected: str,
+    source: str | Path,
+) -> pl.Expr:
+    dtype = schema[name]
+    if not accepts(dtype):
+        raise RankerError(
+            f"column {name!r} has dtype {dtype}, expected {expected}", source, "schema"
+        )
+    return pl.col(name).cast(target)
+
+
+def _check_values(frame: pl.DataFrame, source: str | Path) -> None:
+    for name in ("decision_id", "decision_ts_us", "item_id", "blend_score", *OBJECTIVES):
+        nulls = frame[name].null_count()
+        if nulls:
+            raise RankerError(f"column {name!r} has {nulls} null value(s)", source, "values")
+    if frame["blend_score"].is_nan().any():
+        raise RankerError("column 'blend_score' has NaN values", source, "values")
+    for objective in OBJECTIVES:
+        bad = frame.filter(~pl.col(objective).is_in([0, 1]))
+        if bad.height:
+            raise RankerError(
+                f"column {objective!r} holds {bad[objective][0]} (labels must be 0 or 1)",
+                source,
+                "values",
+            )
+    times = frame.group_by("decision_id").agg(pl.col("decision_ts_us").n_unique().alias("times"))
+    mixed = times.filter(pl.col("times") > 1)
+    if mixed.height:
+        raise RankerError(
+            f"decision {mixed['decision_id'].min()} has rows at {mixed['times'].max()} different "
+            "times (one decision is one moment)",
+            source,
+            "values",
+        )
+    if frame.select(pl.struct("decision_id", "item_id").is_duplicated().any()).item():
+        raise RankerError("an item appears twice in one decision", source, "values")
+
+
+def _close_funnel(frame: pl.DataFrame, source: str | Path) -> pl.DataFrame:
+    """``cart |= purchase``, then ``click |= cart`` (deepest first, so a purchase reaches click)."""
+    for earlier, later in reversed(list(zip(OBJECTIVES[:-1], OBJECTIVES[1:]))):
+        broken = frame.select(((pl.col(later) == 1) & (pl.col(earlier) == 0)).sum()).item()
+        if broken:
+            log.warning(
+                "%s: %d row(s) with %s = 1 but %s = 0; set %s = 1 (labels nest along the funnel)",
+                source or "rows",
+                broken,
+                later,
+                earlier,
+                earlier,
+            )
+            frame = frame.with_columns(pl.max_horizontal(earlier, later).alias(earlier))
+    return frame
+
+
+def _decisions(frame: pl.DataFrame) -> int:
+    return frame["decision_id"].n_unique()
