@@ -3,11 +3,13 @@
 1. generate the synthetic shop;
 2. build an index version from its catalogue and the first six weeks of events, and show for a few
    products their nearest items in *other* categories before and after complement adaptation;
-3. start the gRPC engine on a free local port, replay the last two weeks of events of some users
-   through ``IngestEvents``, and print each user's cross-category recommendations next to what
-   they did, marking planted complements; then stop the engine.
-
-The learnt ranker joins as it lands (until then the engine orders by retrieval score).
+3. train a ranker model for that index by replaying those six weeks (``crossrec train``) and print
+   its held-out figures;
+4. start the gRPC engine on a free local port with the index and the model, replay the last two
+   weeks of events of some users through ``IngestEvents``, and print each user's cross-category
+   recommendations next to what they did, marking planted complements; then stop the engine;
+5. evaluate at the item level (``crossrec eval --ranker``): crossrec with and without the ranker
+   next to the baselines a shop already has, on the shop's last two weeks.
 """
 
 from __future__ import annotations
@@ -21,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from apps.evaluation.report import method_table, split_summary
+from apps.evaluation.run import EvalConfig, evaluate
+from apps.training import TrainJob, format_report, train_ranker
 from clients.sdk import CrossrecClient, Event
 from crossrec.vocabulary import leaf
 from engine.config import EngineConfig
@@ -42,15 +47,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=ShopConfig.seed)
     p.add_argument("--examples", type=int, default=3, help="products and users to show")
     p.add_argument("--users", type=int, default=200, help="users whose live events are replayed")
+    p.add_argument(
+        "--ranker-users", type=int, default=3_000, help="users replayed per decision (ranker)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     shop_dir, index_root = args.out / "shop", args.out / "index"
-    print("== 1/3 synthetic shop ==")
+    print("== 1/5 synthetic shop ==")
     make_shop(ShopConfig(items=args.items, seed=args.seed), shop_dir)
 
-    print("\n== 2/3 index build (text + attributes, adapted with the first 6 weeks of events) ==")
+    print("\n== 2/5 index build (text + attributes, adapted with the first 6 weeks of events) ==")
     events = pl.read_parquet(shop_dir / "events.parquet")
     cut = events["ts"].min() + timedelta(weeks=6)
     history, live = events.filter(pl.col("ts") < cut), events.filter(pl.col("ts") >= cut)
@@ -68,11 +76,29 @@ def run(args: argparse.Namespace) -> int:
     for line in neighbour_examples(index_root, truth, args.examples, args.seed):
         print(line)
 
-    print("\n== 3/3 engine: live events in, cross-category recommendations out ==")
+    print("\n== 3/5 ranker: replay the six weeks through the engine, train LightGBM heads ==")
+    trained = train_ranker(
+        TrainJob(
+            shop_dir / "catalog.parquet",
+            args.out / "history.parquet",
+            index_root,
+            args.out / "ranker",
+            users=args.ranker_users,
+            train={"progress": False},
+            progress=False,
+        )
+    )
+    print(format_report(trained))
+
+    print("\n== 4/5 engine: live events in, cross-category recommendations out ==")
     store = args.out / "events.sqlite"
     store.unlink(missing_ok=True)
     config = EngineConfig(
-        artifact=str(index_root), port=0, store=str(store), pseudonym_key="demo-key"
+        artifact=str(index_root),
+        model=trained["model"],
+        port=0,
+        store=str(store),
+        pseudonym_key="demo-key",
     )
     catalog = pl.read_parquet(shop_dir / "catalog.parquet").select("item_id", "title", "category")
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
@@ -104,6 +130,26 @@ def run(args: argparse.Namespace) -> int:
             f"{s.user_count:,} users and {s.event_count:,} events stored"
         )
     print("engine stopped")
+
+    print("\n== 5/5 item-level evaluation: the last 2 weeks, against the baselines ==")
+    result = evaluate(
+        EvalConfig(
+            catalog=shop_dir / "catalog.parquet",
+            events=shop_dir / "events.parquet",
+            out=args.out / "eval",
+            ks=(10, 20),
+            crossrec_shares=("default", 0.3),
+            bootstrap=200,
+            train_ranker=True,
+            ranker_train={"users": args.ranker_users, "train": {"progress": False}},
+            progress=False,
+        )
+    )
+    print(split_summary(result))
+    print()
+    print(method_table(result))
+    print(f"(the same as: crossrec eval --catalog {shop_dir / 'catalog.parquet'} --events ")
+    print(f"   {shop_dir / 'events.parquet'} --out {args.out / 'eval'} --k 10,20 --ranker ...)")
     return 0
 
 
@@ -136,8 +182,10 @@ def recommendation_examples(
         titles = dict(catalog.select("item_id", "title").iter_rows())
         for i in rec.items:
             mark = "[+]" if i.category in planted else "[ ]"
+            p = i.objective_scores
+            odds = f"P(click) {p['click']:.3f}" if "click" in p else ""
             lines.append(
-                f"   {mark} {titles[i.item_id]:<45} {leaf(i.category):<20} "
+                f"   {mark} {titles[i.item_id]:<45} {leaf(i.category):<20} {odds}  "
                 f"because: {leaf(i.interest_label)}"
             )
     return lines

@@ -78,6 +78,8 @@ def run_recommend(args: argparse.Namespace) -> int:
         )
         if item.explanation:
             print(f"      {item.explanation['summary']}")
+            for feature, value, contribution in item.explanation.get("contributions", []):
+                print(f"        {feature} = {value:.3g}: {contribution:+.3f} log-odds")
     return 0
 
 

@@ -192,6 +192,8 @@ def recommendations(response: recommend_pb2.RecommendResponse) -> Recommendation
                 "source_item_ids": list(e.source_item_ids),
                 "source_category": e.source_category,
                 "transition_probability": e.transition_probability,
+                # (feature, value, contribution to the score's log-odds), largest first.
+                "contributions": [(c.feature, c.value, c.contribution) for c in e.contributions],
             }
         items.append(
             RecommendedItem(

@@ -32,6 +32,11 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC engine on an index version")
     p.add_argument("--artifact", help="index version folder or root (uses LATEST)")
     p.add_argument(
+        "--model",
+        help="ranker model version (or root) trained for that index by crossrec train "
+        "(default: none, the retrieval-only order)",
+    )
+    p.add_argument(
         "--config",
         type=Path,
         help="TOML configuration (CROSSREC_* environment variables override it)",
@@ -56,6 +61,7 @@ def run_serve(args: argparse.Namespace) -> int:
     config = EngineConfig.load(
         args.config,
         artifact=args.artifact,
+        model=args.model,
         host=args.host,
         port=args.port,
         store=args.store,

@@ -86,6 +86,10 @@ class EngineConfig:
     search_touched: bool = _R.search_touched
     #: Never recommend items the user already engaged with (false: only purchases are excluded).
     exclude_seen: bool = _R.exclude_seen
+    #: Diversity: at most ceil(share x k) items of one category / one brand while other candidates
+    #: can fill the list (1 = no cap; engine/diversify.py).
+    max_category_share: float = _R.max_category_share
+    max_brand_share: float = _R.max_brand_share
     #: Share of k from categories the user never engaged with, when the request does not say;
     #: ``none`` (the default) lets the ranking alone decide. Ask for 1.0 per request (or set it
     #: here) for a purely cross-category list. BENCHMARKS.md, "Item-level quality", has both
@@ -125,6 +129,8 @@ class EngineConfig:
             source_limit=self.source_limit,
             exclude_seen=self.exclude_seen,
             search_touched=self.search_touched,
+            max_category_share=self.max_category_share,
+            max_brand_share=self.max_brand_share,
             blend=(
                 ("neighbours", self.blend_neighbours),
                 ("popular", self.blend_popular),

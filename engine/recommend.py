@@ -1,6 +1,7 @@
 """The request path for one profile, top to bottom:
 
-    targets -> candidates (every source) -> filter -> features -> rank -> allocate -> interests
+    targets -> candidates (every source) -> filter -> features -> rank -> diversify -> allocate
+    -> interests
 
 :class:`Recommender` holds what one index version needs (item arrays, the category model, the
 sources, the ranker) and is built once per served version. A profile without events gets the
@@ -16,6 +17,7 @@ import numpy as np
 
 from engine.allocate import Plan, allocate, plan_slots, shortfall
 from engine.candidates import Candidates, SourceResult, merge
+from engine.diversify import diversify
 from engine.features import SOURCES, UserView, candidate_features
 from engine.filters import allowed_categories, allowed_rows
 from engine.items import ItemTable
@@ -49,6 +51,8 @@ class RecommenderSettings:
     source_limit: int = 300
     exclude_seen: bool = True
     search_touched: bool = False
+    max_category_share: float = 0.5
+    max_brand_share: float = 0.5
     blend: tuple[tuple[str, float], ...] = (("neighbours", 0.2), ("popular", 1.0), ("search", 0.02))
 
 
@@ -196,6 +200,15 @@ class Recommender:
         candidates = g.candidates
         scores = self.ranker.rank(g.features, self.items.price[candidates.rows], query)
         order = np.lexsort((candidates.rows, -scores))
+        s = self.settings
+        order = diversify(
+            order,
+            self.items.category_code[candidates.rows],
+            self.items.brand[candidates.rows],
+            query.k,
+            s.max_category_share,
+            s.max_brand_share,
+        )
         clock.lap("rank")
         chosen = order[allocate(g.plan, self.items.category_code[candidates.rows[order]], query.k)]
         picked = candidates.take(chosen)

@@ -22,11 +22,14 @@ class TrainConfig:
     fix the result: two trainings with the same rows and config give the same model.
     ``drop_features``: features of the rows the model leaves out. ``validation_share``: see
     :mod:`ranker.split`. ``version``: the model version's name (default: the UTC time).
-    ``progress``: a progress bar per head. ``negative_share``: the share of each head's negative
-    *train* rows kept (seeded draw; every positive stays): replayed candidates are ~99.8%
-    negatives, and a fifth of them teach the trees as much at a fifth of the cost. The valid and
-    test parts keep every row, so early stopping, calibration and the reported figures see the true
-    rates (calibration undoes the shift the draw puts in the raw scores).
+    ``progress``: a progress bar per head.
+
+    ``negative_share``: the share of the negative *train* rows kept (a seeded draw; every positive
+    stays) by heads over every candidate: replayed candidates are ~99.8% negatives, and a fifth of
+    them teach the trees about as much at a fifth of the cost. The conditional heads of the chain
+    (few rows, many positives) keep all theirs. The valid and test parts keep every row, so early
+    stopping, calibration and the reported figures see the true rates (calibration undoes the
+    shift the draw puts in the raw scores).
     """
 
     num_leaves: int = 31

@@ -83,7 +83,9 @@ def train_head(
     train_rows = masks["train"] & subset
     valid_rows = masks["valid"] & subset
     y = labels[spec.target].astype(np.float32)
-    if config.negative_share < 1:
+    if config.negative_share < 1 and spec.given is None:
+        # Conditional heads (cart | click, ...) learn from few rows, half of them positive: only
+        # heads over every candidate thin their negatives.
         keep = np.random.default_rng([config.seed, OBJECTIVES.index(spec.target)]).random(len(y))
         train_rows &= (y == 1) | (keep < config.negative_share)
     train_pos, valid_pos = int(y[train_rows].sum()), int(y[valid_rows].sum())

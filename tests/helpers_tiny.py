@@ -24,12 +24,14 @@ NOW = 1_700_000_000 * 1_000_000
 
 #: The settings every hand computation below assumes (the engine's defaults are tuned elsewhere):
 #: affinity = weight + transition score; blend = popular + neighbours + 0.1 x search; the search
-#: source scans touched categories too.
+#: source scans touched categories too; no diversity caps.
 PINNED = {
     "transition_weight": 1.0,
     "category_prior": 0.0,
     "blend": (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1)),
     "search_touched": True,
+    "max_category_share": 1.0,
+    "max_brand_share": 1.0,
 }
 
 

@@ -87,7 +87,14 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (
         "replayed" in result.stdout and "in a planted complement of what they did" in result.stdout
     )
-    assert result.stdout.rstrip().endswith("engine stopped")
+    assert "engine stopped" in result.stdout
+    # The ranker: trained for the demo index, serving in the engine, and evaluated.
+    out = result.stdout
+    assert "objective   NDCG@10  (blend)" in out and "P(click) 0." in out
+    assert "model ranker" not in out and "engine status: index v" in out
+    table = out[out.index("== 5/5") :]
+    for row in ("popularity", "cooccurrence", "als", "crossrec + ranker", "crossrec (share 0.3)"):
+        assert f"\n{row} " in table, row
     assert (tmp_path / "shop" / "catalog.parquet").exists() and (
         tmp_path / "index" / "LATEST"
     ).exists()

@@ -52,6 +52,16 @@ def test_unknown_users_get_the_most_popular_items_of_the_most_popular_categories
     assert set(r.stage_seconds) == {"candidates", "features", "rank", "allocate"}
 
 
+def test_diversity_caps_reorder_the_fallback_list(tiny_version):
+    # The fallback order above: p0 .27, t0 .24, k0 .2, t1 .12, g0 .05, g1 .05, t2 .04, p1 .03.
+    # One item per category (ceil(0.2 x 5)): t1 waits behind g0, and fills the fifth slot.
+    capped = Recommender(tiny_version, settings(max_category_share=0.2))
+    assert capped.recommend(empty_profile(), Query(k=5)).rows.tolist() == [3, 0, 5, 7, 1]
+    # Two per brand (acme: p0 t0 k0 g0 t2; zeta: t1 g1 p1): k0 and g0 wait; k0 fills the fifth.
+    capped = Recommender(tiny_version, settings(max_brand_share=0.4))
+    assert capped.recommend(empty_profile(), Query(k=5)).rows.tolist() == [3, 0, 1, 8, 5]
+
+
 def test_fallback_left_short_by_a_filter_walks_the_categories_by_popularity(recommender):
     r = recommender.recommend(empty_profile(), Query(k=9, in_stock_only=True))
     # p1 is out of stock; k1 (no popularity) only comes in through the refill, last.
