@@ -30,6 +30,12 @@ class TrainConfig:
     (few rows, many positives) keep all theirs. The valid and test parts keep every row, so early
     stopping, calibration and the reported figures see the true rates (calibration undoes the
     shift the draw puts in the raw scores).
+
+    ``base_feature``: a feature (the engine's retrieval-only ``blend``) whose one-variable
+    logistic fit is the starting margin of every head over every candidate: the trees learn
+    corrections to the order retrieval already has, and a head with too little data to correct it
+    (early stopping after a few trees) keeps that order instead of a worse one of its own. None, or
+    a feature the rows lack: trees from a constant, as usual.
     """
 
     num_leaves: int = 31
@@ -51,6 +57,7 @@ class TrainConfig:
     version: str | None = None
     progress: bool = True
     negative_share: float = 0.2
+    base_feature: str | None = "blend"
 
     def __post_init__(self) -> None:
         if self.heads not in HEAD_MODES:

@@ -99,14 +99,30 @@ def train_head(
         )
     params = config.lightgbm_params()
     dataset_params = {"max_bin": config.max_bin, "verbosity": -1}
+    base = None
+    if spec.given is None and config.base_feature in features:
+        j = features.index(config.base_feature)
+        coef, intercept = fit_logistic(x[train_rows, j], y[train_rows])
+        base = {"feature": config.base_feature, "coef": coef, "intercept": intercept}
+    margin = base_margin(base, x, features)
     train_set = lgb.Dataset(
-        x[train_rows], y[train_rows], feature_name=features, params=dataset_params
+        x[train_rows],
+        y[train_rows],
+        feature_name=features,
+        params=dataset_params,
+        init_score=None if margin is None else margin[train_rows],
     )
     early = valid_pos >= config.min_valid_positives and valid_pos < valid_n
     callbacks: list[Any] = []
     valid_sets = None
     if early:
-        valid_sets = [train_set.create_valid(x[valid_rows], y[valid_rows])]
+        valid_sets = [
+            train_set.create_valid(
+                x[valid_rows],
+                y[valid_rows],
+                init_score=None if margin is None else margin[valid_rows],
+            )
+        ]
         callbacks.append(
             lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)
         )
@@ -140,6 +156,7 @@ def train_head(
         "train_positives": train_pos,
         "valid_rows": valid_n,
         "valid_positives": valid_pos,
+        "base": base,
     }
     if not early:
         record["note"] = (
@@ -156,6 +173,49 @@ def train_head(
         train_pos,
     )
     return TrainedHead(spec, trimmed, record)
+
+
+def fit_logistic(values: np.ndarray, labels: np.ndarray, steps: int = 50) -> tuple[float, float]:
+    """(coef, intercept) of ``P(y = 1) = sigmoid(coef * value + intercept)``: Newton's method with
+    step halving (each step must raise the log-likelihood), from the base rate; a tiny ridge keeps
+    it finite when one value separates the classes."""
+    v = np.nan_to_num(values.astype(np.float64))
+    y = labels.astype(np.float64)
+    rate = np.clip(y.mean(), 1e-6, 1 - 1e-6)
+    design = np.column_stack([v, np.ones_like(v)])
+    ridge = np.diag([1e-6 * len(v), 0.0])
+
+    def objective(w: np.ndarray) -> float:
+        z = design @ w
+        return float((y * z - np.logaddexp(0.0, z)).sum() - 0.5 * w @ ridge @ w)
+
+    w = np.array([0.0, np.log(rate / (1 - rate))])
+    best = objective(w)
+    for _ in range(steps):
+        p = 1.0 / (1.0 + np.exp(-(design @ w)))
+        gradient = design.T @ (y - p) - ridge @ w
+        hessian = (design * (p * (1 - p))[:, None]).T @ design + ridge + 1e-9 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        for _ in range(30):  # halve until the likelihood rises
+            candidate = w + step
+            value = objective(candidate)
+            if value >= best:
+                break
+            step /= 2
+        else:
+            break
+        w, improved, best = candidate, value - best, value
+        if improved < 1e-10 * max(1.0, abs(best)):
+            break
+    return float(w[0]), float(w[1])
+
+
+def base_margin(base: dict | None, x: np.ndarray, features: list[str]) -> np.ndarray | None:
+    """(n,) the starting log-odds of a head with a ``base`` record (None without one)."""
+    if base is None:
+        return None
+    column = np.nan_to_num(x[:, features.index(base["feature"])].astype(np.float64))
+    return base["coef"] * column + base["intercept"]
 
 
 def _progress_bar(name: str, total: int, enabled: bool) -> Any:

@@ -32,6 +32,7 @@ from crossrec import versions
 from crossrec.vocabulary import OBJECTIVES
 from ranker.calibration import Calibration
 from ranker.errors import RankerError
+from ranker.heads import base_margin
 from ranker.rows import schema_hash
 
 log = logging.getLogger(__name__)
@@ -233,10 +234,25 @@ class RankerModel:
     def _head(self, name: str, x: np.ndarray, contributions: bool) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, len(self.features) + 1)) if contributions else np.zeros(0)
-        out = self._boosters[name].predict(
-            x, num_threads=self.num_threads, pred_contrib=contributions
+        base = self.manifest["heads"][name].get("base")
+        if base is None:
+            out = self._boosters[name].predict(
+                x, num_threads=self.num_threads, pred_contrib=contributions
+            )
+            return np.asarray(out, dtype=np.float64)
+        # The head's trees add to a base margin (ranker.heads.base_margin): its feature's share of
+        # a row's log-odds is that feature's contribution, the intercept the bias's.
+        margin = base_margin(base, x, list(self.features))
+        raw = self._boosters[name].predict(
+            x, num_threads=self.num_threads, raw_score=True, pred_contrib=contributions
         )
-        return np.asarray(out, dtype=np.float64)
+        raw = np.asarray(raw, dtype=np.float64)
+        if not contributions:
+            return 1.0 / (1.0 + np.exp(-(raw + margin)))
+        j = self.features.index(base["feature"])
+        raw[:, j] += margin - base["intercept"]
+        raw[:, -1] += base["intercept"]
+        return raw
 
 
 def _funnel_prefix(objectives: Iterable[str]) -> tuple[str, ...]:

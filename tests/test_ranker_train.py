@@ -194,3 +194,31 @@ def test_negative_sampling_thins_train_negatives_only_and_calibration_undoes_it(
     assert test["predicted_rate"] == pytest.approx(test["observed_rate"], rel=0.25)
     raw = report.model.uncalibrated(rows.matrix(report.model.features))["click"]
     assert raw.mean() > 1.5 * test["observed_rate"]
+
+
+def test_the_base_margin_is_the_logistic_fit_of_its_feature_by_hand():
+    from ranker.heads import fit_logistic
+
+    # value 0: 1 positive in 4 -> 0.25; value 1: 3 in 4 -> 0.75. The exact fit: intercept
+    # logit(.25) = -ln 3, coefficient logit(.75) - logit(.25) = 2 ln 3.
+    values = np.array([0, 0, 0, 0, 1, 1, 1, 1], np.float32)
+    labels = np.array([1, 0, 0, 0, 1, 1, 1, 0])
+    coef, intercept = fit_logistic(values, labels)
+    assert coef == pytest.approx(2 * np.log(3), rel=1e-3)
+    assert intercept == pytest.approx(-np.log(3), rel=1e-3)
+
+
+def test_heads_boost_from_the_base_feature_and_contributions_add_up(tmp_path):
+    rows = training_rows(decisions=300, items=20, seed=3)
+    config = TrainConfig(progress=False, base_feature="relevance", negative_share=1.0)
+    report = train_model(rows, tmp_path, config)
+    click = report.model.manifest["heads"]["click"]
+    assert click["base"]["feature"] == "relevance" and click["base"]["coef"] > 0.5
+    assert report.model.manifest["heads"]["cart"]["base"] is None  # conditional heads: none
+    x = rows.matrix(report.model.features)[:50]
+    raw = report.model.uncalibrated(x)["click"]
+    contributions = report.model.contributions(x, "click")
+    # A row's contributions (base included) sum to its log-odds.
+    assert contributions.sum(axis=1) == pytest.approx(np.log(raw / (1 - raw)), rel=1e-6)
+    j = report.model.features.index("relevance")
+    assert np.corrcoef(contributions[:, j], x[:, j])[0, 1] > 0.9
