@@ -40,6 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-events", type=int, default=5)
     p.add_argument("--warmup", type=int, default=20, help="requests per setting before timing")
     p.add_argument("--engine-config", type=Path, help="EngineConfig TOML (default: the defaults)")
+    p.add_argument("--model", help="ranker model version trained for the artifact (default: none)")
     p.add_argument("--json", type=Path)
     p.set_defaults(func=run)
 
@@ -51,6 +52,7 @@ def measure(
     min_events: int,
     warmup: int,
     engine_config: Path | None = None,
+    model: str | None = None,
 ) -> dict:
     """Figures per setting (milliseconds), see the module docstring."""
     frame = read_events(events)  # any supported format, checked against the event contract
@@ -64,8 +66,12 @@ def measure(
     )
     mine = frame.filter(pl.col("user_id").is_in(chosen))
     started = time.perf_counter()
-    with engine_with_events(artifact, mine, engine_config) as engine:
-        out: dict = {"users": len(chosen), "setup_s": round(time.perf_counter() - started, 2)}
+    with engine_with_events(artifact, mine, engine_config, model=model) as engine:
+        out: dict = {
+            "users": len(chosen),
+            "setup_s": round(time.perf_counter() - started, 2),
+            "model_version": engine.served.model_version,
+        }
         for label, query in SETTINGS.items():
             for user in chosen[:warmup]:
                 engine.recommend(user, [], query)
@@ -91,10 +97,17 @@ def measure(
 
 def run(args: argparse.Namespace) -> int:
     result = measure(
-        args.artifact, args.events, args.users, args.min_events, args.warmup, args.engine_config
+        args.artifact,
+        args.events,
+        args.users,
+        args.min_events,
+        args.warmup,
+        args.engine_config,
+        args.model,
     )
     print(
-        f"{result['users']} users, index loaded and their events ingested in {result['setup_s']} s"
+        f"{result['users']} users, index loaded and their events ingested in {result['setup_s']} s;"
+        f" ranker {result['model_version']}"
     )
     for label in SETTINGS:
         r = result[label]

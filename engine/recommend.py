@@ -51,8 +51,8 @@ class RecommenderSettings:
     source_limit: int = 300
     exclude_seen: bool = True
     search_touched: bool = False
-    max_category_share: float = 0.5
-    max_brand_share: float = 0.5
+    max_category_share: float = 0.7
+    max_brand_share: float = 0.7
     blend: tuple[tuple[str, float], ...] = (("neighbours", 0.2), ("popular", 1.0), ("search", 0.02))
 
 

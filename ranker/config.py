@@ -36,6 +36,11 @@ class TrainConfig:
     corrections to the order retrieval already has, and a head with too little data to correct it
     (early stopping after a few trees) keeps that order instead of a worse one of its own. None, or
     a feature the rows lack: trees from a constant, as usual.
+
+    ``first_objective``: the LightGBM objective of the heads over every candidate: ``lambdarank``
+    (each decision's NDCG@10: an order, made a probability by the calibration that follows; the
+    default: on the 50k shop it ranked better in ``crossrec eval``, BENCHMARKS.md) or ``binary``
+    (log-loss). The conditional heads of the chain are always binary.
     """
 
     num_leaves: int = 31
@@ -58,6 +63,7 @@ class TrainConfig:
     progress: bool = True
     negative_share: float = 0.2
     base_feature: str | None = "blend"
+    first_objective: str = "lambdarank"
 
     def __post_init__(self) -> None:
         if self.heads not in HEAD_MODES:
@@ -67,6 +73,10 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if not 0 < self.validation_share < 1:
             raise ValueError(f"validation_share must be in (0, 1), got {self.validation_share}")
+        if self.first_objective not in ("binary", "lambdarank"):
+            raise ValueError(
+                f"first_objective must be binary or lambdarank, got {self.first_objective!r}"
+            )
         if not 0 < self.negative_share <= 1:
             raise ValueError(f"negative_share must be in (0, 1], got {self.negative_share}")
         if self.threads < 1:

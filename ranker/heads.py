@@ -75,6 +75,7 @@ def train_head(
     masks: dict[str, np.ndarray],
     features: list[str],
     config: TrainConfig,
+    decisions: np.ndarray | None = None,
 ) -> TrainedHead:
     """Fit one head. ``x``: (n, F) float32 of every row; ``labels``: objective -> (n,) 0/1;
     ``masks``: part -> (n,) bool (:mod:`ranker.split`). Raises :class:`RankerError` (reason
@@ -98,6 +99,11 @@ def train_head(
             "data",
         )
     params = config.lightgbm_params()
+    ranking = spec.given is None and config.first_objective == "lambdarank"
+    if ranking:
+        if decisions is None:
+            raise ValueError("a lambdarank head needs the rows' decision ids")
+        params.update(objective="lambdarank", metric="ndcg", eval_at=[10])
     dataset_params = {"max_bin": config.max_bin, "verbosity": -1}
     base = None
     if spec.given is None and config.base_feature in features:
@@ -111,6 +117,7 @@ def train_head(
         feature_name=features,
         params=dataset_params,
         init_score=None if margin is None else margin[train_rows],
+        group=_group_sizes(decisions, train_rows) if ranking else None,
     )
     early = valid_pos >= config.min_valid_positives and valid_pos < valid_n
     callbacks: list[Any] = []
@@ -121,6 +128,7 @@ def train_head(
                 x[valid_rows],
                 y[valid_rows],
                 init_score=None if margin is None else margin[valid_rows],
+                group=_group_sizes(decisions, valid_rows) if ranking else None,
             )
         ]
         callbacks.append(
@@ -157,6 +165,7 @@ def train_head(
         "valid_rows": valid_n,
         "valid_positives": valid_pos,
         "base": base,
+        "objective": params["objective"],
     }
     if not early:
         record["note"] = (
@@ -173,6 +182,16 @@ def train_head(
         train_pos,
     )
     return TrainedHead(spec, trimmed, record)
+
+
+def _group_sizes(decisions: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Rows per decision for a ranking objective, in row order (a decision's rows must be
+    contiguous, as the replay writes them)."""
+    ids = decisions[rows]
+    starts = np.flatnonzero(np.r_[True, ids[1:] != ids[:-1]])
+    if len(starts) != len(np.unique(ids)):
+        raise ValueError("a ranking head needs each decision's rows together")
+    return np.diff(np.r_[starts, len(ids)])
 
 
 def fit_logistic(values: np.ndarray, labels: np.ndarray, steps: int = 50) -> tuple[float, float]:

@@ -234,7 +234,11 @@ class RankerModel:
     def _head(self, name: str, x: np.ndarray, contributions: bool) -> np.ndarray:
         if len(x) == 0:
             return np.zeros((0, len(self.features) + 1)) if contributions else np.zeros(0)
-        base = self.manifest["heads"][name].get("base")
+        record = self.manifest["heads"][name]
+        base = record.get("base")
+        if record.get("objective") == "lambdarank":
+            # A ranking head's raw score is a margin like a binary head's (calibration maps it).
+            base = base or {"feature": self.features[0], "coef": 0.0, "intercept": 0.0}
         if base is None:
             out = self._boosters[name].predict(
                 x, num_threads=self.num_threads, pred_contrib=contributions

@@ -78,7 +78,9 @@ def train_model(
     labels = {o: rows.frame[o].to_numpy() for o in OBJECTIVES}
 
     heads = {
-        name: train_head(spec, x, labels, split.masks, features, config)
+        name: train_head(
+            spec, x, labels, split.masks, features, config, rows.frame["decision_id"].to_numpy()
+        )
         for name, spec in head_specs(config.heads).items()
     }
     boosters = {name: head.booster for name, head in heads.items()}

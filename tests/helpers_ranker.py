@@ -27,6 +27,7 @@ TRAINING = {
     "progress": False,
     "version": "m1",
     "negative_share": 1.0,
+    "first_objective": "binary",
 }
 
 _trained: dict = {}

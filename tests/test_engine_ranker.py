@@ -139,6 +139,7 @@ def engine(tmp_path):
 
 
 RECENT = [ProfileEvent("i01", "purchase", 1_700_000_000_000_000)]
+NOW_US = 1_700_000_000_000_000 + 3 * 86_400_000_000
 
 
 def test_index_and_model_load_as_one_unit_and_answer_with_objective_scores(
@@ -146,7 +147,8 @@ def test_index_and_model_load_as_one_unit_and_answer_with_objective_scores(
 ):
     served = engine.load(str(tiny_built), str(models["good"]))
     assert (served.version.version, served.model_version) == ("v1", "good")
-    rec = engine.recommend("", RECENT, Query(k=4, cross_share=None), explain_items=True)
+    query = Query(k=4, cross_share=None)
+    rec = engine.recommend("", RECENT, query, explain_items=True, now_us=NOW_US)
     assert rec.model_version == "good" and len(rec.items) == 4
     scores = [i.score for i in rec.items]
     assert scores == sorted(scores, reverse=True)
@@ -159,8 +161,9 @@ def test_index_and_model_load_as_one_unit_and_answer_with_objective_scores(
         assert len(names) == 3 and set(names) <= set(FEATURES)
         magnitudes = [abs(c[2]) for c in item.explanation.contributions]
         assert magnitudes == sorted(magnitudes, reverse=True)
-    # Deterministic: the same request, the same list and scores.
-    again = engine.recommend("", RECENT, Query(k=4, cross_share=None), explain_items=True)
+    # Deterministic: the same request at the same time, the same list and scores (a later time
+    # moves the recency features).
+    again = engine.recommend("", RECENT, query, explain_items=True, now_us=NOW_US)
     assert [(i.item_id, i.score) for i in again.items] == [(i.item_id, i.score) for i in rec.items]
 
 

@@ -125,7 +125,16 @@ def test_latency_command_reports_every_setting_and_stage(built_index, small_shop
     assert main([*args, "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["users"] == 20
-    assert set(result) == {"users", "setup_s", "k=10", "k=10 cross", "k=100", "k=200"}
+    assert set(result) == {
+        "users",
+        "setup_s",
+        "model_version",
+        "k=10",
+        "k=10 cross",
+        "k=100",
+        "k=200",
+    }
+    assert result["model_version"] == "retrieval-only"
     for label in ("k=10", "k=10 cross", "k=100", "k=200"):
         r = result[label]
         assert 0 < r["p50_ms"] <= r["p99_ms"]

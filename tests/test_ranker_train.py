@@ -12,6 +12,7 @@ from helpers_ranker import FEATURES, META, TRAINING, held_out, trained, training
 
 from ranker import OBJECTIVES, RankerError
 from ranker.metrics import ranking_metrics
+from ranker.model import RankerModel
 from ranker.rows import TrainingRows
 from ranker.split import split_by_time
 from ranker.train import TrainConfig, train_model
@@ -222,3 +223,19 @@ def test_heads_boost_from_the_base_feature_and_contributions_add_up(tmp_path):
     assert contributions.sum(axis=1) == pytest.approx(np.log(raw / (1 - raw)), rel=1e-6)
     j = report.model.features.index("relevance")
     assert np.corrcoef(contributions[:, j], x[:, j])[0, 1] > 0.9
+
+
+def test_a_lambdarank_first_head_orders_decisions_and_is_calibrated(tmp_path):
+    rows = training_rows(decisions=400, items=20, seed=4)
+    config = TrainConfig(progress=False, first_objective="lambdarank", negative_share=1.0)
+    report = train_model(rows, tmp_path, config)
+    heads = report.model.manifest["heads"]
+    assert heads["click"]["objective"] == "lambdarank" and heads["cart"]["objective"] == "binary"
+    click = report.metrics["click"]
+    assert click["ndcg@10"]["model"] > click["ndcg@10"]["blend"] + 0.1
+    # Calibration turns the ranking scores into probabilities near the test rate.
+    calibration = click["calibration"]
+    assert calibration["predicted_rate"] == pytest.approx(calibration["observed_rate"], rel=0.3)
+    loaded = RankerModel.load(report.path)
+    x = rows.matrix(loaded.features)[:40]
+    assert loaded.predict(x)["click"] == pytest.approx(report.model.predict(x)["click"])

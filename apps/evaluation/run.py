@@ -188,6 +188,8 @@ def _train_ranker(config: EvalConfig, index: PreparedIndex, train) -> dict:
     from apps.training import TrainJob, train_ranker
 
     path, _ = write_train_events(train, config.out)
+    settings = dict(config.ranker_train)
+    settings["train"] = {"progress": config.progress, **settings.get("train", {})}
     job = TrainJob(
         catalog=config.catalog,
         events=path,
@@ -195,7 +197,7 @@ def _train_ranker(config: EvalConfig, index: PreparedIndex, train) -> dict:
         out=config.out / "ranker",
         engine_config=config.engine_config,
         progress=config.progress,
-        **config.ranker_train,
+        **settings,
     )
     return train_ranker(job)
 
