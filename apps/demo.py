@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             events=shop_dir / "events.parquet",
             out=args.out / "eval",
             ks=(10, 20),
-            crossrec_shares=("default", 0.3),
+            crossrec_shares=("default", 0.4),
             bootstrap=200,
             train_ranker=True,
             ranker_train={"users": args.ranker_users, "train": {"progress": False}},

@@ -93,7 +93,7 @@ def test_demo_runs_end_to_end(tmp_path):
     assert "objective   NDCG@10  (blend)" in out and "P(click) 0." in out
     assert "model ranker" not in out and "engine status: index v" in out
     table = out[out.index("== 5/5") :]
-    for row in ("popularity", "cooccurrence", "als", "crossrec + ranker", "crossrec (share 0.3)"):
+    for row in ("popularity", "cooccurrence", "als", "crossrec + ranker", "crossrec (share 0.4)"):
         assert f"\n{row} " in table, row
     assert (tmp_path / "shop" / "catalog.parquet").exists() and (
         tmp_path / "index" / "LATEST"
