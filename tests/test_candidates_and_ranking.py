@@ -179,6 +179,8 @@ def test_blend_skips_zero_weights_and_sources_without_a_positive_score():
         0,
     ]
     assert BlendRanker({"search": 3.0}).blend(c) == pytest.approx([1.5, 3.0, 0])
+    # A zero weight before others skips that source only.
+    assert BlendRanker({"neighbours": 0.0, "search": 3.0}).blend(c) == pytest.approx([1.5, 3.0, 0])
 
 
 def test_blend_refuses_unknown_sources():

@@ -140,3 +140,27 @@ def test_item_age_is_capped_so_versions_of_different_spans_agree(items, tiny_ver
     f = candidate_features(candidates, aged, user, np.asarray(tiny_version.vectors), np.ones(4))
     age = f[:, FEATURES.index("age_days")]
     assert AGE_CAP_DAYS == 28 and age[[0, 1, 3]].tolist() == [28, 3, 28] and np.isnan(age[2])
+
+
+def test_recent_counts_free_items_and_unbranded_items_by_hand(items, tiny_version, profile):
+    import dataclasses
+
+    # t0: 7 events in 7 days, 20 in 28; t1 free (price 0); t2 without a brand.
+    recent = np.zeros((9, 2), np.float32)
+    recent[0] = [7, 20]
+    price = items.price.copy()
+    price[1] = 0.0
+    brand = items.brand.copy()
+    brand[2] = ""
+    changed = dataclasses.replace(items, recent_events=recent, price=price, brand=brand)
+    n = len(items.categories)
+    user = UserView.of(profile, changed, np.zeros(n), np.zeros(n), np.zeros(n), NOW)
+    candidates = merge(SOURCES, [SourceResult("popular", np.arange(3), np.ones(3, np.float32))])
+    f = candidate_features(candidates, changed, user, np.asarray(tiny_version.vectors), np.ones(3))
+    col = {name: f[:, j] for j, name in enumerate(FEATURES)}
+    assert col["log_events_7d"] == pytest.approx([math.log1p(7), 0, 0])
+    assert col["log_events_28d"] == pytest.approx([math.log1p(20), 0, 0])
+    # A price of 0 is no price to take the log of; the user's own spend is unchanged (t0, p0, g1).
+    assert np.isnan(col["log_price"][1]) and np.isnan(col["price_vs_user"][1])
+    # No brand: no brand affinity, even though the user's weight is all on branded items.
+    assert col["brand_affinity"][2] == 0 and col["brand_affinity"][0] > 0.5
