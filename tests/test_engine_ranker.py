@@ -209,3 +209,40 @@ def test_responses_carry_objective_scores_and_contributions(engine, tiny_built, 
     assert [(c.feature, c.contribution) for c in first.explanation.contributions] == [
         (name, pytest.approx(value)) for name, _, value in item.explanation.contributions
     ]
+
+
+@pytest.mark.integration
+def test_over_grpc_objective_weights_steer_the_order_and_bad_ones_are_field_violations(
+    tiny_built, models, tmp_path
+):
+    from datetime import UTC, datetime
+
+    from clients.sdk import CrossrecClient, CrossrecError, Event
+    from engine.server import BackgroundServer
+
+    config = EngineConfig(
+        artifact=str(tiny_built),
+        model=str(models["good"]),
+        port=0,
+        store=str(tmp_path / "events.sqlite"),
+        pseudonym_key="k",
+    )
+    recent = [Event("", "i01", "purchase", datetime.now(UTC))]
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
+        rec = client.recommend(recent_events=recent, k=5, explain=True)
+        assert rec.model_version == "good" and rec.index_version == "v1"
+        for item in rec.items:
+            assert set(item.objective_scores) == {"click", "cart", "purchase"}
+            assert item.score == pytest.approx(item.objective_scores["click"])
+            assert len(item.explanation["contributions"]) == 3
+        by_purchase = client.recommend(
+            recent_events=recent, k=5, objective_weights={"purchase": 2.0}
+        )
+        for item in by_purchase.items:
+            assert item.score == pytest.approx(item.objective_scores["purchase"])
+        with pytest.raises(CrossrecError) as caught:
+            client.recommend(recent_events=recent, k=5, objective_weights={"cart": 0.0})
+        assert caught.value.code == "INVALID_ARGUMENT"
+        assert caught.value.field_violations == {
+            "objective_weights": "all weights are 0: give at least one positive weight"
+        }
