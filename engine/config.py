@@ -60,6 +60,9 @@ class EngineConfig:
     max_recent_events: int = 200
     max_ingest_events: int = 5_000
     max_batch_requests: int = 100
+    #: Entries in any one list field of a Recommend request (filters.exclude_item_ids,
+    #: filters.brands, include_categories, exclude_categories, category_quotas).
+    max_list_items: int = 1_000
     max_message_bytes: int = 4 * 1024 * 1024
     #: Deadline applied when a client sets none (seconds).
     default_deadline_s: float = 2.0

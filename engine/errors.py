@@ -20,14 +20,38 @@ class FieldViolation:
     description: str
 
 
+#: Field violations a status carries; the rest are counted in one more entry. gRPC refuses
+#: trailing metadata over ~8-16 KB (the client then sees RESOURCE_EXHAUSTED and no details), so a
+#: request with hundreds of bad fields must still get a small INVALID_ARGUMENT.
+MAX_VIOLATIONS = 20
+#: Characters kept of one violation's description (descriptions may quote the caller's input).
+MAX_DESCRIPTION = 120
+#: Violations repeated in the status message (the details carry the rest).
+MESSAGE_VIOLATIONS = 5
+
+
 class InvalidRequest(EngineError):
-    """A request broke a rule; ``violations`` name each field (``requests[2].k``)."""
+    """A request broke a rule; ``violations`` name each field (``requests[2].k``). Only the first
+    ``MAX_VIOLATIONS`` are reported, then one entry ``"..."`` counting the rest."""
 
     code = grpc.StatusCode.INVALID_ARGUMENT
 
     def __init__(self, violations: list[FieldViolation]) -> None:
         self.violations = violations
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in violations))
+        self.reported = [
+            FieldViolation(_clip(v.field), _clip(v.description))
+            for v in violations[:MAX_VIOLATIONS]
+        ]
+        if len(violations) > MAX_VIOLATIONS:
+            rest = len(violations) - MAX_VIOLATIONS
+            self.reported.append(FieldViolation("...", f"{rest} more violation(s) not listed"))
+        shown = "; ".join(f"{v.field}: {v.description}" for v in self.reported[:MESSAGE_VIOLATIONS])
+        more = len(violations) - MESSAGE_VIOLATIONS
+        super().__init__(shown + (f"; and {more} more" if more > 0 else ""))
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DESCRIPTION else text[: MAX_DESCRIPTION - 3] + "..."
 
 
 class NotServing(EngineError):
@@ -56,7 +80,7 @@ def to_status(error: Exception) -> status_pb2.Status:
                 error_details_pb2.BadRequest.FieldViolation(
                     field=v.field, description=v.description
                 )
-                for v in error.violations
+                for v in error.reported
             ]
         )
         status = status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=str(error))

@@ -17,7 +17,9 @@ def allowed_rows(
     filter), of an asked-for brand, in an allowed category."""
     ok = ~np.isin(rows, excluded)
     if query.exclude_items:
-        ok &= ~np.isin(items.item_ids[rows], list(query.exclude_items))
+        # Rows, not id strings: O(excluded) dictionary lookups, then an integer isin (comparing
+        # strings made a 100k-id request take seconds per category).
+        ok &= ~np.isin(rows, excluded_item_rows(query, items))
     if query.in_stock_only:
         ok &= items.in_stock[rows]
     if query.min_price is not None:
@@ -27,6 +29,12 @@ def allowed_rows(
     if query.brands:
         ok &= np.isin(items.brand[rows], list(query.brands))
     return ok
+
+
+def excluded_item_rows(query: Query, items: ItemTable) -> np.ndarray:
+    """The item rows of ``query.exclude_items`` (ids the index does not know are skipped)."""
+    rows = [items.row_of.get(i) for i in query.exclude_items]
+    return np.array([r for r in rows if r is not None], dtype=np.int64)
 
 
 def allowed_categories(query: Query, categories: list[str]) -> np.ndarray:

@@ -11,11 +11,11 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from crossrec.v1 import service_pb2, service_pb2_grpc
+from crossrec.v1 import service_pb2
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.metrics import Metrics
-from engine.service import RecommendService
+from engine.service import RecommendService, add_service
 from engine.store import SQLiteEventStore
 
 log = logging.getLogger(__name__)
@@ -49,9 +49,7 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
             ("grpc.max_send_message_length", config.max_message_bytes),
         ]
     )
-    service_pb2_grpc.add_RecommendServiceServicer_to_server(
-        RecommendService(engine, metrics), server
-    )
+    add_service(RecommendService(engine, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

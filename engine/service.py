@@ -222,3 +222,58 @@ def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
         ),
         fallback=result.fallback,
     )
+
+
+class _Undecodable:
+    """A request body the method's message type could not parse."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _safe(deserializer):
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:  # protobuf's DecodeError, or anything a corrupt body provokes
+            return _Undecodable(exc)
+
+    return parse
+
+
+def add_service(service: RecommendService, server: grpc.aio.Server) -> None:
+    """Register ``service`` on ``server`` as the generated stub code does, except that a request
+    body that does not parse (invalid UTF-8 in a string, a truncated message) gets
+    INVALID_ARGUMENT, one log line and a count, instead of gRPC's UNKNOWN and a logged traceback
+    on every call."""
+
+    class _Wrapping:
+        def add_generic_rpc_handlers(self, handlers) -> None:  # the generated code calls both
+            pass
+
+        def add_registered_method_handlers(self, name: str, handlers: dict) -> None:
+            wrapped = {m: _wrap(service, m, h) for m, h in handlers.items()}
+            server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, wrapped),))
+            server.add_registered_method_handlers(name, wrapped)
+
+    service_pb2_grpc.add_RecommendServiceServicer_to_server(service, _Wrapping())
+
+
+def _wrap(service: RecommendService, method: str, handler):
+    behaviour = handler.unary_unary
+
+    async def guarded(request, context):
+        if isinstance(request, _Undecodable):
+            service.metrics.requests.labels(method, "INVALID_ARGUMENT").inc()
+            log.info("%s rejected: undecodable request (%s)", method, request.error)
+            await context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"the request body could not be decoded as a {method} request",
+            )
+        return await behaviour(request, context)
+
+    return grpc.unary_unary_rpc_method_handler(
+        guarded,
+        request_deserializer=_safe(handler.request_deserializer),
+        response_serializer=handler.response_serializer,
+    )

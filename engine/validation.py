@@ -51,6 +51,18 @@ def recommend_request(
             "recent_events",
             f"at most {config.max_recent_events} events, got {len(request.recent_events)}",
         )
+    f = request.filters
+    for field, values in (
+        ("filters.exclude_item_ids", f.exclude_item_ids),
+        ("filters.brands", f.brands),
+        ("include_categories", request.include_categories),
+        ("exclude_categories", request.exclude_categories),
+        ("category_quotas", request.category_quotas),
+    ):
+        if len(values) > config.max_list_items:
+            # Refused before any entry is looked at: the cost of a request stays bounded.
+            limit = f"at most {config.max_list_items} entries, got {len(values)}"
+            raise InvalidRequest([FieldViolation(prefix + field, limit)])
     recent = []
     for i, e in enumerate(request.recent_events[: config.max_recent_events]):
         if not e.item_id:
@@ -120,7 +132,6 @@ def recommend_request(
             weights[OBJECTIVE_NAMES[w.objective]] = float(w.weight)
     if weights and sum(weights.values()) <= 0:
         bad("objective_weights", "all weights are 0: give at least one positive weight")
-    f = request.filters
     min_price = f.min_price if f.HasField("min_price") else None
     max_price = f.max_price if f.HasField("max_price") else None
     for name, value in (("min_price", min_price), ("max_price", max_price)):

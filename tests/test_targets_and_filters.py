@@ -123,6 +123,7 @@ def test_allowed_rows_combines_exclusions_and_categories_on_no_codes():
 
 class ItemTableStub:
     item_ids = np.array(["t0", "t1", "t2", "p0"], dtype=object)
+    row_of = {"t0": 0, "t1": 1, "t2": 2, "p0": 3}
 
 
 @pytest.fixture(scope="module")
