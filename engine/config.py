@@ -60,6 +60,9 @@ class EngineConfig:
     max_recent_events: int = 200
     max_ingest_events: int = 5_000
     max_batch_requests: int = 100
+    #: Items a RecommendBatch may ask for in all (its requests' k summed): at ~500 bytes an item
+    #: with explanations, the response stays under max_message_bytes.
+    max_batch_items: int = 5_000
     #: Entries in any one list field of a Recommend request (filters.exclude_item_ids,
     #: filters.brands, include_categories, exclude_categories, category_quotas).
     max_list_items: int = 1_000

@@ -114,16 +114,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         return response
 
     def _recommend_batch(self, request) -> recommend_pb2.RecommendBatchResponse:
-        if len(request.requests) > self.config.max_batch_requests:
-            raise InvalidRequest(
-                [
-                    validation.FieldViolation(
-                        "requests",
-                        f"at most {self.config.max_batch_requests} requests, "
-                        f"got {len(request.requests)}",
-                    )
-                ]
-            )
+        validation.batch_size(request.requests, self.config)
         # Validate all first (once each, against one version), so a bad request anywhere rejects
         # the batch before any work.
         served = self.engine.served
@@ -153,9 +144,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         return service_pb2.IngestEventsResponse(accepted_count=stored, duplicate_count=duplicates)
 
     def _delete(self, request) -> service_pb2.DeleteUserResponse:
-        if not request.user_id:
-            raise InvalidRequest([validation.FieldViolation("user_id", "must not be empty")])
-        deleted = self.engine.delete_user(request.user_id)
+        deleted = self.engine.delete_user(validation.delete_user(request, self.config))
         return service_pb2.DeleteUserResponse(deleted_event_count=deleted, existed=deleted > 0)
 
     def _status(self, request) -> service_pb2.GetStatusResponse:

@@ -67,9 +67,12 @@ def recommend_request(
     for i, e in enumerate(request.recent_events[: config.max_recent_events]):
         if not e.item_id:
             bad(f"recent_events[{i}].item_id", "must not be empty")
-        ts = _timestamp_us(e) or now_us
+        ts = _timestamp_us(e)
+        ts = now_us if ts is None else ts  # an unset time means now; epoch + 5 ns does not
         problem = _time_problem(ts, now_us)
-        if problem:
+        if e.HasField("time") and not 0 <= e.time.nanos <= 999_999_999:
+            bad(f"recent_events[{i}].time.nanos", "must be within 0..999,999,999")
+        elif problem:
             bad(f"recent_events[{i}].time", problem)
         if e.action not in ACTIONS:
             bad(f"recent_events[{i}].action", "must be VIEW, CLICK, CART or PURCHASE")
@@ -178,7 +181,14 @@ def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[S
         for field, value in (("user_id", e.user_id), ("item_id", e.item_id)):
             if not value:
                 v.append(FieldViolation(f"events[{i}].{field}", "must not be empty"))
-            elif len(value) > MAX_ID_LENGTH:
+        for field, value in (
+            ("user_id", e.user_id),
+            ("item_id", e.item_id),
+            ("event_id", e.event_id),
+            ("session_id", e.session_id),
+            ("recommendation_id", e.recommendation_id),
+        ):
+            if len(value) > MAX_ID_LENGTH:
                 v.append(
                     FieldViolation(
                         f"events[{i}].{field}", f"longer than {MAX_ID_LENGTH} characters"
@@ -189,6 +199,8 @@ def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[S
         ts = _timestamp_us(e)
         if ts is None:
             v.append(FieldViolation(f"events[{i}].time", "required"))
+        elif not 0 <= e.time.nanos <= 999_999_999:
+            v.append(FieldViolation(f"events[{i}].time.nanos", "must be within 0..999,999,999"))
         elif problem := _time_problem(ts, now_us):
             v.append(FieldViolation(f"events[{i}].time", problem))
         if len(v) > before:
@@ -222,6 +234,39 @@ def _time_problem(ts_us: int, now_us: int) -> str:
     if ts_us > now_us + FUTURE_SLACK_US:
         return "more than a day in the future"
     return ""
+
+
+def delete_user(request, config: EngineConfig) -> str:
+    """DeleteUser's user id, checked like every other user id."""
+    if not request.user_id:
+        raise InvalidRequest([FieldViolation("user_id", "must not be empty")])
+    if len(request.user_id) > MAX_ID_LENGTH:
+        raise InvalidRequest([FieldViolation("user_id", f"longer than {MAX_ID_LENGTH} characters")])
+    return request.user_id
+
+
+def batch_size(requests, config: EngineConfig) -> None:
+    """RecommendBatch's size limits, checked before any request is parsed: the number of requests,
+    and their k summed (a response must fit the message limit)."""
+    if len(requests) > config.max_batch_requests:
+        raise InvalidRequest(
+            [
+                FieldViolation(
+                    "requests",
+                    f"at most {config.max_batch_requests} requests, got {len(requests)}",
+                )
+            ]
+        )
+    total = sum(max(r.k, 0) for r in requests)
+    if total > config.max_batch_items:
+        raise InvalidRequest(
+            [
+                FieldViolation(
+                    "requests",
+                    f"k adds up to {total} over the batch; at most {config.max_batch_items}",
+                )
+            ]
+        )
 
 
 def _derived_id(e: events_pb2.Event, ts_us: int) -> str:
