@@ -59,6 +59,9 @@ class SQLiteEventStore:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
+        # Deleted rows are overwritten with zeros, not left in free pages (DeleteUser must leave
+        # no bytes of the user behind).
+        self._db.execute("PRAGMA secure_delete=ON")
         self._db.execute(
             """CREATE TABLE IF NOT EXISTS events (
                  event_id TEXT PRIMARY KEY,
@@ -113,8 +116,11 @@ class SQLiteEventStore:
         ]
 
     def delete_user(self, user_key: str) -> int:
+        """Delete the user's events, then checkpoint and truncate the WAL, whose frames still hold
+        the deleted pages' old contents."""
         with self._lock:
             cursor = self._db.execute("DELETE FROM events WHERE user_key = ?", (user_key,))
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             return cursor.rowcount
 
     def counts(self) -> tuple[int, int]:

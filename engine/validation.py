@@ -205,11 +205,11 @@ def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[S
             v.append(FieldViolation(f"events[{i}].time", problem))
         if len(v) > before:
             continue
-        event_id = e.event_id or _derived_id(e, ts)
+        key = user_key(e.user_id)
         out.append(
             StoredEvent(
-                event_id,
-                user_key(e.user_id),
+                stored_event_id(key, e, ts),
+                key,
                 e.item_id,
                 ACTIONS[e.action],
                 ts,
@@ -269,7 +269,14 @@ def batch_size(requests, config: EngineConfig) -> None:
         )
 
 
-def _derived_id(e: events_pb2.Event, ts_us: int) -> str:
-    # Deterministic, so a retried call without event ids still deduplicates.
-    key = "\x1f".join([e.user_id, e.item_id, str(e.action), str(ts_us), e.session_id])
-    return "d:" + hashlib.sha256(key.encode()).hexdigest()
+def stored_event_id(key: str, e: events_pb2.Event, ts_us: int) -> str:
+    """The id an event is stored (and deduplicated) under: a hash of the user's pseudonym with the
+    caller's ``event_id`` (ids are scoped per user, and an id that embeds personal data never
+    reaches disk), or, without one, with the event's content (deterministic, so a retried call
+    without ids still deduplicates). Never derived from the raw user id: the pseudonym is keyed,
+    so the store alone cannot be searched for candidate names."""
+    if e.event_id:
+        parts = [key, "id", e.event_id]
+    else:
+        parts = [key, "content", e.item_id, str(e.action), str(ts_us), e.session_id]
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()

@@ -7,14 +7,10 @@ import grpc
 import pytest
 
 from clients.sdk import CrossrecError, Event
-from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
+from crossrec.v1 import service_pb2
 from engine.errors import MAX_VIOLATIONS
 
 pytestmark = pytest.mark.integration
-
-
-def stub_of(server):
-    return service_pb2_grpc.RecommendServiceStub(grpc.insecure_channel(server.target))
 
 
 def test_a_hundred_bad_events_give_invalid_argument_with_the_first_violations(client):
@@ -48,19 +44,27 @@ def test_many_unknown_categories_give_invalid_argument(client):
 
 def test_undecodable_requests_get_invalid_argument_and_are_counted(server, client):
     channel = grpc.insecure_channel(server.target)
-    raw = channel.unary_unary(
-        "/crossrec.v1.RecommendService/Recommend",
-        request_serializer=None,
-        response_deserializer=recommend_pb2.RecommendResponse.FromString,
-    )
-    before = server.metrics.requests.labels("Recommend", "INVALID_ARGUMENT")._value.get()
+
+    def raw(method: str):
+        return channel.unary_unary(
+            f"/crossrec.v1.RecommendService/{method}",
+            request_serializer=None,
+            response_deserializer=None,
+        )
+
     for payload in (bytes.fromhex("0a02fffe180a"), bytes.fromhex("0a05ab")):  # bad UTF-8; cut
         with pytest.raises(grpc.RpcError) as caught:
-            raw(payload, timeout=5)
+            raw("Recommend")(payload, timeout=5)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "could not be decoded" in caught.value.details()
-    after = server.metrics.requests.labels("Recommend", "INVALID_ARGUMENT")._value.get()
-    assert after - before == 2
+    # Counted (on DeleteUser, which no other test here calls: a finished call's count can land
+    # just after its client has its answer).
+    counter = server.metrics.requests.labels("DeleteUser", "INVALID_ARGUMENT")
+    before = counter._value.get()
+    with pytest.raises(grpc.RpcError) as caught:
+        raw("DeleteUser")(bytes.fromhex("0a02fffe"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert counter._value.get() - before == 1
     assert len(client.recommend("u", k=2).items) == 2  # still serving
 
 
@@ -76,3 +80,26 @@ def test_list_fields_have_documented_limits(client, server):
     assert set(caught.value.field_violations) == {"filters.brands"}
     ok = client.recommend("nobody", k=5, exclude_item_ids=[f"i{i}" for i in range(limit)])
     assert len(ok.items) == 5
+
+
+def test_delete_user_leaves_no_byte_of_the_user_in_any_file_of_the_store(tmp_path):
+    from engine.store import SQLiteEventStore, StoredEvent
+
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    canaries = [b"canary-key-5f3a", b"canary-item-9d1", b"canary-session-77"]
+    events = [
+        StoredEvent(f"c{i}", "canary-key-5f3a", "canary-item-9d1", "view", i, "canary-session-77")
+        for i in range(50)
+    ] + [StoredEvent(f"o{i}", f"other-{i}", "item-1", "click", i, "") for i in range(200)]
+    store.append(events)
+
+    def files_bytes() -> bytes:
+        return b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.is_file())
+
+    assert all(c in files_bytes() for c in canaries)  # the test can see them before deletion
+    assert store.delete_user("canary-key-5f3a") == 50
+    left = files_bytes()
+    assert not [c for c in canaries if c in left]
+    assert store.counts() == (200, 200)  # the other users are untouched
+    store.close()
+    assert not [c for c in canaries if c in files_bytes()]

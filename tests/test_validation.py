@@ -287,7 +287,7 @@ def ingest_event(
 def ingest(events, config: EngineConfig | None = None):
     from engine.validation import ingest_events
 
-    config = config or EngineConfig(max_ingest_events=3)
+    config = config or EngineConfig(max_ingest_events=4)
     return ingest_events(events, config, lambda user: f"key:{user}", NOW)
 
 
@@ -298,18 +298,26 @@ def ingest_violations(events, max_ingest_events: int = 3) -> dict[str, str]:
 
 
 def test_ingested_events_are_pseudonymised_and_get_a_deterministic_id():
+    import hashlib
+
     from engine.store import StoredEvent
+
+    def sha(*parts) -> str:
+        return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
 
     out = ingest(
         [
             ingest_event(session_id="s1", recommendation_id="r1"),
             ingest_event(nanos=5_999, event_id="mine"),
             ingest_event(nanos=5_000),
+            ingest_event(user="u2", event_id="mine"),
         ]
     )
+    # Stored ids hash the keyed pseudonym ("key:u1" here), never the raw user id: with the caller's
+    # id (scoped per user), else with the content (action 3 = CART, time in µs, session).
     assert out == [
         StoredEvent(
-            "d:327c109a427e18c4936738cd26f75bab52f7225cd74d6af91db4c34e4d27bdd7",
+            sha("key:u1", "content", "t0", "3", str(NOW), "s1"),
             "key:u1",
             "t0",
             "cart",
@@ -317,15 +325,13 @@ def test_ingested_events_are_pseudonymised_and_get_a_deterministic_id():
             "s1",
             "r1",
         ),
-        StoredEvent("mine", "key:u1", "t0", "cart", NOW + 5),
+        StoredEvent(sha("key:u1", "id", "mine"), "key:u1", "t0", "cart", NOW + 5),
         StoredEvent(
-            "d:fc34df0802c9cf4b9e15bb26a60225af734146560e4bf4737630a0a5a36a47eb",
-            "key:u1",
-            "t0",
-            "cart",
-            NOW + 5,
+            sha("key:u1", "content", "t0", "3", str(NOW + 5), ""), "key:u1", "t0", "cart", NOW + 5
         ),
+        StoredEvent(sha("key:u2", "id", "mine"), "key:u2", "t0", "cart", NOW),
     ]
+    assert all("u1" not in e.event_id for e in out)
 
 
 def test_ingestion_names_every_bad_event_and_field():
