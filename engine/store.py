@@ -74,6 +74,12 @@ class SQLiteEventStore:
                ) WITHOUT ROWID"""
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS events_by_user ON events (user_key, ts_us)")
+        # Counts kept on write: GetStatus must never scan the table under the lock ingestion and
+        # profiles wait on (90 ms at 410k events). One scan here, at open.
+        users, events = self._db.execute(
+            "SELECT COUNT(DISTINCT user_key), COUNT(*) FROM events"
+        ).fetchone()
+        self._users, self._events = int(users), int(events)
 
     def append(self, events: list[StoredEvent]) -> tuple[int, int]:
         rows = [
@@ -88,18 +94,30 @@ class SQLiteEventStore:
             )
             for e in events
         ]
+        keys = {e.user_key for e in events}
         with self._lock:
-            before = self._db.total_changes
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                new_users = sum(
+                    self._db.execute(
+                        "SELECT 1 FROM events WHERE user_key = ? LIMIT 1", (key,)
+                    ).fetchone()
+                    is None
+                    for key in keys
+                )
+                before = self._db.total_changes
                 self._db.executemany(
                     "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows
                 )
+                stored = self._db.total_changes - before
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            stored = self._db.total_changes - before
+            self._events += stored
+            # A user without events before this batch has at least one stored now: nothing stored
+            # can be a duplicate of theirs.
+            self._users += new_users
         return stored, len(rows) - stored
 
     def history(self, user_key: str, limit: int) -> list[StoredEvent]:
@@ -121,14 +139,14 @@ class SQLiteEventStore:
         with self._lock:
             cursor = self._db.execute("DELETE FROM events WHERE user_key = ?", (user_key,))
             self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            return cursor.rowcount
+            deleted = cursor.rowcount
+            self._events -= deleted
+            self._users -= deleted > 0
+            return deleted
 
     def counts(self) -> tuple[int, int]:
-        with self._lock:
-            users, events = self._db.execute(
-                "SELECT COUNT(DISTINCT user_key), COUNT(*) FROM events"
-            ).fetchone()
-        return int(users), int(events)
+        """(users, events), kept on write: no query."""
+        return self._users, self._events
 
     def close(self) -> None:
         with self._lock:

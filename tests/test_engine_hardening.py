@@ -103,3 +103,30 @@ def test_delete_user_leaves_no_byte_of_the_user_in_any_file_of_the_store(tmp_pat
     assert store.counts() == (200, 200)  # the other users are untouched
     store.close()
     assert not [c for c in canaries if c in files_bytes()]
+
+
+def test_counts_are_kept_on_write_and_read_without_a_query(tmp_path):
+    from engine.store import SQLiteEventStore, StoredEvent
+
+    path = tmp_path / "events.sqlite"
+    store = SQLiteEventStore(path)
+    assert store.counts() == (0, 0)
+    a = [StoredEvent(f"a{i}", "ua", "i", "view", i) for i in range(3)]
+    b = [StoredEvent(f"b{i}", "ub", "i", "view", i) for i in range(2)]
+    assert store.append(a + b) == (5, 0)
+    assert store.append(a[:1] + [StoredEvent("a9", "ua", "i", "cart", 9)]) == (1, 1)  # a dup
+    assert store.counts() == (2, 6)
+    assert store.delete_user("ub") == 2 and store.delete_user("nobody") == 0
+    assert store.counts() == (1, 4)
+
+    class NoQueries:
+        def execute(self, *args):
+            raise AssertionError("GetStatus ran a query")
+
+    real, store._db = store._db, NoQueries()
+    assert store.counts() == (1, 4)
+    store._db = real
+    store.close()
+    reopened = SQLiteEventStore(path)  # counted once at open
+    assert reopened.counts() == (1, 4)
+    reopened.close()
