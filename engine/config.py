@@ -51,6 +51,9 @@ class EngineConfig:
     metrics_port: int = 0
     #: Threads for FAISS searches and store I/O (the event loop never blocks on them).
     workers: int = 4
+    #: Calls that may wait for a worker; past workers + max_queued in flight, a call gets
+    #: RESOURCE_EXHAUSTED at once.
+    max_queued: int = 32
     #: Threads inside one faiss search or numpy BLAS call. 1 by default: per-request shard searches
     #: are small, and requests already run in parallel on the workers; fan-out there only adds
     #: overhead.

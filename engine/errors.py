@@ -60,6 +60,12 @@ class NotServing(EngineError):
     code = grpc.StatusCode.UNAVAILABLE
 
 
+class Overloaded(EngineError):
+    """More calls in flight than the engine runs and queues: shed at once."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
 class ModelMismatch(EngineError):
     """A ranker model that cannot serve with the index version it was loaded with (wrong index
     version or feature list); the engine keeps the pair it had."""

@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
 from engine import validation
 from engine.core import Engine, Recommendation
-from engine.errors import InvalidRequest, status_code, to_status
+from engine.errors import InvalidRequest, Overloaded, status_code, to_status
 from engine.metrics import Metrics
 
 OBJECTIVE_CODES = {name: code for code, name in validation.OBJECTIVE_NAMES.items()}
@@ -34,14 +34,25 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         self.executor = ThreadPoolExecutor(
             max_workers=self.config.workers, thread_name_prefix="crossrec"
         )
-        # Bounds queued work: beyond this many RPCs in flight, new ones wait (within their
-        # deadline).
-        self._slots = asyncio.Semaphore(self.config.workers * 8)
+        # At most `workers` calls run; up to `max_queued` more wait for a worker (within their
+        # deadline); beyond that a call is shed at once with RESOURCE_EXHAUSTED, so callers can
+        # back off instead of queueing until their deadlines pass.
+        self._slots = asyncio.Semaphore(self.config.workers)
+        self._in_flight = 0
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn, *args):
         start = time.perf_counter()
         code = "OK"
+        admitted = False
         try:
+            if self._in_flight >= self.config.workers + self.config.max_queued:
+                raise Overloaded(
+                    f"engine overloaded: {self._in_flight} calls in flight "
+                    f"({self.config.workers} running, {self.config.max_queued} queued); "
+                    "retry with backoff"
+                )
+            self._in_flight += 1
+            admitted = True
             remaining = context.time_remaining()
             timeout = self.config.default_deadline_s if remaining is None else max(remaining, 0.0)
             # asyncio.timeout + `async with` on the semaphore: a slot taken is always given back,
@@ -60,12 +71,14 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         except Exception as exc:  # every failure leaves as a status, here
             status = to_status(exc)
             code = status_code(status.code).name
-            if not isinstance(exc, (InvalidRequest, TimeoutError)):
+            if not isinstance(exc, (InvalidRequest, TimeoutError, Overloaded)):
                 log.exception("%s failed", method)
             else:
                 log.info("%s rejected: %s", method, status.message)
             await context.abort_with_status(rpc_status.to_status(status))
         finally:
+            if admitted:
+                self._in_flight -= 1
             self.metrics.requests.labels(method, code).inc()
             self.metrics.latency.labels(method).observe(time.perf_counter() - start)
 

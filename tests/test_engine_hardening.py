@@ -130,3 +130,52 @@ def test_counts_are_kept_on_write_and_read_without_a_query(tmp_path):
     reopened = SQLiteEventStore(path)  # counted once at open
     assert reopened.counts() == (1, 4)
     reopened.close()
+
+
+def test_overload_is_shed_at_once_with_resource_exhausted(tiny_built, tmp_path, monkeypatch):
+    import threading
+    import time as _time
+
+    from clients.sdk import CrossrecClient
+    from engine.config import EngineConfig
+    from engine.server import BackgroundServer
+
+    config = EngineConfig(
+        artifact=str(tiny_built),
+        port=0,
+        store=str(tmp_path / "e.sqlite"),
+        pseudonym_key="k",
+        workers=1,
+        max_queued=1,
+    )
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
+        real = server.engine.recommend
+        running, release = threading.Event(), threading.Event()
+
+        def slow(*args, **kwargs):
+            running.set()
+            release.wait(5)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(server.engine, "recommend", slow)
+        results: list = []
+
+        def call() -> None:
+            results.append(client.recommend("u", k=2))
+
+        first, queued = threading.Thread(target=call), threading.Thread(target=call)
+        first.start()
+        assert running.wait(5)  # the one worker is busy
+        queued.start()
+        _time.sleep(0.3)  # the second call waits for the worker: the queue (1) is full
+        started = _time.perf_counter()
+        with pytest.raises(CrossrecError) as caught:
+            client.recommend("u", k=2)
+        shed_ms = (_time.perf_counter() - started) * 1e3
+        assert caught.value.code == "RESOURCE_EXHAUSTED" and "overloaded" in str(caught.value)
+        assert shed_ms < 1_000  # at once, not when a deadline passes
+        release.set()
+        first.join(10)
+        queued.join(10)
+        assert len(results) == 2 and all(len(r.items) == 2 for r in results)
+        assert len(client.recommend("u", k=2).items) == 2  # capacity is back
