@@ -131,16 +131,18 @@ class Engine:
         served: Served | None = None,
         explain_items: bool = False,
         now_us: int | None = None,
+        deadline: float | None = None,
     ) -> Recommendation:
         """``served``: the version the request was validated against (default: the current one);
-        ``now_us``: the request's time (default: now)."""
+        ``now_us``: the request's time (default: now); past ``deadline`` (``time.monotonic()``)
+        the work stops at the next stage (:class:`engine.errors.DeadlineExceeded`)."""
         served = served or self.served
         now_us = int(time.time() * 1e6) if now_us is None else now_us
         start = time.perf_counter()
         profile = self.profile(served, user_id, recent, now_us)
         profile_s = time.perf_counter() - start
         r = served.recommender
-        result = r.recommend(profile, query, now_us)
+        result = r.recommend(profile, query, now_us, deadline)
         result.stage_seconds = {"profile": profile_s, **result.stage_seconds}
         if explain_items:
             start = time.perf_counter()

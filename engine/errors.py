@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -58,6 +59,20 @@ class NotServing(EngineError):
     """No index version is loaded yet (or it failed to load)."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceeded(EngineError):
+    """The call's deadline passed while the engine worked on it: the work stops at the next stage
+    instead of running on for a client that has gone."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+def check_deadline(deadline: float | None, stage: str) -> None:
+    """Raise :class:`DeadlineExceeded` when ``deadline`` (``time.monotonic()`` seconds) has
+    passed; ``stage`` names where the work stopped."""
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded(f"deadline exceeded (stopped at {stage})")
 
 
 class Overloaded(EngineError):

@@ -18,6 +18,7 @@ import numpy as np
 from engine.allocate import Plan, allocate, plan_slots, shortfall
 from engine.candidates import Candidates, SourceResult, merge
 from engine.diversify import diversify
+from engine.errors import check_deadline
 from engine.features import SOURCES, UserView, candidate_features
 from engine.filters import allowed_categories, allowed_rows
 from engine.items import ItemTable
@@ -132,14 +133,22 @@ class Recommender:
     def model_version(self) -> str:
         return self.ranker.model_version
 
-    def gather(self, profile: Profile, query: Query, now_us: int | None = None) -> Gathered:
+    def gather(
+        self,
+        profile: Profile,
+        query: Query,
+        now_us: int | None = None,
+        deadline: float | None = None,
+    ) -> Gathered:
         """Everything before ranking: targets, every source's candidates, filters, features, at
-        time ``now_us`` (µs since the epoch; default: now).
+        time ``now_us`` (µs since the epoch; default: now). Past ``deadline`` (``time.monotonic()``
+        seconds) the work stops at the next stage with :class:`engine.errors.DeadlineExceeded`.
 
         The ranker's training rows are this method's output on replayed history
         (:mod:`engine.replay`), so what a model learns from is what it scores when serving."""
         clock = _Clock()
         now_us = int(time.time() * 1e6) if now_us is None else now_us
+        check_deadline(deadline, "targets")
         c = self.categories
         n_categories = len(c.categories)
         fallback = profile.empty
@@ -164,7 +173,10 @@ class Recommender:
         context = Context(profile, on_target, targets, query.k)
         # The fallback profile has no items or interests: the neighbour and search sources answer
         # empty for it.
-        results = [source.generate(context) for source in self.sources]
+        results = []
+        for source in self.sources:
+            check_deadline(deadline, f"the {source.name} source")
+            results.append(source.generate(context))
         clock.lap("candidates")
         excluded = (
             profile.item_rows
@@ -174,8 +186,9 @@ class Recommender:
         candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
         short = shortfall(plan, self.items.category_code[candidates.rows])
         if short.any():  # filters left a group short: walk its categories' items by popularity
-            results.append(self._refill(short, affinity, query, excluded))
+            results.append(self._refill(short, affinity, query, excluded, deadline))
             candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
+        check_deadline(deadline, "features")
         user = UserView.of(profile, self.items, weights, transition, affinity, now_us)
         features = candidate_features(
             candidates, self.items, user, self.vectors, self.blend.blend(candidates)
@@ -192,10 +205,17 @@ class Recommender:
             clock.laps,
         )
 
-    def recommend(self, profile: Profile, query: Query, now_us: int | None = None) -> Result:
+    def recommend(
+        self,
+        profile: Profile,
+        query: Query,
+        now_us: int | None = None,
+        deadline: float | None = None,
+    ) -> Result:
         """The top ``query.k`` for ``profile`` at time ``now_us`` (µs since the epoch; default:
-        now)."""
-        g = self.gather(profile, query, now_us)
+        now); ``deadline`` as for :meth:`gather`."""
+        g = self.gather(profile, query, now_us, deadline)
+        check_deadline(deadline, "ranking")
         clock = _Clock()
         candidates = g.candidates
         scores = self.ranker.rank(g.features, self.items.price[candidates.rows], query)
@@ -261,7 +281,12 @@ class Recommender:
         return candidates.take(np.flatnonzero(ok))
 
     def _refill(
-        self, short: np.ndarray, affinity: np.ndarray, query: Query, excluded: np.ndarray
+        self,
+        short: np.ndarray,
+        affinity: np.ndarray,
+        query: Query,
+        excluded: np.ndarray,
+        deadline: float | None = None,
     ) -> SourceResult:
         """Each short category's best ``max(4k, 100)`` allowed items in popularity order (per
         category, so a large short category cannot crowd a small one out), scored like the popular
@@ -269,6 +294,7 @@ class Recommender:
         per_category = max(4 * query.k, 100)
         picked = []
         for code in np.flatnonzero(short):
+            check_deadline(deadline, "the refill")
             rows = self.items.popular[code]
             picked.append(rows[allowed_rows(rows, query, self.items, excluded)][:per_category])
         rows = np.concatenate(picked) if picked else np.zeros(0, np.int64)

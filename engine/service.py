@@ -8,6 +8,7 @@ status here and only here: :func:`engine.errors.to_status`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +23,8 @@ from engine.errors import InvalidRequest, Overloaded, status_code, to_status
 from engine.metrics import Metrics
 
 OBJECTIVE_CODES = {name: code for code, name in validation.OBJECTIVE_NAMES.items()}
+#: RPCs whose work takes a deadline and stops at its next stage once it has passed.
+_STOPPABLE = frozenset({"Recommend", "RecommendBatch"})
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +60,14 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             timeout = self.config.default_deadline_s if remaining is None else max(remaining, 0.0)
             # asyncio.timeout + `async with` on the semaphore: a slot taken is always given back,
             # even when the deadline cancels the wait right after acquiring it.
+            # The work itself stops at its next stage once the deadline has passed (the executor
+            # thread would otherwise run on for a client that has gone).
+            call = functools.partial(fn, *args)
+            if method in _STOPPABLE:
+                call = functools.partial(call, deadline=time.monotonic() + timeout)
             async with asyncio.timeout(timeout):
                 async with self._slots:
-                    return await asyncio.get_running_loop().run_in_executor(
-                        self.executor, fn, *args
-                    )
+                    return await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except asyncio.CancelledError:
             # The client went away or its deadline passed before ours fired: count it as what it
             # was.
@@ -99,17 +105,23 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         return await self._run("GetStatus", context, self._status, request)
 
     # -- blocking work (executor threads) ----------------------------------------------------------
-    def _recommend(self, request, prefix: str) -> recommend_pb2.RecommendResponse:
+    def _recommend(
+        self, request, prefix: str, deadline: float | None = None
+    ) -> recommend_pb2.RecommendResponse:
         served = self.engine.served
         parsed = validation.recommend_request(
             request, self.config, served.recommender.categories, int(time.time() * 1e6), prefix
         )
-        return self._answer(served, request, parsed)
+        return self._answer(served, request, parsed, deadline)
 
-    def _answer(self, served, request, parsed) -> recommend_pb2.RecommendResponse:
+    def _answer(
+        self, served, request, parsed, deadline: float | None = None
+    ) -> recommend_pb2.RecommendResponse:
         """Run one validated request against the version it was validated with."""
         user_id, recent, query = parsed
-        rec = self.engine.recommend(user_id, recent, query, served, explain_items=request.explain)
+        rec = self.engine.recommend(
+            user_id, recent, query, served, explain_items=request.explain, deadline=deadline
+        )
         t0 = time.perf_counter()
         response = to_response(rec)
         # "retrieve": the recommender from targets to the chosen items (the profile's store read is
@@ -126,7 +138,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             self.metrics.candidates.labels(stage).observe(n)
         return response
 
-    def _recommend_batch(self, request) -> recommend_pb2.RecommendBatchResponse:
+    def _recommend_batch(
+        self, request, deadline: float | None = None
+    ) -> recommend_pb2.RecommendBatchResponse:
         validation.batch_size(request.requests, self.config)
         # Validate all first (once each, against one version), so a bad request anywhere rejects
         # the batch before any work.
@@ -145,7 +159,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         if violations:
             raise InvalidRequest(violations)
         return recommend_pb2.RecommendBatchResponse(
-            responses=[self._answer(served, r, p) for r, p in zip(request.requests, parsed)]
+            responses=[
+                self._answer(served, r, p, deadline) for r, p in zip(request.requests, parsed)
+            ]
         )
 
     def _ingest(self, request) -> service_pb2.IngestEventsResponse:

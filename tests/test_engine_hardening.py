@@ -179,3 +179,20 @@ def test_overload_is_shed_at_once_with_resource_exhausted(tiny_built, tmp_path, 
         queued.join(10)
         assert len(results) == 2 and all(len(r.items) == 2 for r in results)
         assert len(client.recommend("u", k=2).items) == 2  # capacity is back
+
+
+def test_the_service_hands_the_calls_deadline_to_the_work(server, client, monkeypatch):
+    import time as _time
+
+    seen = []
+    real = server.engine.recommend
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("deadline"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(server.engine, "recommend", spy)
+    before = _time.monotonic()
+    client.recommend("u", k=2, timeout=3.0)
+    assert len(seen) == 1 and seen[0] is not None
+    assert before + 2.0 < seen[0] <= _time.monotonic() + 3.1  # the client's 3 s (gRPC rounds up)

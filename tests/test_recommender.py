@@ -361,3 +361,28 @@ def test_the_refill_walks_at_most_max_4k_100_items_per_short_category(crowded_ve
     # Big's 150 cheap items are the only allowed ones; the sources proposed none of them.
     assert r.stage_counts["candidates"] == walked
     assert r.rows.tolist() == list(range(50, 50 + k))
+
+
+def test_work_stops_at_the_next_stage_once_the_deadline_has_passed(recommender):
+    import time
+
+    from engine.errors import DeadlineExceeded
+
+    calls = []
+
+    class Counting:
+        name = "counting"
+
+        def generate(self, context):
+            calls.append(context)
+            return recommender.popular.generate(context)
+
+    try:
+        recommender.sources = (Counting(),)
+        with pytest.raises(DeadlineExceeded, match="stopped at targets"):
+            recommender.recommend(empty_profile(), Query(k=2), deadline=time.monotonic() - 1)
+        assert calls == []  # no source ran
+        assert len(recommender.recommend(empty_profile(), Query(k=2)).rows) == 2
+        assert len(calls) == 1
+    finally:
+        recommender.sources = (recommender.popular, recommender.neighbours, recommender.search)
