@@ -98,3 +98,19 @@ def test_demo_runs_end_to_end(tmp_path):
     assert (tmp_path / "shop" / "catalog.parquet").exists() and (
         tmp_path / "index" / "LATEST"
     ).exists()
+
+
+def test_ingest_reads_times_by_the_one_rule_the_validator_and_the_build_use():
+    from clients.commands import events_from_rows
+
+    rows = [
+        {"user_id": "u", "item_id": "i", "action": "view", "ts": ts}
+        for ts in ("2026-01-05", "20260105T100000", "2026-W02-1T10:00", "2026-01-05T10:00:00Z")
+    ]
+    events, problems = events_from_rows(rows)
+    assert [e.time.isoformat() for e in events] == ["2026-01-05T10:00:00+00:00"]
+    assert [p.split(":")[0] for p in problems] == [
+        "row 1, column 'ts'",
+        "row 2, column 'ts'",
+        "row 3, column 'ts'",
+    ]
