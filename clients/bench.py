@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from clients.commands import events_from_rows, read_event_rows
-from clients.sdk import CrossrecClient, Event
+from clients.sdk import CrossrecClient, CrossrecError, Event
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -98,13 +98,20 @@ def run(args: argparse.Namespace) -> int:
     print(_line("1 client", result["one_client"]))
 
     latencies: list[list[float]] = [[] for _ in range(args.concurrency)]
+    # Failed calls by status code, with their latencies: under overload the engine sheds calls
+    # with RESOURCE_EXHAUSTED at once, and a load check needs their share and speed.
+    failures: list[list[tuple[str, float]]] = [[] for _ in range(args.concurrency)]
     per_worker = args.requests // args.concurrency
 
     def worker(w: int) -> None:
         with CrossrecClient(args.target, timeout=30) as c:
             for i in range(per_worker):
                 t = time.perf_counter()
-                c.recommend(users[(w * per_worker + i) % len(users)], k=args.k)
+                try:
+                    c.recommend(users[(w * per_worker + i) % len(users)], k=args.k)
+                except CrossrecError as exc:
+                    failures[w].append((exc.code, time.perf_counter() - t))
+                    continue
                 latencies[w].append(time.perf_counter() - t)
 
     threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.concurrency)]
@@ -115,20 +122,32 @@ def run(args: argparse.Namespace) -> int:
         t.join()
     wall = time.perf_counter() - started
     flat = [x for group in latencies for x in group]
+    failed = [f for group in failures for f in group]
+    codes: dict[str, list[float]] = {}
+    for code, seconds in failed:
+        codes.setdefault(code, []).append(seconds)
     result["concurrent"] = {
-        **_latency(flat),
+        **(_latency(flat) if flat else {"requests": 0}),
         "clients": args.concurrency,
         "qps": round(len(flat) / wall, 1),
+        "failed": {
+            code: {**_latency(s), "share": len(s) / (len(flat) + len(failed))}
+            for code, s in codes.items()
+        },
     }
-    print(
-        _line(f"{args.concurrency} clients", result["concurrent"])
-        + f", {len(flat) / wall:,.0f} QPS"
-    )
+    label = f"{args.concurrency} clients"
+    answered = _line(label, result["concurrent"]) if flat else f"{label}: no call succeeded"
+    print(answered + f", {len(flat) / wall:,.0f} QPS answered")
+    for code, r in result["concurrent"]["failed"].items():
+        print(
+            f"  {code}: {r['requests']:,} calls ({r['share']:.1%}), p50 {r['p50_ms']:.2f} ms, "
+            f"p99 {r['p99_ms']:.2f} ms"
+        )
 
     args.json.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.json}")
     if args.png is not None:
-        _plot(single, flat, args.concurrency, args.png)
+        _plot(single, flat or [0.0], args.concurrency, args.png)
     return 0
 
 

@@ -233,6 +233,7 @@ def test_bench_command_measures_the_engine(server, small_shop_dir, tmp_path, cap
         result["one_client"]["requests"] == 40
         and result["concurrent"]["requests"] == 40
         and result["concurrent"]["qps"] > 0
+        and result["concurrent"]["failed"] == {}
     )
     assert 0 < result["one_client"]["p50_ms"] <= result["one_client"]["p99_ms"]
     assert (tmp_path / "bench.png").stat().st_size > 1000
