@@ -31,9 +31,10 @@ from pathlib import Path
 
 import polars as pl
 
+from crossrec.vocabulary import US_PER_DAY
+
 log = logging.getLogger(__name__)
 
-_US_PER_DAY = 86_400_000_000
 ROWS_FILE = "rows.parquet"
 MODELS_DIR = "models"
 REPLAY_DIR = "replay"
@@ -61,8 +62,8 @@ def decision_times(end_us: int, label_days: float, decisions: int, step_days: fl
     """Decision times (µs), oldest first: ``end - label_days - j * step_days`` for j < decisions."""
     if decisions < 1 or label_days <= 0 or step_days <= 0:
         raise ValueError("decisions, label_days and step_days must be positive")
-    latest = end_us - int(label_days * _US_PER_DAY)
-    return sorted(latest - j * int(step_days * _US_PER_DAY) for j in range(decisions))
+    latest = end_us - int(label_days * US_PER_DAY)
+    return sorted(latest - j * int(step_days * US_PER_DAY) for j in range(decisions))
 
 
 def train_ranker(job: TrainJob) -> dict:
@@ -72,17 +73,18 @@ def train_ranker(job: TrainJob) -> dict:
     from engine.features import FEATURES
     from engine.recommend import Recommender
     from engine.replay import ReplayConfig, index_events_until_us, replay
-    from indexer.artifact import open_index, resolve_version
+    from indexer.artifact import open_index, read_manifest
     from indexer.events import read_events
     from ranker.config import TrainConfig
     from ranker.rows import read_rows, write_rows
     from ranker.train import train_model
 
     started = time.perf_counter()
-    serving_path = resolve_version(job.index)
+    serving_path, manifest = read_manifest(job.index)
     config = EngineConfig.load(job.engine_config)
-    serving = Recommender(open_index(serving_path), config.recommender_settings())
-    end_us = index_events_until_us(serving)
+    # The manifest is all that is needed of the serving version here (opening it loads and
+    # verifies every shard; the replay builds verify it when they reuse its content vectors).
+    end_us = index_events_until_us(manifest)
     if end_us is None:
         raise ValueError(
             f"index {serving_path} records no event window (built without events, or by an older "

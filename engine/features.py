@@ -36,6 +36,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from crossrec.vocabulary import US_PER_DAY
 from engine.candidates import Candidates
 from engine.items import ItemTable
 from engine.profile import Profile
@@ -64,7 +65,6 @@ FEATURES = (
     "price_vs_user",
     "price_vs_category",
 )
-_US_PER_DAY = 86_400e6
 #: Item age is measured from the first event an index version knows, so it cannot exceed the
 #: version's span of events; capped, it means the same in every version spanning at least this
 #: many days (the ranker's replay versions span less than the serving one).
@@ -102,7 +102,7 @@ class UserView:
         recency = np.full(len(items.categories), np.nan)
         code = {c: i for i, c in enumerate(items.categories)}
         for category, last in profile.category_last_us.items():
-            recency[code[category]] = max(now_us - last, 0) / _US_PER_DAY
+            recency[code[category]] = max(now_us - last, 0) / US_PER_DAY
         rows, w = profile.item_rows, profile.item_weights
         brand_share: dict[str, float] = {}
         mean_log_price = float("nan")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from crossrec.vocabulary import ACTION_WEIGHT
+from crossrec.vocabulary import ACTION_WEIGHT, US_PER_DAY
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def build_profile(
 ) -> Profile:
     """Profile from events (any order). Events on items not in the index are ignored."""
     dim = vectors.shape[1]
-    half_life_us = half_life_days * 86_400e6
+    half_life_us = half_life_days * US_PER_DAY
     weight_by_row: dict[int, float] = {}
     purchased: set[int] = set()
     last_us: dict[str, int] = {}

@@ -36,7 +36,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from crossrec.vocabulary import OBJECTIVES
+from crossrec.vocabulary import OBJECTIVES, US_PER_DAY
 from engine.config import EngineConfig
 from engine.core import profile_of
 from engine.features import FEATURES
@@ -47,7 +47,6 @@ from engine.recommend import Recommender
 
 log = logging.getLogger(__name__)
 
-_US_PER_DAY = 86_400_000_000
 #: How far each action takes an item along the funnel (labels: objective i when level >= i + 1).
 _LEVEL = {"view": 0, "click": 1, "cart": 2, "purchase": 3}
 
@@ -85,7 +84,7 @@ def replay(
     ``decision_ts_us``, ``item_id``, ``price``, ``blend_score``, one Int8 column per objective,
     then ``FEATURES`` as Float32) for every decision time. ``events``: ``user_id``, ``item_id``,
     ``action``, and ``ts`` (datetime) or ``ts_us``."""
-    known_until = index_events_until_us(recommender)
+    known_until = index_events_until_us(recommender.version.manifest)
     for t in decision_times_us:
         if known_until is not None and known_until >= t:
             raise ReplayError(
@@ -105,9 +104,10 @@ def replay(
     return rows
 
 
-def index_events_until_us(recommender: Recommender) -> int | None:
-    """The newest event the index version's statistics know (µs), None when it records none."""
-    window = (recommender.version.manifest.get("sources") or {}).get("events_window")
+def index_events_until_us(manifest: dict) -> int | None:
+    """The newest event an index version's statistics know (µs; from its manifest), None when it
+    records none."""
+    window = (manifest.get("sources") or {}).get("events_window")
     if not window:
         return None
     return int(datetime.fromisoformat(window["last"]).timestamp() * 1_000_000)
@@ -132,7 +132,7 @@ def _decision_rows(
     first_id: int,
     progress: bool,
 ) -> pl.DataFrame:
-    end = t + int(replay_config.label_days * _US_PER_DAY)
+    end = t + int(replay_config.label_days * US_PER_DAY)
     before = events.filter(pl.col("ts_us") < t)
     window = events.filter((pl.col("ts_us") >= t) & (pl.col("ts_us") < end))
     users = sorted(set(before["user_id"].unique()) & set(window["user_id"].unique()))

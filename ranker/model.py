@@ -236,26 +236,24 @@ class RankerModel:
             return np.zeros((0, len(self.features) + 1)) if contributions else np.zeros(0)
         record = self.manifest["heads"][name]
         base = record.get("base")
-        if record.get("objective") == "lambdarank":
-            # A ranking head's raw score is a margin like a binary head's (calibration maps it).
-            base = base or {"feature": self.features[0], "coef": 0.0, "intercept": 0.0}
-        if base is None:
+        if base is None and record.get("objective") != "lambdarank":
             out = self._boosters[name].predict(
                 x, num_threads=self.num_threads, pred_contrib=contributions
             )
             return np.asarray(out, dtype=np.float64)
-        # The head's trees add to a base margin (ranker.heads.base_margin): its feature's share of
-        # a row's log-odds is that feature's contribution, the intercept the bias's.
-        margin = base_margin(base, x, list(self.features))
+        # The head's trees give a margin: a ranking head's score, or a binary head's trees on top
+        # of a base margin (ranker.heads.base_margin). The base feature's share of a row's
+        # log-odds is that feature's contribution, its intercept the bias's.
         raw = self._boosters[name].predict(
             x, num_threads=self.num_threads, raw_score=True, pred_contrib=contributions
         )
         raw = np.asarray(raw, dtype=np.float64)
+        margin = base_margin(base, x, list(self.features))
         if not contributions:
-            return 1.0 / (1.0 + np.exp(-(raw + margin)))
-        j = self.features.index(base["feature"])
-        raw[:, j] += margin - base["intercept"]
-        raw[:, -1] += base["intercept"]
+            return 1.0 / (1.0 + np.exp(-(raw if margin is None else raw + margin)))
+        if margin is not None:
+            raw[:, self.features.index(base["feature"])] += margin - base["intercept"]
+            raw[:, -1] += base["intercept"]
         return raw
 
 

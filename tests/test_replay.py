@@ -146,3 +146,55 @@ def test_serving_at_the_decision_time_computes_the_replayed_rows(recommender, tm
 def test_replay_without_any_decision_user_says_so(recommender):
     with pytest.raises(ReplayError, match="no decision had candidates"):
         rows_of(recommender, [e for e in EVENTS if e[3] < T])
+
+
+def test_boundaries_sampling_history_and_ids_across_decisions(recommender, tiny_version):
+    end = T + 14 * DAY
+    events = EVENTS + [
+        ("u2", "k1", "click", end - 1),  # the window's last microsecond: a label
+        ("u2", "p1", "click", end),  # the next one: not
+        ("u5", "g0", "view", T - DAY),  # a third user who comes back
+        ("u5", "t1", "view", T + DAY),
+    ]
+    rows = rows_of(recommender, events)
+    assert rows["decision_id"].unique().sort().to_list() == [0, 1, 2]  # u1, u2, u5
+    u2 = dict(zip(*rows.filter(pl.col("decision_id") == 1).select("item_id", "click")))
+    assert u2["k1"] == 1 and u2["p1"] == 0
+    # At most `users` decision users per time, drawn (seeded) without replacement.
+    one = rows_of(recommender, events, users=1)
+    again = rows_of(recommender, events, users=1)
+    assert one["decision_id"].unique().to_list() == [0] and one.equals(again)
+    # Two decision times: ids run on; a datetime `ts` column reads like `ts_us`.
+    frame_ts = (
+        frame(events)
+        .with_columns(
+            pl.from_epoch("ts_us", time_unit="us").dt.replace_time_zone("UTC").alias("ts")
+        )
+        .drop("ts_us")
+    )
+    both = replay(recommender, CONFIG, frame_ts, [T - 2 * DAY, T], ReplayConfig())
+    times = both.group_by("decision_ts_us").agg(pl.col("decision_id").unique().sort())
+    by_time = dict(zip(times["decision_ts_us"], times["decision_id"].to_list()))
+    # Before T - 2 d only u2 (t1, three days before T) had history and came back; at T, u1, u2
+    # and u5.
+    assert by_time[T - 2 * DAY] == [0] and by_time[T] == [1, 2, 3]
+    assert both.filter(pl.col("decision_ts_us") == T).select(FEATURES).equals(rows.select(FEATURES))
+
+
+def test_the_profile_sees_only_the_newest_history_events(recommender):
+    # With one event of history, u1's profile is the p0 view alone: t0 (bought earlier) is no
+    # longer seen, so it comes back as a candidate.
+    short = replay(recommender, EngineConfig(history_events=1), frame(EVENTS), [T], ReplayConfig())
+    u1 = short.filter(pl.col("decision_id") == 0)["item_id"].to_list()
+    assert "t0" in u1 and "p0" not in u1
+
+
+def test_replay_settings_and_the_exact_boundary_of_a_leak(tiny_version):
+    for bad in ({"label_days": 0}, {"users": 0}, {"k": 0}):
+        with pytest.raises(ValueError, match="must be positive"):
+            ReplayConfig(**bad)
+    at_t = datetime.fromtimestamp(T / 1e6, UTC).isoformat()
+    manifest = {**tiny_version.manifest, "sources": {"events_window": {"last": at_t}}}
+    knows_t = Recommender(dataclasses.replace(tiny_version, manifest=manifest), settings())
+    with pytest.raises(ReplayError):  # an event at the decision time is a label, not history
+        replay(knows_t, CONFIG, frame(EVENTS), [T])

@@ -41,6 +41,9 @@ def leaf(category: str) -> str:
 
 #: Accepted timestamps: ISO 8601 date, ``T`` or a space, hours:minutes, optional seconds with an
 #: optional fraction, optional ``Z`` or ``+hh:mm`` / ``+hhmm`` offset (none means UTC).
+#: Event times are integer microseconds since the epoch (UTC) everywhere past the readers.
+US_PER_DAY = 86_400_000_000
+
 TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([zZ]|[+-]\d{2}:?\d{2})?$"
 _TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
 
