@@ -23,21 +23,28 @@ def engine_with_events(
     engine_config: Path | None = None,
     progress: bool = False,
     model: str | Path | None = None,
+    impressions: bool = False,
 ) -> Iterator[Engine]:
     """Load ``artifact`` (verified) and ``model`` (a ranker model version; default: the configured
     one) into an engine configured by ``engine_config`` (a TOML of ``EngineConfig`` fields;
     default: the defaults), ingest ``events`` (see :func:`ingest_frame`), yield it, and remove the
-    store afterwards."""
+    store afterwards. ``impressions``: log every response (next to the throw-away store)."""
     with tempfile.TemporaryDirectory(prefix="crossrec-") as tmp:
         store = f"{tmp}/events.sqlite"
-        config = EngineConfig.load(engine_config, store=store, pseudonym_key="in-process")
+        # No impression log unless asked (to measure its cost): these lists are shown to no one.
+        config = EngineConfig.load(
+            engine_config,
+            store=store,
+            pseudonym_key="in-process",
+            impression_sample_rate=1.0 if impressions else 0.0,
+        )
         engine = Engine(config, SQLiteEventStore(store))
         try:
             engine.load(str(artifact), None if model is None else str(model))
             ingest_frame(engine, events, progress)
             yield engine
         finally:
-            engine.store.close()
+            engine.close()
 
 
 def ingest_frame(

@@ -6,6 +6,10 @@ setting (k = 10, 10 purely cross-category, 100, 200; ``--engine-config`` changes
 settings) and reports p50 / p99 of the whole
 call, the median candidate count after filters and the median of each stage (profile, candidates,
 rank, allocate). Over gRPC, with concurrency, use ``crossrec bench``.
+
+``--impression-log`` adds a paired measurement of the impression log's cost on the request: k = 10
+with the log on and off, alternating request by request on the same users (so drift on a shared
+machine hits both alike), p50 / p99 of each and their ratio.
 """
 
 from __future__ import annotations
@@ -41,6 +45,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=20, help="requests per setting before timing")
     p.add_argument("--engine-config", type=Path, help="EngineConfig TOML (default: the defaults)")
     p.add_argument("--model", help="ranker model version trained for the artifact (default: none)")
+    p.add_argument(
+        "--impression-log",
+        action="store_true",
+        help="also measure k=10 with the impression log on and off, alternating",
+    )
     p.add_argument("--json", type=Path)
     p.set_defaults(func=run)
 
@@ -53,6 +62,7 @@ def measure(
     warmup: int,
     engine_config: Path | None = None,
     model: str | None = None,
+    impression_log: bool = False,
 ) -> dict:
     """Figures per setting (milliseconds), see the module docstring."""
     frame = read_events(events)  # any supported format, checked against the event contract
@@ -66,7 +76,9 @@ def measure(
     )
     mine = frame.filter(pl.col("user_id").is_in(chosen))
     started = time.perf_counter()
-    with engine_with_events(artifact, mine, engine_config, model=model) as engine:
+    with engine_with_events(
+        artifact, mine, engine_config, model=model, impressions=impression_log
+    ) as engine:
         out: dict = {
             "users": len(chosen),
             "setup_s": round(time.perf_counter() - started, 2),
@@ -92,6 +104,38 @@ def measure(
                     for name in stages[0]
                 },
             }
+        if impression_log:
+            out["impression_log"] = _log_cost(engine, chosen, warmup)
+    return out
+
+
+def _log_cost(engine, users: list[str], warmup: int, repeats: int = 3) -> dict:
+    """k = 10 with the impression log on and off, alternating per request."""
+    log = engine.impressions
+    query = SETTINGS["k=10"]
+    for user in users[:warmup]:
+        engine.recommend(user, [], query)
+    seconds: dict[str, list[float]] = {"on": [], "off": []}
+    for r in range(repeats):
+        for i, user in enumerate(users):
+            mode = "on" if (i + r) % 2 == 0 else "off"
+            engine.impressions = log if mode == "on" else None
+            t = time.perf_counter()
+            engine.recommend(user, [], query)
+            seconds[mode].append(time.perf_counter() - t)
+    engine.impressions = log
+    log.flush()
+    out = {
+        mode: {
+            "requests": len(s),
+            "p50_ms": round(float(np.median(s)) * 1e3, 3),
+            "p99_ms": round(float(np.percentile(s, 99)) * 1e3, 3),
+        }
+        for mode, s in seconds.items()
+    }
+    out["p50_ratio"] = round(out["on"]["p50_ms"] / out["off"]["p50_ms"], 3)
+    out["p99_ratio"] = round(out["on"]["p99_ms"] / out["off"]["p99_ms"], 3)
+    out["log_counts"] = dict(log.counts)
     return out
 
 
@@ -104,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
         args.warmup,
         args.engine_config,
         args.model,
+        args.impression_log,
     )
     print(
         f"{result['users']} users, index loaded and their events ingested in {result['setup_s']} s;"
@@ -115,6 +160,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{label:<11} p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
             f"{r['candidates_median']} candidates; stages p50 (ms): {stages}"
+        )
+    if "impression_log" in result:
+        c = result["impression_log"]
+        print(
+            f"impression log, k=10, alternating: on p50 {c['on']['p50_ms']} ms / p99 "
+            f"{c['on']['p99_ms']} ms; off p50 {c['off']['p50_ms']} ms / p99 {c['off']['p99_ms']} "
+            f"ms; ratio p50 {c['p50_ratio']}, p99 {c['p99_ratio']} ({c['log_counts']})"
         )
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

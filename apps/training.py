@@ -17,6 +17,12 @@ Steps (what each writes under ``OUT``):
 4. **Model** (``models/<version>``, ``models/LATEST``): :func:`ranker.train.train_model`; the model
    names the serving index version it was trained for (the engine refuses any other pairing), the
    replay index and the decision times.
+
+**From logged impressions** (``--impressions LOG --store STORE``, no replay): the rows are what the
+engine showed with that index version, each item with the feature row it was ranked with and its
+position, labelled by the events that quote the list (:func:`apps.online.exposure_rows`): items
+shown and not taken are the negatives, and the model learns how much of a click the position
+explains, which serving then neutralises (:mod:`engine.ranking`).
 """
 
 from __future__ import annotations
@@ -150,15 +156,76 @@ def train_ranker(job: TrainJob) -> dict:
     }
 
 
+@dataclass(frozen=True)
+class ImpressionJob:
+    """Train for ``index`` from the impression log ``impressions`` and the event store ``store``
+    that holds the outcomes; an event counts within ``window_hours`` of its list."""
+
+    impressions: Path
+    store: Path
+    index: Path
+    out: Path
+    window_hours: float = 24.0
+    train: dict = field(default_factory=dict)
+
+
+def train_from_impressions(job: ImpressionJob) -> dict:
+    """Run the job; returns a report as :func:`train_ranker` does."""
+    from apps.online import attribute, exposure_rows, read_log, read_outcome_events
+    from indexer.artifact import read_manifest
+    from ranker.config import TrainConfig
+    from ranker.rows import read_rows, write_rows
+    from ranker.train import train_model
+
+    started = time.perf_counter()
+    serving_path, _ = read_manifest(job.index)
+    lists, shown = read_log(job.impressions, vectors=True)
+    attributed = attribute(
+        lists, shown, read_outcome_events(job.store), int(job.window_hours * US_PER_DAY / 24)
+    )
+    rows = exposure_rows(attributed, serving_path.name)
+    times = rows.frame["decision_ts_us"]
+    meta = {
+        "index_version": serving_path.name,
+        "source": "impressions",
+        "impressions": str(job.impressions),
+        "attribution_window_hours": job.window_hours,
+        "decision_times": [_iso(times.min()), _iso(times.max())],
+        "label_days": job.window_hours / 24,
+    }
+    rows_path = job.out / ROWS_FILE
+    write_rows(rows_path, rows.frame, rows.features, meta)
+    report = train_model(
+        read_rows(rows_path), job.out / MODELS_DIR, TrainConfig(**job.train), meta=meta
+    )
+    return {
+        "model": str(report.path),
+        "rows": str(rows_path),
+        "row_count": rows.frame.height,
+        "decisions": rows.frame["decision_id"].n_unique(),
+        **meta,
+        "replay_index_versions": [],
+        "replay_seconds": 0.0,
+        "positives": {o: int(rows.frame[o].sum()) for o in ("click", "cart", "purchase")},
+        "metrics": report.metrics,
+        "train_seconds": round(report.seconds, 1),
+        "wall_seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 def format_report(report: dict) -> str:
     """The model's held-out figures as a table: per objective, NDCG@10 of the model and of the
     retrieval-only blend, AUC, and the largest calibration error over deciles."""
     from ranker.report import summary_lines
 
+    source = (
+        f"impressions {report['impressions']}"
+        if report.get("source") == "impressions"
+        else f"replay indexes {', '.join(report['replay_index_versions'])}"
+    )
     head = [
         f"model {report['model']}",
-        f"  for index {report['index_version']}; replay indexes "
-        f"{', '.join(report['replay_index_versions'])}",
+        f"  for index {report['index_version']}; {source}",
         f"  decisions at {', '.join(report['decision_times'])} ({report['label_days']} d labels)",
         f"  {report['decisions']:,} decisions, {report['row_count']:,} rows; replay "
         f"{report['replay_seconds']} s, training {report['train_seconds']} s",
@@ -172,8 +239,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="train a ranker model for an index version by replaying history",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--catalog", type=Path, required=True)
-    p.add_argument("--events", type=Path, required=True)
+    p.add_argument("--catalog", type=Path, help="catalogue (replay)")
+    p.add_argument("--events", type=Path, help="behaviour log (replay)")
+    p.add_argument(
+        "--impressions",
+        type=Path,
+        help="train from this impression log instead of replaying history (needs --store)",
+    )
+    p.add_argument("--store", type=Path, help="the engine's event store (with --impressions)")
+    p.add_argument(
+        "--window-hours",
+        type=float,
+        default=24.0,
+        help="attribution window for --impressions (hours)",
+    )
     p.add_argument("--index", type=Path, required=True, help="the serving index version (or root)")
     p.add_argument(
         "--out", type=Path, required=True, help="working folder; models go to OUT/models"
@@ -190,9 +269,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from indexer.errors import ArtifactError, DataValidationError
-    from ranker.errors import RankerError
-
+    if args.impressions:
+        if not args.store:
+            print("crossrec train: --impressions needs --store (where the outcomes are)")
+            return 2
+        return _finish(
+            args,
+            lambda: train_from_impressions(
+                ImpressionJob(
+                    args.impressions,
+                    args.store,
+                    args.index,
+                    args.out,
+                    args.window_hours,
+                    {"heads": args.heads, "progress": not args.quiet},
+                )
+            ),
+        )
+    if not (args.catalog and args.events):
+        print("crossrec train: give --catalog and --events (or --impressions and --store)")
+        return 2
     job = TrainJob(
         args.catalog,
         args.events,
@@ -206,9 +302,16 @@ def run(args: argparse.Namespace) -> int:
         {"heads": args.heads, "progress": not args.quiet},
         not args.quiet,
     )
+    return _finish(args, lambda: train_ranker(job))
+
+
+def _finish(args: argparse.Namespace, job) -> int:
+    from indexer.errors import ArtifactError, DataValidationError
+    from ranker.errors import RankerError
+
     try:
-        report = train_ranker(job)
-    except (ArtifactError, DataValidationError, RankerError, ValueError) as exc:
+        report = job()
+    except (ArtifactError, DataValidationError, RankerError, ValueError, OSError) as exc:
         print(f"crossrec train: {exc}")
         return 2
     print(format_report(report))

@@ -68,7 +68,7 @@ def run_recommend(args: argparse.Namespace) -> int:
         return 0
     print(
         f"recommendation {rec.recommendation_id} "
-        f"(index {rec.index_version}, model {rec.model_version})"
+        f"(arm {rec.arm}: index {rec.index_version}, model {rec.model_version})"
         f"{' [popular fallback]' if rec.fallback else ''}"
     )
     for i, item in enumerate(rec.items, 1):

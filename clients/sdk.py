@@ -96,6 +96,8 @@ class Recommendations:
     model_version: str
     target_categories: list[str]
     fallback: bool
+    #: The experiment arm that answered ("a" without an A/B split).
+    arm: str = "a"
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class Status:
     user_count: int
     event_count: int
     engine_version: str
+    #: Arm -> (index version, model version, share of users).
+    arms: dict[str, tuple[str, str, float]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -215,6 +219,7 @@ def recommendations(response: recommend_pb2.RecommendResponse) -> Recommendation
         response.model_version,
         list(response.target_categories),
         response.fallback,
+        response.arm,
     )
 
 
@@ -229,6 +234,7 @@ def status(response: service_pb2.GetStatusResponse) -> Status:
         r.user_count,
         r.event_count,
         r.engine_version,
+        {a.arm: (a.index_version, a.model_version, a.share) for a in r.arms},
     )
 
 

@@ -39,6 +39,23 @@ class EngineConfig:
     objective_purchase: float = 0.0
     #: Threads inside one model prediction (requests already run in parallel on the workers).
     ranker_threads: int = 1
+    #: A/B split: a second index version (and its model) answering ``arm_b_share`` of users, by a
+    #: keyed hash of the user's pseudonym and ``arm_salt`` (a user stays in one arm; change the salt
+    #: to redraw). Empty: one arm, "a", answers everyone.
+    arm_b_artifact: str = ""
+    arm_b_model: str = ""
+    arm_b_share: float = 0.5
+    arm_salt: str = ""
+    #: Impression log (engine/impressions.py): SQLite file (default: next to the store, suffix
+    #: ``.impressions.sqlite``); share of responses logged (0 = off); days kept; queue bound.
+    impression_log: str = ""
+    impression_sample_rate: float = 1.0
+    impression_retention_days: float = 90.0
+    impression_queue: int = 10_000
+    #: Live attribution (engine/outcomes.py): events quoting a recommendation_id count within this
+    #: many hours of the list; lists kept in memory for it.
+    attribution_window_hours: float = 24.0
+    attribution_lists: int = 50_000
     host: str = "127.0.0.1"
     port: int = 50051
     #: SQLite event store (WAL). Created if missing.
@@ -116,6 +133,13 @@ class EngineConfig:
     blend_neighbours: float = _BLEND["neighbours"]
     blend_popular: float = _BLEND["popular"]
     blend_search: float = _BLEND["search"]
+
+    def impression_log_path(self) -> Path:
+        return (
+            Path(self.impression_log)
+            if self.impression_log
+            else Path(self.store).with_suffix(".impressions.sqlite")
+        )
 
     def objective_weights(self) -> dict[str, float]:
         return {

@@ -1,4 +1,5 @@
-"""The engine without the network: profiles, retrieval, ingestion, deletion, status, version swaps.
+"""The engine without the network: profiles, retrieval, ingestion, deletion, status, version swaps,
+A/B arms, the impression log and live attribution.
 
 The gRPC layer (:mod:`engine.service`) validates requests, converts messages and calls this. All
 methods here are synchronous and thread-safe; the service runs them in its bounded executor.
@@ -6,16 +7,25 @@ methods here are synchronous and thread-safe; the service runs them in its bound
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import random
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from importlib.metadata import version as package_version
 
+import numpy as np
+
+from crossrec.vocabulary import US_PER_DAY
 from engine.config import EngineConfig
 from engine.errors import ModelMismatch, NotServing
 from engine.explain import Explanation, explain
+from engine.features import FEATURES
+from engine.impressions import Impression, ImpressionLog
+from engine.metrics import Metrics
+from engine.outcomes import RecentLists
 from engine.profile import Profile, ProfileEvent, build_profile
 from engine.pseudonym import pseudonymise
 from engine.query import Query
@@ -25,6 +35,10 @@ from engine.store import EventStore, StoredEvent
 from indexer.artifact import IndexVersion, open_index
 
 log = logging.getLogger(__name__)
+
+#: The arm that answers everyone without an A/B split, and the second arm's name.
+ARM_A, ARM_B = "a", "b"
+_CROSS_COLUMN = FEATURES.index("cross_category")
 
 
 @dataclass(frozen=True)
@@ -62,6 +76,7 @@ class Recommendation:
     index_version: str
     model_version: str
     result: Result
+    arm: str = ARM_A
 
     @property
     def item_ids(self) -> list[str]:
@@ -70,43 +85,107 @@ class Recommendation:
 
 
 class Engine:
-    def __init__(self, config: EngineConfig, store: EventStore) -> None:
+    def __init__(
+        self, config: EngineConfig, store: EventStore, metrics: Metrics | None = None
+    ) -> None:
         self.config = config
         self.store = store
+        self.metrics = metrics or Metrics()
         self._key = config.key()
-        self._served: Served | None = None
+        self._arms: dict[str, Served] = {}
         self._swap_lock = threading.Lock()
         self.started_at = time.time()
         self.engine_version = package_version("crossrec")
+        self.impressions: ImpressionLog | None = None
+        if config.impression_sample_rate > 0:
+            self.impressions = ImpressionLog(
+                config.impression_log_path(),
+                config.impression_sample_rate,
+                config.impression_retention_days,
+                config.impression_queue,
+            )
+            self.metrics.watch_impression_log(lambda: dict(self.impressions.counts))
+        self.recent_lists = RecentLists(
+            int(config.attribution_window_hours * US_PER_DAY / 24), config.attribution_lists
+        )
 
     # -- versions -----------------------------------------------------------------------------
-    def load(self, path: str, model: str | None = None) -> Served:
+    def load(self, path: str, model: str | None = None, arm: str = ARM_A) -> Served:
         """Open and verify an index version and its ranker model (``model``; default: the
-        configured one, none when empty), then swap the pair in. A version or model that fails
-        verification, or a model trained for another index version or feature list, raises and
-        leaves the current pair serving."""
+        configured one for ``arm``, none when empty), then swap the pair in for ``arm``. A version
+        or model that fails verification, or a model trained for another index version or feature
+        list, raises and leaves the arm's current pair serving."""
+        if arm not in (ARM_A, ARM_B):
+            raise ValueError(f"arm must be {ARM_A!r} or {ARM_B!r}, got {arm!r}")
         version = open_index(path, verify=True)
-        model_path = self.config.model if model is None else model
+        default_model = self.config.model if arm == ARM_A else self.config.arm_b_model
+        model_path = default_model if model is None else model
         ranker = load_ranker(model_path, version, self.config) if model_path else None
         served = Served(
             version, Recommender(version, self.config.recommender_settings(), ranker), time.time()
         )
-        with self._swap_lock:
-            self._served = served
+        self.swap_in(served, arm)
         log.info(
-            "serving index %s (%d items) with ranker %s",
+            "arm %s: serving index %s (%d items) with ranker %s",
+            arm,
             version.version,
             version.items.height,
             served.model_version,
         )
         return served
 
+    def swap_in(self, served: Served, arm: str = ARM_A) -> None:
+        """Make ``served`` (already verified) answer ``arm``'s requests from now on; requests in
+        flight finish on the pair they started with."""
+        with self._swap_lock:
+            self._arms = {**self._arms, arm: served}
+
+    def load_configured(self) -> None:
+        """Load arm a from ``artifact``/``model`` and, when configured, arm b from
+        ``arm_b_artifact``/``arm_b_model``."""
+        self.load(self.config.artifact)
+        if self.config.arm_b_artifact:
+            if not 0.0 <= self.config.arm_b_share <= 1.0:
+                raise ValueError(f"arm_b_share must be in [0, 1], got {self.config.arm_b_share}")
+            self.load(self.config.arm_b_artifact, arm=ARM_B)
+
     @property
     def served(self) -> Served:
-        served = self._served
+        """Arm a's pair (the only one without an A/B split)."""
+        served = self._arms.get(ARM_A)
         if served is None:
             raise NotServing("no index version loaded")
         return served
+
+    @property
+    def arms(self) -> dict[str, Served]:
+        return dict(self._arms)
+
+    def arm_share(self, arm: str) -> float:
+        if ARM_B not in self._arms:
+            return 1.0 if arm == ARM_A else 0.0
+        b = self.config.arm_b_share
+        return b if arm == ARM_B else 1.0 - b
+
+    def arm_of(self, user_key: str) -> str:
+        """The arm of a user (sticky: a keyed hash of the pseudonym and ``arm_salt``); an
+        anonymous request (empty key) draws one at random."""
+        if ARM_B not in self._arms:
+            return ARM_A
+        if user_key:
+            digest = hashlib.sha256(f"{self.config.arm_salt}:{user_key}".encode()).digest()
+            u = int.from_bytes(digest[:8], "big") / 2.0**64
+        else:
+            u = random.random()
+        return ARM_B if u < self.config.arm_b_share else ARM_A
+
+    def served_for(self, user_id: str) -> tuple[str, Served]:
+        """The arm answering ``user_id`` and its pair."""
+        arms = self._arms
+        if ARM_A not in arms:
+            raise NotServing("no index version loaded")
+        arm = self.arm_of(self.user_key(user_id) if user_id else "")
+        return arm, arms.get(arm, arms[ARM_A])
 
     # -- users ------------------------------------------------------------------------------
     def user_key(self, user_id: str) -> str:
@@ -132,11 +211,16 @@ class Engine:
         explain_items: bool = False,
         now_us: int | None = None,
         deadline: float | None = None,
+        arm: str | None = None,
     ) -> Recommendation:
-        """``served``: the version the request was validated against (default: the current one);
-        ``now_us``: the request's time (default: now); past ``deadline`` (``time.monotonic()``)
-        the work stops at the next stage (:class:`engine.errors.DeadlineExceeded`)."""
-        served = served or self.served
+        """``served`` and ``arm``: the pair and arm the request was validated against (default:
+        the user's arm, :meth:`served_for`); ``now_us``: the request's time (default: now); past
+        ``deadline`` (``time.monotonic()``) the work stops at the next stage
+        (:class:`engine.errors.DeadlineExceeded`). The response is counted in the online metrics
+        and offered to the impression log."""
+        if served is None:
+            arm, served = self.served_for(user_id)
+        arm = arm or ARM_A
         now_us = int(time.time() * 1e6) if now_us is None else now_us
         start = time.perf_counter()
         profile = self.profile(served, user_id, recent, now_us)
@@ -180,20 +264,81 @@ class Engine:
                     explanation=why,
                 )
             )
-        return Recommendation(
-            items, uuid.uuid4().hex, served.version.version, served.model_version, result
+        rec = Recommendation(
+            items, uuid.uuid4().hex, served.version.version, served.model_version, result, arm
         )
+        self._shown(rec, self.user_key(user_id) if user_id else "", now_us, served)
+        return rec
+
+    def _shown(self, rec: Recommendation, user_key: str, now_us: int, served: Served) -> None:
+        """Count the list in the online metrics, remember it for live attribution, offer it to
+        the impression log."""
+        result = rec.result
+        items = served.recommender.items
+        prices = items.price[result.rows].astype(np.float64)
+        cross = (
+            result.features[:, _CROSS_COLUMN] > 0.5
+            if result.features is not None
+            else np.zeros(len(result.rows), bool)
+        )
+        ids = rec.item_ids
+        m = self.metrics
+        m.recommendations.labels(rec.arm, rec.model_version).inc()
+        n_cross = int(cross.sum())
+        if n_cross:
+            m.impressions.labels(rec.arm, rec.model_version, "true").inc(n_cross)
+        if len(ids) - n_cross:
+            m.impressions.labels(rec.arm, rec.model_version, "false").inc(len(ids) - n_cross)
+        self.recent_lists.add(
+            rec.recommendation_id, user_key, rec.arm, rec.model_version, now_us, ids, prices, cross
+        )
+        if self.impressions is not None:
+            self.impressions.offer(
+                Impression(
+                    rec.recommendation_id,
+                    user_key,
+                    now_us,
+                    rec.arm,
+                    rec.index_version,
+                    rec.model_version,
+                    ids,
+                    [i.category for i in rec.items],
+                    cross,
+                    result.sources,
+                    result.scores,
+                    prices,
+                    result.features,
+                    FEATURES,
+                )
+            )
 
     def ingest(self, events: list[StoredEvent]) -> tuple[int, int]:
         """Store (already validated, pseudonymised) events; profiles see them on the next
-        request."""
-        return self.store.append(events)
+        request. Outcomes of recent lists are counted once stored."""
+        counts = self.store.append(events)
+        m = self.metrics
+        for o in self.recent_lists.attribute(events):
+            cross = "true" if o.cross_category else "false"
+            m.attributed.labels(o.arm, o.model_version, o.action, cross).inc()
+            if o.revenue:
+                m.revenue.labels(o.arm, o.model_version).inc(o.revenue)
+        return counts
 
     def delete_user(self, user_id: str) -> int:
-        return self.store.delete_user(self.user_key(user_id))
+        """Remove the user's events and the lists shown to them; returns the events removed."""
+        key = self.user_key(user_id)
+        if self.impressions is not None:
+            self.impressions.delete_user(key)
+        return self.store.delete_user(key)
+
+    def close(self) -> None:
+        """Write the queued impressions and close the files."""
+        if self.impressions is not None:
+            self.impressions.close()
+        self.store.close()
 
     def status(self) -> dict:
-        served = self._served
+        served = self._arms.get(ARM_A)
         users, events = self.store.counts()
         out = {
             "user_count": users,
@@ -211,6 +356,15 @@ class Engine:
                 shard_count=len(v.shards),
                 index_loaded_at=served.loaded_at,
             )
+        out["arms"] = [
+            {
+                "arm": arm,
+                "index_version": s.version.version,
+                "model_version": s.model_version,
+                "share": self.arm_share(arm),
+            }
+            for arm, s in sorted(self._arms.items())
+        ]
         return out
 
 

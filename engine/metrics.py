@@ -1,9 +1,13 @@
 """Prometheus metrics of one engine: requests, latency per method and stage, candidates per
-stage."""
+stage, impressions and their attributed outcomes per arm and model version, the impression log's
+fate."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -42,6 +46,50 @@ class Metrics:
         self.ingested = Counter(
             "crossrec_ingested_events_total", "Events stored", registry=self.registry
         )
+        self.recommendations = Counter(
+            "crossrec_recommendations_total",
+            "Recommend responses (lists shown) by arm and model version",
+            ["arm", "model_version"],
+            registry=self.registry,
+        )
+        self.impressions = Counter(
+            "crossrec_impressions_total",
+            "Items shown by arm, model version and whether their category is new to the user",
+            ["arm", "model_version", "cross_category"],
+            registry=self.registry,
+        )
+        self.attributed = Counter(
+            "crossrec_attributed_total",
+            "Clicks, carts and purchases on shown items within the attribution window",
+            ["arm", "model_version", "action", "cross_category"],
+            registry=self.registry,
+        )
+        self.revenue = Counter(
+            "crossrec_attributed_revenue_total",
+            "Price of purchased shown items within the attribution window",
+            ["arm", "model_version"],
+            registry=self.registry,
+        )
+
+    def watch_impression_log(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export the impression log's counts (written, sampled_out, queue_full, write_error) as
+        ``crossrec_impression_log_total{outcome}``."""
+        self.registry.register(_LogCounts(counts))
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)
+
+
+class _LogCounts:
+    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.counts = counts
+
+    def collect(self):
+        family = CounterMetricFamily(
+            "crossrec_impression_log",
+            "Recommend responses by what the impression log did with them",
+            labels=["outcome"],
+        )
+        for outcome, n in sorted(self.counts().items()):
+            family.add_metric([outcome], n)
+        yield family

@@ -17,6 +17,11 @@ probabilities per objective (click, cart, purchase), blended by the request's ob
 the configured default, normalised to sum 1::
 
     score = sum_o weight_o * P(o)            (x price with weight_by_price: expected revenue)
+
+A model trained on logged impressions (``crossrec train --impressions``) also learnt from each
+item's ``position`` in the list it was shown in, which explains away part of the clicks the top
+positions get anyway; serving sets it to the top position for every candidate
+(:data:`NEUTRAL_FEATURES`), so candidates are compared as if each were shown first.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from engine.query import Query
 
 RETRIEVAL_ONLY = "retrieval-only"
 BLEND_COLUMN = FEATURES.index("blend")
+#: Features a model may have been trained with that serving sets to one value for every candidate.
+NEUTRAL_FEATURES = {"position": 0.0}
 
 
 class Ranker(Protocol):
@@ -97,14 +104,19 @@ class ModelRanker:
     """Calibrated objective probabilities from a model, blended by objective weights."""
 
     def __init__(self, model: ObjectiveModel, default_weights: dict[str, float]) -> None:
-        unknown = [f for f in model.features if f not in FEATURES]
+        unknown = [f for f in model.features if f not in FEATURES and f not in NEUTRAL_FEATURES]
         if unknown:
             raise ValueError(
                 f"model {model.version} needs features {unknown} that this engine does not "
                 f"compute (it computes {list(FEATURES)})"
             )
-        #: The model's columns of the engine's feature matrix (a model may use a subset).
-        self.columns = np.array([FEATURES.index(f) for f in model.features])
+        computed = [j for j, f in enumerate(model.features) if f in FEATURES]
+        #: Where the model's computed features sit in its input, and their columns of the
+        #: engine's feature matrix (a model may use a subset).
+        self.inputs = np.array(computed, np.int64)
+        self.columns = np.array([FEATURES.index(model.features[j]) for j in computed], np.int64)
+        #: The model's input with the neutral features set and the computed ones zero.
+        self.template = np.array([NEUTRAL_FEATURES.get(f, 0.0) for f in model.features], np.float32)
         self.model = model
         self.model_version = model.version
         self.default_weights = normalised_weights(default_weights)
@@ -112,7 +124,7 @@ class ModelRanker:
     def rank(self, features: np.ndarray, prices: np.ndarray, query: Query) -> np.ndarray:
         weights = self._weights(query)
         # Only the heads the blend needs run over every candidate.
-        probabilities = self.model.predict(features[:, self.columns], weights)
+        probabilities = self.model.predict(self._input(features), weights)
         score = np.zeros(len(features))
         for objective, weight in weights.items():
             score += weight * probabilities[objective]
@@ -121,7 +133,15 @@ class ModelRanker:
         return score
 
     def objectives(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        return self.model.predict(features[:, self.columns])
+        return self.model.predict(self._input(features))
+
+    def _input(self, features: np.ndarray) -> np.ndarray:
+        """The model's input for an engine feature matrix."""
+        if len(self.columns) == len(self.template):
+            return features[:, self.columns]
+        x = np.repeat(self.template[None, :], len(features), axis=0)
+        x[:, self.inputs] = features[:, self.columns]
+        return x
 
     def _weights(self, query: Query) -> dict[str, float]:
         if query.objective_weights:
@@ -134,9 +154,10 @@ class ModelRanker:
         attribution; ~100x a prediction's cost, so for the returned items only)."""
         weights = self._weights(query)
         out = np.zeros(features.shape, np.float64)
-        x = features[:, self.columns]
+        x = self._input(features)
         for objective, weight in weights.items():
-            out[:, self.columns] += weight * self.model.contributions(x, objective)[:, :-1]
+            per_input = self.model.contributions(x, objective)[:, :-1]
+            out[:, self.columns] += weight * per_input[:, self.inputs]
         return out
 
 

@@ -38,9 +38,9 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     metrics)."""
     limit_threads(config.faiss_threads)
     store = SQLiteEventStore(config.store)
-    engine = Engine(config, store)
-    engine.load(config.artifact)
     metrics = Metrics()
+    engine = Engine(config, store, metrics)
+    engine.load_configured()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.host)
     server = grpc.aio.server(
@@ -83,7 +83,7 @@ async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
     await stop.wait()
     log.info("shutting down: finishing in-flight calls")
     await server.stop(grace_s)
-    engine.store.close()
+    engine.close()
 
 
 class BackgroundServer:
@@ -108,6 +108,6 @@ class BackgroundServer:
 
     def __exit__(self, *exc) -> None:
         asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(timeout=30)
-        self.engine.store.close()
+        self.engine.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout=10)

@@ -108,19 +108,25 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     def _recommend(
         self, request, prefix: str, deadline: float | None = None
     ) -> recommend_pb2.RecommendResponse:
-        served = self.engine.served
+        arm, served = self.engine.served_for(request.user_id)
         parsed = validation.recommend_request(
             request, self.config, served.recommender.categories, int(time.time() * 1e6), prefix
         )
-        return self._answer(served, request, parsed, deadline)
+        return self._answer(arm, served, request, parsed, deadline)
 
     def _answer(
-        self, served, request, parsed, deadline: float | None = None
+        self, arm, served, request, parsed, deadline: float | None = None
     ) -> recommend_pb2.RecommendResponse:
-        """Run one validated request against the version it was validated with."""
+        """Run one validated request against the arm and version it was validated with."""
         user_id, recent, query = parsed
         rec = self.engine.recommend(
-            user_id, recent, query, served, explain_items=request.explain, deadline=deadline
+            user_id,
+            recent,
+            query,
+            served,
+            explain_items=request.explain,
+            deadline=deadline,
+            arm=arm,
         )
         t0 = time.perf_counter()
         response = to_response(rec)
@@ -144,14 +150,18 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         validation.batch_size(request.requests, self.config)
         # Validate all first (once each, against one version), so a bad request anywhere rejects
         # the batch before any work.
-        served = self.engine.served
         now_us = int(time.time() * 1e6)
         parsed, violations = [], []
         for i, r in enumerate(request.requests):
+            arm, served = self.engine.served_for(r.user_id)
             try:
                 parsed.append(
-                    validation.recommend_request(
-                        r, self.config, served.recommender.categories, now_us, f"requests[{i}]."
+                    (
+                        arm,
+                        served,
+                        validation.recommend_request(
+                            r, self.config, served.recommender.categories, now_us, f"requests[{i}]."
+                        ),
                     )
                 )
             except InvalidRequest as exc:
@@ -160,7 +170,8 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             raise InvalidRequest(violations)
         return recommend_pb2.RecommendBatchResponse(
             responses=[
-                self._answer(served, r, p, deadline) for r, p in zip(request.requests, parsed)
+                self._answer(arm, served, r, p, deadline)
+                for r, (arm, served, p) in zip(request.requests, parsed)
             ]
         )
 
@@ -188,6 +199,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             event_count=s["event_count"],
             engine_version=s["engine_version"],
             gpu=False,
+            arms=[service_pb2.ArmStatus(**a) for a in s["arms"]],
         )
         response.started_at.FromNanoseconds(int(s["started_at"] * 1e9))
         if "index_loaded_at" in s:
@@ -239,6 +251,7 @@ def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
             shards_searched=result.shards_searched, shards_targeted=result.shards_targeted
         ),
         fallback=result.fallback,
+        arm=rec.arm,
     )
 
 

@@ -78,6 +78,45 @@ def test_a_model_needing_features_the_engine_lacks_is_refused():
         ModelRanker(model, {"click": 1.0})
 
 
+class InputModel:
+    """Returns, as P(click), the input column named ``read``; records each input matrix."""
+
+    version = "exposure"
+
+    def __init__(self, features: tuple[str, ...], read: str) -> None:
+        self.features = features
+        self.read = features.index(read)
+        self.inputs: list[np.ndarray] = []
+
+    def predict(self, x, objectives=None):
+        self.inputs.append(x.copy())
+        return {"click": x[:, self.read].astype(np.float64)}
+
+    def contributions(self, x, objective):
+        out = np.zeros((len(x), len(self.features) + 1))
+        out[:, : len(self.features)] = x
+        return out
+
+
+def test_a_model_trained_with_positions_scores_every_candidate_at_the_top_position():
+    features = ("age_days", "position", "blend")
+    model = InputModel(features, "blend")
+    ranker = ModelRanker(model, {"click": 1.0})
+    x = np.zeros((2, len(FEATURES)), np.float32)
+    x[:, FEATURES.index("blend")] = [0.7, 0.2]
+    x[:, FEATURES.index("age_days")] = [3.0, 9.0]
+    assert ranker.rank(x, np.ones(2), Query(k=2)).tolist() == pytest.approx([0.7, 0.2])
+    # The model's input: its own column order, the position neutral (0, the top) for all.
+    np.testing.assert_array_equal(
+        model.inputs[-1], np.array([[3.0, 0.0, 0.7], [9.0, 0.0, 0.2]], np.float32)
+    )
+    # Contributions land on the engine's columns; the position has none to land on.
+    c = ranker.contributions(x, Query(k=2))
+    assert c[:, FEATURES.index("age_days")].tolist() == [3.0, 9.0]
+    assert c[:, FEATURES.index("blend")].tolist() == pytest.approx([0.7, 0.2])
+    assert np.count_nonzero(c) == 4
+
+
 def rows_for_engine(seed: int = 0, decisions: int = 300, items: int = 12) -> pl.DataFrame:
     """Engine-shaped training rows: clicks follow popularity_share, carts cart_rate."""
     rng = np.random.default_rng(seed)
@@ -135,7 +174,7 @@ def engine(tmp_path):
     store = SQLiteEventStore(tmp_path / "events.sqlite")
     e = Engine(EngineConfig(store=str(tmp_path / "events.sqlite"), pseudonym_key="k"), store)
     yield e
-    store.close()
+    e.close()
 
 
 RECENT = [ProfileEvent("i01", "purchase", 1_700_000_000_000_000)]

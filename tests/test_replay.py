@@ -125,7 +125,7 @@ def test_serving_at_the_decision_time_computes_the_replayed_rows(recommender, tm
         EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key="k"),
         SQLiteEventStore(tmp_path / "e.sqlite"),
     )
-    engine._served = Served(recommender.version, recommender, 0.0)
+    engine.swap_in(Served(recommender.version, recommender, 0.0))
     key = engine.user_key("u1")
     engine.ingest(
         [
@@ -135,7 +135,7 @@ def test_serving_at_the_decision_time_computes_the_replayed_rows(recommender, tm
         ]
     )
     served = engine.recommend("u1", [], Query(k=9, cross_share=None), now_us=T)
-    engine.store.close()
+    engine.close()
     assert sorted(served.item_ids) == sorted(replayed["item_id"].to_list())
     by_item = {i: r for i, r in zip(served.item_ids, served.result.features)}
     expected = replayed.select(names).to_numpy()

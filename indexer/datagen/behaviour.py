@@ -187,10 +187,9 @@ def generate_events(
     # purchases; out-of-stock items cannot be carted; one-time visitors only view.
     is_interest = (users.interests[user] == leaf[:, None]).any(axis=1)
     price_gap = np.log(catalog.price[item] / (leaf_median_price[leaf] * users.budget[user]))
-    appeal = catalog.appeal[item]
-    p_click = _sigmoid(-0.9 + 0.7 * appeal + 0.5 * is_interest)
-    p_cart = _sigmoid(-0.9 + 0.6 * appeal - 1.0 * price_gap) * catalog.in_stock[item]
-    p_buy = _sigmoid(-0.5 + 0.4 * appeal - 0.8 * price_gap)
+    p_click, p_cart, p_buy = funnel(
+        catalog.appeal[item], is_interest, price_gap, catalog.in_stock[item]
+    )
     clicked = (rng.random(len(item)) < p_click) & ~users.single[user]
     carted = clicked & (rng.random(len(item)) < p_cart)
     bought = carted & (rng.random(len(item)) < p_buy)
@@ -226,6 +225,19 @@ def generate_events(
             "session_id": _ids("s", n_sessions).gather(session[rows]),
         }
     )
+
+
+def funnel(
+    appeal: np.ndarray, is_interest: np.ndarray, price_gap: np.ndarray, in_stock: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """P(click | view), P(cart | click), P(purchase | cart) of the shop's funnel: appeal raises
+    every stage, an interest category raises clicks, a price above the user's budget (``price_gap``
+    = log(price / (category median x budget))) lowers carts and purchases, out-of-stock items
+    cannot be carted. The shopper simulator (``crossrec simulate``) uses the same."""
+    p_click = _sigmoid(-0.9 + 0.7 * appeal + 0.5 * is_interest)
+    p_cart = _sigmoid(-0.9 + 0.6 * appeal - 1.0 * price_gap) * in_stock
+    p_buy = _sigmoid(-0.5 + 0.4 * appeal - 0.8 * price_gap)
+    return p_click, p_cart, p_buy
 
 
 def user_ids(n: int) -> pl.Series:

@@ -402,6 +402,7 @@ class RecommendResponse(_message.Message):
     TARGET_CATEGORIES_FIELD_NUMBER: _builtins.int
     COVERAGE_FIELD_NUMBER: _builtins.int
     FALLBACK_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
     recommendation_id: _builtins.str
     """Unique id of this list. Events that follow from it carry it (Event.recommendation_id)."""
     index_version: _builtins.str
@@ -409,6 +410,10 @@ class RecommendResponse(_message.Message):
     """The ranker model version, or "retrieval-only" when no ranker is loaded."""
     fallback: _builtins.bool
     """True when the user had no usable history and the list is the popularity fallback."""
+    arm: _builtins.str
+    """The experiment arm that answered ("a" unless an A/B split is configured; a user stays in one
+    arm). index_version and model_version are that arm's.
+    """
     @_builtins.property
     def items(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecommendedItem]: ...
     @_builtins.property
@@ -427,10 +432,11 @@ class RecommendResponse(_message.Message):
         target_categories: _abc.Iterable[_builtins.str] | None = ...,
         coverage: Global___Coverage | None = ...,
         fallback: _builtins.bool = ...,
+        arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coverage", b"coverage", "fallback", b"fallback", "index_version", b"index_version", "items", b"items", "model_version", b"model_version", "recommendation_id", b"recommendation_id", "target_categories", b"target_categories"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "coverage", b"coverage", "fallback", b"fallback", "index_version", b"index_version", "items", b"items", "model_version", b"model_version", "recommendation_id", b"recommendation_id", "target_categories", b"target_categories"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

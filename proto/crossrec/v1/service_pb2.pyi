@@ -136,6 +136,7 @@ class GetStatusResponse(_message.Message):
     INDEX_LOADED_AT_FIELD_NUMBER: _builtins.int
     ENGINE_VERSION_FIELD_NUMBER: _builtins.int
     GPU_FIELD_NUMBER: _builtins.int
+    ARMS_FIELD_NUMBER: _builtins.int
     index_version: _builtins.str
     model_version: _builtins.str
     """"retrieval-only" when no ranker is loaded."""
@@ -152,6 +153,10 @@ class GetStatusResponse(_message.Message):
     def started_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def index_loaded_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def arms(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArmStatus]:
+        """Every arm served (one, "a", unless an A/B split is configured); the fields above are arm a's."""
+
     def __init__(
         self,
         *,
@@ -166,11 +171,41 @@ class GetStatusResponse(_message.Message):
         index_loaded_at: _timestamp_pb2.Timestamp | None = ...,
         engine_version: _builtins.str = ...,
         gpu: _builtins.bool = ...,
+        arms: _abc.Iterable[Global___ArmStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["index_loaded_at", b"index_loaded_at", "started_at", b"started_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["category_count", b"category_count", "engine_version", b"engine_version", "event_count", b"event_count", "gpu", b"gpu", "index_loaded_at", b"index_loaded_at", "index_version", b"index_version", "item_count", b"item_count", "model_version", b"model_version", "shard_count", b"shard_count", "started_at", b"started_at", "user_count", b"user_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arms", b"arms", "category_count", b"category_count", "engine_version", b"engine_version", "event_count", b"event_count", "gpu", b"gpu", "index_loaded_at", b"index_loaded_at", "index_version", b"index_version", "item_count", b"item_count", "model_version", b"model_version", "shard_count", b"shard_count", "started_at", b"started_at", "user_count", b"user_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class ArmStatus(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARM_FIELD_NUMBER: _builtins.int
+    INDEX_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    SHARE_FIELD_NUMBER: _builtins.int
+    arm: _builtins.str
+    index_version: _builtins.str
+    model_version: _builtins.str
+    share: _builtins.float
+    """Share of users this arm answers."""
+    def __init__(
+        self,
+        *,
+        arm: _builtins.str = ...,
+        index_version: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        share: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "index_version", b"index_version", "model_version", b"model_version", "share", b"share"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ArmStatus: _TypeAlias = ArmStatus  # noqa: Y015

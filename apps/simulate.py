@@ -1,0 +1,472 @@
+"""``crossrec simulate``: simulated shoppers of a synthetic shop use an engine's recommendations, so
+the loop (shown -> taken -> logged -> attributed -> retrained) runs end to end with a known truth.
+
+The shop's ground truth (``crossrec datagen`` writes it) says what each user wants. A *visit* at a
+simulated time: the shopper opens an item of one of their interest categories (chosen by the
+interest weights, the item by popularity; a ``view`` event), the engine answers ``Recommend`` for
+them (k items, the user's arm), and the shopper looks down the list:
+
+=================  ==============================================================================
+step               probability
+=================  ==============================================================================
+examine position   ``1 / log2(p + 2)`` (p = 0 at the top): lower positions are seen less
+want the item's    1 for the user's interest categories (the opened item's among them); for
+category           complements of the opened category, the planted edge weight relative to its
+                   strongest edge; half that for complements of the user's other interests;
+                   ``FLOOR`` (0.02) elsewhere; a planted partner of the opened item at least
+                   ``partner_take`` (the generator's chance of following a partner)
+click              ``attention x`` the above ``x`` the generator's P(click | view) (item appeal,
+                   interest)
+cart, purchase     the generator's funnel after a click (appeal, price against the user's budget,
+                   stock)
+=================  ==============================================================================
+
+Outcomes go back to the engine as events quoting the list's ``recommendation_id``, as a shop's
+front end would send them. The engine runs in this process (the same :class:`engine.core.Engine`
+``crossrec serve`` runs, with its impression log and live attribution on) because the simulation
+keeps its own clock: visits happen at simulated times after the shop's history, which a request
+over gRPC cannot carry. Visits of one round span one simulated day; a round's figures come from the
+impression log with the attribution rule of :mod:`apps.online`, per arm, with intervals.
+
+With ``--retrain-arm``, after every round but the last a model is trained from all impressions
+logged so far (``crossrec train --impressions``) and swapped into that arm for the next round.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from crossrec.vocabulary import US_PER_DAY
+from engine.features import FEATURES
+
+log = logging.getLogger(__name__)
+
+_US = 1_000_000
+#: How much a shopper wants items of categories unrelated to them.
+FLOOR = 0.02
+_EXPECTED = (
+    "impressions",
+    "expected_clicks",
+    "expected_purchases",
+    "want",
+    "interest",
+    "appeal",
+    "cross_category",
+)
+_CROSS = FEATURES.index("cross_category")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    visits: int = 4_000  # per round
+    rounds: int = 2
+    k: int = 10
+    #: Scales every click probability (a shopper's attention to the recommendation block).
+    attention: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Choices:
+    """Per shown item: P(click), P(cart | click), P(purchase | cart), the user's want of its
+    category and whether it is one of their interest categories."""
+
+    click: np.ndarray
+    cart: np.ndarray
+    purchase: np.ndarray
+    want: np.ndarray
+    interest: np.ndarray
+
+
+class ShopTruth:
+    """What the simulator reads of a shop folder: items (category, price, stock, appeal,
+    popularity, partners), categories (median price, complement edges) and users (interests at
+    the end of the window, budget)."""
+
+    def __init__(self, shop: str | Path) -> None:
+        from indexer.datagen.shop import CATALOG_FILE, ITEM_TRUTH_FILE, TRUTH_FILE, USER_TRUTH_FILE
+
+        shop = Path(shop)
+        truth = json.loads((shop / TRUTH_FILE).read_text())
+        self.settings = truth["config"]
+        self.categories = [c["path"] for c in truth["categories"]]
+        code = {c: j for j, c in enumerate(self.categories)}
+        self.median_price = np.array([c["median_price"] for c in truth["categories"]])
+        items = pl.read_parquet(shop / CATALOG_FILE).join(
+            pl.read_parquet(shop / ITEM_TRUTH_FILE), on="item_id", how="left", maintain_order="left"
+        )
+        self.item_ids = items["item_id"].to_list()
+        self.row_of = {item: j for j, item in enumerate(self.item_ids)}
+        self.leaf = np.array([code[c] for c in items["category"].to_list()])
+        self.price = items["price"].to_numpy().astype(np.float64)
+        self.in_stock = items["in_stock"].to_numpy().astype(np.float64)
+        self.appeal = items["appeal"].fill_null(0.0).to_numpy()
+        self.weight = items["popularity_weight"].fill_null(0.0).to_numpy()
+        self.partners = [set(p) for p in items["partner_ids"].to_list()]
+        n = len(self.categories)
+        self.complement = np.zeros((n, n))
+        for e in truth["complements"]:
+            self.complement[code[e["source"]], code[e["target"]]] = e["weight"]
+        start_us = int(pl.Series([self.settings["start"]]).str.to_datetime().dt.epoch("us")[0])
+        self.end_us = start_us + self.settings["weeks"] * 7 * int(US_PER_DAY)
+        users = pl.read_parquet(shop / USER_TRUTH_FILE).filter(
+            ~pl.col("single_visit") & (pl.col("active_until").dt.epoch("us") >= self.end_us)
+        )
+        grouped = users.group_by("user_id", maintain_order=True).agg("category", "weight", "budget")
+        self.user_ids = grouped["user_id"].to_list()
+        self.interests = [np.array([code[c] for c in cs]) for cs in grouped["category"].to_list()]
+        self.interest_weights = [np.asarray(w) for w in grouped["weight"].to_list()]
+        self.budget = np.array([b[0] for b in grouped["budget"].to_list()])
+        self.by_leaf = [np.flatnonzero(self.leaf == c) for c in range(n)]
+
+    def attraction(self, user: int, opened_leaf: int) -> np.ndarray:
+        """(categories,) how much the user wants an item of each category while looking at one of
+        ``opened_leaf``: 1 for their interest categories (the opened one among them); for the
+        complement categories of the opened one, the edge weight relative to its strongest edge;
+        half that for complements of their other interests; ``FLOOR`` elsewhere."""
+        n = len(self.categories)
+        want = np.full(n, FLOOR)
+        for leaf in self.interests[user]:
+            if leaf != opened_leaf:
+                edges = self.complement[leaf]
+                want = np.maximum(want, 0.5 * edges / max(edges.max(), 1e-12))
+        edges = self.complement[opened_leaf]
+        want = np.maximum(want, edges / max(edges.max(), 1e-12))
+        want[self.interests[user]] = 1.0
+        want[opened_leaf] = 1.0
+        return want
+
+    def choices(self, user: int, opened: int, rows: np.ndarray, attention: float) -> Choices:
+        """For a list of item ``rows`` (best first) shown to ``user`` looking at item ``opened``:
+        P(click) per position (examination x want x the funnel's click, scaled by ``attention``),
+        then P(cart | click) and P(purchase | cart) of the funnel, and what went into them."""
+        from indexer.datagen.behaviour import funnel
+
+        leaf = self.leaf[rows]
+        want = self.attraction(user, int(self.leaf[opened]))[leaf]
+        partners = self.partners[opened]
+        is_partner = np.array([self.item_ids[j] in partners for j in rows.tolist()], bool)
+        want = np.where(is_partner, np.maximum(want, self.settings["partner_take"]), want)
+        examine = 1.0 / np.log2(np.arange(len(rows)) + 2.0)
+        is_interest = np.isin(leaf, self.interests[user])
+        gap = np.log(self.price[rows] / (self.median_price[leaf] * self.budget[user]))
+        p_click, p_cart, p_buy = funnel(self.appeal[rows], is_interest, gap, self.in_stock[rows])
+        return Choices(
+            np.minimum(attention * examine * want * p_click, 1.0), p_cart, p_buy, want, is_interest
+        )
+
+
+def simulate(
+    engine,
+    truth: ShopTruth,
+    config: SimConfig,
+    start_us: int,
+    rounds_done: int = 0,
+    after_round=None,
+) -> list[dict]:
+    """Run ``config.rounds`` rounds of visits on ``engine`` from ``start_us``; after each round
+    ``after_round(round, start_us, end_us)`` (e.g. a retrain). Returns per round the counts sent."""
+    from engine.query import Query
+    from engine.store import StoredEvent
+
+    rng = np.random.default_rng(config.seed)
+    out = []
+    for r in range(rounds_done, rounds_done + config.rounds):
+        round_start = start_us + r * int(US_PER_DAY)
+        step = int(US_PER_DAY) // max(config.visits, 1)
+        sent = {"visits": 0, "empty_lists": 0, "click": 0, "cart": 0, "purchase": 0}
+        users = rng.choice(len(truth.user_ids), size=config.visits, replace=True)
+        per_arm: dict[str, dict[str, float]] = {}
+        started = time.perf_counter()
+        for v, u in enumerate(users.tolist()):
+            t = round_start + v * step
+            user_id = truth.user_ids[u]
+            key = engine.user_key(user_id)
+            w = truth.interest_weights[u]
+            leaf = int(rng.choice(truth.interests[u], p=w / w.sum()))
+            pool = truth.by_leaf[leaf]
+            opened = int(rng.choice(pool, p=truth.weight[pool] / truth.weight[pool].sum()))
+            session = f"sim{r}-{v}"
+            engine.ingest(
+                [StoredEvent(f"{session}-v", key, truth.item_ids[opened], "view", t, session)]
+            )
+            rec = engine.recommend(user_id, [], Query(k=config.k), now_us=t + _US)
+            rows = np.array([truth.row_of[i] for i in rec.item_ids], np.int64)
+            sent["visits"] += 1
+            if len(rows) == 0:
+                sent["empty_lists"] += 1
+                continue
+            c = truth.choices(u, opened, rows, config.attention)
+            clicked = rng.random(len(rows)) < c.click
+            carted = clicked & (rng.random(len(rows)) < c.cart)
+            bought = carted & (rng.random(len(rows)) < c.purchase)
+            truths = per_arm.setdefault(rec.arm, dict.fromkeys(_EXPECTED, 0.0))
+            truths["impressions"] += len(rows)
+            truths["expected_clicks"] += float(c.click.sum())
+            truths["expected_purchases"] += float((c.click * c.cart * c.purchase).sum())
+            truths["want"] += float(c.want.sum())
+            truths["interest"] += float(c.interest.sum())
+            truths["appeal"] += float(truth.appeal[rows].sum())
+            truths["cross_category"] += int(
+                (rec.result.features[:, _CROSS] > 0.5).sum()
+                if rec.result.features is not None
+                else 0
+            )
+            events = []
+            for action, mask, delay_s in (
+                ("click", clicked, 20),
+                ("cart", carted, 80),
+                ("purchase", bought, 260),
+            ):
+                for j in np.flatnonzero(mask).tolist():
+                    item = rec.item_ids[j]
+                    events.append(
+                        StoredEvent(
+                            f"{session}-{action}-{j}",
+                            key,
+                            item,
+                            action,
+                            t + (1 + delay_s + j) * _US,
+                            session,
+                            rec.recommendation_id,
+                        )
+                    )
+                    sent[action] += 1
+            if events:
+                engine.ingest(events)
+        sent["truth_per_arm"] = {
+            arm: {
+                "impressions": int(t["impressions"]),
+                # Expected rates under the simulator's own probabilities (no sampling noise).
+                "expected_ctr": t["expected_clicks"] / max(t["impressions"], 1),
+                "expected_purchase_rate": t["expected_purchases"] / max(t["impressions"], 1),
+                **{
+                    f"mean_{name}": t[name] / max(t["impressions"], 1)
+                    for name in ("want", "interest", "appeal", "cross_category")
+                },
+            }
+            for arm, t in sorted(per_arm.items())
+        }
+        sent["seconds"] = round(time.perf_counter() - started, 1)
+        sent["round"] = r
+        log.info("round %d: %s", r, sent)
+        out.append(sent)
+        if after_round is not None:
+            after_round(r, round_start, round_start + int(US_PER_DAY))
+    return out
+
+
+def round_figures(log_path: Path, store: Path, start_us: int, rounds: int) -> pl.DataFrame:
+    """Per round and arm (and model version): the online figures of :func:`apps.online.summarise`
+    from the impression log."""
+    from apps.online import attribute, read_log, read_outcome_events, summarise
+
+    lists, shown = read_log(log_path)
+    attributed = attribute(lists, shown, read_outcome_events(store), int(US_PER_DAY))
+    attributed = attributed.with_columns(
+        round=((pl.col("ts_us") - start_us) // int(US_PER_DAY)).cast(pl.Int64)
+    )
+    parts = []
+    for r in range(rounds):
+        part = attributed.filter(pl.col("round") == r)
+        if part.height:
+            parts.append(
+                summarise(part, ["arm", "model_version"]).with_columns(round=pl.lit(r, pl.Int64))
+            )
+    return (
+        pl.concat(parts, how="diagonal_relaxed").select("round", pl.exclude("round"))
+        if parts
+        else pl.DataFrame()
+    )
+
+
+def format_figures(figures: pl.DataFrame) -> str:
+    lines = [
+        f"{'round':>5}  {'arm':<3} {'model':<34} {'lists':>6} {'CTR':>22} "
+        f"{'purchase rate':>24} {'RPM':>24}"
+    ]
+    for row in figures.iter_rows(named=True):
+        cells = []
+        for name, scale, digits in (("ctr", 100, 2), ("purchase_rate", 100, 3), ("rpm", 1, 0)):
+            unit = "%" if scale == 100 else ""
+            cells.append(
+                f"{row[name] * scale:.{digits}f}{unit} [{row[f'{name}_low'] * scale:.{digits}f}, "
+                f"{row[f'{name}_high'] * scale:.{digits}f}]"
+            )
+        lines.append(
+            f"{row['round']:>5}  {row['arm']:<3} {row['model_version'][:34]:<34} "
+            f"{row['lists']:>6} {cells[0]:>22} {cells[1]:>24} {cells[2]:>24}"
+        )
+    return "\n".join(lines)
+
+
+def plot_figures(figures: pl.DataFrame, path: Path) -> None:
+    """Bars per round and arm for CTR, purchase rate and RPM, with their intervals."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    labels = [f"r{r} {a}" for r, a in zip(figures["round"], figures["arm"])]
+    x = np.arange(figures.height)
+    panels = (
+        ("ctr", "CTR (%)", 100),
+        ("purchase_rate", "purchases / impression (%)", 100),
+        ("rpm", "revenue per 1000 impressions", 1),
+    )
+    for ax, (name, title, scale) in zip(axes, panels):
+        value = figures[name].to_numpy() * scale
+        low = figures[f"{name}_low"].to_numpy() * scale
+        high = figures[f"{name}_high"].to_numpy() * scale
+        colours = ["tab:blue" if a == "a" else "tab:orange" for a in figures["arm"]]
+        ax.bar(x, value, color=colours, yerr=[value - low, high - value], capsize=3)
+        ax.set_xticks(x, labels, rotation=30)
+        ax.set_title(title)
+    fig.suptitle("crossrec simulate: online figures per round and arm (95% intervals)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "simulate",
+        help="simulated shoppers of a synthetic shop use the engine's recommendations (A/B)",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("--shop", type=Path, required=True, help="crossrec datagen folder")
+    p.add_argument("--index", type=Path, required=True, help="index version (or root) for arm a")
+    p.add_argument("--model", type=Path, help="ranker model for arm a (default: retrieval-only)")
+    p.add_argument("--arm-b-index", type=Path, help="index for arm b (default: arm a's)")
+    p.add_argument("--arm-b-model", type=Path, help="ranker model for arm b")
+    p.add_argument("--arm-b-share", type=float, default=0.5)
+    p.add_argument("--no-arm-b", action="store_true", help="one arm only")
+    p.add_argument("--out", type=Path, required=True, help="store, impression log, report, models")
+    p.add_argument("--visits", type=int, default=SimConfig.visits, help="visits per round")
+    p.add_argument("--rounds", type=int, default=SimConfig.rounds)
+    p.add_argument("--k", type=int, default=SimConfig.k)
+    p.add_argument("--attention", type=float, default=SimConfig.attention)
+    p.add_argument("--seed", type=int, default=SimConfig.seed)
+    p.add_argument(
+        "--retrain-arm",
+        choices=("a", "b"),
+        help="after each round but the last, train on the impressions so far and swap the model "
+        "into this arm",
+    )
+    p.add_argument("--engine-config", type=Path, help="TOML of engine settings")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from apps.inprocess import ingest_frame
+    from apps.training import ImpressionJob, train_from_impressions
+    from engine.config import EngineConfig
+    from engine.core import Engine
+    from engine.store import SQLiteEventStore
+    from indexer.datagen.shop import EVENTS_FILE
+
+    config = SimConfig(args.visits, args.rounds, args.k, args.attention, args.seed)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    store = out / "events.sqlite"
+    if store.exists():
+        print(f"crossrec simulate: {out} already holds a simulation; give a new --out")
+        return 2
+    truth = ShopTruth(args.shop)
+    engine_config = EngineConfig.load(
+        args.engine_config,
+        artifact=str(args.index),
+        model=str(args.model) if args.model else "",
+        arm_b_artifact="" if args.no_arm_b else str(args.arm_b_index or args.index),
+        arm_b_model=str(args.arm_b_model) if args.arm_b_model else "",
+        arm_b_share=args.arm_b_share,
+        store=str(store),
+        impression_log=str(out / "impressions.sqlite"),
+        pseudonym_key="crossrec-simulate",
+    )
+    engine = Engine(engine_config, SQLiteEventStore(store))
+    started = time.perf_counter()
+    retrained: list[dict] = []
+    try:
+        engine.load_configured()
+        history = pl.read_parquet(args.shop / EVENTS_FILE)
+        print(f"ingesting the shop's {history.height:,} events ...", flush=True)
+        ingest_frame(engine, history, progress=True)
+        start_us = truth.end_us + 3600 * _US
+
+        def retrain(r: int, _start: int, _end: int) -> None:
+            if args.retrain_arm is None or r == config.rounds - 1:
+                return
+            engine.impressions.flush()
+            served = engine.arms[args.retrain_arm]
+            report = train_from_impressions(
+                ImpressionJob(
+                    out / "impressions.sqlite",
+                    store,
+                    Path(served.version.path),
+                    out / f"retrain-{r}",
+                    24.0,
+                    {"progress": False},
+                )
+            )
+            engine.load(str(served.version.path), report["model"], arm=args.retrain_arm)
+            retrained.append(
+                {
+                    "after_round": r,
+                    "arm": args.retrain_arm,
+                    "model": report["model"],
+                    "rows": report["row_count"],
+                    "positives": report["positives"],
+                    "held_out_auc": {
+                        o: report["metrics"][o]["auc"] for o in ("click", "cart", "purchase")
+                    },
+                }
+            )
+            print(f"round {r}: retrained arm {args.retrain_arm} -> {report['model']}", flush=True)
+
+        sent = simulate(engine, truth, config, start_us, after_round=retrain)
+        engine.impressions.flush()
+    finally:
+        engine.close()
+    figures = round_figures(out / "impressions.sqlite", store, start_us, config.rounds)
+    print(format_figures(figures))
+    for r in sent:
+        for arm, t in r["truth_per_arm"].items():
+            print(
+                f"round {r['round']} arm {arm}: expected CTR {100 * t['expected_ctr']:.2f}%, "
+                f"expected purchase rate {100 * t['expected_purchase_rate']:.3f}%; shown items: "
+                f"want {t['mean_want']:.3f}, interest share {t['mean_interest']:.3f}, "
+                f"appeal {t['mean_appeal']:+.3f}, cross-category share "
+                f"{t['mean_cross_category']:.3f}"
+            )
+    plot_figures(figures, out / "simulation.png")
+    report = {
+        "config": asdict(config),
+        "shop": str(args.shop),
+        "arms": {
+            "a": {"index": str(args.index), "model": str(args.model or "")},
+            "b": None
+            if args.no_arm_b
+            else {
+                "index": str(args.arm_b_index or args.index),
+                "model": str(args.arm_b_model or ""),
+                "share": args.arm_b_share,
+            },
+        },
+        "rounds": sent,
+        "retrained": retrained,
+        "figures": figures.to_dicts(),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    (out / "simulation.json").write_text(json.dumps(report, indent=2, default=str))
+    print(f"wrote {out / 'simulation.json'} and {out / 'simulation.png'}")
+    return 0

@@ -1,0 +1,347 @@
+"""The engine's side of the loop on the hand-built tiny version: the impression log (what it
+writes, its failures, sampling, retention, deletion), A/B arms, live outcome metrics."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+
+import numpy as np
+import pytest
+from helpers_tiny import NOW, settings
+
+from engine.config import EngineConfig
+from engine.core import ARM_A, ARM_B, Engine, Served
+from engine.features import FEATURES
+from engine.impressions import ImpressionLog, sampled
+from engine.profile import ProfileEvent
+from engine.query import Query
+from engine.recommend import Recommender
+from engine.store import SQLiteEventStore, StoredEvent
+
+DAY_US = 86_400 * 1_000_000
+RECENT = [ProfileEvent("t0", "purchase", NOW - 60_000_000)]
+
+
+def make_engine(tmp_path, tiny_version, arms=(ARM_A,), **config) -> Engine:
+    store = tmp_path / "events.sqlite"
+    engine = Engine(
+        EngineConfig(store=str(store), pseudonym_key="k", **config), SQLiteEventStore(store)
+    )
+    for arm in arms:
+        engine.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), arm)
+    return engine
+
+
+@pytest.fixture
+def engine(tmp_path, tiny_version):
+    e = make_engine(tmp_path, tiny_version)
+    yield e
+    e.close()
+
+
+def log_rows(path) -> tuple[list[tuple], list[tuple]]:
+    db = sqlite3.connect(path)
+    try:
+        lists = db.execute(
+            "SELECT recommendation_id, user_key, ts_us, arm, index_version, model_version "
+            "FROM lists ORDER BY ts_us"
+        ).fetchall()
+        shown = db.execute(
+            "SELECT recommendation_id, position, item_id, category, cross_category, sources, "
+            "score, price, vector FROM shown ORDER BY recommendation_id, position"
+        ).fetchall()
+    finally:
+        db.close()
+    return lists, shown
+
+
+def sample(engine: Engine, name: str, **labels) -> float:
+    value = engine.metrics.registry.get_sample_value(name, labels)
+    return 0.0 if value is None else value
+
+
+def test_each_response_is_logged_with_its_items_scores_and_feature_rows(engine, tmp_path):
+    rec = engine.recommend("u1", RECENT, Query(k=3), now_us=NOW)
+    assert engine.impressions.flush()
+    lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
+    assert lists == [
+        (rec.recommendation_id, engine.user_key("u1"), NOW, "a", "tiny", "retrieval-only")
+    ]
+    assert [s[2] for s in shown] == rec.item_ids
+    assert [s[1] for s in shown] == list(range(len(rec.item_ids)))
+    for row, item, features in zip(shown, rec.items, rec.result.features):
+        assert row[3] == item.category
+        assert row[4] == int(features[FEATURES.index("cross_category")] > 0.5)
+        assert row[5] == ",".join(item.sources)
+        assert row[6] == pytest.approx(item.score)
+        np.testing.assert_array_equal(np.frombuffer(row[8], np.float32), features)
+    prices = {"t0": 100.0, "t1": 50.0, "t2": None, "p0": 20.0, "p1": 30.0, "k0": 10.0}
+    assert [s[7] for s in shown] == [
+        prices.get(i, 5.0 if i[0] == "g" else 15.0) for i in rec.item_ids
+    ]
+    # The raw user id is nowhere in the file.
+    assert b"u1" not in (tmp_path / "events.impressions.sqlite").read_bytes()
+    db = sqlite3.connect(tmp_path / "events.impressions.sqlite")
+    names = db.execute("SELECT names FROM feature_lists").fetchall()
+    db.close()
+    assert [json.loads(n[0]) for n in names] == [list(FEATURES)]
+
+
+def test_a_failing_log_write_loses_impressions_not_requests(engine, monkeypatch):
+    def broken(batch):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(engine.impressions, "write", broken)
+    for i in range(3):
+        assert engine.recommend("u1", RECENT, Query(k=2), now_us=NOW + i).item_ids
+    assert engine.impressions.flush()
+    assert engine.impressions.counts["write_error"] == 3
+    assert sample(engine, "crossrec_impression_log_total", outcome="write_error") == 3
+    assert engine.impressions.counts["written"] == 0
+    monkeypatch.undo()
+    engine.recommend("u1", RECENT, Query(k=2), now_us=NOW + 10)
+    assert engine.impressions.flush()
+    assert engine.impressions.counts["written"] == 1
+
+
+def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
+    log = ImpressionLog(tmp_path / "imp.sqlite", queue_size=1)
+    release = threading.Event()
+    entered = threading.Event()
+    real = log.write
+
+    def slow(batch):
+        entered.set()
+        release.wait(10)
+        real(batch)
+
+    log.write = slow
+    from test_feedback_attribution import impressions
+
+    first, second, third = impressions()
+    assert log.offer(first)
+    assert entered.wait(5)  # the writer holds the first, the queue is empty again
+    assert log.offer(second)  # fills the queue (size 1)
+    assert not log.offer(third)  # full: dropped at once
+    assert log.counts["queue_full"] == 1
+    release.set()
+    assert log.flush()
+    assert log.counts["written"] == 2
+    log.close()
+
+
+def test_sampling_is_decided_by_the_recommendation_id():
+    ids = [f"{i:032x}" for i in range(4000)]
+    assert all(sampled(i, 1.0) for i in ids)
+    assert not any(sampled(i, 0.0) for i in ids)
+    kept = [i for i in ids if sampled(i, 0.25)]
+    assert 0.22 < len(kept) / len(ids) < 0.28
+    assert kept == [i for i in ids if sampled(i, 0.25)]  # the same id decides alike
+    assert set(kept) <= {i for i in ids if sampled(i, 0.5)}  # nested: a higher rate keeps more
+
+
+def test_sample_rate_counts_what_it_leaves_out(tmp_path, tiny_version):
+    engine = make_engine(tmp_path, tiny_version, impression_sample_rate=0.5)
+    recs = [engine.recommend("u1", RECENT, Query(k=2), now_us=NOW + i) for i in range(40)]
+    assert engine.impressions.flush()
+    logged = {r[0] for r in log_rows(tmp_path / "events.impressions.sqlite")[0]}
+    assert logged == {r.recommendation_id for r in recs if sampled(r.recommendation_id, 0.5)}
+    assert engine.impressions.counts["sampled_out"] == 40 - len(logged)
+    engine.close()
+    off = make_engine(tmp_path / "off", tiny_version, impression_sample_rate=0.0)
+    assert off.impressions is None
+    assert off.recommend("u1", RECENT, Query(k=2), now_us=NOW).item_ids
+    off.close()
+
+
+def test_retention_removes_old_lists_and_delete_user_leaves_no_trace(engine, tmp_path):
+    engine.recommend("u1", RECENT, Query(k=2), now_us=NOW - 100 * DAY_US)
+    engine.recommend("u1", RECENT, Query(k=2), now_us=NOW)
+    engine.recommend("u2", RECENT, Query(k=2), now_us=NOW)
+    assert engine.impressions.flush()
+    assert engine.impressions.compact(NOW) == 1  # 90 days kept by default
+    lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
+    assert [r[2] for r in lists] == [NOW, NOW]
+    assert len({s[0] for s in shown}) == 2
+    key = engine.user_key("u1")
+    engine.delete_user("u1")
+    lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
+    assert [r[1] for r in lists] == [engine.user_key("u2")]
+    assert len({s[0] for s in shown}) == 1
+    for path in tmp_path.glob("events.impressions.sqlite*"):
+        assert key.encode() not in path.read_bytes(), path
+
+
+def test_arms_are_sticky_balanced_and_redrawn_by_the_salt(tmp_path, tiny_version):
+    engine = make_engine(tmp_path, tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3)
+    users = [f"user{i}" for i in range(4000)]
+    arms = [engine.served_for(u)[0] for u in users]
+    share = arms.count(ARM_B) / len(users)
+    assert 0.27 < share < 0.33  # binomial sd 0.007
+    assert [engine.served_for(u)[0] for u in users] == arms
+    engine.close()
+    again = make_engine(tmp_path / "again", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3)
+    again._key = engine._key  # same pseudonym key: the same users, the same arms
+    assert [again.served_for(u)[0] for u in users] == arms
+    again.close()
+    salted = make_engine(
+        tmp_path / "salted", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3, arm_salt="x2"
+    )
+    salted._key = engine._key
+    moved = sum(a != salted.served_for(u)[0] for u, a in zip(users, arms))
+    assert 0.35 < moved / len(users) < 0.49  # independent draws differ 2 x 0.3 x 0.7 = 42%
+    salted.close()
+
+
+def test_one_arm_answers_everyone_without_a_split(engine):
+    assert {engine.served_for(f"u{i}")[0] for i in range(200)} == {ARM_A}
+    assert engine.arm_share(ARM_A) == 1.0
+
+
+def test_a_response_names_its_arm_and_the_arms_versions(tmp_path, tiny_version):
+    engine = make_engine(tmp_path, tiny_version, arms=(ARM_A,))
+    other = Recommender(tiny_version, settings())
+    other.ranker.model_version = "blend-b"  # a distinguishable pair for arm b
+    engine.swap_in(Served(tiny_version, other, 0.0), ARM_B)
+    seen = {}
+    for i in range(60):
+        rec = engine.recommend(f"u{i}", RECENT, Query(k=2), now_us=NOW)
+        assert rec.arm == engine.served_for(f"u{i}")[0]
+        seen[rec.arm] = rec.model_version
+    assert seen == {ARM_A: "retrieval-only", ARM_B: "blend-b"}
+    assert engine.impressions.flush()
+    lists, _ = log_rows(tmp_path / "events.impressions.sqlite")
+    assert {(r[3], r[5]) for r in lists} == {(ARM_A, "retrieval-only"), (ARM_B, "blend-b")}
+    status = engine.status()["arms"]
+    assert [(a["arm"], a["model_version"], a["share"]) for a in status] == [
+        (ARM_A, "retrieval-only", 0.5),
+        (ARM_B, "blend-b", 0.5),
+    ]
+    engine.close()
+
+
+def test_outcomes_of_shown_items_are_counted_live(engine):
+    rec = engine.recommend("u1", RECENT, Query(k=3), now_us=NOW)
+    key, rid = engine.user_key("u1"), rec.recommendation_id
+    first, second = rec.items[0], rec.items[1]
+    engine.ingest(
+        [
+            StoredEvent("c1", key, first.item_id, "click", NOW + 5, "", rid),
+            StoredEvent("c2", key, first.item_id, "click", NOW + 6, "", rid),  # once per item
+            StoredEvent("b1", key, second.item_id, "purchase", NOW + 9, "", rid),
+            StoredEvent("x1", engine.user_key("u2"), first.item_id, "cart", NOW + 9, "", rid),
+        ]
+    )
+    labels = {"arm": "a", "model_version": "retrieval-only"}
+    assert sample(engine, "crossrec_recommendations_total", **labels) == 1
+    shown = sum(
+        sample(engine, "crossrec_impressions_total", **labels, cross_category=c)
+        for c in ("true", "false")
+    )
+    assert shown == len(rec.items)
+    clicks = sum(
+        sample(engine, "crossrec_attributed_total", **labels, action="click", cross_category=c)
+        for c in ("true", "false")
+    )
+    carts = sum(
+        sample(engine, "crossrec_attributed_total", **labels, action="cart", cross_category=c)
+        for c in ("true", "false")
+    )
+    assert (clicks, carts) == (1, 0)
+    price = engine.served.recommender.items.price[
+        engine.served.recommender.items.row_of[second.item_id]
+    ]
+    assert sample(engine, "crossrec_attributed_revenue_total", **labels) == pytest.approx(
+        0.0 if np.isnan(price) else price
+    )
+
+
+def test_over_grpc_each_response_names_its_arm_and_that_arms_versions(root, tiny_built, tmp_path):
+    from clients.sdk import CrossrecClient
+    from engine.server import BackgroundServer
+    from indexer.build import BuildConfig, build_index
+
+    catalog = tiny_built.parent / "catalog.parquet"
+    build_index(catalog, root, None, BuildConfig(text=False, progress=False, version="v2"))
+    config = EngineConfig(
+        artifact=str(root / "v1"),
+        arm_b_artifact=str(root / "v2"),
+        arm_b_share=0.5,
+        port=0,
+        store=str(tmp_path / "events.sqlite"),
+    )
+    with BackgroundServer(config) as srv, CrossrecClient(srv.target, timeout=10) as client:
+        versions = {}
+        for i in range(40):
+            rec = client.recommend(f"user{i}", k=2)
+            assert rec.arm == srv.engine.served_for(f"user{i}")[0]
+            versions.setdefault(rec.arm, set()).add(rec.index_version)
+        status = client.status()
+    assert versions == {"a": {"v1"}, "b": {"v2"}}
+    assert status.arms == {"a": ("v1", "retrieval-only", 0.5), "b": ("v2", "retrieval-only", 0.5)}
+
+
+def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(root, tmp_path):
+    """crossrec train --impressions on lists the engine logged, with outcomes that favour the top
+    position: the rows are the shown items with their outcomes, the model reads the position as a
+    feature, and the engine serves it for the same index version (position neutralised).
+    (Which feature the model credits is not asserted: without randomised positions, position and
+    the engine's own order are collinear in any log, here exactly.)"""
+    from apps.training import ImpressionJob, train_from_impressions
+    from ranker.model import RankerModel
+
+    store = tmp_path / "events.sqlite"
+    engine = Engine(EngineConfig(store=str(store), pseudonym_key="k"), SQLiteEventStore(store))
+    engine.load(str(root / "v1"), model="")
+    rng = np.random.default_rng(0)
+    ids = [f"i{i:02d}" for i in range(12)]
+    sent = 0
+    for i in range(600):
+        user = f"user{i}"
+        # Random exclusions vary which item sits where, so the position is not the item.
+        query = Query(k=4, cross_share=None, exclude_items=frozenset(rng.choice(ids, 4)))
+        rec = engine.recommend(user, [], query, now_us=NOW + i * 1000)
+        key, events = engine.user_key(user), []
+        for position, item in enumerate(rec.item_ids):
+            if rng.random() < (0.6 if position == 0 else 0.1):
+                for j, action in enumerate(("click", "cart", "purchase")):
+                    if j and rng.random() > 0.6:
+                        break
+                    events.append(
+                        StoredEvent(
+                            f"{user}-{item}-{action}",
+                            key,
+                            item,
+                            action,
+                            NOW + i * 1000 + 10 + j,
+                            "",
+                            rec.recommendation_id,
+                        )
+                    )
+        engine.ingest(events)
+        sent += sum(e.action == "click" for e in events)
+    assert engine.impressions.flush()
+    engine.close()
+
+    report = train_from_impressions(
+        ImpressionJob(
+            tmp_path / "events.impressions.sqlite", store, root / "v1", tmp_path / "train"
+        )
+    )
+    assert report["decisions"] == 600 and report["row_count"] == 600 * 4
+    assert report["index_version"] == "v1"
+    model = RankerModel.load(report["model"])
+    assert model.features[-1] == "position"
+    # Labels: every click sent quotes a list and an item of it, within the window.
+    assert report["positives"]["click"] == sent
+
+    serving = Engine(
+        EngineConfig(store=str(tmp_path / "s.sqlite"), pseudonym_key="k"),
+        SQLiteEventStore(tmp_path / "s.sqlite"),
+    )
+    served = serving.load(str(root / "v1"), model=report["model"])
+    assert served.model_version == model.version
+    assert len(serving.recommend("someone", [], Query(k=3), now_us=NOW).item_ids) == 3
+    serving.close()
