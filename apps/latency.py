@@ -136,6 +136,8 @@ def _log_cost(engine, users: list[str], warmup: int, repeats: int = 3) -> dict:
     out["p50_ratio"] = round(out["on"]["p50_ms"] / out["off"]["p50_ms"], 3)
     out["p99_ratio"] = round(out["on"]["p99_ms"] / out["off"]["p99_ms"], 3)
     out["log_counts"] = dict(log.counts)
+    written = max(log.counts["written"], 1)
+    out["writer_ms_per_impression"] = round(log.write_seconds * 1e3 / written, 4)
     return out
 
 
@@ -166,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"impression log, k=10, alternating: on p50 {c['on']['p50_ms']} ms / p99 "
             f"{c['on']['p99_ms']} ms; off p50 {c['off']['p50_ms']} ms / p99 {c['off']['p99_ms']} "
-            f"ms; ratio p50 {c['p50_ratio']}, p99 {c['p99_ratio']} ({c['log_counts']})"
+            f"ms; ratio p50 {c['p50_ratio']}, p99 {c['p99_ratio']} ({c['log_counts']}; the "
+            f"writer thread spent {c['writer_ms_per_impression']} ms of CPU per impression)"
         )
     if args.json is not None:
         args.json.write_text(json.dumps(result, indent=2))

@@ -27,15 +27,15 @@ _RATES = (
 
 
 def format_table(summary: pl.DataFrame, by: list[str]) -> str:
-    head = [f"{c:<16}" for c in by] + [f"{'impressions':>11}", f"{'users':>6}"]
-    head += [f"{h:>24}" for _, h, _, _ in _RATES]
+    head = [f"{c:<16}" for c in by] + [f"{'impressions':>11}", f"{'users':>8}"]
+    head += [f"{h:>26}" for _, h, _, _ in _RATES]
     lines = ["".join(head)]
     for row in summary.iter_rows(named=True):
         cells = [f"{str(row[c])[:15]:<16}" for c in by]
-        cells += [f"{row['impressions']:>11,}", f"{row['users']:>6,}"]
+        cells += [f"{row['impressions']:>11,}", f"{row['users']:>8,}"]
         for name, _, scale, d in _RATES:
             v, lo, hi = (row[name] * scale, row[f"{name}_low"] * scale, row[f"{name}_high"] * scale)
-            cells.append(f"{f'{v:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]':>24}")
+            cells.append(f"{f'{v:.{d}f} [{lo:.{d}f}, {hi:.{d}f}]':>26}")
         lines.append("".join(cells))
     return "\n".join(lines)
 

@@ -72,6 +72,9 @@ class SimConfig:
     #: Scales every click probability (a shopper's attention to the recommendation block).
     attention: float = 1.0
     seed: int = 0
+    #: Share of each list from categories new to the user, as a request's
+    #: ``cross_category_share``; negative: the engine's default (the ranking decides).
+    cross_share: float = -1.0
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,9 @@ def simulate(
     from engine.store import StoredEvent
 
     rng = np.random.default_rng(config.seed)
+    # As a request that leaves the split to the engine: its configured default.
+    share = engine.config.default_cross_category_share
+    query = Query(k=config.k, cross_share=config.cross_share if config.cross_share >= 0 else share)
     out = []
     for r in range(rounds_done, rounds_done + config.rounds):
         round_start = start_us + r * int(US_PER_DAY)
@@ -198,7 +204,7 @@ def simulate(
             engine.ingest(
                 [StoredEvent(f"{session}-v", key, truth.item_ids[opened], "view", t, session)]
             )
-            rec = engine.recommend(user_id, [], Query(k=config.k), now_us=t + _US)
+            rec = engine.recommend(user_id, [], query, now_us=t + _US)
             rows = np.array([truth.row_of[i] for i in rec.item_ids], np.int64)
             sent["visits"] += 1
             if len(rows) == 0:
@@ -357,6 +363,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--attention", type=float, default=SimConfig.attention)
     p.add_argument("--seed", type=int, default=SimConfig.seed)
     p.add_argument(
+        "--cross-share",
+        type=float,
+        default=SimConfig.cross_share,
+        help="each request's cross_category_share (default: the engine's, the ranking decides)",
+    )
+    p.add_argument(
         "--retrain-arm",
         choices=("a", "b"),
         help="after each round but the last, train on the impressions so far and swap the model "
@@ -374,7 +386,9 @@ def run(args: argparse.Namespace) -> int:
     from engine.store import SQLiteEventStore
     from indexer.datagen.shop import EVENTS_FILE
 
-    config = SimConfig(args.visits, args.rounds, args.k, args.attention, args.seed)
+    config = SimConfig(
+        args.visits, args.rounds, args.k, args.attention, args.seed, args.cross_share
+    )
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     store = out / "events.sqlite"

@@ -327,6 +327,7 @@ class Engine:
     def delete_user(self, user_id: str) -> int:
         """Remove the user's events and the lists shown to them; returns the events removed."""
         key = self.user_key(user_id)
+        self.recent_lists.forget(key)
         if self.impressions is not None:
             self.impressions.delete_user(key)
         return self.store.delete_user(key)

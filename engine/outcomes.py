@@ -93,6 +93,14 @@ class RecentLists:
                     break
                 self._lists.popitem(last=False)
 
+    def forget(self, user_key: str) -> int:
+        """Drop the lists shown to a user (DeleteUser); returns how many."""
+        with self._lock:
+            gone = [r for r, shown in self._lists.items() if shown.user_key == user_key]
+            for r in gone:
+                del self._lists[r]
+        return len(gone)
+
     def attribute(self, events) -> list[Outcome]:
         """The outcomes among ``events`` (objects with ``recommendation_id``, ``user_key``,
         ``item_id``, ``action``, ``ts_us``), each counted once."""

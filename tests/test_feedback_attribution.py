@@ -3,6 +3,7 @@ event store) and live (engine.outcomes), on a hand-built log whose answers are w
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -232,3 +233,35 @@ def test_outcome_events_are_read_with_their_actions(logged):
     assert set(events["action"]) == {"click", "cart", "purchase"}
     assert events.height == len([e for e in EVENTS if e[4] and e[2] != "view"])
     assert isinstance(events, pl.DataFrame)
+
+
+def test_crossrec_report_writes_the_table_json_and_plot(logged, tmp_path, capsys):
+    from clients.cli import main
+
+    lists_path = tmp_path / "imp.sqlite"
+    store = tmp_path / "events.sqlite"
+    argv = ["report", "--impressions", str(lists_path), "--store", str(store)]
+    assert (
+        main(
+            [
+                *argv,
+                "--by",
+                "arm",
+                "--window-hours",
+                str(WINDOW / 3.6e9),
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "3 lists, 5 item impressions, 3 attributed clicks" in printed
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert [(r["arm"], r["impressions"], r["click"]) for r in report["summary"]] == [
+        ("a", 3, 2),
+        ("b", 2, 1),
+    ]
+    assert (tmp_path / "r" / "report.png").stat().st_size > 0
+    assert main([*argv, "--by", "colour"]) == 2
+    assert "unknown breakdown" in capsys.readouterr().out

@@ -166,7 +166,9 @@ def test_retention_removes_old_lists_and_delete_user_leaves_no_trace(engine, tmp
     assert [r[2] for r in lists] == [NOW, NOW]
     assert len({s[0] for s in shown}) == 2
     key = engine.user_key("u1")
+    assert len(engine.recent_lists) == 2  # the 100-day-old list is past the window
     engine.delete_user("u1")
+    assert len(engine.recent_lists) == 1  # nor kept in memory for live attribution
     lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
     assert [r[1] for r in lists] == [engine.user_key("u2")]
     assert len({s[0] for s in shown}) == 1
