@@ -153,7 +153,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         for line in problems[:20]:
             print(f"  {line}", file=sys.stderr)
         return 2
-    accepted = duplicates = 0
+    accepted = duplicates = unknown = 0
     with CrossrecClient(args.target, timeout=args.timeout) as client:
         for first in range(0, len(events), args.batch):
             try:
@@ -174,7 +174,11 @@ def run_ingest(args: argparse.Namespace) -> int:
                 return 2
             accepted += result.accepted
             duplicates += result.duplicates
-    print(f"stored {accepted:,} events ({duplicates:,} already present)")
+            unknown += result.unknown_items
+    print(
+        f"stored {accepted:,} events ({duplicates:,} already present; {unknown:,} naming items "
+        "the serving index does not know)"
+    )
     return 0
 
 

@@ -118,6 +118,8 @@ class Status:
 class IngestResult:
     accepted: int
     duplicates: int
+    #: Events naming items the serving index does not know (stored all the same).
+    unknown_items: int = 0
 
 
 @dataclass
@@ -303,7 +305,7 @@ class CrossrecClient:
     def ingest(self, events: Iterable[Event], timeout: float | None = None) -> IngestResult:
         message = service_pb2.IngestEventsRequest(events=[event_message(e) for e in events])
         r = self._call(self._stub.IngestEvents, message, timeout)
-        return IngestResult(r.accepted_count, r.duplicate_count)
+        return IngestResult(r.accepted_count, r.duplicate_count, r.unknown_item_count)
 
     def delete_user(self, user_id: str, timeout: float | None = None) -> int:
         return int(
@@ -364,7 +366,7 @@ class AsyncCrossrecClient:
     async def ingest(self, events: Iterable[Event], timeout: float | None = None) -> IngestResult:
         message = service_pb2.IngestEventsRequest(events=[event_message(e) for e in events])
         r = await self._call(self._stub.IngestEvents, message, timeout)
-        return IngestResult(r.accepted_count, r.duplicate_count)
+        return IngestResult(r.accepted_count, r.duplicate_count, r.unknown_item_count)
 
     async def delete_user(self, user_id: str, timeout: float | None = None) -> int:
         r = await self._call(

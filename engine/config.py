@@ -64,6 +64,15 @@ class EngineConfig:
     #: a file; when neither is set, a random key is created once next to the store (mode 0600).
     pseudonym_key: str = ""
     pseudonym_key_file: str = ""
+    #: Events older than this many days are removed (hourly, and at start) and never count
+    #: toward profiles; 0 keeps them for ever. The impression log has its own retention below.
+    event_retention_days: float = 0.0
+    #: Seconds between maintenance passes (retention of events and impressions).
+    maintenance_interval_s: float = 3600.0
+    #: Seconds between checks of the configured index and model roots' ``LATEST``; when either
+    #: names a new version the arm swaps to it (verified first; a pair that fails is not retried
+    #: until LATEST moves again). 0: swap only through the SwapVersion RPC.
+    watch_latest_s: float = 0.0
     #: Prometheus metrics port; 0 = no metrics endpoint.
     metrics_port: int = 0
     #: Threads for FAISS searches and store I/O (the event loop never blocks on them).

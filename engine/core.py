@@ -20,7 +20,7 @@ import numpy as np
 
 from crossrec.vocabulary import US_PER_DAY
 from engine.config import EngineConfig
-from engine.errors import ModelMismatch, NotServing
+from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
 from engine.explain import Explanation, explain
 from engine.features import FEATURES
 from engine.impressions import Impression, ImpressionLog
@@ -29,7 +29,7 @@ from engine.outcomes import RecentLists
 from engine.profile import Profile, ProfileEvent, build_profile
 from engine.pseudonym import pseudonymise
 from engine.query import Query
-from engine.ranking import ModelRanker
+from engine.ranking import RETRIEVAL_ONLY, ModelRanker
 from engine.recommend import Recommender, Result
 from engine.store import EventStore, StoredEvent
 from indexer.artifact import IndexVersion, open_index
@@ -93,6 +93,8 @@ class Engine:
         self.metrics = metrics or Metrics()
         self._key = config.key()
         self._arms: dict[str, Served] = {}
+        #: Arm -> the (index, model) targets that last failed to load (not retried until moved).
+        self._refused: dict[str, tuple[str, str]] = {}
         self._swap_lock = threading.Lock()
         self.started_at = time.time()
         self.engine_version = package_version("crossrec")
@@ -139,6 +141,66 @@ class Engine:
         flight finish on the pair they started with."""
         with self._swap_lock:
             self._arms = {**self._arms, arm: served}
+
+    def swap(
+        self, arm: str = ARM_A, artifact: str = "", model: str | None = None
+    ) -> tuple[Served, bool]:
+        """Load and serve a pair for ``arm`` while serving (the admin RPC). ``artifact`` empty:
+        the arm's configured one; ``model`` None: the arm's configured model, "" : none. Returns
+        the pair and whether it differs from the one it replaced. A pair that fails to load or
+        verify raises :class:`SwapRefused` and the arm keeps its pair."""
+        if arm not in self._arms:
+            raise InvalidRequest(
+                [FieldViolation("arm", f"no arm {arm!r} is served (arms: {sorted(self._arms)})")]
+            )
+        before = self._arms[arm]
+        path = artifact or (self.config.artifact if arm == ARM_A else self.config.arm_b_artifact)
+        try:
+            served = self.load(path, model, arm)
+        except Exception as exc:  # any failure to open, verify or pair: the old pair stays
+            raise SwapRefused(
+                f"arm {arm} keeps index {before.version.version} with {before.model_version}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        changed = (served.version.version, served.model_version) != (
+            before.version.version,
+            before.model_version,
+        )
+        return served, changed
+
+    def configured_targets(self, arm: str) -> tuple[str, str]:
+        """(index version name, model version name or "") the arm's configured paths name now
+        (a root's ``LATEST`` read afresh)."""
+        from crossrec import versions
+        from indexer.artifact import resolve_version
+        from ranker.model import MODEL_FORMAT
+
+        artifact = self.config.artifact if arm == ARM_A else self.config.arm_b_artifact
+        model = self.config.model if arm == ARM_A else self.config.arm_b_model
+        index = resolve_version(artifact).name
+        return index, versions.resolve_version(model, MODEL_FORMAT).name if model else ""
+
+    def refresh(self) -> list[str]:
+        """Serve what each arm's configured roots name now (``LATEST`` moved: a new index version
+        and/or model was published). A pair that fails is logged and not retried until the roots
+        name another; returns the arms that changed."""
+        changed = []
+        for arm, served in self.arms.items():
+            try:
+                targets = self.configured_targets(arm)
+            except Exception as exc:
+                log.warning("arm %s: cannot resolve the configured versions: %s", arm, exc)
+                continue
+            model = "" if served.model_version == RETRIEVAL_ONLY else served.model_version
+            if targets == (served.version.version, model) or targets == self._refused.get(arm):
+                continue
+            try:
+                self.swap(arm)
+                changed.append(arm)
+            except SwapRefused as exc:
+                self._refused[arm] = targets
+                log.error("arm %s: new versions %s not served: %s", arm, targets, exc)
+        return changed
 
     def load_configured(self) -> None:
         """Load arm a from ``artifact``/``model`` and, when configured, arm b from
@@ -198,7 +260,9 @@ class Engine:
         if user_id:
             events = [
                 ProfileEvent(e.item_id, e.action, e.ts_us)
-                for e in self.store.history(self.user_key(user_id), self.config.history_events)
+                for e in self.store.history(
+                    self.user_key(user_id), self.config.history_events, self.retained_since(now_us)
+                )
             ]
         return profile_of(served.recommender, self.config, events + recent, now_us)
 
@@ -312,17 +376,42 @@ class Engine:
                 )
             )
 
-    def ingest(self, events: list[StoredEvent]) -> tuple[int, int]:
+    def ingest(self, events: list[StoredEvent]) -> tuple[int, int, int]:
         """Store (already validated, pseudonymised) events; profiles see them on the next
-        request. Outcomes of recent lists are counted once stored."""
-        counts = self.store.append(events)
+        request. Returns (stored, duplicates, naming items no served version knows): those are
+        stored too, and count toward profiles once a version that knows them is served. Outcomes
+        of recent lists are counted once stored."""
+        stored, duplicates = self.store.append(events)
+        known = [s.recommender.items.row_of for s in self._arms.values()]
+        unknown = sum(not any(e.item_id in rows for rows in known) for e in events) if known else 0
         m = self.metrics
+        if unknown:
+            m.unknown_items.inc(unknown)
         for o in self.recent_lists.attribute(events):
             cross = "true" if o.cross_category else "false"
             m.attributed.labels(o.arm, o.model_version, o.action, cross).inc()
             if o.revenue:
                 m.revenue.labels(o.arm, o.model_version).inc(o.revenue)
-        return counts
+        return stored, duplicates, unknown
+
+    def retained_since(self, now_us: int) -> int | None:
+        """The oldest event time that still counts at ``now_us`` (None: every event counts)."""
+        days = self.config.event_retention_days
+        return None if days <= 0 else now_us - int(days * US_PER_DAY)
+
+    def maintain(self, now_us: int | None = None) -> dict[str, int]:
+        """One maintenance pass: remove events past ``event_retention_days`` and lists past
+        ``impression_retention_days``; returns how many of each."""
+        now_us = int(time.time() * 1e6) if now_us is None else now_us
+        out = {"events": 0, "impressions": 0}
+        since = self.retained_since(now_us)
+        if since is not None:
+            out["events"] = self.store.compact(since)
+        if self.impressions is not None:
+            out["impressions"] = self.impressions.compact(now_us)
+        if any(out.values()):
+            log.info("maintenance removed %(events)d events, %(impressions)d lists", out)
+        return out
 
     def delete_user(self, user_id: str) -> int:
         """Remove the user's events and the lists shown to them; returns the events removed."""

@@ -88,6 +88,12 @@ class ModelMismatch(EngineError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class SwapRefused(EngineError):
+    """A version swap whose index or model failed to load or verify; the arm keeps its pair."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 def status_code(numeric: int) -> grpc.StatusCode:
     """The ``grpc.StatusCode`` of a numeric ``google.rpc.Code``."""
     return next(c for c in grpc.StatusCode if c.value[0] == numeric)

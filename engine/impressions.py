@@ -4,11 +4,12 @@ exposure-aware training.
 A request never waits on it. :meth:`ImpressionLog.offer` keeps a response with probability
 ``sample_rate`` (decided by the recommendation id, so a replayed id decides alike), puts it on a
 bounded queue and returns; one writer thread drains the queue in batches (up to 500, waiting at
-most 50 ms for a batch to fill), one SQLite transaction per batch, into a file of its own (the event store's lock is never taken). When the queue is full
-the impression is dropped and counted, so under overload the log degrades to a sample instead of
-slowing requests; a batch whose write fails is dropped, counted and logged (once a minute at
-most). Counts: :attr:`ImpressionLog.counts` (``written``, ``sampled_out``, ``queue_full``,
-``write_error``), also exported as ``crossrec_impressions_total`` by the engine.
+most 50 ms for a batch to fill), one SQLite transaction per batch, into a file of its own (the
+event store's lock is never taken). When the queue is full the impression is dropped and counted,
+so under overload the log degrades to a sample instead of slowing requests; a batch whose write
+fails is dropped, counted and logged (once a minute at most). Counts:
+:attr:`ImpressionLog.counts` (``written``, ``sampled_out``, ``queue_full``, ``write_error``), also
+exported as ``crossrec_impression_log_total{outcome}`` by the engine.
 
 Tables (one row per response, one per shown item)::
 
@@ -19,7 +20,8 @@ Tables (one row per response, one per shown item)::
 
 ``user_key`` is the pseudonym (never a raw id); ``vector`` is the item's feature row as the ranker
 saw it (float32 bytes, ``feature_lists.names`` order), so training can learn from exactly what was
-served. Lists older than ``retention_days`` are removed by the writer (at start and hourly);
+served. Lists older than ``retention_days`` are removed by :meth:`ImpressionLog.compact`, which
+the engine's maintenance pass runs at start and hourly (:meth:`engine.core.Engine.maintain`);
 :meth:`ImpressionLog.delete_user` removes a user's lists and leaves no bytes behind
 (``secure_delete`` and a truncated WAL), as the event store does.
 """
@@ -43,8 +45,6 @@ from crossrec.vocabulary import US_PER_DAY
 
 log = logging.getLogger(__name__)
 
-#: How often the writer removes lists past the retention (seconds).
-COMPACT_EVERY_S = 3600.0
 _LOG_EVERY_S = 60.0
 
 SCHEMA = """
@@ -142,7 +142,6 @@ class ImpressionLog:
         self._db = _open(self.path)
         self._schemas: set[str] = set()
         self._last_error_log = 0.0
-        self._compacted_at = 0.0
         # Impressions queued and not yet written or dropped (flush waits for 0).
         self._pending = 0
         self._settled = threading.Condition()
@@ -169,7 +168,6 @@ class ImpressionLog:
     # -- writer thread ----------------------------------------------------------------------------
     def _drain(self) -> None:
         while True:
-            self._compact_if_due()
             try:
                 first = self._queue.get(timeout=1.0)
             except queue.Empty:
@@ -263,16 +261,6 @@ class ImpressionLog:
                 exc,
                 self.counts["write_error"],
             )
-
-    def _compact_if_due(self) -> None:
-        now = time.monotonic()
-        if now - self._compacted_at < COMPACT_EVERY_S and self._compacted_at:
-            return
-        self._compacted_at = now
-        try:
-            self.compact()
-        except Exception as exc:
-            log.error("impression log: compaction failed: %s", exc)
 
     # -- maintenance ------------------------------------------------------------------------------
     def compact(self, now_us: int | None = None) -> int:

@@ -46,6 +46,11 @@ class Metrics:
         self.ingested = Counter(
             "crossrec_ingested_events_total", "Events stored", registry=self.registry
         )
+        self.unknown_items = Counter(
+            "crossrec_ingested_unknown_items_total",
+            "Events ingested naming items the serving index version does not know",
+            registry=self.registry,
+        )
         self.recommendations = Counter(
             "crossrec_recommendations_total",
             "Recommend responses (lists shown) by arm and model version",

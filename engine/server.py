@@ -57,6 +57,10 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     )
     port = server.add_insecure_port(f"{config.host}:{config.port}")
     await server.start()
+    tasks = [asyncio.create_task(_every(engine.maintain, config.maintenance_interval_s, True))]
+    if config.watch_latest_s > 0:
+        tasks.append(asyncio.create_task(_every(engine.refresh, config.watch_latest_s, False)))
+    server.background = tasks
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
@@ -66,6 +70,26 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
         engine.served.version.version,
     )
     return server, port, engine, metrics
+
+
+async def _every(job, interval_s: float, at_start: bool) -> None:
+    """Run ``job`` (blocking; off the event loop) every ``interval_s`` (first at once with
+    ``at_start``): retention passes (:meth:`Engine.maintain`) and ``LATEST`` checks
+    (:meth:`Engine.refresh`). A failed run is logged and the next one runs on time."""
+    loop = asyncio.get_running_loop()
+    if not at_start:
+        await asyncio.sleep(interval_s)
+    while True:
+        try:
+            await loop.run_in_executor(None, job)
+        except Exception:
+            log.exception("%s failed", getattr(job, "__name__", "background job"))
+        await asyncio.sleep(interval_s)
+
+
+def _stop_background(server) -> None:
+    for task in getattr(server, "background", ()):
+        task.cancel()
 
 
 async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
@@ -82,6 +106,7 @@ async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down: finishing in-flight calls")
+    _stop_background(server)
     await server.stop(grace_s)
     engine.close()
 
@@ -107,6 +132,7 @@ class BackgroundServer:
         return f"{self.config.host}:{self.port}"
 
     def __exit__(self, *exc) -> None:
+        self.loop.call_soon_threadsafe(_stop_background, self.server)
         asyncio.run_coroutine_threadsafe(self.server.stop(1.0), self.loop).result(timeout=30)
         self.engine.close()
         self.loop.call_soon_threadsafe(self.loop.stop)

@@ -104,6 +104,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     async def GetStatus(self, request, context):
         return await self._run("GetStatus", context, self._status, request)
 
+    async def SwapVersion(self, request, context):
+        return await self._run("SwapVersion", context, self._swap, request)
+
     # -- blocking work (executor threads) ----------------------------------------------------------
     def _recommend(
         self, request, prefix: str, deadline: float | None = None
@@ -179,13 +182,25 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         events = validation.ingest_events(
             request.events, self.config, self.engine.user_key, int(time.time() * 1e6)
         )
-        stored, duplicates = self.engine.ingest(events)
+        stored, duplicates, unknown = self.engine.ingest(events)
         self.metrics.ingested.inc(stored)
-        return service_pb2.IngestEventsResponse(accepted_count=stored, duplicate_count=duplicates)
+        return service_pb2.IngestEventsResponse(
+            accepted_count=stored, duplicate_count=duplicates, unknown_item_count=unknown
+        )
 
     def _delete(self, request) -> service_pb2.DeleteUserResponse:
         deleted = self.engine.delete_user(validation.delete_user(request, self.config))
         return service_pb2.DeleteUserResponse(deleted_event_count=deleted, existed=deleted > 0)
+
+    def _swap(self, request) -> service_pb2.SwapVersionResponse:
+        arm, artifact, model = validation.swap_version(request)
+        served, changed = self.engine.swap(arm, artifact, model)
+        return service_pb2.SwapVersionResponse(
+            arm=arm,
+            index_version=served.version.version,
+            model_version=served.model_version,
+            changed=changed,
+        )
 
     def _status(self, request) -> service_pb2.GetStatusResponse:
         s = self.engine.status()

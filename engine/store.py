@@ -37,11 +37,15 @@ class EventStore(Protocol):
     def append(self, events: list[StoredEvent]) -> tuple[int, int]:
         """Store all events atomically; return (stored, already present)."""
 
-    def history(self, user_key: str, limit: int) -> list[StoredEvent]:
-        """The user's newest ``limit`` events, oldest first."""
+    def history(self, user_key: str, limit: int, since_us: int | None = None) -> list[StoredEvent]:
+        """The user's newest ``limit`` events (at or after ``since_us`` when given), oldest
+        first."""
 
     def delete_user(self, user_key: str) -> int:
         """Remove every event of the user; return how many there were."""
+
+    def compact(self, before_us: int) -> int:
+        """Remove every event older than ``before_us``; return how many."""
 
     def counts(self) -> tuple[int, int]:
         """(users, events) held."""
@@ -74,6 +78,8 @@ class SQLiteEventStore:
                ) WITHOUT ROWID"""
         )
         self._db.execute("CREATE INDEX IF NOT EXISTS events_by_user ON events (user_key, ts_us)")
+        # Retention removes by time (engine/config.py, event_retention_days).
+        self._db.execute("CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_us)")
         # Counts kept on write: GetStatus must never scan the table under the lock ingestion and
         # profiles wait on (90 ms at 410k events). One scan here, at open.
         users, events = self._db.execute(
@@ -120,13 +126,14 @@ class SQLiteEventStore:
             self._users += new_users
         return stored, len(rows) - stored
 
-    def history(self, user_key: str, limit: int) -> list[StoredEvent]:
+    def history(self, user_key: str, limit: int, since_us: int | None = None) -> list[StoredEvent]:
+        since = -(2**63) if since_us is None else since_us
         with self._lock:
             rows = self._db.execute(
                 "SELECT event_id, user_key, item_id, action, ts_us, session_id, recommendation_id "
                 "FROM events "
-                "WHERE user_key = ? ORDER BY ts_us DESC LIMIT ?",
-                (user_key, limit),
+                "WHERE user_key = ? AND ts_us >= ? ORDER BY ts_us DESC LIMIT ?",
+                (user_key, since, limit),
             ).fetchall()
         return [
             StoredEvent(r[0], r[1], r[2], ACTION_NAMES[r[3]], r[4], r[5], r[6])
@@ -143,6 +150,32 @@ class SQLiteEventStore:
             self._events -= deleted
             self._users -= deleted > 0
             return deleted
+
+    def compact(self, before_us: int, chunk: int = 10_000) -> int:
+        """Remove events older than ``before_us`` in chunks (ingestion and profiles wait on the
+        lock for one chunk at a time), then checkpoint and truncate the WAL so the removed rows'
+        bytes leave it too (``secure_delete`` zeroes them in the database file)."""
+        removed = 0
+        while True:
+            with self._lock:
+                cursor = self._db.execute(
+                    "DELETE FROM events WHERE event_id IN "
+                    "(SELECT event_id FROM events WHERE ts_us < ? LIMIT ?)",
+                    (before_us, chunk),
+                )
+                n = cursor.rowcount
+                self._events -= n
+                removed += n
+            if n < chunk:
+                break
+        if removed:
+            with self._lock:
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                # Users whose every event expired are gone: one count, once per compaction.
+                self._users = self._db.execute(
+                    "SELECT COUNT(DISTINCT user_key) FROM events"
+                ).fetchone()[0]
+        return removed
 
     def counts(self) -> tuple[int, int]:
         """(users, events), kept on write: no query."""

@@ -23,6 +23,8 @@ OBJECTIVE_NAMES = {
     recommend_pb2.Objective.Value(f"OBJECTIVE_{name.upper()}"): name
     for name in vocabulary.OBJECTIVES
 }
+#: Longest artifact or model path SwapVersion accepts.
+MAX_PATH_LENGTH = 4096
 MAX_ID_LENGTH = 256
 # Event times must fall in [2000-01-01, now + 1 day]: anything else is a unit or clock error.
 EARLIEST_US = 946_684_800 * 1_000_000
@@ -280,3 +282,20 @@ def stored_event_id(key: str, e: events_pb2.Event, ts_us: int) -> str:
     else:
         parts = [key, "content", e.item_id, str(e.action), str(ts_us), e.session_id]
     return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def swap_version(request) -> tuple[str, str, str | None]:
+    """SwapVersion's (arm, artifact, model): model None means the arm's configured one, "" none."""
+    v: list[FieldViolation] = []
+    arm = request.arm or "a"
+    if arm not in ("a", "b"):
+        v.append(FieldViolation("arm", f'must be "a" or "b", got {request.arm[:40]!r}'))
+    for field in ("artifact", "model"):
+        if len(getattr(request, field)) > MAX_PATH_LENGTH:
+            v.append(FieldViolation(field, f"longer than {MAX_PATH_LENGTH} characters"))
+    if request.retrieval_only and request.model:
+        v.append(FieldViolation("model", "must be empty with retrieval_only"))
+    if v:
+        raise InvalidRequest(v)
+    model = "" if request.retrieval_only else (request.model or None)
+    return arm, request.artifact, model

@@ -16,6 +16,7 @@ from engine.outcomes import RecentLists
 from engine.store import SQLiteEventStore, StoredEvent
 
 WINDOW = 100
+NAN = float("nan")
 NAMES = ("blend", "age_days")
 
 # (recommendation id, user, time, arm, model) -> items (id, price, cross-category, sources)
@@ -23,13 +24,15 @@ LISTS = {
     ("r1", "A", 1000, "a", "m1"): [
         ("x", 10.0, False, "popular"),
         ("y", 20.0, True, "neighbours,search"),
+        ("w", NAN, True, "popular"),
     ],
     ("r2", "B", 2000, "b", "m2"): [("x", 10.0, False, "popular"), ("z", 5.0, True, "search")],
     ("r3", "", 3000, "a", "m1"): [("y", 20.0, True, "neighbours")],
 }
 # (user, item, action, time, recommendation id) and whether it counts.
 EVENTS = [
-    ("A", "x", "click", 1050, "r1"),  # counts
+    ("A", "x", "click", 1000, "r1"),  # counts: the list's own microsecond
+    ("A", "w", "purchase", 1050, "r1"),  # counts; w's price was not known: no revenue
     ("A", "x", "click", 1060, "r1"),  # the same outcome again: once
     ("A", "y", "purchase", 1100, "r1"),  # counts: the window's last microsecond; revenue 20
     ("A", "y", "cart", 1101, "r1"),  # after the window
@@ -92,27 +95,38 @@ def test_attribution_counts_each_outcome_once_within_the_window_for_the_lists_us
     assert got == {
         ("r1", "x"): (1, 0, 0, 0.0),
         ("r1", "y"): (0, 0, 1, 20.0),
+        ("r1", "w"): (0, 0, 1, 0.0),
         ("r2", "x"): (0, 0, 0, 0.0),
         ("r2", "z"): (1, 0, 0, 0.0),
         ("r3", "y"): (1, 0, 0, 0.0),
     }
-    assert out["arm"].to_list() == ["a", "a", "b", "b", "a"]
-    assert out["position"].to_list() == [0, 1, 0, 1, 0]
+    assert out["arm"].to_list() == ["a", "a", "a", "b", "b", "a"]
+    assert out["model_version"].to_list() == ["m1", "m1", "m1", "m2", "m2", "m1"]
+    assert out["position"].to_list() == [0, 1, 2, 0, 1, 0]
+    assert out["category"].to_list() == ["cat"] * 6
+    assert out["score"].to_list() == [3.0, 2.0, 1.0, 2.0, 1.0, 1.0]
+    assert out["price"].to_list()[2] is None  # logged as unknown, not NaN
 
 
 def test_rates_per_arm_with_user_clustered_intervals(logged):
     out = attribute(*logged, WINDOW)
     by_arm = {r["arm"]: r for r in summarise(out, ["arm"]).iter_rows(named=True)}
     a, b = by_arm["a"], by_arm["b"]
-    # Arm a: r1 (user A: 2 items, 1 click, 1 purchase of 20) and r3 (anonymous: 1 item, 1 click).
-    assert (a["lists"], a["impressions"], a["users"], a["click"], a["purchase"]) == (2, 3, 2, 2, 1)
-    assert a["ctr"] == pytest.approx(2 / 3)
-    # Delta method over the users: y = (1, 1), n = (2, 1), r = 2/3, residuals (-1/3, 1/3),
-    # variance 2/9 (ddof 1), se = sqrt(2/9 / 2) / (3/2) = 2/9.
-    assert a["ctr_low"] == pytest.approx(2 / 3 - 1.959964 * 2 / 9)
-    assert a["ctr_high"] == pytest.approx(2 / 3 + 1.959964 * 2 / 9)
-    assert a["purchase_rate"] == pytest.approx(1 / 3)
-    assert a["rpm"] == pytest.approx(20 / 3 * 1000)
+    # Arm a: r1 (user A: 3 items; x clicked, y bought for 20, w bought at no known price) and r3
+    # (anonymous: 1 item, clicked).
+    assert (a["lists"], a["impressions"], a["users"]) == (2, 4, 2)
+    assert (a["click"], a["cart"], a["purchase"], a["revenue"]) == (2, 0, 2, 20.0)
+    # CTR, delta method over the users: y = (1, 1), n = (3, 1), r = 1/2, residuals y - r n =
+    # (-1/2, 1/2), variance 1/2 (ddof 1), se = sqrt(1/2 / 2) / (4/2) = 1/4.
+    assert a["ctr"] == pytest.approx(0.5)
+    assert (a["ctr_low"], a["ctr_high"]) == pytest.approx((0.5 - 1.959964 / 4, 0.5 + 1.959964 / 4))
+    assert (a["cart_rate"], a["purchase_rate"]) == (0.0, pytest.approx(0.5))
+    # Revenue per impression: y = (20, 0), n = (3, 1), r = 5, residuals (5, -5), variance 50,
+    # se = sqrt(50 / 2) / 2 = 2.5; per thousand impressions.
+    assert a["rpm"] == pytest.approx(5000.0)
+    assert (a["rpm_low"], a["rpm_high"]) == pytest.approx(
+        ((5 - 1.959964 * 2.5) * 1000, (5 + 1.959964 * 2.5) * 1000)
+    )
     # Arm b: one user, so no interval.
     assert (b["impressions"], b["click"], b["ctr"]) == (2, 1, 0.5)
     assert math.isnan(b["ctr_low"])
@@ -124,28 +138,35 @@ def test_rates_per_position_and_source(logged):
         r["position"]: (r["impressions"], r["click"])
         for r in summarise(out, ["position"]).iter_rows(named=True)
     }
-    assert by_position == {0: (3, 2), 1: (2, 1)}
+    assert by_position == {0: (3, 2), 1: (2, 1), 2: (1, 0)}
     by_source = {
         r["source"]: (r["impressions"], r["click"], r["purchase"])
         for r in summarise(out, ["source"]).iter_rows(named=True)
     }
     # An item found by two sources counts for both (r1's y: neighbours and search).
-    assert by_source == {"popular": (2, 1, 0), "search": (2, 1, 1), "neighbours": (2, 1, 1)}
+    assert by_source == {"popular": (3, 1, 1), "search": (2, 1, 1), "neighbours": (2, 1, 1)}
     cross = {
         r["cross_category"]: r["impressions"]
         for r in summarise(out, ["cross_category"]).iter_rows(named=True)
     }
-    assert cross == {False: 2, True: 3}
+    assert cross == {False: 2, True: 4}
+    by_model = [
+        (r["model_version"], r["impressions"])
+        for r in summarise(out, ["model_version"]).iter_rows(named=True)
+    ]
+    assert by_model == [("m1", 4), ("m2", 2)]
     with pytest.raises(ValueError, match="unknown breakdown"):
         summarise(out, ["colour"])
 
 
 def test_ratio_interval_by_hand():
-    r, low, high = ratio_interval(np.array([0.0, 2.0, 1.0]), np.array([2.0, 2.0, 4.0]))
-    assert r == pytest.approx(3 / 8)
-    residual = np.array([0 - 0.75, 2 - 0.75, 1 - 1.5])  # y - r n
-    se = math.sqrt(residual.var(ddof=1) / 3) / (8 / 3)
-    assert (low, high) == pytest.approx((3 / 8 - 1.959964 * se, 3 / 8 + 1.959964 * se))
+    r, low, high = ratio_interval(np.array([0.0, 3.0, 1.0]), np.array([1.0, 2.0, 5.0]))
+    assert r == pytest.approx(0.5)
+    # Residuals y - r n = (-0.5, 2, -1.5), mean 0, sum of squares 6.5, variance 3.25 (ddof 1);
+    # se = sqrt(3.25 / 3) / (8 / 3).
+    se = math.sqrt(3.25 / 3) / (8 / 3)
+    assert (low, high) == pytest.approx((0.5 - 1.959964 * se, 0.5 + 1.959964 * se))
+    assert math.isnan(ratio_interval(np.array([1.0]), np.array([2.0]))[1])
     assert all(math.isnan(v) for v in ratio_interval(np.zeros(0), np.zeros(0)))
 
 
@@ -156,13 +177,14 @@ def test_exposure_rows_carry_the_logged_features_and_the_position(logged):
     assert rows.features == (*NAMES, "position")
     frame = rows.frame.sort("decision_ts_us", "position")
     # Each item's logged row was (position + 0.5, 7): blend first, then age_days.
-    assert frame["blend"].to_list() == [0.5, 1.5, 0.5, 1.5, 0.5]
-    assert frame["age_days"].to_list() == [7.0] * 5
-    assert frame["position"].to_list() == [0, 1, 0, 1, 0]
-    assert frame["blend_score"].to_list() == [0.5, 1.5, 0.5, 1.5, 0.5]
-    # Labels nested along the funnel: r1's purchase of y implies its click and cart.
+    assert frame["blend"].to_list() == [0.5, 1.5, 2.5, 0.5, 1.5, 0.5]
+    assert frame["age_days"].to_list() == [7.0] * 6
+    assert frame["position"].to_list() == [0, 1, 2, 0, 1, 0]
+    assert frame["blend_score"].to_list() == [0.5, 1.5, 2.5, 0.5, 1.5, 0.5]
+    # Labels nested along the funnel: r1's purchases of y and w imply their clicks and carts.
     assert frame.select("click", "cart", "purchase").rows() == [
         (1, 0, 0),
+        (1, 1, 1),
         (1, 1, 1),
         (0, 0, 0),
         (1, 0, 0),
@@ -171,6 +193,13 @@ def test_exposure_rows_carry_the_logged_features_and_the_position(logged):
     assert frame["decision_id"].n_unique() == 3
     with pytest.raises(ValueError, match="no logged impressions"):
         exposure_rows(attribute(*logged, WINDOW), "v9")
+    mixed = attribute(*logged, WINDOW).with_columns(
+        feature_names=pl.when(pl.col("recommendation_id") == "r2")
+        .then(pl.lit('["blend"]'))
+        .otherwise(pl.col("feature_names"))
+    )
+    with pytest.raises(ValueError, match="different feature lists"):
+        exposure_rows(mixed, "v1")
 
 
 def test_live_attribution_applies_the_same_rule():
@@ -201,12 +230,53 @@ def test_live_attribution_applies_the_same_rule():
             ]
     assert got == [
         ("a", "m1", "click", False, 0.0),
+        ("a", "m1", "purchase", True, 0.0),  # w: no known price, no revenue
         ("a", "m1", "purchase", True, 20.0),
         ("b", "m2", "click", True, 0.0),
         ("a", "m1", "click", True, 0.0),
     ]
     # Sent again (a retry): nothing counts twice.
     assert recent.attribute(events) == []
+
+
+def test_live_attribution_takes_a_batch_whole():
+    """Events that do not count (no list, not an outcome, unknown list or item, too early or
+    late, another user) do not stop the ones after them in the same batch."""
+    recent = RecentLists(WINDOW)
+    imp = impressions()[0]
+    recent.add("r1", "A", "a", "m1", 1000, imp.item_ids, imp.prices, imp.cross_category)
+    batch = [
+        StoredEvent(f"e{i}", *e[:4], "", e[4])
+        for i, e in enumerate(
+            [
+                ("A", "x", "view", 1001, "r1"),
+                ("A", "x", "click", 1001, "nope"),
+                ("B", "x", "click", 1001, "r1"),
+                ("A", "q", "click", 1001, "r1"),
+                ("A", "x", "click", 999, "r1"),
+                ("A", "x", "click", 1000, "r1"),
+                ("A", "y", "cart", 1101, "r1"),
+                ("A", "y", "cart", 1100, "r1"),
+            ]
+        )
+    ]
+    assert [(o.action, o.cross_category) for o in recent.attribute(batch)] == [
+        ("click", False),
+        ("cart", True),
+    ]
+
+
+def test_live_lists_stay_for_exactly_their_window_and_are_forgotten_per_user():
+    recent = RecentLists(window_us=100)
+    one = (np.array([1.0]), np.array([False]))
+    recent.add("r1", "A", "a", "m", 1000, ["x"], *one)
+    recent.add("r2", "B", "a", "m", 1100, ["x"], *one)  # r1's window ends at 1100: kept
+    assert len(recent) == 2
+    recent.add("r3", "A", "a", "m", 1100, ["x"], *one)
+    assert recent.forget("A") == 2
+    assert len(recent) == 1
+    click = StoredEvent("e", "B", "x", "click", 1150, "", "r2")
+    assert [o.action for o in recent.attribute([click])] == ["click"]
 
 
 def test_live_lists_are_forgotten_after_their_window_and_beyond_capacity():
@@ -256,10 +326,10 @@ def test_crossrec_report_writes_the_table_json_and_plot(logged, tmp_path, capsys
         == 0
     )
     printed = capsys.readouterr().out
-    assert "3 lists, 5 item impressions, 3 attributed clicks" in printed
+    assert "3 lists, 6 item impressions, 3 attributed clicks" in printed
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert [(r["arm"], r["impressions"], r["click"]) for r in report["summary"]] == [
-        ("a", 3, 2),
+        ("a", 4, 2),
         ("b", 2, 1),
     ]
     assert (tmp_path / "r" / "report.png").stat().st_size > 0

@@ -3,11 +3,13 @@ writes, its failures, sampling, retention, deletion), A/B arms, live outcome met
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
 
 import numpy as np
+import polars as pl
 import pytest
 from helpers_tiny import NOW, settings
 
@@ -125,7 +127,8 @@ def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
     assert entered.wait(5)  # the writer holds the first, the queue is empty again
     assert log.offer(second)  # fills the queue (size 1)
     assert not log.offer(third)  # full: dropped at once
-    assert log.counts["queue_full"] == 1
+    assert not log.offer(third)
+    assert log.counts["queue_full"] == 2
     release.set()
     assert log.flush()
     assert log.counts["written"] == 2
@@ -159,14 +162,14 @@ def test_sample_rate_counts_what_it_leaves_out(tmp_path, tiny_version):
 def test_retention_removes_old_lists_and_delete_user_leaves_no_trace(engine, tmp_path):
     engine.recommend("u1", RECENT, Query(k=2), now_us=NOW - 100 * DAY_US)
     engine.recommend("u1", RECENT, Query(k=2), now_us=NOW)
-    engine.recommend("u2", RECENT, Query(k=2), now_us=NOW)
+    engine.recommend("u2", RECENT, Query(k=2), now_us=NOW - DAY_US)
     assert engine.impressions.flush()
     assert engine.impressions.compact(NOW) == 1  # 90 days kept by default
     lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
-    assert [r[2] for r in lists] == [NOW, NOW]
+    assert [r[2] for r in lists] == [NOW - DAY_US, NOW]
     assert len({s[0] for s in shown}) == 2
     key = engine.user_key("u1")
-    assert len(engine.recent_lists) == 2  # the 100-day-old list is past the window
+    assert len(engine.recent_lists) == 2  # the 100-day-old list is past the window (u2's is not)
     engine.delete_user("u1")
     assert len(engine.recent_lists) == 1  # nor kept in memory for live attribution
     lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
@@ -261,7 +264,7 @@ def test_outcomes_of_shown_items_are_counted_live(engine):
 
 
 def test_over_grpc_each_response_names_its_arm_and_that_arms_versions(root, tiny_built, tmp_path):
-    from clients.sdk import CrossrecClient
+    from clients.sdk import CrossrecClient, Event
     from engine.server import BackgroundServer
     from indexer.build import BuildConfig, build_index
 
@@ -281,6 +284,8 @@ def test_over_grpc_each_response_names_its_arm_and_that_arms_versions(root, tiny
             assert rec.arm == srv.engine.served_for(f"user{i}")[0]
             versions.setdefault(rec.arm, set()).add(rec.index_version)
         status = client.status()
+        result = client.ingest([Event("user1", "i00", "view"), Event("user1", "nope", "view")])
+        assert (result.accepted, result.unknown_items) == (2, 1)
     assert versions == {"a": {"v1"}, "b": {"v2"}}
     assert status.arms == {"a": ("v1", "retrieval-only", 0.5), "b": ("v2", "retrieval-only", 0.5)}
 
@@ -347,3 +352,69 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
     assert served.model_version == model.version
     assert len(serving.recommend("someone", [], Query(k=3), now_us=NOW).item_ids) == 3
     serving.close()
+
+
+def test_sample_rates_outside_zero_to_one_are_refused_and_zero_logs_nothing(tmp_path):
+    from test_feedback_attribution import impressions
+
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match=r"sample rate must be in \[0, 1\], got"):
+            ImpressionLog(tmp_path / f"bad{bad}.sqlite", sample_rate=bad)
+    log = ImpressionLog(tmp_path / "none.sqlite", sample_rate=0.0)
+    assert not log.offer(impressions()[0])
+    assert not log.offer(impressions()[1])
+    assert log.counts["sampled_out"] == 2
+    log.close()
+
+
+def test_a_list_without_feature_rows_is_logged_without_them(tmp_path):
+    from test_feedback_attribution import impressions
+
+    log = ImpressionLog(tmp_path / "imp.sqlite")
+    log.offer(dataclasses.replace(impressions()[1], features=None))
+    assert log.flush()
+    log.close()
+    _, shown = log_rows(tmp_path / "imp.sqlite")
+    assert [(s[2], s[8]) for s in shown] == [("x", None), ("z", None)]
+
+
+def test_compaction_keeps_the_retention_by_the_clock(tmp_path):
+    from test_feedback_attribution import impressions
+
+    now_s = 10_000 * 86_400.0
+    log = ImpressionLog(tmp_path / "imp.sqlite", retention_days=2.5, clock=lambda: now_s)
+    day = 86_400_000_000
+    for imp, age_days in zip(impressions(), (3, 2, 0)):
+        log.offer(dataclasses.replace(imp, ts_us=int(now_s * 1e6) - age_days * day))
+    assert log.flush()
+    assert log.compact() == 1  # the 3-day-old list; 2.5 days kept
+    assert [r[0] for r in log_rows(tmp_path / "imp.sqlite")[0]] == ["r2", "r3"]
+    log.close()
+
+
+def test_events_naming_unknown_items_are_stored_counted_and_used_once_known(tmp_path, tiny_version):
+    """The catalogue may be newer than the index: such events are kept and reported, and a
+    version that knows the item uses them."""
+    engine = make_engine(tmp_path, tiny_version)
+    key = engine.user_key("u1")
+    stored, duplicates, unknown = engine.ingest(
+        [
+            StoredEvent("e1", key, "t0", "view", NOW - 10),
+            StoredEvent("e2", key, "new-item", "purchase", NOW - 5),
+            StoredEvent("e3", key, "newer-item", "view", NOW - 4),
+        ]
+    )
+    assert (stored, duplicates, unknown) == (3, 0, 2)
+    assert sample(engine, "crossrec_ingested_unknown_items_total") == 2
+    assert engine.ingest([StoredEvent("e2", key, "new-item", "purchase", NOW - 5)]) == (0, 1, 1)
+    before = engine.profile(engine.served, "u1", [], NOW)
+    assert before.interest_categories == ["Outdoors > Tents"]  # the unknown purchase is ignored
+    # A version that knows "new-item" (as a pan) serves now: the stored purchase counts.
+    items = tiny_version.items.with_columns(
+        item_id=pl.when(pl.col("item_id") == "p1").then(pl.lit("new-item")).otherwise("item_id")
+    )
+    newer = dataclasses.replace(tiny_version, items=items)
+    engine.swap_in(Served(newer, Recommender(newer, settings()), 0.0))
+    after = engine.profile(engine.served, "u1", [], NOW)
+    assert after.interest_categories[0] == "Home > Kitchen > Pans"  # a purchase outweighs a view
+    engine.close()

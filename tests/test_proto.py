@@ -61,7 +61,14 @@ def test_repeated_fields_have_plural_names():
 
 def test_service_offers_every_rpc():
     methods = set(service_pb2.DESCRIPTOR.services_by_name["RecommendService"].methods_by_name)
-    assert methods == {"Recommend", "RecommendBatch", "IngestEvents", "DeleteUser", "GetStatus"}
+    assert methods == {
+        "Recommend",
+        "RecommendBatch",
+        "IngestEvents",
+        "DeleteUser",
+        "GetStatus",
+        "SwapVersion",
+    }
     assert hasattr(service_pb2_grpc, "RecommendServiceStub")
     assert hasattr(service_pb2_grpc, "add_RecommendServiceServicer_to_server")
 

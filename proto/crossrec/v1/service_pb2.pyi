@@ -46,19 +46,26 @@ class IngestEventsResponse(_message.Message):
 
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
+    UNKNOWN_ITEM_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
     """Events stored by this call."""
     duplicate_count: _builtins.int
     """Events whose event_id was already stored (a retried call); acknowledged, not stored again."""
+    unknown_item_count: _builtins.int
+    """Events of this call (stored or duplicate) naming items the serving index version does not
+    know: stored all the same (the catalogue may be newer than the index); they count toward
+    profiles once a version that knows the items is served.
+    """
     def __init__(
         self,
         *,
         accepted_count: _builtins.int = ...,
         duplicate_count: _builtins.int = ...,
+        unknown_item_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "unknown_item_count", b"unknown_item_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -209,3 +216,66 @@ class ArmStatus(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ArmStatus: _TypeAlias = ArmStatus  # noqa: Y015
+
+@_typing.final
+class SwapVersionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARTIFACT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    RETRIEVAL_ONLY_FIELD_NUMBER: _builtins.int
+    ARM_FIELD_NUMBER: _builtins.int
+    artifact: _builtins.str
+    """Index version folder, or a root whose LATEST names one. Empty: the arm's configured artifact
+    (for a root, the version its LATEST names now).
+    """
+    model: _builtins.str
+    """Ranker model version folder or root. Empty: the arm's configured model."""
+    retrieval_only: _builtins.bool
+    """Serve the retrieval-only order (no model); model must then be empty."""
+    arm: _builtins.str
+    """"a" (the default) or "b" (only with an A/B split configured)."""
+    def __init__(
+        self,
+        *,
+        artifact: _builtins.str = ...,
+        model: _builtins.str = ...,
+        retrieval_only: _builtins.bool = ...,
+        arm: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "artifact", b"artifact", "model", b"model", "retrieval_only", b"retrieval_only"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwapVersionRequest: _TypeAlias = SwapVersionRequest  # noqa: Y015
+
+@_typing.final
+class SwapVersionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ARM_FIELD_NUMBER: _builtins.int
+    INDEX_VERSION_FIELD_NUMBER: _builtins.int
+    MODEL_VERSION_FIELD_NUMBER: _builtins.int
+    CHANGED_FIELD_NUMBER: _builtins.int
+    arm: _builtins.str
+    index_version: _builtins.str
+    model_version: _builtins.str
+    changed: _builtins.bool
+    """False when the arm already served exactly this pair (it was reloaded all the same)."""
+    def __init__(
+        self,
+        *,
+        arm: _builtins.str = ...,
+        index_version: _builtins.str = ...,
+        model_version: _builtins.str = ...,
+        changed: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arm", b"arm", "changed", b"changed", "index_version", b"index_version", "model_version", b"model_version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SwapVersionResponse: _TypeAlias = SwapVersionResponse  # noqa: Y015

@@ -62,6 +62,11 @@ class RecommendServiceStub:
                 request_serializer=crossrec_dot_v1_dot_service__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=crossrec_dot_v1_dot_service__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.SwapVersion = channel.unary_unary(
+                '/crossrec.v1.RecommendService/SwapVersion',
+                request_serializer=crossrec_dot_v1_dot_service__pb2.SwapVersionRequest.SerializeToString,
+                response_deserializer=crossrec_dot_v1_dot_service__pb2.SwapVersionResponse.FromString,
+                _registered_method=True)
 
 
 class RecommendServiceServicer:
@@ -105,6 +110,15 @@ class RecommendServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SwapVersion(self, request, context):
+        """Load, verify and serve an index version and its ranker model for an arm, without a restart.
+        Requests in flight finish on the pair they started with; the next ones get the new pair.
+        When verification fails the arm keeps its pair and the call fails with FAILED_PRECONDITION.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RecommendServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -132,6 +146,11 @@ def add_RecommendServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=crossrec_dot_v1_dot_service__pb2.GetStatusRequest.FromString,
                     response_serializer=crossrec_dot_v1_dot_service__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'SwapVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.SwapVersion,
+                    request_deserializer=crossrec_dot_v1_dot_service__pb2.SwapVersionRequest.FromString,
+                    response_serializer=crossrec_dot_v1_dot_service__pb2.SwapVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -271,6 +290,33 @@ class RecommendService:
             '/crossrec.v1.RecommendService/GetStatus',
             crossrec_dot_v1_dot_service__pb2.GetStatusRequest.SerializeToString,
             crossrec_dot_v1_dot_service__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SwapVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/crossrec.v1.RecommendService/SwapVersion',
+            crossrec_dot_v1_dot_service__pb2.SwapVersionRequest.SerializeToString,
+            crossrec_dot_v1_dot_service__pb2.SwapVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,

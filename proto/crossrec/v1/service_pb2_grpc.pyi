@@ -48,6 +48,11 @@ class RecommendServiceStub:
     """Remove every stored event and the profile of a user."""
     GetStatus: _grpc.UnaryUnaryMultiCallable[_service_pb2.GetStatusRequest, _service_pb2.GetStatusResponse]
     """What the engine is serving and how much it holds."""
+    SwapVersion: _grpc.UnaryUnaryMultiCallable[_service_pb2.SwapVersionRequest, _service_pb2.SwapVersionResponse]
+    """Load, verify and serve an index version and its ranker model for an arm, without a restart.
+    Requests in flight finish on the pair they started with; the next ones get the new pair.
+    When verification fails the arm keeps its pair and the call fails with FAILED_PRECONDITION.
+    """
 
 @_typing.type_check_only
 class RecommendServiceAsyncStub(RecommendServiceStub):
@@ -68,6 +73,11 @@ class RecommendServiceAsyncStub(RecommendServiceStub):
     """Remove every stored event and the profile of a user."""
     GetStatus: _aio.UnaryUnaryMultiCallable[_service_pb2.GetStatusRequest, _service_pb2.GetStatusResponse]  # type: ignore[assignment]
     """What the engine is serving and how much it holds."""
+    SwapVersion: _aio.UnaryUnaryMultiCallable[_service_pb2.SwapVersionRequest, _service_pb2.SwapVersionResponse]  # type: ignore[assignment]
+    """Load, verify and serve an index version and its ranker model for an arm, without a restart.
+    Requests in flight finish on the pair they started with; the next ones get the new pair.
+    When verification fails the arm keeps its pair and the call fails with FAILED_PRECONDITION.
+    """
 
 class RecommendServiceServicer(metaclass=_abc_1.ABCMeta):
     """The crossrec engine. Errors follow gRPC status codes; INVALID_ARGUMENT carries a
@@ -115,5 +125,16 @@ class RecommendServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_service_pb2.GetStatusResponse, _abc.Awaitable[_service_pb2.GetStatusResponse]]:
         """What the engine is serving and how much it holds."""
+
+    @_abc_1.abstractmethod
+    def SwapVersion(
+        self,
+        request: _service_pb2.SwapVersionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_service_pb2.SwapVersionResponse, _abc.Awaitable[_service_pb2.SwapVersionResponse]]:
+        """Load, verify and serve an index version and its ranker model for an arm, without a restart.
+        Requests in flight finish on the pair they started with; the next ones get the new pair.
+        When verification fails the arm keeps its pair and the call fails with FAILED_PRECONDITION.
+        """
 
 def add_RecommendServiceServicer_to_server(servicer: RecommendServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,228 @@
+"""Live operations: retention and deletion of events, version swaps while serving, access
+control."""
+
+from __future__ import annotations
+
+import pytest
+from helpers_tiny import NOW, settings
+
+from engine.config import EngineConfig
+from engine.core import Engine, Served
+from engine.query import Query
+from engine.recommend import Recommender
+from engine.store import SQLiteEventStore, StoredEvent
+
+DAY_US = 86_400 * 1_000_000
+
+
+def make_engine(tmp_path, tiny_version, **config) -> Engine:
+    store = tmp_path / "events.sqlite"
+    engine = Engine(
+        EngineConfig(store=str(store), pseudonym_key="k", **config), SQLiteEventStore(store)
+    )
+    engine.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0))
+    return engine
+
+
+def test_the_store_compacts_by_time_and_leaves_no_bytes_of_removed_users(tmp_path):
+    store = SQLiteEventStore(tmp_path / "e.sqlite")
+    old_user, new_user = "pseudonym-of-an-old-user" * 2, "pseudonym-of-a-new-user" * 2
+    store.append(
+        [
+            StoredEvent(f"o{i}", old_user, f"item{i}", "view", NOW - 40 * DAY_US + i)
+            for i in range(30)
+        ]
+        + [
+            StoredEvent("n0", new_user, "item0", "view", NOW - 40 * DAY_US),
+            StoredEvent("n1", new_user, "item1", "cart", NOW - DAY_US),
+        ]
+    )
+    assert store.counts() == (2, 32)
+    assert [e.event_id for e in store.history(new_user, 10, since_us=NOW - 30 * DAY_US)] == ["n1"]
+    assert store.compact(NOW - 30 * DAY_US, chunk=7) == 31  # in chunks of 7: 7+7+7+7+3
+    assert store.counts() == (1, 1)
+    assert [e.event_id for e in store.history(new_user, 10)] == ["n1"]
+    store.close()
+    for path in tmp_path.glob("e.sqlite*"):
+        assert old_user.encode() not in path.read_bytes(), path
+
+
+def test_expired_events_stop_counting_at_once_and_maintenance_removes_them(tmp_path, tiny_version):
+    engine = make_engine(tmp_path, tiny_version, event_retention_days=30.0)
+    key = engine.user_key("u1")
+    engine.ingest(
+        [
+            StoredEvent("old", key, "p0", "purchase", NOW - 31 * DAY_US),
+            StoredEvent("new", key, "t0", "view", NOW - DAY_US),
+        ]
+    )
+    profile = engine.profile(engine.served, "u1", [], NOW)
+    assert profile.interest_categories == ["Outdoors > Tents"]  # the old purchase no longer counts
+    assert engine.maintain(NOW) == {"events": 1, "impressions": 0}
+    assert engine.store.counts() == (1, 1)
+    engine.close()
+
+
+def test_without_retention_events_are_kept(tmp_path, tiny_version):
+    engine = make_engine(tmp_path, tiny_version)
+    key = engine.user_key("u1")
+    engine.ingest([StoredEvent("old", key, "p0", "purchase", NOW - 3_000 * DAY_US)])
+    assert engine.maintain(NOW)["events"] == 0
+    assert engine.profile(engine.served, "u1", [], NOW).interest_categories == [
+        "Home > Kitchen > Pans"
+    ]
+    engine.close()
+
+
+def test_a_deleted_user_gets_cold_start_results(tmp_path, tiny_version):
+    engine = make_engine(tmp_path, tiny_version)
+    key = engine.user_key("u1")
+    engine.ingest([StoredEvent("a", key, "t0", "purchase", NOW - DAY_US)])
+    assert not engine.recommend("u1", [], Query(k=3), now_us=NOW).result.fallback
+    assert engine.delete_user("u1") == 1
+    after = engine.recommend("u1", [], Query(k=3), now_us=NOW)
+    assert after.result.fallback
+    cold = engine.recommend("never-seen", [], Query(k=3), now_us=NOW)
+    assert after.item_ids == cold.item_ids
+    engine.close()
+
+
+def test_the_server_runs_maintenance_at_start(tiny_built, tmp_path):
+    from engine.server import BackgroundServer
+
+    store = tmp_path / "e.sqlite"
+    seed = SQLiteEventStore(store)
+    seed.append([StoredEvent("x", "someone", "i00", "view", 1_000_000)])  # 1970
+    seed.close()
+    config = EngineConfig(
+        artifact=str(tiny_built), port=0, store=str(store), event_retention_days=365.0
+    )
+    with BackgroundServer(config) as server:
+        import time
+
+        deadline = time.monotonic() + 10
+        while server.engine.store.counts()[1] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.engine.store.counts() == (0, 0)
+
+
+def build_v2(root, tiny_built) -> None:
+    """A second version of the tiny catalogue in ``root``; LATEST names it afterwards."""
+    from indexer.build import BuildConfig, build_index
+
+    catalog = tiny_built.parent / "catalog.parquet"
+    build_index(catalog, root, None, BuildConfig(text=False, progress=False, version="v2"))
+
+
+def root_engine(tmp_path, root, **config) -> Engine:
+    store = tmp_path / "s.sqlite"
+    engine = Engine(
+        EngineConfig(artifact=str(root), store=str(store), pseudonym_key="k", **config),
+        SQLiteEventStore(store),
+    )
+    engine.load_configured()
+    return engine
+
+
+def test_a_swap_serves_the_new_pair_and_frees_the_old_one(root, tiny_built, tmp_path):
+    import gc
+    import weakref
+
+    from engine.errors import InvalidRequest, SwapRefused
+
+    engine = root_engine(tmp_path, root)
+    assert engine.served.version.version == "v1"
+    old = weakref.ref(engine.served)
+    build_v2(root, tiny_built)
+    served, changed = engine.swap()  # the configured root: its LATEST now names v2
+    assert (served.version.version, changed) == ("v2", True)
+    assert engine.served is served
+    gc.collect()
+    assert old() is None  # nothing in flight held it: released
+    with pytest.raises(SwapRefused, match="arm a keeps index v2 with retrieval-only"):
+        engine.swap(artifact=str(tmp_path / "no-such-index"))
+    assert engine.served is served
+    with pytest.raises(InvalidRequest):
+        engine.swap(arm="b")
+    _, changed = engine.swap(artifact=str(root / "v2"))
+    assert not changed
+    engine.close()
+
+
+def test_a_moved_latest_is_picked_up_and_a_broken_one_is_not_retried(
+    root, tiny_built, tmp_path, monkeypatch
+):
+    engine = root_engine(tmp_path, root)
+    assert engine.refresh() == []  # LATEST still names v1
+    build_v2(root, tiny_built)
+    assert engine.refresh() == ["a"]
+    assert engine.served.version.version == "v2"
+    # v3 is published broken: a shard file goes missing after its manifest was written.
+    from indexer.build import BuildConfig, build_index
+
+    build_index(
+        tiny_built.parent / "catalog.parquet",
+        root,
+        None,
+        BuildConfig(text=False, progress=False, version="v3"),
+    )
+    next((root / "v3").rglob("*.faiss")).unlink()
+    assert engine.refresh() == []
+    assert engine.served.version.version == "v2"
+    tries = []
+    real = engine.swap
+    monkeypatch.setattr(engine, "swap", lambda *a, **k: tries.append(a) or real(*a, **k))
+    assert engine.refresh() == []
+    assert tries == []  # the same broken target is not loaded again every poll
+    engine.close()
+
+
+def test_versions_swap_over_grpc_while_clients_keep_asking(root, tiny_built, tmp_path):
+    """Recommend runs steadily while SwapVersion flips v1 and v2: no call fails, each response
+    names one of the two versions, and after the last swap every answer comes from it."""
+    import threading
+
+    from clients.sdk import CrossrecClient, CrossrecError
+    from crossrec.v1 import service_pb2, service_pb2_grpc
+    from engine.server import BackgroundServer
+
+    build_v2(root, tiny_built)
+    config = EngineConfig(
+        artifact=str(root / "v1"), port=0, store=str(tmp_path / "e.sqlite"), pseudonym_key="k"
+    )
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
+        import grpc
+
+        stub = service_pb2_grpc.RecommendServiceStub(grpc.insecure_channel(server.target))
+        stop, seen, errors = threading.Event(), [], []
+
+        def ask() -> None:
+            while not stop.is_set():
+                try:
+                    seen.append(client.recommend(f"u{len(seen) % 7}", k=3).index_version)
+                except CrossrecError as exc:
+                    errors.append(exc)
+
+        askers = [threading.Thread(target=ask) for _ in range(3)]
+        for t in askers:
+            t.start()
+        answers = []
+        for i in range(10):
+            target = root / ("v2" if i % 2 == 0 else "v1")
+            answers.append(stub.SwapVersion(service_pb2.SwapVersionRequest(artifact=str(target))))
+        stop.set()
+        for t in askers:
+            t.join(10)
+        assert errors == []
+        assert len(seen) > 20 and set(seen) <= {"v1", "v2"}
+        assert [a.index_version for a in answers] == ["v2", "v1"] * 5
+        assert all(a.changed and a.arm == "a" for a in answers)
+        assert {client.recommend("u1", k=3).index_version for _ in range(5)} == {"v1"}
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.SwapVersion(service_pb2.SwapVersionRequest(artifact=str(tmp_path / "none")))
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "keeps index v1" in refused.value.details()
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.SwapVersion(service_pb2.SwapVersionRequest(arm="c"))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert client.recommend("u1", k=3).index_version == "v1"
