@@ -1,14 +1,16 @@
-"""Client commands of the ``crossrec`` CLI: recommend, ingest, status, delete-user (over gRPC)."""
+"""Client commands of the ``crossrec`` CLI: recommend, ingest, status, delete-user, swap (over
+gRPC). Every one takes the target, a bearer token and TLS settings."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from clients.sdk import ACTION, CrossrecClient, CrossrecError, Event
+from clients.sdk import ACTION, Connection, CrossrecClient, CrossrecError, Event
 from crossrec.vocabulary import parse_timestamp
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -19,6 +21,26 @@ def _target(p: argparse.ArgumentParser) -> None:
         "--target", default=DEFAULT_TARGET, help="engine address host:port (default %(default)s)"
     )
     p.add_argument("--timeout", type=float, default=5.0, help="deadline per call, seconds")
+    p.add_argument(
+        "--token",
+        default=os.environ.get("CROSSREC_TOKEN", ""),
+        help="bearer token (default: $CROSSREC_TOKEN)",
+    )
+    p.add_argument("--tls-ca", default="", help="CA certificate (PEM) of the engine: use TLS")
+    p.add_argument("--tls-cert", default="", help="client certificate (PEM), when required")
+    p.add_argument("--tls-key", default="", help="client key (PEM), when required")
+    p.add_argument("--server-name", default="", help="name on the engine's certificate")
+
+
+def client_of(args: argparse.Namespace) -> CrossrecClient:
+    """The client the common options describe."""
+    return CrossrecClient(
+        args.target,
+        timeout=args.timeout,
+        connection=Connection(
+            args.token, args.tls_ca, args.tls_cert, args.tls_key, args.server_name
+        ),
+    )
 
 
 def register_recommend(sub: argparse._SubParsersAction) -> None:
@@ -49,7 +71,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     for q in args.quota:
         category, _, count = q.rpartition("=")
         quotas[category] = int(count)
-    with CrossrecClient(args.target, timeout=args.timeout) as client:
+    with client_of(args) as client:
         try:
             rec = client.recommend(
                 args.user,
@@ -154,7 +176,7 @@ def run_ingest(args: argparse.Namespace) -> int:
             print(f"  {line}", file=sys.stderr)
         return 2
     accepted = duplicates = unknown = 0
-    with CrossrecClient(args.target, timeout=args.timeout) as client:
+    with client_of(args) as client:
         for first in range(0, len(events), args.batch):
             try:
                 result = client.ingest(events[first : first + args.batch])
@@ -196,7 +218,7 @@ def register_status(sub: argparse._SubParsersAction) -> None:
 
 
 def run_status(args: argparse.Namespace) -> int:
-    with CrossrecClient(args.target, timeout=args.timeout) as client:
+    with client_of(args) as client:
         try:
             s = client.status()
         except CrossrecError as exc:
@@ -213,12 +235,39 @@ def register_delete_user(sub: argparse._SubParsersAction) -> None:
 
 
 def run_delete_user(args: argparse.Namespace) -> int:
-    with CrossrecClient(args.target, timeout=args.timeout) as client:
+    with client_of(args) as client:
         try:
             n = client.delete_user(args.user)
         except CrossrecError as exc:
             return _fail(exc)
     print(f"deleted {n} events")
+    return 0
+
+
+def register_swap(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "swap",
+        help="serve another index version (and model) without a restart (admin role)",
+    )
+    _target(p)
+    p.add_argument(
+        "--artifact", default="", help="index version or root (default: the arm's configured one)"
+    )
+    p.add_argument("--model", default="", help="ranker model (default: the arm's configured one)")
+    p.add_argument("--retrieval-only", action="store_true", help="serve no model")
+    p.add_argument("--arm", default="a", choices=("a", "b"))
+    p.set_defaults(func=run_swap)
+
+
+def run_swap(args: argparse.Namespace) -> int:
+    with client_of(args) as client:
+        try:
+            index, model, changed = client.swap_version(
+                args.artifact, args.model, args.retrieval_only, args.arm
+            )
+        except CrossrecError as exc:
+            return _fail(exc)
+    print(f"arm {args.arm} serves index {index} with {model}{'' if changed else ' (unchanged)'}")
     return 0
 
 

@@ -254,14 +254,55 @@ def _error(exc: grpc.RpcError) -> CrossrecError:
     return CrossrecError(exc.code().name, exc.details() or "", violations)
 
 
+@dataclass(frozen=True)
+class Connection:
+    """How to reach an engine beyond its address: a bearer ``token`` (sent as ``authorization``
+    metadata on every call), and TLS: ``tls_ca`` (PEM file of the CA that signed the server's
+    certificate; set it to use TLS), ``tls_cert`` / ``tls_key`` (a client certificate, when the
+    engine requires one), ``server_name`` (the name to check the server's certificate against,
+    when it differs from the target's host)."""
+
+    token: str = ""
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    server_name: str = ""
+
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return (("authorization", f"Bearer {self.token}"),) if self.token else None
+
+    def channel(self, target: str, aio: bool = False):
+        options = list(CHANNEL_OPTIONS)
+        if not self.tls_ca:
+            make = grpc.aio.insecure_channel if aio else grpc.insecure_channel
+            return make(target, options=options)
+        from pathlib import Path
+
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(self.tls_ca).read_bytes(),
+            private_key=Path(self.tls_key).read_bytes() if self.tls_key else None,
+            certificate_chain=Path(self.tls_cert).read_bytes() if self.tls_cert else None,
+        )
+        if self.server_name:
+            options.append(("grpc.ssl_target_name_override", self.server_name))
+        make = grpc.aio.secure_channel if aio else grpc.secure_channel
+        return make(target, credentials, options=options)
+
+
 class CrossrecClient:
-    """Blocking client. ``timeout``: default deadline of every call, seconds."""
+    """Blocking client. ``timeout``: default deadline of every call, seconds; ``connection``:
+    token and TLS settings (default: plaintext, no token)."""
 
     def __init__(
-        self, target: str, timeout: float = 2.0, channel: grpc.Channel | None = None
+        self,
+        target: str,
+        timeout: float = 2.0,
+        channel: grpc.Channel | None = None,
+        connection: Connection = Connection(),
     ) -> None:
         self.target = target
-        self._channel = channel or grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = channel or connection.channel(target)
+        self._metadata = connection.metadata()
         self._stub = service_pb2_grpc.RecommendServiceStub(self._channel)
         self.timeout = timeout
 
@@ -276,7 +317,7 @@ class CrossrecClient:
 
     def _call(self, method, request, timeout: float | None):
         try:
-            return method(request, timeout=timeout or self.timeout)
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise _error(exc) from None
 
@@ -317,12 +358,35 @@ class CrossrecClient:
     def status(self, timeout: float | None = None) -> Status:
         return status(self._call(self._stub.GetStatus, service_pb2.GetStatusRequest(), timeout))
 
+    def swap_version(
+        self,
+        artifact: str = "",
+        model: str = "",
+        retrieval_only: bool = False,
+        arm: str = "a",
+        timeout: float | None = None,
+    ) -> tuple[str, str, bool]:
+        """Serve another index version (and model) for ``arm``; empty paths: the arm's
+        configured roots as their LATEST names them now. Returns (index version, model version,
+        changed). Needs the admin role."""
+        r = self._call(
+            self._stub.SwapVersion,
+            service_pb2.SwapVersionRequest(
+                artifact=artifact, model=model, retrieval_only=retrieval_only, arm=arm
+            ),
+            timeout or max(self.timeout, 120.0),  # loading and verifying takes a while
+        )
+        return r.index_version, r.model_version, r.changed
+
 
 class AsyncCrossrecClient:
     """The same API for asyncio (``grpc.aio``)."""
 
-    def __init__(self, target: str, timeout: float = 2.0) -> None:
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+    def __init__(
+        self, target: str, timeout: float = 2.0, connection: Connection = Connection()
+    ) -> None:
+        self._channel = connection.channel(target, aio=True)
+        self._metadata = connection.metadata()
         self._stub = service_pb2_grpc.RecommendServiceStub(self._channel)
         self.timeout = timeout
 
@@ -337,7 +401,7 @@ class AsyncCrossrecClient:
 
     async def _call(self, method, request, timeout: float | None):
         try:
-            return await method(request, timeout=timeout or self.timeout)
+            return await method(request, timeout=timeout or self.timeout, metadata=self._metadata)
         except grpc.aio.AioRpcError as exc:
             raise _error(exc) from None
 

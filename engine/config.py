@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from engine.recommend import RecommenderSettings
@@ -62,8 +62,20 @@ class EngineConfig:
     store: str = "crossrec-events.sqlite"
     #: Secret for the keyed hash that pseudonymises user ids. Given inline (``pseudonym_key``) or in
     #: a file; when neither is set, a random key is created once next to the store (mode 0600).
-    pseudonym_key: str = ""
+    pseudonym_key: str = field(default="", repr=False)
     pseudonym_key_file: str = ""
+    #: Access control (engine/auth.py): bearer tokens with roles query / ingest / admin, inline
+    #: as "role:token,role:token" (e.g. CROSSREC_AUTH_TOKENS) and/or in a file of "role token"
+    #: lines; none configured: no access control. Health and reflection stay open unless
+    #: ``auth_protect_health``.
+    auth_tokens: str = field(default="", repr=False)
+    auth_tokens_file: str = ""
+    auth_protect_health: bool = False
+    #: TLS: the server's certificate chain and key (PEM); with ``tls_client_ca_file``, clients
+    #: must present a certificate that CA signed. Empty: plaintext.
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""
     #: Events older than this many days are removed (hourly, and at start) and never count
     #: toward profiles; 0 keeps them for ever. The impression log has its own retention below.
     event_retention_days: float = 0.0

@@ -12,6 +12,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from crossrec.v1 import service_pb2
+from engine.auth import TokenAuth, parse_tokens, server_credentials
 from engine.config import EngineConfig
 from engine.core import Engine
 from engine.metrics import Metrics
@@ -43,11 +44,14 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     engine.load_configured()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.host)
+    tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
+    interceptors = [TokenAuth(tokens, config.auth_protect_health, metrics)] if tokens else []
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
-        ]
+        ],
+        interceptors=interceptors,
     )
     add_service(RecommendService(engine, metrics), server)
     health_servicer = health.aio.HealthServicer()
@@ -55,7 +59,23 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if config.tls_cert_file or config.tls_key_file:
+        if not (config.tls_cert_file and config.tls_key_file):
+            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
+        credentials = server_credentials(
+            config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
+    log.info(
+        "access control: %s; transport: %s",
+        f"{len(tokens)} token(s)" if tokens else "off",
+        "TLS" + (" with client certificates" if config.tls_client_ca_file else "")
+        if config.tls_cert_file
+        else "plaintext",
+    )
     await server.start()
     tasks = [asyncio.create_task(_every(engine.maintain, config.maintenance_interval_s, True))]
     if config.watch_latest_s > 0:

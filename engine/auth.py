@@ -1,0 +1,137 @@
+"""Access control: bearer tokens with roles, checked before any RPC runs.
+
+==========  ===========================================================================
+role        may call
+==========  ===========================================================================
+``query``   Recommend, RecommendBatch, GetStatus
+``ingest``  the above and IngestEvents
+``admin``   everything: also DeleteUser and SwapVersion
+==========  ===========================================================================
+
+A call carries ``authorization: Bearer <token>`` metadata. No token, or one that matches no
+configured token: ``UNAUTHENTICATED``; a token whose role does not cover the method:
+``PERMISSION_DENIED``. Tokens are compared in constant time against every configured token (no early
+exit, so the time does not tell how close a guess was), and never logged or counted by value: a
+rejection logs the method and the reason only. Health checks and server reflection stay open
+unless ``auth_protect_health`` is set (then any valid token opens them).
+
+Tokens come from ``auth_tokens`` (``"role:token,role:token"``, e.g. from the environment as
+``CROSSREC_AUTH_TOKENS``) and/or ``auth_tokens_file`` (one ``role token`` pair per line, ``#``
+comments). With no token configured, access control is off (the default, on 127.0.0.1).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from pathlib import Path
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE = "/crossrec.v1.RecommendService/"
+ROLES = {
+    "query": frozenset({"Recommend", "RecommendBatch", "GetStatus"}),
+    "ingest": frozenset({"Recommend", "RecommendBatch", "GetStatus", "IngestEvents"}),
+    "admin": frozenset(
+        {"Recommend", "RecommendBatch", "GetStatus", "IngestEvents", "DeleteUser", "SwapVersion"}
+    ),
+}
+
+
+class AuthConfigError(ValueError):
+    """Tokens configured wrongly (unknown role, empty or repeated token)."""
+
+
+def parse_tokens(inline: str, file: str) -> list[tuple[bytes, str]]:
+    """(token, role) pairs from ``auth_tokens`` and ``auth_tokens_file``; raises
+    :class:`AuthConfigError` naming the entry (by position, never by value) that is wrong."""
+    entries: list[tuple[str, str, str]] = []  # (role, token, where)
+    for i, item in enumerate(p for p in inline.split(",") if p.strip()):
+        role, _, token = item.strip().partition(":")
+        entries.append((role.strip(), token.strip(), f"auth_tokens entry {i + 1}"))
+    if file:
+        for n, line in enumerate(Path(file).read_text().splitlines(), 1):
+            line = line.split("#", 1)[0].strip()
+            if line:
+                role, _, token = line.partition(" ")
+                entries.append((role.strip(), token.strip(), f"{file}:{n}"))
+    out, seen = [], set()
+    for role, token, where in entries:
+        if role not in ROLES:
+            raise AuthConfigError(f"{where}: unknown role {role!r}; roles are {sorted(ROLES)}")
+        if len(token) < 16:
+            raise AuthConfigError(f"{where}: a token needs at least 16 characters")
+        if token in seen:
+            raise AuthConfigError(f"{where}: the same token is configured twice")
+        seen.add(token)
+        out.append((token.encode(), role))
+    return out
+
+
+class TokenAuth(grpc.aio.ServerInterceptor):
+    """The interceptor the server installs when tokens are configured."""
+
+    def __init__(self, tokens: list[tuple[bytes, str]], protect_health: bool, metrics) -> None:
+        self.tokens = tokens
+        self.protect_health = protect_health
+        self.metrics = metrics
+
+    def role_of(self, token: bytes) -> str | None:
+        role = None
+        for known, known_role in self.tokens:  # every comparison runs: no early exit
+            if hmac.compare_digest(known, token):
+                role = known_role
+        return role
+
+    async def intercept_service(self, continuation, details):
+        method = details.method
+        ours = method.startswith(SERVICE)
+        if not ours and not self.protect_health:
+            return await continuation(details)
+        name = method.removeprefix(SERVICE) if ours else method
+        token = _bearer(details.invocation_metadata)
+        role = self.role_of(token) if token is not None else None
+        if role is None:
+            reason = "no bearer token" if token is None else "unknown token"
+            return self._refuse(name, grpc.StatusCode.UNAUTHENTICATED, reason)
+        if ours and name not in ROLES[role]:
+            return self._refuse(
+                name, grpc.StatusCode.PERMISSION_DENIED, f"role {role} may not call {name}"
+            )
+        return await continuation(details)
+
+    def _refuse(self, method: str, code: grpc.StatusCode, reason: str):
+        log.info("%s refused: %s", method, reason)
+        self.metrics.requests.labels(method, code.name).inc()
+
+        async def refuse(request, context):
+            await context.abort(code, f"{reason}: {method} needs a token with a role allowing it")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
+
+
+def _bearer(metadata) -> bytes | None:
+    for key, value in metadata or ():
+        if key == "authorization":
+            text = value.decode() if isinstance(value, bytes) else value
+            scheme, _, token = text.partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                return token.strip().encode()
+            return b""  # present but malformed: an unknown token
+    return None
+
+
+def server_credentials(cert_file: str, key_file: str, client_ca_file: str):
+    """TLS credentials for the server; with ``client_ca_file`` clients must present a
+    certificate it signed."""
+    key = Path(key_file).read_bytes()
+    cert = Path(cert_file).read_bytes()
+    if client_ca_file:
+        return grpc.ssl_server_credentials(
+            [(key, cert)],
+            root_certificates=Path(client_ca_file).read_bytes(),
+            require_client_auth=True,
+        )
+    return grpc.ssl_server_credentials([(key, cert)])

@@ -1,0 +1,228 @@
+"""Access control: tokens and roles per RPC, open health checks, TLS with and without client
+certificates, and tokens kept out of logs and metrics."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients.sdk import Connection, CrossrecClient, CrossrecError, Event
+from engine.auth import AuthConfigError, parse_tokens
+from engine.config import EngineConfig
+from engine.server import BackgroundServer
+
+QUERY, INGEST, ADMIN = "q" * 20 + "-query", "i" * 20 + "-ingest", "a" * 20 + "-admin"
+TOKENS = f"query:{QUERY},ingest:{INGEST},admin:{ADMIN}"
+
+
+def config(tiny_built, tmp_path, **more) -> EngineConfig:
+    return EngineConfig(
+        artifact=str(tiny_built),
+        port=0,
+        store=str(tmp_path / "e.sqlite"),
+        pseudonym_key="k",
+        auth_tokens=TOKENS,
+        **more,
+    )
+
+
+def code_of(call) -> str:
+    try:
+        call()
+    except CrossrecError as exc:
+        return exc.code
+    return "OK"
+
+
+@pytest.fixture(scope="module")
+def secured(tiny_built, tmp_path_factory):
+    with BackgroundServer(config(tiny_built, tmp_path_factory.mktemp("auth"))) as server:
+        yield server
+
+
+def client(server, token: str = "") -> CrossrecClient:
+    return CrossrecClient(server.target, timeout=10, connection=Connection(token=token))
+
+
+def test_each_role_may_call_its_methods_and_no_others(secured):
+    calls = {
+        "Recommend": lambda c: c.recommend("u", k=2),
+        "GetStatus": lambda c: c.status(),
+        "IngestEvents": lambda c: c.ingest([Event("u", "i00", "view")]),
+        "DeleteUser": lambda c: c.delete_user("nobody"),
+        "SwapVersion": lambda c: c.swap_version(),
+    }
+    allowed = {
+        QUERY: {"Recommend", "GetStatus"},
+        INGEST: {"Recommend", "GetStatus", "IngestEvents"},
+        ADMIN: set(calls),
+    }
+    for token, methods in allowed.items():
+        with client(secured, token) as c:
+            got = {name: code_of(lambda call=call: call(c)) for name, call in calls.items()}
+        assert got == {name: "OK" if name in methods else "PERMISSION_DENIED" for name in calls}, (
+            token[-6:]
+        )
+    for token in ("", "not-a-configured-token-at-all", QUERY + "x", QUERY[:-1]):
+        with client(secured, token) as c:
+            assert {code_of(lambda call=call: call(c)) for call in calls.values()} == {
+                "UNAUTHENTICATED"
+            }
+
+
+def test_a_malformed_authorization_header_is_unauthenticated(secured):
+    from crossrec.v1 import recommend_pb2, service_pb2_grpc
+
+    with grpc.insecure_channel(secured.target) as channel:
+        stub = service_pb2_grpc.RecommendServiceStub(channel)
+        for header in (f"Basic {QUERY}", QUERY, "Bearer "):
+            with pytest.raises(grpc.RpcError) as caught:
+                stub.Recommend(
+                    recommend_pb2.RecommendRequest(user_id="u", k=2),
+                    metadata=(("authorization", header),),
+                    timeout=10,
+                )
+            assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_health_stays_open_unless_protected(secured, tiny_built, tmp_path):
+    def health(target, token=None):
+        with grpc.insecure_channel(target) as channel:
+            metadata = (("authorization", f"Bearer {token}"),) if token else None
+            return (
+                health_pb2_grpc.HealthStub(channel)
+                .Check(health_pb2.HealthCheckRequest(), metadata=metadata, timeout=10)
+                .status
+            )
+
+    assert health(secured.target) == health_pb2.HealthCheckResponse.SERVING
+    with BackgroundServer(config(tiny_built, tmp_path, auth_protect_health=True)) as server:
+        with pytest.raises(grpc.RpcError) as caught:
+            health(server.target)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert health(server.target, QUERY) == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_tokens_appear_in_no_log_line_and_no_metric(tiny_built, tmp_path, caplog):
+    from prometheus_client import generate_latest
+
+    caplog.set_level(logging.DEBUG)
+    with BackgroundServer(config(tiny_built, tmp_path)) as server:
+        for token in (QUERY, "wrong-token-wrong-token", ADMIN):
+            with client(server, token) as c:
+                code_of(lambda c=c: c.ingest([Event("u", "i00", "view")]))
+                code_of(lambda c=c: c.recommend("u", k=2))
+        exposition = generate_latest(server.metrics.registry).decode()
+        config_text = repr(server.engine.config)
+    assert 'code="PERMISSION_DENIED"' in exposition and 'code="UNAUTHENTICATED"' in exposition
+    for secret in (QUERY, INGEST, ADMIN, "wrong-token-wrong-token"):
+        assert secret not in caplog.text
+        assert secret not in exposition
+        assert secret not in config_text
+
+
+def test_token_configuration_errors_name_the_entry_not_the_token(tmp_path):
+    file = tmp_path / "tokens"
+    file.write_text(f"# the engine's tokens\nquery {QUERY}\n\nadmin {ADMIN}  # ops\n")
+    assert parse_tokens("", str(file)) == [(QUERY.encode(), "query"), (ADMIN.encode(), "admin")]
+    assert parse_tokens(f"ingest:{INGEST}", "") == [(INGEST.encode(), "ingest")]
+    with pytest.raises(AuthConfigError, match=r"auth_tokens entry 2: unknown role 'root'"):
+        parse_tokens(f"query:{QUERY},root:{ADMIN}", "")
+    with pytest.raises(AuthConfigError, match="at least 16 characters") as short:
+        parse_tokens("query:short", "")
+    assert "short" not in str(short.value).replace("at least", "")
+    file.write_text(f"query {QUERY}\nadmin {QUERY}\n")
+    with pytest.raises(AuthConfigError, match=r"tokens:2: the same token is configured twice"):
+        parse_tokens("", str(file))
+    assert parse_tokens("", "") == []
+
+
+# -- TLS ---------------------------------------------------------------------------------------
+def _certificates(folder):
+    """A CA, a server certificate for localhost / 127.0.0.1 and a client certificate, PEM."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    def issue(subject, key, issuer, issuer_key, ca=False, san=None):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if san:
+            builder = builder.add_extension(x509.SubjectAlternativeName(san), critical=False)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    def write(stem, cert, key):
+        (folder / f"{stem}.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        (folder / f"{stem}.key").write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = issue(name("crossrec test CA"), ca_key, name("crossrec test CA"), ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = issue(name("localhost"), server_key, ca.subject, ca_key, san=san)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client_cert = issue(name("a client"), client_key, ca.subject, ca_key)
+    write("ca", ca, ca_key)
+    write("server", server, server_key)
+    write("client", client_cert, client_key)
+    return {
+        s: (str(folder / f"{s}.pem"), str(folder / f"{s}.key")) for s in ("ca", "server", "client")
+    }
+
+
+def test_tls_serves_clients_that_trust_its_ca_and_refuses_plaintext(tiny_built, tmp_path):
+    certs = _certificates(tmp_path)
+    tls = {"tls_cert_file": certs["server"][0], "tls_key_file": certs["server"][1]}
+    with BackgroundServer(config(tiny_built, tmp_path, **tls)) as server:
+        secure = Connection(token=QUERY, tls_ca=certs["ca"][0])
+        with CrossrecClient(server.target, timeout=10, connection=secure) as c:
+            assert len(c.recommend("u", k=2).items) == 2
+        with CrossrecClient(server.target, timeout=3, connection=Connection(token=QUERY)) as c:
+            assert code_of(lambda: c.recommend("u", k=2)) == "UNAVAILABLE"
+
+
+def test_tls_with_client_certificates_requires_one(tiny_built, tmp_path):
+    certs = _certificates(tmp_path)
+    tls = {
+        "tls_cert_file": certs["server"][0],
+        "tls_key_file": certs["server"][1],
+        "tls_client_ca_file": certs["ca"][0],
+    }
+    with BackgroundServer(config(tiny_built, tmp_path, **tls)) as server:
+        without = Connection(token=QUERY, tls_ca=certs["ca"][0])
+        with CrossrecClient(server.target, timeout=3, connection=without) as c:
+            assert code_of(lambda: c.recommend("u", k=2)) == "UNAVAILABLE"
+        with_cert = Connection(
+            token=QUERY,
+            tls_ca=certs["ca"][0],
+            tls_cert=certs["client"][0],
+            tls_key=certs["client"][1],
+        )
+        with CrossrecClient(server.target, timeout=10, connection=with_cert) as c:
+            assert len(c.recommend("u", k=2).items) == 2
