@@ -60,6 +60,9 @@ class EngineConfig:
     port: int = 50051
     #: SQLite event store (WAL). Created if missing.
     store: str = "crossrec-events.sqlite"
+    #: Cap on the store's size in MB (0: none, the disk is the limit). A full store or disk
+    #: refuses IngestEvents with RESOURCE_EXHAUSTED, storing nothing of that call; queries go on.
+    store_max_mb: float = 0.0
     #: Secret for the keyed hash that pseudonymises user ids. Given inline (``pseudonym_key``) or in
     #: a file; when neither is set, a random key is created once next to the store (mode 0600).
     pseudonym_key: str = field(default="", repr=False)

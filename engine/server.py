@@ -38,7 +38,7 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     """Load the artifact, open the store, bind, start. Returns (server, bound port, engine,
     metrics)."""
     limit_threads(config.faiss_threads)
-    store = SQLiteEventStore(config.store)
+    store = SQLiteEventStore(config.store, int(config.store_max_mb * 1024 * 1024))
     metrics = Metrics()
     engine = Engine(config, store, metrics)
     engine.load_configured()

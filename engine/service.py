@@ -19,7 +19,7 @@ from grpc_status import rpc_status
 from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
 from engine import validation
 from engine.core import Engine, Recommendation
-from engine.errors import InvalidRequest, Overloaded, status_code, to_status
+from engine.errors import EngineError, InvalidRequest, Overloaded, status_code, to_status
 from engine.metrics import Metrics
 
 OBJECTIVE_CODES = {name: code for code, name in validation.OBJECTIVE_NAMES.items()}
@@ -77,10 +77,12 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         except Exception as exc:  # every failure leaves as a status, here
             status = to_status(exc)
             code = status_code(status.code).name
-            if not isinstance(exc, (InvalidRequest, TimeoutError, Overloaded)):
-                log.exception("%s failed", method)
-            else:
+            if isinstance(exc, (InvalidRequest, TimeoutError, Overloaded)):
                 log.info("%s rejected: %s", method, status.message)
+            elif isinstance(exc, EngineError):  # deliberate (store full, swap refused): one line
+                log.warning("%s refused: %s", method, status.message)
+            else:
+                log.exception("%s failed", method)
             await context.abort_with_status(rpc_status.to_status(status))
         finally:
             if admitted:

@@ -9,13 +9,17 @@ module. Events are deduplicated by ``event_id``, which makes retried ingestion s
 
 from __future__ import annotations
 
+import errno
 import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import grpc
+
 from crossrec.vocabulary import ACTIONS
+from engine.errors import EngineError
 
 # Stored as the position in ACTIONS + 1 (the API enum's numbers).
 ACTION_CODES = {a: i + 1 for i, a in enumerate(ACTIONS)}
@@ -31,6 +35,18 @@ class StoredEvent:
     ts_us: int  # microseconds since the Unix epoch, UTC
     session_id: str = ""
     recommendation_id: str = ""
+
+
+class StoreFull(EngineError):
+    """The disk (or the configured cap) is full: the call stored nothing; retry later."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def _is_full(exc: BaseException) -> bool:
+    if isinstance(exc, sqlite3.OperationalError):
+        return "full" in str(exc).lower()
+    return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
 class EventStore(Protocol):
@@ -56,7 +72,9 @@ class EventStore(Protocol):
 class SQLiteEventStore:
     """The default store: one SQLite file in WAL mode, safe to share across the engine's threads."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, max_bytes: int = 0) -> None:
+        """``max_bytes``: cap on the database file (0: none); past it, appends raise
+        :class:`StoreFull` and store nothing, as when the disk fills up."""
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -80,6 +98,9 @@ class SQLiteEventStore:
         self._db.execute("CREATE INDEX IF NOT EXISTS events_by_user ON events (user_key, ts_us)")
         # Retention removes by time (engine/config.py, event_retention_days).
         self._db.execute("CREATE INDEX IF NOT EXISTS events_by_time ON events (ts_us)")
+        if max_bytes:
+            page = self._db.execute("PRAGMA page_size").fetchone()[0]
+            self._db.execute(f"PRAGMA max_page_count = {max(int(max_bytes // page), 1)}")
         # Counts kept on write: GetStatus must never scan the table under the lock ingestion and
         # profiles wait on (90 ms at 410k events). One scan here, at open.
         users, events = self._db.execute(
@@ -117,8 +138,13 @@ class SQLiteEventStore:
                 )
                 stored = self._db.total_changes - before
                 self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
+            except BaseException as exc:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                if _is_full(exc):
+                    raise StoreFull(
+                        f"the event store is full ({exc}); nothing of this call was stored"
+                    ) from exc
                 raise
             self._events += stored
             # A user without events before this batch has at least one stored now: nothing stored

@@ -226,3 +226,34 @@ def test_versions_swap_over_grpc_while_clients_keep_asking(root, tiny_built, tmp
             stub.SwapVersion(service_pb2.SwapVersionRequest(arm="c"))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert client.recommend("u1", k=3).index_version == "v1"
+
+
+def test_a_full_store_refuses_ingestion_fast_and_keeps_serving(tiny_built, tmp_path):
+    """A store at its size cap (as a full disk): IngestEvents gets RESOURCE_EXHAUSTED and stores
+    nothing of that call, queries keep working, everything acknowledged before is still there."""
+    from clients.sdk import CrossrecClient, CrossrecError, Event
+    from engine.server import BackgroundServer
+
+    config = EngineConfig(
+        artifact=str(tiny_built),
+        port=0,
+        store=str(tmp_path / "e.sqlite"),
+        pseudonym_key="k",
+        store_max_mb=0.25,
+    )
+    acknowledged = []
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
+        with pytest.raises(CrossrecError) as full:
+            for batch in range(200):
+                events = [
+                    Event(f"user-{i % 9}", f"i{i % 12:02d}", "view", event_id=f"{batch}-{i}")
+                    for i in range(100)
+                ]
+                client.ingest(events)
+                acknowledged += events
+        assert full.value.code == "RESOURCE_EXHAUSTED" and "store is full" in str(full.value)
+        assert 0 < len(acknowledged) < 20_000
+        assert client.status().event_count == len(acknowledged)  # nothing of the refused call
+        assert len(client.recommend("user-1", k=3).items) == 3  # queries go on
+        again = client.ingest(acknowledged[:100])  # a retry of acknowledged events: all present
+        assert (again.accepted, again.duplicates) == (0, 100)
