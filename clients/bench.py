@@ -21,13 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from clients.commands import events_from_rows, read_event_rows
-from clients.sdk import CrossrecClient, CrossrecError, Event
+from clients.commands import _target, client_of, events_from_rows, read_event_rows
+from clients.sdk import CrossrecError, Event
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="measure an engine: ingestion, latency, throughput")
-    p.add_argument("--target", default="127.0.0.1:50051")
+    _target(p)
     p.add_argument(
         "--events", type=Path, required=True, help="event file whose users to replay and query"
     )
@@ -40,6 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", type=Path, default=Path("bench.json"))
     p.add_argument("--png", type=Path, help="latency plot (needs matplotlib)")
+    p.add_argument(
+        "--swap",
+        metavar="INDEX_A,INDEX_B",
+        help="repeat the concurrent phase while SwapVersion flips between these two index "
+        "versions (admin token), and compare",
+    )
+    p.add_argument("--swap-every", type=float, default=1.0, help="seconds between swaps")
     p.set_defaults(func=run)
 
 
@@ -60,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
     mine = events.filter(pl.col("user_id").is_in(users)).sort("ts")
     result: dict = {"target": args.target, "users": len(users), "k": args.k}
 
-    with CrossrecClient(args.target, timeout=30) as client:
+    args.timeout = max(args.timeout, 30.0)
+    with client_of(args) as client:
         status = client.status()
         result["index_version"], result["items"] = status.index_version, status.item_count
         batch: list[Event] = []
@@ -97,6 +105,53 @@ def run(args: argparse.Namespace) -> int:
     result["one_client"] = _latency(single)
     print(_line("1 client", result["one_client"]))
 
+    flat, result["concurrent"] = _concurrent(args, users)
+    if args.swap:
+        versions = [v.strip() for v in args.swap.split(",")]
+        if len(versions) != 2:
+            raise SystemExit("crossrec bench: --swap takes two index versions, A,B")
+        stop, swaps, swap_errors = threading.Event(), [], []
+
+        def swapper() -> None:
+            with client_of(args) as admin:
+                while not stop.wait(args.swap_every):
+                    t = time.perf_counter()
+                    try:
+                        admin.swap_version(versions[len(swaps) % 2])
+                        swaps.append(time.perf_counter() - t)
+                    except CrossrecError as exc:
+                        swap_errors.append(exc.code)
+                        return
+
+        thread = threading.Thread(target=swapper)
+        thread.start()
+        _, during = _concurrent(args, users, "while swapping")
+        stop.set()
+        thread.join()
+        before = result["concurrent"].get("p99_ms")
+        ratio = during["p99_ms"] / before if before and "p99_ms" in during else None
+        result["concurrent_swapping"] = {
+            **during,
+            "swaps": len(swaps),
+            "swap_seconds": _latency(swaps) if swaps else {},
+            "swap_errors": swap_errors,
+            "p99_ratio": None if ratio is None else round(ratio, 3),
+        }
+        print(
+            f"  {len(swaps)} swaps (each {np.median(swaps) if swaps else 0:.2f} s), "
+            f"swap errors {swap_errors or 'none'}; p99 with swaps / without: "
+            f"{result['concurrent_swapping']['p99_ratio']}"
+        )
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.json}")
+    if args.png is not None:
+        _plot(single, flat or [0.0], args.concurrency, args.png)
+    return 0
+
+
+def _concurrent(args: argparse.Namespace, users: list[str], note: str = "") -> tuple[list, dict]:
+    """``args.concurrency`` clients, each its own channel and thread, ``args.requests`` calls in
+    all: the answered calls' latencies, and the figures (QPS, failed calls by status code)."""
     latencies: list[list[float]] = [[] for _ in range(args.concurrency)]
     # Failed calls by status code, with their latencies: under overload the engine sheds calls
     # with RESOURCE_EXHAUSTED at once, and a load check needs their share and speed.
@@ -104,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     per_worker = args.requests // args.concurrency
 
     def worker(w: int) -> None:
-        with CrossrecClient(args.target, timeout=30) as c:
+        with client_of(args) as c:
             for i in range(per_worker):
                 t = time.perf_counter()
                 try:
@@ -126,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
     codes: dict[str, list[float]] = {}
     for code, seconds in failed:
         codes.setdefault(code, []).append(seconds)
-    result["concurrent"] = {
+    out = {
         **(_latency(flat) if flat else {"requests": 0}),
         "clients": args.concurrency,
         "qps": round(len(flat) / wall, 1),
@@ -135,20 +190,15 @@ def run(args: argparse.Namespace) -> int:
             for code, s in codes.items()
         },
     }
-    label = f"{args.concurrency} clients"
-    answered = _line(label, result["concurrent"]) if flat else f"{label}: no call succeeded"
+    label = f"{args.concurrency} clients" + (f" {note}" if note else "")
+    answered = _line(label, out) if flat else f"{label}: no call succeeded"
     print(answered + f", {len(flat) / wall:,.0f} QPS answered")
-    for code, r in result["concurrent"]["failed"].items():
+    for code, r in out["failed"].items():
         print(
             f"  {code}: {r['requests']:,} calls ({r['share']:.1%}), p50 {r['p50_ms']:.2f} ms, "
             f"p99 {r['p99_ms']:.2f} ms"
         )
-
-    args.json.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.json}")
-    if args.png is not None:
-        _plot(single, flat or [0.0], args.concurrency, args.png)
-    return 0
+    return flat, out
 
 
 def _latency(seconds: list[float]) -> dict:

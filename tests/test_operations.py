@@ -257,3 +257,63 @@ def test_a_full_store_refuses_ingestion_fast_and_keeps_serving(tiny_built, tmp_p
         assert len(client.recommend("user-1", k=3).items) == 3  # queries go on
         again = client.ingest(acknowledged[:100])  # a retry of acknowledged events: all present
         assert (again.accepted, again.duplicates) == (0, 100)
+
+
+def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_path, capsys):
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    import polars as pl
+
+    from clients.cli import main
+    from engine.server import BackgroundServer
+
+    build_v2(root, tiny_built)
+    start = datetime(2026, 3, 1, tzinfo=UTC)
+    pl.DataFrame(
+        {
+            "user_id": [f"u{i % 6}" for i in range(60)],
+            "item_id": [f"i{i % 12:02d}" for i in range(60)],
+            "action": ["view"] * 60,
+            "ts": [start + timedelta(minutes=i) for i in range(60)],
+        }
+    ).write_parquet(tmp_path / "events.parquet")
+    admin = "admin-token-for-the-bench-test"
+    config = EngineConfig(
+        artifact=str(root / "v1"),
+        port=0,
+        store=str(tmp_path / "e.sqlite"),
+        pseudonym_key="k",
+        auth_tokens=f"admin:{admin}",
+    )
+    with BackgroundServer(config) as server:
+        code = main(
+            [
+                "bench",
+                "--target",
+                server.target,
+                "--token",
+                admin,
+                "--events",
+                str(tmp_path / "events.parquet"),
+                "--users",
+                "6",
+                "--requests",
+                "300",
+                "--concurrency",
+                "2",
+                "--swap",
+                f"{root / 'v2'},{root / 'v1'}",
+                "--swap-every",
+                "0.05",
+                "--json",
+                str(tmp_path / "bench.json"),
+            ]
+        )
+    assert code == 0
+    result = json.loads((tmp_path / "bench.json").read_text())
+    during = result["concurrent_swapping"]
+    assert during["swaps"] >= 2 and during["swap_errors"] == []
+    assert during["requests"] == 300 and during["failed"] == {}
+    assert during["p99_ratio"] > 0
+    assert "p99 with swaps / without" in capsys.readouterr().out
