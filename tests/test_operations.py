@@ -317,3 +317,29 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
     assert during["requests"] == 300 and during["failed"] == {}
     assert during["p99_ratio"] > 0
     assert "p99 with swaps / without" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_reported_as_the_store_being_full(tmp_path):
+    """ENOSPC from the file system maps to StoreFull (RESOURCE_EXHAUSTED) like SQLite's own
+    'database or disk is full', and the transaction is rolled back."""
+    import errno
+
+    from engine.store import StoreFull
+
+    store = SQLiteEventStore(tmp_path / "e.sqlite")
+    real = store._db
+
+    class FullDisk:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def executemany(self, *args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    store._db = FullDisk()
+    with pytest.raises(StoreFull, match="No space left on device"):
+        store.append([StoredEvent("a", "k", "i", "view", NOW)])
+    store._db = real
+    assert store.counts() == (0, 0)
+    assert store.append([StoredEvent("a", "k", "i", "view", NOW)]) == (1, 0)
+    store.close()
