@@ -5,7 +5,7 @@ Loads an index version into an in-process engine (a throw-away event store), ing
 setting (k = 10, 10 purely cross-category, 100, 200; ``--engine-config`` changes the engine's
 settings) and reports p50 / p99 of the whole
 call, the median candidate count after filters and the median of each stage (profile, candidates,
-rank, allocate). Over gRPC, with concurrency, use ``crossrec bench``.
+rank, allocate). Over gRPC, with concurrency, use ``crossrec bench serve``.
 
 ``--impression-log`` adds a paired measurement of the impression log's cost on the request: k = 10
 with the log on and off, alternating request by request on the same users (so drift on a shared

@@ -1,4 +1,4 @@
-"""``crossrec bench``: load an engine over gRPC and measure it.
+"""``crossrec bench serve``: load an engine over gRPC and measure it.
 
 Measures, against a running engine (``crossrec serve``):
 
@@ -17,6 +17,7 @@ import argparse
 import json
 import threading
 import time
+from importlib.metadata import entry_points
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,17 @@ from clients.sdk import CrossrecError, Event
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("bench", help="measure an engine: ingestion, latency, throughput")
+    """``crossrec bench serve`` here; other ``crossrec bench`` commands come from the packages
+    that own them (entry points ``crossrec.bench``: ``retrieval`` from ``apps``)."""
+    bench = sub.add_parser("bench", help="benchmarks: serve (a running engine), retrieval, ...")
+    kinds = bench.add_subparsers(dest="bench_command", metavar="BENCHMARK", required=True)
+    register_serve(kinds)
+    for ep in sorted(entry_points(group="crossrec.bench"), key=lambda e: e.name):
+        ep.load()(kinds)
+
+
+def register_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="measure a running engine: ingestion, latency, throughput")
     _target(p)
     p.add_argument(
         "--events", type=Path, required=True, help="event file whose users to replay and query"
@@ -57,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     if events.schema.get("ts") == pl.String:
         parsed, problems = events_from_rows(events.iter_rows(named=True))
         if problems:
-            raise SystemExit(f"crossrec bench: {args.events}: {problems[0]}")
+            raise SystemExit(f"crossrec bench serve: {args.events}: {problems[0]}")
         events = events.with_columns(pl.Series("ts", [e.time for e in parsed]))
     counts = (
         events.group_by("user_id").len().filter(pl.col("len") >= args.min_events).sort("user_id")
@@ -109,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.swap:
         versions = [v.strip() for v in args.swap.split(",")]
         if len(versions) != 2:
-            raise SystemExit("crossrec bench: --swap takes two index versions, A,B")
+            raise SystemExit("crossrec bench serve: --swap takes two index versions, A,B")
         stop, swaps, swap_errors = threading.Event(), [], []
 
         def swapper() -> None:

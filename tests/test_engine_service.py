@@ -206,6 +206,7 @@ def test_bench_command_measures_the_engine(server, small_shop_dir, tmp_path, cap
     code = main(
         [
             "bench",
+            "serve",
             "--target",
             server.target,
             "--events",

@@ -290,6 +290,7 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
         code = main(
             [
                 "bench",
+                "serve",
                 "--target",
                 server.target,
                 "--token",
