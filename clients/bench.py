@@ -45,7 +45,16 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--users", type=int, default=1000)
     p.add_argument("--min-events", type=int, default=5)
     p.add_argument("--requests", type=int, default=2000, help="Recommend calls per phase")
-    p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument(
+        "--concurrency",
+        default="8",
+        help="concurrent clients, or a sweep: 1,2,4,8,16 (each level its own phase)",
+    )
+    p.add_argument(
+        "--metrics",
+        help="the engine's Prometheus endpoint (http://host:port/metrics): adds the engine's own "
+        "time per stage to each phase",
+    )
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--batch", type=int, default=500, help="events per IngestEvents call")
     p.add_argument("--seed", type=int, default=0)
@@ -116,7 +125,19 @@ def run(args: argparse.Namespace) -> int:
     result["one_client"] = _latency(single)
     print(_line("1 client", result["one_client"]))
 
-    flat, result["concurrent"] = _concurrent(args, users)
+    levels = [int(c) for c in str(args.concurrency).split(",")]
+    result["sweep"] = []
+    for level in levels:
+        before = _engine_counters(args.metrics)
+        flat, phase = _concurrent(args, users, clients=level)
+        if args.metrics:
+            phase["engine"] = _engine_stages(before, _engine_counters(args.metrics))
+            _print_stages(phase["engine"], phase)
+        result["sweep"].append(phase)
+    result["concurrent"] = result["sweep"][-1]
+    args.concurrency = levels[-1]
+    if args.png is not None and len(levels) > 1:
+        _plot_sweep(result["sweep"], args.png.with_name(args.png.stem + "-sweep.png"))
     if args.swap:
         versions = [v.strip() for v in args.swap.split(",")]
         if len(versions) != 2:
@@ -160,14 +181,18 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _concurrent(args: argparse.Namespace, users: list[str], note: str = "") -> tuple[list, dict]:
-    """``args.concurrency`` clients, each its own channel and thread, ``args.requests`` calls in
-    all: the answered calls' latencies, and the figures (QPS, failed calls by status code)."""
-    latencies: list[list[float]] = [[] for _ in range(args.concurrency)]
+def _concurrent(
+    args: argparse.Namespace, users: list[str], note: str = "", clients: int | None = None
+) -> tuple[list, dict]:
+    """``clients`` (default ``args.concurrency``) clients, each its own channel and thread,
+    ``args.requests`` calls in all: the answered calls' latencies, and the figures (QPS, failed
+    calls by status code)."""
+    clients = int(clients or args.concurrency)
+    latencies: list[list[float]] = [[] for _ in range(clients)]
     # Failed calls by status code, with their latencies: under overload the engine sheds calls
     # with RESOURCE_EXHAUSTED at once, and a load check needs their share and speed.
-    failures: list[list[tuple[str, float]]] = [[] for _ in range(args.concurrency)]
-    per_worker = args.requests // args.concurrency
+    failures: list[list[tuple[str, float]]] = [[] for _ in range(clients)]
+    per_worker = args.requests // clients
 
     def worker(w: int) -> None:
         with client_of(args) as c:
@@ -180,7 +205,7 @@ def _concurrent(args: argparse.Namespace, users: list[str], note: str = "") -> t
                     continue
                 latencies[w].append(time.perf_counter() - t)
 
-    threads = [threading.Thread(target=worker, args=(w,)) for w in range(args.concurrency)]
+    threads = [threading.Thread(target=worker, args=(w,)) for w in range(clients)]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -194,14 +219,14 @@ def _concurrent(args: argparse.Namespace, users: list[str], note: str = "") -> t
         codes.setdefault(code, []).append(seconds)
     out = {
         **(_latency(flat) if flat else {"requests": 0}),
-        "clients": args.concurrency,
+        "clients": clients,
         "qps": round(len(flat) / wall, 1),
         "failed": {
             code: {**_latency(s), "share": len(s) / (len(flat) + len(failed))}
             for code, s in codes.items()
         },
     }
-    label = f"{args.concurrency} clients" + (f" {note}" if note else "")
+    label = f"{clients} clients" + (f" {note}" if note else "")
     answered = _line(label, out) if flat else f"{label}: no call succeeded"
     print(answered + f", {len(flat) / wall:,.0f} QPS answered")
     for code, r in out["failed"].items():
@@ -210,6 +235,78 @@ def _concurrent(args: argparse.Namespace, users: list[str], note: str = "") -> t
             f"p99 {r['p99_ms']:.2f} ms"
         )
     return flat, out
+
+
+def _engine_counters(url: str | None) -> dict[tuple[str, str], float]:
+    """(metric sample name, stage or method) -> value of the engine's latency sums and counts."""
+    if not url:
+        return {}
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    out = {}
+    for family in text_string_to_metric_families(text):
+        if family.name not in ("crossrec_stage_seconds", "crossrec_request_seconds"):
+            continue
+        for sample in family.samples:
+            if sample.name.endswith(("_sum", "_count")):
+                label = sample.labels.get("stage") or sample.labels.get("method", "")
+                out[(sample.name, label)] = sample.value
+    return out
+
+
+def _engine_stages(before: dict, after: dict) -> dict:
+    """Mean milliseconds per Recommend in each engine stage over a phase (and the engine's whole
+    Recommend time), from two snapshots of its metrics."""
+
+    def mean(prefix: str, label: str) -> float | None:
+        n = after.get((f"{prefix}_count", label), 0) - before.get((f"{prefix}_count", label), 0)
+        total = after.get((f"{prefix}_sum", label), 0) - before.get((f"{prefix}_sum", label), 0)
+        return round(total / n * 1e3, 3) if n else None
+
+    stages = sorted({label for name, label in after if name == "crossrec_stage_seconds_sum"})
+    return {
+        "recommend_ms": mean("crossrec_request_seconds", "Recommend"),
+        "stages_ms": {s: mean("crossrec_stage_seconds", s) for s in stages},
+    }
+
+
+def _print_stages(engine: dict, phase: dict) -> None:
+    stages = " / ".join(f"{k} {v}" for k, v in engine["stages_ms"].items() if v is not None)
+    print(
+        f"  engine: Recommend {engine['recommend_ms']} ms mean in the server "
+        f"(client mean {phase.get('mean_ms')} ms); stages (mean ms): {stages}"
+    )
+
+
+def _plot_sweep(sweep: list[dict], path: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    answered = [s for s in sweep if s.get("requests")]
+    x = [s["clients"] for s in answered]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ("p50_ms", "p90_ms", "p99_ms"):
+        ax.plot(x, [s[key] for s in answered], marker="o", label=key.replace("_ms", ""))
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("concurrent clients")
+    ax.set_ylabel("Recommend latency (ms)")
+    twin = ax.twinx()
+    twin.plot(x, [s["qps"] for s in answered], color="black", linestyle="--", label="QPS")
+    twin.set_ylabel("answered QPS")
+    ax.legend(loc="upper left")
+    twin.legend(loc="upper center")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
 
 
 def _latency(seconds: list[float]) -> dict:

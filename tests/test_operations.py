@@ -279,12 +279,18 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
         }
     ).write_parquet(tmp_path / "events.parquet")
     admin = "admin-token-for-the-bench-test"
+    import socket
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        metrics_port = free.getsockname()[1]
     config = EngineConfig(
         artifact=str(root / "v1"),
         port=0,
         store=str(tmp_path / "e.sqlite"),
         pseudonym_key="k",
         auth_tokens=f"admin:{admin}",
+        metrics_port=metrics_port,
     )
     with BackgroundServer(config) as server:
         code = main(
@@ -302,7 +308,9 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
                 "--requests",
                 "300",
                 "--concurrency",
-                "2",
+                "1,2",
+                "--metrics",
+                f"http://127.0.0.1:{metrics_port}/metrics",
                 "--swap",
                 f"{root / 'v2'},{root / 'v1'}",
                 "--swap-every",
@@ -317,7 +325,16 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
     assert during["swaps"] >= 2 and during["swap_errors"] == []
     assert during["requests"] == 300 and during["failed"] == {}
     assert during["p99_ratio"] > 0
-    assert "p99 with swaps / without" in capsys.readouterr().out
+    # The sweep: one phase per level, each with the engine's own time per stage.
+    assert [p["clients"] for p in result["sweep"]] == [1, 2]
+    for phase in result["sweep"]:
+        engine = phase["engine"]
+        assert 0 < engine["recommend_ms"] <= phase["mean_ms"]  # the server's part of the call
+        stages = engine["stages_ms"]
+        assert {"profile", "candidates", "rank", "respond"} <= set(stages)
+        assert stages["retrieve"] <= engine["recommend_ms"]
+    printed = capsys.readouterr().out
+    assert "p99 with swaps / without" in printed and "engine: Recommend" in printed
 
 
 def test_a_full_disk_is_reported_as_the_store_being_full(tmp_path):
