@@ -65,3 +65,22 @@ def test_the_command_writes_every_method_at_every_depth(tiny_built, tmp_path, ca
     assert result["stamp"]["versions"]["faiss-cpu"] != "not installed"
     assert (out / "retrieval.png").stat().st_size > 1000
     assert "k=2, recall >= 0.95, crossrec-shards" in capsys.readouterr().out
+
+
+def test_the_index_benchmark_times_every_stage(tmp_path, capsys):
+    from clients.cli import main
+
+    out = tmp_path / "ib"
+    assert main(["bench", "index", "--items", "300", "--no-text", "--out", str(out)]) == 0
+    result = json.loads((out / "index-bench.json").read_text())
+    assert result["items"] == 300 and not result["text"]
+    assert {"read", "encode_attributes", "fuse", "behaviour", "shards", "write"} <= set(
+        result["stages"]
+    )
+    # The stages add up to no more than the whole build (each rounded to the millisecond).
+    stages = result["stages"].values()
+    assert sum(s["seconds"] for s in stages) <= result["seconds"] + 0.001 * len(stages) + 0.01
+    assert all(s["seconds"] >= 0 for s in result["stages"].values())
+    assert result["stamp"]["cpus"] >= 1
+    assert (out / "index-bench.png").stat().st_size > 1000
+    assert "300 items built in" in capsys.readouterr().out
