@@ -19,7 +19,7 @@ from pathlib import Path
 def measure(catalog: Path, events: Path | None, out: Path, text: bool) -> dict:
     import polars as pl
 
-    from apps.retrieval_bench import stamp
+    from crossrec.stamp import stamp
     from indexer.build import BuildConfig, build_index
 
     items = pl.scan_parquet(catalog).select(pl.len()).collect().item()

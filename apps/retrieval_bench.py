@@ -31,15 +31,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
 import time
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
+
+from crossrec.stamp import stamp
 
 RERANKS = (25, 50, 100, 200, 400)
 EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
@@ -269,7 +267,7 @@ def measure(
         "not_installed": [m for m in ("hnswlib", "usearch") if not _importable(m)],
         "points": points,
         "best_at_recall_0.95": {str(k): best_at(points, 0.95, k) for k in ks},
-        "stamp": stamp(),
+        "stamp": stamp(extra=("faiss-cpu", "hnswlib", "usearch")),
     }
 
 
@@ -284,34 +282,6 @@ def best_at(points: list[dict], target: float, k: int) -> dict:
         if p["recall"] >= target and p["qps"] > (out[p["method"]] or {}).get("qps", -1):
             out[p["method"]] = p
     return out
-
-
-def stamp() -> dict:
-    def ver(name: str) -> str:
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
-
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-            cwd=Path(__file__).resolve().parent,
-        ).stdout.strip()
-    except OSError:
-        commit = ""
-    return {
-        "machine": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "versions": {n: ver(n) for n in ("crossrec", "faiss-cpu", "numpy", "hnswlib", "usearch")},
-        "commit": commit or "unknown",
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
 
 
 def _importable(module: str) -> bool:

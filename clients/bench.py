@@ -24,6 +24,7 @@ import numpy as np
 
 from clients.commands import _target, client_of, events_from_rows, read_event_rows
 from clients.sdk import CrossrecError, Event
+from crossrec.stamp import stamp
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
     rng = np.random.default_rng(args.seed)
     users = counts["user_id"].to_numpy()[rng.permutation(counts.height)[: args.users]].tolist()
     mine = events.filter(pl.col("user_id").is_in(users)).sort("ts")
-    result: dict = {"target": args.target, "users": len(users), "k": args.k}
+    result: dict = {"target": args.target, "users": len(users), "k": args.k, "stamp": stamp()}
 
     args.timeout = max(args.timeout, 30.0)
     with client_of(args) as client:

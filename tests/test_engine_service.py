@@ -237,4 +237,5 @@ def test_bench_command_measures_the_engine(server, small_shop_dir, tmp_path, cap
         and result["concurrent"]["failed"] == {}
     )
     assert 0 < result["one_client"]["p50_ms"] <= result["one_client"]["p99_ms"]
+    assert result["stamp"]["versions"]["grpcio"] != "not installed" and result["stamp"]["cpus"]
     assert (tmp_path / "bench.png").stat().st_size > 1000
