@@ -7,6 +7,12 @@ settings) and reports p50 / p99 of the whole
 call, the median candidate count after filters and the median of each stage (profile, candidates,
 rank, allocate). Over gRPC, with concurrency, use ``crossrec bench serve``.
 
+``--irreducible`` adds, for k = 10, the work no engine design can skip on the same requests: the
+vector searches (the search source alone, on the request's own targets) and the model's
+prediction over the request's candidates, timed alone right after the full call, and the ratio
+of the full call to their sum (the engine's overhead: profile, other sources, features,
+diversity, allocation, Python).
+
 ``--impression-log`` adds a paired measurement of the impression log's cost on the request: k = 10
 with the log on and off, alternating request by request on the same users (so drift on a shared
 machine hits both alike), p50 / p99 of each and their ratio.
@@ -46,6 +52,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine-config", type=Path, help="EngineConfig TOML (default: the defaults)")
     p.add_argument("--model", help="ranker model version trained for the artifact (default: none)")
     p.add_argument(
+        "--irreducible",
+        action="store_true",
+        help="also time the searches and the model prediction alone on the same requests",
+    )
+    p.add_argument(
         "--impression-log",
         action="store_true",
         help="also measure k=10 with the impression log on and off, alternating",
@@ -63,6 +74,7 @@ def measure(
     engine_config: Path | None = None,
     model: str | None = None,
     impression_log: bool = False,
+    irreducible: bool = False,
 ) -> dict:
     """Figures per setting (milliseconds), see the module docstring."""
     frame = read_events(events)  # any supported format, checked against the event contract
@@ -106,7 +118,43 @@ def measure(
             }
         if impression_log:
             out["impression_log"] = _log_cost(engine, chosen, warmup)
+        if irreducible:
+            out["irreducible"] = _irreducible(engine, chosen)
     return out
+
+
+def _irreducible(engine, users: list[str]) -> dict:
+    """k = 10: per request, the full call, then its searches and model prediction alone."""
+    from engine.sources import Context
+
+    query = SETTINGS["k=10"]
+    served = engine.served
+    r = served.recommender
+    full, search, predict = [], [], []
+    for user in users:
+        now = int(time.time() * 1e6)
+        t = time.perf_counter()
+        engine.recommend(user, [], query, now_us=now)
+        full.append(time.perf_counter() - t)
+        profile = engine.profile(served, user, [], now)
+        g = r.gather(profile, query, now)
+        context = Context(profile, np.zeros(len(r.items.categories)), g.targets, query.k)
+        t = time.perf_counter()
+        r.search.generate(context)
+        search.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        r.ranker.rank(g.features, r.items.price[g.candidates.rows], query)
+        predict.append(time.perf_counter() - t)
+    full_ms, search_ms, predict_ms = (np.array(x) * 1e3 for x in (full, search, predict))
+    work = search_ms + predict_ms
+    return {
+        "requests": len(users),
+        "full_p50_ms": round(float(np.median(full_ms)), 3),
+        "search_p50_ms": round(float(np.median(search_ms)), 3),
+        "predict_p50_ms": round(float(np.median(predict_ms)), 3),
+        "ratio_p50": round(float(np.median(full_ms / np.maximum(work, 1e-6))), 2),
+        "ratio_of_means": round(float(full_ms.mean() / max(work.mean(), 1e-9)), 2),
+    }
 
 
 def _log_cost(engine, users: list[str], warmup: int, repeats: int = 3) -> dict:
@@ -151,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         args.engine_config,
         args.model,
         args.impression_log,
+        args.irreducible,
     )
     print(
         f"{result['users']} users, index loaded and their events ingested in {result['setup_s']} s;"
@@ -162,6 +211,13 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"{label:<11} p50 {r['p50_ms']} ms, p99 {r['p99_ms']} ms, "
             f"{r['candidates_median']} candidates; stages p50 (ms): {stages}"
+        )
+    if "irreducible" in result:
+        c = result["irreducible"]
+        print(
+            f"irreducible work, k=10: full call p50 {c['full_p50_ms']} ms; searches alone "
+            f"{c['search_p50_ms']} ms, model prediction alone {c['predict_p50_ms']} ms; full / "
+            f"(searches + prediction): p50 {c['ratio_p50']}x, of means {c['ratio_of_means']}x"
         )
     if "impression_log" in result:
         c = result["impression_log"]

@@ -140,3 +140,24 @@ def test_latency_command_reports_every_setting_and_stage(built_index, small_shop
         assert 0 < r["p50_ms"] <= r["p99_ms"]
         assert r["candidates_median"] >= 10  # every request scores a candidate set, not k items
         assert set(r["stages_p50_ms"]) == {"profile", "candidates", "features", "rank", "allocate"}
+
+
+def test_latency_command_measures_the_irreducible_work_and_the_log_cost(
+    built_index, small_shop_dir, tmp_path
+):
+    from clients.cli import main
+
+    out = tmp_path / "latency.json"
+    args = ["latency", "--artifact", str(built_index.path), "--events"]
+    args += [str(small_shop_dir / "events.parquet"), "--users", "20", "--warmup", "2"]
+    assert main([*args, "--irreducible", "--impression-log", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    work = result["irreducible"]
+    assert work["requests"] == 20
+    assert 0 < work["search_p50_ms"] < work["full_p50_ms"]
+    assert work["ratio_p50"] > 1  # the full call does more than its searches and ranking
+    log = result["impression_log"]
+    assert log["on"]["requests"] == log["off"]["requests"] == 30  # 20 users x 3, alternating
+    # Everything before the alternation is logged: 4 settings x (2 warm-up + 20), its own
+    # warm-up (2) and the "on" half (30).
+    assert log["log_counts"]["written"] == 4 * 22 + 2 + 30
