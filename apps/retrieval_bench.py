@@ -21,10 +21,13 @@ categories the user never touched), is one query: a vector and a set of allowed 
                             (``nprobe`` swept)
 ==========================  =================================================================
 
-hnswlib and usearch are reported as not installed unless importable. Every method answers one
-query at a time on one thread (the engine's setting: requests run in parallel, each search on
-one thread). Recall@k against the truth; QPS; JSON (stamped with machine, library versions,
-parameters and commit) and a recall-vs-QPS PNG.
+``usearch-postfilter``: one global usearch HNSW (connectivity 32) searched for ``k x
+oversample`` neighbours, filtered afterwards (usearch's Python API has no filtered search;
+oversampling swept), when usearch is installed (the ``bench`` extra installs it). hnswlib is
+reported as not installed unless importable (no wheel for this platform here). Every method
+answers one query at a time on one thread (the engine's setting: requests run in parallel, each
+search on one thread). Recall@k against the truth; QPS; JSON (stamped with machine, library
+versions, parameters and commit) and a recall-vs-QPS PNG.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from crossrec.stamp import stamp
 RERANKS = (25, 50, 100, 200, 400)
 EF_SEARCH = (16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
 NPROBE = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+OVERSAMPLE = (4, 16, 64, 256)
 
 
 @dataclass(frozen=True)
@@ -218,6 +222,28 @@ def faiss_methods(hnsw, ivf, queries: Queries, k: int):
     return out
 
 
+def usearch_methods(vectors: np.ndarray, queries: Queries, k: int, index=None):
+    """usearch has no filtered search in Python: the usual build is one global HNSW searched
+    for ``k x oversample`` neighbours, filtered to the allowed items afterwards (oversampling
+    swept, ``expansion_search`` set to the count). Returns (methods, the index)."""
+    from usearch.index import Index
+
+    if index is None:
+        index = Index(ndim=vectors.shape[1], metric="ip", dtype="f32", connectivity=32)
+        index.add(np.arange(len(vectors), dtype=np.uint64), vectors, threads=1)
+    out = []
+    for oversample in OVERSAMPLE:
+        count = min(k * oversample, len(vectors))
+
+        def search(i, count=count):
+            index.expansion_search = max(count, 64)
+            keys = np.asarray(index.search(queries.vectors[i], count, threads=1).keys, np.int64)
+            return keys[np.isin(keys, queries.rows[i], assume_unique=True)]
+
+        out.append(("usearch-postfilter", f"oversample={oversample}", search))
+    return out, index
+
+
 def measure(
     artifact: str,
     events_file: Path,
@@ -238,10 +264,17 @@ def measure(
     )
     vectors = np.ascontiguousarray(np.asarray(version.vectors, np.float32))
     hnsw, ivf, build_seconds = build_faiss(vectors, seed)
-    points = []
+    points, usearch_index = [], None
     for k in ks:
         methods = crossrec_methods(version, recommender, queries, k)
         others = faiss_methods(hnsw, ivf, queries, k)
+        if _importable("usearch"):
+            started = time.perf_counter()
+            more, built = usearch_methods(vectors, queries, k, usearch_index)
+            if usearch_index is None:
+                build_seconds["usearch-postfilter"] = time.perf_counter() - started
+            usearch_index = built
+            others += more
         for method, parameter, search in methods + others:
             search(0)  # warm-up
             found, qps = _run(search, queries, k)

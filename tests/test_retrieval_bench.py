@@ -58,7 +58,10 @@ def test_the_command_writes_every_method_at_every_depth(tiny_built, tmp_path, ca
         "crossrec-shards",
         "faiss-hnsw-filtered",
         "faiss-ivf-filtered",
+        "usearch-postfilter",  # the bench extra installs usearch
     }
+    usearch = [p for p in result["points"] if p["method"] == "usearch-postfilter"]
+    assert usearch[-1]["recall"] == 1.0  # oversampled past all 12 items: the exact answer
     shards = [p for p in result["points"] if p["method"] == "crossrec-shards"]
     assert [p["recall"] for p in shards] == [1.0, 1.0]  # exact shards find the exact top k
     assert all(0.0 <= p["recall"] <= 1.0 and p["qps"] > 0 for p in result["points"])
