@@ -88,6 +88,8 @@ class UserView:
     interest_weights: np.ndarray
     brand_share: dict[str, float]
     mean_log_price: float
+    #: ``brand_share`` by brand code (``ItemTable.brand_code``), one slot more for "no brand" (0).
+    brand_share_by_code: np.ndarray
 
     @classmethod
     def of(
@@ -115,6 +117,12 @@ class UserView:
             priced = np.isfinite(log_price)
             if priced.any():
                 mean_log_price = float(np.average(log_price[priced], weights=share[priced]))
+        by_code = np.zeros(len(items.brands) + 1)  # the last slot: code -1, no brand
+        if brand_share:
+            codes = items.brand_code[rows]
+            for brand, code in zip(items.brand[rows].tolist(), codes.tolist()):
+                if brand:
+                    by_code[code] = brand_share[brand]
         return cls(
             weights,
             transition,
@@ -124,6 +132,7 @@ class UserView:
             profile.interest_weights,
             brand_share,
             mean_log_price,
+            by_code,
         )
 
 
@@ -150,7 +159,6 @@ def candidate_features(
     else:
         similarity = weighted = np.full(len(rows), np.nan)
     log_price = np.log(np.where(items.price[rows] > 0, items.price[rows], np.nan))
-    brand = items.brand[rows]
     columns += [
         blend,
         np.log1p(items.popularity[rows]),
@@ -166,7 +174,7 @@ def candidate_features(
         user.recency_days[codes],
         similarity,
         weighted,
-        np.array([user.brand_share.get(b, 0.0) if b else 0.0 for b in brand.tolist()]),
+        user.brand_share_by_code[items.brand_code[rows]],
         log_price,
         log_price - user.mean_log_price,
         log_price - items.category_log_price[codes],

@@ -43,6 +43,9 @@ class ItemTable:
     in_stock: np.ndarray
     price: np.ndarray
     brand: np.ndarray
+    #: ``brands[brand_code[i]]`` is item ``i``'s brand; -1 for an item without one.
+    brand_code: np.ndarray
+    brands: list[str]
     popularity: np.ndarray
     popularity_share: np.ndarray
     popular: list[np.ndarray]
@@ -70,6 +73,11 @@ class ItemTable:
             popularity, totals[codes], out=np.zeros_like(popularity), where=totals[codes] > 0
         )
         ids = items["item_id"].to_numpy()
+        brand = _column(items, "brand", "", object)
+        brands, brand_code = np.unique(brand.astype(str), return_inverse=True)
+        brand_code = brand_code.astype(np.int32)
+        if len(brands) and brands[0] == "":  # "" sorts first: no brand
+            brands, brand_code = brands[1:], brand_code - 1
         price = _column(items, "price", np.nan, np.float64)
         log_price = np.log(np.where(price > 0, price, np.nan))
         category_log_price = np.full(len(categories), np.nan)
@@ -86,7 +94,9 @@ class ItemTable:
             shard_of=items["shard"].to_numpy(),
             in_stock=_column(items, "in_stock", True, bool),
             price=price,
-            brand=_column(items, "brand", "", object),
+            brand=brand,
+            brand_code=brand_code,
+            brands=brands.tolist(),
             popularity=popularity,
             popularity_share=share,
             popular=popular,

@@ -149,6 +149,9 @@ class ShardSearchSource:
         self.limit = limit
         self.touched = touched
         self.behaviour_dim = version.behaviour_dim if behaviour_rerank > 0 else 0
+        # A plain array over the same memory: fancy indexing a np.memmap costs ~0.07 ms of
+        # Python per call in its subclass wrapping, several calls a request.
+        self.vectors = np.asarray(version.vectors)
         self.behaviour: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         if self.behaviour_dim:
             block = np.asarray(version.vectors[:, -self.behaviour_dim :])
@@ -223,7 +226,7 @@ class ShardSearchSource:
         out_scores = np.empty((len(queries), k), dtype=np.float32)
         out_rows = np.empty((len(queries), k), dtype=np.int64)
         for j, cand in enumerate(candidates):
-            exact = np.asarray(self.version.vectors[rows[cand]]) @ queries[j]
+            exact = self.vectors[rows[cand]] @ queries[j]
             best = np.argsort(-exact, kind="stable")[:k]
             out_scores[j], out_rows[j] = exact[best], rows[cand[best]]
         return out_scores, out_rows

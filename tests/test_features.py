@@ -150,9 +150,11 @@ def test_recent_counts_free_items_and_unbranded_items_by_hand(items, tiny_versio
     recent[0] = [7, 20]
     price = items.price.copy()
     price[1] = 0.0
-    brand = items.brand.copy()
-    brand[2] = ""
-    changed = dataclasses.replace(items, recent_events=recent, price=price, brand=brand)
+    brand, brand_code = items.brand.copy(), items.brand_code.copy()
+    brand[2], brand_code[2] = "", -1
+    changed = dataclasses.replace(
+        items, recent_events=recent, price=price, brand=brand, brand_code=brand_code
+    )
     n = len(items.categories)
     user = UserView.of(profile, changed, np.zeros(n), np.zeros(n), np.zeros(n), NOW)
     candidates = merge(SOURCES, [SourceResult("popular", np.arange(3), np.ones(3, np.float32))])
@@ -164,3 +166,9 @@ def test_recent_counts_free_items_and_unbranded_items_by_hand(items, tiny_versio
     assert np.isnan(col["log_price"][1]) and np.isnan(col["price_vs_user"][1])
     # No brand: no brand affinity, even though the user's weight is all on branded items.
     assert col["brand_affinity"][2] == 0 and col["brand_affinity"][0] > 0.5
+
+
+def test_brands_are_coded_once_per_version(items):
+    # tiny_version's brands: acme, zeta, acme, acme, zeta, acme, zeta, acme, zeta.
+    assert items.brands == ["acme", "zeta"]
+    assert items.brand_code.tolist() == [0, 1, 0, 0, 1, 0, 1, 0, 1]
