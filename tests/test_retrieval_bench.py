@@ -66,6 +66,10 @@ def test_the_command_writes_every_method_at_every_depth(tiny_built, tmp_path, ca
     assert [p["recall"] for p in shards] == [1.0, 1.0]  # exact shards find the exact top k
     assert all(0.0 <= p["recall"] <= 1.0 and p["qps"] > 0 for p in result["points"])
     assert result["stamp"]["versions"]["faiss-cpu"] != "not installed"
+    # Batched, at the smallest k: every method answers all queries at once, exact here too.
+    batched = {p["method"]: p for p in result["batched"]}
+    assert set(batched) == {m for m, _ in methods} and all(p["k"] == 2 for p in batched.values())
+    assert batched["crossrec-shards"]["recall"] == 1.0 and batched["crossrec-shards"]["qps"] > 0
     assert (out / "retrieval.png").stat().st_size > 1000
     assert "k=2, recall >= 0.95, crossrec-shards" in capsys.readouterr().out
 
