@@ -125,8 +125,6 @@ def measure(
 
 def _irreducible(engine, users: list[str]) -> dict:
     """k = 10: per request, the full call, then its searches and model prediction alone."""
-    from engine.sources import Context
-
     query = SETTINGS["k=10"]
     served = engine.served
     r = served.recommender
@@ -138,9 +136,8 @@ def _irreducible(engine, users: list[str]) -> dict:
         full.append(time.perf_counter() - t)
         profile = engine.profile(served, user, [], now)
         g = r.gather(profile, query, now)
-        context = Context(profile, np.zeros(len(r.items.categories)), g.targets, query.k)
         t = time.perf_counter()
-        r.search.generate(context)
+        r.search.generate(g.context)
         search.append(time.perf_counter() - t)
         t = time.perf_counter()
         r.ranker.rank(g.features, r.items.price[g.candidates.rows], query)

@@ -67,7 +67,6 @@ def engine_queries(artifact: str, events, users: int, min_events: int, k: int, s
     from engine.profile import ProfileEvent
     from engine.query import Query
     from engine.recommend import Recommender
-    from engine.sources import Context
     from indexer.artifact import open_index
 
     version = open_index(artifact, verify=False)
@@ -94,8 +93,7 @@ def engine_queries(artifact: str, events, users: int, min_events: int, k: int, s
         if profile.empty:
             continue
         g = recommender.gather(profile, Query(k=10, cross_share=None), now)
-        context = Context(profile, np.zeros(len(items.categories)), g.targets, 10)
-        categories = sorted({c for c, _ in recommender.search.shards_for(context)})
+        categories = sorted({c for c, _ in recommender.search.shards_for(g.context)})
         if not categories:
             continue
         for vector in np.asarray(profile.interests):
@@ -134,44 +132,65 @@ def _run(search, queries: Queries, k: int) -> tuple[np.ndarray, float]:
     return found, len(queries.vectors) / (time.perf_counter() - started)
 
 
-def crossrec_methods(version, recommender, queries: Queries, k: int):
-    """(method, parameter, search function) for crossrec's two paths."""
+def _merge(found: list[tuple[np.ndarray, np.ndarray]], k: int) -> np.ndarray:
+    """The best ``k`` rows of several shards' (scores, rows), padding (-1) dropped."""
+    s = np.concatenate([f[0] for f in found])
+    r = np.concatenate([f[1] for f in found])
+    keep = r >= 0
+    return r[keep][np.argsort(-s[keep], kind="stable")][:k]
+
+
+def _one_at_a_time(version, queries: Queries, k: int, search):
+    """Query ``i`` searched in each shard of its allowed categories by ``search(shard, q, k)``,
+    merged."""
+
+    def run(i):
+        q = queries.vectors[i : i + 1]
+        found = [search(shard, q, k) for c in queries.allowed[i] for shard in version.shards_of(c)]
+        return _merge([(s[0], r[0]) for s, r in found], k)
+
+    return run
+
+
+def _all_at_once(version, queries: Queries, k: int, search):
+    """Every query at once: one ``search`` call per shard with all the queries that search it."""
+    by_shard: dict[str, list[int]] = {}
+    for i, categories in enumerate(queries.allowed):
+        for category in categories:
+            for shard in version.shards_of(category):
+                by_shard.setdefault(shard, []).append(i)
+
+    def run():
+        parts: list[list] = [[] for _ in range(len(queries.vectors))]
+        for shard, idx in by_shard.items():
+            s, r = search(shard, queries.vectors[idx], k)
+            for j, i in enumerate(idx):
+                parts[i].append((s[j], r[j]))
+        found = np.full((len(parts), k), -1, np.int64)
+        for i, part in enumerate(parts):
+            best = _merge(part, k)
+            found[i, : len(best)] = best
+        return found
+
+    return run
+
+
+def crossrec_methods(version, recommender, queries: Queries, k: int, reranks=RERANKS, batch=False):
+    """(method, parameter, search) for crossrec's two paths: the behaviour scan with re-rank
+    (one per ``reranks``) and the exact category shards; ``batch``: functions answering every
+    query at once instead of query ``i``."""
     from engine.sources import ShardSearchSource
 
-    items = recommender.items
+    wrap = _all_at_once if batch else _one_at_a_time
     out = []
-    for rerank in RERANKS:
-        source = ShardSearchSource(version, items, behaviour_rerank=rerank)
+    for rerank in reranks:
+        source = ShardSearchSource(version, recommender.items, behaviour_rerank=rerank)
         if not source.behaviour_dim:
             break
-
-        def search(i, source=source):
-            scores, rows = [], []
-            q = queries.vectors[i : i + 1]
-            for category in queries.allowed[i]:
-                for shard in version.shards_of(category):
-                    s, r = source.behaviour_search(shard, q, k)
-                    scores.append(s[0])
-                    rows.append(r[0])
-            s, r = np.concatenate(scores), np.concatenate(rows)
-            return r[np.argsort(-s, kind="stable")]
-
-        out.append(("crossrec", f"rerank={rerank}", search))
-
-    def shards(i):
-        scores, rows = [], []
-        q = queries.vectors[i : i + 1]
-        for category in queries.allowed[i]:
-            for shard in version.shards_of(category):
-                s, r = version.search(shard, q, k)
-                scores.append(s[0])
-                rows.append(r[0])
-        s, r = np.concatenate(scores), np.concatenate(rows)
-        keep = r >= 0
-        s, r = s[keep], r[keep]
-        return r[np.argsort(-s, kind="stable")]
-
-    out.append(("crossrec-shards", "recorded", shards))
+        out.append(
+            ("crossrec", f"rerank={rerank}", wrap(version, queries, k, source.behaviour_search))
+        )
+    out.append(("crossrec-shards", "recorded", wrap(version, queries, k, version.search)))
     return out
 
 
@@ -254,53 +273,11 @@ def batched_methods(version, recommender, hnsw, ivf, usearch_index, queries: Que
     searches all queries at once and filters afterwards."""
     import faiss
 
-    from engine.sources import ShardSearchSource
-
     n = len(queries.vectors)
-    by_shard: dict[str, list[int]] = {}
-    for i, categories in enumerate(queries.allowed):
-        for category in categories:
-            for shard in version.shards_of(category):
-                by_shard.setdefault(shard, []).append(i)
     by_allowed: dict[tuple[str, ...], list[int]] = {}
     for i, categories in enumerate(queries.allowed):
         by_allowed.setdefault(tuple(categories), []).append(i)
-
-    def merged(parts: list[list[tuple[np.ndarray, np.ndarray]]]) -> np.ndarray:
-        out = np.full((n, k), -1, np.int64)
-        for i, found in enumerate(parts):
-            s = np.concatenate([f[0] for f in found])
-            r = np.concatenate([f[1] for f in found])
-            keep = r >= 0
-            best = r[keep][np.argsort(-s[keep], kind="stable")][:k]
-            out[i, : len(best)] = best
-        return out
-
-    out = []
-    for rerank in (25, 200):
-        source = ShardSearchSource(version, recommender.items, behaviour_rerank=rerank)
-        if not source.behaviour_dim:
-            break
-
-        def crossrec(source=source):
-            parts: list[list] = [[] for _ in range(n)]
-            for shard, idx in by_shard.items():
-                s, r = source.behaviour_search(shard, queries.vectors[idx], k)
-                for j, i in enumerate(idx):
-                    parts[i].append((s[j], r[j]))
-            return merged(parts)
-
-        out.append(("crossrec", f"rerank={rerank}", crossrec))
-
-    def shards():
-        parts: list[list] = [[] for _ in range(n)]
-        for shard, idx in by_shard.items():
-            s, r = version.search(shard, queries.vectors[idx], k)
-            for j, i in enumerate(idx):
-                parts[i].append((s[j], r[j]))
-        return merged(parts)
-
-    out.append(("crossrec-shards", "recorded", shards))
+    out = crossrec_methods(version, recommender, queries, k, reranks=(25, 200), batch=True)
 
     def grouped(index, make_params):
         def run():

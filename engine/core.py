@@ -7,7 +7,6 @@ methods here are synchronous and thread-safe; the service runs them in its bound
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import threading
@@ -27,7 +26,7 @@ from engine.impressions import Impression, ImpressionLog
 from engine.metrics import Metrics
 from engine.outcomes import RecentLists
 from engine.profile import Profile, ProfileEvent, build_profile
-from engine.pseudonym import pseudonymise
+from engine.pseudonym import hash_fraction, pseudonymise
 from engine.query import Query
 from engine.ranking import RETRIEVAL_ONLY, ModelRanker
 from engine.recommend import Recommender, Result
@@ -120,8 +119,7 @@ class Engine:
         if arm not in (ARM_A, ARM_B):
             raise ValueError(f"arm must be {ARM_A!r} or {ARM_B!r}, got {arm!r}")
         version = open_index(path, verify=True)
-        default_model = self.config.model if arm == ARM_A else self.config.arm_b_model
-        model_path = default_model if model is None else model
+        model_path = self.configured(arm)[1] if model is None else model
         ranker = load_ranker(model_path, version, self.config) if model_path else None
         served = Served(
             version, Recommender(version, self.config.recommender_settings(), ranker), time.time()
@@ -154,9 +152,8 @@ class Engine:
                 [FieldViolation("arm", f"no arm {arm!r} is served (arms: {sorted(self._arms)})")]
             )
         before = self._arms[arm]
-        path = artifact or (self.config.artifact if arm == ARM_A else self.config.arm_b_artifact)
         try:
-            served = self.load(path, model, arm)
+            served = self.load(artifact or self.configured(arm)[0], model, arm)
         except Exception as exc:  # any failure to open, verify or pair: the old pair stays
             raise SwapRefused(
                 f"arm {arm} keeps index {before.version.version} with {before.model_version}: "
@@ -168,6 +165,11 @@ class Engine:
         )
         return served, changed
 
+    def configured(self, arm: str) -> tuple[str, str]:
+        """The arm's configured (artifact, model) paths."""
+        c = self.config
+        return (c.artifact, c.model) if arm == ARM_A else (c.arm_b_artifact, c.arm_b_model)
+
     def configured_targets(self, arm: str) -> tuple[str, str]:
         """(index version name, model version name or "") the arm's configured paths name now
         (a root's ``LATEST`` read afresh)."""
@@ -175,8 +177,7 @@ class Engine:
         from indexer.artifact import resolve_version
         from ranker.model import MODEL_FORMAT
 
-        artifact = self.config.artifact if arm == ARM_A else self.config.arm_b_artifact
-        model = self.config.model if arm == ARM_A else self.config.arm_b_model
+        artifact, model = self.configured(arm)
         index = resolve_version(artifact).name
         return index, versions.resolve_version(model, MODEL_FORMAT).name if model else ""
 
@@ -234,11 +235,7 @@ class Engine:
         anonymous request (empty key) draws one at random."""
         if ARM_B not in self._arms:
             return ARM_A
-        if user_key:
-            digest = hashlib.sha256(f"{self.config.arm_salt}:{user_key}".encode()).digest()
-            u = int.from_bytes(digest[:8], "big") / 2.0**64
-        else:
-            u = random.random()
+        u = hash_fraction(f"{self.config.arm_salt}:{user_key}") if user_key else random.random()
         return ARM_B if u < self.config.arm_b_share else ARM_A
 
     def served_for(self, user_id: str) -> tuple[str, Served]:
@@ -246,22 +243,31 @@ class Engine:
         arms = self._arms
         if ARM_A not in arms:
             raise NotServing("no index version loaded")
-        arm = self.arm_of(self.user_key(user_id) if user_id else "")
+        arm = self.arm_of(self.key_of(user_id))
         return arm, arms.get(arm, arms[ARM_A])
 
     # -- users ------------------------------------------------------------------------------
     def user_key(self, user_id: str) -> str:
         return pseudonymise(user_id, self._key)
 
+    def key_of(self, user_id: str) -> str:
+        """The pseudonym of ``user_id``; "" for an anonymous request."""
+        return self.user_key(user_id) if user_id else ""
+
     def profile(
         self, served: Served, user_id: str, recent: list[ProfileEvent], now_us: int
     ) -> Profile:
+        return self._profile(served, self.key_of(user_id), recent, now_us)
+
+    def _profile(
+        self, served: Served, key: str, recent: list[ProfileEvent], now_us: int
+    ) -> Profile:
         events: list[ProfileEvent] = []
-        if user_id:
+        if key:
             events = [
                 ProfileEvent(e.item_id, e.action, e.ts_us)
                 for e in self.store.history(
-                    self.user_key(user_id), self.config.history_events, self.retained_since(now_us)
+                    key, self.config.history_events, self.retained_since(now_us)
                 )
             ]
         return profile_of(served.recommender, self.config, events + recent, now_us)
@@ -285,9 +291,10 @@ class Engine:
         if served is None:
             arm, served = self.served_for(user_id)
         arm = arm or ARM_A
+        key = self.key_of(user_id)  # once: the profile and the impression both need it
         now_us = int(time.time() * 1e6) if now_us is None else now_us
         start = time.perf_counter()
-        profile = self.profile(served, user_id, recent, now_us)
+        profile = self._profile(served, key, recent, now_us)
         profile_s = time.perf_counter() - start
         r = served.recommender
         result = r.recommend(profile, query, now_us, deadline)
@@ -331,7 +338,7 @@ class Engine:
         rec = Recommendation(
             items, uuid.uuid4().hex, served.version.version, served.model_version, result, arm
         )
-        self._shown(rec, self.user_key(user_id) if user_id else "", now_us, served)
+        self._shown(rec, key, now_us, served)
         return rec
 
     def _shown(self, rec: Recommendation, user_key: str, now_us: int, served: Served) -> None:

@@ -28,6 +28,7 @@ the engine's maintenance pass runs at start and hourly (:meth:`engine.core.Engin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -42,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from crossrec.vocabulary import US_PER_DAY
+from engine.pseudonym import hash_fraction
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +106,12 @@ def sampled(recommendation_id: str, rate: float) -> bool:
     in [0, 1) below ``rate`` (1 logs all, 0 none)."""
     if rate >= 1.0:
         return True
-    digest = hashlib.sha256(recommendation_id.encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2.0**64 < rate
+    return hash_fraction(recommendation_id) < rate
 
 
+@functools.lru_cache(maxsize=16)
 def feature_schema(names: tuple[str, ...]) -> str:
+    """Short id of a feature list (computed once per distinct list, not per impression)."""
     return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:16]
 
 

@@ -91,6 +91,9 @@ class Gathered:
     shards_searched: int
     shards_targeted: int
     stage_seconds: dict[str, float]
+    #: What the sources saw (profile, affinity over the targets, targets, k): benchmarks rerun
+    #: one source alone on exactly this.
+    context: Context | None = None
 
 
 class Recommender:
@@ -203,6 +206,7 @@ class Recommender:
             sum(r.searched for r in results),
             len(self.search.shards_for(context)),
             clock.laps,
+            context,
         )
 
     def recommend(
