@@ -74,6 +74,26 @@ def test_each_role_may_call_its_methods_and_no_others(secured):
             }
 
 
+def test_refusals_say_why_and_name_the_method(secured):
+    def refusal(token, call):
+        with client(secured, token) as c:
+            with pytest.raises(CrossrecError) as caught:
+                call(c)
+        return caught.value
+
+    none = refusal("", lambda c: c.recommend("u", k=2))
+    assert none.code == "UNAUTHENTICATED" and "no bearer token: Recommend needs a token" in str(
+        none
+    )
+    wrong = refusal("x" * 20, lambda c: c.status())
+    assert wrong.code == "UNAUTHENTICATED" and "unknown token: GetStatus needs a token" in str(
+        wrong
+    )
+    denied = refusal(QUERY, lambda c: c.delete_user("u"))
+    assert denied.code == "PERMISSION_DENIED"
+    assert "role query may not call DeleteUser" in str(denied)
+
+
 def test_a_malformed_authorization_header_is_unauthenticated(secured):
     from crossrec.v1 import recommend_pb2, service_pb2_grpc
 
@@ -119,6 +139,13 @@ def test_tokens_appear_in_no_log_line_and_no_metric(tiny_built, tmp_path, caplog
         exposition = generate_latest(server.metrics.registry).decode()
         config_text = repr(server.engine.config)
     assert 'code="PERMISSION_DENIED"' in exposition and 'code="UNAUTHENTICATED"' in exposition
+    # Counted and logged under the method, with the reason (and never the token).
+    assert 'crossrec_requests_total{code="PERMISSION_DENIED",method="IngestEvents"} 1.0' in (
+        exposition
+    )
+    assert 'crossrec_requests_total{code="UNAUTHENTICATED",method="Recommend"} 1.0' in exposition
+    assert "IngestEvents refused: role query may not call IngestEvents" in caplog.text
+    assert "Recommend refused: unknown token" in caplog.text
     for secret in (QUERY, INGEST, ADMIN, "wrong-token-wrong-token"):
         assert secret not in caplog.text
         assert secret not in exposition
@@ -130,6 +157,11 @@ def test_token_configuration_errors_name_the_entry_not_the_token(tmp_path):
     file.write_text(f"# the engine's tokens\nquery {QUERY}\n\nadmin {ADMIN}  # ops\n")
     assert parse_tokens("", str(file)) == [(QUERY.encode(), "query"), (ADMIN.encode(), "admin")]
     assert parse_tokens(f"ingest:{INGEST}", "") == [(INGEST.encode(), "ingest")]
+    # The role ends at the first colon; a token may hold more. Sixteen characters are enough.
+    assert parse_tokens("admin:abcd:efgh-ijkl-mnop", "") == [(b"abcd:efgh-ijkl-mnop", "admin")]
+    assert parse_tokens("query:" + "s" * 16, "") == [(b"s" * 16, "query")]
+    with pytest.raises(AuthConfigError, match="at least 16"):
+        parse_tokens("query:" + "s" * 15, "")
     with pytest.raises(AuthConfigError, match=r"auth_tokens entry 2: unknown role 'root'"):
         parse_tokens(f"query:{QUERY},root:{ADMIN}", "")
     with pytest.raises(AuthConfigError, match="at least 16 characters") as short:
