@@ -179,16 +179,16 @@ def crossrec_methods(version, recommender, queries: Queries, k: int, reranks=RER
     """(method, parameter, search) for crossrec's two paths: the behaviour scan with re-rank
     (one per ``reranks``) and the exact category shards; ``batch``: functions answering every
     query at once instead of query ``i``."""
-    from engine.sources import ShardSearchSource
+    from engine.shard_search import LocalShards
 
     wrap = _all_at_once if batch else _one_at_a_time
     out = []
     for rerank in reranks:
-        source = ShardSearchSource(version, recommender.items, behaviour_rerank=rerank)
-        if not source.behaviour_dim:
+        shards = LocalShards(version, recommender.items.shard_of, behaviour_rerank=rerank)
+        if not shards.behaviour_dim:
             break
         out.append(
-            ("crossrec", f"rerank={rerank}", wrap(version, queries, k, source.behaviour_search))
+            ("crossrec", f"rerank={rerank}", wrap(version, queries, k, shards.behaviour_search))
         )
     out.append(("crossrec-shards", "recorded", wrap(version, queries, k, version.search)))
     return out

@@ -28,6 +28,8 @@ class SourceResult:
     interest: np.ndarray | None = None
     #: Shards (or other units) the source searched, for the response's coverage.
     searched: int = 0
+    #: Shards asked for that did not answer in time (remote shard groups only).
+    late: tuple[str, ...] = ()
 
     @classmethod
     def empty(cls, name: str) -> SourceResult:

@@ -32,6 +32,7 @@ from engine.sources import (
     PopularSource,
     ShardSearchSource,
 )
+from engine.shard_search import ShardSearcher
 from engine.targets import CategoryModel
 from indexer.artifact import IndexVersion
 
@@ -70,6 +71,8 @@ class Result:
     fallback: bool
     shards_searched: int
     shards_targeted: int
+    #: Shards that missed the request's deadline (remote shard groups only).
+    late_shards: tuple[str, ...] = ()
     #: Objective -> (len(rows),) calibrated score; empty without a ranker model.
     objective_scores: dict[str, np.ndarray] = field(default_factory=dict)
     #: (len(rows), len(FEATURES)) the chosen items' feature rows (for explanations).
@@ -91,6 +94,7 @@ class Gathered:
     shards_searched: int
     shards_targeted: int
     stage_seconds: dict[str, float]
+    late_shards: tuple[str, ...] = ()
     #: What the sources saw (profile, affinity over the targets, targets, k): benchmarks rerun
     #: one source alone on exactly this.
     context: Context | None = None
@@ -104,7 +108,9 @@ class Recommender:
         version: IndexVersion,
         settings: RecommenderSettings = RecommenderSettings(),
         ranker: Ranker | None = None,
+        searcher: ShardSearcher | None = None,
     ) -> None:
+        """``searcher`` answers the shard searches (default: in this process)."""
         self.version = version
         self.settings = settings
         self.items = ItemTable.from_version(version)
@@ -124,6 +130,7 @@ class Recommender:
             settings.behaviour_rerank,
             settings.source_limit,
             settings.search_touched,
+            searcher,
         )
         #: Every source answers the same request context; a new source joins here (and in
         #: ``engine.features.SOURCES``, which gives it its score and rank columns).
@@ -173,7 +180,7 @@ class Recommender:
         targets = self._targets(plan, affinity)
         on_target = np.zeros_like(affinity)
         on_target[targets] = affinity[targets]
-        context = Context(profile, on_target, targets, query.k)
+        context = Context(profile, on_target, targets, query.k, deadline)
         # The fallback profile has no items or interests: the neighbour and search sources answer
         # empty for it.
         results = []
@@ -206,6 +213,7 @@ class Recommender:
             sum(r.searched for r in results),
             len(self.search.shards_for(context)),
             clock.laps,
+            tuple(s for r in results for s in r.late),
             context,
         )
 
@@ -255,6 +263,7 @@ class Recommender:
             fallback=g.fallback,
             shards_searched=g.shards_searched,
             shards_targeted=g.shards_targeted,
+            late_shards=g.late_shards,
             objective_scores=objective_scores,
             features=g.features[chosen],
             stage_counts={

@@ -265,7 +265,9 @@ def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
         model_version=rec.model_version,
         target_categories=result.targets,
         coverage=recommend_pb2.Coverage(
-            shards_searched=result.shards_searched, shards_targeted=result.shards_targeted
+            shards_searched=result.shards_searched,
+            shards_targeted=result.shards_targeted,
+            late_shards=result.late_shards,
         ),
         fallback=result.fallback,
         arm=rec.arm,

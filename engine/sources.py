@@ -27,6 +27,7 @@ import numpy as np
 from engine.candidates import SourceResult
 from engine.items import POPULAR_PER_CATEGORY, ItemTable
 from engine.profile import Profile
+from engine.shard_search import LocalShards, ShardAsk, ShardSearcher
 from indexer.artifact import IndexVersion
 
 
@@ -39,6 +40,8 @@ class Context:
     affinity: np.ndarray
     targets: np.ndarray
     k: int
+    #: ``time.monotonic()`` seconds by which the request must be answered (None: no limit).
+    deadline: float | None = None
 
 
 class CandidateSource(Protocol):
@@ -54,6 +57,7 @@ def _top(
     limit: int,
     interest: np.ndarray | None = None,
     searched: int = 0,
+    late: tuple[str, ...] = (),
 ) -> SourceResult:
     """The best ``limit`` of (rows, scores), best first (ties: lower row first)."""
     keep = scores > 0
@@ -66,6 +70,7 @@ def _top(
         scores[order].astype(np.float32),
         None if interest is None else interest[order],
         searched,
+        late,
     )
 
 
@@ -121,12 +126,13 @@ class ShardSearchSource:
     user touched (``touched=True``) are searched in the faiss shards: exact scans of full vectors,
     which at 1M items took k=10 from 2.7 to 19.3 ms p50 for no measurable gain in Recall@10 on the
     synthetic shop (BENCHMARKS.md). Categories the user never touched are searched in the adapted
-    vectors' behaviour block, the best ``behaviour_rerank`` re-ranked with the full vectors: such
-    queries are out of distribution for a category shard's graph or IVF index (they miss most
-    neighbours), while in the behaviour space, trained to put complements together, the true
-    neighbours are near the top, and the scan reads ~9x less than an exact one. Measured at
-    1M items: recall@10 1.000 against exact full-vector search at 200 candidates, 0.34 ms instead of
-    1.9 ms per query on a 39k-item shard (BENCHMARKS.md).
+    vectors' behaviour block with re-rank (:mod:`engine.shard_search`): measured at 1M items,
+    recall@10 1.000 against exact full-vector search at 200 candidates, 0.34 ms instead of 1.9 ms
+    per query on a 39k-item shard (BENCHMARKS.md).
+
+    The searches go to ``searcher`` (default: this process's :class:`LocalShards`; Ray Serve shard
+    groups with :mod:`engine.ray_shards`), all of a request's at once; shards that miss the
+    request's deadline there are reported in the result's ``late``.
     """
 
     name = "search"
@@ -140,6 +146,7 @@ class ShardSearchSource:
         behaviour_rerank: int = 200,
         limit: int = 300,
         touched: bool = False,
+        searcher: ShardSearcher | None = None,
     ) -> None:
         self.version = version
         self.items = items
@@ -148,21 +155,9 @@ class ShardSearchSource:
         self.behaviour_rerank = behaviour_rerank
         self.limit = limit
         self.touched = touched
-        self.behaviour_dim = version.behaviour_dim if behaviour_rerank > 0 else 0
-        # A plain array over the same memory: fancy indexing a np.memmap costs ~0.07 ms of
-        # Python per call in its subclass wrapping, several calls a request.
-        self.vectors = np.asarray(version.vectors)
-        self.behaviour: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        if self.behaviour_dim:
-            block = np.asarray(version.vectors[:, -self.behaviour_dim :])
-            # Group rows by shard with one sort (not one full scan of the items per shard).
-            names, codes = np.unique(items.shard_of.astype(str), return_inverse=True)
-            order = np.argsort(codes, kind="stable")
-            bounds = np.searchsorted(codes[order], np.arange(len(names) + 1))
-            for i, shard_id in enumerate(names.tolist()):
-                if shard_id in version.shards:
-                    rows = order[bounds[i] : bounds[i + 1]]
-                    self.behaviour[shard_id] = (rows, np.ascontiguousarray(block[rows]))
+        self.searcher: ShardSearcher = searcher or LocalShards(
+            version, items.shard_of, behaviour_rerank
+        )
 
     def shards_for(self, context: Context) -> list[tuple[str, str]]:
         """(category, shard) pairs this source searches for ``context``: the shards of the first
@@ -174,30 +169,42 @@ class ShardSearchSource:
         covered = [c for c in names if self.touched or c not in p.category_weights]
         return [(c, s) for c in covered[: self.categories] for s in self.version.shards_of(c)]
 
+    def asks(self, context: Context) -> list[ShardAsk]:
+        """One ask per non-empty shard of :meth:`shards_for`, in that order."""
+        touched = context.profile.category_weights
+        out = []
+        for category, shard_id in self.shards_for(context):
+            count = self.version.shard_count(shard_id)
+            if count == 0:
+                continue
+            behaviour = category not in touched and self.searcher.has_behaviour(shard_id)
+            out.append(ShardAsk(shard_id, int(min(count, self.per_shard)), behaviour))
+        return out
+
     def generate(self, context: Context) -> SourceResult:
         p = context.profile
         if p.empty or len(context.targets) == 0:
             return SourceResult.empty(self.name)
-        touched = set(p.category_weights)
+        asks = self.asks(context)
+        answers = self.searcher.search(p.interests, asks, context.deadline) if asks else None
         all_scores, all_rows, all_interest = [], [], []
-        searched = 0
         m = len(p.interests)
-        for category, shard_id in self.shards_for(context):
-            count = self.version.shards[shard_id].ntotal
-            if count == 0:
+        for ask in asks:
+            if ask.shard_id not in answers.found:
                 continue
-            k = int(min(count, self.per_shard))
-            if shard_id in self.behaviour and category not in touched:
-                scores, rows = self.behaviour_search(shard_id, p.interests, k)
-            else:
-                scores, rows = self.version.search(shard_id, p.interests, k)
-            searched += 1
+            scores, rows = answers.found[ask.shard_id]
             all_scores.append(scores.ravel())
             all_rows.append(rows.ravel())
-            all_interest.append(np.repeat(np.arange(m), k))
+            all_interest.append(np.repeat(np.arange(m), rows.shape[1]))
+        searched = len(all_rows)
+        late = tuple(answers.late) if answers is not None else ()
         if not all_rows:
             return SourceResult(
-                self.name, np.zeros(0, np.int64), np.zeros(0, np.float32), searched=searched
+                self.name,
+                np.zeros(0, np.int64),
+                np.zeros(0, np.float32),
+                searched=searched,
+                late=late,
             )
         scores, rows, interest = (
             np.concatenate(all_scores),
@@ -205,28 +212,6 @@ class ShardSearchSource:
             np.concatenate(all_interest),
         )
         valid = rows >= 0
-        return _top(self.name, rows[valid], scores[valid], self.limit, interest[valid], searched)
-
-    def behaviour_search(
-        self, shard_id: str, queries: np.ndarray, k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, item rows), each ``(len(queries), k)``, of a shard for queries from
-        other categories: scan the behaviour block, re-rank the best ``behaviour_rerank`` (at least
-        4k)."""
-        rows, block = self.behaviour[shard_id]
-        k = min(k, len(rows))
-        n_candidates = min(len(rows), max(self.behaviour_rerank, 4 * k))
-        coarse = block @ queries[:, -self.behaviour_dim :].T  # (n, m)
-        if n_candidates < len(rows):
-            candidates = np.argpartition(-coarse, n_candidates - 1, axis=0)[
-                :n_candidates
-            ].T  # (m, c)
-        else:
-            candidates = np.broadcast_to(np.arange(len(rows)), (len(queries), len(rows)))
-        out_scores = np.empty((len(queries), k), dtype=np.float32)
-        out_rows = np.empty((len(queries), k), dtype=np.int64)
-        for j, cand in enumerate(candidates):
-            exact = self.vectors[rows[cand]] @ queries[j]
-            best = np.argsort(-exact, kind="stable")[:k]
-            out_scores[j], out_rows[j] = exact[best], rows[cand[best]]
-        return out_scores, out_rows
+        return _top(
+            self.name, rows[valid], scores[valid], self.limit, interest[valid], searched, late
+        )

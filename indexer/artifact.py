@@ -119,6 +119,18 @@ class IndexVersion:
     def shards_of(self, category: str) -> list[str]:
         return list(self.manifest["category_shards"].get(category, []))
 
+    def shard_count(self, shard_id: str) -> int:
+        """Items in a shard: the loaded shard's, else the manifest's (a process that left the
+        shard to remote shard groups)."""
+        if shard_id in self.shards:
+            return int(self.shards[shard_id].ntotal)
+        counts = self.__dict__.get("_shard_counts")
+        if counts is None:
+            counts = self.__dict__["_shard_counts"] = {
+                e["id"]: int(e["count"]) for e in self.manifest["shards"]
+            }
+        return counts[shard_id]
+
     def search(self, shard_id: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product top-``k`` of ``queries`` (n, dim) in one shard: (scores, item rows), -1
         rows where the shard holds fewer than ``k`` items."""

@@ -105,12 +105,12 @@ def test_behaviour_space_search_agrees_with_exact_shard_search(built_index):
     rng = np.random.default_rng(0)
     agree = []
     for shard_id in sorted(version.shards)[:20]:
-        rows, _ = search.behaviour[shard_id]
+        rows, _ = search.searcher.behaviour[shard_id]
         outside = np.flatnonzero(items.shard_of != shard_id)
         queries = np.asarray(version.vectors[rng.choice(outside, 8, replace=False)])
         k = min(5, len(rows))
         _, exact = version.search(shard_id, queries, k)
-        scores, found = search.behaviour_search(shard_id, queries, k)
+        scores, found = search.searcher.behaviour_search(shard_id, queries, k)
         assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
         agree += [len(set(f) & set(e)) / k for f, e in zip(found.tolist(), exact.tolist())]
     assert np.mean(agree) >= 0.95

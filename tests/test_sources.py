@@ -120,13 +120,18 @@ def test_shard_search_scans_the_behaviour_block_for_untouched_categories(tiny_ve
         tiny_version, manifest={**tiny_version.manifest, "adaptation": {"dim": 2}}
     )
     search = ShardSearchSource(adapted, items)
-    assert search.behaviour_dim == 2 and sorted(search.behaviour) == ["s0", "s1", "s2", "s3"]
-    rows, block = search.behaviour["s0"]
+    assert search.searcher.behaviour_dim == 2 and sorted(search.searcher.behaviour) == [
+        "s0",
+        "s1",
+        "s2",
+        "s3",
+    ]
+    rows, block = search.searcher.behaviour["s0"]
     assert rows.tolist() == [7, 8] and block.tolist() == [[1, 0], pytest.approx([0.8, 0])]
     # Scores come from the full vectors, not the behaviour block.
-    scores, found = search.behaviour_search("s1", np.array([[1, 0, 0, 0]], np.float32), 2)
+    scores, found = search.searcher.behaviour_search("s1", np.array([[1, 0, 0, 0]], np.float32), 2)
     assert found.tolist() == [[6, 5]] and scores == pytest.approx(np.array([[0.6, 0]]))
-    assert ShardSearchSource(adapted, items, behaviour_rerank=0).behaviour == {}
+    assert ShardSearchSource(adapted, items, behaviour_rerank=0).searcher.behaviour == {}
 
 
 def test_sources_defaults_follow_the_engine_configuration(tiny_version, items):
@@ -141,7 +146,9 @@ def test_sources_defaults_follow_the_engine_configuration(tiny_version, items):
         200,
         300,
     )
-    assert search.behaviour_dim == 0 and search.behaviour == {}  # no adaptation in this version
+    assert (
+        search.searcher.behaviour_dim == 0 and search.searcher.behaviour == {}
+    )  # no adaptation in this version
 
 
 def test_popular_and_neighbour_sources_name_their_empty_results(items):
@@ -245,21 +252,21 @@ def test_behaviour_search_reranks_the_behaviour_blocks_best_with_full_vectors(wi
     items = ItemTable.from_version(wide_version)
     queries = np.array([[1, 0, 0, 1], [0, 0, 0, 1]], np.float32)
     search = ShardSearchSource(wide_version, items, behaviour_rerank=1)
-    assert search.behaviour["b0"][1].ravel() == pytest.approx([b for _, b in B_VECTORS])
+    assert search.searcher.behaviour["b0"][1].ravel() == pytest.approx([b for _, b in B_VECTORS])
     # k=1: at least 4k = 4 candidates by the behaviour block (rows 0-3), then the best by a + b:
     # row 3.
-    scores, rows = search.behaviour_search("b0", queries, 1)
+    scores, rows = search.searcher.behaviour_search("b0", queries, 1)
     assert rows.tolist() == [[3], [0]] and scores == pytest.approx(np.array([[1.5], [0.9]]))
     assert (scores.dtype, rows.dtype) == (np.float32, np.int64)
     # k=2: 8 candidates, every row: the full-vector best.
-    scores, rows = search.behaviour_search("b0", queries, 2)
+    scores, rows = search.searcher.behaviour_search("b0", queries, 2)
     assert rows.tolist() == [[5, 4], [0, 1]] and scores == pytest.approx(
         np.array([[2.1, 2.0], [0.9, 0.8]])
     )
     # behaviour_rerank=5 re-ranks 5 candidates: row 4 comes in.
-    scores, rows = ShardSearchSource(wide_version, items, behaviour_rerank=5).behaviour_search(
-        "b0", queries, 1
-    )
+    scores, rows = ShardSearchSource(
+        wide_version, items, behaviour_rerank=5
+    ).searcher.behaviour_search("b0", queries, 1)
     assert rows.tolist() == [[4], [0]]
 
 
@@ -320,7 +327,7 @@ def test_behaviour_search_breaks_ties_by_row():
         shards={"t": index},
     )
     search = ShardSearchSource(version, ItemTable.from_version(version))
-    _, rows = search.behaviour_search("t", np.array([[1, 0, 0, 0]], np.float32), 20)
+    _, rows = search.searcher.behaviour_search("t", np.array([[1, 0, 0, 0]], np.float32), 20)
     assert rows.tolist() == [[3, 6, 11, 14, 18, 1, 4, 8, 9, 13, 16, 19, 0, 2, 5, 7, 10, 12, 15, 17]]
 
 
