@@ -25,6 +25,7 @@ from engine.items import ItemTable
 from engine.profile import Profile
 from engine.query import Query
 from engine.ranking import BlendRanker, Ranker
+from engine.shard_search import ShardSearcher
 from engine.sources import (
     CandidateSource,
     Context,
@@ -32,7 +33,6 @@ from engine.sources import (
     PopularSource,
     ShardSearchSource,
 )
-from engine.shard_search import ShardSearcher
 from engine.targets import CategoryModel
 from indexer.artifact import IndexVersion
 
