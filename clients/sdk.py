@@ -98,6 +98,11 @@ class Recommendations:
     fallback: bool
     #: The experiment arm that answered ("a" without an A/B split).
     arm: str = "a"
+    #: Shards searched of those targeted, and the ones that missed the deadline (remote shard
+    #: groups): their categories are under-represented in this list.
+    shards_searched: int = 0
+    shards_targeted: int = 0
+    late_shards: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,9 @@ def recommendations(response: recommend_pb2.RecommendResponse) -> Recommendation
         list(response.target_categories),
         response.fallback,
         response.arm,
+        response.coverage.shards_searched,
+        response.coverage.shards_targeted,
+        list(response.coverage.late_shards),
     )
 
 

@@ -99,6 +99,19 @@ class EngineConfig:
     #: are small, and requests already run in parallel on the workers; fan-out there only adds
     #: overhead.
     faiss_threads: int = 1
+    #: Shard search on Ray Serve (engine/ray_shards.py): the shards in this many groups, each a
+    #: Serve application of ``shard_group_replicas`` replicas with ``shard_group_cpus`` CPUs each;
+    #: 0 = every shard searched in this process (the default). ``ray_address``: the cluster to
+    #: join ("" : a local Ray started by the engine; "auto", "ray://host:10001", ...).
+    shard_groups: int = 0
+    shard_group_replicas: int = 1
+    shard_group_cpus: float = 1.0
+    #: A group's answer is awaited at most this long, and never beyond half of what the request
+    #: has left; late groups' shards are named in Coverage.late_shards ("partial") or the request
+    #: fails with DEADLINE_EXCEEDED ("fail").
+    shard_group_timeout_s: float = 0.1
+    shard_group_on_late: str = "partial"
+    ray_address: str = ""
     #: Limits on requests; larger ones get INVALID_ARGUMENT.
     max_k: int = 200
     max_recent_events: int = 200

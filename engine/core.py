@@ -118,12 +118,14 @@ class Engine:
         list, raises and leaves the arm's current pair serving."""
         if arm not in (ARM_A, ARM_B):
             raise ValueError(f"arm must be {ARM_A!r} or {ARM_B!r}, got {arm!r}")
-        version = open_index(path, verify=True)
+        remote = self.config.shard_groups > 0
+        # With remote shard groups this process loads no faiss shard: the groups search them.
+        version = open_index(path, verify=True, shards=() if remote else None)
         model_path = self.configured(arm)[1] if model is None else model
         ranker = load_ranker(model_path, version, self.config) if model_path else None
-        served = Served(
-            version, Recommender(version, self.config.recommender_settings(), ranker), time.time()
-        )
+        searcher = self._remote_shards(version) if remote else None
+        recommender = Recommender(version, self.config.recommender_settings(), ranker, searcher)
+        served = Served(version, recommender, time.time())
         self.swap_in(served, arm)
         log.info(
             "arm %s: serving index %s (%d items) with ranker %s",
@@ -133,6 +135,22 @@ class Engine:
             served.model_version,
         )
         return served
+
+    def _remote_shards(self, version: IndexVersion):
+        """``version``'s shard groups deployed on Ray Serve and ready (engine/ray_shards.py)."""
+        from engine.ray_shards import RayShards, connect
+
+        c = self.config
+        connect(c.ray_address)
+        return RayShards.deploy(
+            version,
+            c.shard_groups,
+            c.shard_group_replicas,
+            c.shard_group_cpus,
+            c.behaviour_rerank,
+            c.shard_group_timeout_s,
+            c.shard_group_on_late,
+        )
 
     def swap_in(self, served: Served, arm: str = ARM_A) -> None:
         """Make ``served`` (already verified) answer ``arm``'s requests from now on; requests in

@@ -23,6 +23,7 @@ this module adds what is particular to an index.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,11 +166,17 @@ def read_manifest(path: str | Path) -> tuple[Path, dict]:
     return versions.read_manifest(path, INDEX_FORMAT)
 
 
-def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> IndexVersion:
+def open_index(
+    path: str | Path,
+    verify: bool = True,
+    gpu: bool = False,
+    shards: Collection[str] | None = None,
+) -> IndexVersion:
     """Open and check an index version: every file present with its recorded size and sha256
     (``verify``), vectors, items, shards and neighbours of the recorded shapes. Raises
     :class:`ArtifactError` (with a ``reason``) on the first problem. ``gpu`` moves Flat/IVF shards
-    onto a GPU when faiss sees one."""
+    onto a GPU when faiss sees one. ``shards``: load only these shards (the others are checked on
+    disk but left to whoever searches them, e.g. remote shard groups); None: all."""
     import faiss
 
     from indexer import gpu as gpu_support
@@ -193,8 +200,10 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
         raise ArtifactError(
             f"items.parquet has {items.height} rows, manifest says {n}", path, "shape"
         )
-    shards: dict[str, object] = {}
+    loaded: dict[str, object] = {}
     for entry in manifest["shards"]:
+        if shards is not None and entry["id"] not in shards:
+            continue
         index = faiss.read_index(str(path / entry["file"]))
         if index.ntotal != entry["count"] or index.d != dim:
             raise ArtifactError(
@@ -204,7 +213,7 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
                 "shape",
             )
         set_search_params(index, entry.get("search_params", {}))
-        shards[entry["id"]] = gpu_support.to_gpu(index) if gpu else index
+        loaded[entry["id"]] = gpu_support.to_gpu(index) if gpu else index
     if sum(e["count"] for e in manifest["shards"]) != n:
         raise ArtifactError("shard counts do not add up to the item count", path, "shape")
     projection = None
@@ -220,7 +229,7 @@ def open_index(path: str | Path, verify: bool = True, gpu: bool = False) -> Inde
         vectors=vectors,
         transitions=pl.read_parquet(path / manifest["files"]["transitions"]["file"]),
         categories=pl.read_parquet(path / manifest["files"]["categories"]["file"]),
-        shards=shards,
+        shards=loaded,
         projection=projection,
         neighbours=neighbours,
     )

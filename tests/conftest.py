@@ -299,3 +299,17 @@ def shop_events(small_shop_dir):
 @pytest.fixture(scope="module")
 def catalog(small_shop_dir):
     return pl.read_parquet(small_shop_dir / "catalog.parquet")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A local Ray with this machine's cores (2 here) and Serve without an HTTP proxy, started
+    once for the session and shut down after it."""
+    ray = pytest.importorskip("ray")
+    from ray import serve
+
+    ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
+    serve.start(proxy_location="Disabled")
+    yield ray
+    serve.shutdown()
+    ray.shutdown()
