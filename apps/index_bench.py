@@ -1,5 +1,6 @@
 """``crossrec bench index``: index build throughput per stage (read, encode, fuse, behaviour,
-neighbours, adapt, shards, write) for a catalogue size, on this machine's CPUs.
+neighbours, adapt, shards, write) for a catalogue size, on this machine's CPUs, in this process
+or on Ray (``--ray [ADDRESS]``).
 
 Either a synthetic shop of ``--items`` items (generated first, not timed) or a given
 ``--catalog`` / ``--events``. Each stage's seconds, items per second and peak memory go to
@@ -16,15 +17,20 @@ import time
 from pathlib import Path
 
 
-def measure(catalog: Path, events: Path | None, out: Path, text: bool) -> dict:
+def measure(
+    catalog: Path, events: Path | None, out: Path, text: bool, ray: str | None = None
+) -> dict:
+    """Build once and time it; ``ray``: on the Ray cluster at that address ("" : local)."""
     import polars as pl
 
     from crossrec.stamp import stamp
     from indexer.build import BuildConfig, build_index
+    from indexer.ray_build import RayOptions
 
     items = pl.scan_parquet(catalog).select(pl.len()).collect().item()
+    options = None if ray is None else RayOptions(address=ray)
     started = time.perf_counter()
-    report = build_index(catalog, out, events, BuildConfig(text=text, progress=False))
+    report = build_index(catalog, out, events, BuildConfig(text=text, progress=False, ray=options))
     wall = time.perf_counter() - started
     stages = {
         name: {
@@ -38,6 +44,9 @@ def measure(catalog: Path, events: Path | None, out: Path, text: bool) -> dict:
         "items": items,
         "events": str(events) if events else None,
         "text": text,
+        "executor": "local" if ray is None else "ray",
+        "ray_address": ray,
+        "encode_timing": report.manifest.get("encode_timing", {}),
         "index_version": report.path.name,
         "seconds": round(wall, 2),
         "items_per_s": round(items / wall, 1),
@@ -59,7 +68,7 @@ def plot(result: dict, path: Path) -> None:
     ax.invert_yaxis()
     ax.set_xlabel("seconds")
     ax.set_title(
-        f"index build, {result['items']:,} items "
+        f"index build ({result.get('executor', 'local')}), {result['items']:,} items "
         f"({'text + ' if result['text'] else ''}attributes): {result['seconds']:.1f} s"
     )
     fig.tight_layout()
@@ -76,6 +85,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", type=Path, help="its events")
     p.add_argument("--no-text", action="store_true", help="attributes only")
     p.add_argument("--out", type=Path, default=Path("bench-index"))
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="build on Ray (the cluster at ADDRESS, or a local Ray started for the build)",
+    )
     p.set_defaults(func=run)
 
 
@@ -89,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
 
             shop = write_shop(generate_shop(ShopConfig(items=args.items)), Path(tmp) / "shop")
             catalog, events = shop / CATALOG_FILE, shop / EVENTS_FILE
-        result = measure(catalog, events, Path(tmp) / "index", not args.no_text)
+        result = measure(catalog, events, Path(tmp) / "index", not args.no_text, args.ray)
     (args.out / "index-bench.json").write_text(json.dumps(result, indent=2))
     plot(result, args.out / "index-bench.png")
     rate = f"{result['items_per_s']:,} items/s"

@@ -30,6 +30,7 @@ from indexer.events import read_events, unknown_item_problems
 from indexer.fusion import Fusion, FusionPart
 from indexer.neighbours import ItemNeighbours, NeighbourConfig, build_neighbours
 from indexer.parts import content_parts
+from indexer.ray_build import RayOptions, RayRunner, ray_session
 from indexer.shards import ShardPolicy, build_shard, plan_shards
 from indexer.transitions import BehaviourStats, behaviour_stats, category_codes, sessionise
 
@@ -70,6 +71,8 @@ class BuildConfig:
     version: str | None = None
     progress: bool = True
     reuse_content: str | None = None
+    #: Run encoding and shard building on Ray (indexer/ray_build.py); None: in this process.
+    ray: RayOptions | None = None
 
 
 @dataclass
@@ -104,6 +107,19 @@ def build_index(
     config: BuildConfig = BuildConfig(),
 ) -> BuildReport:
     """Build one index version under ``out_root`` and point ``out_root/LATEST`` at it."""
+    if config.ray is None:
+        return _build(catalog_path, out_root, events_path, config, None)
+    with ray_session(config.ray) as runner:
+        return _build(catalog_path, out_root, events_path, config, runner)
+
+
+def _build(
+    catalog_path: str | Path,
+    out_root: str | Path,
+    events_path: str | Path | None,
+    config: BuildConfig,
+    ray: RayRunner | None,
+) -> BuildReport:
     stage = _Stages()
     started = time.perf_counter()
     remove_abandoned_builds(out_root)
@@ -121,7 +137,7 @@ def build_index(
             content, fusion, encoders = _reused_content(config.reuse_content, catalog)
         timings: dict[str, dict] = {}
     else:
-        content, fusion, encoders, timings = _encode(config, catalog, catalog_path, stage)
+        content, fusion, encoders, timings = _encode(config, catalog, catalog_path, stage, ray)
 
     adaptation = neighbours = neighbour_report = None
     with stage("behaviour"):
@@ -153,13 +169,19 @@ def build_index(
     del content
 
     with stage("shards"):
-        rng = np.random.default_rng(config.seed)
         specs = plan_shards(catalog["category"], catalog["item_id"], config.policy)
-        built = []
-        from tqdm.auto import tqdm
+        if ray is not None:
+            built = ray.shards(specs, vectors, config.policy, config.seed)
+        else:
+            from tqdm.auto import tqdm
 
-        for spec in tqdm(specs, desc="shards", unit="shard", disable=not config.progress):
-            built.append(build_shard(spec, vectors, config.policy, rng))
+            # Each shard its own seed, so that a parallel build draws exactly the same samples.
+            built = [
+                build_shard(spec, vectors, config.policy, np.random.default_rng([config.seed, i]))
+                for i, spec in enumerate(
+                    tqdm(specs, desc="shards", unit="shard", disable=not config.progress)
+                )
+            ]
 
     with stage("write"):
         writer = VersionWriter(out_root, config.version)
@@ -220,19 +242,28 @@ def build_index(
     )
 
 
-def _encode(config: BuildConfig, catalog: pl.DataFrame, catalog_path, stage: _Stages):
-    """Encode every content part and fuse: (content, fusion, encoder records, timings)."""
+def _encode(
+    config: BuildConfig, catalog: pl.DataFrame, catalog_path, stage: _Stages, ray: RayRunner | None
+):
+    """Encode every content part and fuse: (content, fusion, encoder records, timings). With
+    ``ray``, the model parts (text, images) run on its actor pools."""
     blocks: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     parts: list[FusionPart] = []
     encoders: list[dict] = []
     timings: dict[str, dict] = {}
     for part in content_parts(config, catalog_path):
+        timing = None
         with stage(part.stage):
-            blocks[part.name] = part.encoder.encode(catalog)
+            columns = part.columns(catalog.columns) if part.columns is not None else None
+            if ray is not None and columns is not None:
+                vectors, present, timing = ray.encode(part.model, catalog, columns)
+                blocks[part.name] = vectors, present
+            else:
+                blocks[part.name] = part.encoder.encode(catalog)
         vectors, present = blocks[part.name]
         parts.append(FusionPart(part.name, vectors.shape[1], part.weight))
         encoders.append(part.describe(present))
-        if (timing := part.timing()) is not None:
+        if (timing := timing or part.timing()) is not None:
             timings[part.name] = timing
     with stage("fuse"):
         fusion = Fusion(tuple(parts))

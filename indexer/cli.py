@@ -113,6 +113,22 @@ def register_index(sub: argparse._SubParsersAction) -> None:
         "--json", type=Path, help="also write the build report (manifest + stage times) here"
     )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
+    b.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help="encode and build shards on Ray (crossrec[ray]): the cluster at ADDRESS, or without "
+        "one a local Ray started for the build",
+    )
+    b.add_argument(
+        "--ray-encode-actors",
+        type=int,
+        default=0,
+        metavar="N",
+        help="encoder actors on Ray (default: one per GPU of the cluster, else one per CPU)",
+    )
     b.set_defaults(func=run_build)
 
     i = index_sub.add_parser("inspect", help="describe an index version (a root uses its LATEST)")
@@ -134,6 +150,7 @@ def register_index(sub: argparse._SubParsersAction) -> None:
 
 def run_build(args: argparse.Namespace) -> int:
     from indexer.build import BuildConfig, build_index
+    from indexer.ray_build import RayOptions
 
     config = BuildConfig(
         text=not args.no_text,
@@ -152,6 +169,9 @@ def run_build(args: argparse.Namespace) -> int:
         ),
         version=args.version,
         progress=not args.quiet,
+        ray=None
+        if args.ray is None
+        else RayOptions(address=args.ray, encode_actors=args.ray_encode_actors),
     )
     report = build_index(args.catalog, args.out, args.events, config)
     for line in summarise(report.manifest, report.stages):

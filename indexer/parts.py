@@ -8,6 +8,7 @@ records; the build adds how many items the part could not encode where that can 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -34,13 +35,21 @@ class Encoder(Protocol):
 @dataclass
 class ContentPart:
     """``name``: the fusion part; ``stage``: the build stage that times it; ``missing``: the
-    manifest key counting items without this part (None when every item has it)."""
+    manifest key counting items without this part (None when every item has it); ``columns``:
+    for a model part that may run on Ray actors, the catalogue columns it reads (given the
+    catalogue's columns; None: nothing to encode there)."""
 
     name: str
     stage: str
     weight: float
     encoder: Encoder
     missing: str | None = None
+    columns: Callable[[list[str]], list[str] | None] | None = None
+
+    @property
+    def model(self):
+        """The encoder itself (without the progress binding)."""
+        return getattr(self.encoder, "inner", self.encoder)
 
     def describe(self, present: np.ndarray) -> dict:
         out = self.encoder.describe()
@@ -100,6 +109,12 @@ class PrecomputedVectors:
         }
 
 
+def _text_columns(text: TextEncoder, columns: list[str]) -> list[str]:
+    """The text fields, refused here (before any actor starts) when the catalogue lacks one."""
+    text.texts(pl.DataFrame(schema={c: pl.String for c in columns}))
+    return list(text.fields)
+
+
 def content_parts(config, catalog_path: str | Path) -> list[ContentPart]:
     """The parts ``config`` (a :class:`indexer.build.BuildConfig`) asks for, in fusion order:
     text, image, precomputed vectors, attributes (always)."""
@@ -111,12 +126,25 @@ def content_parts(config, catalog_path: str | Path) -> list[ContentPart]:
             max_seq_length=config.text_max_seq_length,
         )
         parts.append(
-            ContentPart("text", "encode_text", config.text_weight, _Progress(text, config.progress))
+            ContentPart(
+                "text",
+                "encode_text",
+                config.text_weight,
+                _Progress(text, config.progress),
+                columns=lambda columns: _text_columns(text, columns),
+            )
         )
     if config.image_model is not None:
         image = _Progress(ImageEncoder(config.image_model), config.progress)
         parts.append(
-            ContentPart("image", "encode_images", config.image_weight, image, "items_without_image")
+            ContentPart(
+                "image",
+                "encode_images",
+                config.image_weight,
+                image,
+                "items_without_image",
+                lambda columns: ["image"] if "image" in columns else None,
+            )
         )
     if config.vectors is not None or config.vector_column is not None:
         given = PrecomputedVectors(catalog_path, config.vectors, config.vector_column)

@@ -101,12 +101,20 @@ def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
     _, cat_codes = category_codes(catalog)
     items = catalog.select("item_id").with_columns(cat_codes).with_row_index("row")
     has_sid = "session_id" in events.columns
-    ev = events.lazy().select(
-        _string_codes("user_id").alias("user"),
-        "item_id",
-        pl.col("action").cast(pl.String).cast(pl.Enum(ACTIONS)).to_physical().alias("action"),
-        "ts",
-        *([_string_codes("session_id").alias("sid")] if has_sid else []),
+    # The input position breaks ties between events of one time (a view and a cart in the same
+    # second): without it the sorts below may order them differently from run to run, and every
+    # stage downstream (pairs, neighbours, the adaptation) would differ with them.
+    ev = (
+        events.lazy()
+        .with_row_index("_event")
+        .select(
+            "_event",
+            _string_codes("user_id").alias("user"),
+            "item_id",
+            pl.col("action").cast(pl.String).cast(pl.Enum(ACTIONS)).to_physical().alias("action"),
+            "ts",
+            *([_string_codes("session_id").alias("sid")] if has_sid else []),
+        )
     )
     ev = ev.join(items.lazy(), on="item_id", how="inner").drop("item_id")
     if has_sid and events["session_id"].null_count() == 0:
@@ -114,7 +122,7 @@ def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
     else:
         # A new derived session at each user's first event and after every gap over 30 minutes;
         # the running count is unique across users. Given session ids are numbered after them.
-        ev = ev.sort("user", "ts")
+        ev = ev.sort("user", "ts", "_event")
         gap = (pl.col("ts").diff().dt.total_seconds() > SESSION_GAP_S) | (
             pl.col("user") != pl.col("user").shift()
         )
@@ -126,11 +134,15 @@ def sessionise(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
             if has_sid
             else derived
         )
-    ev = ev.with_columns(
-        (session.rank("dense") - 1).cast(pl.UInt32).alias("session"),
-        (pl.col("user").rank("dense") - 1).cast(pl.UInt32).alias("user"),
+    # Sessions and users numbered in order of their first event in the input: the string codes
+    # above are assigned in whatever order the categorical cast meets the strings, which may
+    # change from run to run, and the numbering decides the order of everything downstream.
+    first = pl.col("_event").min()
+    ev = ev.with_columns(session.alias("session")).with_columns(
+        (first.over("session").rank("dense") - 1).cast(pl.UInt32).alias("session"),
+        (first.over("user").rank("dense") - 1).cast(pl.UInt32).alias("user"),
     )
-    return ev.select(*SESSION_SCHEMA).sort("session", "ts").collect()
+    return ev.sort("session", "ts", "_event").select(*SESSION_SCHEMA).collect()
 
 
 def _string_codes(column: str) -> pl.Expr:

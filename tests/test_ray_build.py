@@ -1,0 +1,113 @@
+"""The build on Ray (indexer/ray_build.py): the same artifact as the local build of the same
+inputs, apart from timings, with vectors equal within float tolerance."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+#: Manifest keys that record how long things took or when, not what was built (the adaptation's
+#: report is compared on its own, below).
+TIMING_KEYS = {"created_at", "build", "encode_timing", "version", "adaptation"}
+
+
+def _comparable(manifest: dict) -> dict:
+    out = {k: v for k, v in manifest.items() if k not in TIMING_KEYS}
+    out["shards"] = [
+        {k: v for k, v in s.items() if k not in ("build_seconds", "sha256", "bytes")}
+        for s in manifest["shards"]
+    ]
+    # Vectors and the files written from them differ in the last float bits; compared below.
+    out["files"] = {
+        name: {k: v for k, v in entry.items() if k not in ("sha256", "bytes")}
+        for name, entry in manifest["files"].items()
+    }
+    return out
+
+
+def _flat(value, prefix=""):
+    if isinstance(value, dict):
+        return {
+            k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}{key}.").items()
+        }
+    return {prefix: value}
+
+
+def _same_adaptation(a: dict, b: dict) -> None:
+    """Counts, settings and steps exactly; losses and hit rates within 0.01: the training's float
+    sums depend on the driver's thread count, and the content vectors differ in the last bits."""
+    fa, fb = _flat(a), _flat(b)
+    assert fa.keys() == fb.keys()
+    for key, value in fa.items():
+        if key.endswith("seconds."):
+            continue
+        if isinstance(value, float):
+            assert fb[key] == pytest.approx(value, abs=0.01), key
+        else:
+            assert fb[key] == value, key
+
+
+def test_the_ray_build_writes_what_the_local_build_writes(
+    ray_cluster, built_index, small_shop_dir, tmp_path
+):
+    from indexer.artifact import open_index
+    from indexer.build import BuildConfig, build_index
+    from indexer.ray_build import RayOptions
+
+    report = build_index(
+        small_shop_dir / "catalog.parquet",
+        tmp_path / "ray",
+        small_shop_dir / "events.parquet",
+        BuildConfig(progress=False, ray=RayOptions(encode_batch=300)),
+    )
+    local, remote = built_index.manifest, report.manifest
+    assert _comparable(remote) == _comparable(local)
+    _same_adaptation(remote["adaptation"], local["adaptation"])
+    assert remote["encode_timing"]["text"]["executor"] == "ray"
+    assert remote["encode_timing"]["text"]["actors"] >= 1
+    a, b = open_index(built_index.path), open_index(report.path)
+    assert np.allclose(np.asarray(a.vectors), np.asarray(b.vectors), atol=1e-4)
+    assert a.items.equals(b.items)
+    for shard_id, index in a.shards.items():
+        assert index.ntotal == b.shards[shard_id].ntotal
+    # Every shard answers the same nearest item for its own items.
+    for entry in local["shards"][:10]:
+        rows = np.flatnonzero(a.items["shard"].to_numpy() == entry["id"])[:5]
+        queries = np.asarray(a.vectors[rows])
+        assert (
+            a.search(entry["id"], queries, 1)[1].tolist()
+            == b.search(entry["id"], queries, 1)[1].tolist()
+        )
+    assert (tmp_path / "ray" / "LATEST").read_text().strip() == report.path.name
+    json.dumps(remote, default=str)
+
+
+def test_a_failed_ray_build_leaves_no_version(ray_cluster, small_shop_dir, tmp_path):
+    from indexer.build import BuildConfig, build_index
+    from indexer.errors import EncoderError
+    from indexer.ray_build import RayOptions
+
+    with pytest.raises(EncoderError, match="text fields not in the catalogue"):
+        build_index(
+            small_shop_dir / "catalog.parquet",
+            tmp_path / "index",
+            None,
+            BuildConfig(progress=False, text_fields=("title", "nope"), ray=RayOptions()),
+        )
+    assert not (tmp_path / "index").exists() or not any((tmp_path / "index").iterdir())
+
+
+def test_index_build_takes_ray_from_the_command_line(ray_cluster, tiny_built, tmp_path, capsys):
+    from clients.cli import main
+    from indexer.artifact import open_index, read_manifest
+
+    catalog = tiny_built.parent / "catalog.parquet"
+    out = tmp_path / "index"
+    args = ["index", "build", "--catalog", str(catalog), "--out", str(out), "--quiet"]
+    assert main([*args, "--no-text", "--ray", "--version", "r1"]) == 0
+    assert "written to" in capsys.readouterr().out
+    _, manifest = read_manifest(out)
+    assert manifest["version"] == "r1" and manifest["items"] == 12
+    assert sorted(open_index(out).shards) == sorted(open_index(tiny_built).shards)
