@@ -68,6 +68,29 @@ def test_sessionise_codes_and_splits_by_hand():
     assert with_ids["session"].n_unique() == 3
 
 
+def test_sessions_and_users_are_numbered_by_their_first_event_and_ties_keep_input_order():
+    """The numbering decides the order of every stage downstream (pairs, neighbours, adaptation):
+    it must follow the input, not the order a categorical cast happened to meet the strings."""
+    catalog = pl.DataFrame({"item_id": ["a", "b", "c"], "category": ["Y", "X", "X"]})
+    table = event_frame(
+        [
+            ("zed", "c", "view", 0.5),  # zed's only session: the first event of the input
+            ("amy", "b", "view", 0.2),  # amy's: the second, a view and a cart in the same second
+            ("amy", "a", "cart", 0.2),
+            ("amy", "c", "view", 0.21),  # 14 minutes before them: the same session, first
+        ]
+    )
+    for _ in range(5):
+        sessions = sessionise(table, catalog)
+        assert sessions["session"].to_list() == [0, 1, 1, 1]
+        assert sessions["user"].to_list() == [0, 1, 1, 1]
+        # Then amy's session in time order: c, and b before a at one time, as in the input.
+        assert sessions["row"].to_list() == [2, 2, 1, 0]
+    # The same events with the two tied ones swapped: their order follows.
+    swapped = sessionise(table[[0, 2, 1, 3]], catalog)
+    assert swapped["row"].to_list() == [2, 2, 0, 1]
+
+
 def test_funnel_rates_window_counts_and_popularity_by_hand():
     catalog = pl.DataFrame({"item_id": ["a", "b", "c", "d"], "category": ["X", "X", "Y", "X"]})
     table = event_frame(
