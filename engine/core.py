@@ -373,6 +373,8 @@ class Engine:
         ids = rec.item_ids
         m = self.metrics
         m.recommendations.labels(rec.arm, rec.model_version).inc()
+        if result.late_shards:
+            m.late_shards.inc(len(result.late_shards))
         n_cross = int(cross.sum())
         if n_cross:
             m.impressions.labels(rec.arm, rec.model_version, "true").inc(n_cross)
@@ -447,10 +449,14 @@ class Engine:
         return self.store.delete_user(key)
 
     def close(self) -> None:
-        """Write the queued impressions and close the files."""
+        """Write the queued impressions, close the files, and delete remote shard groups."""
         if self.impressions is not None:
             self.impressions.close()
         self.store.close()
+        for served in self._arms.values():
+            close = getattr(served.recommender.search.searcher, "close", None)
+            if close is not None:
+                close()
 
     def status(self) -> dict:
         served = self._arms.get(ARM_A)

@@ -51,6 +51,11 @@ class Metrics:
             "Events ingested naming items the serving index version does not know",
             registry=self.registry,
         )
+        self.late_shards = Counter(
+            "crossrec_late_shards_total",
+            "Shards a Recommend asked remote shard groups for that did not answer in time",
+            registry=self.registry,
+        )
         self.recommendations = Counter(
             "crossrec_recommendations_total",
             "Recommend responses (lists shown) by arm and model version",

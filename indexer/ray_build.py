@@ -18,8 +18,8 @@ What runs where, and why:
   the adaptation is a torch training loop on the driver's cores.
 
 The artifact is written by the driver exactly as in the local build (same files, manifest last,
-atomic ``LATEST``); a failure anywhere leaves no version behind. Ray retries a task or actor whose
-worker dies (``max_retries`` / ``max_restarts``).
+atomic ``LATEST``); a failure anywhere leaves no version behind. A shard task whose worker dies is
+retried (``RETRIES``); Ray Data restarts a dead encoder actor and re-runs its block.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from indexer.shards import BuiltShard, ShardPolicy, ShardSpec, build_shard
 
 log = logging.getLogger(__name__)
 
-#: Retries of a task, or restarts of an actor, whose worker died.
+#: Retries of a shard task whose worker died.
 RETRIES = 3
 
 
@@ -119,11 +119,10 @@ class RayRunner:
             fn_constructor_args=(cls, kwargs, threads),
             batch_size=batch,
             batch_format="pyarrow",
-            concurrency=actors,
+            # Ray Data restarts a dead actor and retries its block (by default, without limit).
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else threads,
-            max_restarts=RETRIES,
-            max_task_retries=RETRIES,
         )
         vectors = present = None
         for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):

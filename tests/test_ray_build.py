@@ -3,10 +3,15 @@ inputs, apart from timings, with vectors equal within float tolerance."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
+import sys
 
 import numpy as np
 import pytest
+
+from indexer.shards import ShardPolicy
 
 #: Manifest keys that record how long things took or when, not what was built (the adaptation's
 #: report is compared on its own, below).
@@ -111,3 +116,55 @@ def test_index_build_takes_ray_from_the_command_line(ray_cluster, tiny_built, tm
     _, manifest = read_manifest(out)
     assert manifest["version"] == "r1" and manifest["items"] == 12
     assert sorted(open_index(out).shards) == sorted(open_index(tiny_built).shards)
+
+
+@dataclasses.dataclass(frozen=True)
+class _DiesOnce(ShardPolicy):
+    """A shard policy whose first reader (a shard task's worker) kills its own process, once: the
+    marker file says it happened."""
+
+    marker: str = ""
+    always: bool = False
+
+    def __getattribute__(self, name):
+        marker = object.__getattribute__(self, "marker")
+        if name == "exact_max" and marker:
+            dies = object.__getattribute__(self, "always") or not os.path.exists(marker)
+            if dies:
+                open(marker, "w").close()
+                os._exit(1)  # the worker dies mid-build, as on a lost node
+        return object.__getattribute__(self, name)
+
+
+def test_a_shard_task_whose_worker_dies_is_retried_and_a_lost_one_leaves_no_version(
+    ray_cluster, tiny_built, tmp_path
+):
+    from ray import cloudpickle
+
+    from indexer.artifact import open_index
+    from indexer.build import BuildConfig, build_index
+    from indexer.ray_build import RayOptions
+
+    # Ray workers cannot import this test module: ship the policy class by value.
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    marker = tmp_path / "died"
+
+    def build(root, always):
+        policy = _DiesOnce(marker=str(marker), always=always)
+        return build_index(
+            tiny_built.parent / "catalog.parquet",
+            root,
+            None,
+            BuildConfig(text=False, progress=False, ray=RayOptions(), policy=policy),
+        )
+
+    try:
+        report = build(tmp_path / "index", always=False)
+        assert marker.exists()  # a worker did die
+        assert sorted(open_index(report.path).shards) == sorted(open_index(tiny_built).shards)
+        # A shard whose every attempt dies fails the build, and no version is left behind.
+        with pytest.raises(Exception, match="died|crashed|exit"):
+            build(tmp_path / "failed", always=True)
+        assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").iterdir())
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])

@@ -219,3 +219,5 @@ def test_an_engine_with_shard_groups_answers_as_one_without_and_swaps_group_by_v
         assert got.late_shards and set(got.late_shards) <= lost
         assert got.shards_searched + len(got.late_shards) == got.shards_targeted
         assert len(got.items) == 10
+        late = remote.metrics.registry.get_sample_value("crossrec_late_shards_total")
+        assert late == len(got.late_shards)
