@@ -95,6 +95,7 @@ class Engine:
         #: Arm -> the (index, model) targets that last failed to load (not retried until moved).
         self._refused: dict[str, tuple[str, str]] = {}
         self._swap_lock = threading.Lock()
+        self._ray_started = False
         self.started_at = time.time()
         self.engine_version = package_version("crossrec")
         self.impressions: ImpressionLog | None = None
@@ -141,7 +142,7 @@ class Engine:
         from engine.ray_shards import RayShards, connect
 
         c = self.config
-        connect(c.ray_address)
+        self._ray_started = connect(c.ray_address) or self._ray_started
         return RayShards.deploy(
             version,
             c.shard_groups,
@@ -457,6 +458,10 @@ class Engine:
             close = getattr(served.recommender.search.searcher, "close", None)
             if close is not None:
                 close()
+        if self._ray_started:  # a local Ray this engine started: stop it with the engine
+            from engine.ray_shards import disconnect
+
+            disconnect()
 
     def status(self) -> dict:
         served = self._arms.get(ARM_A)
@@ -474,7 +479,7 @@ class Engine:
                 model_version=served.model_version,
                 item_count=v.item_count,
                 category_count=len(v.category_names),
-                shard_count=len(v.shards),
+                shard_count=v.shard_total,
                 index_loaded_at=served.loaded_at,
             )
         out["arms"] = [

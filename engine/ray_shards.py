@@ -74,15 +74,26 @@ class ShardGroup:
         return self.shards.search(queries, asks).found
 
 
-def connect(address: str = "") -> None:
+def connect(address: str = "") -> bool:
     """Join the Ray cluster at ``address`` ("" : start a local one with this machine's cores) and
-    start Serve without an HTTP proxy (the engine is the front door), unless already done."""
+    start Serve without an HTTP proxy (the engine is the front door), unless already done.
+    Returns whether this call connected (the caller then disconnects)."""
     import ray
     from ray import serve
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
         ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
+    return started
+
+
+def disconnect() -> None:
+    """Leave Ray (a local Ray started by :func:`connect` stops, with its Serve applications)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
 
 
 class RayShards:

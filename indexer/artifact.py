@@ -120,6 +120,11 @@ class IndexVersion:
     def shards_of(self, category: str) -> list[str]:
         return list(self.manifest["category_shards"].get(category, []))
 
+    @property
+    def shard_total(self) -> int:
+        """Shards in the version (whether or not this process loaded them)."""
+        return len(self.manifest.get("shards", self.shards))
+
     def shard_count(self, shard_id: str) -> int:
         """Items in a shard: the loaded shard's, else the manifest's (a process that left the
         shard to remote shard groups)."""

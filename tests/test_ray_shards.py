@@ -197,6 +197,10 @@ def test_an_engine_with_shard_groups_answers_as_one_without_and_swaps_group_by_v
             )
             assert got.late_shards == []
         assert got.shards_searched > 0
+        # The engine loaded no shard itself, and still reports the version's.
+        assert (
+            b.status().shard_count == a.status().shard_count == len(built_index.manifest["shards"])
+        )
 
         before = remote.engine.served.recommender.search.searcher
         old_apps = list(before.apps)
