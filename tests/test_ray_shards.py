@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -197,6 +198,16 @@ def test_an_engine_with_shard_groups_answers_as_one_without_and_swaps_group_by_v
             )
             assert got.late_shards == []
         assert got.shards_searched > 0
+        # Many requests at once (the engine's worker threads share the groups' handles).
+        expected = [[i.item_id for i in a.recommend(k=10, recent_events=r).items] for r in requests]
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda i: b.recommend(k=10, recent_events=requests[i % 8]), range(48))
+            )
+        assert [[x.item_id for x in r.items] for r in answers] == [
+            expected[i % 8] for i in range(48)
+        ]
+        assert not any(r.late_shards for r in answers)
         # The engine loaded no shard itself, and still reports the version's.
         assert (
             b.status().shard_count == a.status().shard_count == len(built_index.manifest["shards"])
