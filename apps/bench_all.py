@@ -4,7 +4,8 @@ regenerated from what it wrote.
 Each step is the command a user would run, writing into ``--out``:
 
 1. ``crossrec datagen --items N`` -> ``shop/`` (not timed);
-2. ``crossrec index build ... --json build.json`` -> ``index/`` (time per stage);
+2. ``crossrec index build ... --json build.json`` -> ``index/`` (time per stage); with ``--ranker``
+   also ``crossrec train`` -> ``ranker/``, and the steps below serve with that model;
 3. ``crossrec bench retrieval`` -> ``retrieval/retrieval.json`` (recall vs QPS against faiss and
    usearch on the engine's own cross-category queries);
 4. ``crossrec latency --irreducible`` -> ``latency.json`` (in-process cost per stage, and the
@@ -38,6 +39,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--items", type=int, default=50_000, help="synthetic shop size")
     p.add_argument("--out", type=Path, default=Path("bench-all"))
     p.add_argument("--no-text", action="store_true", help="build without the text model")
+    p.add_argument(
+        "--ranker",
+        type=int,
+        default=0,
+        metavar="USERS",
+        help="train a ranker on this many users per decision time and serve with it "
+        "(default 0: retrieval only)",
+    )
     p.add_argument("--users", type=int, default=300, help="users per latency/retrieval run")
     p.add_argument("--requests", type=int, default=2000, help="Recommend calls per serve level")
     p.add_argument("--concurrency", default="1,2,4,8,16", help="bench serve levels")
@@ -77,15 +86,21 @@ def measure(out: Path, args: argparse.Namespace) -> None:
     build = ["index", "build", "--catalog", catalog, "--events", events, "--out", str(index)]
     build += ["--quiet", "--json", str(out / "build.json")]
     _step(main, build + (["--no-text"] if args.no_text else []))
-    _step(
-        main,
-        ["bench", "retrieval", str(index), "--events", events, "--out", str(out / "retrieval")],
-    )
+    model = None
+    if args.ranker:
+        train = ["train", "--catalog", catalog, "--events", events, "--index", str(index)]
+        train += ["--out", str(out / "ranker"), "--users", str(args.ranker), "--quiet"]
+        _step(main, train + ["--json", str(out / "train.json")])
+        model = str(out / "ranker" / "models")
+    retrieval = ["bench", "retrieval", str(index), "--events", events]
+    _step(main, retrieval + ["--out", str(out / "retrieval")])
     latency = ["latency", "--artifact", str(index), "--events", events, "--users", str(args.users)]
+    latency += ["--model", model] if model else []
     _step(main, latency + ["--irreducible", "--json", str(out / "latency.json")])
     metrics_port = _free_port()
     config = EngineConfig(
         artifact=str(index),
+        model=model or "",
         port=0,
         store=str(out / "engine.sqlite"),
         metrics_port=metrics_port,

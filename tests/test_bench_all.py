@@ -115,7 +115,7 @@ def test_bench_all_runs_every_benchmark_and_rewrites_the_tables(tmp_path, capsys
         )
     )
     out = tmp_path / "all"
-    argv = ["bench", "all", "--items", "300", "--no-text", "--users", "15"]
+    argv = ["bench", "all", "--items", "300", "--no-text", "--users", "15", "--ranker", "60"]
     argv += ["--requests", "30", "--concurrency", "1,2", "--out", str(out), "--write", str(doc)]
     assert main(argv) == 0
     for name in ("build.json", "retrieval/retrieval.json", "latency.json", "serve.json"):
@@ -129,6 +129,9 @@ def test_bench_all_runs_every_benchmark_and_rewrites_the_tables(tmp_path, capsys
     ]
     written = doc.read_text()
     assert "old" not in written and "| **whole build** |" in written
+    latency = json.loads((out / "latency.json").read_text())
+    trained = json.loads((out / "train.json").read_text())["model"]
+    assert latency["model_version"] == trained.rsplit("/", 1)[1] != "retrieval-only"
     serve = json.loads((out / "serve.json").read_text())
     assert [level["clients"] for level in serve["sweep"]] == [1, 2]
     assert f"| 2 | {serve['sweep'][1]['qps']:,.1f} |" in written
