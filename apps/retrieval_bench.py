@@ -23,8 +23,11 @@ categories the user never touched), is one query: a vector and a set of allowed 
 
 ``usearch-postfilter``: one global usearch HNSW (connectivity 32) searched for ``k x
 oversample`` neighbours, filtered afterwards (usearch's Python API has no filtered search;
-oversampling swept), when usearch is installed (the ``bench`` extra installs it). hnswlib is
-reported as not installed unless importable (no wheel for this platform here). Every method
+oversampling swept), when usearch is installed (the ``bench`` extra installs it).
+``hnswlib-filtered``: one global hnswlib HNSW (M 32) searched with the allowed items as its
+``filter`` callback (a Python call per visited item, as hnswlib's API offers it; ``ef`` swept;
+a search the filter leaves short of k results raises in hnswlib and counts as found nothing),
+when hnswlib is installed (the ``bench`` extra builds it from source: no wheel here). Every method
 answers one query at a time on one thread (the engine's setting: requests run in parallel, each
 search on one thread), over its parameter sweep; then, at the smallest k, all queries in one batch
 at the settings that reach recall@10 0.95 on the 50k shop (``batched`` in the JSON). Recall@k
@@ -265,7 +268,39 @@ def usearch_methods(vectors: np.ndarray, queries: Queries, k: int, index=None):
     return out, index
 
 
-def batched_methods(version, recommender, hnsw, ivf, usearch_index, queries: Queries, k: int):
+def hnswlib_methods(vectors: np.ndarray, queries: Queries, k: int, index=None):
+    """One global hnswlib index, the allowed items as its filter callback. Returns (methods, the
+    index)."""
+    import hnswlib
+
+    if index is None:
+        index = hnswlib.Index(space="ip", dim=vectors.shape[1])
+        index.init_index(max_elements=len(vectors), ef_construction=200, M=32, random_seed=0)
+        index.add_items(vectors, np.arange(len(vectors)))
+    allowed = [set(r.tolist()) for r in queries.rows]
+    out = []
+    for ef in EF_SEARCH:
+
+        def search(i, ef=ef):
+            index.set_ef(max(ef, k))
+            return _hnswlib_search(index, queries.vectors[i : i + 1], k, allowed[i])[0]
+
+        out.append(("hnswlib-filtered", f"ef={ef}", search))
+    return out, index
+
+
+def _hnswlib_search(index, vectors: np.ndarray, k: int, allowed: set) -> np.ndarray:
+    """(len(vectors), k) rows, -1 where hnswlib could not fill k through the filter."""
+    try:
+        labels, _ = index.knn_query(vectors, k, num_threads=1, filter=allowed.__contains__)
+        return np.asarray(labels, np.int64)
+    except RuntimeError:  # fewer than k allowed items reached at this ef
+        return np.full((len(vectors), k), -1, np.int64)
+
+
+def batched_methods(
+    version, recommender, hnsw, ivf, usearch_index, queries: Queries, k: int, hnswlib_index=None
+):
     """(method, parameter, batch function -> (q, k) rows) answering every query in one go, one
     thread, at the settings each method needs for recall@10 >= 0.95 on the 50k shop: crossrec
     groups the queries by shard (one matrix product per shard for the behaviour scan); the faiss
@@ -322,6 +357,17 @@ def batched_methods(version, recommender, hnsw, ivf, usearch_index, queries: Que
             return found
 
         out.append(("usearch-postfilter", "oversample=256", usearch))
+    if hnswlib_index is not None:
+
+        def hnswlib_batched():
+            hnswlib_index.set_ef(4096)
+            found = np.full((n, k), -1, np.int64)
+            for idx in by_allowed.values():
+                allowed = set(queries.rows[idx[0]].tolist())
+                found[idx] = _hnswlib_search(hnswlib_index, queries.vectors[idx], k, allowed)
+            return found
+
+        out.append(("hnswlib-filtered", "ef=4096", hnswlib_batched))
     return out
 
 
@@ -345,7 +391,7 @@ def measure(
     )
     vectors = np.ascontiguousarray(np.asarray(version.vectors, np.float32))
     hnsw, ivf, build_seconds = build_faiss(vectors, seed)
-    points, usearch_index = [], None
+    points, usearch_index, hnswlib_index = [], None, None
     for k in ks:
         methods = crossrec_methods(version, recommender, queries, k)
         others = faiss_methods(hnsw, ivf, queries, k)
@@ -355,6 +401,13 @@ def measure(
             if usearch_index is None:
                 build_seconds["usearch-postfilter"] = time.perf_counter() - started
             usearch_index = built
+            others += more
+        if _importable("hnswlib"):
+            started = time.perf_counter()
+            more, built = hnswlib_methods(vectors, queries, k, hnswlib_index)
+            if hnswlib_index is None:
+                build_seconds["hnswlib-filtered"] = time.perf_counter() - started
+            hnswlib_index = built
             others += more
         for method, parameter, search in methods + others:
             search(0)  # warm-up
@@ -371,7 +424,7 @@ def measure(
     batched = []
     k = min(ks)
     for method, parameter, run in batched_methods(
-        version, recommender, hnsw, ivf, usearch_index, queries, k
+        version, recommender, hnsw, ivf, usearch_index, queries, k, hnswlib_index
     ):
         started = time.perf_counter()
         found = run()
