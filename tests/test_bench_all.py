@@ -20,8 +20,8 @@ def test_the_build_table_lists_each_stage_with_its_rate_and_the_total():
         "dim": 8,
         "stages": {
             "read": {"seconds": 0.5, "peak_rss_mb": 100.0},
+            "total": {"seconds": 2.0},  # wherever it comes, it is the last row
             "shards": {"seconds": 0.0, "peak_rss_mb": 120.4},
-            "total": {"seconds": 2.0},
         },
     }
     assert build_table(result) == (
@@ -39,14 +39,14 @@ def test_the_retrieval_table_shows_each_methods_fastest_setting_at_recall_095():
     result = {
         "items": 50,
         "queries": 7,
-        "best_at_recall_0.95": {"10": {"crossrec": best, "usearch": None}},
+        "best_at_recall_0.95": {"10": {"usearch": None, "crossrec": best}},
     }
     assert retrieval_table(result) == (
         "50 items, 7 queries\n\n"
         "| k | method | setting | QPS (one at a time) | recall |\n"
         "|---|---|---|---|---|\n"
-        "| 10 | crossrec | nprobe=8 | 1,235 | 0.951 |\n"
         "| 10 | usearch | never reaches 0.95 | - | - |\n"
+        "| 10 | crossrec | nprobe=8 | 1,235 | 0.951 |\n"
     )
 
 
@@ -89,6 +89,13 @@ def test_the_serve_table_has_a_row_per_concurrency_level_with_the_engines_stages
         "|---|---|---|---|---|---|---|\n"
         "| 1 | 100.0 | 1.00 | 2.00 | 3.00 | 0 | - |\n"
         "| 4 | 100.0 | 1.00 | 2.00 | 3.00 | 3 | 1.50 |\n"
+    )
+
+
+def test_a_serve_result_without_a_sweep_has_its_one_concurrent_phase():
+    phase = {"clients": 8, "qps": 50, "p50_ms": 1, "p90_ms": 2, "p99_ms": 3, "failed": {}}
+    assert serve_table({"items": 1, "k": 1, "concurrent": phase}).endswith(
+        "| 8 | 50.0 | 1.00 | 2.00 | 3.00 | 0 |\n"
     )
 
 

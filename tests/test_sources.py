@@ -134,6 +134,26 @@ def test_shard_search_scans_the_behaviour_block_for_untouched_categories(tiny_ve
     assert ShardSearchSource(adapted, items, behaviour_rerank=0).searcher.behaviour == {}
 
 
+def test_an_ask_without_behaviour_searches_the_faiss_shard_even_where_a_block_exists(
+    tiny_version, items
+):
+    from engine.shard_search import LocalShards, ShardAsk
+
+    adapted = dataclasses.replace(
+        tiny_version, manifest={**tiny_version.manifest, "adaptation": {"dim": 2}}
+    )
+    shards = LocalShards(adapted, items.shard_of)
+    scanned = []
+    shards.behaviour_search = lambda *a: (
+        scanned.append(a[0]) or (np.zeros((1, 1)), np.zeros((1, 1)))
+    )
+    q = np.array([[1, 0, 0, 0]], np.float32)
+    found = shards.search(q, [ShardAsk("s1", 2, behaviour=False), ShardAsk("s0", 1, True)])
+    assert scanned == ["s0"]  # only the ask that wants the behaviour space
+    assert found.found["s1"][1].tolist() == adapted.search("s1", q, 2)[1].tolist()
+    assert found.late == []
+
+
 def test_sources_defaults_follow_the_engine_configuration(tiny_version, items):
     popular = PopularSource(items)
     assert (popular.per_category, popular.categories, popular.limit) == (50, 12, 300)
