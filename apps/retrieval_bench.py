@@ -360,14 +360,14 @@ def batched_methods(
     if hnswlib_index is not None:
 
         def hnswlib_batched():
-            hnswlib_index.set_ef(4096)
+            hnswlib_index.set_ef(32)
             found = np.full((n, k), -1, np.int64)
             for idx in by_allowed.values():
                 allowed = set(queries.rows[idx[0]].tolist())
                 found[idx] = _hnswlib_search(hnswlib_index, queries.vectors[idx], k, allowed)
             return found
 
-        out.append(("hnswlib-filtered", "ef=4096", hnswlib_batched))
+        out.append(("hnswlib-filtered", "ef=32", hnswlib_batched))
     return out
 
 
