@@ -112,8 +112,7 @@ class RayShards:
         timeout_s: float,
         on_late: str,
     ) -> None:
-        if on_late not in ON_LATE:
-            raise ValueError(f"shard_group_on_late must be one of {ON_LATE}, got {on_late!r}")
+        _check_on_late(on_late)
         self.groups = groups
         self.handles = handles
         self.apps = apps
@@ -137,6 +136,8 @@ class RayShards:
         """Deploy ``version``'s shards as ``groups`` Serve applications of ``replicas`` replicas
         (``cpus`` each) and wait until every one is ready."""
         from ray import serve
+
+        _check_on_late(on_late)  # before anything is deployed
 
         counts = {e["id"]: int(e["count"]) for e in version.manifest["shards"]}
         planned = plan_groups(counts, groups)
@@ -211,6 +212,11 @@ class RayShards:
     def close(self) -> None:
         """Delete the groups' applications now."""
         self._finalizer()
+
+
+def _check_on_late(on_late: str) -> None:
+    if on_late not in ON_LATE:
+        raise ValueError(f"shard_group_on_late must be one of {ON_LATE}, got {on_late!r}")
 
 
 def _delete_apps(apps: list[str]) -> None:

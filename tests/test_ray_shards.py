@@ -126,9 +126,15 @@ def test_a_failed_group_is_reported_late_or_fails_the_request(ray_cluster, versi
         shards.close()
 
 
-def test_on_late_must_be_partial_or_fail(version):
+def test_on_late_must_be_partial_or_fail(ray_cluster, version):
+    from ray import serve
+
     with pytest.raises(ValueError, match="shard_group_on_late must be one of"):
         RayShards(version, [], [], [], 200, 0.1, on_late="ignore")
+    before = _apps(serve)
+    with pytest.raises(ValueError, match="shard_group_on_late must be one of"):
+        RayShards.deploy(version, groups=2, cpus=0, on_late="ignore")
+    assert _apps(serve) == before  # refused before anything was deployed
 
 
 def _apps(serve) -> set[str]:
