@@ -298,6 +298,13 @@ def _hnswlib_search(index, vectors: np.ndarray, k: int, allowed: set) -> np.ndar
         return np.full((len(vectors), k), -1, np.int64)
 
 
+#: Alternatives from optional libraries: (library, method, builder of (methods, index)).
+OPTIONAL = (
+    ("usearch", "usearch-postfilter", usearch_methods),
+    ("hnswlib", "hnswlib-filtered", hnswlib_methods),
+)
+
+
 def batched_methods(
     version, recommender, hnsw, ivf, usearch_index, queries: Queries, k: int, hnswlib_index=None
 ):
@@ -391,23 +398,16 @@ def measure(
     )
     vectors = np.ascontiguousarray(np.asarray(version.vectors, np.float32))
     hnsw, ivf, build_seconds = build_faiss(vectors, seed)
-    points, usearch_index, hnswlib_index = [], None, None
+    points, optional = [], {}  # method -> its index, built at the first k
     for k in ks:
         methods = crossrec_methods(version, recommender, queries, k)
         others = faiss_methods(hnsw, ivf, queries, k)
-        if _importable("usearch"):
+        for library, method, make in OPTIONAL:
+            if not _importable(library):
+                continue
             started = time.perf_counter()
-            more, built = usearch_methods(vectors, queries, k, usearch_index)
-            if usearch_index is None:
-                build_seconds["usearch-postfilter"] = time.perf_counter() - started
-            usearch_index = built
-            others += more
-        if _importable("hnswlib"):
-            started = time.perf_counter()
-            more, built = hnswlib_methods(vectors, queries, k, hnswlib_index)
-            if hnswlib_index is None:
-                build_seconds["hnswlib-filtered"] = time.perf_counter() - started
-            hnswlib_index = built
+            more, optional[method] = make(vectors, queries, k, optional.get(method))
+            build_seconds.setdefault(method, time.perf_counter() - started)
             others += more
         for method, parameter, search in methods + others:
             search(0)  # warm-up
@@ -424,7 +424,14 @@ def measure(
     batched = []
     k = min(ks)
     for method, parameter, run in batched_methods(
-        version, recommender, hnsw, ivf, usearch_index, queries, k, hnswlib_index
+        version,
+        recommender,
+        hnsw,
+        ivf,
+        optional.get("usearch-postfilter"),
+        queries,
+        k,
+        optional.get("hnswlib-filtered"),
     ):
         started = time.perf_counter()
         found = run()
@@ -448,7 +455,7 @@ def measure(
         "ks": list(ks),
         "allowed_items_mean": round(float(np.mean([len(r) for r in queries.rows])), 1),
         "build_seconds": {m: round(s, 2) for m, s in build_seconds.items()},
-        "not_installed": [m for m in ("hnswlib", "usearch") if not _importable(m)],
+        "not_installed": [lib for lib, _, _ in OPTIONAL if not _importable(lib)],
         "points": points,
         "batched": batched,
         "best_at_recall_0.95": {str(k): best_at(points, 0.95, k) for k in ks},

@@ -455,9 +455,7 @@ class Engine:
             self.impressions.close()
         self.store.close()
         for served in self._arms.values():
-            close = getattr(served.recommender.search.searcher, "close", None)
-            if close is not None:
-                close()
+            served.recommender.search.searcher.close()
         if self._ray_started:  # a local Ray this engine started: stop it with the engine
             from engine.ray_shards import disconnect
 

@@ -57,6 +57,10 @@ class ShardSearcher(Protocol):
         bounds the wait for remote shards."""
         ...
 
+    def close(self) -> None:
+        """Release what the searcher holds outside this process (nothing for local shards)."""
+        ...
+
 
 class LocalShards:
     """The shards of one index version, searched in this process (all of them, or ``only``)."""
@@ -88,6 +92,9 @@ class LocalShards:
 
     def has_behaviour(self, shard_id: str) -> bool:
         return shard_id in self.behaviour
+
+    def close(self) -> None:
+        pass
 
     def search(
         self, queries: np.ndarray, asks: list[ShardAsk], deadline: float | None = None

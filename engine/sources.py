@@ -27,7 +27,7 @@ import numpy as np
 from engine.candidates import SourceResult
 from engine.items import POPULAR_PER_CATEGORY, ItemTable
 from engine.profile import Profile
-from engine.shard_search import LocalShards, ShardAsk, ShardSearcher
+from engine.shard_search import LocalShards, ShardAnswers, ShardAsk, ShardSearcher
 from indexer.artifact import IndexVersion
 
 
@@ -186,7 +186,9 @@ class ShardSearchSource:
         if p.empty or len(context.targets) == 0:
             return SourceResult.empty(self.name)
         asks = self.asks(context)
-        answers = self.searcher.search(p.interests, asks, context.deadline) if asks else None
+        answers = (
+            self.searcher.search(p.interests, asks, context.deadline) if asks else ShardAnswers()
+        )
         all_scores, all_rows, all_interest = [], [], []
         m = len(p.interests)
         for ask in asks:
@@ -197,7 +199,7 @@ class ShardSearchSource:
             all_rows.append(rows.ravel())
             all_interest.append(np.repeat(np.arange(m), rows.shape[1]))
         searched = len(all_rows)
-        late = tuple(answers.late) if answers is not None else ()
+        late = tuple(answers.late)
         if not all_rows:
             return SourceResult(
                 self.name,

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -130,12 +131,11 @@ class IndexVersion:
         shard to remote shard groups)."""
         if shard_id in self.shards:
             return int(self.shards[shard_id].ntotal)
-        counts = self.__dict__.get("_shard_counts")
-        if counts is None:
-            counts = self.__dict__["_shard_counts"] = {
-                e["id"]: int(e["count"]) for e in self.manifest["shards"]
-            }
-        return counts[shard_id]
+        return self._manifest_counts[shard_id]
+
+    @cached_property
+    def _manifest_counts(self) -> dict[str, int]:
+        return {e["id"]: int(e["count"]) for e in self.manifest["shards"]}
 
     def search(self, shard_id: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product top-``k`` of ``queries`` (n, dim) in one shard: (scores, item rows), -1
