@@ -254,8 +254,9 @@ def _encode(
     for part in content_parts(config, catalog_path):
         timing = None
         with stage(part.stage):
-            columns = part.columns(catalog.columns) if part.columns is not None else None
-            if ray is not None and columns is not None:
+            remote = ray is not None and part.columns is not None
+            columns = part.columns(catalog.columns) if remote else None
+            if columns is not None:
                 vectors, present, timing = ray.encode(part.model, catalog, columns)
                 blocks[part.name] = vectors, present
             else:
