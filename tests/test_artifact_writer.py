@@ -142,3 +142,54 @@ def test_version_names_are_utc_whatever_the_local_zone(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def _two_builds(**second_changes) -> tuple[dict, dict]:
+    """A hand-made manifest and a rebuild of it that took other times, with ``second_changes``
+    applied to the rebuild's neighbour report."""
+
+    def manifest(seconds: float, created: str, rss: float, rate: float, neighbours: dict) -> dict:
+        return {
+            "created_at": created,
+            "items": 12,
+            "neighbours": {
+                "links": 40,
+                "items_with_neighbours": 9,
+                "seconds": seconds,
+                **neighbours,
+            },
+            "shards": [{"id": "s0", "count": 12, "build_seconds": seconds / 3}],
+            "build": {
+                "stages": {"read": {"seconds": seconds / 2, "peak_rss_mb": rss}},
+                "seconds_before_write": seconds,
+            },
+            "encode_timing": {
+                "text": {"seconds": seconds, "items_per_s": rate, "executor": "local"}
+            },
+        }
+
+    first = manifest(1.23, "2026-12-04T10:00:00+00:00", 100.0, 9.75, {})
+    second = manifest(7.89, "2026-12-04T11:30:00+00:00", 512.5, 1.5, second_changes)
+    return first, second
+
+
+def test_two_builds_that_differ_only_in_timings_compare_equal_without_them():
+    from crossrec.versions import without_timings
+
+    first, second = _two_builds()
+    assert first != second
+    assert without_timings(first) == without_timings(second)
+    assert without_timings(first) == {
+        "items": 12,
+        "neighbours": {"links": 40, "items_with_neighbours": 9},
+        "shards": [{"id": "s0", "count": 12}],
+        "build": {"stages": {"read": {}}},
+        "encode_timing": {"text": {"executor": "local"}},
+    }
+
+
+def test_two_builds_that_differ_in_a_count_do_not_compare_equal_without_timings():
+    from crossrec.versions import without_timings
+
+    first, second = _two_builds(links=41)
+    assert without_timings(first) != without_timings(second)

@@ -96,6 +96,30 @@ def file_entry(root: Path, path: Path, **extra) -> dict:
     }
 
 
+#: Manifest keys that record when a build ran or what it cost (time, memory, throughput), never
+#: what it built; :func:`without_timings` drops them at any depth.
+TIMING_KEYS = frozenset({"created_at", "seconds", "peak_rss_mb"})
+TIMING_SUFFIXES = ("_seconds", "_per_s", "_at")
+TIMING_PREFIXES = ("seconds_",)
+
+
+def is_timing_key(key: str) -> bool:
+    """True for a key that records when or how long (``seconds``, ``build_seconds``,
+    ``seconds_before_write``, ``items_per_s``, ``created_at``, ``peak_rss_mb``)."""
+    return key in TIMING_KEYS or key.endswith(TIMING_SUFFIXES) or key.startswith(TIMING_PREFIXES)
+
+
+def without_timings(value: object) -> object:
+    """``value`` (a manifest or any part of it) with every timing key (:func:`is_timing_key`)
+    removed from every dict at any depth, lists walked element by element: what was built, so
+    that two builds of the same inputs compare equal however long each took."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if not is_timing_key(str(k))}
+    if isinstance(value, list | tuple):
+        return [without_timings(v) for v in value]
+    return value
+
+
 def new_version_name() -> str:
     """``v`` + the UTC time to the microsecond: names sort by build time."""
     return "v" + datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
