@@ -47,6 +47,8 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
         "cooccurrence",
         "content",
         "als",
+        "ease",
+        "itemknn",
         "crossrec (share 1.0)",
         "crossrec (share 0.5)",
     ]
@@ -79,6 +81,15 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
         at10["crossrec (share 1.0)"]["cross_recall"]["mean"]
         > at10["crossrec (share 0.5)"]["cross_recall"]["mean"]
     )
+    # the strong baselines chose their settings on the training data and say what they chose
+    assert methods["ease"]["chosen"]["lambda"] in (10.0, 50.0, 200.0, 1000.0)
+    assert methods["itemknn"]["chosen"]["weighting"] in ("binary", "bm25")
+    # the tail view: the 1% most popular items (20 of 2,000) out of lists and positives
+    assert result["head"] == {"share": 0.01, "items": 20}
+    for name, r in methods.items():
+        tail = r["tail"]
+        assert 0 < tail["users"] <= 200
+        assert 0.0 <= tail["@10"]["recall"]["mean"] <= 1.0, name
     assert result["index"]["built"] is True
     assert (out / "train_events.parquet").is_file() and (out / "split.json").is_file()
     assert (out / "eval.png").stat().st_size > 10_000
@@ -96,6 +107,7 @@ def test_table_is_printed(evaluated, capsys):
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "test users" in printed and "Recall@10 [95% CI]" in printed
+    assert "tail R@10 [95% CI]" in printed
     assert "popularity" in printed and "content" in printed
     assert "reused" in printed  # same training split, same settings: the index is not rebuilt
 

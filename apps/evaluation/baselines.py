@@ -98,10 +98,11 @@ class Popularity:
 
 
 def item_cosine(user_items: sp.csr_matrix, neighbours: int) -> sp.csr_matrix:
-    """(n_items, n_items) cosine similarity of the columns of a binary (users, items) matrix,
-    diagonal zero, each row keeping its ``neighbours`` largest entries (ties: lower item code)."""
+    """(n_items, n_items) cosine similarity of the columns of a (users, items) matrix (binary or
+    weighted), diagonal zero, each row keeping its ``neighbours`` largest entries (ties: lower item
+    code)."""
     x = user_items.astype(np.float32).tocsc()
-    counts = np.asarray(x.sum(axis=0)).ravel()
+    counts = np.asarray(x.multiply(x).sum(axis=0)).ravel()  # squared column norms
     inv = np.divide(1.0, np.sqrt(counts), out=np.zeros_like(counts), where=counts > 0).astype(
         np.float32
     )

@@ -2,7 +2,8 @@
 
 crossrec eval --catalog C --events E --out DIR [--split time|holdout] [--test-days 14]
               [--holdout-share 0.2] [--users 3000] [--seed 0] [--k 10,100] [--bootstrap 1000]
-              [--methods popularity,cooccurrence,content,als,crossrec] [--artifact PATH] [--no-text]
+              [--methods popularity,cooccurrence,content,als,ease,itemknn,crossrec]
+              [--head-share 0.01] [--artifact PATH] [--no-text]
               [--cross-share S | --crossrec-shares 1.0,0.5,none] [--engine-config F.toml]
               [--target host:port] [--ranker [--ranker-users N] [--ranker-decisions D] | --model M]
               [--json F] [--png F]
@@ -110,6 +111,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="co-occurrence neighbours kept per item (default 200)",
     )
     p.add_argument(
+        "--head-share",
+        type=float,
+        default=0.01,
+        help="tail view: share of items, most popular first, left out of lists and positives "
+        "(default 0.01; 0 = no tail view)",
+    )
+    p.add_argument(
         "--artifact",
         type=Path,
         help=(
@@ -178,6 +186,7 @@ def config_from_args(args: argparse.Namespace):
         text=not args.no_text,
         bootstrap=args.bootstrap,
         neighbours=args.neighbours,
+        head_share=args.head_share,
         progress=not args.no_progress,
         model=args.model,
         train_ranker=args.ranker,

@@ -42,12 +42,14 @@ def _interval(m: dict) -> str:
 
 def method_table(result: dict) -> str:
     """One row per method: Recall@10 and cross-category Recall@10 with 95% intervals, NDCG@10,
-    HitRate@10, Recall at the largest other K (100 by default), coverage@10, diversity@10,
-    seconds."""
+    HitRate@10, Recall at the largest other K (100 by default), the tail view's Recall@10 (with
+    its interval) and NDCG@10 when the result has one, coverage@10, diversity@10, seconds."""
     cutoffs = result["settings"]["cutoffs"]
     wide = max((k for k in cutoffs if k != HEADLINE), default=None)
     header = ["method", "Recall@10 [95% CI]", "cross-cat R@10 [95% CI]", "NDCG@10", "HitRate@10"]
     header += [f"Recall@{wide}"] if wide else []
+    tail = any(r.get("tail") for r in result["methods"].values())
+    header += ["tail R@10 [95% CI]", "tail NDCG@10"] if tail else []
     header += ["coverage@10", "diversity@10", "seconds"]
     rows = []
     for name, r in result["methods"].items():
@@ -60,6 +62,9 @@ def method_table(result: dict) -> str:
             f"{m10['hit_rate']['mean']:.3f}",
         ]
         row += [f"{r['metrics'][f'@{wide}']['recall']['mean']:.3f}"] if wide else []
+        if tail:
+            t10 = (r.get("tail") or {}).get(f"@{HEADLINE}")
+            row += [_interval(t10["recall"]), f"{t10['ndcg']['mean']:.3f}"] if t10 else ["-", "-"]
         row += [f"{m10['coverage']:.4f}", f"{m10['diversity']['mean']:.2f}", f"{r['seconds']:.1f}"]
         rows.append(row)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]

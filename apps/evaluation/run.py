@@ -15,6 +15,7 @@ from pathlib import Path
 from apps.evaluation.baselines import ALS, BASELINES, ContentKNN, CoOccurrence, Method, Popularity
 from apps.evaluation.dataset import build_eval_set
 from apps.evaluation.index import PreparedIndex, prepare_index, write_train_events
+from apps.evaluation.itemitem import EASE, STRONG_BASELINES, TunedItemKNN
 from apps.evaluation.methods import (
     ENGINE_DEFAULT,
     Crossrec,
@@ -25,6 +26,7 @@ from apps.evaluation.methods import (
 )
 from apps.evaluation.metrics import evaluate_lists, mean_list_length
 from apps.evaluation.split import SplitConfig, split_events
+from apps.evaluation.tail import head_items, tail_metrics
 from indexer.artifact import resolve_version
 from indexer.catalog import read_catalog
 from indexer.errors import DataValidationError
@@ -32,7 +34,7 @@ from indexer.events import read_events, unknown_item_problems
 
 log = logging.getLogger(__name__)
 
-METHODS = (*BASELINES, "crossrec")
+METHODS = (*BASELINES, *STRONG_BASELINES, "crossrec")
 #: The headline cut-off; always evaluated whatever ``ks`` says.
 HEADLINE_K = 10
 
@@ -47,7 +49,9 @@ class EvalConfig:
     (default: build one from the training split into ``out/index``; ``text=False`` skips the text
     model). ``target``: evaluate a running
     engine at ``host:port`` instead of an in-process one. ``bootstrap``: resamples per interval.
-    ``neighbours``: co-occurrence neighbours kept per item.
+    ``neighbours``: co-occurrence neighbours kept per item. ``head_share``: the share of items,
+    most popular first, that the tail view leaves out (0: no tail view; see
+    :mod:`apps.evaluation.tail`).
     """
 
     catalog: Path
@@ -63,6 +67,7 @@ class EvalConfig:
     text: bool = True
     bootstrap: int = 1_000
     neighbours: int = 200
+    head_share: float = 0.01
     progress: bool = True
     #: Also evaluate crossrec with a ranker model: ``model`` (one trained for ``artifact``), or with
     #: ``train_ranker`` one trained here on the training split (``crossrec train`` into
@@ -77,6 +82,8 @@ class EvalConfig:
             raise ValueError(f"unknown methods {sorted(unknown)}; choose from {', '.join(METHODS)}")
         if not self.ks or min(self.ks) < 1:
             raise ValueError(f"cut-offs must be >= 1, got {self.ks}")
+        if not 0.0 <= self.head_share < 1.0:
+            raise ValueError(f"head_share must be in [0, 1), got {self.head_share}")
 
     @property
     def cutoffs(self) -> tuple[int, ...]:
@@ -98,6 +105,7 @@ def evaluate(config: EvalConfig) -> dict:
     index = _index(config, split.train)
     data = build_eval_set(split, catalog)
     k_max = max(config.cutoffs)
+    head = head_items(data, config.head_share)
 
     session: Session | None = None
     ranked: EngineSession | None = None
@@ -144,9 +152,16 @@ def evaluate(config: EvalConfig) -> dict:
                 )
             results[method.name] = {
                 "metrics": metrics,
+                "tail": tail_metrics(
+                    lists[k_max], data, head, config.cutoffs, config.bootstrap, config.split.seed
+                )
+                if head.any()
+                else None,
                 "seconds": round(seconds, 3),
                 "mean_list_length": round(mean_list_length(lists[k_max]), 3),
             }
+            if getattr(method, "chosen", None):
+                results[method.name]["chosen"] = method.chosen
     finally:
         for s in (session, ranked):
             if s is not None:
@@ -166,6 +181,7 @@ def evaluate(config: EvalConfig) -> dict:
             "built": index.built,
             "build_seconds": round(index.seconds, 1),
         },
+        "head": {"share": config.head_share, "items": int(head.sum())},
         "methods": results,
         "ranker": training,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
@@ -214,6 +230,8 @@ def _methods(
         "cooccurrence": [CoOccurrence(config.neighbours, progress=p)],
         "content": [ContentKNN(str(index.path), progress=p)] if index is not None else [],
         "als": [ALS(seed=config.split.seed, progress=p)],
+        "ease": [EASE(seed=config.split.seed, progress=p)],
+        "itemknn": [TunedItemKNN(seed=config.split.seed, progress=p)],
         "crossrec": [Crossrec(session, share, p) for share in config.crossrec_shares]
         if session is not None
         else [],

@@ -1,0 +1,71 @@
+"""The tail view of ``crossrec eval`` and the tuned baselines' weighting, on a tiny shop whose
+answers are worked out by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from test_eval_baselines import _eval_set
+
+from apps.evaluation.itemitem import bm25_weights
+from apps.evaluation.tail import head_items, tail_metrics, without_head
+
+ITEMS = [f"i{n}" for n in range(10)]
+
+
+def _shop():
+    """Training users per item: i0 5, i1 4, i2 2, i3 1, others 0. Tested: t1 (positives i0, i5),
+    t2 (positive i0 only: nothing beyond the head), t3 (positives i6, i7)."""
+    train = [(f"u{n}", "i0", "view", 2.0) for n in range(4)]
+    train += [(f"u{n}", "i1", "view", 2.0) for n in range(4)]
+    train += [("u0", "i2", "view", 2.0), ("u1", "i2", "view", 2.0), ("u2", "i3", "view", 2.0)]
+    train += [("t1", "i9", "view", 1.0), ("t2", "i9", "view", 1.0), ("t3", "i0", "view", 1.0)]
+    test = [("t1", "i0"), ("t1", "i5"), ("t2", "i0"), ("t3", "i6"), ("t3", "i7")]
+    return _eval_set(ITEMS, train, test)
+
+
+def test_the_head_is_the_share_of_items_with_most_training_users():
+    data = _shop()
+    assert np.flatnonzero(head_items(data, 0.1)).tolist() == [0]  # ceil(0.1 x 10) = 1: i0 (5)
+    assert np.flatnonzero(head_items(data, 0.2)).tolist() == [0, 1]
+    # items nobody touched are never head, however large the share
+    assert np.flatnonzero(head_items(data, 0.9)).tolist() == [0, 1, 2, 3, 9]
+    assert not head_items(data, 0.0).any()
+
+
+def test_the_tail_view_drops_head_items_from_lists_and_positives_and_users_left_with_none():
+    data = _shop()
+    head = head_items(data, 0.1)  # i0
+    order = [data.split.test_users.index(u) for u in ("t1", "t2", "t3")]
+    lists = np.full((3, 3), -1)
+    lists[order[0]] = [0, 5, 4]  # head first, then the positive i5: rank 1 of the tail list
+    lists[order[1]] = [0, 1, 2]
+    lists[order[2]] = [4, 7, 0]  # i7 at rank 2
+    result = tail_metrics(lists, data, head, (1, 2), resamples=0, seed=0)
+    assert result["users"] == 2  # t2's only positive was head
+    # t1: tail list [i5, i4], 1 of 1 positive at rank 1; t3: [i4, i7], 1 of 2 at rank 2
+    assert result["@1"]["recall"]["mean"] == pytest.approx((1.0 + 0.0) / 2)
+    assert result["@2"]["recall"]["mean"] == pytest.approx((1.0 + 0.5) / 2)
+    ndcg_t3 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
+    assert result["@2"]["ndcg"]["mean"] == pytest.approx((1.0 + ndcg_t3) / 2)
+
+
+def test_without_head_keeps_every_other_entry():
+    m = sp.csr_matrix(np.array([[1, 1, 0], [0, 1, 1]], dtype=bool))
+    assert without_head(m, np.array([False, True, False])).toarray().tolist() == [
+        [True, False, False],
+        [False, False, True],
+    ]
+
+
+def test_bm25_weights_discount_popular_items_and_long_histories():
+    # 3 users; item 0 taken by all, item 1 by one. lengths 2, 1, 1 (mean 4/3).
+    x = sp.csr_matrix(np.array([[1, 1], [1, 0], [1, 0]], dtype=np.float32))
+    w = bm25_weights(x, k1=1.2, b=0.75).toarray()
+    idf0, idf1 = np.log1p(3 / 3), np.log1p(3 / 1)
+    norm_long, norm_short = 1 - 0.75 + 0.75 * 2 / (4 / 3), 1 - 0.75 + 0.75 * 1 / (4 / 3)
+    assert w[0, 0] == pytest.approx(idf0 * 2.2 / (1 + 1.2 * norm_long))
+    assert w[0, 1] == pytest.approx(idf1 * 2.2 / (1 + 1.2 * norm_long))
+    assert w[1, 0] == pytest.approx(idf0 * 2.2 / (1 + 1.2 * norm_short))
+    assert w[2, 1] == 0.0
