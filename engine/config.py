@@ -170,6 +170,7 @@ class EngineConfig:
     blend_neighbours: float = _BLEND["neighbours"]
     blend_popular: float = _BLEND["popular"]
     blend_search: float = _BLEND["search"]
+    blend_ease: float = _BLEND["ease"]
 
     def impression_log_path(self) -> Path:
         return (
@@ -205,6 +206,7 @@ class EngineConfig:
                 ("neighbours", self.blend_neighbours),
                 ("popular", self.blend_popular),
                 ("search", self.blend_search),
+                ("ease", self.blend_ease),
             ),
         )
 

@@ -9,8 +9,11 @@ scores 1 and no source's units dominate) and the blend is the weighted sum::
 
     blend = sum_s weight_s * score_s / max(score_s)
 
-Its default weights were chosen with ``crossrec eval`` (BENCHMARKS.md, "Item-level quality"). The
-blend is also a feature of the model ranker.
+The maximum is each source's best score among *everything it proposed* for the request, before any
+filter: a filter removes items but never rescales the ones that pass, so it cannot change how they
+rank against each other (excluding the best-sellers must not let the rest of the popular source
+swamp the neighbours). Its default weights were chosen with ``crossrec eval`` (BENCHMARKS.md,
+"Item-level quality"). The blend is also a feature of the model ranker.
 
 :class:`ModelRanker` scores with a trained model (:class:`ranker.model.RankerModel`): calibrated
 probabilities per objective (click, cart, purchase), blended by the request's objective weights or
@@ -68,14 +71,15 @@ class BlendRanker:
             )
         self.weights = dict(weights)
 
-    def blend(self, candidates: Candidates) -> np.ndarray:
-        """(n,) the blended score of each candidate."""
+    def blend(self, candidates: Candidates, tops: dict[str, float] | None = None) -> np.ndarray:
+        """(n,) the blended score of each candidate. ``tops``: each source's largest score before
+        filtering (default: the largest among ``candidates``)."""
         out = np.zeros(len(candidates))
         for source, weight in self.weights.items():
             if not weight:
                 continue
             values = candidates.score(source).astype(np.float64)
-            top = values.max(initial=0.0)
+            top = values.max(initial=0.0) if tops is None else tops.get(source, 0.0)
             if top > 0:
                 out += weight * values / top
         return out

@@ -36,6 +36,9 @@ from engine.sources import (
 from engine.targets import CategoryModel
 from indexer.artifact import IndexVersion
 
+#: The learned item-item source's default blend weight (see BENCHMARKS.md, "Learned item-item").
+EASE_BLEND = 1.0
+
 
 @dataclass(frozen=True)
 class RecommenderSettings:
@@ -55,7 +58,12 @@ class RecommenderSettings:
     search_touched: bool = False
     max_category_share: float = 0.7
     max_brand_share: float = 0.7
-    blend: tuple[tuple[str, float], ...] = (("neighbours", 0.2), ("popular", 1.0), ("search", 0.02))
+    blend: tuple[tuple[str, float], ...] = (
+        ("neighbours", 0.2),
+        ("popular", 1.0),
+        ("search", 0.02),
+        ("ease", EASE_BLEND),
+    )
 
 
 @dataclass
@@ -98,6 +106,8 @@ class Gathered:
     #: What the sources saw (profile, affinity over the targets, targets, k): benchmarks rerun
     #: one source alone on exactly this.
     context: Context | None = None
+    #: Each source's best score before filtering: the blend's scale (engine/ranking.py).
+    tops: dict[str, float] = field(default_factory=dict)
 
 
 class Recommender:
@@ -116,6 +126,9 @@ class Recommender:
         self.items = ItemTable.from_version(version)
         self.categories = CategoryModel(version, self.items.categories, settings.smoothing)
         self.neighbours = NeighbourSource(version, settings.neighbour_seeds, settings.source_limit)
+        self.ease = NeighbourSource(
+            version, settings.neighbour_seeds, settings.source_limit, name="ease"
+        )
         self.popular = PopularSource(
             self.items,
             settings.popular_per_category,
@@ -134,7 +147,12 @@ class Recommender:
         )
         #: Every source answers the same request context; a new source joins here (and in
         #: ``engine.features.SOURCES``, which gives it its score and rank columns).
-        self.sources: tuple[CandidateSource, ...] = (self.popular, self.neighbours, self.search)
+        self.sources: tuple[CandidateSource, ...] = (
+            self.popular,
+            self.neighbours,
+            self.search,
+            self.ease,
+        )
         self.vectors = np.asarray(version.vectors)
         self.blend = BlendRanker(dict(settings.blend))
         self.ranker: Ranker = ranker or self.blend
@@ -193,6 +211,8 @@ class Recommender:
             if self.settings.exclude_seen
             else np.fromiter(profile.purchased_rows, np.int64)
         )
+        # Each source's best score before any filter: the blend's scale (engine/ranking.py).
+        tops = {r.name: float(r.scores.max()) for r in results if len(r.scores)}
         candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
         short = shortfall(plan, self.items.category_code[candidates.rows])
         if short.any():  # filters left a group short: walk its categories' items by popularity
@@ -201,7 +221,7 @@ class Recommender:
         check_deadline(deadline, "features")
         user = UserView.of(profile, self.items, weights, transition, affinity, now_us)
         features = candidate_features(
-            candidates, self.items, user, self.vectors, self.blend.blend(candidates)
+            candidates, self.items, user, self.vectors, self.blend.blend(candidates, tops)
         )
         clock.lap("features")
         return Gathered(
@@ -215,6 +235,7 @@ class Recommender:
             clock.laps,
             tuple(s for r in results for s in r.late),
             context,
+            tops,
         )
 
     def recommend(
@@ -227,10 +248,23 @@ class Recommender:
         """The top ``query.k`` for ``profile`` at time ``now_us`` (µs since the epoch; default:
         now); ``deadline`` as for :meth:`gather`."""
         g = self.gather(profile, query, now_us, deadline)
+        return self.finish(profile, g, query, deadline)
+
+    def finish(
+        self,
+        profile: Profile,
+        g: Gathered,
+        query: Query,
+        deadline: float | None = None,
+        ranker: Ranker | None = None,
+    ) -> Result:
+        """Rank, diversify and allocate what :meth:`gather` found for ``profile`` (``ranker``:
+        default the recommender's own; tuning passes others over the same gathered candidates)."""
         check_deadline(deadline, "ranking")
         clock = _Clock()
         candidates = g.candidates
-        scores = self.ranker.rank(g.features, self.items.price[candidates.rows], query)
+        ranker = self.ranker if ranker is None else ranker
+        scores = ranker.rank(g.features, self.items.price[candidates.rows], query)
         order = np.lexsort((candidates.rows, -scores))
         s = self.settings
         order = diversify(
@@ -249,7 +283,7 @@ class Recommender:
             if not g.fallback
             else np.full(len(chosen), -1, np.int64)
         )
-        objective_scores = self.ranker.objectives(g.features[chosen])
+        objective_scores = ranker.objectives(g.features[chosen])
         clock.lap("allocate")
         return Result(
             rows=picked.rows,

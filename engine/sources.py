@@ -6,6 +6,9 @@ Each source: what it proposes; score; why.
 ``neighbours``: co-engagement neighbours of the user's items (same and other categories);
     ``sum_i w_i sim(i, j)`` over the user's items ``i`` (weights: action x recency); items people
     actually take together, the strongest item-level signal where behaviour exists.
+``ease``: learned item-item neighbours of the same items (:mod:`indexer.ease`), scored the same
+    way with EASE's weights; a regression on all the other items discounts what co-occurs with
+    everything, so it reaches beyond the best-sellers where the cosine neighbours stay near them.
 ``popular``: the most popular items of the categories with the highest affinity;
     ``affinity(category) x item's share of its category's popularity``; where-to-look
     (categories) times what-people-take (items), covers users whose items have few neighbours.
@@ -75,12 +78,18 @@ def _top(
 
 
 class NeighbourSource:
-    """Behaviour neighbours of the user's heaviest ``max_seeds`` items (weights normalised to 1)."""
+    """Item-item neighbours of the user's heaviest ``max_seeds`` items (weights normalised to 1):
+    the version's co-engagement ``neighbours`` table, or its learned ``ease`` table."""
 
-    name = "neighbours"
-
-    def __init__(self, version: IndexVersion, max_seeds: int = 50, limit: int = 300) -> None:
-        self.neighbours = getattr(version, "neighbours", None)
+    def __init__(
+        self,
+        version: IndexVersion,
+        max_seeds: int = 50,
+        limit: int = 300,
+        name: str = "neighbours",
+    ) -> None:
+        self.name = name
+        self.neighbours = getattr(version, name, None)
         self.max_seeds = max_seeds
         self.limit = limit
 

@@ -11,6 +11,8 @@ Layout of a version folder (one per build, never modified after it appears)::
     adaptation.npz          the learnt projection (present when events were given)
     neighbours.npz          item -> co-engagement neighbours, CSR-like (present when events were
                             given)
+    ease.npz                item -> learned (EASE) item-item neighbours, the same layout (present
+                            when events were given and enough items have 2+ users)
     shards/s0000.faiss ...  one faiss index per shard (ids are item rows)
 
 A root folder holds versions side by side plus ``LATEST``, a one-line pointer to the newest. A build
@@ -83,6 +85,8 @@ class IndexVersion:
     shards: dict[str, object]
     projection: np.ndarray | None = None
     neighbours: ItemNeighbours | None = None  # None for a build without events
+    #: Learned (EASE) item-item neighbours; None without events or with the stage off.
+    ease: ItemNeighbours | None = None
     shard_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -224,9 +228,11 @@ def open_index(
     projection = None
     if "adaptation" in manifest["files"]:
         projection = np.load(path / manifest["files"]["adaptation"]["file"])["projection"]
-    neighbours = None
-    if "neighbours" in manifest["files"]:
-        neighbours = ItemNeighbours.load(path / manifest["files"]["neighbours"]["file"], n)
+    item_item = {
+        name: ItemNeighbours.load(path / manifest["files"][name]["file"], n)
+        for name in ("neighbours", "ease")
+        if name in manifest["files"]
+    }
     return IndexVersion(
         path=path,
         manifest=manifest,
@@ -236,5 +242,6 @@ def open_index(
         categories=pl.read_parquet(path / manifest["files"]["categories"]["file"]),
         shards=loaded,
         projection=projection,
-        neighbours=neighbours,
+        neighbours=item_item.get("neighbours"),
+        ease=item_item.get("ease"),
     )

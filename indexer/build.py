@@ -25,10 +25,16 @@ import polars as pl
 from indexer.adapt import AdaptConfig, train_adaptation
 from indexer.artifact import VersionWriter, remove_abandoned_builds
 from indexer.catalog import read_catalog
+from indexer.ease import EaseConfig, build_ease_neighbours
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.fusion import Fusion, FusionPart
-from indexer.neighbours import ItemNeighbours, NeighbourConfig, build_neighbours
+from indexer.neighbours import (
+    ItemNeighbours,
+    NeighbourConfig,
+    build_neighbours,
+    engagement_matrix,
+)
 from indexer.parts import content_parts
 from indexer.ray_build import RayOptions, RayRunner, ray_session
 from indexer.shards import ShardPolicy, build_shard, plan_shards
@@ -46,7 +52,8 @@ class BuildConfig:
     ``text_model`` defaults to the packaged all-MiniLM-L6-v2; ``text=False`` skips the text
     encoder (for catalogues that bring ``vectors``). ``vectors`` is a Parquet of (item_id, vector);
     ``vector_column`` a catalogue column of float lists. ``image_model`` turns on image encoding of
-    the ``image`` column. ``neighbours`` sets the co-engagement neighbours (``top_n = 0``: none).
+    the ``image`` column. ``neighbours`` sets the co-engagement neighbours, ``ease`` the learned
+    item-item neighbours (:mod:`indexer.ease`; ``top_n = 0`` turns either off).
     ``reuse_content``: an index version of the same catalogue whose fused content vectors are
     reused instead of encoding again (the encoder settings above are then ignored; its encoders
     and fusion are recorded): a point-in-time rebuild with older events (the ranker's replay
@@ -66,6 +73,7 @@ class BuildConfig:
     precomputed_weight: float = 1.0
     adapt: AdaptConfig = AdaptConfig()
     neighbours: NeighbourConfig = NeighbourConfig()
+    ease: EaseConfig = EaseConfig()
     policy: ShardPolicy = ShardPolicy()
     seed: int = 0
     version: str | None = None
@@ -139,7 +147,8 @@ def _build(
     else:
         content, fusion, encoders, timings = _encode(config, catalog, catalog_path, stage, ray)
 
-    adaptation = neighbours = neighbour_report = None
+    adaptation = neighbour_report = ease_report = None
+    item_item: dict[str, ItemNeighbours] = {}
     with stage("behaviour"):
         if events is not None:
             # Sessionised once into integer codes; every behaviour stage below reads this frame.
@@ -151,12 +160,21 @@ def _build(
         transitions, categories, popularity = stats.transitions, stats.categories, stats.items
     if sessions is not None and config.neighbours.top_n > 0:
         with stage("neighbours"):
-            neighbours, neighbour_report = build_neighbours(
+            item_item["neighbours"], neighbour_report = build_neighbours(
                 sessions,
                 category_codes(catalog)[1].to_numpy(),
                 config.neighbours,
                 progress=config.progress,
             )
+    if sessions is not None and config.ease.top_n > 0:
+        with stage("ease"):
+            # Who took what, once per (user, item): EASE models co-occurrence, not intensity.
+            taken = engagement_matrix(sessions, catalog.height, config.neighbours)
+            taken.data[:] = 1.0
+            ease, ease_report = build_ease_neighbours(taken, config.ease)
+            del taken
+            if ease is not None:
+                item_item["ease"] = ease
     if sessions is not None:
         with stage("adapt"):
             adaptation = train_adaptation(
@@ -195,7 +213,7 @@ def _build(
                 categories,
                 built,
                 adaptation,
-                neighbours,
+                item_item,
             )
             manifest.update(
                 {
@@ -216,6 +234,7 @@ def _build(
                         "report": adaptation.report,
                     },
                     "neighbours": neighbour_report,
+                    "ease": ease_report,
                     "shard_policy": asdict(config.policy),
                     "sources": {
                         "catalog": str(catalog_path),
@@ -305,7 +324,7 @@ def _write(
     categories,
     built,
     adaptation,
-    neighbours: ItemNeighbours | None,
+    item_item: dict[str, ItemNeighbours],
 ) -> dict:
     import faiss
 
@@ -349,11 +368,9 @@ def _write(
     if adaptation is not None:
         np.savez(writer.path("adaptation.npz"), projection=adaptation.projection)
         files["adaptation"] = writer.entry("adaptation.npz")
-    if neighbours is not None:
-        neighbours.save(writer.path("neighbours.npz"))
-        files["neighbours"] = writer.entry(
-            "neighbours.npz", items=neighbours.n_items, links=len(neighbours.rows)
-        )
+    for name, table in item_item.items():  # "neighbours", "ease"
+        table.save(writer.path(f"{name}.npz"))
+        files[name] = writer.entry(f"{name}.npz", items=table.n_items, links=len(table.rows))
     return {"files": files, "shards": shard_entries, "category_shards": category_shards}
 
 

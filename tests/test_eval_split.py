@@ -132,3 +132,29 @@ def test_holdout_split_is_deterministic_and_holds_out_a_share_of_each_users_item
 def test_split_config_refuses_nonsense(bad):
     with pytest.raises(ValueError):
         SplitConfig(**bad)
+
+
+def test_auto_takes_the_time_split_when_the_clock_is_usable_and_says_why():
+    split = split_events(EVENTS, CATALOG, SplitConfig(test_days=4))  # auto is the default
+    assert split.config.method == "time" and "13 days" in split.config.why
+    assert split.summary()["why"] == split.config.why
+
+
+def test_auto_takes_the_holdout_split_without_a_usable_clock():
+    events = _events([(u, i, a, 0.0) for u, i, a, _ in EVENTS.iter_rows()])  # one timestamp
+    split = split_events(events, CATALOG, SplitConfig(seed=1))
+    assert split.config.method == "holdout" and "under 7 days" in split.config.why
+
+
+def test_choose_split_thresholds():
+    from apps.evaluation.split import choose_split
+
+    week = _events([("u", "i1", "view", d) for d in (0, 1, 2, 3, 7)])  # 7 days, all distinct
+    assert choose_split(week)[0] == "time"
+    short = _events([("u", "i1", "view", d) for d in (0, 1, 2, 3, 6.9)])
+    assert choose_split(short)[0] == "holdout"
+    # 2 distinct stamps in 10 events (20%) are enough; 2 in 11 (18%) are not
+    assert choose_split(_events([("u", "i1", "view", d) for d in [0] * 5 + [7] * 5]))[0] == "time"
+    assert (
+        choose_split(_events([("u", "i1", "view", d) for d in [0] * 6 + [7] * 5]))[0] == "holdout"
+    )

@@ -88,10 +88,22 @@ def test_cross_category_request_ranks_popular_and_search_candidates(recommender)
 def test_cross_share_keeps_slots_for_the_touched_category(recommender):
     profile = profile_of(recommender.items, recommender.version, ("t0", "purchase"))
     r = recommender.recommend(profile, Query(k=4, cross_share=0.5))
-    # Ranking: p0 1.075, t1 .680, k0 .580, p1 .211, t2 .193, ...; 2 cross slots (p0, k0) and 2 for
-    # Tents (t1, t2; t0 was bought): p1 ranks above t2 but its side is full.
+    # Each source's scores are divided by its best proposal before the filter drops the bought t0.
+    g = recommender.gather(profile, Query(k=4, cross_share=0.5))
+    popular, search = (
+        recommender.popular.generate(g.context),
+        recommender.search.generate(g.context),
+    )
+    # t0 (bought, filtered out) is both sources' best: popular .6 (Tents 1.0 x .6), search 1.0
+    assert popular.rows[0] == search.rows[0] == 0 and 0 not in g.candidates.rows
+    assert (popular.scores[0], search.scores[0]) == pytest.approx((0.6, 1.0))
+    # Ranking: p0, t1, k0, p1, t2, ...; 2 cross slots (p0, k0) and 2 for Tents (t1, t2; t0 was
+    # bought): p1 ranks above t2 but its side is full.
     assert r.rows.tolist() == [3, 1, 5, 2]
-    assert r.scores == pytest.approx([1.075, 0.3 / 0.5175 + 0.1, 0.3 / 0.5175, 0.1 / 0.5175])
+    assert r.scores == pytest.approx(
+        [0.5175 / 0.6 + 0.1 * 0.6, 0.3 / 0.6 + 0.1 * 0.8, 0.3 / 0.6, 0.1 / 0.6],
+        rel=1e-5,
+    )
     assert r.targets == [TENTS, PANS, KNIVES, TOOLS]
 
 
@@ -386,3 +398,26 @@ def test_work_stops_at_the_next_stage_once_the_deadline_has_passed(recommender):
         assert len(calls) == 1
     finally:
         recommender.sources = (recommender.popular, recommender.neighbours, recommender.search)
+
+
+@pytest.mark.parametrize(
+    "narrowed",
+    [
+        {"exclude_items": frozenset({"p0", "t1"})},  # the two best go
+        {"in_stock_only": True},
+        {"max_price": 25.0},
+        {"brands": frozenset({"zeta"})},
+    ],
+    ids=["exclude-best", "in-stock", "max-price", "brand"],
+)
+def test_a_filter_never_changes_the_order_of_the_items_that_pass_it(recommender, narrowed):
+    profile = profile_of(recommender.items, recommender.version, ("t0", "purchase"))
+    full = recommender.recommend(profile, Query(k=9, cross_share=None))
+    kept = recommender.recommend(profile, Query(k=9, cross_share=None, **narrowed))
+    ids = recommender.items.item_ids
+    passing = set(ids[kept.rows].tolist())
+    assert len(passing) >= 2
+    assert [i for i in ids[full.rows].tolist() if i in passing] == ids[kept.rows].tolist()
+    # and with the same scores: nothing was rescaled
+    same = np.isin(full.rows, kept.rows)
+    assert full.scores[same] == pytest.approx(kept.scores)

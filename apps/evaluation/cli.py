@@ -1,6 +1,6 @@
 """The ``crossrec eval`` command: item-level evaluation of crossrec against baselines.
 
-crossrec eval --catalog C --events E --out DIR [--split time|holdout] [--test-days 14]
+crossrec eval --catalog C --events E --out DIR [--split auto|time|holdout] [--test-days 14]
               [--holdout-share 0.2] [--users 3000] [--seed 0] [--k 10,100] [--bootstrap 1000]
               [--methods popularity,cooccurrence,content,als,ease,itemknn,crossrec]
               [--head-share 0.01] [--artifact PATH] [--no-text]
@@ -51,10 +51,17 @@ def register(sub: argparse._SubParsersAction) -> None:
             "(recall, NDCG, cross-category recall)"
         ),
     )
+    p.add_argument("--catalog", type=Path, help="catalogue file (.parquet, .csv, .jsonl)")
+    p.add_argument("--events", type=Path, help="event file (.parquet, .csv, .jsonl)")
     p.add_argument(
-        "--catalog", type=Path, required=True, help="catalogue file (.parquet, .csv, .jsonl)"
+        "--families",
+        type=_names,
+        help="instead of --catalog/--events: generate a synthetic shop of each family "
+        "(default,baskets,itemitem) and evaluate on each, a table per family",
     )
-    p.add_argument("--events", type=Path, required=True, help="event file (.parquet, .csv, .jsonl)")
+    p.add_argument(
+        "--items", type=int, default=20_000, help="--families: items per shop (default 20000)"
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -64,8 +71,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--split",
         choices=SPLITS,
-        default="time",
-        help="time: hold out the last days (default); holdout: a share of each user's items",
+        default="auto",
+        help="time: hold out the last days; holdout: a share of each user's items; auto "
+        "(default): time when the clock is usable (7+ days, 1 in 5 timestamps distinct), "
+        "else holdout",
     )
     p.add_argument(
         "--test-days",
@@ -158,6 +167,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--ranker-users", type=int, help="--ranker: users replayed per decision time (20000)"
     )
     p.add_argument("--ranker-decisions", type=int, help="--ranker: decision times replayed (2)")
+    p.add_argument(
+        "--tune",
+        action="store_true",
+        help="also evaluate crossrec tuned on the training split (crossrec tune into "
+        "OUT/tuned.toml)",
+    )
+    p.add_argument("--tune-users", type=int, help="--tune: validation users (1000)")
     p.add_argument("--json", type=Path, help="write every figure, interval, setting and count here")
     p.add_argument(
         "--png",
@@ -190,6 +206,8 @@ def config_from_args(args: argparse.Namespace):
         progress=not args.no_progress,
         model=args.model,
         train_ranker=args.ranker,
+        tune=args.tune,
+        tune_settings={} if args.tune_users is None else {"users": args.tune_users},
         ranker_train={
             k: v
             for k, v in (("users", args.ranker_users), ("decisions", args.ranker_decisions))
@@ -199,10 +217,43 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from apps.evaluation.report import method_table, split_summary, write_json, write_png
+    from apps.evaluation.report import write_json
+
+    if args.families:
+        return _run_families(args)
+    if args.catalog is None or args.events is None:
+        raise SystemExit("crossrec eval: --catalog and --events are required (or --families)")
     from apps.evaluation.run import evaluate
 
     result = evaluate(config_from_args(args))
+    _show(result, args)
+    if args.json is not None:
+        write_json(result, args.json)
+    return 0
+
+
+def _run_families(args: argparse.Namespace) -> int:
+    from apps.evaluation.families import evaluate_families
+    from apps.evaluation.report import write_json
+    from indexer.datagen.families import FAMILIES
+
+    unknown = set(args.families) - set(FAMILIES)
+    if unknown:
+        raise SystemExit(f"crossrec eval: unknown families {sorted(unknown)}; from {FAMILIES}")
+    args.catalog = args.events = Path("-")  # replaced per family
+    results = evaluate_families(config_from_args(args), args.families, args.items)
+    for family, result in results.items():
+        print(f"\n== family {family} ==")
+        _show(result, args)
+    if args.json is not None:
+        write_json(results, args.json)
+    return 0
+
+
+def _show(result: dict, args: argparse.Namespace) -> None:
+    """The split summary and method table; the PNG (single shop only)."""
+    from apps.evaluation.report import method_table, split_summary, write_png
+
     print(split_summary(result))
     print()
     print(method_table(result))
@@ -214,8 +265,5 @@ def run(args: argparse.Namespace) -> int:
             else ""
         )
     )
-    if args.json is not None:
-        write_json(result, args.json)
-    if args.png is not None:
+    if args.png is not None and not args.families:
         write_png(result, args.png)
-    return 0

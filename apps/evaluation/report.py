@@ -24,6 +24,8 @@ def split_summary(result: dict) -> str:
         f"{s['users_with_cross_category_positive']:,} users have one); "
         f"positives = {'/'.join(s['positive_actions'])} on untouched items"
     )
+    if s.get("why"):
+        how += f", chosen automatically: {s['why']}"
     lines = [
         f"{how}: {s['train_events']:,} training events from {s['train_users']:,} users, "
         f"{s['test_events']:,} test events",

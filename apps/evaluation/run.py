@@ -75,6 +75,10 @@ class EvalConfig:
     model: Path | None = None
     train_ranker: bool = False
     ranker_train: dict = field(default_factory=dict)
+    #: Also evaluate crossrec tuned on the training split (``crossrec tune`` into
+    #: ``out/tuned.toml``; ``tune_settings``: its TuneConfig fields, e.g. ``{"users": 500}``).
+    tune: bool = False
+    tune_settings: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = set(self.methods) - set(METHODS)
@@ -109,7 +113,9 @@ def evaluate(config: EvalConfig) -> dict:
 
     session: Session | None = None
     ranked: EngineSession | None = None
+    tuned: EngineSession | None = None
     training: dict | None = None
+    tuning: dict | None = None
     if "crossrec" in config.methods:
         session = (
             RemoteSession(config.target, progress=config.progress)
@@ -124,9 +130,12 @@ def evaluate(config: EvalConfig) -> dict:
             ranked = EngineSession(
                 str(index.path), config.engine_config, config.progress, str(model)
             )
+        if config.tune and index is not None:
+            tuning, tuned_config = _tune(config, index, split.train)
+            tuned = EngineSession(str(index.path), tuned_config, config.progress)
     results: dict[str, dict] = {}
     try:
-        for method in _methods(config, index, session, ranked):
+        for method in _methods(config, index, session, ranked, tuned):
             if isinstance(method, Crossrec):
                 # Timed on its own: load + ingest, shared by the settings.
                 method.session.start(data)
@@ -163,7 +172,7 @@ def evaluate(config: EvalConfig) -> dict:
             if getattr(method, "chosen", None):
                 results[method.name]["chosen"] = method.chosen
     finally:
-        for s in (session, ranked):
+        for s in (session, ranked, tuned):
             if s is not None:
                 s.close()
     settings = {
@@ -184,6 +193,7 @@ def evaluate(config: EvalConfig) -> dict:
         "head": {"share": config.head_share, "items": int(head.sum())},
         "methods": results,
         "ranker": training,
+        "tuning": tuning,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
@@ -218,11 +228,36 @@ def _train_ranker(config: EvalConfig, index: PreparedIndex, train) -> dict:
     return train_ranker(job)
 
 
+def _tune(config: EvalConfig, index: PreparedIndex, train) -> tuple[dict, Path]:
+    """``crossrec tune`` on the training split only (its own validation split inside it), starting
+    from the evaluated engine configuration; returns the report and the written settings."""
+    from apps.tuning import TuneConfig, tune
+
+    path, _ = write_train_events(train, config.out)
+    settings = {"progress": config.progress, "seed": config.split.seed, **config.tune_settings}
+    out = config.out / "tuned.toml"
+    report = tune(
+        config.catalog, path, index.path, out, TuneConfig(**settings), config.engine_config
+    )
+    summary = {
+        "split": report.split,
+        "chosen": report.chosen,
+        "defaults": report.defaults,
+        "default_score": report.default_score,
+        "best_score": report.best_score,
+        "settings_tried": len(report.tried),
+        "seconds": report.seconds,
+        "config": str(out),
+    }
+    return summary, out
+
+
 def _methods(
     config: EvalConfig,
     index: PreparedIndex | None,
     session: Session | None,
     ranked: Session | None = None,
+    tuned: Session | None = None,
 ) -> list[Method]:
     p = config.progress
     made: dict[str, list[Method]] = {
@@ -240,4 +275,6 @@ def _methods(
         made["crossrec"] += [
             Crossrec(ranked, share, p, "+ ranker") for share in config.crossrec_shares
         ]
+    if tuned is not None:
+        made["crossrec"] += [Crossrec(tuned, share, p, "tuned") for share in config.crossrec_shares]
     return [m for name in config.methods for m in made[name]]

@@ -2,10 +2,12 @@
 
 Each split: its test part; why.
 
-``time`` (default): events in the last ``test_days`` days before the newest event; what serving
+``time``: events in the last ``test_days`` days before the newest event; what serving
     faces: learn from the past, predict the next weeks.
 ``holdout``: a seeded ``holdout_share`` of each user's distinct items (users with >= 2 items), all
     their events; for data whose times mean nothing (shuffled logs, one-day dumps).
+``auto`` (default): ``time`` when the clock is usable, else ``holdout`` (:func:`choose_split`; the
+    summary says which and why).
 
 A user's **positives** are the items they clicked, carted or bought in the test part and never
 touched (any action) in the training part: predicting a re-visit is easy and not what a
@@ -18,7 +20,7 @@ categories the user touched in training.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -30,21 +32,24 @@ log = logging.getLogger(__name__)
 
 #: Actions that show intent; a test item only counts as a positive through one of them.
 INTENT_ACTIONS = ("click", "cart", "purchase")
-SPLITS = ("time", "holdout")
+SPLITS = ("time", "holdout", "auto")
 
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """``method``: ``time`` or ``holdout``. ``test_days``: length of the test period (days, time
-    split; default 14). ``holdout_share``: share of each user's distinct items held out (holdout
-    split; default 0.2, at least one item and never all). ``users``: test users drawn (default
-    3,000; all candidates when fewer). ``seed`` drives the holdout draw and the user draw."""
+    """``method``: ``auto`` (default), ``time`` or ``holdout``. ``test_days``: length of the test
+    period (days, time split; default 14). ``holdout_share``: share of each user's distinct items
+    held out (holdout split; default 0.2, at least one item and never all). ``users``: test users
+    drawn (default 3,000; all candidates when fewer). ``seed`` drives the holdout draw and the
+    user draw."""
 
-    method: str = "time"
+    method: str = "auto"
     test_days: float = 14.0
     holdout_share: float = 0.2
     users: int = 3_000
     seed: int = 0
+    #: Why ``auto`` chose the method it did (set by :func:`split_events`).
+    why: str = ""
 
     def __post_init__(self) -> None:
         if self.method not in SPLITS:
@@ -101,6 +106,10 @@ def split_events(
 
     Deterministic in ``config``. Events on items missing from the catalogue count for splitting but
     cannot be cross-category positives (they have no category); validate the files first."""
+    if config.method == "auto":
+        method, why = choose_split(events)
+        log.info("split auto: %s (%s)", method, why)
+        config = replace(config, method=method, why=why)
     if config.method == "time":
         train, test, cut = time_split(events, config.test_days)
     else:
@@ -127,6 +136,19 @@ def split_events(
         positives.height,
     )
     return Split(config, train, test, cut, positives, chosen, candidates.len(), actions)
+
+
+def choose_split(events: pl.DataFrame) -> tuple[str, str]:
+    """(``time`` or ``holdout``, why). The clock is usable when the events span at least 7 days and
+    at least one event in five has a timestamp of its own (a basket log stamps whole baskets, a
+    dump a day)."""
+    span = events["ts"].max() - events["ts"].min()
+    distinct = events["ts"].n_unique() / max(events.height, 1)
+    if span < timedelta(days=7):
+        return "holdout", f"the events span {span}, under 7 days"
+    if distinct < 0.2:
+        return "holdout", f"only {distinct:.0%} of events have a timestamp of their own"
+    return "time", f"the events span {span.days} days, {distinct:.0%} of timestamps distinct"
 
 
 def time_split(

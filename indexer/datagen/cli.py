@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from indexer.datagen.config import ShopConfig
+from indexer.datagen.families import FAMILIES, family_config
 from indexer.datagen.shop import (
     CATALOG_FILE,
     EVENTS_FILE,
@@ -33,6 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--weeks", type=int, default=ShopConfig.weeks, help="length of the event window")
     p.add_argument("--seed", type=int, default=ShopConfig.seed)
     p.add_argument(
+        "--family",
+        choices=FAMILIES,
+        default="default",
+        help="shop family (default: sessions, clock, popularity skew; baskets: no sessions, no "
+        "clock, flat popularity; itemitem: item partners dominate, categories shuffled)",
+    )
+    p.add_argument(
         "--format",
         choices=sorted(FORMAT_SUFFIX),
         default="parquet",
@@ -47,7 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = ShopConfig(items=args.items, users=args.users, weeks=args.weeks, seed=args.seed)
+    cfg = family_config(
+        args.family, items=args.items, users=args.users, weeks=args.weeks, seed=args.seed
+    )
     make_shop(cfg, args.out, fmt=args.format, validate=not args.no_validate, echo=print)
     return 0
 

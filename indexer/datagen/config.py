@@ -14,6 +14,8 @@ class ShopConfig:
     """
 
     items: int = 5_000
+    #: Which family of shop (indexer/datagen/families.py): ``default``, ``baskets``, ``itemitem``.
+    family: str = "default"
     #: Defaults to ``items // 2``.
     users: int | None = None
     seed: int = 0
@@ -55,6 +57,10 @@ class ShopConfig:
         return self.users if self.users is not None else max(self.items // 2, 1)
 
     def validate(self) -> None:
+        from indexer.datagen.families import FAMILIES
+
+        if self.family not in FAMILIES:
+            raise ValueError(f"family must be one of {FAMILIES}, got {self.family!r}")
         if self.items < 200:
             raise ValueError(
                 "items must be >= 200 (every one of the 64 categories needs a few), "

@@ -18,6 +18,7 @@ from indexer.datagen.behaviour import Users, draw_users, generate_events, user_i
 from indexer.datagen.catalog import SyntheticCatalog, generate_catalog
 from indexer.datagen.complements import ComplementGraph, plant_complements
 from indexer.datagen.config import ShopConfig
+from indexer.datagen.families import with_family
 from indexer.datagen.partners import PartnerPairs, plant_partners
 from indexer.datagen.taxonomy import Leaf, leaves
 
@@ -102,7 +103,8 @@ def generate_shop(cfg: ShopConfig = ShopConfig()) -> Shop:
         cfg.n_users,
         events.height,
     )
-    return Shop(cfg, all_leaves, popularity, catalog, graph, partners, users, events, seconds)
+    shop = Shop(cfg, all_leaves, popularity, catalog, graph, partners, users, events, seconds)
+    return with_family(shop)
 
 
 def write_shop(shop: Shop, out: str | Path, stats: dict | None = None) -> Path:

@@ -268,6 +268,8 @@ def shop_stats(
 ) -> dict:
     """Every figure above for one shop, as a JSON-ready dict; the partner figures only when
     ``partners`` (planted (item_id, partner_id) pairs) are given and events have sessions."""
+    if "session_id" not in events.columns:  # a basket log: each user's events are one basket
+        events = events.with_columns(pl.col("user_id").alias("session_id"))
     categories = sorted(catalog["category"].unique().to_list())
     index = {c: i for i, c in enumerate(categories)}
     edges = [(index[a], index[b]) for a, b in complements]
