@@ -18,6 +18,12 @@ Steps (what each writes under ``OUT``):
    names the serving index version it was trained for (the engine refuses any other pairing), the
    replay index and the decision times.
 
+**Without a usable clock** (``--mode holdout``, or ``auto`` on a log whose clock says nothing: the
+rule of ``crossrec eval --split auto``): a seeded ``holdout_share`` of each user's items is hidden,
+one replay index is built from the visible events only, and each user's candidates (gathered from
+the visible history) are labelled by what they did with the hidden items
+(:func:`engine.replay.replay_holdout`). The report says which mode ran and why.
+
 **From logged impressions** (``--impressions LOG --store STORE``, no replay): the rows are what the
 engine showed with that index version, each item with the feature row it was ranked with and its
 position, labelled by the events that quote the list (:func:`apps.online.exposure_rows`): items
@@ -44,6 +50,7 @@ log = logging.getLogger(__name__)
 ROWS_FILE = "rows.parquet"
 MODELS_DIR = "models"
 REPLAY_DIR = "replay"
+MODES = ("auto", "time", "holdout")
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ class TrainJob:
     engine_config: Path | None = None
     train: dict = field(default_factory=dict)  # TrainConfig fields
     progress: bool = True
+    #: ``time`` (replay at decision times), ``holdout`` (hide part of each user's items; for logs
+    #: without a usable clock) or ``auto`` (time when the clock is usable).
+    mode: str = "auto"
+    holdout_share: float = 0.2
+    seed: int = 0
 
 
 def decision_times(end_us: int, label_days: float, decisions: int, step_days: float) -> list[int]:
@@ -73,69 +85,27 @@ def decision_times(end_us: int, label_days: float, decisions: int, step_days: fl
 
 
 def train_ranker(job: TrainJob) -> dict:
-    """Run the job; returns a report (paths, decision times, split counts, metrics, seconds)."""
-    from apps.evaluation.index import prepare_index, write_train_events
+    """Run the job; returns a report (paths, mode, decision times, split counts, metrics,
+    seconds)."""
     from engine.config import EngineConfig
     from engine.features import FEATURES
-    from engine.recommend import Recommender
-    from engine.replay import ReplayConfig, index_events_until_us, replay
-    from indexer.artifact import open_index, read_manifest
+    from indexer.artifact import read_manifest
     from indexer.events import read_events
     from ranker.config import TrainConfig
     from ranker.rows import read_rows, write_rows
     from ranker.train import train_model
 
     started = time.perf_counter()
-    serving_path, manifest = read_manifest(job.index)
-    config = EngineConfig.load(job.engine_config)
     # The manifest is all that is needed of the serving version here (opening it loads and
     # verifies every shard; the replay builds verify it when they reuse its content vectors).
-    end_us = index_events_until_us(manifest)
-    if end_us is None:
-        raise ValueError(
-            f"index {serving_path} records no event window (built without events, or by an older "
-            "crossrec): rebuild it with events to train a ranker for it"
-        )
-    end_us += 1  # the window's last event is inside it
-    times = decision_times(end_us, job.label_days, job.decisions, job.step_days)
+    serving_path, manifest = read_manifest(job.index)
+    config = EngineConfig.load(job.engine_config)
     events = read_events(job.events)
-    ts = pl.col("ts").dt.epoch("us")
-    parts, replay_versions, index_seconds, replay_seconds = [], [], 0.0, 0.0
-    for t in times:
-        before = events.filter(ts < t)
-        if before.height == 0:
-            raise ValueError(f"no events before the decision time {_iso(t)}")
-        folder = job.out / REPLAY_DIR / _iso(t)[:10]
-        path, digest = write_train_events(before, folder)
-        replay_index = prepare_index(
-            job.catalog, path, digest, folder, progress=job.progress, reuse_content=serving_path
-        )
-        index_seconds += replay_index.seconds
-        replay_versions.append(replay_index.path.name)
-        log.info("replay index %s (events before %s)", replay_index.path.name, _iso(t))
-        recommender = Recommender(open_index(replay_index.path), config.recommender_settings())
-        started_replay = time.perf_counter()
-        parts.append(
-            replay(
-                recommender,
-                config,
-                events.filter(ts < end_us),
-                [t],
-                ReplayConfig(label_days=job.label_days, users=job.users),
-                progress=job.progress,
-                first_id=sum(p["decision_id"].n_unique() for p in parts),
-            )
-        )
-        replay_seconds += time.perf_counter() - started_replay
-    rows = pl.concat(parts)
-    meta = {
-        "index_version": serving_path.name,
-        "replay_index_versions": replay_versions,
-        "decision_times": [_iso(x) for x in times],
-        "label_days": job.label_days,
-        "events": str(job.events),
-        "events_until": _iso(end_us),
-    }
+    mode, why = training_mode(job.mode, events)
+    log.info("train: %s rows (%s)", mode, why)
+    rows_of = _holdout_rows if mode == "holdout" else _time_rows
+    rows, meta, index_seconds, replay_seconds = rows_of(job, events, serving_path, manifest, config)
+    meta = {"mode": mode, "mode_why": why, "index_version": serving_path.name, **meta}
     rows_path = job.out / ROWS_FILE
     write_rows(rows_path, rows, FEATURES, meta)
     report = train_model(
@@ -154,6 +124,105 @@ def train_ranker(job: TrainJob) -> dict:
         "wall_seconds": round(time.perf_counter() - started, 1),
         "job": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(job).items()},
     }
+
+
+def training_mode(asked: str, events: pl.DataFrame) -> tuple[str, str]:
+    """(``time`` or ``holdout``, why): ``asked`` unless it is ``auto``, which takes ``time`` when
+    the clock is usable (:func:`apps.evaluation.split.choose_split`)."""
+    from apps.evaluation.split import choose_split
+
+    if asked not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {asked!r}")
+    if asked != "auto":
+        return asked, "asked for"
+    return choose_split(events)
+
+
+def _replay_index(job: TrainJob, visible: pl.DataFrame, folder: Path, serving_path: Path):
+    """An index version of ``visible`` events only, reusing the serving version's content."""
+    from apps.evaluation.index import prepare_index, write_train_events
+
+    path, digest = write_train_events(visible, folder)
+    return prepare_index(
+        job.catalog, path, digest, folder, progress=job.progress, reuse_content=serving_path
+    )
+
+
+def _time_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: dict, config):
+    """Replay at decision times before the end of the serving index's window (module docstring)."""
+    from engine.recommend import Recommender
+    from engine.replay import ReplayConfig, index_events_until_us, replay
+    from indexer.artifact import open_index
+
+    end_us = index_events_until_us(manifest)
+    if end_us is None:
+        raise ValueError(
+            f"index {serving_path} records no event window (built without events, or by an older "
+            "crossrec): rebuild it with events to train a ranker for it"
+        )
+    end_us += 1  # the window's last event is inside it
+    times = decision_times(end_us, job.label_days, job.decisions, job.step_days)
+    ts = pl.col("ts").dt.epoch("us")
+    parts, replay_versions, index_seconds, replay_seconds = [], [], 0.0, 0.0
+    for t in times:
+        before = events.filter(ts < t)
+        if before.height == 0:
+            raise ValueError(f"no events before the decision time {_iso(t)}")
+        replay_index = _replay_index(job, before, job.out / REPLAY_DIR / _iso(t)[:10], serving_path)
+        index_seconds += replay_index.seconds
+        replay_versions.append(replay_index.path.name)
+        log.info("replay index %s (events before %s)", replay_index.path.name, _iso(t))
+        recommender = Recommender(open_index(replay_index.path), config.recommender_settings())
+        started_replay = time.perf_counter()
+        parts.append(
+            replay(
+                recommender,
+                config,
+                events.filter(ts < end_us),
+                [t],
+                ReplayConfig(label_days=job.label_days, users=job.users),
+                progress=job.progress,
+                first_id=sum(p["decision_id"].n_unique() for p in parts),
+            )
+        )
+        replay_seconds += time.perf_counter() - started_replay
+    meta = {
+        "replay_index_versions": replay_versions,
+        "decision_times": [_iso(x) for x in times],
+        "label_days": job.label_days,
+        "events": str(job.events),
+        "events_until": _iso(end_us),
+    }
+    return pl.concat(parts), meta, index_seconds, replay_seconds
+
+
+def _holdout_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: dict, config):
+    """For logs without a usable clock: hide ``holdout_share`` of each user's items (users with
+    two or more, seeded), build a replay index of the rest, and label each user's candidates by
+    the hidden items (:func:`engine.replay.replay_holdout`)."""
+    from apps.evaluation.split import holdout_split
+    from engine.recommend import Recommender
+    from engine.replay import ReplayConfig, replay_holdout
+    from indexer.artifact import open_index
+
+    visible, hidden, _ = holdout_split(events, job.holdout_share, job.seed)
+    replay_index = _replay_index(job, visible, job.out / REPLAY_DIR / "holdout", serving_path)
+    recommender = Recommender(open_index(replay_index.path), config.recommender_settings())
+    started = time.perf_counter()
+    rows = replay_holdout(
+        recommender,
+        config,
+        visible,
+        hidden,
+        ReplayConfig(users=job.users, seed=job.seed),
+        progress=job.progress,
+    )
+    meta = {
+        "replay_index_versions": [replay_index.path.name],
+        "holdout_share": job.holdout_share,
+        "events": str(job.events),
+    }
+    return rows, meta, replay_index.seconds, time.perf_counter() - started
 
 
 @dataclass(frozen=True)
@@ -226,7 +295,10 @@ def format_report(report: dict) -> str:
     head = [
         f"model {report['model']}",
         f"  for index {report['index_version']}; {source}",
-        f"  decisions at {', '.join(report['decision_times'])} ({report['label_days']} d labels)",
+        f"  decisions at {', '.join(report['decision_times'])} ({report['label_days']} d labels)"
+        if report.get("decision_times")
+        else f"  {report.get('mode', 'holdout')} rows ({report.get('mode_why', '')}): "
+        f"{report.get('holdout_share', 0):.0%} of each user's items hidden",
         f"  {report['decisions']:,} decisions, {report['row_count']:,} rows; replay "
         f"{report['replay_seconds']} s, training {report['train_seconds']} s",
     ]
@@ -261,6 +333,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--decisions", type=int, default=2, help="decision times replayed")
     p.add_argument("--step-days", type=float, default=7.0, help="days between decision times")
     p.add_argument("--users", type=int, default=20_000, help="users sampled per decision time")
+    p.add_argument(
+        "--mode",
+        choices=MODES,
+        default="auto",
+        help="time: replay at decision times; holdout: hide part of each user's items (logs "
+        "without a usable clock); auto (default): time when the clock is usable",
+    )
+    p.add_argument(
+        "--holdout-share", type=float, default=0.2, help="--mode holdout: items hidden per user"
+    )
     p.add_argument("--engine-config", type=Path, help="TOML of engine settings (retrieval)")
     p.add_argument("--heads", choices=("chained", "independent"), default="chained")
     p.add_argument("--json", type=Path, help="write the report here")
@@ -301,6 +383,8 @@ def run(args: argparse.Namespace) -> int:
         args.engine_config,
         {"heads": args.heads, "progress": not args.quiet},
         not args.quiet,
+        mode=args.mode,
+        holdout_share=args.holdout_share,
     )
     return _finish(args, lambda: train_ranker(job))
 

@@ -95,7 +95,12 @@ def replay(
     frame = _event_frame(events)
     parts, next_id = [], first_id
     for t in sorted(decision_times_us):
-        part = _decision_rows(recommender, config, frame, t, replay_config, next_id, progress)
+        end = t + int(replay_config.label_days * US_PER_DAY)
+        before = frame.filter(pl.col("ts_us") < t)
+        window = frame.filter((pl.col("ts_us") >= t) & (pl.col("ts_us") < end))
+        part = _decision_rows(
+            recommender, config, before, window, t, replay_config, next_id, progress
+        )
         next_id += part["decision_id"].n_unique() if part.height else 0
         parts.append(part)
     rows = pl.concat(parts) if parts else _empty()
@@ -123,18 +128,55 @@ def _event_frame(events: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def replay_holdout(
+    recommender: Recommender,
+    config: EngineConfig,
+    visible: pl.DataFrame,
+    hidden: pl.DataFrame,
+    replay_config: ReplayConfig = ReplayConfig(),
+    progress: bool = False,
+    first_id: int = 0,
+) -> pl.DataFrame:
+    """Training rows for a log without a usable clock: one decision per user who has both
+    ``visible`` and ``hidden`` events (a per-user holdout of their items), the profile from the
+    visible events, the candidates labelled by what the user did with the hidden items. The
+    decision time is just after the newest visible event, so every visible event counts and the
+    profile's decay is the same for all.
+
+    No hidden event may reach a row: the index version must be built from ``visible`` alone
+    (``crossrec train --mode holdout`` does); a version whose recorded window ends after the
+    newest visible event is refused. Same row format as :func:`replay`."""
+    frame_visible, frame_hidden = _event_frame(visible), _event_frame(hidden)
+    if frame_visible.height == 0:
+        raise ReplayError("no visible events to build profiles from")
+    t = int(frame_visible["ts_us"].max()) + 1
+    known_until = index_events_until_us(recommender.version.manifest)
+    if known_until is not None and known_until >= t:
+        raise ReplayError(
+            f"index version {recommender.version.version} holds events up to "
+            f"{_iso(known_until)}, after the newest visible event: build it from the visible "
+            "events only"
+        )
+    rows = _decision_rows(
+        recommender, config, frame_visible, frame_hidden, t, replay_config, first_id, progress
+    )
+    if rows.height == 0:
+        raise ReplayError("no user has both visible and hidden events with candidates")
+    return rows
+
+
 def _decision_rows(
     recommender: Recommender,
     config: EngineConfig,
-    events: pl.DataFrame,
+    before: pl.DataFrame,
+    window: pl.DataFrame,
     t: int,
     replay_config: ReplayConfig,
     first_id: int,
     progress: bool,
 ) -> pl.DataFrame:
-    end = t + int(replay_config.label_days * US_PER_DAY)
-    before = events.filter(pl.col("ts_us") < t)
-    window = events.filter((pl.col("ts_us") >= t) & (pl.col("ts_us") < end))
+    """One decision per user in both ``before`` (their history) and ``window`` (their labels) at
+    time ``t``."""
     users = sorted(set(before["user_id"].unique()) & set(window["user_id"].unique()))
     if len(users) > replay_config.users:
         rng = np.random.default_rng([replay_config.seed, t % (2**32)])

@@ -135,8 +135,12 @@ def train_adaptation(
     a, b, t = cooccurrence_pairs(sessions, config.window)
     if len(a) == 0:
         raise ValueError("events hold no cross-category co-engagement pairs to learn from")
-    cut = np.quantile(t, 1 - config.holdout) if config.holdout > 0 else np.inf
-    train = t < cut
+    if config.holdout > 0 and t.min() < t.max():
+        train = t < np.quantile(t, 1 - config.holdout)
+    elif config.holdout > 0:  # no clock (one timestamp for all): hold out a random share instead
+        train = np.random.default_rng([config.seed, 1]).random(len(t)) >= config.holdout
+    else:
+        train = np.ones(len(t), dtype=bool)
     rng = np.random.default_rng(config.seed)
     train_idx = np.flatnonzero(train)
     if len(train_idx) > config.max_pairs:
@@ -151,16 +155,18 @@ def train_adaptation(
     torch.nn.init.zeros_(residual.weight)
     opt_dense = torch.optim.Adam(proj.parameters(), lr=config.lr)
     opt_sparse = torch.optim.SparseAdam(list(residual.parameters()), lr=config.lr)
-    labels = torch.arange(config.batch_size)
+    # Fewer pairs than a batch: one smaller batch per epoch; under two pairs nothing to contrast.
+    batch = min(config.batch_size, len(ta))
+    labels = torch.arange(batch)
     steps, losses = 0, []
-    steps_per_epoch = max(1, len(ta) // config.batch_size)
-    total = min(config.max_steps, config.epochs * steps_per_epoch)
+    steps_per_epoch = max(1, len(ta) // max(batch, 1))
+    total = min(config.max_steps, config.epochs * steps_per_epoch) if batch >= 2 else 0
     bar = _progress(total, progress)
     while steps < total:
         order = rng.permutation(len(ta))
-        for lo in range(0, len(order) - config.batch_size + 1, config.batch_size):
-            ia = torch.from_numpy(ta[order[lo : lo + config.batch_size]])
-            ib = torch.from_numpy(tb[order[lo : lo + config.batch_size]])
+        for lo in range(0, len(order) - batch + 1, batch):
+            ia = torch.from_numpy(ta[order[lo : lo + batch]])
+            ib = torch.from_numpy(tb[order[lo : lo + batch]])
             ea = F.normalize(proj(c[ia]) + residual(ia), dim=1)
             eb = F.normalize(proj(c[ib]) + residual(ib), dim=1)
             logits = ea @ eb.T / config.temperature
@@ -205,8 +211,12 @@ def train_adaptation(
         "heldout_pairs": int(len(held_a)),
         "items_with_behaviour": int(len(np.unique(np.concatenate([ta, tb])))),
         "steps": steps,
-        "loss_first": round(float(np.mean(losses[: max(1, len(losses) // 20)])), 4),
-        "loss_last": round(float(np.mean(losses[-max(1, len(losses) // 20) :])), 4),
+        "loss_first": round(float(np.mean(losses[: max(1, len(losses) // 20)])), 4)
+        if losses
+        else None,
+        "loss_last": round(float(np.mean(losses[-max(1, len(losses) // 20) :])), 4)
+        if losses
+        else None,
         "heldout_category_hit_at_10": {
             "content": round(
                 category_hit_rate(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from indexer.adapt import AdaptConfig
 from indexer.catalog import read_catalog
+from indexer.ease import EaseConfig
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.neighbours import NeighbourConfig
@@ -110,6 +111,19 @@ def register_index(sub: argparse._SubParsersAction) -> None:
         help=f"co-engagement neighbours kept per item (default {NeighbourConfig.top_n}; 0: none)",
     )
     b.add_argument(
+        "--ease-items",
+        type=int,
+        default=EaseConfig.max_items,
+        metavar="N",
+        help="learned (EASE) item-item neighbours over the N items with most users (default "
+        f"{EaseConfig.max_items}; memory ~ 8 N^2 bytes; 0: none)",
+    )
+    b.add_argument(
+        "--ease-lambda",
+        type=float,
+        help="EASE ridge strength (default: chosen on a validation split of the events)",
+    )
+    b.add_argument(
         "--json", type=Path, help="also write the build report (manifest + stage times) here"
     )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -161,6 +175,11 @@ def run_build(args: argparse.Namespace) -> int:
         vector_column=args.vector_column,
         adapt=AdaptConfig(epochs=args.adapt_epochs),
         neighbours=NeighbourConfig(top_n=args.neighbours),
+        ease=EaseConfig(
+            lambda_=args.ease_lambda,
+            max_items=max(args.ease_items, 1),
+            top_n=EaseConfig.top_n if args.ease_items > 0 else 0,
+        ),
         policy=ShardPolicy(
             exact_max=args.exact_max,
             hnsw_max=args.hnsw_max,
@@ -299,6 +318,12 @@ def summarise(manifest: dict, stages: dict) -> list[str]:
             "with co-engagement neighbours "
             f"({neighbours['mean_neighbours_per_item_with_neighbours']:.1f} each on average), "
             f"{neighbours['other_category_share']:.0%} in another category"
+        )
+    ease = manifest.get("ease")
+    if ease and ease.get("lambda") is not None:
+        lines.append(
+            f"learned item-item (EASE): {ease['items']:,} items, lambda {ease['lambda']:g}, "
+            f"{ease['links']:,} neighbour links"
         )
     for name, t in manifest.get("encode_timing", {}).items():
         lines.append(

@@ -92,8 +92,11 @@ def fit_ease(x: sp.csr_matrix, lambda_: float, items: np.ndarray) -> EaseModel:
     float64 to ~1e-5 relative on count matrices)."""
     from scipy.linalg import lapack
 
-    sub = x[:, items].astype(np.float32)
-    gram = np.asarray((sub.T @ sub).todense(), dtype=np.float32)
+    sub = x[:, items].astype(np.float32).tocsc()
+    subt = sub.T.tocsr()
+    gram = np.empty((len(items), len(items)), np.float32)
+    for lo in range(0, len(items), 2_048):  # column blocks: the sparse product stays small
+        gram[:, lo : lo + 2_048] = (subt @ sub[:, lo : lo + 2_048]).toarray()
     gram[np.diag_indices_from(gram)] += lambda_
     factor, info = lapack.spotrf(gram, lower=1, overwrite_a=1)
     if info != 0:
@@ -112,43 +115,54 @@ def choose_lambda(
 ) -> tuple[float, dict[str, float]]:
     """The ``config.lambdas`` value with the best Recall@10 on a validation split of ``x`` itself
     (:func:`indexer.holdout.holdout`; ties: the smaller lambda). Returns (lambda, {lambda:
-    recall}); with too few users for a split, the middle of the grid and an empty table."""
-    split = holdout(x, seed=seed)
+    recall}); with too few users for a split, the middle of the grid and an empty table.
+
+    The split is made among the model's items only (what EASE can recommend at all), so the
+    scores are (users, model items) blocks whatever the catalogue size."""
+    items = model_items(x, config)
+    split = holdout(x[:, items], seed=seed)
     if split is None:
         return sorted(config.lambdas)[len(config.lambdas) // 2], {}
-    items = model_items(split.train, config)
+    every = np.arange(len(items))
     table: dict[str, float] = {}
     for lam in config.lambdas:
-        model = fit_ease(split.train, lam, items)
-        table[f"{lam:g}"] = split.recall_at(lambda rows, m=model: m.scores(rows, x.shape[1]))
+        model = fit_ease(split.train, lam, every)
+        table[f"{lam:g}"] = split.recall_at(lambda rows, m=model: m.scores(rows, len(every)))
     best = max(config.lambdas, key=lambda lam: (table[f"{lam:g}"], -lam))
     return best, table
 
 
-def ease_neighbours(model: EaseModel, n_items: int, top_n: int) -> ItemNeighbours:
+def ease_neighbours(
+    model: EaseModel, n_items: int, top_n: int, block: int = 1_024
+) -> ItemNeighbours:
     """Each model item's ``top_n`` largest positive weights to other items, best first (ties:
     lower row), as :class:`ItemNeighbours` over all ``n_items`` catalogue rows (items outside the
-    model have none)."""
+    model have none). Rows are cut ``block`` at a time (bounded memory at any model size)."""
     b = model.weights
     m = len(model.items)
     k = min(top_n, max(m - 1, 0))
-    if k == 0:
-        return ItemNeighbours(
-            np.zeros(n_items + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32)
-        )
-    part = np.argpartition(-b, k - 1, axis=1)[:, :k]
-    source = np.repeat(np.arange(m, dtype=np.int64), k)
-    target = part.ravel().astype(np.int64)
-    score = b[source, target]
-    keep = score > 0
-    source, target, score = source[keep], target[keep], score[keep].astype(np.float32)
-    order = best_first_order(source, score, target, m, m)
-    source, target, score = source[order], target[order], score[order]
     counts = np.zeros(n_items, np.int64)
-    counts[model.items] = np.bincount(source, minlength=m)
+    targets: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    for lo in range(0, m if k else 0, block):
+        rows = b[lo : lo + block]
+        part = np.argpartition(-rows, k - 1, axis=1)[:, :k]
+        source = np.repeat(np.arange(len(rows), dtype=np.int64), k)
+        target = part.ravel().astype(np.int64)
+        score = rows[source, target]
+        keep = score > 0
+        source, target, score = source[keep], target[keep], score[keep].astype(np.float32)
+        order = best_first_order(source, score, target, len(rows), m)
+        counts[model.items[lo : lo + len(rows)]] = np.bincount(source, minlength=len(rows))
+        targets.append(model.items[target[order]].astype(np.int32))
+        scores.append(score[order])
     indptr = np.zeros(n_items + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
-    return ItemNeighbours(indptr, model.items[target].astype(np.int32), score)
+    return ItemNeighbours(
+        indptr,
+        np.concatenate(targets) if targets else np.zeros(0, np.int32),
+        np.concatenate(scores) if scores else np.zeros(0, np.float32),
+    )
 
 
 def build_ease_neighbours(

@@ -125,3 +125,13 @@ def test_validation_recall_counts_hidden_items_in_the_top_k_of_what_the_user_has
         )
         == 0.0
     )
+
+
+def test_neighbours_cut_in_blocks_equal_neighbours_cut_at_once():
+    x = sp.random(300, 40, density=0.1, format="csr", random_state=5)
+    x.data[:] = 1.0
+    model = fit_ease(x, 5.0, np.arange(3, 40))
+    whole, pieces = ease_neighbours(model, 45, 7), ease_neighbours(model, 45, 7, block=4)
+    assert whole.indptr.tolist() == pieces.indptr.tolist()
+    assert whole.rows.tolist() == pieces.rows.tolist()
+    assert whole.scores.tolist() == pieces.scores.tolist()

@@ -198,3 +198,56 @@ def test_replay_settings_and_the_exact_boundary_of_a_leak(tiny_version):
     knows_t = Recommender(dataclasses.replace(tiny_version, manifest=manifest), settings())
     with pytest.raises(ReplayError):  # an event at the decision time is a label, not history
         replay(knows_t, CONFIG, frame(EVENTS), [T])
+
+
+#: A basket log: every event at one time, so no decision time can split it. u1 took t0 (bought)
+#: and p0; hidden from u1: k0 (clicked), g0 (carted), g1 (viewed). u2 took t1; hidden: p1 bought.
+#: u3 has hidden events only; u4 visible only.
+STAMP = T - DAY
+VISIBLE = [
+    ("u1", "t0", "purchase", STAMP),
+    ("u1", "p0", "view", STAMP),
+    ("u2", "t1", "view", STAMP),
+    ("u4", "k1", "view", STAMP),
+]
+HIDDEN = [
+    ("u1", "k0", "click", STAMP),
+    ("u1", "g0", "cart", STAMP),
+    ("u1", "g1", "view", STAMP),
+    ("u2", "p1", "purchase", STAMP),
+    ("u3", "k1", "click", STAMP),
+]
+
+
+def test_holdout_rows_label_the_hidden_items_of_users_with_both_parts(recommender):
+    from engine.replay import replay_holdout
+
+    rows = replay_holdout(recommender, CONFIG, frame(VISIBLE), frame(HIDDEN))
+    # one decision per user with visible and hidden events (u1, u2), just after the newest event
+    assert rows["decision_id"].unique().sort().to_list() == [0, 1]
+    assert rows["decision_ts_us"].unique().to_list() == [STAMP + 1]
+    u1 = rows.filter(pl.col("decision_id") == 0)
+    labels = {
+        i: (c, k, p) for i, c, k, p in u1.select("item_id", "click", "cart", "purchase").rows()
+    }
+    assert labels["k0"] == (1, 0, 0) and labels["g0"] == (1, 1, 0)
+    assert labels.get("g1", (0, 0, 0)) == (0, 0, 0)  # a view is no label
+    assert {"t0", "p0"}.isdisjoint(labels)  # visible items are history, never candidates
+    u2 = rows.filter(pl.col("decision_id") == 1)
+    assert dict(zip(u2["item_id"], u2["purchase"])).get("p1") == 1
+    # the features are those of a request at the decision time from the visible events alone
+    again = replay_holdout(recommender, CONFIG, frame(VISIBLE), frame(HIDDEN[:1]))
+    u1_again = again.filter(pl.col("decision_id") == 0)
+    assert u1_again.select(FEATURES).equals(u1.select(FEATURES))
+
+
+def test_holdout_rows_refuse_an_index_that_saw_past_the_visible_events(tiny_version):
+    from engine.replay import replay_holdout
+
+    last = datetime.fromtimestamp((STAMP + DAY) / 1e6, UTC).isoformat()
+    manifest = {**tiny_version.manifest, "sources": {"events_window": {"last": last}}}
+    leaky = Recommender(dataclasses.replace(tiny_version, manifest=manifest), settings())
+    with pytest.raises(ReplayError, match="visible events only"):
+        replay_holdout(leaky, CONFIG, frame(VISIBLE), frame(HIDDEN))
+    with pytest.raises(ReplayError, match="no visible events"):
+        replay_holdout(leaky, CONFIG, frame(VISIBLE)[:0], frame(HIDDEN))

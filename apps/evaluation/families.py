@@ -3,8 +3,9 @@ per family, so that a default is judged on shops it was not tuned on
 (:mod:`indexer.datagen.families`).
 
 Each family's shop is generated into ``OUT/<family>/shop`` (same size and seed), then evaluated
-into ``OUT/<family>`` with the given settings and the split chosen per family (``auto``: a basket
-log without a clock gets the holdout split). The result maps family -> the usual result dict.
+into ``OUT/<family>`` (its result in ``OUT/<family>/eval.json`` as soon as it is done) with the
+given settings and the split chosen per family (``auto``: a basket log without a clock gets the
+holdout split). The result maps family -> the usual result dict.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ def shop_for(family: str, items: int, seed: int, out: Path) -> Path:
 def evaluate_families(config, families: tuple[str, ...], items: int) -> dict[str, dict]:
     """:func:`apps.evaluation.run.evaluate` of ``config`` on each family's shop (``config``'s
     catalogue and events are replaced per family, its output goes to ``out/<family>``)."""
+    from apps.evaluation.report import write_json
     from apps.evaluation.run import evaluate
 
     results = {}
@@ -53,4 +55,5 @@ def evaluate_families(config, families: tuple[str, ...], items: int) -> dict[str
                 out=config.out / family,
             )
         )
+        write_json(results[family], config.out / family / "eval.json")  # each as it finishes
     return results
