@@ -141,8 +141,10 @@ class BackgroundServer:
 
     def __enter__(self) -> BackgroundServer:
         self._thread.start()
+        # A guard against a hang, not a speed target: deploying Ray Serve shard groups on a busy
+        # machine took over two minutes.
         started = asyncio.run_coroutine_threadsafe(start(self.config), self.loop).result(
-            timeout=120
+            timeout=600
         )
         self.server, self.port, self.engine, self.metrics = started
         return self

@@ -308,6 +308,9 @@ def ray_cluster():
     ray = pytest.importorskip("ray")
     from ray import serve
 
+    # Ray runs its workers at niceness 15: beside any busy process (another test run, a build)
+    # they got ~1% of a core and Serve deployments timed out. Tests want them on equal terms.
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(num_cpus=os.cpu_count() or 2, include_dashboard=False, log_to_driver=False)
     serve.start(proxy_location="Disabled")
     yield ray

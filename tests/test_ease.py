@@ -3,6 +3,8 @@ matrices small enough to solve by hand."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -103,11 +105,15 @@ def test_holdout_hides_one_in_five_of_each_chosen_users_items_and_at_least_one()
     assert len(split.users) == 25  # only users with 3+ items
     lengths = np.diff(x.indptr)
     for u, hidden in zip(split.users, split.hidden):
-        assert len(hidden) == max(1, lengths[u] // 5)
+        assert len(hidden) == max(1, lengths[u] // 5) == len(set(hidden.tolist()))
         visible = set(split.train[u].indices.tolist())
         assert visible.isdisjoint(hidden.tolist()) and len(visible) + len(hidden) == lengths[u]
     assert split.train[25:].nnz == x[25:].nnz  # users not chosen keep everything
     assert holdout(x[:19], seed=1) is None  # fewer than 20 users qualify
+    again = holdout(x, users=100, seed=1)
+    assert [h.tolist() for h in again.hidden] == [h.tolist() for h in split.hidden]
+    other = holdout(x, users=100, seed=2)
+    assert [h.tolist() for h in other.hidden] != [h.tolist() for h in split.hidden]
 
 
 def test_validation_recall_counts_hidden_items_in_the_top_k_of_what_the_user_has_not_seen():
@@ -135,3 +141,98 @@ def test_neighbours_cut_in_blocks_equal_neighbours_cut_at_once():
     assert whole.indptr.tolist() == pieces.indptr.tolist()
     assert whole.rows.tolist() == pieces.rows.tolist()
     assert whole.scores.tolist() == pieces.scores.tolist()
+
+
+def test_settings_are_checked_and_the_defaults_pinned():
+    assert EaseConfig() == EaseConfig(
+        lambda_=None, lambdas=(10.0, 50.0, 200.0, 1000.0), max_items=12_000, min_users=2, top_n=100
+    )
+    for bad in (
+        {"lambda_": 0.0},
+        {"lambdas": (10.0, 0.0)},
+        {"lambdas": ()},
+        {"max_items": 0},
+        {"min_users": 0},
+        {"top_n": -1},
+    ):
+        with pytest.raises(ValueError, match="EASE"):
+            EaseConfig(**bad)
+    assert EaseConfig(top_n=0).top_n == 0  # the stage off is allowed
+
+
+def test_a_lambda_that_breaks_positive_definiteness_is_a_clear_error():
+    x = _binary([[0, 1], [0, 1], [0]], 2)
+    with pytest.raises(ValueError, match="not positive definite"):
+        fit_ease(x, -10.0, np.array([0, 1]))
+    assert fit_ease(x, 3.0, np.array([0, 1])).lambda_ == 3.0
+
+
+def test_neighbours_are_exactly_the_top_weights_of_each_row():
+    x = sp.random(500, 60, density=0.1, format="csr", random_state=7)
+    x.data[:] = 1.0
+    model = fit_ease(x, 10.0, np.arange(60))
+    n = ease_neighbours(model, 60, top_n=5)
+    for i in range(60):
+        row = model.weights[i]
+        expected = [j for j in np.argsort(-row, kind="stable")[:5] if row[j] > 0]
+        assert sorted(n.of(i)[0].tolist()) == sorted(expected)
+        assert n.of(i)[1] == pytest.approx(row[n.of(i)[0]])
+
+
+def test_ties_in_validation_go_to_the_smaller_lambda_and_the_middle_of_a_longer_grid():
+    # everyone took the same three items: whatever lambda, the one hidden item is the only one
+    # left to recommend, so every lambda scores 1.0
+    x = _binary([[0, 1, 2]] * 30, 3)
+    lam, table = choose_lambda(x, EaseConfig(lambdas=(5.0, 1.0, 20.0), min_users=1))
+    assert set(table.values()) == {1.0} and lam == 1.0
+    few = _binary([[0, 1, 2]] * 5, 3)
+    assert choose_lambda(few, EaseConfig(lambdas=(1.0, 2.0, 3.0, 4.0)))[0] == 3.0
+
+
+def test_the_build_step_chooses_lambda_on_the_data_when_not_told():
+    rng = np.random.default_rng(1)
+    rows = [sorted(rng.choice(5, 4, replace=False) + 5 * (u % 6)) for u in range(200)]
+    x = _binary([list(map(int, r)) for r in rows], 30)
+    neighbours, report = build_ease_neighbours(x, EaseConfig(lambdas=(1.0, 5.0)))
+    assert set(report) == {
+        "method",
+        "config",
+        "items",
+        "lambda",
+        "validation_recall_at_10",
+        "links",
+        "seconds",
+    }
+    assert report["method"] == "ease" and report["lambda"] in (1.0, 5.0)
+    assert set(report["validation_recall_at_10"]) == {"1", "5"}
+    assert report["links"] == len(neighbours.rows) > 0
+    off = build_ease_neighbours(x, EaseConfig(top_n=0))
+    assert off[0] is None and off[1] == {
+        "method": "ease",
+        "config": dataclasses.asdict(EaseConfig(top_n=0)),
+        "items": 30,
+    }
+
+
+def test_validation_recall_never_counts_visible_items_and_divides_by_what_was_hidden():
+    # 30 items; each user took items 0-9 (2 hidden). The scorer ranks every taken item above the
+    # rest, visible ones highest: visible items must not take the top-k places.
+    x = _binary([list(range(10))] * 25, 30)
+    split = holdout(x, seed=3)
+
+    def taken_first(rows):
+        s = np.zeros((rows.shape[0], 30))
+        s[:, :10] = 1.0
+        s += rows.toarray() * 5.0  # visible items score highest
+        return s
+
+    assert split.recall_at(taken_first, k=2) == 1.0
+    # a scorer that finds exactly one of the two hidden items per user scores 0.5
+
+    def one_of_two(rows):
+        s = np.zeros((rows.shape[0], 30))
+        for r, u in enumerate(split.users[: rows.shape[0]]):
+            s[r, split.hidden[list(split.users).index(u)][0]] = 1.0
+        return s
+
+    assert holdout(x, seed=3).recall_at(one_of_two, k=10) == 0.5

@@ -69,3 +69,17 @@ def test_bm25_weights_discount_popular_items_and_long_histories():
     assert w[0, 1] == pytest.approx(idf1 * 2.2 / (1 + 1.2 * norm_long))
     assert w[1, 0] == pytest.approx(idf0 * 2.2 / (1 + 1.2 * norm_short))
     assert w[2, 1] == 0.0
+
+
+def test_the_head_is_counted_in_distinct_users_not_events_and_not_by_code():
+    # i3: 3 users once each; i1: one user 5 times; i0: nobody. The head of one is i3.
+    train = [(f"u{n}", "i3", "view", 2.0) for n in range(3)]
+    train += [("u9", "i1", "view", float(d)) for d in range(2, 7)]
+    data = _eval_set(ITEMS, train + [("t1", "i2", "view", 1.0)], [("t1", "i5")])
+    assert np.flatnonzero(head_items(data, 0.1)).tolist() == [3]
+
+
+def test_without_head_leaves_its_input_alone():
+    m = sp.csr_matrix(np.array([[1, 1, 0]], dtype=bool))
+    without_head(m, np.array([True, False, False]))
+    assert m.toarray().tolist() == [[True, True, False]]
