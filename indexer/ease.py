@@ -43,7 +43,7 @@ class EaseConfig:
     off)."""
 
     lambda_: float | None = None
-    lambdas: tuple[float, ...] = (10.0, 50.0, 200.0, 1000.0)
+    lambdas: tuple[float, ...] = (2.0, 10.0, 50.0, 200.0, 1000.0, 5000.0)
     max_items: int = 12_000
     min_users: int = 2
     top_n: int = 100

@@ -145,7 +145,11 @@ def test_neighbours_cut_in_blocks_equal_neighbours_cut_at_once():
 
 def test_settings_are_checked_and_the_defaults_pinned():
     assert EaseConfig() == EaseConfig(
-        lambda_=None, lambdas=(10.0, 50.0, 200.0, 1000.0), max_items=12_000, min_users=2, top_n=100
+        lambda_=None,
+        lambdas=(2.0, 10.0, 50.0, 200.0, 1000.0, 5000.0),
+        max_items=12_000,
+        min_users=2,
+        top_n=100,
     )
     for bad in (
         {"lambda_": 0.0},
