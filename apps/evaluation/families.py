@@ -30,9 +30,8 @@ def shop_for(family: str, items: int, seed: int, out: Path) -> Path:
     truth = out / TRUTH_FILE
     if truth.is_file():
         saved = json.loads(truth.read_text())["config"]
-        if saved.get("family", "default") == family and saved["items"] == items:
-            if saved["seed"] == seed:
-                return out
+        if (saved.get("family", "default"), saved["items"], saved["seed"]) == (family, items, seed):
+            return out
     make_shop(cfg, out, validate=False, echo=lambda *a, **k: None)
     return out
 
