@@ -6,7 +6,8 @@ where popularity says little (baskets, flat demand) the same weights bury the it
 under best-sellers. So, per shop:
 
 1. **Split.** Hold out a validation part of the events: a *time* split (the last ``valid_days``)
-   when the clock is usable, else a per-user *holdout* (:func:`choose_split` says which and why;
+   when the clock is usable, else a per-user *holdout*
+   (:func:`apps.evaluation.split.choose_split` says which and why;
    ``--split`` forces one). Positives and users follow ``crossrec eval``'s rules
    (:mod:`apps.evaluation.split`).
 2. **Index.** Build an index version from the fit part only (the content vectors of ``--index``
@@ -35,7 +36,7 @@ import numpy as np
 import polars as pl
 from tqdm.auto import tqdm
 
-from apps.evaluation.metrics import ndcg
+from apps.evaluation.metrics import ndcg, recall
 from apps.evaluation.split import Split, SplitConfig, split_events
 from engine.features import SOURCES
 from engine.query import Query
@@ -109,15 +110,16 @@ def score_setting(
     gives over each user's ``gathered`` (profile, Gathered) pair."""
     blend = BlendRanker(weights)
     query = Query(k=k, cross_share=None)
-    recalls, ndcgs = [], []
-    for (profile, g), wanted in zip(gathered, positives):
+    hits = np.zeros((len(gathered), k), dtype=bool)
+    for u, ((profile, g), wanted) in enumerate(zip(gathered, positives)):
         scores = blend.blend(g.candidates, g.tops)
-        rows = recommender.finish(profile, g, query, ranker=_Scores(scores)).rows
-        hits = np.array([[r in wanted for r in rows[:k]] + [False] * (k - len(rows[:k]))])
-        n = np.array([len(wanted)])
-        recalls.append(hits.sum() / max(len(wanted), 1))
-        ndcgs.append(float(ndcg(hits, n)[0]))
-    return {"recall": round(float(np.mean(recalls)), 5), "ndcg": round(float(np.mean(ndcgs)), 5)}
+        rows = recommender.finish(profile, g, query, ranker=_Scores(scores)).rows[:k]
+        hits[u, : len(rows)] = [r in wanted for r in rows.tolist()]
+    n = np.array([len(w) for w in positives])
+    return {
+        "recall": round(float(recall(hits, n).mean()), 5),
+        "ndcg": round(float(ndcg(hits, n).mean()), 5),
+    }
 
 
 def coordinate_ascent(score, start: dict[str, float], rounds: int, tried: list[dict]) -> dict:
@@ -162,8 +164,8 @@ def tune(
     config: TuneConfig = TuneConfig(),
     engine_config: Path | None = None,
 ) -> TuneReport:
-    """Run the steps of the module docstring; writes ``out`` (TOML) and ``out``'s
-    ``tuning.json``."""
+    """Run the steps of the module docstring; writes ``out`` (TOML) and the report beside it
+    (``out`` with the suffix ``.json``)."""
     from apps.evaluation.index import prepare_index, write_train_events
     from apps.inprocess import engine_with_events
     from engine.config import EngineConfig

@@ -84,3 +84,13 @@ def test_tune_on_the_small_shop_writes_settings_that_score_at_least_the_defaults
     assert dict(EngineConfig.load(out).recommender_settings().blend) == report.chosen
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["chosen"] == report.chosen and len(saved["tried"]) == len(report.tried)
+
+
+def test_the_shipped_blend_weights_are_pinned():
+    # 0.2 / 1 / 0.02 from the default shop; ease 1.0 judged on all three families (BENCHMARKS.md)
+    assert dict(EngineConfig().recommender_settings().blend) == {
+        "neighbours": 0.2,
+        "popular": 1.0,
+        "search": 0.02,
+        "ease": 1.0,
+    }
