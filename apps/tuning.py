@@ -17,9 +17,9 @@ under best-sellers. So, per shop:
    (:meth:`engine.recommend.Recommender.gather`, k = ``k``): the candidate set does not depend on
    the blend weights, only their order does.
 4. **Search.** Coordinate ascent over the blend weights of every source (``neighbours``,
-   ``popular``, ``search``, ``ease``) on a log grid, from the current defaults, ``rounds`` passes
-   or until nothing improves; the objective is Recall@10 on the validation positives (NDCG@10 breaks
-   ties). Every setting tried and its score go to the report.
+   ``popular``, ``search``, ``ease``, ``factors``) on a log grid, from the current defaults,
+   ``rounds`` passes or until nothing improves; the objective is Recall@10 on the validation
+   positives (NDCG@10 breaks ties). Every setting tried and its score go to the report.
 5. **Write.** A TOML of engine settings (``blend_*``) that ``crossrec serve --config`` and
    ``crossrec eval --engine-config`` load, and the report (same name, ``.json``) beside it.
 """

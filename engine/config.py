@@ -171,6 +171,7 @@ class EngineConfig:
     blend_popular: float = _BLEND["popular"]
     blend_search: float = _BLEND["search"]
     blend_ease: float = _BLEND["ease"]
+    blend_factors: float = _BLEND["factors"]
 
     def impression_log_path(self) -> Path:
         return (
@@ -207,6 +208,7 @@ class EngineConfig:
                 ("popular", self.blend_popular),
                 ("search", self.blend_search),
                 ("ease", self.blend_ease),
+                ("factors", self.blend_factors),
             ),
         )
 

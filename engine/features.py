@@ -9,7 +9,7 @@ missing values):
 =========================== ===================================================================
 ``{source}_score/_rank``    each source's score and 0-based rank (``NOT_RANKED`` when the source
                             did not propose the item), for ``neighbours``, ``popular``,
-                            ``search`` and ``ease``
+                            ``search``, ``ease`` and ``factors``
 ``blend``                   the retrieval-only order's score (:class:`engine.ranking.BlendRanker`)
 ``log_popularity``          log1p of the item's decayed popularity
 ``popularity_share``        its share of its category's popularity
@@ -42,7 +42,7 @@ from engine.candidates import Candidates
 from engine.items import ItemTable
 from engine.profile import Profile
 
-SOURCES = ("neighbours", "popular", "search", "ease")
+SOURCES = ("neighbours", "popular", "search", "ease", "factors")
 FEATURES = (
     *(f"{s}_{kind}" for s in SOURCES for kind in ("score", "rank")),
     "blend",

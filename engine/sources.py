@@ -9,6 +9,9 @@ Each source: what it proposes; score; why.
 ``ease``: learned item-item neighbours of the same items (:mod:`indexer.ease`), scored the same
     way with EASE's weights; a regression on all the other items discounts what co-occurs with
     everything, so it reaches beyond the best-sellers where the cosine neighbours stay near them.
+``factors``: low-rank item-item neighbours of the same items (:mod:`indexer.factors`: ALS item
+    factors folded in), scored the same way; the factors link items that never met in one
+    basket through the tastes they share, where co-occurrence and EASE see only observed pairs.
 ``popular``: the most popular items of the categories with the highest affinity;
     ``affinity(category) x item's share of its category's popularity``; where-to-look
     (categories) times what-people-take (items), covers users whose items have few neighbours.
@@ -79,7 +82,8 @@ def _top(
 
 class NeighbourSource:
     """Item-item neighbours of the user's heaviest ``max_seeds`` items (weights normalised to 1):
-    the version's co-engagement ``neighbours`` table, or its learned ``ease`` table."""
+    the version's co-engagement ``neighbours`` table, or its learned ``ease`` or ``factors``
+    table."""
 
     def __init__(
         self,

@@ -13,6 +13,8 @@ Layout of a version folder (one per build, never modified after it appears)::
                             given)
     ease.npz                item -> learned (EASE) item-item neighbours, the same layout (present
                             when events were given and enough items have 2+ users)
+    factors.npz             item -> low-rank (ALS fold-in) item-item neighbours, the same layout
+                            and condition
     shards/s0000.faiss ...  one faiss index per shard (ids are item rows)
 
 A root folder holds versions side by side plus ``LATEST``, a one-line pointer to the newest. A build
@@ -87,6 +89,8 @@ class IndexVersion:
     neighbours: ItemNeighbours | None = None  # None for a build without events
     #: Learned (EASE) item-item neighbours; None without events or with the stage off.
     ease: ItemNeighbours | None = None
+    #: Low-rank (ALS fold-in) item-item neighbours (:mod:`indexer.factors`); None likewise.
+    factors: ItemNeighbours | None = None
     shard_rows: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -230,7 +234,7 @@ def open_index(
         projection = np.load(path / manifest["files"]["adaptation"]["file"])["projection"]
     item_item = {
         name: ItemNeighbours.load(path / manifest["files"][name]["file"], n)
-        for name in ("neighbours", "ease")
+        for name in ("neighbours", "ease", "factors")
         if name in manifest["files"]
     }
     return IndexVersion(
@@ -244,4 +248,5 @@ def open_index(
         projection=projection,
         neighbours=item_item.get("neighbours"),
         ease=item_item.get("ease"),
+        factors=item_item.get("factors"),
     )

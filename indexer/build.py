@@ -28,6 +28,7 @@ from indexer.catalog import read_catalog
 from indexer.ease import EaseConfig, build_ease_neighbours
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
+from indexer.factors import FactorsConfig, build_factor_neighbours
 from indexer.fusion import Fusion, FusionPart
 from indexer.neighbours import (
     ItemNeighbours,
@@ -52,8 +53,9 @@ class BuildConfig:
     ``text_model`` defaults to the packaged all-MiniLM-L6-v2; ``text=False`` skips the text
     encoder (for catalogues that bring ``vectors``). ``vectors`` is a Parquet of (item_id, vector);
     ``vector_column`` a catalogue column of float lists. ``image_model`` turns on image encoding of
-    the ``image`` column. ``neighbours`` sets the co-engagement neighbours, ``ease`` the learned
-    item-item neighbours (:mod:`indexer.ease`; ``top_n = 0`` turns either off).
+    the ``image`` column. ``neighbours`` sets the co-engagement neighbours, ``ease`` and
+    ``factors`` the learned item-item neighbours (:mod:`indexer.ease`, :mod:`indexer.factors`;
+    ``top_n = 0`` turns any of them off).
     ``reuse_content``: an index version of the same catalogue whose fused content vectors are
     reused instead of encoding again (the encoder settings above are then ignored; its encoders
     and fusion are recorded): a point-in-time rebuild with older events (the ranker's replay
@@ -74,6 +76,7 @@ class BuildConfig:
     adapt: AdaptConfig = AdaptConfig()
     neighbours: NeighbourConfig = NeighbourConfig()
     ease: EaseConfig = EaseConfig()
+    factors: FactorsConfig = FactorsConfig()
     policy: ShardPolicy = ShardPolicy()
     seed: int = 0
     version: str | None = None
@@ -147,7 +150,8 @@ def _build(
     else:
         content, fusion, encoders, timings = _encode(config, catalog, catalog_path, stage, ray)
 
-    adaptation = neighbour_report = ease_report = None
+    adaptation = neighbour_report = None
+    learned_reports: dict[str, dict | None] = {"ease": None, "factors": None}
     item_item: dict[str, ItemNeighbours] = {}
     with stage("behaviour"):
         if events is not None:
@@ -166,15 +170,23 @@ def _build(
                 config.neighbours,
                 progress=config.progress,
             )
-    if sessions is not None and config.ease.top_n > 0:
-        with stage("ease"):
-            # Who took what, once per (user, item): EASE models co-occurrence, not intensity.
-            taken = engagement_matrix(sessions, catalog.height, config.neighbours)
-            taken.data[:] = 1.0
-            ease, ease_report = build_ease_neighbours(taken, config.ease)
-            del taken
-            if ease is not None:
-                item_item["ease"] = ease
+    # The learned item-item models: EASE on who took what (co-occurrence, not intensity), the
+    # factor model on engagement weights (its confidences).
+    learned = (
+        ("ease", config.ease, build_ease_neighbours, True),
+        ("factors", config.factors, build_factor_neighbours, False),
+    )
+    for name, settings, fit, binary in learned:
+        if sessions is None or settings.top_n == 0:
+            continue
+        with stage(name):
+            x = engagement_matrix(sessions, catalog.height, config.neighbours)
+            if binary:
+                x.data[:] = 1.0
+            table, learned_reports[name] = fit(x, settings)
+            del x
+            if table is not None:
+                item_item[name] = table
     if sessions is not None:
         with stage("adapt"):
             adaptation = train_adaptation(
@@ -234,7 +246,7 @@ def _build(
                         "report": adaptation.report,
                     },
                     "neighbours": neighbour_report,
-                    "ease": ease_report,
+                    **learned_reports,
                     "shard_policy": asdict(config.policy),
                     "sources": {
                         "catalog": str(catalog_path),
@@ -368,7 +380,7 @@ def _write(
     if adaptation is not None:
         np.savez(writer.path("adaptation.npz"), projection=adaptation.projection)
         files["adaptation"] = writer.entry("adaptation.npz")
-    for name, table in item_item.items():  # "neighbours", "ease"
+    for name, table in item_item.items():  # "neighbours", "ease", "factors"
         table.save(writer.path(f"{name}.npz"))
         files[name] = writer.entry(f"{name}.npz", items=table.n_items, links=len(table.rows))
     return {"files": files, "shards": shard_entries, "category_shards": category_shards}

@@ -11,6 +11,7 @@ from indexer.catalog import read_catalog
 from indexer.ease import EaseConfig
 from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
+from indexer.factors import FactorsConfig
 from indexer.neighbours import NeighbourConfig
 from indexer.shards import ShardPolicy
 
@@ -124,6 +125,14 @@ def register_index(sub: argparse._SubParsersAction) -> None:
         help="EASE ridge strength (default: chosen on a validation split of the events)",
     )
     b.add_argument(
+        "--factor-items",
+        type=int,
+        default=FactorsConfig.max_items,
+        metavar="N",
+        help="low-rank (ALS fold-in) item-item neighbours over the N items with most users "
+        f"(default {FactorsConfig.max_items}; time ~ N^2; 0: none)",
+    )
+    b.add_argument(
         "--json", type=Path, help="also write the build report (manifest + stage times) here"
     )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -179,6 +188,10 @@ def run_build(args: argparse.Namespace) -> int:
             lambda_=args.ease_lambda,
             max_items=max(args.ease_items, 1),
             top_n=EaseConfig.top_n if args.ease_items > 0 else 0,
+        ),
+        factors=FactorsConfig(
+            max_items=max(args.factor_items, 1),
+            top_n=FactorsConfig.top_n if args.factor_items > 0 else 0,
         ),
         policy=ShardPolicy(
             exact_max=args.exact_max,
@@ -324,6 +337,12 @@ def summarise(manifest: dict, stages: dict) -> list[str]:
         lines.append(
             f"learned item-item (EASE): {ease['items']:,} items, lambda {ease['lambda']:g}, "
             f"{ease['links']:,} neighbour links"
+        )
+    factors = manifest.get("factors")
+    if factors and factors.get("links") is not None:
+        lines.append(
+            f"low-rank item-item (ALS fold-in): {factors['items']:,} items, "
+            f"{factors['config']['factors']} factors, {factors['links']:,} neighbour links"
         )
     for name, t in manifest.get("encode_timing", {}).items():
         lines.append(

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from indexer.holdout import holdout
-from indexer.neighbours import ItemNeighbours, best_first_order
+from indexer.neighbours import ItemNeighbours, top_neighbours
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +74,13 @@ class EaseModel:
         return out
 
 
-def model_items(x: sp.csr_matrix, config: EaseConfig) -> np.ndarray:
-    """Catalogue rows with at least ``min_users`` users, the ``max_items`` with most users (ties:
-    lower row), ascending."""
+def model_items(x: sp.csr_matrix, min_users: int, max_items: int) -> np.ndarray:
+    """Catalogue rows (columns of ``x``, users x items) with at least ``min_users`` users, the
+    ``max_items`` with most users (ties: lower row), ascending."""
     users = np.diff(x.tocsc().indptr)
-    eligible = np.flatnonzero(users >= config.min_users)
-    if len(eligible) > config.max_items:
-        order = np.lexsort((eligible, -users[eligible]))[: config.max_items]
+    eligible = np.flatnonzero(users >= min_users)
+    if len(eligible) > max_items:
+        order = np.lexsort((eligible, -users[eligible]))[:max_items]
         eligible = np.sort(eligible[order])
     return eligible.astype(np.int64)
 
@@ -119,7 +119,7 @@ def choose_lambda(
 
     The split is made among the model's items only (what EASE can recommend at all), so the
     scores are (users, model items) blocks whatever the catalogue size."""
-    items = model_items(x, config)
+    items = model_items(x, config.min_users, config.max_items)
     split = holdout(x[:, items], seed=seed)
     if split is None:
         return sorted(config.lambdas)[len(config.lambdas) // 2], {}
@@ -138,31 +138,7 @@ def ease_neighbours(
     """Each model item's ``top_n`` largest positive weights to other items, best first (ties:
     lower row), as :class:`ItemNeighbours` over all ``n_items`` catalogue rows (items outside the
     model have none). Rows are cut ``block`` at a time (bounded memory at any model size)."""
-    b = model.weights
-    m = len(model.items)
-    k = min(top_n, max(m - 1, 0))
-    counts = np.zeros(n_items, np.int64)
-    targets: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
-    for lo in range(0, m if k else 0, block):
-        rows = b[lo : lo + block]
-        part = np.argpartition(-rows, k - 1, axis=1)[:, :k]
-        source = np.repeat(np.arange(len(rows), dtype=np.int64), k)
-        target = part.ravel().astype(np.int64)
-        score = rows[source, target]
-        keep = score > 0
-        source, target, score = source[keep], target[keep], score[keep].astype(np.float32)
-        order = best_first_order(source, score, target, len(rows), m)
-        counts[model.items[lo : lo + len(rows)]] = np.bincount(source, minlength=len(rows))
-        targets.append(model.items[target[order]].astype(np.int32))
-        scores.append(score[order])
-    indptr = np.zeros(n_items + 1, np.int64)
-    np.cumsum(counts, out=indptr[1:])
-    return ItemNeighbours(
-        indptr,
-        np.concatenate(targets) if targets else np.zeros(0, np.int32),
-        np.concatenate(scores) if scores else np.zeros(0, np.float32),
-    )
+    return top_neighbours(lambda lo, hi: model.weights[lo:hi], model.items, n_items, top_n, block)
 
 
 def build_ease_neighbours(
@@ -172,7 +148,7 @@ def build_ease_neighbours(
     returns (neighbours or None when fewer than two items qualify, the manifest entry)."""
     started = time.perf_counter()
     n_items = x.shape[1]
-    items = model_items(x, config)
+    items = model_items(x, config.min_users, config.max_items)
     if len(items) < 2 or config.top_n == 0:
         return None, {"method": "ease", "config": asdict(config), "items": int(len(items))}
     if config.lambda_ is None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 import logging
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -324,3 +325,41 @@ def _progress(total: int, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc="neighbours", unit="item", unit_scale=True, disable=not enabled)
+
+
+def top_neighbours(
+    rows_of: Callable[[int, int], np.ndarray],
+    items: np.ndarray,
+    n_items: int,
+    top_n: int,
+    block: int = 1_024,
+) -> ItemNeighbours:
+    """The ``top_n`` largest positive entries of each row of an item-item score matrix over the
+    catalogue rows ``items`` (m,), best first (ties: lower row), as :class:`ItemNeighbours` over
+    all ``n_items`` rows (items outside ``items`` have none). ``rows_of(lo, hi)`` returns rows
+    ``lo:hi`` as a dense (hi - lo, m) array whose diagonal entries are <= 0 (no item is its own
+    neighbour); it is called ``block`` rows at a time, so memory stays bounded at any m."""
+    m = len(items)
+    k = min(top_n, max(m - 1, 0))
+    counts = np.zeros(n_items, np.int64)
+    targets: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    for lo in range(0, m if k else 0, block):
+        rows = rows_of(lo, min(lo + block, m))
+        part = np.argpartition(-rows, k - 1, axis=1)[:, :k]
+        source = np.repeat(np.arange(len(rows), dtype=np.int64), k)
+        target = part.ravel().astype(np.int64)
+        score = rows[source, target]
+        keep = score > 0
+        source, target, score = source[keep], target[keep], score[keep].astype(np.float32)
+        order = best_first_order(source, score, target, len(rows), m)
+        counts[items[lo : lo + len(rows)]] = np.bincount(source, minlength=len(rows))
+        targets.append(items[target[order]].astype(np.int32))
+        scores.append(score[order])
+    indptr = np.zeros(n_items + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    return ItemNeighbours(
+        indptr,
+        np.concatenate(targets) if targets else np.zeros(0, np.int32),
+        np.concatenate(scores) if scores else np.zeros(0, np.float32),
+    )

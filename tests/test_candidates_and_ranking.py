@@ -60,12 +60,13 @@ def test_merge_without_interests_leaves_minus_one_and_take_selects_rows():
         SOURCES, [SourceResult("neighbours", np.array([3, 1]), np.array([2.0, 1.0], np.float32))]
     )
     assert c.rows.tolist() == [1, 3] and c.interest.tolist() == [-1, -1]
-    assert c.scores.tolist() == [[1, 0, 0, 0], [2, 0, 0, 0]] and c.ranks[:, 0].tolist() == [1, 0]
+    assert c.scores.tolist() == [[1, 0, 0, 0, 0], [2, 0, 0, 0, 0]]
+    assert c.ranks[:, 0].tolist() == [1, 0]
     t = c.take(np.array([1]))
     assert (
         t.rows.tolist() == [3]
-        and t.scores.tolist() == [[2, 0, 0, 0]]
-        and t.ranks.tolist() == [[0, NOT_RANKED, NOT_RANKED, NOT_RANKED]]
+        and t.scores.tolist() == [[2, 0, 0, 0, 0]]
+        and t.ranks.tolist() == [[0] + [NOT_RANKED] * 4]
     )
     assert t.interest.tolist() == [-1] and t.sources == SOURCES
 
@@ -74,11 +75,11 @@ def test_merge_of_nothing_is_empty_with_one_column_per_source():
     c = merge(SOURCES, [SourceResult.empty("search"), SourceResult.empty("popular")])
     assert (
         len(c) == 0
-        and c.scores.shape == (0, 4)
-        and c.ranks.shape == (0, 4)
+        and c.scores.shape == (0, 5)
+        and c.ranks.shape == (0, 5)
         and c.interest.shape == (0,)
     )
-    assert merge(SOURCES, []).scores.shape == (0, 4)
+    assert merge(SOURCES, []).scores.shape == (0, 5)
 
 
 def test_merge_columns_have_fixed_dtypes_even_when_empty():

@@ -49,9 +49,9 @@ def test_weights_agree_with_a_float64_general_inverse():
 def test_model_items_keeps_items_with_enough_users_most_used_first_then_sorts_them():
     # users per item: 0 -> 1, 1 -> 3, 2 -> 2, 3 -> 3, 4 -> 0
     x = _binary([[0, 1, 3], [1, 2, 3], [1, 2, 3]], 5)
-    assert model_items(x, EaseConfig(min_users=2)).tolist() == [1, 2, 3]
-    assert model_items(x, EaseConfig(min_users=2, max_items=2)).tolist() == [1, 3]
-    assert model_items(x, EaseConfig(min_users=1, max_items=1)).tolist() == [1]  # tie: lower row
+    assert model_items(x, 2, EaseConfig.max_items).tolist() == [1, 2, 3]
+    assert model_items(x, 2, 2).tolist() == [1, 3]
+    assert model_items(x, 1, 1).tolist() == [1]  # tie: lower row
 
 
 def test_neighbours_are_the_positive_weights_best_first_in_catalogue_rows():

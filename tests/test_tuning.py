@@ -51,14 +51,10 @@ def test_the_settings_file_replaces_only_the_blend_lines_and_the_engine_reads_it
     base = tmp_path / "base.toml"
     base.write_text("blend_popular = 9.0\nmax_category_share = 0.5\nmetrics_port = 9999\n")
     out = tmp_path / "tuned.toml"
-    write_settings(out, {"neighbours": 0.3, "popular": 0.01, "search": 0.0, "ease": 1.0}, base)
+    tuned = {"neighbours": 0.3, "popular": 0.01, "search": 0.0, "ease": 1.0, "factors": 3.0}
+    write_settings(out, tuned, base)
     config = EngineConfig.load(out)
-    assert dict(config.recommender_settings().blend) == {
-        "neighbours": 0.3,
-        "popular": 0.01,
-        "search": 0.0,
-        "ease": 1.0,
-    }
+    assert dict(config.recommender_settings().blend) == tuned
     assert config.max_category_share == 0.5 and config.metrics_port == 9999
     assert out.read_text().count("blend_popular") == 1
 
@@ -87,10 +83,12 @@ def test_tune_on_the_small_shop_writes_settings_that_score_at_least_the_defaults
 
 
 def test_the_shipped_blend_weights_are_pinned():
-    # 0.2 / 1 / 0.02 from the default shop; ease 1.0 judged on all three families (BENCHMARKS.md)
+    # 0.2 / 1 / 0.02 from the default shop; ease 1.0 and factors 0.3 judged on all three families
+    # (BENCHMARKS.md)
     assert dict(EngineConfig().recommender_settings().blend) == {
         "neighbours": 0.2,
         "popular": 1.0,
         "search": 0.02,
         "ease": 1.0,
+        "factors": 0.3,
     }

@@ -21,7 +21,6 @@ chunks of test users at once (dense (chunk, n_items) blocks, sparse products) an
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,24 +198,16 @@ class ALS:
 
     def fit(self, data: EvalSet) -> tuple[np.ndarray, np.ndarray]:
         """(user factors (n_train_users, f), item factors (n_items, f))."""
-        from implicit.cpu.als import (
-            AlternatingLeastSquares,  # loads scipy's BLAS: import before limiting
-        )
-        from threadpoolctl import threadpool_limits
+        from indexer.factors import FactorsConfig, fit_als
 
-        confidence = data.user_items("weight")
-        confidence.data = 1.0 + self.alpha * confidence.data
-        # implicit parallelises over users itself; a multi-threaded BLAS underneath only contends.
-        with threadpool_limits(1, "blas"):
-            model = AlternatingLeastSquares(
-                factors=self.factors,
-                regularization=self.regularization,
-                iterations=self.iterations,
-                random_state=self.seed,
-                num_threads=min(os.cpu_count() or 1, 8),
-            )
-            model.fit(confidence, show_progress=self.progress)
-        return np.asarray(model.user_factors), np.asarray(model.item_factors)
+        config = FactorsConfig(
+            factors=self.factors,
+            regularization=self.regularization,
+            iterations=self.iterations,
+            alpha=self.alpha,
+            seed=self.seed,
+        )
+        return fit_als(data.user_items("weight"), config)
 
     def recommend(self, data: EvalSet, k: int) -> np.ndarray:
         users, items = self.fit(data)

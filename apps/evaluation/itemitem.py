@@ -46,7 +46,7 @@ class EASE:
             if self.config.lambda_ is not None
             else choose_lambda(x, self.config, self.seed)
         )
-        model = fit_ease(x, lam, model_items(x, self.config))
+        model = fit_ease(x, lam, model_items(x, self.config.min_users, self.config.max_items))
         self.chosen = {"lambda": lam, "items": len(model.items), "validation_recall_at_10": table}
         log.info("ease: %s", self.chosen)
         profile = x[data.test_rows]
