@@ -40,7 +40,7 @@ def engine_with_events(
         )
         engine = Engine(config, SQLiteEventStore(store))
         try:
-            engine.load(str(artifact), None if model is None else str(model))
+            engine.versions.load(str(artifact), None if model is None else str(model))
             ingest_frame(engine, events, progress)
             yield engine
         finally:

@@ -156,7 +156,7 @@ def _irreducible(engine, users: list[str]) -> dict:
 
 def _log_cost(engine, users: list[str], warmup: int, repeats: int = 3) -> dict:
     """k = 10 with the impression log on and off, alternating per request."""
-    log = engine.impressions
+    log = engine.feedback.impressions
     query = SETTINGS["k=10"]
     for user in users[:warmup]:
         engine.recommend(user, [], query)
@@ -164,11 +164,11 @@ def _log_cost(engine, users: list[str], warmup: int, repeats: int = 3) -> dict:
     for r in range(repeats):
         for i, user in enumerate(users):
             mode = "on" if (i + r) % 2 == 0 else "off"
-            engine.impressions = log if mode == "on" else None
+            engine.feedback.impressions = log if mode == "on" else None
             t = time.perf_counter()
             engine.recommend(user, [], query)
             seconds[mode].append(time.perf_counter() - t)
-    engine.impressions = log
+    engine.feedback.impressions = log
     log.flush()
     out = {
         mode: {

@@ -411,7 +411,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     retrained: list[dict] = []
     try:
-        engine.load_configured()
+        engine.versions.load_configured()
         history = pl.read_parquet(args.shop / EVENTS_FILE)
         print(f"ingesting the shop's {history.height:,} events ...", flush=True)
         ingest_frame(engine, history, progress=True)
@@ -420,8 +420,8 @@ def run(args: argparse.Namespace) -> int:
         def retrain(r: int, _start: int, _end: int) -> None:
             if args.retrain_arm is None or r == config.rounds - 1:
                 return
-            engine.impressions.flush()
-            served = engine.arms[args.retrain_arm]
+            engine.feedback.impressions.flush()
+            served = engine.versions.current()[args.retrain_arm]
             report = train_from_impressions(
                 ImpressionJob(
                     out / "impressions.sqlite",
@@ -432,7 +432,7 @@ def run(args: argparse.Namespace) -> int:
                     {"progress": False},
                 )
             )
-            engine.load(str(served.version.path), report["model"], arm=args.retrain_arm)
+            engine.versions.load(str(served.version.path), report["model"], arm=args.retrain_arm)
             retrained.append(
                 {
                     "after_round": r,
@@ -448,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"round {r}: retrained arm {args.retrain_arm} -> {report['model']}", flush=True)
 
         sent = simulate(engine, truth, config, start_us, after_round=retrain)
-        engine.impressions.flush()
+        engine.feedback.impressions.flush()
     finally:
         engine.close()
     figures = round_figures(out / "impressions.sqlite", store, start_us, config.rounds)

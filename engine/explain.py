@@ -6,6 +6,7 @@ moved its score most (LightGBM's per-feature contributions, largest magnitude fi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -15,8 +16,10 @@ from engine.items import ItemTable
 from engine.profile import Profile
 from engine.query import Query
 from engine.ranking import ModelRanker, Ranker
-from engine.recommend import Result
 from engine.targets import CategoryModel
+
+if TYPE_CHECKING:  # the recommender calls this module: no import back at run time
+    from engine.recommend import Result
 
 #: Feature contributions reported per item.
 TOP_CONTRIBUTIONS = 3

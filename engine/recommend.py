@@ -19,6 +19,8 @@ from engine.allocate import Plan, allocate, plan_slots, shortfall
 from engine.candidates import Candidates, SourceResult, merge
 from engine.diversify import diversify
 from engine.errors import check_deadline
+from engine.explain import Explanation
+from engine.explain import explain as explain_result
 from engine.features import SOURCES, UserView, candidate_features
 from engine.filters import allowed_categories, allowed_rows
 from engine.items import ItemTable
@@ -91,6 +93,8 @@ class Result:
     features: np.ndarray | None = None
     stage_counts: dict[str, int] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    #: Why each item was chosen (``recommend(..., explain=True)``), else None.
+    explanations: list[Explanation] | None = None
 
 
 @dataclass(frozen=True)
@@ -252,11 +256,20 @@ class Recommender:
         query: Query,
         now_us: int | None = None,
         deadline: float | None = None,
+        explain: bool = False,
     ) -> Result:
         """The top ``query.k`` for ``profile`` at time ``now_us`` (µs since the epoch; default:
-        now); ``deadline`` as for :meth:`gather`."""
+        now); ``deadline`` as for :meth:`gather`; ``explain``: also say why each item was chosen
+        (``Result.explanations``)."""
         g = self.gather(profile, query, now_us, deadline)
-        return self.finish(profile, g, query, deadline)
+        result = self.finish(profile, g, query, deadline)
+        if explain:
+            start = time.perf_counter()
+            result.explanations = explain_result(
+                result, profile, self.items, self.categories, self.ranker, query
+            )
+            result.stage_seconds["explain"] = time.perf_counter() - start
+        return result
 
     def finish(
         self,

@@ -41,7 +41,7 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     store = SQLiteEventStore(config.store, int(config.store_max_mb * 1024 * 1024))
     metrics = Metrics()
     engine = Engine(config, store, metrics)
-    engine.load_configured()
+    engine.versions.load_configured()
     if config.metrics_port:
         metrics.serve(config.metrics_port, config.host)
     tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
@@ -79,7 +79,9 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     await server.start()
     tasks = [asyncio.create_task(_every(engine.maintain, config.maintenance_interval_s, True))]
     if config.watch_latest_s > 0:
-        tasks.append(asyncio.create_task(_every(engine.refresh, config.watch_latest_s, False)))
+        tasks.append(
+            asyncio.create_task(_every(engine.versions.refresh, config.watch_latest_s, False))
+        )
     server.background = tasks
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

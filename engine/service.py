@@ -18,7 +18,7 @@ from grpc_status import rpc_status
 
 from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
 from engine import validation
-from engine.core import Engine, Recommendation
+from engine.core import Engine, Recommendation, Route
 from engine.errors import EngineError, InvalidRequest, Overloaded, status_code, to_status
 from engine.metrics import Metrics
 
@@ -113,25 +113,23 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     def _recommend(
         self, request, prefix: str, deadline: float | None = None
     ) -> recommend_pb2.RecommendResponse:
-        arm, served = self.engine.served_for(request.user_id)
+        route = self.engine.route(request.user_id)
         parsed = validation.recommend_request(
-            request, self.config, served.recommender.categories, int(time.time() * 1e6), prefix
+            request,
+            self.config,
+            route.served.recommender.categories,
+            int(time.time() * 1e6),
+            prefix,
         )
-        return self._answer(arm, served, request, parsed, deadline)
+        return self._answer(route, request, parsed, deadline)
 
     def _answer(
-        self, arm, served, request, parsed, deadline: float | None = None
+        self, route: Route, request, parsed, deadline: float | None = None
     ) -> recommend_pb2.RecommendResponse:
         """Run one validated request against the arm and version it was validated with."""
         user_id, recent, query = parsed
         rec = self.engine.recommend(
-            user_id,
-            recent,
-            query,
-            served,
-            explain_items=request.explain,
-            deadline=deadline,
-            arm=arm,
+            user_id, recent, query, route, explain_items=request.explain, deadline=deadline
         )
         t0 = time.perf_counter()
         response = to_response(rec)
@@ -158,14 +156,17 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         now_us = int(time.time() * 1e6)
         parsed, violations = [], []
         for i, r in enumerate(request.requests):
-            arm, served = self.engine.served_for(r.user_id)
+            route = self.engine.route(r.user_id)
             try:
                 parsed.append(
                     (
-                        arm,
-                        served,
+                        route,
                         validation.recommend_request(
-                            r, self.config, served.recommender.categories, now_us, f"requests[{i}]."
+                            r,
+                            self.config,
+                            route.served.recommender.categories,
+                            now_us,
+                            f"requests[{i}].",
                         ),
                     )
                 )
@@ -175,8 +176,8 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             raise InvalidRequest(violations)
         return recommend_pb2.RecommendBatchResponse(
             responses=[
-                self._answer(arm, served, r, p, deadline)
-                for r, (arm, served, p) in zip(request.requests, parsed)
+                self._answer(route, r, p, deadline)
+                for r, (route, p) in zip(request.requests, parsed)
             ]
         )
 
@@ -196,7 +197,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
 
     def _swap(self, request) -> service_pb2.SwapVersionResponse:
         arm, artifact, model = validation.swap_version(request)
-        served, changed = self.engine.swap(arm, artifact, model)
+        served, changed = self.engine.versions.swap(arm, artifact, model)
         return service_pb2.SwapVersionResponse(
             arm=arm,
             index_version=served.version.version,

@@ -184,7 +184,7 @@ NOW_US = 1_700_000_000_000_000 + 3 * 86_400_000_000
 def test_index_and_model_load_as_one_unit_and_answer_with_objective_scores(
     engine, tiny_built, models
 ):
-    served = engine.load(str(tiny_built), str(models["good"]))
+    served = engine.versions.load(str(tiny_built), str(models["good"]))
     assert (served.version.version, served.model_version) == ("v1", "good")
     query = Query(k=4, cross_share=None)
     rec = engine.recommend("", RECENT, query, explain_items=True, now_us=NOW_US)
@@ -209,12 +209,12 @@ def test_index_and_model_load_as_one_unit_and_answer_with_objective_scores(
 def test_a_model_for_another_index_or_features_is_refused_and_the_pair_keeps_serving(
     engine, tiny_built, models
 ):
-    engine.load(str(tiny_built), str(models["good"]))
+    engine.versions.load(str(tiny_built), str(models["good"]))
     with pytest.raises(ModelMismatch, match="trained for index version 'v0', not 'v1'"):
-        engine.load(str(tiny_built), str(models["other"]))
+        engine.versions.load(str(tiny_built), str(models["other"]))
     assert engine.served.model_version == "good"
     with pytest.raises(ModelMismatch, match=r"needs features \['moon_phase'\]"):
-        engine.load(str(tiny_built), str(models["alien"]))
+        engine.versions.load(str(tiny_built), str(models["alien"]))
     assert engine.served.model_version == "good"
     assert engine.recommend("", RECENT, Query(k=2)).model_version == "good"
     # A damaged model file is refused the same way (the model reader's checksum).
@@ -225,7 +225,7 @@ def test_a_model_for_another_index_or_features_is_refused_and_the_pair_keeps_ser
     try:
         head.write_bytes(original.replace(b"Tree=0", b"Tree=9", 1))
         with pytest.raises(RankerError, match="sha256"):
-            engine.load(str(tiny_built), str(models["good"]))
+            engine.versions.load(str(tiny_built), str(models["good"]))
     finally:
         head.write_bytes(original)
     assert engine.served.model_version == "good"
@@ -235,7 +235,7 @@ def test_responses_carry_objective_scores_and_contributions(engine, tiny_built, 
     from crossrec.v1 import recommend_pb2
     from engine.service import to_response
 
-    engine.load(str(tiny_built), str(models["good"]))
+    engine.versions.load(str(tiny_built), str(models["good"]))
     rec = engine.recommend("", RECENT, Query(k=2, cross_share=None), explain_items=True)
     message = to_response(rec)
     first, item = message.items[0], rec.items[0]

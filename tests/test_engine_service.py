@@ -129,7 +129,7 @@ def test_a_version_that_fails_verification_keeps_the_old_one_serving(server, bui
     (broken / "vectors.npy").write_bytes(b"garbage")
     before = server.engine.served
     with pytest.raises(ArtifactError):
-        server.engine.load(str(broken))
+        server.engine.versions.load(str(broken))
     assert server.engine.served is before
 
 

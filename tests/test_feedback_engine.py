@@ -32,7 +32,9 @@ def make_engine(tmp_path, tiny_version, arms=(ARM_A,), **config) -> Engine:
         EngineConfig(store=str(store), pseudonym_key="k", **config), SQLiteEventStore(store)
     )
     for arm in arms:
-        engine.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), arm)
+        engine.versions.swap_in(
+            Served(tiny_version, Recommender(tiny_version, settings()), 0.0), arm
+        )
     return engine
 
 
@@ -66,7 +68,7 @@ def sample(engine: Engine, name: str, **labels) -> float:
 
 def test_each_response_is_logged_with_its_items_scores_and_feature_rows(engine, tmp_path):
     rec = engine.recommend("u1", RECENT, Query(k=3), now_us=NOW)
-    assert engine.impressions.flush()
+    assert engine.feedback.impressions.flush()
     lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
     assert lists == [
         (rec.recommendation_id, engine.user_key("u1"), NOW, "a", "tiny", "retrieval-only")
@@ -95,17 +97,17 @@ def test_a_failing_log_write_loses_impressions_not_requests(engine, monkeypatch)
     def broken(batch):
         raise OSError("disk full")
 
-    monkeypatch.setattr(engine.impressions, "write", broken)
+    monkeypatch.setattr(engine.feedback.impressions, "write", broken)
     for i in range(3):
         assert engine.recommend("u1", RECENT, Query(k=2), now_us=NOW + i).item_ids
-    assert engine.impressions.flush()
-    assert engine.impressions.counts["write_error"] == 3
+    assert engine.feedback.impressions.flush()
+    assert engine.feedback.impressions.counts["write_error"] == 3
     assert sample(engine, "crossrec_impression_log_total", outcome="write_error") == 3
-    assert engine.impressions.counts["written"] == 0
+    assert engine.feedback.impressions.counts["written"] == 0
     monkeypatch.undo()
     engine.recommend("u1", RECENT, Query(k=2), now_us=NOW + 10)
-    assert engine.impressions.flush()
-    assert engine.impressions.counts["written"] == 1
+    assert engine.feedback.impressions.flush()
+    assert engine.feedback.impressions.counts["written"] == 1
 
 
 def test_a_full_queue_drops_and_counts_instead_of_waiting(tmp_path):
@@ -148,13 +150,13 @@ def test_sampling_is_decided_by_the_recommendation_id():
 def test_sample_rate_counts_what_it_leaves_out(tmp_path, tiny_version):
     engine = make_engine(tmp_path, tiny_version, impression_sample_rate=0.5)
     recs = [engine.recommend("u1", RECENT, Query(k=2), now_us=NOW + i) for i in range(40)]
-    assert engine.impressions.flush()
+    assert engine.feedback.impressions.flush()
     logged = {r[0] for r in log_rows(tmp_path / "events.impressions.sqlite")[0]}
     assert logged == {r.recommendation_id for r in recs if sampled(r.recommendation_id, 0.5)}
-    assert engine.impressions.counts["sampled_out"] == 40 - len(logged)
+    assert engine.feedback.impressions.counts["sampled_out"] == 40 - len(logged)
     engine.close()
     off = make_engine(tmp_path / "off", tiny_version, impression_sample_rate=0.0)
-    assert off.impressions is None
+    assert off.feedback.impressions is None
     assert off.recommend("u1", RECENT, Query(k=2), now_us=NOW).item_ids
     off.close()
 
@@ -163,15 +165,17 @@ def test_retention_removes_old_lists_and_delete_user_leaves_no_trace(engine, tmp
     engine.recommend("u1", RECENT, Query(k=2), now_us=NOW - 100 * DAY_US)
     engine.recommend("u1", RECENT, Query(k=2), now_us=NOW)
     engine.recommend("u2", RECENT, Query(k=2), now_us=NOW - DAY_US)
-    assert engine.impressions.flush()
-    assert engine.impressions.compact(NOW) == 1  # 90 days kept by default
+    assert engine.feedback.impressions.flush()
+    assert engine.feedback.impressions.compact(NOW) == 1  # 90 days kept by default
     lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
     assert [r[2] for r in lists] == [NOW - DAY_US, NOW]
     assert len({s[0] for s in shown}) == 2
     key = engine.user_key("u1")
-    assert len(engine.recent_lists) == 2  # the 100-day-old list is past the window (u2's is not)
+    assert (
+        len(engine.feedback.recent_lists) == 2
+    )  # the 100-day-old list is past the window (u2's is not)
     engine.delete_user("u1")
-    assert len(engine.recent_lists) == 1  # nor kept in memory for live attribution
+    assert len(engine.feedback.recent_lists) == 1  # nor kept in memory for live attribution
     lists, shown = log_rows(tmp_path / "events.impressions.sqlite")
     assert [r[1] for r in lists] == [engine.user_key("u2")]
     assert len({s[0] for s in shown}) == 1
@@ -182,41 +186,41 @@ def test_retention_removes_old_lists_and_delete_user_leaves_no_trace(engine, tmp
 def test_arms_are_sticky_balanced_and_redrawn_by_the_salt(tmp_path, tiny_version):
     engine = make_engine(tmp_path, tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3)
     users = [f"user{i}" for i in range(4000)]
-    arms = [engine.served_for(u)[0] for u in users]
+    arms = [engine.route(u).arm for u in users]
     share = arms.count(ARM_B) / len(users)
     assert 0.27 < share < 0.33  # binomial sd 0.007
-    assert [engine.served_for(u)[0] for u in users] == arms
+    assert [engine.route(u).arm for u in users] == arms
     engine.close()
     again = make_engine(tmp_path / "again", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3)
     again._key = engine._key  # same pseudonym key: the same users, the same arms
-    assert [again.served_for(u)[0] for u in users] == arms
+    assert [again.route(u).arm for u in users] == arms
     again.close()
     salted = make_engine(
         tmp_path / "salted", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3, arm_salt="x2"
     )
     salted._key = engine._key
-    moved = sum(a != salted.served_for(u)[0] for u, a in zip(users, arms))
+    moved = sum(a != salted.route(u).arm for u, a in zip(users, arms))
     assert 0.35 < moved / len(users) < 0.49  # independent draws differ 2 x 0.3 x 0.7 = 42%
     salted.close()
 
 
 def test_one_arm_answers_everyone_without_a_split(engine):
-    assert {engine.served_for(f"u{i}")[0] for i in range(200)} == {ARM_A}
-    assert engine.arm_share(ARM_A) == 1.0
+    assert {engine.route(f"u{i}").arm for i in range(200)} == {ARM_A}
+    assert engine.versions.share(ARM_A) == 1.0
 
 
 def test_a_response_names_its_arm_and_the_arms_versions(tmp_path, tiny_version):
     engine = make_engine(tmp_path, tiny_version, arms=(ARM_A,))
     other = Recommender(tiny_version, settings())
     other.ranker.model_version = "blend-b"  # a distinguishable pair for arm b
-    engine.swap_in(Served(tiny_version, other, 0.0), ARM_B)
+    engine.versions.swap_in(Served(tiny_version, other, 0.0), ARM_B)
     seen = {}
     for i in range(60):
         rec = engine.recommend(f"u{i}", RECENT, Query(k=2), now_us=NOW)
-        assert rec.arm == engine.served_for(f"u{i}")[0]
+        assert rec.arm == engine.route(f"u{i}").arm
         seen[rec.arm] = rec.model_version
     assert seen == {ARM_A: "retrieval-only", ARM_B: "blend-b"}
-    assert engine.impressions.flush()
+    assert engine.feedback.impressions.flush()
     lists, _ = log_rows(tmp_path / "events.impressions.sqlite")
     assert {(r[3], r[5]) for r in lists} == {(ARM_A, "retrieval-only"), (ARM_B, "blend-b")}
     status = engine.status()["arms"]
@@ -281,7 +285,7 @@ def test_over_grpc_each_response_names_its_arm_and_that_arms_versions(root, tiny
         versions = {}
         for i in range(40):
             rec = client.recommend(f"user{i}", k=2)
-            assert rec.arm == srv.engine.served_for(f"user{i}")[0]
+            assert rec.arm == srv.engine.route(f"user{i}").arm
             versions.setdefault(rec.arm, set()).add(rec.index_version)
         status = client.status()
         result = client.ingest([Event("user1", "i00", "view"), Event("user1", "nope", "view")])
@@ -301,7 +305,7 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
 
     store = tmp_path / "events.sqlite"
     engine = Engine(EngineConfig(store=str(store), pseudonym_key="k"), SQLiteEventStore(store))
-    engine.load(str(root / "v1"), model="")
+    engine.versions.load(str(root / "v1"), model="")
     rng = np.random.default_rng(0)
     ids = [f"i{i:02d}" for i in range(12)]
     sent = 0
@@ -329,7 +333,7 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
                     )
         engine.ingest(events)
         sent += sum(e.action == "click" for e in events)
-    assert engine.impressions.flush()
+    assert engine.feedback.impressions.flush()
     engine.close()
 
     report = train_from_impressions(
@@ -348,7 +352,7 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
         EngineConfig(store=str(tmp_path / "s.sqlite"), pseudonym_key="k"),
         SQLiteEventStore(tmp_path / "s.sqlite"),
     )
-    served = serving.load(str(root / "v1"), model=report["model"])
+    served = serving.versions.load(str(root / "v1"), model=report["model"])
     assert served.model_version == model.version
     assert len(serving.recommend("someone", [], Query(k=3), now_us=NOW).item_ids) == 3
     serving.close()
@@ -414,7 +418,7 @@ def test_events_naming_unknown_items_are_stored_counted_and_used_once_known(tmp_
         item_id=pl.when(pl.col("item_id") == "p1").then(pl.lit("new-item")).otherwise("item_id")
     )
     newer = dataclasses.replace(tiny_version, items=items)
-    engine.swap_in(Served(newer, Recommender(newer, settings()), 0.0))
+    engine.versions.swap_in(Served(newer, Recommender(newer, settings()), 0.0))
     after = engine.profile(engine.served, "u1", [], NOW)
     assert after.interest_categories[0] == "Home > Kitchen > Pans"  # a purchase outweighs a view
     engine.close()

@@ -20,7 +20,7 @@ def make_engine(tmp_path, tiny_version, **config) -> Engine:
     engine = Engine(
         EngineConfig(store=str(store), pseudonym_key="k", **config), SQLiteEventStore(store)
     )
-    engine.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0))
+    engine.versions.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0))
     return engine
 
 
@@ -120,7 +120,7 @@ def root_engine(tmp_path, root, **config) -> Engine:
         EngineConfig(artifact=str(root), store=str(store), pseudonym_key="k", **config),
         SQLiteEventStore(store),
     )
-    engine.load_configured()
+    engine.versions.load_configured()
     return engine
 
 
@@ -134,17 +134,17 @@ def test_a_swap_serves_the_new_pair_and_frees_the_old_one(root, tiny_built, tmp_
     assert engine.served.version.version == "v1"
     old = weakref.ref(engine.served)
     build_v2(root, tiny_built)
-    served, changed = engine.swap()  # the configured root: its LATEST now names v2
+    served, changed = engine.versions.swap()  # the configured root: its LATEST now names v2
     assert (served.version.version, changed) == ("v2", True)
     assert engine.served is served
     gc.collect()
     assert old() is None  # nothing in flight held it: released
     with pytest.raises(SwapRefused, match="arm a keeps index v2 with retrieval-only"):
-        engine.swap(artifact=str(tmp_path / "no-such-index"))
+        engine.versions.swap(artifact=str(tmp_path / "no-such-index"))
     assert engine.served is served
     with pytest.raises(InvalidRequest):
-        engine.swap(arm="b")
-    _, changed = engine.swap(artifact=str(root / "v2"))
+        engine.versions.swap(arm="b")
+    _, changed = engine.versions.swap(artifact=str(root / "v2"))
     assert not changed
     engine.close()
 
@@ -153,9 +153,9 @@ def test_a_moved_latest_is_picked_up_and_a_broken_one_is_not_retried(
     root, tiny_built, tmp_path, monkeypatch
 ):
     engine = root_engine(tmp_path, root)
-    assert engine.refresh() == []  # LATEST still names v1
+    assert engine.versions.refresh() == []  # LATEST still names v1
     build_v2(root, tiny_built)
-    assert engine.refresh() == ["a"]
+    assert engine.versions.refresh() == ["a"]
     assert engine.served.version.version == "v2"
     # v3 is published broken: a shard file goes missing after its manifest was written.
     from indexer.build import BuildConfig, build_index
@@ -167,12 +167,12 @@ def test_a_moved_latest_is_picked_up_and_a_broken_one_is_not_retried(
         BuildConfig(text=False, progress=False, version="v3"),
     )
     next((root / "v3").rglob("*.faiss")).unlink()
-    assert engine.refresh() == []
+    assert engine.versions.refresh() == []
     assert engine.served.version.version == "v2"
     tries = []
-    real = engine.swap
-    monkeypatch.setattr(engine, "swap", lambda *a, **k: tries.append(a) or real(*a, **k))
-    assert engine.refresh() == []
+    real = engine.versions.swap
+    monkeypatch.setattr(engine.versions, "swap", lambda *a, **k: tries.append(a) or real(*a, **k))
+    assert engine.versions.refresh() == []
     assert tries == []  # the same broken target is not loaded again every poll
     engine.close()
 

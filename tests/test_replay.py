@@ -125,7 +125,7 @@ def test_serving_at_the_decision_time_computes_the_replayed_rows(recommender, tm
         EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key="k"),
         SQLiteEventStore(tmp_path / "e.sqlite"),
     )
-    engine.swap_in(Served(recommender.version, recommender, 0.0))
+    engine.versions.swap_in(Served(recommender.version, recommender, 0.0))
     key = engine.user_key("u1")
     engine.ingest(
         [

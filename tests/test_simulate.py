@@ -136,13 +136,13 @@ def test_a_simulation_sends_outcomes_that_quote_logged_lists(shop_dir, tmp_path,
         EngineConfig(store=str(store), pseudonym_key="k", arm_b_share=0.5),
         SQLiteEventStore(store),
     )
-    engine.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), ARM_A)
-    engine.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), ARM_B)
+    engine.versions.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), ARM_A)
+    engine.versions.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), ARM_B)
     engine.ingest([StoredEvent("h", engine.user_key("s1"), "p0", "purchase", NOW, "")])
     start = truth.end_us + 3_600_000_000
     config = SimConfig(visits=80, rounds=1, k=3, attention=1.0, seed=3)
     sent = simulate(engine, truth, config, start)
-    assert engine.impressions.flush()
+    assert engine.feedback.impressions.flush()
     log = tmp_path / "events.impressions.sqlite"
     engine.close()
 

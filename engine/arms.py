@@ -1,0 +1,230 @@
+"""What each A/B arm serves: loading and verifying (index version, ranker) pairs, swapping them
+live, following the configured roots, and which arm answers which user.
+
+An arm serves one :class:`Served` pair. Arm ``a`` answers everyone unless arm ``b`` is configured;
+then a user's arm is a keyed hash of their pseudonym (sticky across restarts). A swap replaces an
+arm's pair atomically: requests in flight finish on the pair they started with.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from dataclasses import dataclass
+
+from engine.config import EngineConfig
+from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
+from engine.pseudonym import hash_fraction
+from engine.ranking import RETRIEVAL_ONLY, ModelRanker
+from engine.recommend import Recommender
+from indexer.artifact import IndexVersion, open_index
+
+log = logging.getLogger(__name__)
+
+#: The arm that answers everyone without an A/B split, and the second arm's name.
+ARM_A, ARM_B = "a", "b"
+
+
+@dataclass(frozen=True)
+class Served:
+    """One index version and its ranker, swapped as a unit."""
+
+    version: IndexVersion
+    recommender: Recommender
+    loaded_at: float
+
+    @property
+    def model_version(self) -> str:
+        return self.recommender.model_version
+
+
+class Arms:
+    """The pairs the arms serve; thread-safe (swaps replace the whole table at once)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self._arms: dict[str, Served] = {}
+        #: Arm -> the (index, model) targets that last failed to load (not retried until moved).
+        self._refused: dict[str, tuple[str, str]] = {}
+        self._swap_lock = threading.Lock()
+        self._ray_started = False
+
+    def load(self, path: str, model: str | None = None, arm: str = ARM_A) -> Served:
+        """Open and verify an index version and its ranker model (``model``; default: the
+        configured one for ``arm``, none when empty), then swap the pair in for ``arm``. A version
+        or model that fails verification, or a model trained for another index version or feature
+        list, raises and leaves the arm's current pair serving."""
+        if arm not in (ARM_A, ARM_B):
+            raise ValueError(f"arm must be {ARM_A!r} or {ARM_B!r}, got {arm!r}")
+        remote = self.config.shard_groups > 0
+        # With remote shard groups this process loads no faiss shard: the groups search them.
+        version = open_index(path, verify=True, shards=() if remote else None)
+        model_path = self.configured(arm)[1] if model is None else model
+        ranker = load_ranker(model_path, version, self.config) if model_path else None
+        searcher = self._remote_shards(version) if remote else None
+        recommender = Recommender(version, self.config.recommender_settings(), ranker, searcher)
+        served = Served(version, recommender, time.time())
+        self.swap_in(served, arm)
+        log.info(
+            "arm %s: serving index %s (%d items) with ranker %s",
+            arm,
+            version.version,
+            version.items.height,
+            served.model_version,
+        )
+        return served
+
+    def _remote_shards(self, version: IndexVersion):
+        """``version``'s shard groups deployed on Ray Serve and ready (engine/ray_shards.py)."""
+        from engine.ray_shards import RayShards, connect
+
+        c = self.config
+        self._ray_started = connect(c.ray_address) or self._ray_started
+        return RayShards.deploy(
+            version,
+            c.shard_groups,
+            c.shard_group_replicas,
+            c.shard_group_cpus,
+            c.behaviour_rerank,
+            c.shard_group_timeout_s,
+            c.shard_group_on_late,
+        )
+
+    def swap_in(self, served: Served, arm: str = ARM_A) -> None:
+        """Make ``served`` (already verified) answer ``arm``'s requests from now on; requests in
+        flight finish on the pair they started with."""
+        with self._swap_lock:
+            self._arms = {**self._arms, arm: served}
+
+    def swap(
+        self, arm: str = ARM_A, artifact: str = "", model: str | None = None
+    ) -> tuple[Served, bool]:
+        """Load and serve a pair for ``arm`` while serving (the admin RPC). ``artifact`` empty:
+        the arm's configured one; ``model`` None: the arm's configured model, "" : none. Returns
+        the pair and whether it differs from the one it replaced. A pair that fails to load or
+        verify raises :class:`SwapRefused` and the arm keeps its pair."""
+        if arm not in self._arms:
+            raise InvalidRequest(
+                [FieldViolation("arm", f"no arm {arm!r} is served (arms: {sorted(self._arms)})")]
+            )
+        before = self._arms[arm]
+        try:
+            served = self.load(artifact or self.configured(arm)[0], model, arm)
+        except Exception as exc:  # any failure to open, verify or pair: the old pair stays
+            raise SwapRefused(
+                f"arm {arm} keeps index {before.version.version} with {before.model_version}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        changed = (served.version.version, served.model_version) != (
+            before.version.version,
+            before.model_version,
+        )
+        return served, changed
+
+    def configured(self, arm: str) -> tuple[str, str]:
+        """The arm's configured (artifact, model) paths."""
+        c = self.config
+        return (c.artifact, c.model) if arm == ARM_A else (c.arm_b_artifact, c.arm_b_model)
+
+    def configured_targets(self, arm: str) -> tuple[str, str]:
+        """(index version name, model version name or "") the arm's configured paths name now
+        (a root's ``LATEST`` read afresh)."""
+        from crossrec import versions
+        from indexer.artifact import resolve_version
+        from ranker.model import MODEL_FORMAT
+
+        artifact, model = self.configured(arm)
+        index = resolve_version(artifact).name
+        return index, versions.resolve_version(model, MODEL_FORMAT).name if model else ""
+
+    def refresh(self) -> list[str]:
+        """Serve what each arm's configured roots name now (``LATEST`` moved: a new index version
+        and/or model was published). A pair that fails is logged and not retried until the roots
+        name another; returns the arms that changed."""
+        changed = []
+        for arm, served in self.current().items():
+            try:
+                targets = self.configured_targets(arm)
+            except Exception as exc:
+                log.warning("arm %s: cannot resolve the configured versions: %s", arm, exc)
+                continue
+            model = "" if served.model_version == RETRIEVAL_ONLY else served.model_version
+            if targets == (served.version.version, model) or targets == self._refused.get(arm):
+                continue
+            try:
+                self.swap(arm)
+                changed.append(arm)
+            except SwapRefused as exc:
+                self._refused[arm] = targets
+                log.error("arm %s: new versions %s not served: %s", arm, targets, exc)
+        return changed
+
+    def load_configured(self) -> None:
+        """Load arm a from ``artifact``/``model`` and, when configured, arm b from
+        ``arm_b_artifact``/``arm_b_model``."""
+        self.load(self.config.artifact)
+        if self.config.arm_b_artifact:
+            if not 0.0 <= self.config.arm_b_share <= 1.0:
+                raise ValueError(f"arm_b_share must be in [0, 1], got {self.config.arm_b_share}")
+            self.load(self.config.arm_b_artifact, arm=ARM_B)
+
+    def current(self) -> dict[str, Served]:
+        """Arm -> its pair, as served now."""
+        return dict(self._arms)
+
+    def first(self) -> Served | None:
+        """Arm a's pair (the only one without an A/B split), None before any load."""
+        return self._arms.get(ARM_A)
+
+    def share(self, arm: str) -> float:
+        """The share of users ``arm`` answers."""
+        if ARM_B not in self._arms:
+            return 1.0 if arm == ARM_A else 0.0
+        b = self.config.arm_b_share
+        return b if arm == ARM_B else 1.0 - b
+
+    def arm_of(self, user_key: str) -> str:
+        """The arm of a user (sticky: a keyed hash of the pseudonym and ``arm_salt``); an
+        anonymous request (empty key) draws one at random."""
+        if ARM_B not in self._arms:
+            return ARM_A
+        u = hash_fraction(f"{self.config.arm_salt}:{user_key}") if user_key else random.random()
+        return ARM_B if u < self.config.arm_b_share else ARM_A
+
+    def for_key(self, user_key: str) -> tuple[str, Served]:
+        """The arm answering the pseudonym ``user_key`` ("" anonymous) and its pair."""
+        arms = self._arms
+        if ARM_A not in arms:
+            raise NotServing("no index version loaded")
+        arm = self.arm_of(user_key)
+        return arm, arms.get(arm, arms[ARM_A])
+
+    def close(self) -> None:
+        """Release what the pairs hold outside this process (remote shard groups), and stop a
+        local Ray these arms started."""
+        for served in self._arms.values():
+            served.recommender.search.searcher.close()
+        if self._ray_started:
+            from engine.ray_shards import disconnect
+
+            disconnect()
+
+
+def load_ranker(path: str, version: IndexVersion, config: EngineConfig) -> ModelRanker:
+    """Load and verify the ranker model at ``path`` for ``version``; :class:`ModelMismatch` when it
+    was trained for another index version or on other features."""
+    from ranker.model import RankerModel
+
+    model = RankerModel.load(path, num_threads=config.ranker_threads)
+    paired = model.trained_on.get("index_version")
+    if paired != version.version:
+        raise ModelMismatch(
+            f"ranker model {model.version} was trained for index version {paired!r}, "
+            f"not {version.version!r}: train one for this index (crossrec train --index ...)"
+        )
+    try:
+        return ModelRanker(model, config.objective_weights())
+    except ValueError as exc:
+        raise ModelMismatch(str(exc)) from exc
