@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         model=trained["model"],
         port=0,
         store=str(store),
-        pseudonym_key="demo-key",
+        pseudonym_key="crossrec-demo-throwaway-pseudonym-key",
     )
     catalog = pl.read_parquet(shop_dir / "catalog.parquet").select("item_id", "title", "category")
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:

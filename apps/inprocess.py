@@ -35,7 +35,7 @@ def engine_with_events(
         config = EngineConfig.load(
             engine_config,
             store=store,
-            pseudonym_key="in-process",
+            pseudonym_key="crossrec-in-process-throwaway-pseudonyms",
             impression_sample_rate=1.0 if impressions else 0.0,
         )
         engine = Engine(config, SQLiteEventStore(store))

@@ -405,7 +405,7 @@ def run(args: argparse.Namespace) -> int:
         arm_b_share=args.arm_b_share,
         store=str(store),
         impression_log=str(out / "impressions.sqlite"),
-        pseudonym_key="crossrec-simulate",
+        pseudonym_key="crossrec-simulate-throwaway-pseudonyms",
     )
     engine = Engine(engine_config, SQLiteEventStore(store))
     started = time.perf_counter()

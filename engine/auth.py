@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import time
 from pathlib import Path
 
 import grpc
@@ -38,6 +39,19 @@ ROLES = {
         {"Recommend", "RecommendBatch", "GetStatus", "IngestEvents", "DeleteUser", "SwapVersion"}
     ),
 }
+
+
+#: Method names that may become a metric label: ours, health and reflection. Anything else a
+#: caller makes up is counted under "unknown", so refused calls cannot grow the metrics.
+KNOWN_METHODS = ROLES["admin"] | {
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+}
+#: At most this many refusal lines are logged per ``_LOG_WINDOW_S``; the rest are counted and the
+#: count is reported with the next line logged.
+_LOG_LINES, _LOG_WINDOW_S = 10, 10.0
 
 
 class AuthConfigError(ValueError):
@@ -60,7 +74,12 @@ def parse_tokens(inline: str, file: str) -> list[tuple[bytes, str]]:
     out, seen = [], set()
     for role, token, where in entries:
         if role not in ROLES:
-            raise AuthConfigError(f"{where}: unknown role {role!r}; roles are {sorted(ROLES)}")
+            # Never echoed: a malformed entry ("query=SECRET", "admin SECRET" inline) puts the
+            # token where the role should be.
+            raise AuthConfigError(
+                f"{where}: not a known role followed by a token; entries are 'role:token' inline "
+                f"or 'role token' per line in the file, roles {sorted(ROLES)}"
+            )
         if len(token) < 16:
             raise AuthConfigError(f"{where}: a token needs at least 16 characters")
         if token in seen:
@@ -77,6 +96,9 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         self.tokens = tokens
         self.protect_health = protect_health
         self.metrics = metrics
+        self._window_start = float("-inf")
+        self._logged = 0
+        self._suppressed = 0
 
     def role_of(self, token: bytes) -> str | None:
         role = None
@@ -103,13 +125,29 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         return await continuation(details)
 
     def _refuse(self, method: str, code: grpc.StatusCode, reason: str):
-        log.info("%s refused: %s", method, reason)
-        self.metrics.requests.labels(method, code.name).inc()
+        known = method in KNOWN_METHODS
+        label = method if known else "unknown"
+        self._log_refusal(method if known else f"unknown method {method[:64]!r}", reason)
+        self.metrics.requests.labels(label, code.name).inc()
 
         async def refuse(request, context):
-            await context.abort(code, f"{reason}: {method} needs a token with a role allowing it")
+            await context.abort(code, f"{reason}: {label} needs a token with a role allowing it")
 
         return grpc.unary_unary_rpc_method_handler(refuse)
+
+    def _log_refusal(self, what: str, reason: str) -> None:
+        """One INFO line per refusal, at most ``_LOG_LINES`` per window (a flood of refused calls
+        must not fill the disk); what was left out is counted on the next line."""
+        now = time.monotonic()
+        if now - self._window_start >= _LOG_WINDOW_S:
+            self._window_start, self._logged = now, 0
+        if self._logged >= _LOG_LINES:
+            self._suppressed += 1
+            return
+        self._logged += 1
+        more = f" ({self._suppressed} more refusals not logged)" if self._suppressed else ""
+        self._suppressed = 0
+        log.info("%s refused: %s%s", what, reason, more)
 
 
 def _bearer(metadata) -> bytes | None:

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sys
 import time
 from pathlib import Path
 
@@ -58,15 +59,19 @@ def run_serve(args: argparse.Namespace) -> int:
         root = logging.getLogger()
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
-    config = EngineConfig.load(
-        args.config,
-        artifact=args.artifact,
-        model=args.model,
-        host=args.host,
-        port=args.port,
-        store=args.store,
-        metrics_port=args.metrics_port,
-    )
+    try:
+        config = EngineConfig.load(
+            args.config,
+            artifact=args.artifact,
+            model=args.model,
+            host=args.host,
+            port=args.port,
+            store=args.store,
+            metrics_port=args.metrics_port,
+        )
+    except ValueError as exc:  # a bad setting or file: one line naming it, exit 2
+        print(f"crossrec serve: {exc}", file=sys.stderr)
+        return 2
     if not config.artifact:
         raise SystemExit(
             "crossrec serve: give --artifact (or artifact in the config / CROSSREC_ARTIFACT)"

@@ -63,8 +63,9 @@ class EngineConfig:
     #: Cap on the store's size in MB (0: none, the disk is the limit). A full store or disk
     #: refuses IngestEvents with RESOURCE_EXHAUSTED, storing nothing of that call; queries go on.
     store_max_mb: float = 0.0
-    #: Secret for the keyed hash that pseudonymises user ids. Given inline (``pseudonym_key``) or in
-    #: a file; when neither is set, a random key is created once next to the store (mode 0600).
+    #: Secret for the keyed hash that pseudonymises user ids, at least 32 bytes. Given inline
+    #: (``pseudonym_key``) or in a file; when neither is set, a random key is created once next to
+    #: the store (mode 0600) - only while the store holds no events (engine/pseudonym.py).
     pseudonym_key: str = field(default="", repr=False)
     pseudonym_key_file: str = ""
     #: Access control (engine/auth.py): bearer tokens with roles query / ingest / admin, inline
@@ -124,8 +125,11 @@ class EngineConfig:
     #: filters.brands, include_categories, exclude_categories, category_quotas).
     max_list_items: int = 1_000
     max_message_bytes: int = 4 * 1024 * 1024
-    #: Deadline applied when a client sets none (seconds).
+    #: Deadline applied when a client sets none (seconds), and the longest a call may run whatever
+    #: deadline its client sets: with every list field capped (``max_list_items`` entries of at
+    #: most 256 characters), this bounds the work one call can cost.
     default_deadline_s: float = 2.0
+    max_deadline_s: float = 10.0
     #: Profiles: at most this many interest vectors, built from the user's newest ``history_events``
     #: events; weights halve every ``half_life_days``.
     max_interests: int = 4
@@ -172,6 +176,11 @@ class EngineConfig:
     blend_search: float = _BLEND["search"]
     blend_ease: float = _BLEND["ease"]
     blend_factors: float = _BLEND["factors"]
+
+    def __post_init__(self) -> None:
+        from engine.settings_check import check
+
+        check(self)
 
     def impression_log_path(self) -> Path:
         return (
@@ -230,21 +239,17 @@ class EngineConfig:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return dataclasses.replace(cls(), **values)
 
-    def key(self) -> bytes:
-        """The pseudonym key (see the field docs)."""
-        if self.pseudonym_key:
-            return self.pseudonym_key.encode()
-        path = (
-            Path(self.pseudonym_key_file)
-            if self.pseudonym_key_file
-            else Path(self.store).with_suffix(".key")
-        )
-        if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(os.urandom(32).hex())
-        return path.read_text().strip().encode()
+    def key_path(self) -> Path:
+        """Where the pseudonym key file is (``pseudonym_key_file``, default next to the store)."""
+        if self.pseudonym_key_file:
+            return Path(self.pseudonym_key_file)
+        return Path(self.store).with_suffix(".key")
+
+    def key(self, store_has_events: bool = False) -> bytes:
+        """The pseudonym key (see the field docs and :func:`engine.pseudonym.load_key`)."""
+        from engine.pseudonym import load_key
+
+        return load_key(self.pseudonym_key, self.key_path(), store_has_events)
 
 
 def _parse(text: str, type_name: str):

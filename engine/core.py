@@ -23,7 +23,7 @@ from engine.errors import NotServing
 from engine.feedback import Feedback
 from engine.metrics import Metrics
 from engine.profile import Profile, ProfileEvent, build_profile
-from engine.pseudonym import pseudonymise
+from engine.pseudonym import Pseudonyms
 from engine.query import Query
 from engine.recommend import Recommender
 from engine.recommendation import Recommendation, RecommendedItem, recommended_items
@@ -52,7 +52,7 @@ class Engine:
         self.config = config
         self.store = store
         self.metrics = metrics or Metrics()
-        self._key = config.key()
+        self.pseudonyms = Pseudonyms(config.key(store_has_events=store.counts()[1] > 0))
         self.versions = Arms(config)
         self.feedback = Feedback(config, self.metrics)
         self.started_at = time.time()
@@ -70,7 +70,7 @@ class Engine:
     # -- users -------------------------------------------------------------------------------------
     def user_key(self, user_id: str) -> str:
         """The pseudonym of ``user_id`` (keyed HMAC); "" for an anonymous request."""
-        return pseudonymise(user_id, self._key) if user_id else ""
+        return self.pseudonyms.of(user_id)
 
     def route(self, user_id: str) -> Route:
         """The user's pseudonym, arm and that arm's pair (:class:`engine.errors.NotServing` before

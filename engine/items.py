@@ -7,6 +7,7 @@ objects per item: row ``i`` everywhere is item row ``i`` of the index (= faiss i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import polars as pl
@@ -110,3 +111,8 @@ class ItemTable:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @cached_property
+    def brand_index(self) -> dict[str, int]:
+        """Brand name -> its code in ``brands`` (built on first use, once per version)."""
+        return {b: i for i, b in enumerate(self.brands)}

@@ -22,7 +22,7 @@ from engine.errors import check_deadline
 from engine.explain import Explanation
 from engine.explain import explain as explain_result
 from engine.features import SOURCES, UserView, candidate_features
-from engine.filters import allowed_categories, allowed_rows
+from engine.filters import RowFilter, allowed_categories
 from engine.items import ItemTable
 from engine.profile import Profile
 from engine.query import Query
@@ -225,11 +225,12 @@ class Recommender:
         )
         # Each source's best score before any filter: the blend's scale (engine/ranking.py).
         tops = {r.name: float(r.scores.max()) for r in results if len(r.scores)}
-        candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
+        allowed = RowFilter(query, self.items, excluded)  # once: each filter pass reuses it
+        candidates = self._filter(merge(SOURCES, results), allowed, plan)
         short = shortfall(plan, self.items.category_code[candidates.rows])
         if short.any():  # filters left a group short: walk its categories' items by popularity
-            results.append(self._refill(short, affinity, query, excluded, deadline))
-            candidates = self._filter(merge(SOURCES, results), query, plan, excluded)
+            results.append(self._refill(short, affinity, query.k, allowed, deadline))
+            candidates = self._filter(merge(SOURCES, results), allowed, plan)
         check_deadline(deadline, "features")
         user = UserView.of(profile, self.items, weights, transition, affinity, now_us)
         features = candidate_features(
@@ -341,10 +342,8 @@ class Recommender:
         codes = np.flatnonzero(picked)
         return codes[np.argsort(-affinity[codes], kind="stable")]
 
-    def _filter(
-        self, candidates: Candidates, query: Query, plan: Plan, excluded: np.ndarray
-    ) -> Candidates:
-        ok = allowed_rows(candidates.rows, query, self.items, excluded)
+    def _filter(self, candidates: Candidates, allowed: RowFilter, plan: Plan) -> Candidates:
+        ok = allowed.allowed(candidates.rows)
         ok &= plan.categories[self.items.category_code[candidates.rows]]
         return candidates.take(np.flatnonzero(ok))
 
@@ -352,19 +351,19 @@ class Recommender:
         self,
         short: np.ndarray,
         affinity: np.ndarray,
-        query: Query,
-        excluded: np.ndarray,
+        k: int,
+        allowed: RowFilter,
         deadline: float | None = None,
     ) -> SourceResult:
         """Each short category's best ``max(4k, 100)`` allowed items in popularity order (per
         category, so a large short category cannot crowd a small one out), scored like the popular
         source (a floor keeps categories without affinity or events in play)."""
-        per_category = max(4 * query.k, 100)
+        per_category = max(4 * k, 100)
         picked = []
         for code in np.flatnonzero(short):
             check_deadline(deadline, "the refill")
             rows = self.items.popular[code]
-            picked.append(rows[allowed_rows(rows, query, self.items, excluded)][:per_category])
+            picked.append(rows[allowed.allowed(rows)][:per_category])
         rows = np.concatenate(picked) if picked else np.zeros(0, np.int64)
         scores = (affinity[self.items.category_code[rows]] + 1e-9) * (
             self.items.popularity_share[rows] + 1e-9

@@ -58,6 +58,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             admitted = True
             remaining = context.time_remaining()
             timeout = self.config.default_deadline_s if remaining is None else max(remaining, 0.0)
+            timeout = min(timeout, self.config.max_deadline_s)  # a client cannot buy more work
             # asyncio.timeout + `async with` on the semaphore: a slot taken is always given back,
             # even when the deadline cancels the wait right after acquiring it.
             # The work itself stops at its next stage once the deadline has passed (the executor

@@ -65,6 +65,11 @@ def recommend_request(
             # Refused before any entry is looked at: the cost of a request stays bounded.
             limit = f"at most {config.max_list_items} entries, got {len(values)}"
             raise InvalidRequest([FieldViolation(prefix + field, limit)])
+        names = [q.category for q in values] if field == "category_quotas" else values
+        for i, name in enumerate(names):
+            if len(name) > MAX_ID_LENGTH:  # ids, brands and category names alike
+                sub = ".category" if field == "category_quotas" else ""
+                bad(f"{field}[{i}]{sub}", f"longer than {MAX_ID_LENGTH} characters")
     recent = []
     for i, e in enumerate(request.recent_events[: config.max_recent_events]):
         if not e.item_id:
@@ -86,6 +91,8 @@ def recommend_request(
     def resolve_all(field: str, names) -> frozenset[str]:
         out: set[str] = set()
         for i, name in enumerate(names):
+            if len(name) > MAX_ID_LENGTH:  # refused above, never echoed
+                continue
             resolved = categories.resolve(name)
             if not resolved:
                 bad(f"{field}[{i}]", f"unknown category {name!r}")
@@ -94,8 +101,9 @@ def recommend_request(
 
     quotas = []
     for i, q in enumerate(request.category_quotas):
-        cats = categories.resolve(q.category)
-        if not cats:
+        too_long = len(q.category) > MAX_ID_LENGTH  # refused above, never echoed
+        cats = frozenset() if too_long else categories.resolve(q.category)
+        if not cats and not too_long:
             bad(f"category_quotas[{i}].category", f"unknown category {q.category!r}")
         if q.count < 1:
             bad(f"category_quotas[{i}].count", "must be at least 1")

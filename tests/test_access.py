@@ -24,7 +24,7 @@ def config(tiny_built, tmp_path, **more) -> EngineConfig:
         artifact=str(tiny_built),
         port=0,
         store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k",
+        pseudonym_key="k" * 32,
         auth_tokens=TOKENS,
         **more,
     )
@@ -162,8 +162,14 @@ def test_token_configuration_errors_name_the_entry_not_the_token(tmp_path):
     assert parse_tokens("query:" + "s" * 16, "") == [(b"s" * 16, "query")]
     with pytest.raises(AuthConfigError, match="at least 16"):
         parse_tokens("query:" + "s" * 15, "")
-    with pytest.raises(AuthConfigError, match=r"auth_tokens entry 2: unknown role 'root'"):
+    with pytest.raises(AuthConfigError, match=r"auth_tokens entry 2: not a known role"):
         parse_tokens(f"query:{QUERY},root:{ADMIN}", "")
+    # Malformed entries put the token where the role should be: it is never echoed.
+    secret = "S" * 24
+    for inline in (f"query={secret}", f"admin {secret}", f"query:{QUERY},{secret}"):
+        with pytest.raises(AuthConfigError) as malformed:
+            parse_tokens(inline, "")
+        assert secret not in str(malformed.value)
     with pytest.raises(AuthConfigError, match="at least 16 characters") as short:
         parse_tokens("query:short", "")
     assert "short" not in str(short.value).replace("at least", "")
@@ -258,3 +264,26 @@ def test_tls_with_client_certificates_requires_one(tiny_built, tmp_path):
         )
         with CrossrecClient(server.target, timeout=10, connection=with_cert) as c:
             assert len(c.recommend("u", k=2).items) == 2
+
+
+def test_made_up_method_names_share_one_label_and_refusal_lines_are_rate_limited(caplog):
+    from engine.auth import TokenAuth
+    from engine.metrics import Metrics
+
+    metrics = Metrics()
+    auth = TokenAuth([(b"q" * 16, "query")], protect_health=False, metrics=metrics)
+    with caplog.at_level(logging.INFO, logger="engine.auth"):
+        for i in range(50):
+            auth._refuse(f"Made/Up{i}" + "x" * 500, grpc.StatusCode.UNAUTHENTICATED, "no token")
+        auth._refuse("Recommend", grpc.StatusCode.UNAUTHENTICATED, "no token")
+    counts = {
+        s.labels["method"]: s.value
+        for family in metrics.requests.collect()
+        for s in family.samples
+        if s.name.endswith("_total")
+    }
+    assert counts == {"unknown": 50, "Recommend": 1}  # Recommend's line was not logged...
+    lines = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(lines) == 10  # ...only the first ten refusals in the window were
+    assert all(len(line) < 200 for line in lines)  # the caller's string is clipped
+    assert lines[0].startswith("unknown method 'Made/Up0xxx")

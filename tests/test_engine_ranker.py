@@ -172,7 +172,7 @@ def models(tiny_built, tmp_path_factory):
 @pytest.fixture
 def engine(tmp_path):
     store = SQLiteEventStore(tmp_path / "events.sqlite")
-    e = Engine(EngineConfig(store=str(tmp_path / "events.sqlite"), pseudonym_key="k"), store)
+    e = Engine(EngineConfig(store=str(tmp_path / "events.sqlite"), pseudonym_key="k" * 32), store)
     yield e
     e.close()
 
@@ -264,7 +264,7 @@ def test_over_grpc_objective_weights_steer_the_order_and_bad_ones_are_field_viol
         model=str(models["good"]),
         port=0,
         store=str(tmp_path / "events.sqlite"),
-        pseudonym_key="k",
+        pseudonym_key="k" * 32,
     )
     recent = [Event("", "i01", "purchase", datetime.now(UTC))]
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:

@@ -161,3 +161,102 @@ def test_latency_command_measures_the_irreducible_work_and_the_log_cost(
     # Everything before the alternation is logged: 4 settings x (2 warm-up + 20), its own
     # warm-up (2) and the "on" half (30).
     assert log["log_counts"]["written"] == 4 * 22 + 2 + 30
+
+
+def test_a_short_or_empty_key_is_refused_without_echoing_it(tmp_path):
+    from engine.pseudonym import MIN_KEY_BYTES, PseudonymKeyError
+
+    assert MIN_KEY_BYTES == 32
+    secret = "s" * 31
+    with pytest.raises(PseudonymKeyError, match="31 bytes; at least 32") as err:
+        EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key=secret).key()
+    assert secret not in str(err.value)
+    assert EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key="s" * 32).key() == b"s" * 32
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n")  # what a crash between creating and writing the file leaves
+    with pytest.raises(PseudonymKeyError, match="empty.key holds 0 bytes"):
+        EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key_file=str(empty)).key()
+
+
+def test_a_missing_key_next_to_a_store_with_events_is_refused_not_replaced(tmp_path):
+    from engine.core import Engine
+    from engine.pseudonym import PseudonymKeyError
+    from engine.store import SQLiteEventStore, StoredEvent
+
+    config = EngineConfig(store=str(tmp_path / "events.sqlite"))
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    engine = Engine(config, store)  # an empty store: the key is created
+    key_file = tmp_path / "events.key"
+    assert len(key_file.read_text()) == 64
+    store.append([StoredEvent("e1", engine.user_key("alice"), "i1", "view", 1)])
+    engine.close()
+    key_file.unlink()
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    with pytest.raises(PseudonymKeyError, match="is missing but the event store already holds"):
+        Engine(config, store)
+    assert not key_file.exists()  # nothing created in its place
+    store.close()
+
+
+def test_a_created_key_leaves_no_temporary_file_and_an_existing_one_is_kept(tmp_path):
+    path = tmp_path / "sub" / "k.key"
+    config = EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key_file=str(path))
+    assert len(config.key()) == 64
+    assert sorted(p.name for p in path.parent.iterdir()) == ["k.key"]
+    path.write_text("x" * 40 + "\n")
+    assert config.key() == b"x" * 40  # read, stripped, never overwritten
+
+
+def test_pseudonyms_of_the_anonymous_id_stay_empty():
+    from engine.pseudonym import Pseudonyms, pseudonymise
+
+    p = Pseudonyms(b"k" * 32)
+    assert p.of("") == ""
+    assert p.of("alice") == pseudonymise("alice", b"k" * 32)
+
+
+def test_every_bad_operator_setting_is_refused_by_name():
+    from engine.settings_check import ConfigError
+
+    with pytest.raises(ConfigError) as err:
+        EngineConfig(
+            maintenance_interval_s=0,
+            impression_retention_days=float("nan"),
+            event_retention_days=-1,
+            arm_b_share=1.5,
+            max_k=0,
+            default_deadline_s=20.0,
+            shard_group_on_late="never",
+        )
+    message = str(err.value)
+    for expected in (
+        "maintenance_interval_s must be greater than 0, got 0",
+        "impression_retention_days must be a finite number, got nan",
+        "event_retention_days must not be negative, got -1",
+        "arm_b_share must be within [0, 1], got 1.5",
+        "max_k must be at least 1, got 0",
+        "default_deadline_s (20.0) must not exceed max_deadline_s (10.0)",
+        "shard_group_on_late must be one of ('partial', 'fail'), got 'never'",
+    ):
+        assert expected in message
+    # the defaults pass, and so do the boundaries a user may mean
+    EngineConfig()
+    EngineConfig(event_retention_days=0, watch_latest_s=0, store_max_mb=0, arm_b_share=1.0)
+
+
+def test_a_bad_setting_from_the_environment_stops_serve_with_one_line(monkeypatch, capsys):
+    from engine.cli import run_serve
+
+    monkeypatch.setenv("CROSSREC_MAINTENANCE_INTERVAL_S", "0")
+    args = type(
+        "A",
+        (),
+        dict.fromkeys(
+            ("config", "artifact", "model", "host", "port", "store", "metrics_port", "json_logs")
+        ),
+    )()
+    assert run_serve(args) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == (
+        "crossrec serve: invalid settings: maintenance_interval_s must be greater than 0, got 0.0"
+    )

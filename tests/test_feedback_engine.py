@@ -29,7 +29,7 @@ RECENT = [ProfileEvent("t0", "purchase", NOW - 60_000_000)]
 def make_engine(tmp_path, tiny_version, arms=(ARM_A,), **config) -> Engine:
     store = tmp_path / "events.sqlite"
     engine = Engine(
-        EngineConfig(store=str(store), pseudonym_key="k", **config), SQLiteEventStore(store)
+        EngineConfig(store=str(store), pseudonym_key="k" * 32, **config), SQLiteEventStore(store)
     )
     for arm in arms:
         engine.versions.swap_in(
@@ -304,7 +304,7 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
     from ranker.model import RankerModel
 
     store = tmp_path / "events.sqlite"
-    engine = Engine(EngineConfig(store=str(store), pseudonym_key="k"), SQLiteEventStore(store))
+    engine = Engine(EngineConfig(store=str(store), pseudonym_key="k" * 32), SQLiteEventStore(store))
     engine.versions.load(str(root / "v1"), model="")
     rng = np.random.default_rng(0)
     ids = [f"i{i:02d}" for i in range(12)]
@@ -349,7 +349,7 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
     assert report["positives"]["click"] == sent
 
     serving = Engine(
-        EngineConfig(store=str(tmp_path / "s.sqlite"), pseudonym_key="k"),
+        EngineConfig(store=str(tmp_path / "s.sqlite"), pseudonym_key="k" * 32),
         SQLiteEventStore(tmp_path / "s.sqlite"),
     )
     served = serving.versions.load(str(root / "v1"), model=report["model"])

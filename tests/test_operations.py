@@ -18,7 +18,7 @@ DAY_US = 86_400 * 1_000_000
 def make_engine(tmp_path, tiny_version, **config) -> Engine:
     store = tmp_path / "events.sqlite"
     engine = Engine(
-        EngineConfig(store=str(store), pseudonym_key="k", **config), SQLiteEventStore(store)
+        EngineConfig(store=str(store), pseudonym_key="k" * 32, **config), SQLiteEventStore(store)
     )
     engine.versions.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0))
     return engine
@@ -117,7 +117,7 @@ def build_v2(root, tiny_built) -> None:
 def root_engine(tmp_path, root, **config) -> Engine:
     store = tmp_path / "s.sqlite"
     engine = Engine(
-        EngineConfig(artifact=str(root), store=str(store), pseudonym_key="k", **config),
+        EngineConfig(artifact=str(root), store=str(store), pseudonym_key="k" * 32, **config),
         SQLiteEventStore(store),
     )
     engine.versions.load_configured()
@@ -188,7 +188,7 @@ def test_versions_swap_over_grpc_while_clients_keep_asking(root, tiny_built, tmp
 
     build_v2(root, tiny_built)
     config = EngineConfig(
-        artifact=str(root / "v1"), port=0, store=str(tmp_path / "e.sqlite"), pseudonym_key="k"
+        artifact=str(root / "v1"), port=0, store=str(tmp_path / "e.sqlite"), pseudonym_key="k" * 32
     )
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
         import grpc
@@ -238,7 +238,7 @@ def test_a_full_store_refuses_ingestion_fast_and_keeps_serving(tiny_built, tmp_p
         artifact=str(tiny_built),
         port=0,
         store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k",
+        pseudonym_key="k" * 32,
         store_max_mb=0.25,
     )
     acknowledged = []
@@ -288,7 +288,7 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
         artifact=str(root / "v1"),
         port=0,
         store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k",
+        pseudonym_key="k" * 32,
         auth_tokens=f"admin:{admin}",
         metrics_port=metrics_port,
     )

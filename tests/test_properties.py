@@ -141,7 +141,7 @@ def stub(tiny_built, tmp_path_factory):
         artifact=str(tiny_built),
         port=0,
         store=str(tmp_path_factory.mktemp("props") / "e.sqlite"),
-        pseudonym_key="k",
+        pseudonym_key="k" * 32,
         max_k=50,
         max_recent_events=10,
         max_ingest_events=10,

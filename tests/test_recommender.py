@@ -25,6 +25,7 @@ from helpers_tiny import (
 )
 
 from engine.explain import explain
+from engine.filters import RowFilter
 from engine.profile import Profile, ProfileEvent, build_profile
 from engine.query import Query
 from engine.ranking import RETRIEVAL_ONLY
@@ -228,18 +229,16 @@ def test_only_target_categories_feed_the_sources(tiny_version):
 def test_refill_walks_the_short_categories_by_popularity_with_a_floor(recommender):
     short = np.array([True, True, False, False])  # Tools, Knives
     affinity = np.array([0.025, 0.3, 0.575, 0])
-    r = recommender._refill(
-        short, affinity, Query(k=2, exclude_items=frozenset({"g1"})), np.array([5])
-    )
+    query = Query(k=2, exclude_items=frozenset({"g1"}))
+    r = recommender._refill(short, affinity, 2, RowFilter(query, recommender.items, np.array([5])))
     # g1 excluded by the request, k0 seen; k1 has no popularity: floored, still positive, after g0.
     assert r.name == "popular" and r.rows.tolist() == [7, 6] and r.scores.dtype == np.float32
     assert r.scores == pytest.approx([0.025 * 0.5, 0.3 * 1e-9], rel=1e-3)
     # Categories without affinity stay in play: the floor keeps every score positive.
-    cold = recommender._refill(
-        np.array([True, False, False, False]), np.zeros(4), Query(k=2), np.zeros(0, np.int64)
-    )
+    anything = RowFilter(Query(k=2), recommender.items, np.zeros(0, np.int64))
+    cold = recommender._refill(np.array([True, False, False, False]), np.zeros(4), 2, anything)
     assert cold.rows.tolist() == [7, 8] and (cold.scores > 0).all()
-    nothing = recommender._refill(np.zeros(4, bool), affinity, Query(k=2), np.zeros(0, np.int64))
+    nothing = recommender._refill(np.zeros(4, bool), affinity, 2, anything)
     assert nothing.rows.tolist() == [] and nothing.rows.dtype == np.int64
 
 

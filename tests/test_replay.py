@@ -122,7 +122,7 @@ def test_serving_at_the_decision_time_computes_the_replayed_rows(recommender, tm
     replayed = read_rows(path).frame.filter(pl.col("decision_id") == 0)
 
     engine = Engine(
-        EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key="k"),
+        EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key="k" * 32),
         SQLiteEventStore(tmp_path / "e.sqlite"),
     )
     engine.versions.swap_in(Served(recommender.version, recommender, 0.0))

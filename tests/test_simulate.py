@@ -133,7 +133,7 @@ def test_a_simulation_sends_outcomes_that_quote_logged_lists(shop_dir, tmp_path,
     truth = ShopTruth(shop_dir)
     store = tmp_path / "events.sqlite"
     engine = Engine(
-        EngineConfig(store=str(store), pseudonym_key="k", arm_b_share=0.5),
+        EngineConfig(store=str(store), pseudonym_key="k" * 32, arm_b_share=0.5),
         SQLiteEventStore(store),
     )
     engine.versions.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), ARM_A)

@@ -235,3 +235,16 @@ def test_popularity_order_of_categories_keeps_code_order_on_ties():
         16,
         19,
     ]
+
+
+def test_a_brand_filter_is_a_mask_over_brand_codes_built_once_per_request(items):
+    from engine.filters import RowFilter
+
+    f = RowFilter(Query(k=1, brands=frozenset({"zeta", "no-such-brand"})), items, no_seen())
+    assert f.brand_ok.tolist() == [False] + [b == "zeta" for b in items.brands]  # 0: no brand
+    assert f.allowed(ROWS).astype(int).tolist() == [0, 1, 0, 0, 1, 0, 1, 0, 1]
+    many = frozenset(f"unknown-{i}" for i in range(1_000))
+    assert not RowFilter(Query(k=1, brands=many), items, no_seen()).allowed(ROWS).any()
+    # the user's rows and the excluded ids become one sorted row array
+    g = RowFilter(Query(k=1, exclude_items=frozenset({"g1", "t1"})), items, np.array([8, 3]))
+    assert g.excluded.tolist() == [1, 3, 8]

@@ -6,7 +6,15 @@ from __future__ import annotations
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from helpers_tiny import NOW
-from test_validation import CONFIG, event, ingest, ingest_event, ingest_violations, violations
+from test_validation import (
+    CONFIG,
+    event,
+    ingest,
+    ingest_event,
+    ingest_violations,
+    validate,
+    violations,
+)
 
 from crossrec.v1 import recommend_pb2
 from engine.config import EngineConfig
@@ -81,3 +89,50 @@ def test_an_unknown_objective_number_is_refused():
     assert violations(objective_weights=[w]) == {
         "objective_weights[0].objective": "must be CLICK, CART or PURCHASE"
     }
+
+
+def test_every_entry_of_a_list_field_has_the_length_limit():
+    long = "b" * 257
+    filters = recommend_pb2.Filters(brands=["acme", long], exclude_item_ids=[long, "t0"])
+    assert violations(
+        filters=filters,
+        include_categories=[long],
+        exclude_categories=[long],
+        category_quotas=[recommend_pb2.CategoryQuota(category=long, count=1)],
+    ) == {
+        "filters.brands[1]": "longer than 256 characters",
+        "filters.exclude_item_ids[0]": "longer than 256 characters",
+        "include_categories[0]": "longer than 256 characters",
+        "exclude_categories[0]": "longer than 256 characters",
+        "category_quotas[0].category": "longer than 256 characters",
+    }
+    # 256 characters pass this check (an unknown brand simply matches nothing)
+    validate(filters=recommend_pb2.Filters(brands=["b" * 256]))
+
+
+def test_the_longest_deadline_a_call_may_have_is_pinned():
+    config = EngineConfig()
+    assert (config.default_deadline_s, config.max_deadline_s) == (2.0, 10.0)
+
+
+def test_a_clients_deadline_is_cut_to_the_servers_longest():
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from engine.metrics import Metrics
+    from engine.service import RecommendService
+
+    engine = SimpleNamespace(config=EngineConfig(max_deadline_s=3.0, default_deadline_s=1.0))
+    service = RecommendService(engine, Metrics())
+    seen = []
+
+    def work(request, deadline):
+        seen.append(deadline - time.monotonic())
+        return "done"
+
+    for remaining, expected in ((3_600.0, 3.0), (None, 1.0), (0.5, 0.5)):
+        context = SimpleNamespace(time_remaining=lambda r=remaining: r)
+        assert asyncio.run(service._run("Recommend", context, work, None)) == "done"
+        assert expected - 0.5 < seen[-1] <= expected
+    service.executor.shutdown()

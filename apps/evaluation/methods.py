@@ -12,7 +12,7 @@ A share is a float in [0, 1], ``None`` (no split: the ranking alone fills the k 
 :data:`ENGINE_DEFAULT` (whatever the engine's configuration says).
 
 - :class:`EngineSession`: ``engine.core.Engine`` on a throw-away SQLite store, loading the
-  evaluated index version (``EngineConfig.load(config_file, store=..., pseudonym_key="eval")``).
+  evaluated index version (:func:`apps.inprocess.engine_with_events`, a throw-away key).
 - :class:`RemoteSession`: a running engine at ``host:port`` through ``clients.sdk.CrossrecClient``.
   Event ids are a hash of each event, so a rerun's ingestion is acknowledged as duplicates. The
   engine should serve an index built from the training events and hold no test-period events of
