@@ -43,7 +43,15 @@ def _connect(path: str | Path) -> sqlite3.Connection:
 def read_log(path: str | Path, vectors: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(lists, shown) from an impression log file. ``shown`` has one row per item impression;
     with ``vectors`` it carries the logged feature rows (``vector``, bytes) and ``lists`` the
-    feature names per list (``feature_names``)."""
+    feature names per list (``feature_names``). A file that is not a readable impression log
+    (empty, garbage, truncated, damaged) raises ValueError naming it."""
+    try:
+        return _read_log(path, vectors)
+    except sqlite3.Error as exc:
+        raise ValueError(f"{path}: not a readable crossrec impression log ({exc})") from exc
+
+
+def _read_log(path: str | Path, vectors: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     db = _connect(path)
     try:
         lists = pl.DataFrame(
@@ -93,6 +101,8 @@ def read_outcome_events(store: str | Path) -> pl.DataFrame:
             "SELECT user_key, item_id, action, ts_us, recommendation_id FROM events "
             f"WHERE recommendation_id != '' AND action IN ({','.join(map(str, codes))})"
         ).fetchall()
+    except sqlite3.Error as exc:
+        raise ValueError(f"{store}: not a readable crossrec event store ({exc})") from exc
     finally:
         db.close()
     frame = pl.DataFrame(

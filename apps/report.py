@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,11 @@ def run(args: argparse.Namespace) -> int:
     from apps.online import attribute, over_time, read_log, read_outcome_events, summarise
 
     by = [c.strip() for c in args.by.split(",") if c.strip()]
+    for name in ("window_hours", "bucket_hours"):
+        value = getattr(args, name)
+        if not (math.isfinite(value) and value > 0):
+            print(f"crossrec report: --{name.replace('_', '-')} must be a positive number")
+            return 2
     try:
         lists, shown = read_log(args.impressions)
         events = read_outcome_events(args.store)

@@ -52,6 +52,10 @@ class EngineConfig:
     impression_sample_rate: float = 1.0
     impression_retention_days: float = 90.0
     impression_queue: int = 10_000
+    #: Cap on the impression log's size in MB (0: none); past it the oldest lists are dropped
+    #: first (counted as ``dropped_for_size``). A log that cannot be opened (damaged, unwritable,
+    #: a full disk) is reported and the engine serves without it.
+    impression_log_max_mb: float = 0.0
     #: Live attribution (engine/outcomes.py): events quoting a recommendation_id count within this
     #: many hours of the list; lists kept in memory for it.
     attribution_window_hours: float = 24.0

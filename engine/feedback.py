@@ -8,6 +8,9 @@ The engine hands each answered list to :meth:`Feedback.shown` and each batch of 
 
 from __future__ import annotations
 
+import logging
+import sqlite3
+
 import numpy as np
 
 from crossrec.vocabulary import US_PER_DAY
@@ -19,6 +22,8 @@ from engine.outcomes import RecentLists
 from engine.recommendation import Recommendation
 from engine.store import StoredEvent
 
+log = logging.getLogger(__name__)
+
 _CROSS_COLUMN = FEATURES.index("cross_category")
 
 
@@ -29,13 +34,22 @@ class Feedback:
         self.metrics = metrics
         self.impressions: ImpressionLog | None = None
         if config.impression_sample_rate > 0:
-            self.impressions = ImpressionLog(
-                config.impression_log_path(),
-                config.impression_sample_rate,
-                config.impression_retention_days,
-                config.impression_queue,
-            )
-            self.metrics.watch_impression_log(lambda: dict(self.impressions.counts))
+            path = config.impression_log_path()
+            try:
+                self.impressions = ImpressionLog(
+                    path,
+                    config.impression_sample_rate,
+                    config.impression_retention_days,
+                    config.impression_queue,
+                    max_mb=config.impression_log_max_mb,
+                )
+            except (sqlite3.Error, OSError) as exc:
+                # The log is optional: a damaged or unwritable file (or a full disk) must not stop
+                # the engine from serving. Said once here; the metric stays at "unavailable".
+                log.error("impression log %s unavailable, serving without it: %s", path, exc)
+                self.metrics.impression_log_unavailable.set(1)
+            else:
+                self.metrics.watch_impression_log(lambda: dict(self.impressions.counts))
         self.recent_lists = RecentLists(
             int(config.attribution_window_hours * US_PER_DAY / 24), config.attribution_lists
         )

@@ -7,9 +7,11 @@ bounded queue and returns; one writer thread drains the queue in batches (up to 
 most 50 ms for a batch to fill), one SQLite transaction per batch, into a file of its own (the
 event store's lock is never taken). When the queue is full the impression is dropped and counted,
 so under overload the log degrades to a sample instead of slowing requests; a batch whose write
-fails is dropped, counted and logged (once a minute at most). Counts:
-:attr:`ImpressionLog.counts` (``written``, ``sampled_out``, ``queue_full``, ``write_error``), also
-exported as ``crossrec_impression_log_total{outcome}`` by the engine.
+fails is dropped, counted and logged (once a minute at most). With ``max_mb`` set, the log keeps
+within it by dropping its oldest lists first (SQLite reuses the freed pages, so the file stops
+growing). Counts: :attr:`ImpressionLog.counts` (``written``, ``sampled_out``, ``queue_full``,
+``write_error``, ``dropped_for_size``), also exported as ``crossrec_impression_log_total{outcome}``
+by the engine.
 
 Tables (one row per response, one per shown item)::
 
@@ -127,10 +129,13 @@ class ImpressionLog:
         batch_size: int = 500,
         clock=time.time,
         linger_s: float = 0.05,
+        max_mb: float = 0.0,
     ) -> None:
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"impression sample rate must be in [0, 1], got {sample_rate}")
         self.path = Path(path)
+        #: Cap on the bytes the log's rows use (0: none); past it the oldest lists are dropped.
+        self.max_bytes = int(max_mb * 2**20)
         self.sample_rate = sample_rate
         self.retention_days = retention_days
         self.batch_size = batch_size
@@ -192,6 +197,8 @@ class ImpressionLog:
             if batch:
                 try:
                     started = time.thread_time()
+                    if self.max_bytes:
+                        self._make_room()
                     self.write(batch)
                     self.write_seconds += time.thread_time() - started
                     self.counts["written"] += len(batch)
@@ -265,6 +272,28 @@ class ImpressionLog:
                 self.counts["write_error"],
             )
 
+    def used_bytes(self) -> int:
+        """Bytes the log's pages hold (free pages left by deletions excluded: they are reused)."""
+        with self._db_lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
+    def _make_room(self) -> None:
+        """Past ``max_bytes``, drop the oldest tenth of the lists (at least one), counted as
+        ``dropped_for_size``: the log keeps the newest lists within its cap."""
+        if self.used_bytes() < self.max_bytes:
+            return
+        with self._db_lock:
+            n = self._db.execute("SELECT count(*) FROM lists").fetchone()[0]
+            oldest = self._db.execute(
+                "SELECT max(ts_us) FROM (SELECT ts_us FROM lists ORDER BY ts_us LIMIT ?)",
+                (max(n // 10, 1),),
+            ).fetchone()[0]
+        if oldest is not None:
+            self.counts["dropped_for_size"] += self._delete("ts_us <= ?", oldest, truncate=False)
+
     # -- maintenance ------------------------------------------------------------------------------
     def compact(self, now_us: int | None = None) -> int:
         """Remove lists older than the retention; returns how many."""
@@ -277,7 +306,7 @@ class ImpressionLog:
         self.flush()
         return self._delete("user_key = ?", user_key)
 
-    def _delete(self, where: str, value) -> int:
+    def _delete(self, where: str, value, truncate: bool = True) -> int:
         with self._db_lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -292,7 +321,7 @@ class ImpressionLog:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            if n:
+            if n and truncate:
                 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n
 

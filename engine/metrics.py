@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -81,8 +81,15 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.impression_log_unavailable = Gauge(
+            "crossrec_impression_log_unavailable",
+            "1 when the impression log could not be opened at start (the engine serves without it)",
+            registry=self.registry,
+        )
+
     def watch_impression_log(self, counts: Callable[[], Mapping[str, int]]) -> None:
-        """Export the impression log's counts (written, sampled_out, queue_full, write_error) as
+        """Export the impression log's counts (written, sampled_out, queue_full, write_error,
+        dropped_for_size) as
         ``crossrec_impression_log_total{outcome}``."""
         self.registry.register(_LogCounts(counts))
 

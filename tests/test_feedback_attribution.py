@@ -335,3 +335,32 @@ def test_crossrec_report_writes_the_table_json_and_plot(logged, tmp_path, capsys
     assert (tmp_path / "r" / "report.png").stat().st_size > 0
     assert main([*argv, "--by", "colour"]) == 2
     assert "unknown breakdown" in capsys.readouterr().out
+
+
+def test_crossrec_report_on_damaged_input_says_what_is_wrong_and_exits_2(logged, tmp_path, capsys):
+    from clients.cli import main
+
+    store = tmp_path / "events.sqlite"
+    good = (tmp_path / "imp.sqlite").read_bytes()
+    damaged = {
+        "empty": b"",
+        "garbage": b"not a database at all " * 64,
+        "truncated": good[: len(good) // 3],
+        "bit-flipped": good[:100] + bytes([good[100] ^ 0xFF]) + good[101:],
+    }
+    for name, content in damaged.items():
+        path = tmp_path / f"{name}.sqlite"
+        path.write_bytes(content)
+        code = main(["report", "--impressions", str(path), "--store", str(store)])
+        out = capsys.readouterr().out
+        assert code == 2, name
+        assert out.startswith("crossrec report: ") and "Traceback" not in out, name
+    bad_store = tmp_path / "bad-store.sqlite"
+    bad_store.write_bytes(b"garbage" * 100)
+    argv = ["report", "--impressions", str(tmp_path / "imp.sqlite"), "--store", str(bad_store)]
+    assert main(argv) == 2
+    assert "bad-store.sqlite: not a readable crossrec event store" in capsys.readouterr().out
+    for hours in ("-5", "0", "nan"):
+        argv = ["report", "--impressions", str(tmp_path / "imp.sqlite"), "--store", str(store)]
+        assert main([*argv, "--window-hours", hours]) == 2
+        assert "--window-hours must be a positive number" in capsys.readouterr().out

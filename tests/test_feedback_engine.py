@@ -422,3 +422,38 @@ def test_events_naming_unknown_items_are_stored_counted_and_used_once_known(tmp_
     after = engine.profile(engine.served, "u1", [], NOW)
     assert after.interest_categories[0] == "Home > Kitchen > Pans"  # a purchase outweighs a view
     engine.close()
+
+
+def test_a_capped_log_drops_its_oldest_lists_first_and_stops_growing(tmp_path):
+    from test_feedback_attribution import impressions
+
+    template = impressions()[0]
+    log = ImpressionLog(tmp_path / "capped.sqlite", max_mb=0.25, batch_size=50)
+    for i in range(3_000):
+        log.offer(dataclasses.replace(template, recommendation_id=f"r{i:05d}", ts_us=i))
+        if i % 500 == 499:
+            assert log.flush()
+    assert log.flush()
+    assert log.counts["dropped_for_size"] > 0
+    assert log.counts["written"] == 3_000
+    assert log.used_bytes() <= 0.25 * 2**20 + 64 * 1024  # the cap, plus at most one batch
+    db = sqlite3.connect(tmp_path / "capped.sqlite")
+    kept = [r[0] for r in db.execute("SELECT ts_us FROM lists ORDER BY ts_us")]
+    db.close()
+    assert kept[-1] == 2_999 and kept == list(range(kept[0], 3_000))  # the newest, none skipped
+    assert len(kept) == 3_000 - log.counts["dropped_for_size"]
+    log.close()
+
+
+def test_the_engine_serves_without_an_impression_log_it_cannot_open(tmp_path, tiny_version):
+    garbage = tmp_path / "events.impressions.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    store = tmp_path / "events.sqlite"
+    engine = Engine(EngineConfig(store=str(store), pseudonym_key="k" * 32), SQLiteEventStore(store))
+    assert engine.feedback.impressions is None
+    assert engine.metrics.impression_log_unavailable._value.get() == 1
+    served = Served(tiny_version, Recommender(tiny_version, settings()), 0.0)
+    engine.versions.swap_in(served)
+    assert len(engine.recommend("u1", [], Query(k=3)).items) == 3
+    engine.delete_user("u1")
+    engine.close()
