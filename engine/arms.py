@@ -13,6 +13,7 @@ import random
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.config import EngineConfig
 from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
@@ -111,7 +112,12 @@ class Arms:
             )
         before = self._arms[arm]
         try:
-            served = self.load(artifact or self.configured(arm)[0], model, arm)
+            configured_index, configured_model = self.configured(arm)
+            if artifact:
+                confine(artifact, configured_index, "index")
+            if model:
+                confine(model, configured_model, "model")
+            served = self.load(artifact or configured_index, model, arm)
         except Exception as exc:  # any failure to open, verify or pair: the old pair stays
             raise SwapRefused(
                 f"arm {arm} keeps index {before.version.version} with {before.model_version}: "
@@ -210,6 +216,22 @@ class Arms:
             from engine.ray_shards import disconnect
 
             disconnect()
+
+
+def confine(path: str, configured: str, what: str) -> None:
+    """Refuse (ValueError) a path a swap names outside the arm's configured root: the root itself
+    when ``configured`` is one (it has ``LATEST``), else the folder holding the configured version.
+    Links are resolved first, so none leads out."""
+    if not configured:
+        raise ValueError(
+            f"no {what} root is configured for this arm: swap to configured paths only"
+        )
+    base = Path(configured).resolve()
+    root = (
+        base if (base / "LATEST").exists() or not (base / "manifest.json").exists() else base.parent
+    )
+    if not Path(path).resolve().is_relative_to(root):
+        raise ValueError(f"the {what} {path} is not under the configured root {root}")
 
 
 def load_ranker(path: str, version: IndexVersion, config: EngineConfig) -> ModelRanker:

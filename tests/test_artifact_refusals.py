@@ -219,3 +219,16 @@ def test_manifest_refusals_name_the_manifest(root):
         version,
         "no manifest.json: not a complete index version",
     )
+
+
+@pytest.mark.parametrize("name", ["../../outside.bin", "/etc/hostname", "link/outside.bin"])
+def test_a_file_entry_outside_the_version_folder_is_refused_without_looking_at_it(root, name):
+    outside = root.parent / "outside.bin"
+    outside.write_bytes(b"x" * 12_345)
+    (root / "v1" / "link").symlink_to(root.parent, target_is_directory=True)
+    manifest = manifest_of(root / "v1")
+    manifest["files"]["categories"]["file"] = name
+    save_manifest(root / "v1", manifest)
+    error = refused(root)
+    assert error.reason == "manifest" and "outside the version folder" in str(error)
+    assert "12345" not in str(error) and "12,345" not in str(error)  # nothing about that file

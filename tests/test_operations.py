@@ -95,7 +95,11 @@ def test_the_server_runs_maintenance_at_start(tiny_built, tmp_path):
     seed.append([StoredEvent("x", "someone", "i00", "view", 1_000_000)])  # 1970
     seed.close()
     config = EngineConfig(
-        artifact=str(tiny_built), port=0, store=str(store), event_retention_days=365.0
+        artifact=str(tiny_built),
+        port=0,
+        store=str(store),
+        event_retention_days=365.0,
+        pseudonym_key="k" * 32,  # the store holds events: its key must be given
     )
     with BackgroundServer(config) as server:
         import time
@@ -361,3 +365,23 @@ def test_a_full_disk_is_reported_as_the_store_being_full(tmp_path):
     assert store.counts() == (0, 0)
     assert store.append([StoredEvent("a", "k", "i", "view", NOW)]) == (1, 0)
     store.close()
+
+
+def test_a_swap_names_versions_under_the_configured_root_only(root, tiny_built, tmp_path):
+    import shutil
+
+    from engine.errors import SwapRefused
+
+    engine = root_engine(tmp_path, root)
+    build_v2(root, tiny_built)
+    elsewhere = shutil.copytree(root / "v2", tmp_path / "elsewhere" / "v2")
+    (root / "escape").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    for outside in (elsewhere, root / "escape" / "v2", root / ".." / "elsewhere" / "v2"):
+        with pytest.raises(SwapRefused, match="is not under the configured root"):
+            engine.versions.swap(artifact=str(outside))
+        assert engine.served.version.version == "v1"
+    with pytest.raises(SwapRefused, match="no model root is configured"):
+        engine.versions.swap(model=str(tmp_path / "models"))
+    served, changed = engine.versions.swap(artifact=str(root / "v2"))  # inside: served
+    assert changed and served.version.version == "v2"
+    engine.close()

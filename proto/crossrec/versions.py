@@ -233,8 +233,17 @@ def read_manifest(path: str | Path, fmt: VersionFormat) -> tuple[Path, dict]:
 
 def check_file(root: Path, entry: dict, verify: bool, fmt: VersionFormat) -> Path:
     """Check one manifest file entry against the disk: present, of its recorded size and (when
-    ``verify``) of its recorded sha256. Returns the file's path."""
-    path = root / entry["file"]
+    ``verify``) of its recorded sha256. Returns the file's path. An entry naming a file outside
+    the version folder (``../``, an absolute path, a link out) is refused before that file is
+    looked at, so the error reveals nothing about it."""
+    name = entry.get("file")
+    if not isinstance(name, str) or not name:
+        raise fmt.error("a file entry has no file name", root / MANIFEST, "manifest")
+    path = root / name
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise fmt.error(
+            "a file entry points outside the version folder", root / MANIFEST, "manifest"
+        )
     if not path.is_file():
         raise fmt.error("file listed in the manifest is missing", path, "missing")
     size = path.stat().st_size
