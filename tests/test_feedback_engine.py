@@ -192,13 +192,13 @@ def test_arms_are_sticky_balanced_and_redrawn_by_the_salt(tmp_path, tiny_version
     assert [engine.route(u).arm for u in users] == arms
     engine.close()
     again = make_engine(tmp_path / "again", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3)
-    again._key = engine._key  # same pseudonym key: the same users, the same arms
+    again.pseudonyms = engine.pseudonyms  # same pseudonym key: the same users, the same arms
     assert [again.route(u).arm for u in users] == arms
     again.close()
     salted = make_engine(
         tmp_path / "salted", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3, arm_salt="x2"
     )
-    salted._key = engine._key
+    salted.pseudonyms = engine.pseudonyms
     moved = sum(a != salted.route(u).arm for u, a in zip(users, arms))
     assert 0.35 < moved / len(users) < 0.49  # independent draws differ 2 x 0.3 x 0.7 = 42%
     salted.close()
