@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from apps.bench_all import (
+from apps.bench.all import (
     build_table,
     latency_table,
     replace_blocks,

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import polars as pl
 
-from apps.retrieval_bench import best_at, recall
+from apps.bench.retrieval import best_at, recall
 
 
 def test_recall_by_hand():
