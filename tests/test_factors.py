@@ -118,3 +118,25 @@ def test_settings_are_checked_and_the_defaults_pinned():
     ):
         with pytest.raises(ValueError):
             FactorsConfig(**bad)
+
+
+def test_index_inspect_names_the_learned_tables_and_skips_them_when_off():
+    from indexer.cli import summarise
+
+    manifest = {
+        "version": "v1",
+        "format_version": 1,
+        "items": 8,
+        "dim": 4,
+        "category_shards": {},
+        "shards": [],
+        "encoders": [],
+        "fusion": {"parts": []},
+        "ease": {"items": 8, "lambda": 50.0, "links": 24},
+        "factors": build_factor_neighbours(_taste_matrix(), FactorsConfig(factors=2, top_n=3))[1],
+    }
+    lines = summarise(manifest, {})
+    assert "learned item-item (EASE): 8 items, lambda 50, 24 neighbour links" in lines
+    assert "low-rank item-item (ALS fold-in): 8 items, 2 factors, 24 neighbour links" in lines
+    manifest["factors"] = build_factor_neighbours(_taste_matrix(), FactorsConfig(top_n=0))[1]
+    assert not any("low-rank" in line for line in summarise(manifest, {}))

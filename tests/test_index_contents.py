@@ -204,3 +204,18 @@ def test_build_with_images_and_precomputed_vectors(small_shop_dir, tiny_clip, tm
     assert (
         not np.asarray(version.vectors)[0, :16].any() and np.asarray(version.vectors)[1, :16].any()
     )
+
+
+def test_the_learned_item_item_tables_are_written_read_and_recorded(built_index, version):
+    files = version.manifest["files"]
+    for name, table in (("ease", version.ease), ("factors", version.factors)):
+        assert isinstance(table, ItemNeighbours) and table.n_items == 2_000, name
+        entry = version.manifest[name]
+        assert entry["links"] == len(table.rows) == files[name]["links"] > 0, name
+        lengths = np.diff(table.indptr)
+        assert lengths.max() <= 100 and (lengths > 0).sum() <= entry["items"], name
+        source = np.repeat(np.arange(table.n_items), lengths)
+        assert not (table.rows == source).any() and (table.scores > 0).all(), name
+    assert version.manifest["factors"]["method"] == "als-fold-in"
+    assert version.manifest["factors"]["config"]["factors"] == 64
+    assert "factors" in built_index.stages and "ease" in built_index.stages
