@@ -31,7 +31,7 @@ AT_LEAST_ONE = (
     "neighbour_seeds",
     "source_limit",
 )
-#: Greater than 0 (durations and rates that cannot be zero).
+#: Greater than 0 (durations and rates that cannot be zero; Ray's CPUs per replica may be 0).
 POSITIVE = (
     "maintenance_interval_s",
     "default_deadline_s",
@@ -39,7 +39,6 @@ POSITIVE = (
     "half_life_days",
     "attribution_window_hours",
     "impression_retention_days",
-    "shard_group_cpus",
     "shard_group_timeout_s",
 )
 #: Within [0, 1].

@@ -6,6 +6,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
+from clients.messages import Call
 from clients.sdk import CrossrecError, Event
 from crossrec.v1 import service_pb2
 from engine.errors import MAX_VIOLATIONS
@@ -22,7 +23,7 @@ def test_a_hundred_bad_events_give_invalid_argument_with_the_first_violations(cl
         m = request.events.add(user_id=e.user_id, item_id="i", action=0, event_id=e.event_id)
         m.time.GetCurrentTime()
     with pytest.raises(CrossrecError) as caught:
-        client._call(client._stub.IngestEvents, request, 5)
+        client._run(Call("IngestEvents", request, lambda r: r), 5)
     violations = caught.value.field_violations
     assert caught.value.code == "INVALID_ARGUMENT"
     assert len(violations) == MAX_VIOLATIONS + 1
