@@ -134,11 +134,12 @@ class Recommender:
         self.items = ItemTable.from_version(version)
         self.categories = CategoryModel(version, self.items.categories, settings.smoothing)
         self.neighbours = NeighbourSource(version, settings.neighbour_seeds, settings.source_limit)
-        self.ease = NeighbourSource(
-            version, settings.neighbour_seeds, settings.source_limit, name="ease"
-        )
-        self.factors = NeighbourSource(
-            version, settings.neighbour_seeds, settings.source_limit, name="factors"
+        # The learned models answer 0/1 rows (who took what): their seeds count alike.
+        self.ease, self.factors = (
+            NeighbourSource(
+                version, settings.neighbour_seeds, settings.source_limit, name, binary_seeds=True
+            )
+            for name in ("ease", "factors")
         )
         self.popular = PopularSource(
             self.items,

@@ -73,6 +73,27 @@ def test_neighbour_source_gathers_from_the_heaviest_seeds_with_weights_summing_t
     assert fake.calls[-1] == ([0, 3, 5], pytest.approx([0.6667, 0.1667, 0.1667], abs=1e-4))
 
 
+def test_the_learned_sources_count_every_seed_alike_and_the_recommender_says_so(tiny_version):
+    fake = FakeNeighbours([4], [1.0])
+    profile = dataclasses.replace(
+        empty_profile(), item_rows=np.array([0, 3, 5]), item_weights=np.array([8.0, 2.0, 2.0])
+    )
+    source = NeighbourSource(
+        SimpleNamespace(factors=fake), max_seeds=2, name="factors", binary_seeds=True
+    )
+    assert source.generate(context([0] * 4, profile=profile)).name == "factors"
+    assert fake.calls == [([0, 3], pytest.approx([0.5, 0.5]))]
+    from engine.recommend import Recommender
+
+    r = Recommender(tiny_version)
+    assert (r.neighbours.binary_seeds, r.ease.binary_seeds, r.factors.binary_seeds) == (
+        False,
+        True,
+        True,
+    )
+    assert (r.ease.name, r.factors.name) == ("ease", "factors")
+
+
 def test_neighbour_source_is_empty_without_neighbours_or_history():
     fake = FakeNeighbours([4], [1.0])
     assert len(NeighbourSource(SimpleNamespace()).generate(context([0] * 4)).rows) == 0
