@@ -199,7 +199,7 @@ def test_a_missing_key_next_to_a_store_with_events_is_refused_not_replaced(tmp_p
 
 
 def test_a_created_key_leaves_no_temporary_file_and_an_existing_one_is_kept(tmp_path):
-    path = tmp_path / "sub" / "k.key"
+    path = tmp_path / "deep" / "sub" / "k.key"  # folders created as needed
     config = EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key_file=str(path))
     assert len(config.key()) == 64
     assert sorted(p.name for p in path.parent.iterdir()) == ["k.key"]

@@ -85,6 +85,12 @@ def test_the_build_step_reports_and_turns_off():
     one = sp.csr_matrix(np.array([[1, 0], [1, 0]], np.float32))
     table, report = build_factor_neighbours(one, FactorsConfig(min_users=2))
     assert table is None and report["items"] == 1
+    # two items are enough for a table: each may link to the other
+    two = sp.csr_matrix(np.array([[1, 1], [1, 1], [1, 0]], np.float32))
+    table, report = build_factor_neighbours(two, FactorsConfig(factors=1, min_users=2))
+    assert table is not None and report["items"] == 2 and report["links"] == len(table.rows)
+    assert set(report) == {"method", "config", "items", "links", "seconds"}
+    assert report["seconds"] >= 0
 
 
 def test_only_the_items_with_most_users_are_modelled():
