@@ -11,6 +11,7 @@ from indexer.factors import (
     FactorsConfig,
     build_factor_neighbours,
     factor_neighbours,
+    fit_als,
     fit_item_factors,
     fold_in_weights,
 )
@@ -146,3 +147,33 @@ def test_index_inspect_names_the_learned_tables_and_skips_them_when_off():
     assert "low-rank item-item (ALS fold-in): 8 items, 2 factors, 24 neighbour links" in lines
     manifest["factors"] = build_factor_neighbours(_taste_matrix(), FactorsConfig(top_n=0))[1]
     assert not any("low-rank" in line for line in summarise(manifest, {}))
+
+
+def test_the_fit_hands_implicit_the_confidences_and_settings_and_returns_both_factor_sets(
+    monkeypatch,
+):
+    import implicit.cpu.als as als
+
+    seen = {}
+
+    class Recorder:
+        def __init__(self, **kwargs):
+            seen["kwargs"] = kwargs
+
+        def fit(self, confidence, show_progress):
+            seen["confidence"] = confidence.toarray()
+            self.user_factors = np.ones((confidence.shape[0], 3), np.float64)
+            self.item_factors = np.full((confidence.shape[1], 3), 2.0, np.float64)
+
+    monkeypatch.setattr(als, "AlternatingLeastSquares", Recorder)
+    x = sp.csr_matrix(np.array([[2.0, 0.0], [0.0, 4.0], [1.0, 1.0]], np.float32))
+    config = FactorsConfig(factors=3, regularization=0.5, iterations=7, alpha=0.25, seed=9)
+    users, items = fit_als(x, config)
+    # confidence 1 + alpha * w where w > 0; absent pairs stay absent
+    assert seen["confidence"] == pytest.approx(np.array([[1.5, 0.0], [0.0, 2.0], [1.25, 1.25]]))
+    kwargs = seen["kwargs"]
+    assert (kwargs["factors"], kwargs["regularization"], kwargs["iterations"]) == (3, 0.5, 7)
+    assert kwargs["random_state"] == 9
+    assert users.shape == (3, 3) and items.shape == (2, 3)
+    assert users.dtype == items.dtype == np.float32 and (items == 2.0).all()
+    assert x.toarray()[0, 0] == 2.0  # the caller's matrix is not changed
