@@ -24,6 +24,7 @@ V = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], np.float32)
 
 def test_fold_in_weights_are_v_times_the_ridge_inverse():
     w = fold_in_weights(V, 1.0)
+    assert w.dtype == np.float32
     assert w == pytest.approx(np.array([[1 / 3, 0], [1 / 3, 0], [0, 1 / 2]]), abs=1e-6)
     # a user who took item 0 is folded in to u = (1/3, 0) and scores items 0, 1, 2 by 1/3, 1/3, 0
     assert (np.array([1, 0, 0]) @ w) @ V.T == pytest.approx([1 / 3, 1 / 3, 0], abs=1e-6)
@@ -123,8 +124,12 @@ def test_settings_are_checked_and_the_defaults_pinned():
         {"fold_in": 0.0},
         {"top_n": -1},
     ):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="invalid factor settings"):
             FactorsConfig(**bad)
+    # the smallest settings that make sense are accepted
+    FactorsConfig(
+        factors=1, iterations=1, max_items=1, min_users=1, regularization=0.0, alpha=0.0, top_n=0
+    )
 
 
 def test_index_inspect_names_the_learned_tables_and_skips_them_when_off():
