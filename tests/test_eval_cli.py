@@ -81,6 +81,13 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
         at10["crossrec (share 1.0)"]["cross_recall"]["mean"]
         > at10["crossrec (share 0.5)"]["cross_recall"]["mean"]
     )
+    # every crossrec row against every baseline, paired on the same users at the smallest cut-off
+    paired = result["paired"]
+    assert set(paired) == {"crossrec (share 1.0)", "crossrec (share 0.5)"}
+    for against in paired.values():
+        assert against["k"] == 10 and set(against) - {"k"} == set(list(methods)[:6])
+        for d in (v for b, v in against.items() if b != "k"):
+            assert d["n"] == 200 and d["low"] <= d["mean"] <= d["high"]
     # the strong baselines chose their settings on the training data and say what they chose
     assert methods["ease"]["chosen"]["lambda"] in (2.0, 10.0, 50.0, 200.0, 1000.0, 5000.0)
     assert methods["itemknn"]["chosen"]["weighting"] in ("binary", "bm25")

@@ -92,3 +92,64 @@ def test_top_k_unseen_drops_seen_items_and_non_finite_scores_and_breaks_ties_by_
 def test_drop_seen_keeps_the_order_of_the_rest():
     seen = sp.csr_matrix(np.array([[0, 1, 0, 1, 0]], dtype=bool))
     assert drop_seen(np.array([[3, 4, 1, 0, -1]]), seen).tolist() == [[4, 0, -1, -1, -1]]
+
+
+def test_a_paired_difference_cancels_what_both_methods_share():
+    from apps.evaluation.metrics import paired_difference
+
+    # Per-user recall varies a lot between users but B is A minus 0.02 for every one of them: the
+    # separate intervals overlap, the paired one is the exact 0.02 at both ends.
+    a = np.array([0.9, 0.1, 0.6, 0.3, 0.8, 0.2, 0.7, 0.4] * 25)
+    b = a - 0.02
+    d = paired_difference(a, b, resamples=500, seed=1)
+    assert (d.mean, d.low, d.high, d.n) == pytest.approx((0.02, 0.02, 0.02, 200))
+    sa, sb = bootstrap_interval(a, 500, 1), bootstrap_interval(b, 500, 1)
+    assert sa.low < sb.high  # the separate intervals overlap
+    # a difference that is zero on average holds 0 in its interval
+    tie = paired_difference(np.array([1.0, 0.0] * 50), np.array([0.0, 1.0] * 50), 500, 1)
+    assert tie.mean == 0.0 and tie.low < 0.0 < tie.high
+    with pytest.raises(ValueError, match="the same users"):
+        paired_difference(a, b[:-1])
+
+
+def test_every_crossrec_row_is_compared_with_every_baseline_on_the_same_users():
+    from apps.evaluation.run import paired_against_baselines
+
+    recalls = {
+        "popularity": np.array([0.0, 0.5, 0.0]),
+        "ease": np.array([0.5, 0.5, 0.0]),
+        "crossrec": np.array([1.0, 0.5, 0.5]),
+        "crossrec tuned": np.array([0.5, 0.5, 0.0]),
+    }
+    out = paired_against_baselines(recalls, 10, resamples=0, seed=0)
+    assert set(out) == {"crossrec", "crossrec tuned"}
+    assert set(out["crossrec"]) == {"k", "popularity", "ease"} and out["crossrec"]["k"] == 10
+    # (1 - 0 + 0.5 - 0.5 + 0.5 - 0) / 3 = 0.5 against popularity; (0.5 + 0 + 0.5) / 3 against ease
+    assert out["crossrec"]["popularity"]["mean"] == pytest.approx(0.5)
+    assert out["crossrec"]["ease"]["mean"] == pytest.approx(1 / 3)
+    assert out["crossrec tuned"]["ease"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 3}
+
+
+def test_the_report_names_the_best_baseline_and_says_whether_the_lead_is_apart():
+    from apps.evaluation.report import paired_lines
+
+    def at10(mean):
+        return {"metrics": {"@10": {"recall": {"mean": mean}}}}
+
+    result = {
+        "methods": {"als": at10(0.08), "ease": at10(0.06), "crossrec": at10(0.09)},
+        "paired": {
+            "crossrec": {
+                "k": 10,
+                "als": {"mean": 0.01, "low": 0.002, "high": 0.018, "n": 3},
+                "ease": {"mean": 0.03, "low": -0.01, "high": 0.05, "n": 3},
+            }
+        },
+    }
+    assert paired_lines(result) == (
+        "crossrec - als (best baseline), Recall@10 on the same users: "
+        "+0.010 [+0.002, +0.018] (ahead)"
+    )
+    result["paired"]["crossrec"]["als"]["low"] = -0.001
+    assert paired_lines(result).endswith("(not apart)")
+    assert paired_lines({"methods": {}, "paired": {}}) == ""

@@ -252,11 +252,14 @@ def _run_families(args: argparse.Namespace) -> int:
 
 def _show(result: dict, args: argparse.Namespace) -> None:
     """The split summary and method table; the PNG (single shop only)."""
-    from apps.evaluation.report import method_table, split_summary, write_png
+    from apps.evaluation.report import method_table, paired_lines, split_summary, write_png
 
     print(split_summary(result))
     print()
     print(method_table(result))
+    paired = paired_lines(result)
+    if paired:
+        print("\n" + paired)
     print(
         f"\nwall time {result['wall_seconds']:.0f} s"
         + (

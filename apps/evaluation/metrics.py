@@ -118,6 +118,18 @@ def bootstrap_interval(
     return Interval(mean, float(low), float(high), n)
 
 
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, resamples: int = 1_000, seed: int = 0, level: float = 0.95
+) -> Interval:
+    """Mean of ``a - b`` over the same users (n,) and its paired bootstrap interval: users are
+    resampled together, so what both methods find alike cancels and the interval is that of the
+    difference itself - the test of "A beats B" that two separate intervals are not."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired values need the same users, got {a.shape} and {b.shape}")
+    return bootstrap_interval(a - b, resamples, seed, level)
+
+
 def evaluate_lists(
     lists: np.ndarray,
     positives: sp.csr_matrix,

@@ -79,6 +79,26 @@ def method_table(result: dict) -> str:
     return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)])
 
 
+def paired_lines(result: dict) -> str:
+    """Each crossrec row against the best baseline on Recall@k: the paired difference on the same
+    users with its interval, and whether the interval clears 0."""
+    lines = []
+    methods = result["methods"]
+    for name, against in (result.get("paired") or {}).items():
+        k = against["k"]
+        baselines = [b for b in against if b != "k"]
+        if not baselines:
+            continue
+        best = max(baselines, key=lambda b: methods[b]["metrics"][f"@{k}"]["recall"]["mean"])
+        d = against[best]
+        verdict = "ahead" if d["low"] > 0 else "behind" if d["high"] < 0 else "not apart"
+        lines.append(
+            f"{name} - {best} (best baseline), Recall@{k} on the same users: "
+            f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})"
+        )
+    return "\n".join(lines)
+
+
 def write_json(result: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=2))

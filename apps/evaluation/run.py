@@ -12,6 +12,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from apps.evaluation.baselines import ALS, BASELINES, ContentKNN, CoOccurrence, Method, Popularity
 from apps.evaluation.dataset import build_eval_set
 from apps.evaluation.index import PreparedIndex, prepare_index, write_train_events
@@ -24,7 +26,7 @@ from apps.evaluation.methods import (
     Session,
     Share,
 )
-from apps.evaluation.metrics import evaluate_lists, mean_list_length
+from apps.evaluation.metrics import evaluate_lists, mean_list_length, paired_difference, per_user
 from apps.evaluation.split import SplitConfig, split_events
 from apps.evaluation.tail import head_items, tail_metrics
 from indexer.artifact import resolve_version
@@ -134,6 +136,9 @@ def evaluate(config: EvalConfig) -> dict:
             tuning, tuned_config = _tune(config, index, split.train)
             tuned = EngineSession(str(index.path), tuned_config, config.progress)
     results: dict[str, dict] = {}
+    #: Method -> per-user Recall@(smallest cut-off), the same users in the same order for all.
+    recalls: dict[str, np.ndarray] = {}
+    k_min = min(config.cutoffs)
     try:
         for method in _methods(config, index, session, ranked, tuned):
             if isinstance(method, Crossrec):
@@ -159,6 +164,9 @@ def evaluate(config: EvalConfig) -> dict:
                         config.split.seed,
                     )
                 )
+            recalls[method.name] = per_user(
+                lists[k_min], data.positives, data.cross_positives, data.item_category, k_min
+            )["recall"]
             results[method.name] = {
                 "metrics": metrics,
                 "tail": tail_metrics(
@@ -192,6 +200,7 @@ def evaluate(config: EvalConfig) -> dict:
         },
         "head": {"share": config.head_share, "items": int(head.sum())},
         "methods": results,
+        "paired": paired_against_baselines(recalls, k_min, config.bootstrap, config.split.seed),
         "ranker": training,
         "tuning": tuning,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
@@ -278,3 +287,19 @@ def _methods(
     if tuned is not None:
         made["crossrec"] += [Crossrec(tuned, share, p, "tuned") for share in config.crossrec_shares]
     return [m for name in config.methods for m in made[name]]
+
+
+def paired_against_baselines(
+    recalls: dict[str, np.ndarray], k: int, resamples: int, seed: int
+) -> dict[str, dict]:
+    """For every crossrec row, its Recall@``k`` minus each baseline's on the same users, with a
+    paired bootstrap interval (:func:`apps.evaluation.metrics.paired_difference`): ``{crossrec
+    method: {"k": k, baseline: Interval.as_dict()}}``. An interval above 0 is a lead the test users
+    support; one that holds 0 is not."""
+    baselines = [m for m in recalls if not m.startswith("crossrec")]
+    return {
+        name: {"k": k}
+        | {b: paired_difference(values, recalls[b], resamples, seed).as_dict() for b in baselines}
+        for name, values in recalls.items()
+        if name.startswith("crossrec")
+    }
