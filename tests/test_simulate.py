@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 from helpers_tiny import KNIVES, NOW, PANS, TENTS, TOOLS, settings
 
-from apps.simulate import FLOOR, ShopTruth, SimConfig, simulate
+from apps.simulate import SimConfig, simulate
 from apps.simulate_figures import round_figures
+from apps.simulate_truth import FLOOR, ShopTruth
 from engine.config import EngineConfig
 from engine.core import ARM_A, ARM_B, Engine, Served
 from engine.recommend import Recommender
