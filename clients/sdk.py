@@ -99,8 +99,8 @@ class _Client:
         self.timeout = timeout
 
     def _timeout(self, call: m.Call, timeout: float | None) -> float:
-        chosen = timeout or self.timeout
-        return max(chosen, call.min_timeout) if call.min_timeout and not timeout else chosen
+        """The caller's deadline when given, else the client's, raised to what the call needs."""
+        return timeout or max(self.timeout, call.min_timeout or 0.0)
 
 
 class CrossrecClient(_Client):

@@ -39,7 +39,6 @@ class Route:
     """Where one request goes, decided once: the user's pseudonym (``key``, "" anonymous), their
     arm and the pair that arm serves now (validation and the answer use the same pair)."""
 
-    user_id: str
     key: str
     arm: str
     served: Served
@@ -77,7 +76,7 @@ class Engine:
         any version is loaded)."""
         key = self.user_key(user_id)
         arm, served = self.versions.for_key(key)
-        return Route(user_id, key, arm, served)
+        return Route(key, arm, served)
 
     def profile(
         self, served: Served, user_id: str, recent: list[ProfileEvent], now_us: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from engine.arms import ARM_A
 from engine.explain import Explanation
 from engine.items import ItemTable
 from engine.profile import Profile
@@ -33,7 +34,7 @@ class Recommendation:
     index_version: str
     model_version: str
     result: Result
-    arm: str = "a"
+    arm: str = ARM_A
 
     @property
     def item_ids(self) -> list[str]:

@@ -113,6 +113,7 @@ def test_every_entry_of_a_list_field_has_the_length_limit():
 def test_the_longest_deadline_a_call_may_have_is_pinned():
     config = EngineConfig()
     assert (config.default_deadline_s, config.max_deadline_s) == (2.0, 10.0)
+    assert config.impression_log_max_mb == 0.0  # no cap unless an operator sets one
 
 
 def test_a_clients_deadline_is_cut_to_the_servers_longest():
