@@ -28,7 +28,7 @@ from apps.evaluation.run import EvalConfig, evaluate
 from apps.training import TrainJob, format_report, train_ranker
 from clients.sdk import CrossrecClient, Event
 from crossrec.vocabulary import leaf
-from engine.config import EngineConfig
+from engine.config import ArmsConfig, EngineConfig, ServerConfig, StoreConfig
 from engine.server import BackgroundServer
 from indexer.artifact import open_index
 from indexer.build import BuildConfig, build_index
@@ -94,11 +94,9 @@ def run(args: argparse.Namespace) -> int:
     store = args.out / "events.sqlite"
     store.unlink(missing_ok=True)
     config = EngineConfig(
-        artifact=str(index_root),
-        model=trained["model"],
-        port=0,
-        store=str(store),
-        pseudonym_key="crossrec-demo-throwaway-pseudonym-key",
+        arms=ArmsConfig(artifact=str(index_root), model=trained["model"]),
+        server=ServerConfig(port=0),
+        store=StoreConfig(path=str(store), pseudonym_key="crossrec-demo-throwaway-pseudonym-key"),
     )
     catalog = pl.read_parquet(shop_dir / "catalog.parquet").select("item_id", "title", "category")
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:

@@ -26,7 +26,7 @@ def engine_with_events(
     impressions: bool = False,
 ) -> Iterator[Engine]:
     """Load ``artifact`` (verified) and ``model`` (a ranker model version; default: the configured
-    one) into an engine configured by ``engine_config`` (a TOML of ``EngineConfig`` fields;
+    one) into an engine configured by ``engine_config`` (an engine configuration TOML;
     default: the defaults), ingest ``events`` (see :func:`ingest_frame`), yield it, and remove the
     store afterwards. ``impressions``: log every response (next to the throw-away store)."""
     with tempfile.TemporaryDirectory(prefix="crossrec-") as tmp:
@@ -34,9 +34,13 @@ def engine_with_events(
         # No impression log unless asked (to measure its cost): these lists are shown to no one.
         config = EngineConfig.load(
             engine_config,
-            store=store,
-            pseudonym_key="crossrec-in-process-throwaway-pseudonyms",
-            impression_sample_rate=1.0 if impressions else 0.0,
+            {
+                "store": {
+                    "path": store,
+                    "pseudonym_key": "crossrec-in-process-throwaway-pseudonyms",
+                },
+                "feedback": {"impression_sample_rate": 1.0 if impressions else 0.0},
+            },
         )
         engine = Engine(config, SQLiteEventStore(store))
         try:

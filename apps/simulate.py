@@ -91,7 +91,7 @@ def simulate(
 
     rng = np.random.default_rng(config.seed)
     # As a request that leaves the split to the engine: its configured default.
-    share = engine.config.default_cross_category_share
+    share = engine.config.retrieval.default_cross_category_share
     query = Query(k=config.k, cross_share=config.cross_share if config.cross_share >= 0 else share)
     out = []
     for r in range(rounds_done, rounds_done + config.rounds):
@@ -234,14 +234,20 @@ def run(args: argparse.Namespace) -> int:
     truth = ShopTruth(args.shop)
     engine_config = EngineConfig.load(
         args.engine_config,
-        artifact=str(args.index),
-        model=str(args.model) if args.model else "",
-        arm_b_artifact="" if args.no_arm_b else str(args.arm_b_index or args.index),
-        arm_b_model=str(args.arm_b_model) if args.arm_b_model else "",
-        arm_b_share=args.arm_b_share,
-        store=str(store),
-        impression_log=str(out / "impressions.sqlite"),
-        pseudonym_key="crossrec-simulate-throwaway-pseudonyms",
+        {
+            "arms": {
+                "artifact": str(args.index),
+                "model": str(args.model) if args.model else "",
+                "b_artifact": "" if args.no_arm_b else str(args.arm_b_index or args.index),
+                "b_model": str(args.arm_b_model) if args.arm_b_model else "",
+                "b_share": args.arm_b_share,
+            },
+            "store": {
+                "path": str(store),
+                "pseudonym_key": "crossrec-simulate-throwaway-pseudonyms",
+            },
+            "feedback": {"impression_log": str(out / "impressions.sqlite")},
+        },
     )
     engine = Engine(engine_config, SQLiteEventStore(store))
     started = time.perf_counter()

@@ -84,7 +84,7 @@ def time_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest:
         index_seconds += replay_index.seconds
         replay_versions.append(replay_index.path.name)
         log.info("replay index %s (events before %s)", replay_index.path.name, _iso(t))
-        recommender = Recommender(open_index(replay_index.path), config.recommender_settings())
+        recommender = Recommender(open_index(replay_index.path), config.retrieval)
         started_replay = time.perf_counter()
         parts.append(
             replay(
@@ -119,7 +119,7 @@ def holdout_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manife
 
     visible, hidden, _ = holdout_split(events, job.holdout_share, job.seed)
     replay_index = _replay_index(job, visible, job.out / REPLAY_DIR / "holdout", serving_path)
-    recommender = Recommender(open_index(replay_index.path), config.recommender_settings())
+    recommender = Recommender(open_index(replay_index.path), config.retrieval)
     started = time.perf_counter()
     rows = replay_holdout(
         recommender,

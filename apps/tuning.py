@@ -20,7 +20,7 @@ under best-sellers. So, per shop:
    ``popular``, ``search``, ``ease``, ``factors``) on a log grid, from the current defaults,
    ``rounds`` passes or until nothing improves; the objective is Recall@10 on the validation
    positives (NDCG@10 breaks ties). Every setting tried and its score go to the report.
-5. **Write.** A TOML of engine settings (``blend_*``) that ``crossrec serve --config`` and
+5. **Write.** An engine configuration (``[retrieval.blend]``) that ``crossrec serve --config`` and
    ``crossrec eval --engine-config`` load, and the report (same name, ``.json``) beside it.
 """
 
@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import tomllib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,7 @@ from tqdm.auto import tqdm
 
 from apps.evaluation.metrics import ndcg, recall
 from apps.evaluation.split import Split, SplitConfig, split_events
+from engine.config_file import to_toml
 from engine.features import SOURCES
 from engine.query import Query
 from engine.ranking import BlendRanker
@@ -187,7 +189,7 @@ def tune(
         progress=config.progress,
         reuse_content=resolve_version(index),
     )
-    defaults = dict(EngineConfig.load(engine_config).recommender_settings().blend)
+    defaults = EngineConfig.load(engine_config).retrieval.blend.as_dict()
     cut_us = int(split.cut.timestamp() * 1e6)
     fit_events = split.train.filter(pl.col("user_id").is_in(split.test_users))
     with engine_with_events(prepared.path, fit_events, engine_config, config.progress) as engine:
@@ -225,17 +227,16 @@ def tune(
 
 
 def write_settings(out: Path, weights: dict[str, float], base: Path | None = None) -> None:
-    """A TOML of engine settings: ``base``'s lines (when given) with the ``blend_*`` weights
+    """An engine configuration TOML: ``base``'s tables (when given) with ``[retrieval.blend]``
     replaced by ``weights``."""
-    lines = []
+    data = {}
     if base is not None:
-        lines = [
-            line for line in base.read_text().splitlines() if not line.strip().startswith("blend_")
-        ]
-    lines.append("# Chosen by crossrec tune on this shop's validation split (tuning.json).")
-    lines += [f"blend_{source} = {float(w)!r}" for source, w in weights.items()]
+        with open(base, "rb") as fh:
+            data = tomllib.load(fh)
+    data.setdefault("retrieval", {})["blend"] = {s: float(w) for s, w in weights.items()}
+    header = "# [retrieval.blend] chosen by crossrec tune on this shop's validation split.\n"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    out.write_text(header + to_toml(data))
 
 
 def register(sub) -> None:

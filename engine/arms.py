@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import EngineConfig
+from engine.config import ArmsConfig, RankerConfig, RayConfig, RetrievalConfig
 from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
 from engine.pseudonym import hash_fraction
 from engine.ranking import RETRIEVAL_ONLY, ModelRanker
@@ -44,8 +44,19 @@ class Served:
 class Arms:
     """The pairs the arms serve; thread-safe (swaps replace the whole table at once)."""
 
-    def __init__(self, config: EngineConfig) -> None:
+    def __init__(
+        self,
+        config: ArmsConfig,
+        ranker: RankerConfig = RankerConfig(),
+        retrieval: RetrievalConfig = RetrievalConfig(),
+        ray: RayConfig = RayConfig(),
+    ) -> None:
+        """``config``: what each arm serves; ``ranker``: how its model is used; ``retrieval``: its
+        request path's settings; ``ray``: where its shards are searched."""
         self.config = config
+        self.ranker_config = ranker
+        self.retrieval = retrieval
+        self.ray = ray
         self._arms: dict[str, Served] = {}
         #: Arm -> the (index, model) targets that last failed to load (not retried until moved).
         self._refused: dict[str, tuple[str, str]] = {}
@@ -59,13 +70,13 @@ class Arms:
         list, raises and leaves the arm's current pair serving."""
         if arm not in (ARM_A, ARM_B):
             raise ValueError(f"arm must be {ARM_A!r} or {ARM_B!r}, got {arm!r}")
-        remote = self.config.shard_groups > 0
+        remote = self.ray.shard_groups > 0
         # With remote shard groups this process loads no faiss shard: the groups search them.
         version = open_index(path, verify=True, shards=() if remote else None)
         model_path = self.configured(arm)[1] if model is None else model
-        ranker = load_ranker(model_path, version, self.config) if model_path else None
+        ranker = load_ranker(model_path, version, self.ranker_config) if model_path else None
         searcher = self._remote_shards(version) if remote else None
-        recommender = Recommender(version, self.config.recommender_settings(), ranker, searcher)
+        recommender = Recommender(version, self.retrieval, ranker, searcher)
         served = Served(version, recommender, time.time())
         self.swap_in(served, arm)
         log.info(
@@ -81,16 +92,16 @@ class Arms:
         """``version``'s shard groups deployed on Ray Serve and ready (engine/ray_shards.py)."""
         from engine.ray_shards import RayShards, connect
 
-        c = self.config
-        self._ray_started = connect(c.ray_address) or self._ray_started
+        ray = self.ray
+        self._ray_started = connect(ray.address) or self._ray_started
         return RayShards.deploy(
             version,
-            c.shard_groups,
-            c.shard_group_replicas,
-            c.shard_group_cpus,
-            c.behaviour_rerank,
-            c.shard_group_timeout_s,
-            c.shard_group_on_late,
+            ray.shard_groups,
+            ray.group_replicas,
+            ray.group_cpus,
+            self.retrieval.behaviour_rerank,
+            ray.group_timeout_s,
+            ray.on_late,
         )
 
     def swap_in(self, served: Served, arm: str = ARM_A) -> None:
@@ -132,7 +143,7 @@ class Arms:
     def configured(self, arm: str) -> tuple[str, str]:
         """The arm's configured (artifact, model) paths."""
         c = self.config
-        return (c.artifact, c.model) if arm == ARM_A else (c.arm_b_artifact, c.arm_b_model)
+        return (c.artifact, c.model) if arm == ARM_A else (c.b_artifact, c.b_model)
 
     def configured_targets(self, arm: str) -> tuple[str, str]:
         """(index version name, model version name or "") the arm's configured paths name now
@@ -169,12 +180,12 @@ class Arms:
 
     def load_configured(self) -> None:
         """Load arm a from ``artifact``/``model`` and, when configured, arm b from
-        ``arm_b_artifact``/``arm_b_model``."""
+        ``b_artifact``/``b_model``."""
         self.load(self.config.artifact)
-        if self.config.arm_b_artifact:
-            if not 0.0 <= self.config.arm_b_share <= 1.0:
-                raise ValueError(f"arm_b_share must be in [0, 1], got {self.config.arm_b_share}")
-            self.load(self.config.arm_b_artifact, arm=ARM_B)
+        if self.config.b_artifact:
+            if not 0.0 <= self.config.b_share <= 1.0:
+                raise ValueError(f"arms.b_share must be in [0, 1], got {self.config.b_share}")
+            self.load(self.config.b_artifact, arm=ARM_B)
 
     def current(self) -> dict[str, Served]:
         """Arm -> its pair, as served now."""
@@ -188,16 +199,16 @@ class Arms:
         """The share of users ``arm`` answers."""
         if ARM_B not in self._arms:
             return 1.0 if arm == ARM_A else 0.0
-        b = self.config.arm_b_share
+        b = self.config.b_share
         return b if arm == ARM_B else 1.0 - b
 
     def arm_of(self, user_key: str) -> str:
-        """The arm of a user (sticky: a keyed hash of the pseudonym and ``arm_salt``); an
+        """The arm of a user (sticky: a keyed hash of the pseudonym and ``salt``); an
         anonymous request (empty key) draws one at random."""
         if ARM_B not in self._arms:
             return ARM_A
-        u = hash_fraction(f"{self.config.arm_salt}:{user_key}") if user_key else random.random()
-        return ARM_B if u < self.config.arm_b_share else ARM_A
+        u = hash_fraction(f"{self.config.salt}:{user_key}") if user_key else random.random()
+        return ARM_B if u < self.config.b_share else ARM_A
 
     def for_key(self, user_key: str) -> tuple[str, Served]:
         """The arm answering the pseudonym ``user_key`` ("" anonymous) and its pair."""
@@ -234,12 +245,12 @@ def confine(path: str, configured: str, what: str) -> None:
         raise ValueError(f"the {what} {path} is not under the configured root {root}")
 
 
-def load_ranker(path: str, version: IndexVersion, config: EngineConfig) -> ModelRanker:
+def load_ranker(path: str, version: IndexVersion, config: RankerConfig) -> ModelRanker:
     """Load and verify the ranker model at ``path`` for ``version``; :class:`ModelMismatch` when it
     was trained for another index version or on other features."""
     from ranker.model import RankerModel
 
-    model = RankerModel.load(path, num_threads=config.ranker_threads)
+    model = RankerModel.load(path, num_threads=config.threads)
     paired = model.trained_on.get("index_version")
     if paired != version.version:
         raise ModelMismatch(

@@ -13,10 +13,10 @@ configured token: ``UNAUTHENTICATED``; a token whose role does not cover the met
 ``PERMISSION_DENIED``. Tokens are compared in constant time against every configured token (no early
 exit, so the time does not tell how close a guess was), and never logged or counted by value: a
 rejection logs the method and the reason only. Health checks and server reflection stay open
-unless ``auth_protect_health`` is set (then any valid token opens them).
+unless ``[auth] protect_health`` is set (then any valid token opens them).
 
-Tokens come from ``auth_tokens`` (``"role:token,role:token"``, e.g. from the environment as
-``CROSSREC_AUTH_TOKENS``) and/or ``auth_tokens_file`` (one ``role token`` pair per line, ``#``
+Tokens come from ``[auth] tokens`` (``"role:token,role:token"``, e.g. from the environment as
+``CROSSREC_AUTH__TOKENS``) and/or ``[auth] tokens_file`` (one ``role token`` pair per line, ``#``
 comments). With no token configured, access control is off (the default, on 127.0.0.1).
 """
 
@@ -59,12 +59,12 @@ class AuthConfigError(ValueError):
 
 
 def parse_tokens(inline: str, file: str) -> list[tuple[bytes, str]]:
-    """(token, role) pairs from ``auth_tokens`` and ``auth_tokens_file``; raises
+    """(token, role) pairs from ``[auth] tokens`` and ``tokens_file``; raises
     :class:`AuthConfigError` naming the entry (by position, never by value) that is wrong."""
     entries: list[tuple[str, str, str]] = []  # (role, token, where)
     for i, item in enumerate(p for p in inline.split(",") if p.strip()):
         role, _, token = item.strip().partition(":")
-        entries.append((role.strip(), token.strip(), f"auth_tokens entry {i + 1}"))
+        entries.append((role.strip(), token.strip(), f"auth.tokens entry {i + 1}"))
     if file:
         for n, line in enumerate(Path(file).read_text().splitlines(), 1):
             line = line.split("#", 1)[0].strip()

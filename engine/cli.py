@@ -1,4 +1,5 @@
-"""``crossrec serve``: run the gRPC engine."""
+"""``crossrec serve``: run the gRPC engine; ``crossrec config show``: print what it would run
+with."""
 
 from __future__ import annotations
 
@@ -31,6 +32,13 @@ class JsonFormatter(logging.Formatter):
 
 def register_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC engine on an index version")
+    _config_arguments(p)
+    p.add_argument("--json-logs", action="store_true", help="structured (JSON) log lines")
+    p.set_defaults(func=run_serve)
+
+
+def _config_arguments(p: argparse.ArgumentParser) -> None:
+    """The configuration file and the flags that override it (serve and config show alike)."""
     p.add_argument("--artifact", help="index version folder or root (uses LATEST)")
     p.add_argument(
         "--model",
@@ -40,14 +48,13 @@ def register_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config",
         type=Path,
-        help="TOML configuration (CROSSREC_* environment variables override it)",
+        help="TOML configuration, one table per section (CROSSREC_<SECTION>__<FIELD> "
+        "environment variables override it; docs/configuration.md)",
     )
     p.add_argument("--host")
     p.add_argument("--port", type=int)
     p.add_argument("--store", help="SQLite event store file")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
-    p.add_argument("--json-logs", action="store_true", help="structured (JSON) log lines")
-    p.set_defaults(func=run_serve)
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -59,22 +66,45 @@ def run_serve(args: argparse.Namespace) -> int:
         root = logging.getLogger()
         root.handlers[:] = [handler]
         root.setLevel(logging.INFO)
-    try:
-        config = EngineConfig.load(
-            args.config,
-            artifact=args.artifact,
-            model=args.model,
-            host=args.host,
-            port=args.port,
-            store=args.store,
-            metrics_port=args.metrics_port,
-        )
-    except ValueError as exc:  # a bad setting or file: one line naming it, exit 2
-        print(f"crossrec serve: {exc}", file=sys.stderr)
+    config = _load("serve", args)
+    if config is None:
         return 2
-    if not config.artifact:
+    if not config.arms.artifact:
         raise SystemExit(
-            "crossrec serve: give --artifact (or artifact in the config / CROSSREC_ARTIFACT)"
+            "crossrec serve: give --artifact (or [arms] artifact in the config / "
+            "CROSSREC_ARMS__ARTIFACT)"
         )
     asyncio.run(serve_forever(config))
+    return 0
+
+
+def _load(command: str, args: argparse.Namespace) -> EngineConfig | None:
+    """The configuration from ``--config``, the environment and the command's flags; None (and
+    one line naming the bad setting on stderr) when it cannot be built."""
+    flags = {
+        "arms": {"artifact": args.artifact, "model": args.model},
+        "server": {"host": args.host, "port": args.port, "metrics_port": args.metrics_port},
+        "store": {"path": args.store},
+    }
+    try:
+        return EngineConfig.load(args.config, flags)
+    except (ValueError, OSError) as exc:  # a bad setting or file: one line naming it, exit 2
+        print(f"crossrec {command}: {exc}", file=sys.stderr)
+        return None
+
+
+def register_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("config", help="print the effective engine configuration (secrets redacted)")
+    p.add_argument("action", choices=["show"], help="show: print it as TOML")
+    _config_arguments(p)
+    p.set_defaults(func=run_config)
+
+
+def run_config(args: argparse.Namespace) -> int:
+    from engine.config_file import show
+
+    config = _load("config", args)
+    if config is None:
+        return 2
+    print(show(config), end="")
     return 0

@@ -18,7 +18,7 @@ from importlib.metadata import version as package_version
 
 from crossrec.vocabulary import US_PER_DAY
 from engine.arms import ARM_A, ARM_B, Arms, Served
-from engine.config import EngineConfig
+from engine.config import EngineConfig, ProfileConfig
 from engine.errors import NotServing
 from engine.feedback import Feedback
 from engine.metrics import Metrics
@@ -51,9 +51,9 @@ class Engine:
         self.config = config
         self.store = store
         self.metrics = metrics or Metrics()
-        self.pseudonyms = Pseudonyms(config.key(store_has_events=store.counts()[1] > 0))
-        self.versions = Arms(config)
-        self.feedback = Feedback(config, self.metrics)
+        self.pseudonyms = Pseudonyms(config.store.key(store_has_events=store.counts()[1] > 0))
+        self.versions = Arms(config.arms, config.ranker, config.retrieval, config.ray)
+        self.feedback = Feedback(config.feedback, config.impression_log_path(), self.metrics)
         self.started_at = time.time()
         self.engine_version = package_version("crossrec")
 
@@ -93,10 +93,10 @@ class Engine:
             events = [
                 ProfileEvent(e.item_id, e.action, e.ts_us)
                 for e in self.store.history(
-                    key, self.config.history_events, self._retained_since(now_us)
+                    key, self.config.profile.history_events, self._retained_since(now_us)
                 )
             ]
-        return profile_of(served.recommender, self.config, events + recent, now_us)
+        return profile_of(served.recommender, self.config.profile, events + recent, now_us)
 
     # -- requests ----------------------------------------------------------------------------------
     def recommend(
@@ -156,7 +156,7 @@ class Engine:
     # -- upkeep ------------------------------------------------------------------------------------
     def _retained_since(self, now_us: int) -> int | None:
         """The oldest event time that still counts at ``now_us`` (None: every event counts)."""
-        days = self.config.event_retention_days
+        days = self.config.store.event_retention_days
         return None if days <= 0 else now_us - int(days * US_PER_DAY)
 
     def maintain(self, now_us: int | None = None) -> dict[str, int]:
@@ -210,7 +210,7 @@ class Engine:
 
 
 def profile_of(
-    recommender: Recommender, config: EngineConfig, events: list[ProfileEvent], now_us: int
+    recommender: Recommender, config: ProfileConfig, events: list[ProfileEvent], now_us: int
 ) -> Profile:
     """The profile of ``events`` at ``now_us`` on ``recommender``'s version, as every request builds
     it (and the ranker's replay, so its rows match what serving computes)."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 
 from crossrec.vocabulary import US_PER_DAY
-from engine.config import EngineConfig
+from engine.config import FeedbackConfig
 from engine.features import FEATURES
 from engine.impressions import Impression, ImpressionLog
 from engine.metrics import Metrics
@@ -30,11 +31,12 @@ _CROSS_COLUMN = FEATURES.index("cross_category")
 class Feedback:
     """The metrics, recent lists and impression log of one engine."""
 
-    def __init__(self, config: EngineConfig, metrics: Metrics) -> None:
+    def __init__(self, config: FeedbackConfig, log_path: Path, metrics: Metrics) -> None:
+        """``log_path``: the impression log's file (``EngineConfig.impression_log_path``)."""
         self.metrics = metrics
         self.impressions: ImpressionLog | None = None
         if config.impression_sample_rate > 0:
-            path = config.impression_log_path()
+            path = log_path
             try:
                 self.impressions = ImpressionLog(
                     path,

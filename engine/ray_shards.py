@@ -1,14 +1,14 @@
 """Shard groups on Ray Serve: the index's shards split into groups, each group a Ray Serve
-application (one deployment, ``shard_group_replicas`` replicas) that opens the same index version
+application (one deployment, ``[ray] group_replicas`` replicas) that opens the same index version
 and answers searches for its shards only.
 
 The engine stays the one gRPC front door and does everything else in its own process (profiles,
 the popular and neighbour sources, features, ranking). A request's shard searches are batched per
 group into one call (a Serve handle round trip costs milliseconds, not microseconds), sent to every
-group concurrently, and awaited until the group's deadline: ``shard_group_timeout_s``, and never
+group concurrently, and awaited until the group's deadline: ``[ray] group_timeout_s``, and never
 beyond half of what the request has left (the other half is for features, ranking and the answer).
 A group that misses it, or fails, has its shards reported in ``Coverage.late_shards`` and the
-answer is built from the groups that answered; with ``shard_group_on_late = "fail"`` the request
+answer is built from the groups that answered; with ``[ray] on_late = "fail"`` the request
 fails with DEADLINE_EXCEEDED instead.
 
 Versions: every index version gets its own applications (``crossrec-<version>-<id>-g<i>``), deployed
@@ -216,7 +216,7 @@ class RayShards:
 
 def _check_on_late(on_late: str) -> None:
     if on_late not in ON_LATE:
-        raise ValueError(f"shard_group_on_late must be one of {ON_LATE}, got {on_late!r}")
+        raise ValueError(f"ray.on_late must be one of {ON_LATE}, got {on_late!r}")
 
 
 def _delete_apps(apps: list[str]) -> None:

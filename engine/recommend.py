@@ -17,6 +17,7 @@ import numpy as np
 
 from engine.allocate import Plan, allocate, plan_slots, shortfall
 from engine.candidates import Candidates, SourceResult, merge
+from engine.config import RetrievalConfig
 from engine.diversify import diversify
 from engine.errors import check_deadline
 from engine.explain import Explanation
@@ -37,39 +38,6 @@ from engine.sources import (
 )
 from engine.targets import CategoryModel
 from indexer.artifact import IndexVersion
-
-#: The learned item-item sources' default blend weights, judged on all three shop families at once
-#: (BENCHMARKS.md, "Three shop families" and "A low-rank item-item source"): factors at 0.3 gain
-#: 25% on the item-item family and cost no family more than 0.5%; 1.0 cost the baskets family 9%.
-EASE_BLEND = 1.0
-FACTORS_BLEND = 0.3
-
-
-@dataclass(frozen=True)
-class RecommenderSettings:
-    """Retrieval and blend settings (see :class:`engine.config.EngineConfig` for each field)."""
-
-    smoothing: float = 5.0
-    transition_weight: float = 0.5
-    category_prior: float = 0.5
-    target_categories: int = 8
-    search_categories: int = 6
-    candidates_per_shard: int = 50
-    behaviour_rerank: int = 200
-    popular_per_category: int = 50
-    neighbour_seeds: int = 50
-    source_limit: int = 300
-    exclude_seen: bool = True
-    search_touched: bool = False
-    max_category_share: float = 0.7
-    max_brand_share: float = 0.7
-    blend: tuple[tuple[str, float], ...] = (
-        ("neighbours", 0.2),
-        ("popular", 1.0),
-        ("search", 0.02),
-        ("ease", EASE_BLEND),
-        ("factors", FACTORS_BLEND),
-    )
 
 
 @dataclass
@@ -124,7 +92,7 @@ class Recommender:
     def __init__(
         self,
         version: IndexVersion,
-        settings: RecommenderSettings = RecommenderSettings(),
+        settings: RetrievalConfig = RetrievalConfig(),
         ranker: Ranker | None = None,
         searcher: ShardSearcher | None = None,
     ) -> None:
@@ -132,7 +100,9 @@ class Recommender:
         self.version = version
         self.settings = settings
         self.items = ItemTable.from_version(version)
-        self.categories = CategoryModel(version, self.items.categories, settings.smoothing)
+        self.categories = CategoryModel(
+            version, self.items.categories, settings.transition_smoothing
+        )
         self.neighbours = NeighbourSource(version, settings.neighbour_seeds, settings.source_limit)
         # The learned models answer 0/1 rows (who took what): their seeds count alike.
         self.ease, self.factors = (
@@ -167,7 +137,8 @@ class Recommender:
             self.factors,
         )
         self.vectors = np.asarray(version.vectors)
-        self.blend = BlendRanker(dict(settings.blend))
+        # A zero weight leaves its source out of the blend.
+        self.blend = BlendRanker({s: w for s, w in settings.blend.as_dict().items() if w})
         self.ranker: Ranker = ranker or self.blend
 
     @property

@@ -186,7 +186,7 @@ def _decision_rows(
         before.filter(pl.col("user_id").is_in(users))
         .sort("user_id", "ts_us", maintain_order=True)
         .group_by("user_id", maintain_order=True)
-        .tail(config.history_events)
+        .tail(config.profile.history_events)
     )
     levels = (
         window.filter(pl.col("user_id").is_in(users))
@@ -198,7 +198,7 @@ def _decision_rows(
     taken: dict[str, dict[str, int]] = {}
     for user, item, level in levels.iter_rows():
         taken.setdefault(user, {})[item] = level
-    query = Query(k=replay_config.k, cross_share=config.default_cross_category_share)
+    query = Query(k=replay_config.k, cross_share=config.retrieval.default_cross_category_share)
     items = recommender.items
     ids, rows, decisions, features, blends, labels = [], [], [], [], [], []
     by_user = history.partition_by("user_id", as_dict=True, maintain_order=True)
@@ -209,7 +209,7 @@ def _decision_rows(
         profile_events = [
             ProfileEvent(i, a, ts) for i, a, ts in frame.select("item_id", "action", "ts_us").rows()
         ]
-        profile = profile_of(recommender, config, profile_events, t)
+        profile = profile_of(recommender, config.profile, profile_events, t)
         gathered = recommender.gather(profile, query, t)
         if not len(gathered.candidates):
             continue

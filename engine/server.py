@@ -37,19 +37,20 @@ def limit_threads(threads: int) -> None:
 async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Metrics]:
     """Load the artifact, open the store, bind, start. Returns (server, bound port, engine,
     metrics)."""
-    limit_threads(config.faiss_threads)
-    store = SQLiteEventStore(config.store, int(config.store_max_mb * 1024 * 1024))
+    srv, tls, auth = config.server, config.tls, config.auth
+    limit_threads(srv.faiss_threads)
+    store = SQLiteEventStore(config.store.path, int(config.store.max_mb * 1024 * 1024))
     metrics = Metrics()
     engine = Engine(config, store, metrics)
     engine.versions.load_configured()
-    if config.metrics_port:
-        metrics.serve(config.metrics_port, config.host)
-    tokens = parse_tokens(config.auth_tokens, config.auth_tokens_file)
-    interceptors = [TokenAuth(tokens, config.auth_protect_health, metrics)] if tokens else []
+    if srv.metrics_port:
+        metrics.serve(srv.metrics_port, srv.host)
+    tokens = parse_tokens(auth.tokens, auth.tokens_file)
+    interceptors = [TokenAuth(tokens, auth.protect_health, metrics)] if tokens else []
     server = grpc.aio.server(
         options=[
-            ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.max_receive_message_length", config.limits.max_message_bytes),
+            ("grpc.max_send_message_length", config.limits.max_message_bytes),
         ],
         interceptors=interceptors,
     )
@@ -59,35 +60,33 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    address = f"{config.host}:{config.port}"
-    if config.tls_cert_file or config.tls_key_file:
-        if not (config.tls_cert_file and config.tls_key_file):
-            raise ValueError("TLS needs both tls_cert_file and tls_key_file")
-        credentials = server_credentials(
-            config.tls_cert_file, config.tls_key_file, config.tls_client_ca_file
-        )
+    address = f"{srv.host}:{srv.port}"
+    if tls.cert_file or tls.key_file:
+        if not (tls.cert_file and tls.key_file):
+            raise ValueError("TLS needs both tls.cert_file and tls.key_file")
+        credentials = server_credentials(tls.cert_file, tls.key_file, tls.client_ca_file)
         port = server.add_secure_port(address, credentials)
     else:
         port = server.add_insecure_port(address)
     log.info(
         "access control: %s; transport: %s",
         f"{len(tokens)} token(s)" if tokens else "off",
-        "TLS" + (" with client certificates" if config.tls_client_ca_file else "")
-        if config.tls_cert_file
+        "TLS" + (" with client certificates" if tls.client_ca_file else "")
+        if tls.cert_file
         else "plaintext",
     )
     await server.start()
-    tasks = [asyncio.create_task(_every(engine.maintain, config.maintenance_interval_s, True))]
-    if config.watch_latest_s > 0:
+    tasks = [asyncio.create_task(_every(engine.maintain, srv.maintenance_interval_s, True))]
+    if config.arms.watch_latest_s > 0:
         tasks.append(
-            asyncio.create_task(_every(engine.versions.refresh, config.watch_latest_s, False))
+            asyncio.create_task(_every(engine.versions.refresh, config.arms.watch_latest_s, False))
         )
     server.background = tasks
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(
         "crossrec engine listening on %s:%d, index %s",
-        config.host,
+        srv.host,
         port,
         engine.served.version.version,
     )
@@ -118,7 +117,7 @@ async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight RPCs (up to ``grace_s``) and stop."""
     server, port, engine, _ = await start(config)
     print(
-        f"crossrec engine listening on {config.host}:{port} "
+        f"crossrec engine listening on {config.server.host}:{port} "
         f"(index {engine.served.version.version})",
         flush=True,
     )
@@ -153,7 +152,7 @@ class BackgroundServer:
 
     @property
     def target(self) -> str:
-        return f"{self.config.host}:{self.port}"
+        return f"{self.config.server.host}:{self.port}"
 
     def __exit__(self, *exc) -> None:
         self.loop.call_soon_threadsafe(_stop_background, self.server)

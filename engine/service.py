@@ -33,14 +33,16 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     def __init__(self, engine: Engine, metrics: Metrics) -> None:
         self.engine = engine
         self.metrics = metrics
-        self.config = engine.config
+        self.server = engine.config.server
+        self.limits = engine.config.limits
+        self.default_share = engine.config.retrieval.default_cross_category_share
         self.executor = ThreadPoolExecutor(
-            max_workers=self.config.workers, thread_name_prefix="crossrec"
+            max_workers=self.server.workers, thread_name_prefix="crossrec"
         )
         # At most `workers` calls run; up to `max_queued` more wait for a worker (within their
         # deadline); beyond that a call is shed at once with RESOURCE_EXHAUSTED, so callers can
         # back off instead of queueing until their deadlines pass.
-        self._slots = asyncio.Semaphore(self.config.workers)
+        self._slots = asyncio.Semaphore(self.server.workers)
         self._in_flight = 0
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn, *args):
@@ -48,17 +50,17 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         code = "OK"
         admitted = False
         try:
-            if self._in_flight >= self.config.workers + self.config.max_queued:
+            if self._in_flight >= self.server.workers + self.server.max_queued:
                 raise Overloaded(
                     f"engine overloaded: {self._in_flight} calls in flight "
-                    f"({self.config.workers} running, {self.config.max_queued} queued); "
+                    f"({self.server.workers} running, {self.server.max_queued} queued); "
                     "retry with backoff"
                 )
             self._in_flight += 1
             admitted = True
             remaining = context.time_remaining()
-            timeout = self.config.default_deadline_s if remaining is None else max(remaining, 0.0)
-            timeout = min(timeout, self.config.max_deadline_s)  # a client cannot buy more work
+            timeout = self.limits.default_deadline_s if remaining is None else max(remaining, 0.0)
+            timeout = min(timeout, self.limits.max_deadline_s)  # a client cannot buy more work
             # asyncio.timeout + `async with` on the semaphore: a slot taken is always given back,
             # even when the deadline cancels the wait right after acquiring it.
             # The work itself stops at its next stage once the deadline has passed (the executor
@@ -117,10 +119,11 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         route = self.engine.route(request.user_id)
         parsed = validation.recommend_request(
             request,
-            self.config,
+            self.limits,
             route.served.recommender.categories,
             int(time.time() * 1e6),
             prefix,
+            self.default_share,
         )
         return self._answer(route, request, parsed, deadline)
 
@@ -151,7 +154,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     def _recommend_batch(
         self, request, deadline: float | None = None
     ) -> recommend_pb2.RecommendBatchResponse:
-        validation.batch_size(request.requests, self.config)
+        validation.batch_size(request.requests, self.limits)
         # Validate all first (once each, against one version), so a bad request anywhere rejects
         # the batch before any work.
         now_us = int(time.time() * 1e6)
@@ -164,10 +167,11 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
                         route,
                         validation.recommend_request(
                             r,
-                            self.config,
+                            self.limits,
                             route.served.recommender.categories,
                             now_us,
                             f"requests[{i}].",
+                            self.default_share,
                         ),
                     )
                 )
@@ -184,7 +188,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
 
     def _ingest(self, request) -> service_pb2.IngestEventsResponse:
         events = validation.ingest_events(
-            request.events, self.config, self.engine.user_key, int(time.time() * 1e6)
+            request.events, self.limits, self.engine.user_key, int(time.time() * 1e6)
         )
         stored, duplicates, unknown = self.engine.ingest(events)
         self.metrics.ingested.inc(stored)
@@ -193,7 +197,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         )
 
     def _delete(self, request) -> service_pb2.DeleteUserResponse:
-        deleted = self.engine.delete_user(validation.delete_user(request, self.config))
+        deleted = self.engine.delete_user(validation.delete_user(request))
         return service_pb2.DeleteUserResponse(deleted_event_count=deleted, existed=deleted > 0)
 
     def _swap(self, request) -> service_pb2.SwapVersionResponse:

@@ -1,88 +1,100 @@
 """Every operator setting of :class:`engine.config.EngineConfig` checked when it is built, with a
-message naming each bad one: a zero maintenance interval would spin a core while idle, a NaN
-retention would keep or drop everything, a negative limit would refuse every call."""
+message naming each bad one by its table (``limits.max_k``): a zero maintenance interval would spin
+a core while idle, a NaN retention would keep or drop everything, a negative limit would refuse
+every call."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import fields
 
 #: At least 1 (counts of things that must exist).
 AT_LEAST_ONE = (
-    "workers",
-    "impression_queue",
-    "attribution_lists",
-    "max_k",
-    "max_recent_events",
-    "max_ingest_events",
-    "max_batch_requests",
-    "max_batch_items",
-    "max_list_items",
-    "max_message_bytes",
-    "max_interests",
-    "history_events",
-    "faiss_threads",
-    "ranker_threads",
-    "shard_group_replicas",
-    "target_categories",
-    "search_categories",
-    "candidates_per_shard",
-    "popular_per_category",
-    "neighbour_seeds",
-    "source_limit",
+    "server.workers",
+    "server.faiss_threads",
+    "feedback.impression_queue",
+    "feedback.attribution_lists",
+    "limits.max_k",
+    "limits.max_recent_events",
+    "limits.max_ingest_events",
+    "limits.max_batch_requests",
+    "limits.max_batch_items",
+    "limits.max_list_items",
+    "limits.max_message_bytes",
+    "profile.max_interests",
+    "profile.history_events",
+    "ranker.threads",
+    "ray.group_replicas",
+    "retrieval.target_categories",
+    "retrieval.search_categories",
+    "retrieval.candidates_per_shard",
+    "retrieval.popular_per_category",
+    "retrieval.neighbour_seeds",
+    "retrieval.source_limit",
 )
 #: Greater than 0 (durations and rates that cannot be zero; Ray's CPUs per replica may be 0).
 POSITIVE = (
-    "maintenance_interval_s",
-    "default_deadline_s",
-    "max_deadline_s",
-    "half_life_days",
-    "attribution_window_hours",
-    "impression_retention_days",
-    "shard_group_timeout_s",
+    "server.maintenance_interval_s",
+    "limits.default_deadline_s",
+    "limits.max_deadline_s",
+    "profile.half_life_days",
+    "feedback.attribution_window_hours",
+    "feedback.impression_retention_days",
+    "ray.group_timeout_s",
 )
 #: Within [0, 1].
 SHARES = (
-    "impression_sample_rate",
-    "arm_b_share",
-    "max_category_share",
-    "max_brand_share",
-    "default_cross_category_share",
+    "feedback.impression_sample_rate",
+    "arms.b_share",
+    "retrieval.max_category_share",
+    "retrieval.max_brand_share",
+    "retrieval.default_cross_category_share",
 )
 ON_LATE = ("partial", "fail")
 
 
 class ConfigError(ValueError):
-    """Settings out of range; the message names every one."""
+    """A bad setting; the message names every one (its table and field)."""
+
+
+def values(obj, prefix: str = "") -> list[tuple[str, object]]:
+    """(``section.field``, value) for every setting under the dataclass instance ``obj``."""
+    out = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        name = f"{prefix}{f.name}"
+        if dataclasses.is_dataclass(value):
+            out += values(value, f"{name}.")
+        else:
+            out.append((name, value))
+    return out
 
 
 def problems(config) -> list[str]:
     """One line per bad setting of ``config`` (an EngineConfig); empty when all are fine."""
     out = []
-    for f in fields(config):
-        value = getattr(config, f.name)
+    for name, value in values(config):
         if isinstance(value, float) and not math.isfinite(value):
-            out.append(f"{f.name} must be a finite number, got {value}")
+            out.append(f"{name} must be a finite number, got {value}")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            if f.name in AT_LEAST_ONE and value < 1:
-                out.append(f"{f.name} must be at least 1, got {value}")
-            elif f.name in POSITIVE and value <= 0:
-                out.append(f"{f.name} must be greater than 0, got {value}")
-            elif f.name in SHARES and not 0.0 <= value <= 1.0:
-                out.append(f"{f.name} must be within [0, 1], got {value}")
+            if name in AT_LEAST_ONE and value < 1:
+                out.append(f"{name} must be at least 1, got {value}")
+            elif name in POSITIVE and value <= 0:
+                out.append(f"{name} must be greater than 0, got {value}")
+            elif name in SHARES and not 0.0 <= value <= 1.0:
+                out.append(f"{name} must be within [0, 1], got {value}")
             elif value < 0:  # every other number: counts, sizes, weights, ports
-                out.append(f"{f.name} must not be negative, got {value}")
-    if not config.port <= 65_535 or not config.metrics_port <= 65_535:
-        out.append("port and metrics_port must be at most 65535")
-    if config.default_deadline_s > config.max_deadline_s:
+                out.append(f"{name} must not be negative, got {value}")
+    server, limits = config.server, config.limits
+    if not server.port <= 65_535 or not server.metrics_port <= 65_535:
+        out.append("server.port and server.metrics_port must be at most 65535")
+    if limits.default_deadline_s > limits.max_deadline_s:
         out.append(
-            f"default_deadline_s ({config.default_deadline_s}) must not exceed max_deadline_s "
-            f"({config.max_deadline_s})"
+            f"limits.default_deadline_s ({limits.default_deadline_s}) must not exceed "
+            f"limits.max_deadline_s ({limits.max_deadline_s})"
         )
-    if config.shard_group_on_late not in ON_LATE:
-        out.append(
-            f"shard_group_on_late must be one of {ON_LATE}, got {config.shard_group_on_late!r}"
-        )
+    if config.ray.on_late not in ON_LATE:
+        out.append(f"ray.on_late must be one of {ON_LATE}, got {config.ray.on_late!r}")
     return out
 
 

@@ -11,7 +11,7 @@ import math
 
 from crossrec import vocabulary
 from crossrec.v1 import events_pb2, recommend_pb2
-from engine.config import EngineConfig
+from engine.config import LimitsConfig
 from engine.errors import FieldViolation, InvalidRequest
 from engine.profile import ProfileEvent
 from engine.query import Query
@@ -33,12 +33,14 @@ FUTURE_SLACK_US = 86_400 * 1_000_000
 
 def recommend_request(
     request: recommend_pb2.RecommendRequest,
-    config: EngineConfig,
+    limits: LimitsConfig,
     categories: CategoryModel,
     now_us: int,
     prefix: str = "",
+    default_share: float | None = None,
 ) -> tuple[str, list[ProfileEvent], Query]:
-    """Validate a RecommendRequest; raise :class:`InvalidRequest` naming every bad field."""
+    """Validate a RecommendRequest; raise :class:`InvalidRequest` naming every bad field.
+    ``default_share``: the cross-category share of a request that names none."""
     v: list[FieldViolation] = []
 
     def bad(field: str, description: str) -> None:
@@ -48,10 +50,10 @@ def recommend_request(
         bad("user_id", "give a user_id, recent_events, or both")
     if len(request.user_id) > MAX_ID_LENGTH:
         bad("user_id", f"longer than {MAX_ID_LENGTH} characters")
-    if len(request.recent_events) > config.max_recent_events:
+    if len(request.recent_events) > limits.max_recent_events:
         bad(
             "recent_events",
-            f"at most {config.max_recent_events} events, got {len(request.recent_events)}",
+            f"at most {limits.max_recent_events} events, got {len(request.recent_events)}",
         )
     f = request.filters
     for field, values in (
@@ -61,9 +63,9 @@ def recommend_request(
         ("exclude_categories", request.exclude_categories),
         ("category_quotas", request.category_quotas),
     ):
-        if len(values) > config.max_list_items:
+        if len(values) > limits.max_list_items:
             # Refused before any entry is looked at: the cost of a request stays bounded.
-            limit = f"at most {config.max_list_items} entries, got {len(values)}"
+            limit = f"at most {limits.max_list_items} entries, got {len(values)}"
             raise InvalidRequest([FieldViolation(prefix + field, limit)])
         names = [q.category for q in values] if field == "category_quotas" else values
         for i, name in enumerate(names):
@@ -71,7 +73,7 @@ def recommend_request(
                 sub = ".category" if field == "category_quotas" else ""
                 bad(f"{field}[{i}]{sub}", f"longer than {MAX_ID_LENGTH} characters")
     recent = []
-    for i, e in enumerate(request.recent_events[: config.max_recent_events]):
+    for i, e in enumerate(request.recent_events[: limits.max_recent_events]):
         if not e.item_id:
             bad(f"recent_events[{i}].item_id", "must not be empty")
         ts = _timestamp_us(e)
@@ -85,8 +87,8 @@ def recommend_request(
             bad(f"recent_events[{i}].action", "must be VIEW, CLICK, CART or PURCHASE")
         elif not problem:
             recent.append(ProfileEvent(e.item_id, ACTIONS[e.action], ts))
-    if not 1 <= request.k <= config.max_k:
-        bad("k", f"must be between 1 and {config.max_k}, got {request.k}")
+    if not 1 <= request.k <= limits.max_k:
+        bad("k", f"must be between 1 and {limits.max_k}, got {request.k}")
 
     def resolve_all(field: str, names) -> frozenset[str]:
         out: set[str] = set()
@@ -113,7 +115,7 @@ def recommend_request(
             "category_quotas",
             f"counts add up to {sum(n for _, n in quotas)}, more than k={request.k}",
         )
-    share = config.default_cross_category_share
+    share = default_share
     if request.HasField("cross_category_share"):
         share = request.cross_category_share
         if not (math.isfinite(share) and 0.0 <= share <= 1.0):
@@ -171,17 +173,17 @@ def recommend_request(
     return request.user_id, recent, query
 
 
-def ingest_events(events, config: EngineConfig, user_key, now_us: int) -> list[StoredEvent]:
+def ingest_events(events, limits: LimitsConfig, user_key, now_us: int) -> list[StoredEvent]:
     """Validate IngestEvents' events (all or nothing) and pseudonymise their user ids."""
     v: list[FieldViolation] = []
     if not events:
         v.append(FieldViolation("events", "no events"))
-    if len(events) > config.max_ingest_events:
+    if len(events) > limits.max_ingest_events:
         raise InvalidRequest(
             [
                 FieldViolation(
                     "events",
-                    f"at most {config.max_ingest_events} events per call, got {len(events)}",
+                    f"at most {limits.max_ingest_events} events per call, got {len(events)}",
                 )
             ]
         )
@@ -246,7 +248,7 @@ def _time_problem(ts_us: int, now_us: int) -> str:
     return ""
 
 
-def delete_user(request, config: EngineConfig) -> str:
+def delete_user(request) -> str:
     """DeleteUser's user id, checked like every other user id."""
     if not request.user_id:
         raise InvalidRequest([FieldViolation("user_id", "must not be empty")])
@@ -255,25 +257,25 @@ def delete_user(request, config: EngineConfig) -> str:
     return request.user_id
 
 
-def batch_size(requests, config: EngineConfig) -> None:
+def batch_size(requests, limits: LimitsConfig) -> None:
     """RecommendBatch's size limits, checked before any request is parsed: the number of requests,
     and their k summed (a response must fit the message limit)."""
-    if len(requests) > config.max_batch_requests:
+    if len(requests) > limits.max_batch_requests:
         raise InvalidRequest(
             [
                 FieldViolation(
                     "requests",
-                    f"at most {config.max_batch_requests} requests, got {len(requests)}",
+                    f"at most {limits.max_batch_requests} requests, got {len(requests)}",
                 )
             ]
         )
     total = sum(max(r.k, 0) for r in requests)
-    if total > config.max_batch_items:
+    if total > limits.max_batch_items:
         raise InvalidRequest(
             [
                 FieldViolation(
                     "requests",
-                    f"k adds up to {total} over the batch; at most {config.max_batch_items}",
+                    f"k adds up to {total} over the batch; at most {limits.max_batch_items}",
                 )
             ]
         )

@@ -267,17 +267,23 @@ def root(tiny_built, tmp_path) -> Path:
 # tests/test_engine_service.py).
 @pytest.fixture(scope="module")
 def server(built_index, tmp_path_factory):
-    from engine.config import EngineConfig
+    from engine.config import (
+        ArmsConfig,
+        EngineConfig,
+        LimitsConfig,
+        RetrievalConfig,
+        ServerConfig,
+        StoreConfig,
+    )
     from engine.server import BackgroundServer
 
     store = tmp_path_factory.mktemp("store") / "events.sqlite"
     config = EngineConfig(
-        artifact=str(built_index.path),
-        port=0,
-        store=str(store),
-        max_message_bytes=256 * 1024,
-        max_k=50,
-        candidates_per_shard=10,
+        arms=ArmsConfig(artifact=str(built_index.path)),
+        server=ServerConfig(port=0),
+        store=StoreConfig(path=str(store)),
+        limits=LimitsConfig(max_message_bytes=256 * 1024, max_k=50),
+        retrieval=RetrievalConfig(candidates_per_shard=10),
     )
     with BackgroundServer(config) as srv:
         yield srv

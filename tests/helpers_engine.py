@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from clients.sdk import CrossrecClient, Event
+from engine.config import EngineConfig
 
 
 def events_of(frame: pl.DataFrame, user_prefix: str = "") -> list[Event]:
@@ -35,3 +36,14 @@ def busy_user(shop_events: pl.DataFrame, rank: int = 0) -> str:
         shop_events.group_by("user_id").len().sort(["len", "user_id"], descending=[True, False])
     )
     return counts["user_id"][rank]
+
+
+def engine_config(store_path, artifact="", /, **sections: dict) -> EngineConfig:
+    """What the tests serve with: the event store at ``store_path`` with a fixed pseudonym key,
+    index ``artifact``, a free port, and ``sections``' changes (``limits={"max_k": 10}``)."""
+    base = EngineConfig().with_changes(
+        arms={"artifact": str(artifact)},
+        server={"port": 0},
+        store={"path": str(store_path), "pseudonym_key": "k" * 32},
+    )
+    return base.with_changes(**sections)

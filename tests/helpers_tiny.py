@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.config import Blend, RetrievalConfig
 from engine.items import ItemTable
 from engine.profile import Profile, ProfileEvent, build_profile
-from engine.recommend import RecommenderSettings
 
 TOOLS, KNIVES, PANS, TENTS = (
     "Garden > Tools",
@@ -28,15 +28,15 @@ NOW = 1_700_000_000 * 1_000_000
 PINNED = {
     "transition_weight": 1.0,
     "category_prior": 0.0,
-    "blend": (("neighbours", 1.0), ("popular", 1.0), ("search", 0.1)),
+    "blend": Blend(neighbours=1.0, popular=1.0, search=0.1, ease=0.0, factors=0.0),
     "search_touched": True,
     "max_category_share": 1.0,
     "max_brand_share": 1.0,
 }
 
 
-def settings(**changes) -> RecommenderSettings:
-    return RecommenderSettings(**{**PINNED, **changes})
+def settings(**changes) -> RetrievalConfig:
+    return RetrievalConfig(**{**PINNED, **changes})
 
 
 def profile_of(items: ItemTable, tiny_version, *events: tuple[str, str]) -> Profile:

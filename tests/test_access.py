@@ -12,21 +12,20 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients.sdk import Connection, CrossrecClient, CrossrecError, Event
 from engine.auth import AuthConfigError, parse_tokens
-from engine.config import EngineConfig
+from engine.config import ArmsConfig, AuthConfig, EngineConfig, ServerConfig, StoreConfig, TlsConfig
 from engine.server import BackgroundServer
 
 QUERY, INGEST, ADMIN = "q" * 20 + "-query", "i" * 20 + "-ingest", "a" * 20 + "-admin"
 TOKENS = f"query:{QUERY},ingest:{INGEST},admin:{ADMIN}"
 
 
-def config(tiny_built, tmp_path, **more) -> EngineConfig:
+def config(tiny_built, tmp_path, protect_health=False, tls=TlsConfig()) -> EngineConfig:
     return EngineConfig(
-        artifact=str(tiny_built),
-        port=0,
-        store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k" * 32,
-        auth_tokens=TOKENS,
-        **more,
+        arms=ArmsConfig(artifact=str(tiny_built)),
+        server=ServerConfig(port=0),
+        store=StoreConfig(path=str(tmp_path / "e.sqlite"), pseudonym_key="k" * 32),
+        auth=AuthConfig(tokens=TOKENS, protect_health=protect_health),
+        tls=tls,
     )
 
 
@@ -120,7 +119,7 @@ def test_health_stays_open_unless_protected(secured, tiny_built, tmp_path):
             )
 
     assert health(secured.target) == health_pb2.HealthCheckResponse.SERVING
-    with BackgroundServer(config(tiny_built, tmp_path, auth_protect_health=True)) as server:
+    with BackgroundServer(config(tiny_built, tmp_path, protect_health=True)) as server:
         with pytest.raises(grpc.RpcError) as caught:
             health(server.target)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -162,7 +161,7 @@ def test_token_configuration_errors_name_the_entry_not_the_token(tmp_path):
     assert parse_tokens("query:" + "s" * 16, "") == [(b"s" * 16, "query")]
     with pytest.raises(AuthConfigError, match="at least 16"):
         parse_tokens("query:" + "s" * 15, "")
-    with pytest.raises(AuthConfigError, match=r"auth_tokens entry 2: not a known role"):
+    with pytest.raises(AuthConfigError, match=r"auth.tokens entry 2: not a known role"):
         parse_tokens(f"query:{QUERY},root:{ADMIN}", "")
     # Malformed entries put the token where the role should be: it is never echoed.
     secret = "S" * 24
@@ -236,8 +235,8 @@ def _certificates(folder):
 
 def test_tls_serves_clients_that_trust_its_ca_and_refuses_plaintext(tiny_built, tmp_path):
     certs = _certificates(tmp_path)
-    tls = {"tls_cert_file": certs["server"][0], "tls_key_file": certs["server"][1]}
-    with BackgroundServer(config(tiny_built, tmp_path, **tls)) as server:
+    tls = TlsConfig(cert_file=certs["server"][0], key_file=certs["server"][1])
+    with BackgroundServer(config(tiny_built, tmp_path, tls=tls)) as server:
         secure = Connection(token=QUERY, tls_ca=certs["ca"][0])
         with CrossrecClient(server.target, timeout=10, connection=secure) as c:
             assert len(c.recommend("u", k=2).items) == 2
@@ -247,12 +246,10 @@ def test_tls_serves_clients_that_trust_its_ca_and_refuses_plaintext(tiny_built, 
 
 def test_tls_with_client_certificates_requires_one(tiny_built, tmp_path):
     certs = _certificates(tmp_path)
-    tls = {
-        "tls_cert_file": certs["server"][0],
-        "tls_key_file": certs["server"][1],
-        "tls_client_ca_file": certs["ca"][0],
-    }
-    with BackgroundServer(config(tiny_built, tmp_path, **tls)) as server:
+    tls = TlsConfig(
+        cert_file=certs["server"][0], key_file=certs["server"][1], client_ca_file=certs["ca"][0]
+    )
+    with BackgroundServer(config(tiny_built, tmp_path, tls=tls)) as server:
         without = Connection(token=QUERY, tls_ca=certs["ca"][0])
         with CrossrecClient(server.target, timeout=3, connection=without) as c:
             assert code_of(lambda: c.recommend("u", k=2)) == "UNAVAILABLE"

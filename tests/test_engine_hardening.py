@@ -70,7 +70,7 @@ def test_undecodable_requests_get_invalid_argument_and_are_counted(server, clien
 
 
 def test_list_fields_have_documented_limits(client, server):
-    limit = server.config.max_list_items
+    limit = server.config.limits.max_list_items
     with pytest.raises(CrossrecError) as caught:
         client.recommend("u", k=5, exclude_item_ids=[f"i{i}" for i in range(limit + 1)])
     assert caught.value.field_violations == {
@@ -137,17 +137,13 @@ def test_overload_is_shed_at_once_with_resource_exhausted(tiny_built, tmp_path, 
     import threading
     import time as _time
 
+    from helpers_engine import engine_config
+
     from clients.sdk import CrossrecClient
-    from engine.config import EngineConfig
     from engine.server import BackgroundServer
 
-    config = EngineConfig(
-        artifact=str(tiny_built),
-        port=0,
-        store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k" * 32,
-        workers=1,
-        max_queued=1,
+    config = engine_config(
+        tmp_path / "e.sqlite", tiny_built, server={"workers": 1, "max_queued": 1}
     )
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
         real = server.engine.recommend
@@ -205,17 +201,13 @@ def test_in_a_flood_the_metrics_count_what_the_clients_saw(tiny_built, tmp_path,
     760 OK counted for 263 received)."""
     import time as _time
 
+    from helpers_engine import engine_config
+
     from crossrec.v1 import recommend_pb2, service_pb2_grpc
-    from engine.config import EngineConfig
     from engine.server import BackgroundServer
 
-    config = EngineConfig(
-        artifact=str(tiny_built),
-        port=0,
-        store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k" * 32,
-        workers=2,
-        max_queued=40,
+    config = engine_config(
+        tmp_path / "e.sqlite", tiny_built, server={"workers": 2, "max_queued": 40}
     )
     with BackgroundServer(config) as server:
         real = server.engine.recommend

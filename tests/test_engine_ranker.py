@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 import pytest
+from helpers_engine import engine_config
 
-from engine.config import EngineConfig
 from engine.core import Engine
 from engine.errors import ModelMismatch
 from engine.features import FEATURES
@@ -172,7 +172,7 @@ def models(tiny_built, tmp_path_factory):
 @pytest.fixture
 def engine(tmp_path):
     store = SQLiteEventStore(tmp_path / "events.sqlite")
-    e = Engine(EngineConfig(store=str(tmp_path / "events.sqlite"), pseudonym_key="k" * 32), store)
+    e = Engine(engine_config(tmp_path / "events.sqlite"), store)
     yield e
     e.close()
 
@@ -259,12 +259,8 @@ def test_over_grpc_objective_weights_steer_the_order_and_bad_ones_are_field_viol
     from clients.sdk import CrossrecClient, CrossrecError, Event
     from engine.server import BackgroundServer
 
-    config = EngineConfig(
-        artifact=str(tiny_built),
-        model=str(models["good"]),
-        port=0,
-        store=str(tmp_path / "events.sqlite"),
-        pseudonym_key="k" * 32,
+    config = engine_config(
+        tmp_path / "events.sqlite", tiny_built, arms={"model": str(models["good"])}
     )
     recent = [Event("", "i01", "purchase", datetime.now(UTC))]
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:

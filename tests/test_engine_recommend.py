@@ -177,7 +177,7 @@ def test_retried_ingestion_is_not_double_counted(client, catalog):
 def test_delete_user_leaves_no_trace_and_raw_ids_never_reach_disk(client, server, catalog):
     user = "delete-me-7f3a"
     client.ingest([Event(user, catalog["item_id"][i], "click") for i in range(4)])
-    db = sqlite3.connect(server.config.store)
+    db = sqlite3.connect(server.config.store.path)
     key = server.engine.user_key(user)
     assert db.execute("SELECT COUNT(*) FROM events WHERE user_key = ?", (key,)).fetchone()[0] == 4
     assert db.execute("SELECT COUNT(*) FROM events WHERE user_key = ?", (user,)).fetchone()[0] == 0

@@ -55,9 +55,8 @@ def test_oversized_request_is_refused_and_the_server_keeps_serving(client, serve
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.Recommend(huge, timeout=5)
     assert excinfo.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    too_many = [
-        Event("u", "i", "view", event_id=str(i)) for i in range(server.config.max_ingest_events + 1)
-    ]
+    limit = server.config.limits.max_ingest_events
+    too_many = [Event("u", "i", "view", event_id=str(i)) for i in range(limit + 1)]
     with pytest.raises(CrossrecError) as exc2:
         client.ingest(too_many)
     assert exc2.value.code in ("INVALID_ARGUMENT", "RESOURCE_EXHAUSTED")

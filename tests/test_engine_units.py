@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from engine.config import EngineConfig
+from engine.config import EngineConfig, StoreConfig
 from engine.profile import ProfileEvent, build_profile
 from engine.pseudonym import pseudonymise
 from engine.store import SQLiteEventStore, StoredEvent
@@ -15,26 +15,8 @@ from engine.store import SQLiteEventStore, StoredEvent
 DAY_US = 86_400 * 1_000_000
 
 
-def test_config_layers_toml_then_environment_then_arguments(tmp_path, monkeypatch):
-    path = tmp_path / "engine.toml"
-    path.write_text(
-        'port = 6000\nmax_k = 30\nstore = "/data/events.sqlite"\nhalf_life_days = 7.5\n'
-    )
-    monkeypatch.setenv("CROSSREC_MAX_K", "40")
-    config = EngineConfig.load(path, port=7000)
-    assert (config.port, config.max_k, config.store, config.half_life_days) == (
-        7000,
-        40,
-        "/data/events.sqlite",
-        7.5,
-    )
-    path.write_text("prot = 1\n")
-    with pytest.raises(ValueError, match=r"unknown settings \['prot'\]"):
-        EngineConfig.load(path)
-
-
 def test_pseudonym_key_is_created_once_and_kept_private(tmp_path):
-    config = EngineConfig(store=str(tmp_path / "events.sqlite"))
+    config = StoreConfig(path=str(tmp_path / "events.sqlite"))
     key = config.key()
     assert key == config.key() and len(key) == 64
     assert (tmp_path / "events.key").stat().st_mode & 0o777 == 0o600
@@ -169,13 +151,13 @@ def test_a_short_or_empty_key_is_refused_without_echoing_it(tmp_path):
     assert MIN_KEY_BYTES == 32
     secret = "s" * 31
     with pytest.raises(PseudonymKeyError, match="31 bytes; at least 32") as err:
-        EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key=secret).key()
+        StoreConfig(path=str(tmp_path / "e.sqlite"), pseudonym_key=secret).key()
     assert secret not in str(err.value)
-    assert EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key="s" * 32).key() == b"s" * 32
+    assert StoreConfig(path=str(tmp_path / "e.sqlite"), pseudonym_key="s" * 32).key() == b"s" * 32
     empty = tmp_path / "empty.key"
     empty.write_text("\n")  # what a crash between creating and writing the file leaves
     with pytest.raises(PseudonymKeyError, match="empty.key holds 0 bytes"):
-        EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key_file=str(empty)).key()
+        StoreConfig(path=str(tmp_path / "e.sqlite"), pseudonym_key_file=str(empty)).key()
 
 
 def test_a_missing_key_next_to_a_store_with_events_is_refused_not_replaced(tmp_path):
@@ -183,7 +165,7 @@ def test_a_missing_key_next_to_a_store_with_events_is_refused_not_replaced(tmp_p
     from engine.pseudonym import PseudonymKeyError
     from engine.store import SQLiteEventStore, StoredEvent
 
-    config = EngineConfig(store=str(tmp_path / "events.sqlite"))
+    config = EngineConfig(store=StoreConfig(path=str(tmp_path / "events.sqlite")))
     store = SQLiteEventStore(tmp_path / "events.sqlite")
     engine = Engine(config, store)  # an empty store: the key is created
     key_file = tmp_path / "events.key"
@@ -200,7 +182,7 @@ def test_a_missing_key_next_to_a_store_with_events_is_refused_not_replaced(tmp_p
 
 def test_a_created_key_leaves_no_temporary_file_and_an_existing_one_is_kept(tmp_path):
     path = tmp_path / "deep" / "sub" / "k.key"  # folders created as needed
-    config = EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key_file=str(path))
+    config = StoreConfig(path=str(tmp_path / "e.sqlite"), pseudonym_key_file=str(path))
     assert len(config.key()) == 64
     assert sorted(p.name for p in path.parent.iterdir()) == ["k.key"]
     path.write_text("x" * 40 + "\n")
@@ -213,50 +195,3 @@ def test_pseudonyms_of_the_anonymous_id_stay_empty():
     p = Pseudonyms(b"k" * 32)
     assert p.of("") == ""
     assert p.of("alice") == pseudonymise("alice", b"k" * 32)
-
-
-def test_every_bad_operator_setting_is_refused_by_name():
-    from engine.settings_check import ConfigError
-
-    with pytest.raises(ConfigError) as err:
-        EngineConfig(
-            maintenance_interval_s=0,
-            impression_retention_days=float("nan"),
-            event_retention_days=-1,
-            arm_b_share=1.5,
-            max_k=0,
-            default_deadline_s=20.0,
-            shard_group_on_late="never",
-        )
-    message = str(err.value)
-    for expected in (
-        "maintenance_interval_s must be greater than 0, got 0",
-        "impression_retention_days must be a finite number, got nan",
-        "event_retention_days must not be negative, got -1",
-        "arm_b_share must be within [0, 1], got 1.5",
-        "max_k must be at least 1, got 0",
-        "default_deadline_s (20.0) must not exceed max_deadline_s (10.0)",
-        "shard_group_on_late must be one of ('partial', 'fail'), got 'never'",
-    ):
-        assert expected in message
-    # the defaults pass, and so do the boundaries a user may mean
-    EngineConfig()
-    EngineConfig(event_retention_days=0, watch_latest_s=0, store_max_mb=0, arm_b_share=1.0)
-
-
-def test_a_bad_setting_from_the_environment_stops_serve_with_one_line(monkeypatch, capsys):
-    from engine.cli import run_serve
-
-    monkeypatch.setenv("CROSSREC_MAINTENANCE_INTERVAL_S", "0")
-    args = type(
-        "A",
-        (),
-        dict.fromkeys(
-            ("config", "artifact", "model", "host", "port", "store", "metrics_port", "json_logs")
-        ),
-    )()
-    assert run_serve(args) == 2
-    err = capsys.readouterr().err
-    assert err.strip() == (
-        "crossrec serve: invalid settings: maintenance_interval_s must be greater than 0, got 0.0"
-    )

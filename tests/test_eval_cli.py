@@ -120,13 +120,12 @@ def test_table_is_printed(evaluated, capsys):
 
 
 def test_a_running_engine_over_grpc_scores_the_same_as_the_in_process_one(evaluated, tmp_path):
-    from engine.config import EngineConfig
+    from helpers_engine import engine_config
+
     from engine.server import BackgroundServer
 
     _, result, argv = evaluated
-    config = EngineConfig(
-        artifact=result["index"]["path"], port=0, store=str(tmp_path / "events.sqlite")
-    )
+    config = engine_config(tmp_path / "events.sqlite", result["index"]["path"])
     remote_json = tmp_path / "remote.json"
     base = argv[: argv.index("--crossrec-shares")]
     with BackgroundServer(config) as server:

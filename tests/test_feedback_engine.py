@@ -11,9 +11,9 @@ import threading
 import numpy as np
 import polars as pl
 import pytest
+from helpers_engine import engine_config
 from helpers_tiny import NOW, settings
 
-from engine.config import EngineConfig
 from engine.core import ARM_A, ARM_B, Engine, Served
 from engine.features import FEATURES
 from engine.impressions import ImpressionLog, sampled
@@ -26,11 +26,10 @@ DAY_US = 86_400 * 1_000_000
 RECENT = [ProfileEvent("t0", "purchase", NOW - 60_000_000)]
 
 
-def make_engine(tmp_path, tiny_version, arms=(ARM_A,), **config) -> Engine:
+def make_engine(tmp_path, tiny_version, arms=(ARM_A,), split=None, **sections) -> Engine:
+    """An engine serving ``tiny_version`` on ``arms``; ``split``: the [arms] settings."""
     store = tmp_path / "events.sqlite"
-    engine = Engine(
-        EngineConfig(store=str(store), pseudonym_key="k" * 32, **config), SQLiteEventStore(store)
-    )
+    engine = Engine(engine_config(store, arms=split or {}, **sections), SQLiteEventStore(store))
     for arm in arms:
         engine.versions.swap_in(
             Served(tiny_version, Recommender(tiny_version, settings()), 0.0), arm
@@ -148,14 +147,14 @@ def test_sampling_is_decided_by_the_recommendation_id():
 
 
 def test_sample_rate_counts_what_it_leaves_out(tmp_path, tiny_version):
-    engine = make_engine(tmp_path, tiny_version, impression_sample_rate=0.5)
+    engine = make_engine(tmp_path, tiny_version, feedback={"impression_sample_rate": 0.5})
     recs = [engine.recommend("u1", RECENT, Query(k=2), now_us=NOW + i) for i in range(40)]
     assert engine.feedback.impressions.flush()
     logged = {r[0] for r in log_rows(tmp_path / "events.impressions.sqlite")[0]}
     assert logged == {r.recommendation_id for r in recs if sampled(r.recommendation_id, 0.5)}
     assert engine.feedback.impressions.counts["sampled_out"] == 40 - len(logged)
     engine.close()
-    off = make_engine(tmp_path / "off", tiny_version, impression_sample_rate=0.0)
+    off = make_engine(tmp_path / "off", tiny_version, feedback={"impression_sample_rate": 0.0})
     assert off.feedback.impressions is None
     assert off.recommend("u1", RECENT, Query(k=2), now_us=NOW).item_ids
     off.close()
@@ -184,19 +183,21 @@ def test_retention_removes_old_lists_and_delete_user_leaves_no_trace(engine, tmp
 
 
 def test_arms_are_sticky_balanced_and_redrawn_by_the_salt(tmp_path, tiny_version):
-    engine = make_engine(tmp_path, tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3)
+    engine = make_engine(tmp_path, tiny_version, arms=(ARM_A, ARM_B), split={"b_share": 0.3})
     users = [f"user{i}" for i in range(4000)]
     arms = [engine.route(u).arm for u in users]
     share = arms.count(ARM_B) / len(users)
     assert 0.27 < share < 0.33  # binomial sd 0.007
     assert [engine.route(u).arm for u in users] == arms
     engine.close()
-    again = make_engine(tmp_path / "again", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3)
+    again = make_engine(
+        tmp_path / "again", tiny_version, arms=(ARM_A, ARM_B), split={"b_share": 0.3}
+    )
     again.pseudonyms = engine.pseudonyms  # same pseudonym key: the same users, the same arms
     assert [again.route(u).arm for u in users] == arms
     again.close()
     salted = make_engine(
-        tmp_path / "salted", tiny_version, arms=(ARM_A, ARM_B), arm_b_share=0.3, arm_salt="x2"
+        tmp_path / "salted", tiny_version, arms=(ARM_A, ARM_B), split={"b_share": 0.3, "salt": "x2"}
     )
     salted.pseudonyms = engine.pseudonyms
     moved = sum(a != salted.route(u).arm for u, a in zip(users, arms))
@@ -274,12 +275,10 @@ def test_over_grpc_each_response_names_its_arm_and_that_arms_versions(root, tiny
 
     catalog = tiny_built.parent / "catalog.parquet"
     build_index(catalog, root, None, BuildConfig(text=False, progress=False, version="v2"))
-    config = EngineConfig(
-        artifact=str(root / "v1"),
-        arm_b_artifact=str(root / "v2"),
-        arm_b_share=0.5,
-        port=0,
-        store=str(tmp_path / "events.sqlite"),
+    config = engine_config(
+        tmp_path / "events.sqlite",
+        root / "v1",
+        arms={"b_artifact": str(root / "v2"), "b_share": 0.5},
     )
     with BackgroundServer(config) as srv, CrossrecClient(srv.target, timeout=10) as client:
         versions = {}
@@ -304,7 +303,7 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
     from ranker.model import RankerModel
 
     store = tmp_path / "events.sqlite"
-    engine = Engine(EngineConfig(store=str(store), pseudonym_key="k" * 32), SQLiteEventStore(store))
+    engine = Engine(engine_config(store), SQLiteEventStore(store))
     engine.versions.load(str(root / "v1"), model="")
     rng = np.random.default_rng(0)
     ids = [f"i{i:02d}" for i in range(12)]
@@ -349,7 +348,7 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
     assert report["positives"]["click"] == sent
 
     serving = Engine(
-        EngineConfig(store=str(tmp_path / "s.sqlite"), pseudonym_key="k" * 32),
+        engine_config(tmp_path / "s.sqlite"),
         SQLiteEventStore(tmp_path / "s.sqlite"),
     )
     served = serving.versions.load(str(root / "v1"), model=report["model"])
@@ -449,7 +448,7 @@ def test_the_engine_serves_without_an_impression_log_it_cannot_open(tmp_path, ti
     garbage = tmp_path / "events.impressions.sqlite"
     garbage.write_bytes(b"this is not a database" * 100)
     store = tmp_path / "events.sqlite"
-    engine = Engine(EngineConfig(store=str(store), pseudonym_key="k" * 32), SQLiteEventStore(store))
+    engine = Engine(engine_config(store), SQLiteEventStore(store))
     assert engine.feedback.impressions is None
     assert engine.metrics.impression_log_unavailable._value.get() == 1
     served = Served(tiny_version, Recommender(tiny_version, settings()), 0.0)

@@ -4,9 +4,9 @@ control."""
 from __future__ import annotations
 
 import pytest
+from helpers_engine import engine_config
 from helpers_tiny import NOW, settings
 
-from engine.config import EngineConfig
 from engine.core import Engine, Served
 from engine.query import Query
 from engine.recommend import Recommender
@@ -15,11 +15,9 @@ from engine.store import SQLiteEventStore, StoredEvent
 DAY_US = 86_400 * 1_000_000
 
 
-def make_engine(tmp_path, tiny_version, **config) -> Engine:
+def make_engine(tmp_path, tiny_version, **sections) -> Engine:
     store = tmp_path / "events.sqlite"
-    engine = Engine(
-        EngineConfig(store=str(store), pseudonym_key="k" * 32, **config), SQLiteEventStore(store)
-    )
+    engine = Engine(engine_config(store, **sections), SQLiteEventStore(store))
     engine.versions.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0))
     return engine
 
@@ -48,7 +46,7 @@ def test_the_store_compacts_by_time_and_leaves_no_bytes_of_removed_users(tmp_pat
 
 
 def test_expired_events_stop_counting_at_once_and_maintenance_removes_them(tmp_path, tiny_version):
-    engine = make_engine(tmp_path, tiny_version, event_retention_days=30.0)
+    engine = make_engine(tmp_path, tiny_version, store={"event_retention_days": 30.0})
     key = engine.user_key("u1")
     engine.ingest(
         [
@@ -94,13 +92,8 @@ def test_the_server_runs_maintenance_at_start(tiny_built, tmp_path):
     seed = SQLiteEventStore(store)
     seed.append([StoredEvent("x", "someone", "i00", "view", 1_000_000)])  # 1970
     seed.close()
-    config = EngineConfig(
-        artifact=str(tiny_built),
-        port=0,
-        store=str(store),
-        event_retention_days=365.0,
-        pseudonym_key="k" * 32,  # the store holds events: its key must be given
-    )
+    # The store holds events: its key must be given (engine_config does).
+    config = engine_config(store, tiny_built, store={"event_retention_days": 365.0})
     with BackgroundServer(config) as server:
         import time
 
@@ -118,12 +111,9 @@ def build_v2(root, tiny_built) -> None:
     build_index(catalog, root, None, BuildConfig(text=False, progress=False, version="v2"))
 
 
-def root_engine(tmp_path, root, **config) -> Engine:
+def root_engine(tmp_path, root) -> Engine:
     store = tmp_path / "s.sqlite"
-    engine = Engine(
-        EngineConfig(artifact=str(root), store=str(store), pseudonym_key="k" * 32, **config),
-        SQLiteEventStore(store),
-    )
+    engine = Engine(engine_config(store, root), SQLiteEventStore(store))
     engine.versions.load_configured()
     return engine
 
@@ -191,9 +181,7 @@ def test_versions_swap_over_grpc_while_clients_keep_asking(root, tiny_built, tmp
     from engine.server import BackgroundServer
 
     build_v2(root, tiny_built)
-    config = EngineConfig(
-        artifact=str(root / "v1"), port=0, store=str(tmp_path / "e.sqlite"), pseudonym_key="k" * 32
-    )
+    config = engine_config(tmp_path / "e.sqlite", root / "v1")
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
         import grpc
 
@@ -238,13 +226,7 @@ def test_a_full_store_refuses_ingestion_fast_and_keeps_serving(tiny_built, tmp_p
     from clients.sdk import CrossrecClient, CrossrecError, Event
     from engine.server import BackgroundServer
 
-    config = EngineConfig(
-        artifact=str(tiny_built),
-        port=0,
-        store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k" * 32,
-        store_max_mb=0.25,
-    )
+    config = engine_config(tmp_path / "e.sqlite", tiny_built, store={"max_mb": 0.25})
     acknowledged = []
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
         with pytest.raises(CrossrecError) as full:
@@ -288,13 +270,11 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
     with socket.socket() as free:
         free.bind(("127.0.0.1", 0))
         metrics_port = free.getsockname()[1]
-    config = EngineConfig(
-        artifact=str(root / "v1"),
-        port=0,
-        store=str(tmp_path / "e.sqlite"),
-        pseudonym_key="k" * 32,
-        auth_tokens=f"admin:{admin}",
-        metrics_port=metrics_port,
+    config = engine_config(
+        tmp_path / "e.sqlite",
+        root / "v1",
+        auth={"tokens": f"admin:{admin}"},
+        server={"metrics_port": metrics_port},
     )
     with BackgroundServer(config) as server:
         code = main(

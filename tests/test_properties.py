@@ -134,20 +134,21 @@ def recommend_requests(draw):
 
 @pytest.fixture(scope="module")
 def stub(tiny_built, tmp_path_factory):
-    from engine.config import EngineConfig
+    from helpers_engine import engine_config
+
     from engine.server import BackgroundServer
 
-    config = EngineConfig(
-        artifact=str(tiny_built),
-        port=0,
-        store=str(tmp_path_factory.mktemp("props") / "e.sqlite"),
-        pseudonym_key="k" * 32,
-        max_k=50,
-        max_recent_events=10,
-        max_ingest_events=10,
-        max_batch_requests=4,
-        max_batch_items=60,
-        max_list_items=10,
+    config = engine_config(
+        tmp_path_factory.mktemp("props") / "e.sqlite",
+        tiny_built,
+        limits={
+            "max_k": 50,
+            "max_recent_events": 10,
+            "max_ingest_events": 10,
+            "max_batch_requests": 4,
+            "max_batch_items": 60,
+            "max_list_items": 10,
+        },
     )
     with BackgroundServer(config) as server, grpc.insecure_channel(server.target) as channel:
         yield service_pb2_grpc.RecommendServiceStub(channel)

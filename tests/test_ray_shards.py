@@ -43,7 +43,7 @@ def remote(ray_cluster, version):
 
 
 def _profiles(version, shop_events, n=25):
-    from engine.config import EngineConfig
+    from engine.config import ProfileConfig
     from engine.core import profile_of
     from engine.profile import ProfileEvent
     from engine.recommend import Recommender
@@ -58,7 +58,7 @@ def _profiles(version, shop_events, n=25):
             ProfileEvent(r["item_id"], r["action"], int(r["ts"].timestamp() * 1e6))
             for r in rows.iter_rows(named=True)
         ]
-        out.append(profile_of(recommender, EngineConfig(), events, now_us))
+        out.append(profile_of(recommender, ProfileConfig(), events, now_us))
     return out, now_us
 
 
@@ -129,10 +129,10 @@ def test_a_failed_group_is_reported_late_or_fails_the_request(ray_cluster, versi
 def test_on_late_must_be_partial_or_fail(ray_cluster, version):
     from ray import serve
 
-    with pytest.raises(ValueError, match="shard_group_on_late must be one of"):
+    with pytest.raises(ValueError, match="ray.on_late must be one of"):
         RayShards(version, [], [], [], 200, 0.1, on_late="ignore")
     before = _apps(serve)
-    with pytest.raises(ValueError, match="shard_group_on_late must be one of"):
+    with pytest.raises(ValueError, match="ray.on_late must be one of"):
         RayShards.deploy(version, groups=2, cpus=0, on_late="ignore")
     assert _apps(serve) == before  # refused before anything was deployed
 
@@ -162,19 +162,18 @@ def test_an_engine_with_shard_groups_answers_as_one_without_and_swaps_group_by_v
 ):
     """Over gRPC: the same lists as the in-process engine; a swap deploys the new pair's groups
     and deletes the old ones; a lost group shows in the response's coverage."""
+    from helpers_engine import engine_config
     from ray import serve
 
     from clients.sdk import CrossrecClient, Event
-    from engine.config import EngineConfig
     from engine.server import BackgroundServer
 
-    def config(name, **extra):
-        return EngineConfig(
-            artifact=str(built_index.path),
-            port=0,
-            store=str(tmp_path / f"{name}.sqlite"),
-            impression_sample_rate=0.0,
-            **extra,
+    def config(name, **ray):
+        return engine_config(
+            tmp_path / f"{name}.sqlite",
+            built_index.path,
+            feedback={"impression_sample_rate": 0.0},
+            ray=ray,
         )
 
     users = shop_events.group_by("user_id").len().sort(["len", "user_id"], descending=True)
@@ -184,9 +183,7 @@ def test_an_engine_with_shard_groups_answers_as_one_without_and_swaps_group_by_v
         requests.append(
             [Event(user, r["item_id"], r["action"], r["ts"]) for r in rows.iter_rows(named=True)]
         )
-    remote_config = config(
-        "remote", shard_groups=2, shard_group_cpus=0.0, shard_group_timeout_s=30.0
-    )
+    remote_config = config("remote", shard_groups=2, group_cpus=0.0, group_timeout_s=30.0)
     with (
         BackgroundServer(config("local")) as local,
         BackgroundServer(remote_config) as remote,

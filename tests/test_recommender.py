@@ -24,12 +24,13 @@ from helpers_tiny import (
     settings,
 )
 
+from engine.config import Blend, RetrievalConfig
 from engine.explain import explain
 from engine.filters import RowFilter
 from engine.profile import Profile, ProfileEvent, build_profile
 from engine.query import Query
 from engine.ranking import RETRIEVAL_ONLY
-from engine.recommend import Recommender, RecommenderSettings
+from engine.recommend import Recommender
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +182,8 @@ def test_each_item_names_the_interest_behind_it(recommender):
 def test_recommender_wires_its_settings_into_every_stage(tiny_version):
     rec = Recommender(
         tiny_version,
-        RecommenderSettings(
-            smoothing=1.0,
+        RetrievalConfig(
+            transition_smoothing=1.0,
             target_categories=3,
             search_categories=2,
             candidates_per_shard=7,
@@ -191,7 +192,7 @@ def test_recommender_wires_its_settings_into_every_stage(tiny_version):
             neighbour_seeds=17,
             source_limit=19,
             search_touched=True,
-            blend=(("popular", 2.0), ("search", 0.5)),
+            blend=Blend(neighbours=0.0, popular=2.0, search=0.5, ease=0.0, factors=0.0),
         ),
     )
     assert rec.categories.transition(TENTS, PANS) == pytest.approx(10.3 / 16)

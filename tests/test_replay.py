@@ -8,9 +8,10 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 import pytest
+from helpers_engine import engine_config
 from helpers_tiny import NOW, settings
 
-from engine.config import EngineConfig
+from engine.config import EngineConfig, ProfileConfig
 from engine.core import Engine, Served
 from engine.features import FEATURES
 from engine.query import Query
@@ -122,7 +123,7 @@ def test_serving_at_the_decision_time_computes_the_replayed_rows(recommender, tm
     replayed = read_rows(path).frame.filter(pl.col("decision_id") == 0)
 
     engine = Engine(
-        EngineConfig(store=str(tmp_path / "e.sqlite"), pseudonym_key="k" * 32),
+        engine_config(tmp_path / "e.sqlite"),
         SQLiteEventStore(tmp_path / "e.sqlite"),
     )
     engine.versions.swap_in(Served(recommender.version, recommender, 0.0))
@@ -184,7 +185,13 @@ def test_boundaries_sampling_history_and_ids_across_decisions(recommender, tiny_
 def test_the_profile_sees_only_the_newest_history_events(recommender):
     # With one event of history, u1's profile is the p0 view alone: t0 (bought earlier) is no
     # longer seen, so it comes back as a candidate.
-    short = replay(recommender, EngineConfig(history_events=1), frame(EVENTS), [T], ReplayConfig())
+    short = replay(
+        recommender,
+        EngineConfig(profile=ProfileConfig(history_events=1)),
+        frame(EVENTS),
+        [T],
+        ReplayConfig(),
+    )
     u1 = short.filter(pl.col("decision_id") == 0)["item_id"].to_list()
     assert "t0" in u1 and "p0" not in u1
 

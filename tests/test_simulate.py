@@ -10,12 +10,12 @@ from datetime import UTC, datetime
 import numpy as np
 import polars as pl
 import pytest
+from helpers_engine import engine_config
 from helpers_tiny import KNIVES, NOW, PANS, TENTS, TOOLS, settings
 
 from apps.simulate import SimConfig, simulate
 from apps.simulate_figures import round_figures
 from apps.simulate_truth import FLOOR, ShopTruth
-from engine.config import EngineConfig
 from engine.core import ARM_A, ARM_B, Engine, Served
 from engine.recommend import Recommender
 from engine.store import SQLiteEventStore, StoredEvent
@@ -135,7 +135,7 @@ def test_a_simulation_sends_outcomes_that_quote_logged_lists(shop_dir, tmp_path,
     truth = ShopTruth(shop_dir)
     store = tmp_path / "events.sqlite"
     engine = Engine(
-        EngineConfig(store=str(store), pseudonym_key="k" * 32, arm_b_share=0.5),
+        engine_config(store, arms={"b_share": 0.5}),
         SQLiteEventStore(store),
     )
     engine.versions.swap_in(Served(tiny_version, Recommender(tiny_version, settings()), 0.0), ARM_A)

@@ -47,16 +47,19 @@ def test_ties_on_recall_go_to_ndcg_and_a_worse_setting_never_replaces_a_better()
     assert best["a"] == 3.0
 
 
-def test_the_settings_file_replaces_only_the_blend_lines_and_the_engine_reads_it(tmp_path):
+def test_the_settings_file_replaces_only_the_blend_table_and_the_engine_reads_it(tmp_path):
     base = tmp_path / "base.toml"
-    base.write_text("blend_popular = 9.0\nmax_category_share = 0.5\nmetrics_port = 9999\n")
+    base.write_text(
+        "[retrieval]\nmax_category_share = 0.5\n[retrieval.blend]\npopular = 9.0\n"
+        "[server]\nmetrics_port = 9999\n"
+    )
     out = tmp_path / "tuned.toml"
     tuned = {"neighbours": 0.3, "popular": 0.01, "search": 0.0, "ease": 1.0, "factors": 3.0}
     write_settings(out, tuned, base)
     config = EngineConfig.load(out)
-    assert dict(config.recommender_settings().blend) == tuned
-    assert config.max_category_share == 0.5 and config.metrics_port == 9999
-    assert out.read_text().count("blend_popular") == 1
+    assert config.retrieval.blend.as_dict() == tuned
+    assert config.retrieval.max_category_share == 0.5 and config.server.metrics_port == 9999
+    assert out.read_text().count("popular") == 1
 
 
 @pytest.mark.integration
@@ -74,10 +77,10 @@ def test_tune_on_the_small_shop_writes_settings_that_score_at_least_the_defaults
         TuneConfig(users=150, rounds=1, progress=False),
     )
     assert report.split["method"] == "time" and report.split["test_users"] == 150
-    assert report.defaults == dict(EngineConfig().recommender_settings().blend)
+    assert report.defaults == EngineConfig().retrieval.blend.as_dict()
     assert report.best_score["recall"] >= report.default_score["recall"]
     assert report.tried[0]["weights"] == report.defaults
-    assert dict(EngineConfig.load(out).recommender_settings().blend) == report.chosen
+    assert EngineConfig.load(out).retrieval.blend.as_dict() == report.chosen
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["chosen"] == report.chosen and len(saved["tried"]) == len(report.tried)
 
@@ -85,7 +88,7 @@ def test_tune_on_the_small_shop_writes_settings_that_score_at_least_the_defaults
 def test_the_shipped_blend_weights_are_pinned():
     # 0.2 / 1 / 0.02 from the default shop; ease 1.0 and factors 0.3 judged on all three families
     # (BENCHMARKS.md)
-    assert dict(EngineConfig().recommender_settings().blend) == {
+    assert EngineConfig().retrieval.blend.as_dict() == {
         "neighbours": 0.2,
         "popular": 1.0,
         "search": 0.02,

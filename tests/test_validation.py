@@ -7,7 +7,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from helpers_tiny import KNIVES, NOW, PANS, TENTS, TOOLS
 
 from crossrec.v1 import events_pb2, recommend_pb2
-from engine.config import EngineConfig
+from engine.config import LimitsConfig
 from engine.errors import InvalidRequest
 from engine.items import ItemTable
 from engine.profile import ProfileEvent
@@ -27,7 +27,9 @@ class Categories:
         return frozenset(c for c in self.leaves if c.startswith(name + " > "))
 
 
-CONFIG = EngineConfig(max_k=10, max_recent_events=2, default_cross_category_share=1.0)
+CONFIG = LimitsConfig(max_k=10, max_recent_events=2)
+#: The cross-category share a request that names none gets (``[retrieval]``'s default here).
+SHARE = 1.0
 
 
 def event(
@@ -42,11 +44,17 @@ def event(
 CATEGORIES = Categories()
 
 
-def validate(config: EngineConfig = CONFIG, categories=CATEGORIES, prefix: str = "", **fields):
+def validate(
+    share: float | None = SHARE,
+    categories=CATEGORIES,
+    prefix: str = "",
+    limits: LimitsConfig = CONFIG,
+    **fields,
+):
     fields.setdefault("user_id", "u1")
     fields.setdefault("k", 3)
     return recommend_request(
-        recommend_pb2.RecommendRequest(**fields), config, categories, NOW, prefix
+        recommend_pb2.RecommendRequest(**fields), limits, categories, NOW, prefix, share
     )
 
 
@@ -95,20 +103,15 @@ def test_defaults_share_from_the_config_and_leaves_filters_open():
     _, recent, query = validate(k=10, include_categories=["Home", TENTS], cross_category_share=0.0)
     assert recent == []
     assert query == Query(k=10, cross_share=0.0, include=frozenset({KNIVES, PANS, TENTS}))
-    assert validate(EngineConfig(default_cross_category_share=0.25), k=1)[2].cross_share == 0.25
+    assert validate(0.25, k=1)[2].cross_share == 0.25
     assert validate(cross_category_share=1.0)[2].cross_share == 1.0
     assert validate(user_id="", recent_events=[event()])[0] == ""
 
 
 def test_no_default_share_means_no_split():
     # A config without a default share lets the ranking alone decide (this was float(None) once).
-    assert validate(EngineConfig(default_cross_category_share=None))[2].cross_share is None
-    assert (
-        validate(EngineConfig(default_cross_category_share=None), cross_category_share=0.5)[
-            2
-        ].cross_share
-        == 0.5
-    )
+    assert validate(None)[2].cross_share is None
+    assert validate(None, cross_category_share=0.5)[2].cross_share == 0.5
 
 
 @pytest.mark.parametrize("k, ok", [(0, False), (1, True), (10, True), (11, False), (-1, False)])
@@ -284,16 +287,16 @@ def ingest_event(
     return e
 
 
-def ingest(events, config: EngineConfig | None = None):
+def ingest(events, config: LimitsConfig | None = None):
     from engine.validation import ingest_events
 
-    config = config or EngineConfig(max_ingest_events=4)
+    config = config or LimitsConfig(max_ingest_events=4)
     return ingest_events(events, config, lambda user: f"key:{user}", NOW)
 
 
 def ingest_violations(events, max_ingest_events: int = 3) -> dict[str, str]:
     with pytest.raises(InvalidRequest) as info:
-        ingest(events, EngineConfig(max_ingest_events=max_ingest_events))
+        ingest(events, LimitsConfig(max_ingest_events=max_ingest_events))
     return {v.field: v.description for v in info.value.violations}
 
 

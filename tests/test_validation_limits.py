@@ -7,7 +7,6 @@ import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from helpers_tiny import NOW
 from test_validation import (
-    CONFIG,
     event,
     ingest,
     ingest_event,
@@ -17,7 +16,7 @@ from test_validation import (
 )
 
 from crossrec.v1 import recommend_pb2
-from engine.config import EngineConfig
+from engine.config import EngineConfig, LimitsConfig
 from engine.errors import InvalidRequest
 
 
@@ -55,13 +54,13 @@ def test_delete_user_checks_the_user_id_like_every_other():
     from crossrec.v1 import service_pb2
     from engine.validation import delete_user
 
-    assert delete_user(service_pb2.DeleteUserRequest(user_id="u1"), CONFIG) == "u1"
+    assert delete_user(service_pb2.DeleteUserRequest(user_id="u1")) == "u1"
     for user_id, description in (
         ("", "must not be empty"),
         ("x" * 257, "longer than 256 characters"),
     ):
         with pytest.raises(InvalidRequest) as info:
-            delete_user(service_pb2.DeleteUserRequest(user_id=user_id), CONFIG)
+            delete_user(service_pb2.DeleteUserRequest(user_id=user_id))
         assert [(v.field, v.description) for v in info.value.violations] == [
             ("user_id", description)
         ]
@@ -70,7 +69,7 @@ def test_delete_user_checks_the_user_id_like_every_other():
 def test_a_batch_is_limited_in_requests_and_in_k_summed():
     from engine.validation import batch_size
 
-    config = EngineConfig(max_batch_requests=3, max_batch_items=25)
+    config = LimitsConfig(max_batch_requests=3, max_batch_items=25)
     requests = [recommend_pb2.RecommendRequest(k=k) for k in (10, 10, 5)]
     assert batch_size(requests, config) is None  # 25 items: the limit exactly
     requests[2].k = 6
@@ -112,8 +111,8 @@ def test_every_entry_of_a_list_field_has_the_length_limit():
 
 def test_the_longest_deadline_a_call_may_have_is_pinned():
     config = EngineConfig()
-    assert (config.default_deadline_s, config.max_deadline_s) == (2.0, 10.0)
-    assert config.impression_log_max_mb == 0.0  # no cap unless an operator sets one
+    assert (config.limits.default_deadline_s, config.limits.max_deadline_s) == (2.0, 10.0)
+    assert config.feedback.impression_log_max_mb == 0.0  # no cap unless an operator sets one
 
 
 def test_a_clients_deadline_is_cut_to_the_servers_longest():
@@ -124,7 +123,9 @@ def test_a_clients_deadline_is_cut_to_the_servers_longest():
     from engine.metrics import Metrics
     from engine.service import RecommendService
 
-    engine = SimpleNamespace(config=EngineConfig(max_deadline_s=3.0, default_deadline_s=1.0))
+    engine = SimpleNamespace(
+        config=EngineConfig(limits=LimitsConfig(max_deadline_s=3.0, default_deadline_s=1.0))
+    )
     service = RecommendService(engine, Metrics())
     seen = []
 

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
 def measure(out: Path, args: argparse.Namespace) -> None:
     """Steps 1-5 of the module docstring, each through the CLI as a user would run it."""
     from clients.cli import main
-    from engine.config import EngineConfig
+    from engine.config import ArmsConfig, EngineConfig, FeedbackConfig, ServerConfig, StoreConfig
     from engine.server import BackgroundServer
 
     shop, index = out / "shop", out / "index"
@@ -99,12 +99,10 @@ def measure(out: Path, args: argparse.Namespace) -> None:
     _step(main, latency + ["--irreducible", "--json", str(out / "latency.json")])
     metrics_port = _free_port()
     config = EngineConfig(
-        artifact=str(index),
-        model=model or "",
-        port=0,
-        store=str(out / "engine.sqlite"),
-        metrics_port=metrics_port,
-        impression_sample_rate=0.0,
+        arms=ArmsConfig(artifact=str(index), model=model or ""),
+        server=ServerConfig(port=0, metrics_port=metrics_port),
+        store=StoreConfig(path=str(out / "engine.sqlite")),
+        feedback=FeedbackConfig(impression_sample_rate=0.0),
     )
     with BackgroundServer(config) as server:
         serve = ["bench", "serve", "--target", server.target, "--events", events]

@@ -70,7 +70,7 @@ def engine_queries(artifact: str, events, users: int, min_events: int, k: int, s
 
     version = open_index(artifact, verify=False)
     config = EngineConfig()
-    recommender = Recommender(version, config.recommender_settings())
+    recommender = Recommender(version, config.retrieval)
     items = recommender.items
     counts = events.group_by("user_id").len().filter(pl.col("len") >= min_events).sort("user_id")
     rng = np.random.default_rng(seed)
@@ -88,7 +88,7 @@ def engine_queries(artifact: str, events, users: int, min_events: int, k: int, s
         if not history:
             continue
         now = history[-1].ts_us + 1
-        profile = profile_of(recommender, config, history, now)
+        profile = profile_of(recommender, config.profile, history, now)
         if profile.empty:
             continue
         g = recommender.gather(profile, Query(k=10, cross_share=None), now)

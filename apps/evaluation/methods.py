@@ -75,7 +75,7 @@ def training_events(data: EvalSet) -> pl.DataFrame:
 @dataclass
 class EngineSession:
     """An in-process engine on a temporary event store. ``engine_config``: a TOML of
-    ``EngineConfig`` fields (default: the defaults)."""
+    engine configuration tables (default: the defaults)."""
 
     artifact: str
     engine_config: Path | None = None
@@ -99,7 +99,7 @@ class EngineSession:
             engine_with_events(self.artifact, events, self.engine_config, self.progress, self.model)
         )
         self._engine = engine
-        self.default_share = engine.config.default_cross_category_share
+        self.default_share = engine.config.retrieval.default_cross_category_share
         self.setup_seconds = time.perf_counter() - started
         log.info(
             "engine loaded %s and ingested %d events in %.1f s",
