@@ -15,7 +15,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-all lint format mutation proto proto-check clean
+.PHONY: demo test test-fast lint format mutation proto proto-check clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,14 +26,16 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/crossrec demo --out $(DEMO_DIR)
 
+# Every tier but gpu: lint, format, the unit tests, servers and jobs end to end, Ray, the kill -9
+# cycles. CI runs this.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
-
-# Everything, slow tests included.
-test-all: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu"
+
+# The inner loop: no slow, integration or Ray tests (pyproject.toml, [tool.pytest.ini_options]).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not gpu and not integration and not ray"
 
 # Lint and format checks alone (also the first steps of `make test`); `make format` fixes.
 lint: $(STAMP)

@@ -307,6 +307,13 @@ def catalog(small_shop_dir):
     return pl.read_parquet(small_shop_dir / "catalog.parquet")
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that needs the session's Ray is in the ``ray`` tier (left out of test-fast)."""
+    for item in items:
+        if "ray_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ray)
+
+
 @pytest.fixture(scope="session")
 def ray_cluster():
     """A local Ray with this machine's cores (2 here) and Serve without an HTTP proxy, started

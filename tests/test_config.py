@@ -203,3 +203,28 @@ def test_a_bad_setting_from_the_environment_stops_serve_with_one_line(monkeypatc
         "crossrec serve: invalid settings: server.maintenance_interval_s must be greater than 0, "
         "got 0.0"
     )
+
+
+def test_docs_list_every_setting_with_its_default():
+    """docs/configuration.md's tables name every field of every section with the default the code
+    has (a setting added or a default changed without the docs fails here)."""
+    import re
+    from pathlib import Path
+
+    from engine.config_file import _scalar, leaves
+
+    documented, section = {}, ""
+    text = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    for line in text.splitlines():
+        if heading := re.fullmatch(r"## \[(\w+)\]", line):
+            section = heading.group(1)
+        elif row := re.match(r"\| `([\w.]+)` \| `([^`]*)` \|", line):
+            documented[f"{section}.{row.group(1)}"] = row.group(2)
+    config = EngineConfig()
+    expected = {}
+    for path, _ in leaves(EngineConfig):
+        value = config
+        for part in path:
+            value = getattr(value, part)
+        expected[".".join(path)] = "none" if value is None else _scalar(value)
+    assert documented == expected
