@@ -24,7 +24,7 @@ __all__ = [
     "Event",
     "IngestResult",
     "RecommendOptions",
-    "RecommendedItem",
     "Recommendations",
+    "RecommendedItem",
     "Status",
 ]

@@ -18,6 +18,7 @@ deleting (or exporting and re-ingesting under the new key) what the old key prot
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import os
@@ -86,10 +87,9 @@ def _create(path: Path) -> None:
             fh.write(os.urandom(32).hex())
             fh.flush()
             os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)  # fails if another process created the key meanwhile: keep theirs
-        except FileExistsError:
-            pass
+        # Fails if another process created the key meanwhile: keep theirs.
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)

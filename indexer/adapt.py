@@ -206,10 +206,10 @@ def train_adaptation(
     adapted = adaptation.apply(content, np.arange(n))
     adaptation.report = {
         "config": asdict(config),
-        "pairs": int(len(a)),
-        "train_pairs": int(len(ta)),
-        "heldout_pairs": int(len(held_a)),
-        "items_with_behaviour": int(len(np.unique(np.concatenate([ta, tb])))),
+        "pairs": len(a),
+        "train_pairs": len(ta),
+        "heldout_pairs": len(held_a),
+        "items_with_behaviour": len(np.unique(np.concatenate([ta, tb]))),
         "steps": steps,
         "loss_first": round(float(np.mean(losses[: max(1, len(losses) // 20)])), 4)
         if losses

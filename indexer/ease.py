@@ -150,7 +150,7 @@ def build_ease_neighbours(
     n_items = x.shape[1]
     items = model_items(x, config.min_users, config.max_items)
     if len(items) < 2 or config.top_n == 0:
-        return None, {"method": "ease", "config": asdict(config), "items": int(len(items))}
+        return None, {"method": "ease", "config": asdict(config), "items": len(items)}
     if config.lambda_ is None:
         lam, table = choose_lambda(x, config)
     else:
@@ -160,10 +160,10 @@ def build_ease_neighbours(
     report = {
         "method": "ease",
         "config": asdict(config),
-        "items": int(len(items)),
+        "items": len(items),
         "lambda": lam,
         "validation_recall_at_10": table,
-        "links": int(len(neighbours.rows)),
+        "links": len(neighbours.rows),
         "seconds": round(time.perf_counter() - started, 2),
     }
     log.info("ease: %s", report)

@@ -119,12 +119,12 @@ def build_factor_neighbours(
     qualify, the manifest entry)."""
     started = time.perf_counter()
     items = model_items(x, config.min_users, config.max_items)
-    report: dict = {"method": "als-fold-in", "config": asdict(config), "items": int(len(items))}
+    report: dict = {"method": "als-fold-in", "config": asdict(config), "items": len(items)}
     if len(items) < 2 or config.top_n == 0:
         return None, report
     factors = fit_item_factors(x[:, items], config)
     neighbours = factor_neighbours(factors, items, x.shape[1], config)
     seconds = round(time.perf_counter() - started, 2)
-    report |= {"links": int(len(neighbours.rows)), "seconds": seconds}
+    report |= {"links": len(neighbours.rows), "seconds": seconds}
     log.info("factors: %s", report)
     return neighbours, report

@@ -32,6 +32,7 @@ version, data window, ...). The file is written to a temporary name and renamed 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -48,8 +49,8 @@ from ranker.errors import RankerError
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "OBJECTIVES",
     "KEY_COLUMNS",
+    "OBJECTIVES",
     "TrainingRows",
     "normalise_rows",
     "read_rows",
@@ -269,7 +270,7 @@ def _check_values(frame: pl.DataFrame, source: str | Path) -> None:
 
 def _close_funnel(frame: pl.DataFrame, source: str | Path) -> pl.DataFrame:
     """``cart |= purchase``, then ``click |= cart`` (deepest first, so a purchase reaches click)."""
-    for earlier, later in reversed(list(zip(OBJECTIVES[:-1], OBJECTIVES[1:]))):
+    for earlier, later in reversed(list(itertools.pairwise(OBJECTIVES))):
         broken = frame.select(((pl.col(later) == 1) & (pl.col(earlier) == 0)).sum()).item()
         if broken:
             log.warning(

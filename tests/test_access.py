@@ -75,19 +75,16 @@ def test_each_role_may_call_its_methods_and_no_others(secured):
 
 def test_refusals_say_why_and_name_the_method(secured):
     def refusal(token, call):
-        with client(secured, token) as c:
-            with pytest.raises(CrossrecError) as caught:
-                call(c)
+        with client(secured, token) as c, pytest.raises(CrossrecError) as caught:
+            call(c)
         return caught.value
 
     none = refusal("", lambda c: c.recommend("u", k=2))
-    assert none.code == "UNAUTHENTICATED" and "no bearer token: Recommend needs a token" in str(
-        none
-    )
+    assert none.code == "UNAUTHENTICATED"
+    assert "no bearer token: Recommend needs a token" in str(none)
     wrong = refusal("x" * 20, lambda c: c.status())
-    assert wrong.code == "UNAUTHENTICATED" and "unknown token: GetStatus needs a token" in str(
-        wrong
-    )
+    assert wrong.code == "UNAUTHENTICATED"
+    assert "unknown token: GetStatus needs a token" in str(wrong)
     denied = refusal(QUERY, lambda c: c.delete_user("u"))
     assert denied.code == "PERMISSION_DENIED"
     assert "role query may not call DeleteUser" in str(denied)
@@ -137,7 +134,8 @@ def test_tokens_appear_in_no_log_line_and_no_metric(tiny_built, tmp_path, caplog
                 code_of(lambda c=c: c.recommend("u", k=2))
         exposition = generate_latest(server.metrics.registry).decode()
         config_text = repr(server.engine.config)
-    assert 'code="PERMISSION_DENIED"' in exposition and 'code="UNAUTHENTICATED"' in exposition
+    assert 'code="PERMISSION_DENIED"' in exposition
+    assert 'code="UNAUTHENTICATED"' in exposition
     # Counted and logged under the method, with the reason (and never the token).
     assert 'crossrec_requests_total{code="PERMISSION_DENIED",method="IngestEvents"} 1.0' in (
         exposition

@@ -46,7 +46,8 @@ def test_quotas_that_use_every_slot_leave_no_free_group():
 def test_quotas_ignore_the_cross_share():
     query = Query(k=2, quotas=((frozenset({"c"}), 2),), cross_share=0.0)
     plan = plan_slots(query, ALL, mask(2), CODES.__getitem__)
-    assert groups_of(plan) == [([2], 2)] and plan.exact
+    assert groups_of(plan) == [([2], 2)]
+    assert plan.exact
 
 
 def test_cross_share_splits_k_between_new_and_touched_categories():
@@ -66,19 +67,21 @@ def test_cross_share_only_counts_allowed_categories():
     assert groups_of(plan) == [([1, 3], 2), ([0], 2)]
 
 
-@pytest.mark.parametrize("share, expected", [(1.0, [([1, 2, 3], 4)]), (0.0, [([0], 4)])])
+@pytest.mark.parametrize(("share", "expected"), [(1.0, [([1, 2, 3], 4)]), (0.0, [([0], 4)])])
 def test_share_one_or_zero_gives_one_side_every_slot(share, expected):
     plan = plan_slots(Query(k=4, cross_share=share), ALL, mask(0), CODES.__getitem__)
-    assert groups_of(plan) == expected and plan.exact is False
+    assert groups_of(plan) == expected
+    assert plan.exact is False
 
 
 def test_no_share_is_one_group_of_every_allowed_category():
     plan = plan_slots(Query(k=6, cross_share=None), mask(1, 2), mask(1), CODES.__getitem__)
-    assert groups_of(plan) == [([1, 2], 6)] and plan.exact is False
+    assert groups_of(plan) == [([1, 2], 6)]
+    assert plan.exact is False
 
 
 @pytest.mark.parametrize(
-    "allowed, touched, expected",
+    ("allowed", "touched", "expected"),
     [
         (ALL, ALL, [([0, 1, 2, 3], 5)]),  # nothing new: touched categories take all k
         (mask(0, 1), mask(0, 1, 2), [([0, 1], 5)]),  # the new ones are not allowed
@@ -88,7 +91,8 @@ def test_no_share_is_one_group_of_every_allowed_category():
 )
 def test_when_one_side_is_empty_the_other_takes_every_slot(allowed, touched, expected):
     plan = plan_slots(Query(k=5, cross_share=0.4), allowed, touched, CODES.__getitem__)
-    assert groups_of(plan) == expected and plan.exact is False
+    assert groups_of(plan) == expected
+    assert plan.exact is False
 
 
 # --- allocate -----------------------------------------------------------------------------------

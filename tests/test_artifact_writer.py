@@ -26,7 +26,8 @@ from indexer.artifact import (
 
 def test_writer_commits_atomically_and_points_latest_at_the_new_version(root):
     writer = VersionWriter(root, "v2")
-    assert writer.dir == root / f".building-v2-{os.getpid()}" and (writer.dir / "shards").is_dir()
+    assert writer.dir == root / f".building-v2-{os.getpid()}"
+    assert (writer.dir / "shards").is_dir()
     assert writer.path("x.bin") == writer.dir / "x.bin"
     writer.path("x.bin").write_bytes(b"abc")
     entry = writer.entry("x.bin", rows=3)
@@ -37,7 +38,8 @@ def test_writer_commits_atomically_and_points_latest_at_the_new_version(root):
         "rows": 3,
     }
     final = writer.commit({"items": 0, "files": {}})
-    assert final == root / "v2" and not writer.dir.exists()
+    assert final == root / "v2"
+    assert not writer.dir.exists()
     assert manifest_of(final) == {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -46,7 +48,8 @@ def test_writer_commits_atomically_and_points_latest_at_the_new_version(root):
         "files": {},
     }
     assert writer.manifest["version"] == "v2"
-    assert (root / "LATEST").read_text() == "v2\n" and not (root / ".LATEST.tmp").exists()
+    assert (root / "LATEST").read_text() == "v2\n"
+    assert not (root / ".LATEST.tmp").exists()
     assert (final / "x.bin").read_bytes() == b"abc"
 
 
@@ -77,14 +80,17 @@ def test_abandoned_builds_of_dead_processes_are_removed(root):
     for folder in (dead, alive, odd):
         folder.mkdir()
     assert remove_abandoned_builds(root) == [dead]
-    assert not dead.exists() and alive.exists() and odd.exists()
+    assert not dead.exists()
+    assert alive.exists()
+    assert odd.exists()
 
 
 def test_sha256_of_reads_in_chunks(tmp_path):
     path = tmp_path / "data"
     path.write_bytes(b"0123456789" * 7)
     expected = hashlib.sha256(b"0123456789" * 7).hexdigest()
-    assert sha256_of(path) == expected and sha256_of(path, chunk=4) == expected
+    assert sha256_of(path) == expected
+    assert sha256_of(path, chunk=4) == expected
     assert re.fullmatch(r"v\d{8}T\d{12}Z", new_version_name())
 
 
@@ -96,14 +102,18 @@ def test_writer_details(root, tmp_path):
         {"format": FORMAT, "format_version": FORMAT_VERSION, "version": "v1", "files": {}}, indent=2
     )
     writer.abort()  # nothing left to remove: no error
+    with pytest.raises(ArtifactError) as slash:
+        VersionWriter(root, "a/b")
     check(
-        pytest.raises(ArtifactError, VersionWriter, root, "a/b").value,
+        slash.value,
         "manifest",
         "a/b",
         "version names may not contain '/' or start with '.'",
     )
+    with pytest.raises(ArtifactError) as exists:
+        VersionWriter(root, "v1")
     check(
-        pytest.raises(ArtifactError, VersionWriter, root, "v1").value,
+        exists.value,
         "exists",
         root / "v1",
         "version already exists (versions are immutable)",
@@ -121,7 +131,8 @@ def test_checking_for_abandoned_builds_leaves_live_processes_alone(root):
         assert live.stdout.readline() == "ready\n"
         folder = root / f".building-v6-{live.pid}"
         folder.mkdir()
-        assert remove_abandoned_builds(root) == [] and folder.exists()
+        assert remove_abandoned_builds(root) == []
+        assert folder.exists()
         with pytest.raises(subprocess.TimeoutExpired):  # asking whether it lives sent it no signal
             live.wait(timeout=0.5)
     finally:

@@ -22,7 +22,8 @@ def test_merge_unions_rows_and_keeps_each_sources_best_score_rank_and_interest()
         "popular", np.array([2, 7]), np.array([0.5, 0.4], np.float32), np.array([3, -1])
     )
     c = merge(SOURCES, [search, popular, SourceResult.empty("neighbours")])
-    assert c.sources == SOURCES and len(c) == 4
+    assert c.sources == SOURCES
+    assert len(c) == 4
     assert c.rows.tolist() == [2, 5, 7, 9]
     assert c.score("neighbours").tolist() == [0, 0, 0, 0]
     assert c.score("popular") == pytest.approx([0.5, 0, 0.4, 0])
@@ -52,33 +53,32 @@ def test_merge_keeps_the_best_entry_of_a_row_listed_twice_wherever_it_is():
             )
         ],
     )
-    assert tie.ranks[:, 2].tolist() == [0] and tie.interest.tolist() == [7]  # the earlier entry
+    assert tie.ranks[:, 2].tolist() == [0]
+    assert tie.interest.tolist() == [7]
 
 
 def test_merge_without_interests_leaves_minus_one_and_take_selects_rows():
     c = merge(
         SOURCES, [SourceResult("neighbours", np.array([3, 1]), np.array([2.0, 1.0], np.float32))]
     )
-    assert c.rows.tolist() == [1, 3] and c.interest.tolist() == [-1, -1]
+    assert c.rows.tolist() == [1, 3]
+    assert c.interest.tolist() == [-1, -1]
     assert c.scores.tolist() == [[1, 0, 0, 0, 0], [2, 0, 0, 0, 0]]
     assert c.ranks[:, 0].tolist() == [1, 0]
     t = c.take(np.array([1]))
-    assert (
-        t.rows.tolist() == [3]
-        and t.scores.tolist() == [[2, 0, 0, 0, 0]]
-        and t.ranks.tolist() == [[0] + [NOT_RANKED] * 4]
-    )
-    assert t.interest.tolist() == [-1] and t.sources == SOURCES
+    assert t.rows.tolist() == [3]
+    assert t.scores.tolist() == [[2, 0, 0, 0, 0]]
+    assert t.ranks.tolist() == [[0] + [NOT_RANKED] * 4]
+    assert t.interest.tolist() == [-1]
+    assert t.sources == SOURCES
 
 
 def test_merge_of_nothing_is_empty_with_one_column_per_source():
     c = merge(SOURCES, [SourceResult.empty("search"), SourceResult.empty("popular")])
-    assert (
-        len(c) == 0
-        and c.scores.shape == (0, 5)
-        and c.ranks.shape == (0, 5)
-        and c.interest.shape == (0,)
-    )
+    assert len(c) == 0
+    assert c.scores.shape == (0, 5)
+    assert c.ranks.shape == (0, 5)
+    assert c.interest.shape == (0,)
     assert merge(SOURCES, []).scores.shape == (0, 5)
 
 
@@ -95,7 +95,9 @@ def test_merge_columns_have_fixed_dtypes_even_when_empty():
         )
         assert c.sources == SOURCES
     empty = SourceResult.empty("popular")
-    assert empty.name == "popular" and empty.searched == 0 and empty.interest is None
+    assert empty.name == "popular"
+    assert empty.searched == 0
+    assert empty.interest is None
     assert (empty.rows.dtype, empty.scores.dtype, len(empty.rows), len(empty.scores)) == (
         np.int64,
         np.float32,

@@ -14,9 +14,11 @@ from clients.cli import main
 def test_datagen_writes_a_shop_and_prints_what_it_planted(tmp_path, capsys):
     assert main(["datagen", "--items", "600", "--seed", "5", "--out", str(tmp_path / "s")]) == 0
     printed = capsys.readouterr().out
-    assert "600 items in 64 categories" in printed and "Planted complement graph" in printed
+    assert "600 items in 64 categories" in printed
+    assert "Planted complement graph" in printed
     truth = json.loads((tmp_path / "s" / "ground_truth.json").read_text())
-    assert truth["config"]["seed"] == 5 and truth["measured"]["items"] == 600
+    assert truth["config"]["seed"] == 5
+    assert truth["measured"]["items"] == 600
 
 
 def test_datagen_refuses_a_too_small_shop(tmp_path):
@@ -42,9 +44,8 @@ def test_validate_accepts_good_files(tmp_path, capsys):
         == 0
     )
     printed = capsys.readouterr().out
-    assert (
-        "300 items in 64 categories" in printed and "every event names a catalogue item" in printed
-    )
+    assert "300 items in 64 categories" in printed
+    assert "every event names a catalogue item" in printed
 
 
 def test_validate_reports_a_bad_file_as_one_clear_message_not_a_traceback(tmp_path):
@@ -84,22 +85,24 @@ def test_demo_runs_end_to_end(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "Synthetic shop (seed 0): 5,000 items" in result.stdout
-    assert "version v" in result.stdout and "64 categories in 64 shards" in result.stdout
-    assert "Nearest items in other categories" in result.stdout and "adapted" in result.stdout
-    assert (
-        "replayed" in result.stdout and "in a planted complement of what they did" in result.stdout
-    )
+    assert "version v" in result.stdout
+    assert "64 categories in 64 shards" in result.stdout
+    assert "Nearest items in other categories" in result.stdout
+    assert "adapted" in result.stdout
+    assert "replayed" in result.stdout
+    assert "in a planted complement of what they did" in result.stdout
     assert "engine stopped" in result.stdout
     # The ranker: trained for the demo index, serving in the engine, and evaluated.
     out = result.stdout
-    assert "objective   NDCG@10  (blend)" in out and "P(click) 0." in out
-    assert "model ranker" not in out and "engine status: index v" in out
+    assert "objective   NDCG@10  (blend)" in out
+    assert "P(click) 0." in out
+    assert "model ranker" not in out
+    assert "engine status: index v" in out
     table = out[out.index("== 5/5") :]
     for row in ("popularity", "cooccurrence", "als", "crossrec + ranker", "crossrec (share 0.4)"):
         assert f"\n{row} " in table, row
-    assert (tmp_path / "shop" / "catalog.parquet").exists() and (
-        tmp_path / "index" / "LATEST"
-    ).exists()
+    assert (tmp_path / "shop" / "catalog.parquet").exists()
+    assert (tmp_path / "index" / "LATEST").exists()
 
 
 def test_ingest_reads_times_by_the_one_rule_the_validator_and_the_build_use():

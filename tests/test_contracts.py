@@ -39,7 +39,8 @@ def test_valid_csv_catalogue_keeps_text_ids_and_free_attributes(tmp_path):
         "Outdoors > Camping > Tents",
         "Outdoors > Camping > Sleeping Bags",
     ]
-    assert catalog["price"].dtype == pl.Float64 and catalog["in_stock"].to_list() == [True, False]
+    assert catalog["price"].dtype == pl.Float64
+    assert catalog["in_stock"].to_list() == [True, False]
     assert catalog["brand"].to_list() == ["Trailcrest", None]
     assert catalog["colour"].to_list() == ["green", "blue"]
 
@@ -76,7 +77,8 @@ def test_missing_required_column_is_named(tmp_path):
     with pytest.raises(DataValidationError) as excinfo:
         read_catalog(write(tmp_path, "c.csv", "item_id,category\n1,Tents\n"))
     assert problems_of(excinfo) == [(None, "title")]
-    assert "c.csv" in str(excinfo.value) and "required column missing" in str(excinfo.value)
+    assert "c.csv" in str(excinfo.value)
+    assert "required column missing" in str(excinfo.value)
 
 
 def test_wrong_type_names_row_column_and_value(tmp_path):
@@ -116,7 +118,8 @@ def test_malformed_json_line_is_reported(tmp_path):
     )
     with pytest.raises(DataValidationError) as excinfo:
         read_events(path)
-    assert problems_of(excinfo) == [(2, None)] and "not valid JSON" in str(excinfo.value)
+    assert problems_of(excinfo) == [(2, None)]
+    assert "not valid JSON" in str(excinfo.value)
 
 
 def test_duplicate_item_id_names_both_rows(tmp_path):
@@ -169,7 +172,7 @@ def test_unparseable_and_missing_timestamps(tmp_path):
 
 
 def test_unknown_suffix_and_missing_file(tmp_path):
-    with pytest.raises(DataValidationError, match="unknown file type '.xlsx'"):
+    with pytest.raises(DataValidationError, match=r"unknown file type '\.xlsx'"):
         read_catalog(tmp_path / "c.xlsx")
     with pytest.raises(DataValidationError, match="file not found"):
         read_catalog(tmp_path / "nope.csv")

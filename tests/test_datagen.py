@@ -42,7 +42,8 @@ def test_planted_structure_does_not_depend_on_shop_size(shop):
 def test_catalogue_shape(shop):
     catalog = shop.catalog.frame
     leaves = catalog["category"].unique()
-    assert catalog.height == 5_000 and len(leaves) == 64
+    assert catalog.height == 5_000
+    assert len(leaves) == 64
     assert catalog["category"].str.split(" > ").list.first().n_unique() == 8
     assert catalog["item_id"].is_unique().all()
     # Prices follow the category: tents cost more than tent-free accessories.
@@ -61,11 +62,9 @@ def test_realistic_proportions(shop_stats):
     assert 3 <= shop_stats["median_basket"] <= 7
     assert 0.15 <= shop_stats["single_event_user_share"] <= 0.35
     f = shop_stats["funnel"]
-    assert (
-        0.2 < f["click_per_view"] < 0.5
-        and 0.2 < f["cart_per_click"] < 0.5
-        and 0.3 < f["purchase_per_cart"] < 0.7
-    )
+    assert 0.2 < f["click_per_view"] < 0.5
+    assert 0.2 < f["cart_per_click"] < 0.5
+    assert 0.3 < f["purchase_per_cart"] < 0.7
 
 
 def test_complements_are_visible_in_behaviour_but_not_in_titles(shop_stats):
@@ -88,9 +87,8 @@ def test_funnel_order_holds_per_item_and_session(shop):
     )
     purchases = first.filter(pl.col("purchase").is_not_null())
     assert purchases.height > 0
-    assert (
-        purchases["cart"].is_not_null().all() and (purchases["cart"] <= purchases["purchase"]).all()
-    )
+    assert purchases["cart"].is_not_null().all()
+    assert (purchases["cart"] <= purchases["purchase"]).all()
     carts = first.filter(pl.col("cart").is_not_null())
     assert (carts["click"].is_not_null() & (carts["click"] <= carts["cart"])).all()
 
@@ -98,7 +96,8 @@ def test_funnel_order_holds_per_item_and_session(shop):
 def test_out_of_stock_items_are_never_carted(shop):
     out_of_stock = shop.catalog.frame.filter(~pl.col("in_stock"))["item_id"].implode()
     carted = shop.events.filter(pl.col("action").is_in(["cart", "purchase"]))
-    assert carted.height > 0 and not carted["item_id"].is_in(out_of_stock).any()
+    assert carted.height > 0
+    assert not carted["item_id"].is_in(out_of_stock).any()
 
 
 def test_no_event_before_an_item_launches(shop):
@@ -140,13 +139,14 @@ def test_interest_drift_shows_in_events(shop):
 
 
 def test_files_pass_the_readers_and_carry_ground_truth(tmp_path):
-    shop, stats = make_shop(
+    shop, _stats = make_shop(
         ShopConfig(items=1_000, seed=3), tmp_path / "shop", fmt="csv", echo=lambda _: None
     )
     out = tmp_path / "shop"
     catalog = read_catalog(out / "catalog.csv")
     events = read_events(out / "events.csv")
-    assert catalog.height == 1_000 and events.height == shop.events.height
+    assert catalog.height == 1_000
+    assert events.height == shop.events.height
     assert read_events(out / "events.parquet").height == events.height
     truth = json.loads((out / TRUTH_FILE).read_text())
     assert {(e["source"], e["target"]) for e in truth["complements"]} == shop.complement_pairs()
@@ -158,11 +158,10 @@ def test_files_pass_the_readers_and_carry_ground_truth(tmp_path):
     listed = listed.drop_nulls().sort("item_id", "partner_id")
     assert listed.height == truth["partners"]["pairs"] == len(shop.partners) > 0
     assert listed.equals(shop.partner_pairs().sort("item_id", "partner_id"))
-    assert (
-        truth["measured"]["partner_pairs"] == listed.height
-        and truth["measured"]["partner_lift"] > 3
-    )
-    assert len(truth["categories"]) == 64 and truth["measured"]["events"] == events.height
+    assert truth["measured"]["partner_pairs"] == listed.height
+    assert truth["measured"]["partner_lift"] > 3
+    assert len(truth["categories"]) == 64
+    assert truth["measured"]["events"] == events.height
     interests = pl.read_parquet(out / USER_TRUTH_FILE)
     assert interests["user_id"].n_unique() == shop.config.n_users
     assert interests.group_by("user_id").len()["len"].max() <= 4  # three interests + one drift
@@ -171,7 +170,8 @@ def test_files_pass_the_readers_and_carry_ground_truth(tmp_path):
 def test_about_partner_share_of_items_have_one_to_three_partners(shop):
     per_item = np.bincount(shop.partners.item, minlength=shop.config.items)
     assert abs((per_item > 0).mean() - shop.config.partner_share) < 0.03
-    assert per_item.max() == 3 and {1, 2, 3} <= set(per_item.tolist())
+    assert per_item.max() == 3
+    assert {1, 2, 3} <= set(per_item.tolist())
     fewer = generate_shop(ShopConfig(partner_share=0.1))
     assert abs(len(np.unique(fewer.partners.item)) / fewer.config.items - 0.1) < 0.02
 
@@ -184,9 +184,8 @@ def test_partners_lie_in_complement_categories_of_the_item(shop):
     assert len(set(zip(p.item.tolist(), leaf[p.partner].tolist()))) == len(p)
     # A partner exists whenever its item does: no session can reach it before its launch.
     assert (shop.catalog.launch_s[p.partner] <= shop.catalog.launch_s[p.item]).all()
-    assert (shop.catalog.launch_s[p.item] > 0).any() and (
-        shop.catalog.launch_s[p.partner] > 0
-    ).any()
+    assert (shop.catalog.launch_s[p.item] > 0).any()
+    assert (shop.catalog.launch_s[p.partner] > 0).any()
 
 
 def test_sessions_follow_partners_at_the_planted_rate(shop):

@@ -58,7 +58,8 @@ def test_neighbours_are_the_positive_weights_best_first_in_catalogue_rows():
     x = _binary([[1, 3], [1, 3], [1, 3, 4], [3, 4], [4]], 5)
     model = fit_ease(x, 1.0, np.array([1, 3, 4]))
     n = ease_neighbours(model, 5, top_n=2)
-    assert n.n_items == 5 and n.problem(5) is None
+    assert n.n_items == 5
+    assert n.problem(5) is None
     for row in (0, 2):  # outside the model: no neighbours
         assert len(n.of(row)[0]) == 0
     b = model.weights
@@ -79,9 +80,8 @@ def test_lambda_is_chosen_by_validation_recall_and_the_table_says_what_each_scor
     x = _binary([list(map(int, r)) for r in rows], 40)
     config = EaseConfig(lambdas=(1.0, 10_000.0))
     lam, table = choose_lambda(x, config)
-    assert set(table) == {"1", "10000"} and lam == max(
-        (1.0, 10_000.0), key=lambda v: table[f"{v:g}"]
-    )
+    assert set(table) == {"1", "10000"}
+    assert lam == max((1.0, 10_000.0), key=lambda v: table[f"{v:g}"])
     assert table["1"] > 0.5  # the block structure is learnable
 
 
@@ -93,10 +93,13 @@ def test_too_few_users_for_a_split_take_the_middle_of_the_grid():
 def test_the_build_step_reports_its_choice_and_turns_off_below_two_items():
     x = _binary([[0, 1], [0, 1], [0]], 2)
     neighbours, report = build_ease_neighbours(x, EaseConfig(lambda_=1.0, min_users=1))
-    assert report["lambda"] == 1.0 and report["items"] == 2 and report["links"] == 2
+    assert report["lambda"] == 1.0
+    assert report["items"] == 2
+    assert report["links"] == 2
     assert neighbours.of(0)[0].tolist() == [1]
     none, report = build_ease_neighbours(x, EaseConfig(min_users=3))
-    assert none is None and report["items"] == 1
+    assert none is None
+    assert report["items"] == 1
 
 
 def test_holdout_hides_one_in_five_of_each_chosen_users_items_and_at_least_one():
@@ -107,7 +110,8 @@ def test_holdout_hides_one_in_five_of_each_chosen_users_items_and_at_least_one()
     for u, hidden in zip(split.users, split.hidden):
         assert len(hidden) == max(1, lengths[u] // 5) == len(set(hidden.tolist()))
         visible = set(split.train[u].indices.tolist())
-        assert visible.isdisjoint(hidden.tolist()) and len(visible) + len(hidden) == lengths[u]
+        assert visible.isdisjoint(hidden.tolist())
+        assert len(visible) + len(hidden) == lengths[u]
     assert split.train[25:].nnz == x[25:].nnz  # users not chosen keep everything
     assert holdout(x[:19], seed=1) is None  # fewer than 20 users qualify
     again = holdout(x, users=100, seed=1)
@@ -188,7 +192,8 @@ def test_ties_in_validation_go_to_the_smaller_lambda_and_the_middle_of_a_longer_
     # left to recommend, so every lambda scores 1.0
     x = _binary([[0, 1, 2]] * 30, 3)
     lam, table = choose_lambda(x, EaseConfig(lambdas=(5.0, 1.0, 20.0), min_users=1))
-    assert set(table.values()) == {1.0} and lam == 1.0
+    assert set(table.values()) == {1.0}
+    assert lam == 1.0
     few = _binary([[0, 1, 2]] * 5, 3)
     assert choose_lambda(few, EaseConfig(lambdas=(1.0, 2.0, 3.0, 4.0)))[0] == 3.0
 
@@ -207,11 +212,13 @@ def test_the_build_step_chooses_lambda_on_the_data_when_not_told():
         "links",
         "seconds",
     }
-    assert report["method"] == "ease" and report["lambda"] in (1.0, 5.0)
+    assert report["method"] == "ease"
+    assert report["lambda"] in (1.0, 5.0)
     assert set(report["validation_recall_at_10"]) == {"1", "5"}
     assert report["links"] == len(neighbours.rows) > 0
     off = build_ease_neighbours(x, EaseConfig(top_n=0))
-    assert off[0] is None and off[1] == {
+    assert off[0] is None
+    assert off[1] == {
         "method": "ease",
         "config": dataclasses.asdict(EaseConfig(top_n=0)),
         "items": 30,

@@ -21,7 +21,8 @@ def test_text_encoder_separates_categories(text_encoder):
             "noise-cancelling wireless headphones",
         ]
     )
-    assert v.shape == (3, 384) and np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
+    assert v.shape == (3, 384)
+    assert np.allclose(np.linalg.norm(v, axis=1), 1, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.2
     assert text_encoder.describe()["model"] == "all-MiniLM-L6-v2"
     assert len(text_encoder.describe()["model_sha256"]) == 64
@@ -31,8 +32,10 @@ def test_text_encoder_joins_fields_and_times_itself(text_encoder):
     catalog = pl.DataFrame({"title": ["Tent", "Stove"], "description": ["For two.", None]})
     enc = TextEncoder(model_path=text_encoder.model_path, fields=("title", "description"))
     assert enc.texts(catalog) == ["Tent. For two", "Stove"]
-    vectors, present = enc.encode(catalog)
-    assert present.all() and enc.timing.items == 2 and 0 < enc.timing.model_s <= enc.timing.total_s
+    _vectors, present = enc.encode(catalog)
+    assert present.all()
+    assert enc.timing.items == 2
+    assert 0 < enc.timing.model_s <= enc.timing.total_s
 
 
 def test_missing_text_model_is_a_clear_error(tmp_path):
@@ -59,7 +62,8 @@ def test_image_encoder_loads_tiny_clip_and_skips_missing_images(tiny_clip, tmp_p
     enc = ImageEncoder(tiny_clip)
     vectors, present = enc.encode(catalog)
     assert present.tolist() == [True, False, False, True, False]
-    assert vectors.shape == (5, enc.dim) and enc.dim == 16
+    assert vectors.shape == (5, enc.dim)
+    assert enc.dim == 16
     assert np.allclose(np.linalg.norm(vectors[present], axis=1), 1, atol=1e-5)
     assert not vectors[~present].any()
     assert len(enc.unreadable) == 2
@@ -75,7 +79,8 @@ def test_attribute_encoder_is_deterministic_and_hierarchical():
     )
     v, present = AttributeEncoder().encode(catalog)
     again, _ = AttributeEncoder().encode(catalog)
-    assert present.all() and np.array_equal(v, again)
+    assert present.all()
+    assert np.array_equal(v, again)
     s = v @ v.T
     # Same leaf > same group > same department > nothing shared.
     assert s[0, 1] > s[0, 2] > s[0, 3] > abs(s[0, 4]) - 0.3

@@ -115,9 +115,10 @@ def test_counts_are_kept_on_write_and_read_without_a_query(tmp_path):
     a = [StoredEvent(f"a{i}", "ua", "i", "view", i) for i in range(3)]
     b = [StoredEvent(f"b{i}", "ub", "i", "view", i) for i in range(2)]
     assert store.append(a + b) == (5, 0)
-    assert store.append(a[:1] + [StoredEvent("a9", "ua", "i", "cart", 9)]) == (1, 1)  # a dup
+    assert store.append([*a[:1], StoredEvent("a9", "ua", "i", "cart", 9)]) == (1, 1)  # a dup
     assert store.counts() == (2, 6)
-    assert store.delete_user("ub") == 2 and store.delete_user("nobody") == 0
+    assert store.delete_user("ub") == 2
+    assert store.delete_user("nobody") == 0
     assert store.counts() == (1, 4)
 
     class NoQueries:
@@ -169,12 +170,14 @@ def test_overload_is_shed_at_once_with_resource_exhausted(tiny_built, tmp_path, 
         with pytest.raises(CrossrecError) as caught:
             client.recommend("u", k=2)
         shed_ms = (_time.perf_counter() - started) * 1e3
-        assert caught.value.code == "RESOURCE_EXHAUSTED" and "overloaded" in str(caught.value)
+        assert caught.value.code == "RESOURCE_EXHAUSTED"
+        assert "overloaded" in str(caught.value)
         assert shed_ms < 5_000  # refused, not held until the 10 s deadline (a bound, not a target)
         release.set()
         first.join(10)
         queued.join(10)
-        assert len(results) == 2 and all(len(r.items) == 2 for r in results)
+        assert len(results) == 2
+        assert all(len(r.items) == 2 for r in results)
         assert len(client.recommend("u", k=2).items) == 2  # capacity is back
 
 
@@ -191,7 +194,8 @@ def test_the_service_hands_the_calls_deadline_to_the_work(server, client, monkey
     monkeypatch.setattr(server.engine, "recommend", spy)
     before = _time.monotonic()
     client.recommend("u", k=2, timeout=3.0)
-    assert len(seen) == 1 and seen[0] is not None
+    assert len(seen) == 1
+    assert seen[0] is not None
     assert before + 2.0 < seen[0] <= _time.monotonic() + 3.1  # the client's 3 s (gRPC rounds up)
 
 
@@ -250,7 +254,8 @@ def test_in_a_flood_the_metrics_count_what_the_clients_saw(tiny_built, tmp_path,
                 break
             last = now
             _time.sleep(0.3)
-    assert seen.get("DEADLINE_EXCEEDED", 0) > 0 and seen.get("OK", 0) > 0  # a real flood
+    assert seen.get("DEADLINE_EXCEEDED", 0) > 0
+    assert seen.get("OK", 0) > 0
     # An answer still on the wire when the client's deadline passes reaches no one, and the
     # server cannot know: a few such races (at most 3% of the calls) are allowed, not a flood's.
     slack = 0.03 * len(calls)

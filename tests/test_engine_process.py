@@ -82,11 +82,9 @@ def test_every_acknowledged_event_survives_kill_9(built_index, tmp_path, small_s
     try:
         with CrossrecClient(f"127.0.0.1:{port}", timeout=5) as client:
             status = client.status()
-            assert (
-                acknowledged == 1_000
-                and status.event_count == acknowledged
-                and status.user_count == 7
-            )
+            assert acknowledged == 1_000
+            assert status.event_count == acknowledged
+            assert status.user_count == 7
             assert not client.recommend(
                 "user-3", k=5
             ).fallback  # the profile is rebuilt from the store
@@ -122,10 +120,8 @@ def test_grpcurl_lists_and_describes_without_proto_files(built_index, tmp_path):
             text=True,
             timeout=30,
         ).stdout
-        assert (
-            "cross_category_share" in described
-            and "repeated .crossrec.v1.CategoryQuota category_quotas" in described
-        )
+        assert "cross_category_share" in described
+        assert "repeated .crossrec.v1.CategoryQuota category_quotas" in described
         bad = subprocess.run(
             [
                 tool,
@@ -139,7 +135,8 @@ def test_grpcurl_lists_and_describes_without_proto_files(built_index, tmp_path):
             text=True,
             timeout=30,
         )
-        assert "InvalidArgument" in bad.stderr and re.search(r'"field":\s*"k"', bad.stderr)
+        assert "InvalidArgument" in bad.stderr
+        assert re.search(r'"field":\s*"k"', bad.stderr)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)
@@ -205,7 +202,8 @@ def test_twenty_kill_9_cycles_lose_no_acknowledged_event(tiny_built, tmp_path):
     try:
         with CrossrecClient(f"127.0.0.1:{port}", timeout=30) as client:
             stored_before = client.status().event_count
-            assert len(acknowledged) > 1_000 and stored_before >= len(acknowledged)
+            assert len(acknowledged) > 1_000
+            assert stored_before >= len(acknowledged)
             for start in range(0, len(acknowledged), 1_000):
                 again = client.ingest(acknowledged[start : start + 1_000])
                 assert again.accepted == 0  # every acknowledged event was already stored

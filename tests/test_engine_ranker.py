@@ -57,7 +57,8 @@ def test_the_blend_weighs_calibrated_probabilities_and_prices_by_hand():
     assert ranker.objectives(x) == {o: pytest.approx(v) for o, v in P.items()}
     # Contributions: the objectives' log-odds contributions, weighted like the blend.
     c = ranker.contributions(x, weighted)
-    assert c.shape == (3, len(FEATURES)) and c[0, FEATURES.index("blend")] == pytest.approx(3.25)
+    assert c.shape == (3, len(FEATURES))
+    assert c[0, FEATURES.index("blend")] == pytest.approx(3.25)
 
 
 def test_weights_are_normalised_and_bad_ones_refused():
@@ -188,7 +189,8 @@ def test_index_and_model_load_as_one_unit_and_answer_with_objective_scores(
     assert (served.version.version, served.model_version) == ("v1", "good")
     query = Query(k=4, cross_share=None)
     rec = engine.recommend("", RECENT, query, explain_items=True, now_us=NOW_US)
-    assert rec.model_version == "good" and len(rec.items) == 4
+    assert rec.model_version == "good"
+    assert len(rec.items) == 4
     scores = [i.score for i in rec.items]
     assert scores == sorted(scores, reverse=True)
     for item in rec.items:
@@ -197,7 +199,8 @@ def test_index_and_model_load_as_one_unit_and_answer_with_objective_scores(
         assert 0 <= p["purchase"] <= p["cart"] <= p["click"] <= 1
         assert item.score == pytest.approx(p["click"])  # the default blend: click only
         names = [c[0] for c in item.explanation.contributions]
-        assert len(names) == 3 and set(names) <= set(FEATURES)
+        assert len(names) == 3
+        assert set(names) <= set(FEATURES)
         magnitudes = [abs(c[2]) for c in item.explanation.contributions]
         assert magnitudes == sorted(magnitudes, reverse=True)
     # Deterministic: the same request at the same time, the same list and scores (a later time
@@ -265,7 +268,8 @@ def test_over_grpc_objective_weights_steer_the_order_and_bad_ones_are_field_viol
     recent = [Event("", "i01", "purchase", datetime.now(UTC))]
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
         rec = client.recommend(recent_events=recent, k=5, explain=True)
-        assert rec.model_version == "good" and rec.index_version == "v1"
+        assert rec.model_version == "good"
+        assert rec.index_version == "v1"
         for item in rec.items:
             assert set(item.objective_scores) == {"click", "cart", "purchase"}
             assert item.score == pytest.approx(item.objective_scores["click"])

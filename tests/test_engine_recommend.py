@@ -21,8 +21,11 @@ pytestmark = pytest.mark.integration
 
 def test_status_reports_versions_and_counts(client, built_index):
     s = client.status()
-    assert s.index_version == built_index.path.name and s.model_version == "retrieval-only"
-    assert s.item_count == 2_000 and s.category_count == 64 and s.shard_count == 64
+    assert s.index_version == built_index.path.name
+    assert s.model_version == "retrieval-only"
+    assert s.item_count == 2_000
+    assert s.category_count == 64
+    assert s.shard_count == 64
 
 
 def test_cross_category_request_stays_out_of_touched_categories(client, shop_events, catalog):
@@ -31,7 +34,8 @@ def test_cross_category_request_stays_out_of_touched_categories(client, shop_eve
     client.ingest(events_of(history, "xc-"))
     touched = set(categories_of(catalog, history["item_id"]))
     rec = client.recommend("xc-" + user, k=12, cross_category_share=1.0)
-    assert len(rec.items) == 12 and not rec.fallback
+    assert len(rec.items) == 12
+    assert not rec.fallback
     assert not touched & {i.category for i in rec.items}
     assert all(
         i.interest_index >= 0 and i.interest_label in touched and i.shard.startswith("s")
@@ -50,12 +54,14 @@ def test_quotas_and_filters_are_honoured_exactly(client, shop_events, catalog):
     cats = [i.category for i in rec.items]
     assert sorted(cats) == sorted([a, a, b, b, b])
     info = catalog.filter(pl.col("item_id").is_in([i.item_id for i in rec.items]))
-    assert info["in_stock"].all() and (info["price"] <= 500).all()
+    assert info["in_stock"].all()
+    assert (info["price"] <= 500).all()
     # A department name covers every category below it.
     dep = client.recommend("q-" + user, k=4, category_quotas={"Pets": 4})
-    assert all(i.category.startswith("Pets > ") for i in dep.items) and len(dep.items) == 4
+    assert all(i.category.startswith("Pets > ") for i in dep.items)
+    assert len(dep.items) == 4
     # A filter that few items pass still fills the quota: the category is searched exhaustively.
-    brand, n = (
+    brand, _n = (
         catalog.filter(pl.col("category") == a)
         .group_by("brand")
         .len()
@@ -94,7 +100,8 @@ def test_already_bought_items_never_come_back(client, shop_events, catalog):
     # shards.
     quotas = {c: 3 for c in sorted(bought_categories)[:5]}
     rec = client.recommend("b-" + user, k=sum(quotas.values()), category_quotas=quotas)
-    assert rec.items and not bought & {i.item_id for i in rec.items}
+    assert rec.items
+    assert not bought & {i.item_id for i in rec.items}
 
 
 def test_complement_categories_come_far_above_chance(client, shop_events, catalog, small_shop_dir):
@@ -124,7 +131,8 @@ def test_complement_categories_come_far_above_chance(client, shop_events, catalo
         chance.append(len(planted) / len(all_categories - touched))
     # crossrec check-complements on a 2,000-item shop: 69.3% in planted complements vs 15.5% by
     # chance.
-    assert np.mean(hit) > 3 * np.mean(chance) and np.mean(hit) > 0.5
+    assert np.mean(hit) > 3 * np.mean(chance)
+    assert np.mean(hit) > 0.5
 
 
 def test_ingested_events_change_the_next_recommendation(client, catalog):
@@ -133,9 +141,8 @@ def test_ingested_events_change_the_next_recommendation(client, catalog):
     item = catalog.filter(pl.col("category") == "Outdoors > Camping > Tents")["item_id"][0]
     client.ingest([Event("fresh-user", item, "purchase")])
     second = client.recommend("fresh-user", k=5)
-    assert not second.fallback and {i.interest_label for i in second.items} == {
-        "Outdoors > Camping > Tents"
-    }
+    assert not second.fallback
+    assert {i.interest_label for i in second.items} == {"Outdoors > Camping > Tents"}
     assert [i.item_id for i in first.items] != [i.item_id for i in second.items]
 
 
@@ -143,7 +150,8 @@ def test_anonymous_session_from_inline_events(client, catalog):
     item = catalog.filter(pl.col("category") == "Pets > Cats > Cat Food")["item_id"][0]
     before = client.status()
     rec = client.recommend(k=6, recent_events=[Event("", item, "view")], cross_category_share=1.0)
-    assert not rec.fallback and all(i.category != "Pets > Cats > Cat Food" for i in rec.items)
+    assert not rec.fallback
+    assert all(i.category != "Pets > Cats > Cat Food" for i in rec.items)
     assert {i.interest_label for i in rec.items} == {"Pets > Cats > Cat Food"}
     after = client.status()
     assert (after.user_count, after.event_count) == (
@@ -159,10 +167,8 @@ def test_explanations_name_their_source(client, catalog):
     )
     for i in rec.items:
         assert i.explanation["source_item_ids"] == [item]
-        assert (
-            i.explanation["source_category"] == "Home > Bedroom > Pillows"
-            and 0 < i.explanation["transition_probability"] < 1
-        )
+        assert i.explanation["source_category"] == "Home > Bedroom > Pillows"
+        assert 0 < i.explanation["transition_probability"] < 1
 
 
 def test_retried_ingestion_is_not_double_counted(client, catalog):
@@ -171,7 +177,8 @@ def test_retried_ingestion_is_not_double_counted(client, catalog):
     ]
     assert client.ingest(events).accepted == 5
     again = client.ingest(events)
-    assert again.accepted == 0 and again.duplicates == 5
+    assert again.accepted == 0
+    assert again.duplicates == 5
 
 
 def test_delete_user_leaves_no_trace_and_raw_ids_never_reach_disk(client, server, catalog):
@@ -189,7 +196,7 @@ def test_delete_user_leaves_no_trace_and_raw_ids_never_reach_disk(client, server
 
 
 @pytest.mark.parametrize(
-    "options, field",
+    ("options", "field"),
     [
         (dict(user_id="", k=5), "user_id"),
         (dict(user_id="u", k=0), "k"),
@@ -225,7 +232,8 @@ def test_bad_recommend_requests_name_the_field(client, options, field):
     user = options.pop("user_id")
     with pytest.raises(CrossrecError) as excinfo:
         client.recommend(user, **options)
-    assert excinfo.value.code == "INVALID_ARGUMENT" and field in excinfo.value.field_violations
+    assert excinfo.value.code == "INVALID_ARGUMENT"
+    assert field in excinfo.value.field_violations
     assert client.status().item_count == 2_000  # still serving
 
 
@@ -233,20 +241,16 @@ def test_event_times_outside_a_sane_window_are_refused(client, catalog):
     future = datetime.now(UTC) + timedelta(days=30)
     with pytest.raises(CrossrecError) as excinfo:
         client.ingest([Event("t-user", catalog["item_id"][0], "view", future)])
-    assert (
-        excinfo.value.code == "INVALID_ARGUMENT"
-        and "events[0].time" in excinfo.value.field_violations
-    )
+    assert excinfo.value.code == "INVALID_ARGUMENT"
+    assert "events[0].time" in excinfo.value.field_violations
     stub = service_pb2_grpc.RecommendServiceStub(grpc.insecure_channel(client_target(client)))
     request = service_pb2.IngestEventsRequest()
     e = request.events.add(user_id="t-user", item_id="i", action=1)
     e.time.seconds = 10**13  # far beyond any real clock: must be a clear error, not INTERNAL
     with pytest.raises(grpc.RpcError) as exc2:
         stub.IngestEvents(request, timeout=5)
-    assert (
-        exc2.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        and "events[0].time" in exc2.value.details()
-    )
+    assert exc2.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "events[0].time" in exc2.value.details()
 
 
 def test_slots_move_to_the_side_that_can_fill_them(client, catalog):
@@ -258,9 +262,8 @@ def test_slots_move_to_the_side_that_can_fill_them(client, catalog):
         include_categories=["Sports > Fitness > Yoga Mats"],
         explain=True,
     )
-    assert len(rec.items) == 4 and {i.category for i in rec.items} == {
-        "Sports > Fitness > Yoga Mats"
-    }
+    assert len(rec.items) == 4
+    assert {i.category for i in rec.items} == {"Sports > Fitness > Yoga Mats"}
     assert all(i.explanation["summary"].startswith("more Yoga Mats") for i in rec.items)
     other = client.recommend(
         k=4,
@@ -268,4 +271,5 @@ def test_slots_move_to_the_side_that_can_fill_them(client, catalog):
         cross_category_share=0.0,
         include_categories=["Pets"],
     )
-    assert len(other.items) == 4 and all(i.category.startswith("Pets > ") for i in other.items)
+    assert len(other.items) == 4
+    assert all(i.category.startswith("Pets > ") for i in other.items)

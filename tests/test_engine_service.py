@@ -37,10 +37,8 @@ def test_bad_events_are_rejected_whole(client, catalog, server):
     with pytest.raises(grpc.RpcError) as excinfo:
         stub.IngestEvents(request, timeout=5)
     assert excinfo.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert (
-        "events[1].item_id" in excinfo.value.details()
-        and "events[1].action" in excinfo.value.details()
-    )
+    assert "events[1].item_id" in excinfo.value.details()
+    assert "events[1].action" in excinfo.value.details()
     assert "events[1].time" in excinfo.value.details()
     assert (
         client.status().event_count == before
@@ -111,13 +109,12 @@ def test_async_client(server, catalog):
             return r, rec, batch, await c.status()
 
     result, rec, batch, status = asyncio.run(go())
-    assert (
-        result.accepted == 1
-        and len(rec.items) == 4
-        and not rec.fallback
-        and status.item_count == 2_000
-    )
-    assert [len(b.items) for b in batch] == [2, 1] and batch[1].fallback
+    assert result.accepted == 1
+    assert len(rec.items) == 4
+    assert not rec.fallback
+    assert status.item_count == 2_000
+    assert [len(b.items) for b in batch] == [2, 1]
+    assert batch[1].fallback
 
 
 def test_a_version_that_fails_verification_keeps_the_old_one_serving(server, built_index, tmp_path):
@@ -177,7 +174,8 @@ def test_cli_ingest_and_recommend_against_the_engine(server, small_shop_dir, tmp
         == 0
     )
     out = capsys.readouterr().out
-    assert out.count("<- ") == 4 and "goes with your interest in" in out
+    assert out.count("<- ") == 4
+    assert "goes with your interest in" in out
     bad = tmp_path / "bad.csv"
     bad.write_text(
         "user_id,item_id,action,ts\nu,i,view,2026-01-01T00:00:00Z\n,i,view,2026-01-01T00:00:00Z\n"
@@ -194,7 +192,9 @@ def test_cli_ingest_and_recommend_against_the_engine(server, small_shop_dir, tmp
     )
     assert main(["ingest", str(bad), "--target", server.target]) == 2
     err = capsys.readouterr().err
-    assert "row 1, column 'action'" in err and "row 2, column 'ts'" in err and "nothing sent" in err
+    assert "row 1, column 'action'" in err
+    assert "row 2, column 'ts'" in err
+    assert "nothing sent" in err
     assert server.engine.status()["event_count"] == before
 
 
@@ -224,17 +224,14 @@ def test_bench_command_measures_the_engine(server, small_shop_dir, tmp_path, cap
     )
     assert code == 0
     result = json.loads(out.read_text())
-    assert (
-        result["users"] == 20
-        and result["ingest"]["events"] > 0
-        and result["ingest"]["events_per_s"] > 0
-    )
-    assert (
-        result["one_client"]["requests"] == 40
-        and result["concurrent"]["requests"] == 40
-        and result["concurrent"]["qps"] > 0
-        and result["concurrent"]["failed"] == {}
-    )
+    assert result["users"] == 20
+    assert result["ingest"]["events"] > 0
+    assert result["ingest"]["events_per_s"] > 0
+    assert result["one_client"]["requests"] == 40
+    assert result["concurrent"]["requests"] == 40
+    assert result["concurrent"]["qps"] > 0
+    assert result["concurrent"]["failed"] == {}
     assert 0 < result["one_client"]["p50_ms"] <= result["one_client"]["p99_ms"]
-    assert result["stamp"]["versions"]["grpcio"] != "not installed" and result["stamp"]["cpus"]
+    assert result["stamp"]["versions"]["grpcio"] != "not installed"
+    assert result["stamp"]["cpus"]
     assert (tmp_path / "bench.png").stat().st_size > 1000

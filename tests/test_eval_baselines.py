@@ -88,7 +88,8 @@ def test_cooccurrence_recommends_what_co_occurs_with_the_users_items():
     # a: x1, x2, t; b: x1, x2 -> 2 / sqrt(3 * 2); e: x2 -> 1 / sqrt(3 * 1)
     assert sim[0, 1] == pytest.approx(2 / np.sqrt(6))
     assert sim[0, 4] == pytest.approx(1 / np.sqrt(3))
-    assert sim[0, 0] == 0.0 and sim[0, 2] == 0.0
+    assert sim[0, 0] == 0.0
+    assert sim[0, 2] == 0.0
     # c and d never co-occur with a: not recommended at all
     assert _ids(data, CoOccurrence(progress=False).recommend(data, 4)) == [["b", "e"]]
     # keeping one neighbour per item keeps a's best (b), so e disappears
@@ -154,7 +155,7 @@ def test_content_knn_uses_the_content_block_and_picks_the_nearest_vector(tmp_pat
     # The index lists items in another order than the catalogue: alignment is by id.
     order = [2, 0, 3, 1]
     artifact = _fake_version(tmp_path, [items[k] for k in order], vectors[order], behaviour_dim=2)
-    content, present = content_vectors(artifact, np.array(items + ["z"], dtype=object))
+    content, present = content_vectors(artifact, np.array([*items, "z"], dtype=object))
     assert present.tolist() == [True, True, True, True, False]
     assert content.shape == (5, 3)
     assert np.allclose(np.linalg.norm(content[:4], axis=1), 1.0, atol=1e-3)

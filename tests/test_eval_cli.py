@@ -53,11 +53,9 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
         "crossrec (share 0.5)",
     ]
     split = result["split"]
-    assert (
-        split["test_users"] == 200
-        and split["positives"] >= 200
-        and 0.0 < split["cross_category_share"] < 1.0
-    )
+    assert split["test_users"] == 200
+    assert split["positives"] >= 200
+    assert 0.0 < split["cross_category_share"] < 1.0
     n_items = 2_000
     # a random list of 10 unseen items finds about 10 / n_items of a user's positives
     random_recall = 10 / n_items
@@ -85,9 +83,11 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
     paired = result["paired"]
     assert set(paired) == {"crossrec (share 1.0)", "crossrec (share 0.5)"}
     for against in paired.values():
-        assert against["k"] == 10 and set(against) - {"k"} == set(list(methods)[:6])
+        assert against["k"] == 10
+        assert set(against) - {"k"} == set(list(methods)[:6])
         for d in (v for b, v in against.items() if b != "k"):
-            assert d["n"] == 200 and d["low"] <= d["mean"] <= d["high"]
+            assert d["n"] == 200
+            assert d["low"] <= d["mean"] <= d["high"]
     # the strong baselines chose their settings on the training data and say what they chose
     assert methods["ease"]["chosen"]["lambda"] in (2.0, 10.0, 50.0, 200.0, 1000.0, 5000.0)
     assert methods["itemknn"]["chosen"]["weighting"] in ("binary", "bm25")
@@ -98,7 +98,8 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
         assert 0 < tail["users"] <= 200
         assert 0.0 <= tail["@10"]["recall"]["mean"] <= 1.0, name
     assert result["index"]["built"] is True
-    assert (out / "train_events.parquet").is_file() and (out / "split.json").is_file()
+    assert (out / "train_events.parquet").is_file()
+    assert (out / "split.json").is_file()
     assert (out / "eval.png").stat().st_size > 10_000
 
 
@@ -106,16 +107,19 @@ def test_table_is_printed(evaluated, capsys):
     # the module fixture printed on its first use; rerun only the cheap methods to see the output
     _, _, argv = evaluated
     argv = [a for a in argv if a not in ("--json", "--png")]
-    argv = argv[: argv.index("--crossrec-shares")] + [
+    argv = [
+        *argv[: argv.index("--crossrec-shares")],
         "--methods",
         "popularity,content",
         "--no-progress",
     ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "test users" in printed and "Recall@10 [95% CI]" in printed
+    assert "test users" in printed
+    assert "Recall@10 [95% CI]" in printed
     assert "tail R@10 [95% CI]" in printed
-    assert "popularity" in printed and "content" in printed
+    assert "popularity" in printed
+    assert "content" in printed
     assert "reused" in printed  # same training split, same settings: the index is not rebuilt
 
 
@@ -129,7 +133,8 @@ def test_a_running_engine_over_grpc_scores_the_same_as_the_in_process_one(evalua
     remote_json = tmp_path / "remote.json"
     base = argv[: argv.index("--crossrec-shares")]
     with BackgroundServer(config) as server:
-        remote = base + [
+        remote = [
+            *base,
             "--methods",
             "crossrec",
             "--cross-share",
@@ -142,7 +147,8 @@ def test_a_running_engine_over_grpc_scores_the_same_as_the_in_process_one(evalua
         ]
         assert main(remote) == 0
         users, events = server.engine.store.counts()
-        assert users == result["split"]["test_users"] and events > users
+        assert users == result["split"]["test_users"]
+        assert events > users
         # a rerun ingests the same events again: acknowledged as duplicates, nothing stored twice
         assert main(remote) == 0
         assert server.engine.store.counts() == (users, events)

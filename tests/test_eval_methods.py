@@ -87,10 +87,8 @@ def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_b
     assert session.asked == [("u", 10, 0.5), ("u", 100, 0.5), ("u", 10, None), ("u", 100, None)]
     row = result["methods"]["crossrec (share 0.5)"]
     # k=10: i0 (touched before the cut) and the unknown id go, i9 is first: a perfect list
-    assert (
-        row["metrics"]["@10"]["recall"]["mean"] == 1.0
-        and row["metrics"]["@10"]["ndcg"]["mean"] == 1.0
-    )
+    assert row["metrics"]["@10"]["recall"]["mean"] == 1.0
+    assert row["metrics"]["@10"]["ndcg"]["mean"] == 1.0
     # k=100: i9 is not in it; i0 is dropped; nine items remain
     assert row["metrics"]["@100"]["recall"]["mean"] == 0.0
     assert row["mean_list_length"] == 9.0
@@ -98,12 +96,10 @@ def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_b
 
 
 def test_shares_parse_and_name_their_rows():
-    assert (
-        parse_share("default") == ENGINE_DEFAULT
-        and parse_share("none") is None
-        and parse_share("0.3") == 0.3
-    )
-    with pytest.raises(ValueError):
+    assert parse_share("default") == ENGINE_DEFAULT
+    assert parse_share("none") is None
+    assert parse_share("0.3") == 0.3
+    with pytest.raises(ValueError, match=r"must be within \[0, 1\], got 1\.5"):
         parse_share("1.5")
     assert [share_label(s) for s in (ENGINE_DEFAULT, None, 1.0, 0.5)] == [
         "crossrec",

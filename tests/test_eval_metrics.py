@@ -107,7 +107,8 @@ def test_a_paired_difference_cancels_what_both_methods_share():
     assert sa.low < sb.high  # the separate intervals overlap
     # a difference that is zero on average holds 0 in its interval
     tie = paired_difference(np.array([1.0, 0.0] * 50), np.array([0.0, 1.0] * 50), 500, 1)
-    assert tie.mean == 0.0 and tie.low < 0.0 < tie.high
+    assert tie.mean == 0.0
+    assert tie.low < 0.0 < tie.high
     with pytest.raises(ValueError, match="the same users"):
         paired_difference(a, b[:-1])
 
@@ -123,7 +124,8 @@ def test_every_crossrec_row_is_compared_with_every_baseline_on_the_same_users():
     }
     out = paired_against_baselines(recalls, 10, resamples=0, seed=0)
     assert set(out) == {"crossrec", "crossrec tuned"}
-    assert set(out["crossrec"]) == {"k", "popularity", "ease"} and out["crossrec"]["k"] == 10
+    assert set(out["crossrec"]) == {"k", "popularity", "ease"}
+    assert out["crossrec"]["k"] == 10
     # (1 - 0 + 0.5 - 0.5 + 0.5 - 0) / 3 = 0.5 against popularity; (0.5 + 0 + 0.5) / 3 against ease
     assert out["crossrec"]["popularity"]["mean"] == pytest.approx(0.5)
     assert out["crossrec"]["ease"]["mean"] == pytest.approx(1 / 3)

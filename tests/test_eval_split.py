@@ -79,7 +79,8 @@ def test_users_are_drawn_seeded_among_candidates():
             EVENTS, CATALOG, SplitConfig("time", test_days=4, users=1, seed=0)
         ).test_users
     )
-    assert len(a) == 1 and a[0] in ("u1", "u3")
+    assert len(a) == 1
+    assert a[0] in ("u1", "u3")
 
 
 def test_view_only_data_counts_any_action_as_a_positive():
@@ -109,7 +110,9 @@ def test_holdout_split_is_deterministic_and_holds_out_a_share_of_each_users_item
     events = _random_events(1)
     config = SplitConfig("holdout", holdout_share=0.3, seed=7)
     a, b = split_events(events, CATALOG, config), split_events(events, CATALOG, config)
-    assert a.train.equals(b.train) and a.test.equals(b.test) and a.positives.equals(b.positives)
+    assert a.train.equals(b.train)
+    assert a.test.equals(b.test)
+    assert a.positives.equals(b.positives)
     c = split_events(events, CATALOG, SplitConfig("holdout", holdout_share=0.3, seed=8))
     assert not a.test.equals(c.test)
     assert a.train.height + a.test.height == events.height
@@ -127,23 +130,31 @@ def test_holdout_split_is_deterministic_and_holds_out_a_share_of_each_users_item
 
 
 @pytest.mark.parametrize(
-    "bad", [{"method": "random"}, {"test_days": 0}, {"holdout_share": 1.0}, {"users": 0}]
+    ("bad", "message"),
+    [
+        ({"method": "random"}, "split must be one of"),
+        ({"test_days": 0}, "test_days must be > 0, got 0"),
+        ({"holdout_share": 1.0}, r"holdout_share must be in \(0, 1\), got 1\.0"),
+        ({"users": 0}, "users must be >= 1, got 0"),
+    ],
 )
-def test_split_config_refuses_nonsense(bad):
-    with pytest.raises(ValueError):
+def test_split_config_refuses_nonsense(bad, message):
+    with pytest.raises(ValueError, match=message):
         SplitConfig(**bad)
 
 
 def test_auto_takes_the_time_split_when_the_clock_is_usable_and_says_why():
     split = split_events(EVENTS, CATALOG, SplitConfig(test_days=4))  # auto is the default
-    assert split.config.method == "time" and "13 days" in split.config.why
+    assert split.config.method == "time"
+    assert "13 days" in split.config.why
     assert split.summary()["why"] == split.config.why
 
 
 def test_auto_takes_the_holdout_split_without_a_usable_clock():
     events = _events([(u, i, a, 0.0) for u, i, a, _ in EVENTS.iter_rows()])  # one timestamp
     split = split_events(events, CATALOG, SplitConfig(seed=1))
-    assert split.config.method == "holdout" and "under 7 days" in split.config.why
+    assert split.config.method == "holdout"
+    assert "under 7 days" in split.config.why
 
 
 def test_choose_split_thresholds():

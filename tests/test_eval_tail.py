@@ -75,7 +75,7 @@ def test_the_head_is_counted_in_distinct_users_not_events_and_not_by_code():
     # i3: 3 users once each; i1: one user 5 times; i0: nobody. The head of one is i3.
     train = [(f"u{n}", "i3", "view", 2.0) for n in range(3)]
     train += [("u9", "i1", "view", float(d)) for d in range(2, 7)]
-    data = _eval_set(ITEMS, train + [("t1", "i2", "view", 1.0)], [("t1", "i5")])
+    data = _eval_set(ITEMS, [*train, ("t1", "i2", "view", 1.0)], [("t1", "i5")])
     assert np.flatnonzero(head_items(data, 0.1)).tolist() == [3]
 
 

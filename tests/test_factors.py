@@ -68,7 +68,8 @@ def test_the_als_fit_is_deterministic_and_links_items_of_one_taste():
     config = FactorsConfig(factors=2, iterations=10)
     x = _taste_matrix()
     a, b = fit_item_factors(x, config), fit_item_factors(x, config)
-    assert a.shape == (8, 2) and a.dtype == np.float32
+    assert a.shape == (8, 2)
+    assert a.dtype == np.float32
     assert np.array_equal(a, b)
     t = factor_neighbours(a, np.arange(8), 8, FactorsConfig(top_n=3))
     for i in range(8):
@@ -79,18 +80,23 @@ def test_the_als_fit_is_deterministic_and_links_items_of_one_taste():
 def test_the_build_step_reports_and_turns_off():
     x = _taste_matrix()
     table, report = build_factor_neighbours(x, FactorsConfig(factors=2, top_n=3))
-    assert table is not None and table.n_items == 8
-    assert report["method"] == "als-fold-in" and report["items"] == 8
+    assert table is not None
+    assert table.n_items == 8
+    assert report["method"] == "als-fold-in"
+    assert report["items"] == 8
     assert report["links"] == len(table.rows) == 24
     # off: top_n 0; below two items with enough users: none
     assert build_factor_neighbours(x, FactorsConfig(top_n=0))[0] is None
     one = sp.csr_matrix(np.array([[1, 0], [1, 0]], np.float32))
     table, report = build_factor_neighbours(one, FactorsConfig(min_users=2))
-    assert table is None and report["items"] == 1
+    assert table is None
+    assert report["items"] == 1
     # two items are enough for a table: each may link to the other
     two = sp.csr_matrix(np.array([[1, 1], [1, 1], [1, 0]], np.float32))
     table, report = build_factor_neighbours(two, FactorsConfig(factors=1, min_users=2))
-    assert table is not None and report["items"] == 2 and report["links"] == len(table.rows)
+    assert table is not None
+    assert report["items"] == 2
+    assert report["links"] == len(table.rows)
     assert set(report) == {"method", "config", "items", "links", "seconds"}
     assert report["seconds"] >= 0
 
@@ -179,6 +185,8 @@ def test_the_fit_hands_implicit_the_confidences_and_settings_and_returns_both_fa
     kwargs = seen["kwargs"]
     assert (kwargs["factors"], kwargs["regularization"], kwargs["iterations"]) == (3, 0.5, 7)
     assert kwargs["random_state"] == 9
-    assert users.shape == (3, 3) and items.shape == (2, 3)
-    assert users.dtype == items.dtype == np.float32 and (items == 2.0).all()
+    assert users.shape == (3, 3)
+    assert items.shape == (2, 3)
+    assert users.dtype == items.dtype == np.float32
+    assert (items == 2.0).all()
     assert x.toarray()[0, 0] == 2.0  # the caller's matrix is not changed

@@ -50,7 +50,8 @@ def test_each_feature_of_two_candidates_by_hand(items, tiny_version, profile):
     )
     assert candidates.rows.tolist() == [1, 5]
     f = candidate_features(candidates, items, user, np.asarray(tiny_version.vectors), [0.7, 0.9])
-    assert f.shape == (2, len(FEATURES)) and f.dtype == np.float32
+    assert f.shape == (2, len(FEATURES))
+    assert f.dtype == np.float32
     col = {name: f[:, j] for j, name in enumerate(FEATURES)}
 
     def same(name, expected):
@@ -94,9 +95,8 @@ def test_each_feature_of_two_candidates_by_hand(items, tiny_version, profile):
             math.log(10) - (math.log(10) + math.log(15)) / 2,
         ],
     )
-    assert (
-        profile.interest_categories[:2] == [TENTS, PANS] and KNIVES not in profile.category_weights
-    )
+    assert profile.interest_categories[:2] == [TENTS, PANS]
+    assert KNIVES not in profile.category_weights
 
 
 def test_an_empty_profile_has_missing_similarity_price_and_recency(items, tiny_version):
@@ -112,7 +112,8 @@ def test_an_empty_profile_has_missing_similarity_price_and_recency(items, tiny_v
     # t2 has no price: every price feature is missing; no brand weight at all.
     for name in ("log_price", "price_vs_user", "price_vs_category"):
         assert math.isnan(row[name]), name
-    assert row["brand_affinity"] == 0 and row["cross_category"] == 1
+    assert row["brand_affinity"] == 0
+    assert row["cross_category"] == 1
 
 
 def test_no_candidates_give_an_empty_matrix(items, tiny_version):
@@ -139,7 +140,9 @@ def test_item_age_is_capped_so_versions_of_different_spans_agree(items, tiny_ver
     candidates = merge(SOURCES, [SourceResult("popular", np.arange(4), np.ones(4, np.float32))])
     f = candidate_features(candidates, aged, user, np.asarray(tiny_version.vectors), np.ones(4))
     age = f[:, FEATURES.index("age_days")]
-    assert AGE_CAP_DAYS == 28 and age[[0, 1, 3]].tolist() == [28, 3, 28] and np.isnan(age[2])
+    assert AGE_CAP_DAYS == 28
+    assert age[[0, 1, 3]].tolist() == [28, 3, 28]
+    assert np.isnan(age[2])
 
 
 def test_recent_counts_free_items_and_unbranded_items_by_hand(items, tiny_version, profile):
@@ -163,9 +166,11 @@ def test_recent_counts_free_items_and_unbranded_items_by_hand(items, tiny_versio
     assert col["log_events_7d"] == pytest.approx([math.log1p(7), 0, 0])
     assert col["log_events_28d"] == pytest.approx([math.log1p(20), 0, 0])
     # A price of 0 is no price to take the log of; the user's own spend is unchanged (t0, p0, g1).
-    assert np.isnan(col["log_price"][1]) and np.isnan(col["price_vs_user"][1])
+    assert np.isnan(col["log_price"][1])
+    assert np.isnan(col["price_vs_user"][1])
     # No brand: no brand affinity, even though the user's weight is all on branded items.
-    assert col["brand_affinity"][2] == 0 and col["brand_affinity"][0] > 0.5
+    assert col["brand_affinity"][2] == 0
+    assert col["brand_affinity"][0] > 0.5
 
 
 def test_brands_are_coded_once_per_version(items):

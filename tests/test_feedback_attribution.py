@@ -294,7 +294,7 @@ def test_live_lists_are_forgotten_after_their_window_and_beyond_capacity():
 
 
 def test_reading_a_missing_log_names_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothing.sqlite"):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.sqlite"):
         read_log(tmp_path / "nothing.sqlite")
 
 
@@ -354,7 +354,8 @@ def test_crossrec_report_on_damaged_input_says_what_is_wrong_and_exits_2(logged,
         code = main(["report", "--impressions", str(path), "--store", str(store)])
         out = capsys.readouterr().out
         assert code == 2, name
-        assert out.startswith("crossrec report: ") and "Traceback" not in out, name
+        assert out.startswith("crossrec report: "), name
+        assert "Traceback" not in out, name
     bad_store = tmp_path / "bad-store.sqlite"
     bad_store.write_bytes(b"garbage" * 100)
     argv = ["report", "--impressions", str(tmp_path / "imp.sqlite"), "--store", str(bad_store)]

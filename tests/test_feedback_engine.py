@@ -340,7 +340,8 @@ def test_a_model_trained_on_logged_impressions_learns_the_position_and_serves(ro
             tmp_path / "events.impressions.sqlite", store, root / "v1", tmp_path / "train"
         )
     )
-    assert report["decisions"] == 600 and report["row_count"] == 600 * 4
+    assert report["decisions"] == 600
+    assert report["row_count"] == 600 * 4
     assert report["index_version"] == "v1"
     model = RankerModel.load(report["model"])
     assert model.features[-1] == "position"
@@ -439,7 +440,8 @@ def test_a_capped_log_drops_its_oldest_lists_first_and_stops_growing(tmp_path):
     db = sqlite3.connect(tmp_path / "capped.sqlite")
     kept = [r[0] for r in db.execute("SELECT ts_us FROM lists ORDER BY ts_us")]
     db.close()
-    assert kept[-1] == 2_999 and kept == list(range(kept[0], 3_000))  # the newest, none skipped
+    assert kept[-1] == 2_999
+    assert kept == list(range(kept[0], 3_000))
     assert len(kept) == 3_000 - log.counts["dropped_for_size"]
     log.close()
 

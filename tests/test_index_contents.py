@@ -22,12 +22,17 @@ def version(built_index):
 
 def test_manifest_records_what_the_engine_needs(built_index, version):
     m = version.manifest
-    assert m["format_version"] == 1 and m["items"] == 2_000 and m["dim"] == 384 + 64 + 64
+    assert m["format_version"] == 1
+    assert m["items"] == 2_000
+    assert m["dim"] == 384 + 64 + 64
     assert [e["name"] for e in m["encoders"]] == ["text", "attributes"]
-    assert m["encoders"][0]["model"] == "all-MiniLM-L6-v2" and m["encoders"][0]["dim"] == 384
+    assert m["encoders"][0]["model"] == "all-MiniLM-L6-v2"
+    assert m["encoders"][0]["dim"] == 384
     assert [p["name"] for p in m["fusion"]["parts"]] == ["text", "attributes"]
-    assert m["adaptation"]["share"] == 0.8 and m["adaptation"]["report"]["pairs"] > 1_000
-    assert len(m["category_shards"]) == 64 and sum(s["count"] for s in m["shards"]) == 2_000
+    assert m["adaptation"]["share"] == 0.8
+    assert m["adaptation"]["report"]["pairs"] > 1_000
+    assert len(m["category_shards"]) == 64
+    assert sum(s["count"] for s in m["shards"]) == 2_000
     assert all(len(s["sha256"]) == 64 and s["factory"] == "Flat" for s in m["shards"])
     assert set(m["build"]["stages"]) >= {
         "read",
@@ -38,10 +43,8 @@ def test_manifest_records_what_the_engine_needs(built_index, version):
         "adapt",
         "shards",
     }
-    assert (
-        m["files"]["neighbours"]["file"] == "neighbours.npz"
-        and len(m["files"]["neighbours"]["sha256"]) == 64
-    )
+    assert m["files"]["neighbours"]["file"] == "neighbours.npz"
+    assert len(m["files"]["neighbours"]["sha256"]) == 64
     assert (built_index.path.parent / LATEST).read_text().strip() == built_index.path.name
 
 
@@ -52,9 +55,8 @@ def test_items_vectors_and_shards_line_up(version):
     for category, shard_ids in version.manifest["category_shards"].items():
         rows = np.flatnonzero(version.items["shard"].is_in(shard_ids).to_numpy())
         assert (version.items["category"].gather(rows) == category).all()
-    assert version.transitions.height > 0 and {"source", "target", "probability", "lift"} <= set(
-        version.transitions.columns
-    )
+    assert version.transitions.height > 0
+    assert {"source", "target", "probability", "lift"} <= set(version.transitions.columns)
     assert version.items["popularity"].max() > 0
 
 
@@ -101,7 +103,8 @@ def test_adaptation_moves_planted_complements_close(small_shop_dir, version):
     # 2-3 complement categories out of 63 others: about 0.06 by chance. Measured here:
     # ~0.05 -> ~0.7.
     assert with_content < 0.15
-    assert adapted > 0.4 and adapted > 4 * with_content
+    assert adapted > 0.4
+    assert adapted > 4 * with_content
     # Items without behaviour get their vector from content through the projection alone.
     cold_rows = np.flatnonzero(version.items["events"].to_numpy() == 0)
     hit = version.manifest["adaptation"]["report"]["heldout_category_hit_at_10"]
@@ -111,12 +114,14 @@ def test_adaptation_moves_planted_complements_close(small_shop_dir, version):
 
 def test_neighbours_link_engaged_items_across_categories(small_shop_dir, version):
     nb = version.neighbours
-    assert isinstance(nb, ItemNeighbours) and nb.n_items == 2_000
+    assert isinstance(nb, ItemNeighbours)
+    assert nb.n_items == 2_000
     lengths = np.diff(nb.indptr)
     events = version.items["events"].to_numpy()
     # Items engaged 5+ times nearly all share a shopper with some other item.
     assert (lengths[events >= 5] > 0).mean() > 0.95
-    assert (lengths[events == 0] == 0).all() and lengths.max() <= 100
+    assert (lengths[events == 0] == 0).all()
+    assert lengths.max() <= 100
     source = np.repeat(np.arange(nb.n_items), lengths)
     assert not (nb.rows == source).any()
     # Best first within each item.
@@ -124,9 +129,8 @@ def test_neighbours_link_engaged_items_across_categories(small_shop_dir, version
     categories = version.items["category"].to_numpy()
     other = categories[source] != categories[nb.rows]
     entry = version.manifest["neighbours"]
-    assert entry["items_with_neighbours"] == int((lengths > 0).sum()) and entry["links"] == len(
-        nb.rows
-    )
+    assert entry["items_with_neighbours"] == int((lengths > 0).sum())
+    assert entry["links"] == len(nb.rows)
     assert entry["other_category_share"] == pytest.approx(other.mean(), abs=1e-4)
     # Measured here: ~0.87 of the links cross categories.
     assert other.mean() > 0.5
@@ -160,12 +164,12 @@ def test_items_carry_behaviour_columns(version):
     assert (
         items["views"] + items["clicks"] + items["carts"] + items["purchases"] == items["events"]
     ).all()
-    assert (items["events_7d"] <= items["events_28d"]).all() and (
-        items["events_28d"] <= items["events"]
-    ).all()
+    assert (items["events_7d"] <= items["events_28d"]).all()
+    assert (items["events_28d"] <= items["events"]).all()
     assert items["events_7d"].sum() > 0
     for rate in ("click_rate", "cart_rate", "purchase_rate"):
-        assert items[rate].is_between(0, 1).all() and items[rate].n_unique() > 100
+        assert items[rate].is_between(0, 1).all()
+        assert items[rate].n_unique() > 100
 
 
 def test_build_with_images_and_precomputed_vectors(small_shop_dir, tiny_clip, tmp_path):
@@ -190,32 +194,37 @@ def test_build_with_images_and_precomputed_vectors(small_shop_dir, tiny_clip, tm
     )
     report = build_index(tmp_path / "catalog.parquet", tmp_path / "index", None, config)
     encoders = {e["name"]: e for e in report.manifest["encoders"]}
-    assert encoders["image"]["items_without_image"] == 100 and encoders["image"]["dim"] == 16
-    assert (
-        encoders["precomputed"]["items_without_vector"] == 60
-        and encoders["precomputed"]["dim"] == 8
-    )
-    assert report.manifest["dim"] == 16 + 8 + 64 and report.manifest["adaptation"] is None
-    assert report.manifest["neighbours"] is None and "neighbours" not in report.manifest["files"]
+    assert encoders["image"]["items_without_image"] == 100
+    assert encoders["image"]["dim"] == 16
+    assert encoders["precomputed"]["items_without_vector"] == 60
+    assert encoders["precomputed"]["dim"] == 8
+    assert report.manifest["dim"] == 16 + 8 + 64
+    assert report.manifest["adaptation"] is None
+    assert report.manifest["neighbours"] is None
+    assert "neighbours" not in report.manifest["files"]
     version = open_index(report.path)
-    assert version.neighbours is None and version.items["click_rate"].to_list() == [0.0] * 300
+    assert version.neighbours is None
+    assert version.items["click_rate"].to_list() == [0.0] * 300
     assert np.allclose(np.linalg.norm(version.vectors, axis=1), 1, atol=1e-4)
     # Items without an image have zeros in the image block and still a unit vector from the rest.
-    assert (
-        not np.asarray(version.vectors)[0, :16].any() and np.asarray(version.vectors)[1, :16].any()
-    )
+    assert not np.asarray(version.vectors)[0, :16].any()
+    assert np.asarray(version.vectors)[1, :16].any()
 
 
 def test_the_learned_item_item_tables_are_written_read_and_recorded(built_index, version):
     files = version.manifest["files"]
     for name, table in (("ease", version.ease), ("factors", version.factors)):
-        assert isinstance(table, ItemNeighbours) and table.n_items == 2_000, name
+        assert isinstance(table, ItemNeighbours), name
+        assert table.n_items == 2_000, name
         entry = version.manifest[name]
         assert entry["links"] == len(table.rows) == files[name]["links"] > 0, name
         lengths = np.diff(table.indptr)
-        assert lengths.max() <= 100 and (lengths > 0).sum() <= entry["items"], name
+        assert lengths.max() <= 100, name
+        assert (lengths > 0).sum() <= entry["items"], name
         source = np.repeat(np.arange(table.n_items), lengths)
-        assert not (table.rows == source).any() and (table.scores > 0).all(), name
+        assert not (table.rows == source).any(), name
+        assert (table.scores > 0).all(), name
     assert version.manifest["factors"]["method"] == "als-fold-in"
     assert version.manifest["factors"]["config"]["factors"] == 64
-    assert "factors" in built_index.stages and "ease" in built_index.stages
+    assert "factors" in built_index.stages
+    assert "ease" in built_index.stages

@@ -58,8 +58,10 @@ def test_sessionise_codes_and_splits_by_hand():
     )
     assert sorted(map(tuple, by_session["row"].to_list())) == [(0,), (0, 1), (2,), (2,)]
     pair = by_session.filter(pl.col("row").list.len() == 2)
-    assert pair["action"].to_list() == [[0, 1]] and pair["category"].to_list() == [[1, 0]]
-    assert sessions["session"].n_unique() == 4 and sessions["user"].n_unique() == 2
+    assert pair["action"].to_list() == [[0, 1]]
+    assert pair["category"].to_list() == [[1, 0]]
+    assert sessions["session"].n_unique() == 4
+    assert sessions["user"].n_unique() == 2
     assert (sessions["session"].diff().drop_nulls() >= 0).all()
     # A given session_id wins over the 30-minute rule: all of u1's events in one session.
     with_ids = sessionise(
@@ -104,10 +106,13 @@ def test_funnel_rates_window_counts_and_popularity_by_hand():
     )
     items = item_behaviour(sessionise(table, catalog), catalog)
     assert items["item_id"].to_list() == ["a", "b", "c", "d"]
-    assert items["views"].to_list() == [5, 1, 2, 0] and items["clicks"].to_list() == [3, 1, 0, 0]
-    assert items["carts"].to_list() == [2, 0, 0, 0] and items["purchases"].to_list() == [1, 0, 0, 0]
+    assert items["views"].to_list() == [5, 1, 2, 0]
+    assert items["clicks"].to_list() == [3, 1, 0, 0]
+    assert items["carts"].to_list() == [2, 0, 0, 0]
+    assert items["purchases"].to_list() == [1, 0, 0, 0]
     assert items["events"].to_list() == [11, 2, 2, 0]
-    assert items["events_7d"].to_list() == [7, 0, 2, 0] and items["events_28d"].to_list() == [
+    assert items["events_7d"].to_list() == [7, 0, 2, 0]
+    assert items["events_28d"].to_list() == [
         9,
         2,
         2,
@@ -149,7 +154,8 @@ def test_a_build_without_events_has_zero_behaviour():
     ):
         assert items[column].to_list() == [0, 0], column
     assert items["age_days"].to_list() == [None, None]
-    assert stats.transitions.height == 0 and stats.categories["items"].to_list() == [1, 1]
+    assert stats.transitions.height == 0
+    assert stats.categories["items"].to_list() == [1, 1]
 
 
 def test_events_for_unknown_items_stop_the_build(small_shop_dir, tmp_path):
@@ -195,12 +201,15 @@ def test_cli_build_and_inspect(small_shop_dir, built_index, tmp_path, capsys):
     )
     assert code == 0
     out = capsys.readouterr().out
-    assert "version v1 (format 1): 400 items" in out and "HNSW: " in out and "encode text:" in out
+    assert "version v1 (format 1): 400 items" in out
+    assert "HNSW: " in out
+    assert "encode text:" in out
     assert json.loads((tmp_path / "report.json").read_text())["stages"]["write"]["seconds"] >= 0
     assert main(["index", "inspect", str(tmp_path / "idx"), "--verify"]) == 0
     assert "verified: every file matches its sha256" in capsys.readouterr().out
     path, manifest = read_manifest(tmp_path / "idx")
-    assert path.name == "v1" and all(s["recall_at_10"] >= 0.95 for s in manifest["shards"])
+    assert path.name == "v1"
+    assert all(s["recall_at_10"] >= 0.95 for s in manifest["shards"])
     # Versions are immutable: building v1 again is refused.
     assert (
         main(

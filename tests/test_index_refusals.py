@@ -166,7 +166,8 @@ def test_a_killed_build_leaves_no_version_the_reader_accepts(small_shop_dir, tmp
     )
     assert result.returncode == -9
     leftovers = list(root.iterdir())
-    assert leftovers and all(p.name.startswith(".building-") for p in leftovers)
+    assert leftovers
+    assert all(p.name.startswith(".building-") for p in leftovers)
     with pytest.raises(ArtifactError):
         open_index(root)
     for partial in leftovers:

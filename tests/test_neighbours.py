@@ -57,9 +57,9 @@ HAND = events(
 
 def test_cosine_by_hand():
     nb = item_neighbours(sessionise(HAND, CATALOG), 4, PLAIN)
-    assert (
-        nb.rows.dtype == np.int32 and nb.scores.dtype == np.float32 and nb.indptr.dtype == np.int64
-    )
+    assert nb.rows.dtype == np.int32
+    assert nb.scores.dtype == np.float32
+    assert nb.indptr.dtype == np.int64
     assert nb.indptr.tolist() == [0, 2, 4, 6, 6]
     a, b, c = 0, 1, 2
     assert nb.of(a)[0].tolist() == [c, b]  # best first
@@ -153,19 +153,22 @@ def test_top_n_cut_self_exclusion_and_chunking():
         assert row not in full.of(row)[0].tolist()  # never its own neighbour
     assert full.of(3)[0].tolist() == [0]
     cut = item_neighbours(sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=2))
-    assert cut.of(0)[0].tolist() == [6, 5] and cut.indptr.tolist() == [0, 2, 3, 4, 5, 6, 7, 8]
+    assert cut.of(0)[0].tolist() == [6, 5]
+    assert cut.indptr.tolist() == [0, 2, 3, 4, 5, 6, 7, 8]
     # Chunks of 2 item rows (the self-exclusion and row offsets of every chunk) give the same
     # answer.
     chunked = item_neighbours(
         sessions, n, NeighbourConfig(dampen="none", shrinkage=0.0, top_n=2, chunk_items=2)
     )
-    assert np.array_equal(chunked.indptr, cut.indptr) and np.array_equal(chunked.rows, cut.rows)
+    assert np.array_equal(chunked.indptr, cut.indptr)
+    assert np.array_equal(chunked.rows, cut.rows)
     assert np.allclose(chunked.scores, cut.scores)
 
 
 def test_no_events_give_no_neighbours():
     nb = item_neighbours(sessionise(HAND.clear(), CATALOG), 4)
-    assert nb.indptr.tolist() == [0, 0, 0, 0, 0] and len(nb.rows) == 0
+    assert nb.indptr.tolist() == [0, 0, 0, 0, 0]
+    assert len(nb.rows) == 0
     assert nb.problem(4) is None
 
 
@@ -180,19 +183,22 @@ SMALL = ItemNeighbours(
 def test_gather_by_hand():
     rows, scores = SMALL.gather(np.array([0, 1, 2]), np.array([2.0, 1.0, 5.0]))
     # Candidate 2: 2 x 0.25 + 1 x 1.0 = 1.5; candidate 1: 2 x 0.5 = 1.0.
-    assert rows.tolist() == [2, 1] and scores == pytest.approx([1.5, 1.0])
+    assert rows.tolist() == [2, 1]
+    assert scores == pytest.approx([1.5, 1.0])
     # A source listed twice counts twice; limit keeps the best.
     rows, scores = SMALL.gather(np.array([0, 0]), np.array([1.0, 3.0]))
-    assert rows.tolist() == [1, 2] and scores == pytest.approx([2.0, 1.0])
+    assert rows.tolist() == [1, 2]
+    assert scores == pytest.approx([2.0, 1.0])
     assert SMALL.gather(np.array([0, 1]), np.array([2.0, 1.0]), limit=1)[0].tolist() == [2]
     rows, scores = SMALL.gather(np.array([2]), np.array([1.0]))
-    assert len(rows) == 0 and len(scores) == 0
+    assert len(rows) == 0
+    assert len(scores) == 0
     with pytest.raises(ValueError, match="differ in length"):
         SMALL.gather(np.array([0, 1]), np.array([1.0]))
 
 
 @pytest.mark.parametrize(
-    "indptr, rows, problem",
+    ("indptr", "rows", "problem"),
     [
         ([0, 2, 3], [1, 2, 2], "indptr has shape"),  # one entry short for 3 items
         ([0, 2, 1, 3], [1, 2, 2], "without falling"),
@@ -225,4 +231,5 @@ def test_packed_sort_key_agrees_with_lexsort():
     expected = sorted(range(5_000), key=lambda i: (source[i], -score[i], target[i]))
     packed = best_first_order(source, score, target, 50, 100_000)
     fallback = best_first_order(source, score, target, 50, 1 << 40)  # too wide to pack
-    assert packed.tolist() == expected and fallback.tolist() == expected
+    assert packed.tolist() == expected
+    assert fallback.tolist() == expected

@@ -206,7 +206,8 @@ def test_versions_swap_over_grpc_while_clients_keep_asking(root, tiny_built, tmp
         for t in askers:
             t.join(10)
         assert errors == []
-        assert len(seen) > 20 and set(seen) <= {"v1", "v2"}
+        assert len(seen) > 20
+        assert set(seen) <= {"v1", "v2"}
         assert [a.index_version for a in answers] == ["v2", "v1"] * 5
         assert all(a.changed and a.arm == "a" for a in answers)
         assert {client.recommend("u1", k=3).index_version for _ in range(5)} == {"v1"}
@@ -228,16 +229,22 @@ def test_a_full_store_refuses_ingestion_fast_and_keeps_serving(tiny_built, tmp_p
 
     config = engine_config(tmp_path / "e.sqlite", tiny_built, store={"max_mb": 0.25})
     acknowledged = []
+
+    def fill(client) -> None:
+        """Ingest batches of 100 events until a call is refused."""
+        for batch in range(200):
+            events = [
+                Event(f"user-{i % 9}", f"i{i % 12:02d}", "view", event_id=f"{batch}-{i}")
+                for i in range(100)
+            ]
+            client.ingest(events)
+            acknowledged.extend(events)
+
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
         with pytest.raises(CrossrecError) as full:
-            for batch in range(200):
-                events = [
-                    Event(f"user-{i % 9}", f"i{i % 12:02d}", "view", event_id=f"{batch}-{i}")
-                    for i in range(100)
-                ]
-                client.ingest(events)
-                acknowledged += events
-        assert full.value.code == "RESOURCE_EXHAUSTED" and "store is full" in str(full.value)
+            fill(client)
+        assert full.value.code == "RESOURCE_EXHAUSTED"
+        assert "store is full" in str(full.value)
         assert 0 < len(acknowledged) < 20_000
         assert client.status().event_count == len(acknowledged)  # nothing of the refused call
         assert len(client.recommend("user-1", k=3).items) == 3  # queries go on
@@ -306,8 +313,10 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
     assert code == 0
     result = json.loads((tmp_path / "bench.json").read_text())
     during = result["concurrent_swapping"]
-    assert during["swaps"] >= 2 and during["swap_errors"] == []
-    assert during["requests"] == 300 and during["failed"] == {}
+    assert during["swaps"] >= 2
+    assert during["swap_errors"] == []
+    assert during["requests"] == 300
+    assert during["failed"] == {}
     assert during["p99_ratio"] > 0
     # The sweep: one phase per level, each with the engine's own time per stage.
     assert [p["clients"] for p in result["sweep"]] == [1, 2]
@@ -318,7 +327,8 @@ def test_bench_compares_latency_with_and_without_swaps(root, tiny_built, tmp_pat
         assert {"profile", "candidates", "rank", "respond"} <= set(stages)
         assert stages["retrieve"] <= engine["recommend_ms"]
     printed = capsys.readouterr().out
-    assert "p99 with swaps / without" in printed and "engine: Recommend" in printed
+    assert "p99 with swaps / without" in printed
+    assert "engine: Recommend" in printed
 
 
 def test_a_full_disk_is_reported_as_the_store_being_full(tmp_path):
@@ -363,5 +373,6 @@ def test_a_swap_names_versions_under_the_configured_root_only(root, tiny_built, 
     with pytest.raises(SwapRefused, match="no model root is configured"):
         engine.versions.swap(model=str(tmp_path / "models"))
     served, changed = engine.versions.swap(artifact=str(root / "v2"))  # inside: served
-    assert changed and served.version.version == "v2"
+    assert changed
+    assert served.version.version == "v2"
     engine.close()

@@ -37,8 +37,11 @@ def test_default_profile_keeps_the_four_heaviest_categories_ties_by_name():
     assert p.interest_items == [[3], [4], [0], [1]]
     assert p.item_rows.tolist() == [3, 4, 0, 1, 2]
     assert p.item_weights == pytest.approx([2, 1.5, 1, 1, 0.5])
-    assert p.purchased_rows == set() and p.seen_rows == {0, 1, 2, 3, 4}
-    assert p.events_used == 6 and not p.empty and p.touched_categories == {"a", "b", "c", "d", "e"}
+    assert p.purchased_rows == set()
+    assert p.seen_rows == {0, 1, 2, 3, 4}
+    assert p.events_used == 6
+    assert not p.empty
+    assert p.touched_categories == {"a", "b", "c", "d", "e"}
 
 
 def test_interest_vector_is_the_normalised_weighted_mean_of_its_items():
@@ -55,7 +58,8 @@ def test_interest_vector_is_the_normalised_weighted_mean_of_its_items():
     p = build_profile(events, row_of, vectors, categories, NOW, half_life_days=7)
     v = np.array([8 + 1.5, 4 + 2.0])  # 8*(1,0) + 4*(0,1) + .5*(3,4)
     assert p.interests[0] == pytest.approx(v / np.linalg.norm(v), abs=1e-6)
-    assert p.interest_items == [[0, 1, 2]] and p.purchased_rows == {0}
+    assert p.interest_items == [[0, 1, 2]]
+    assert p.purchased_rows == {0}
     assert p.interest_weights.tolist() == [1.0]
     assert build_profile(
         events, row_of, vectors, categories, NOW, max_interests=1
@@ -70,10 +74,12 @@ def test_profile_of_unknown_items_only_is_empty():
         np.array(["x"]),
         NOW,
     )
-    assert (
-        p.empty and p.interests.shape == (0, 3) and p.category_weights == {} and p.events_used == 0
-    )
-    assert p.item_rows.tolist() == [] and p.seen_rows == set()
+    assert p.empty
+    assert p.interests.shape == (0, 3)
+    assert p.category_weights == {}
+    assert p.events_used == 0
+    assert p.item_rows.tolist() == []
+    assert p.seen_rows == set()
     assert build_profile([], {}, np.eye(2, dtype=np.float32), np.array([]), NOW).empty
 
 
@@ -89,7 +95,8 @@ def test_profile_skips_unknown_items_anywhere_and_normalises_light_interests():
     # Weights .25 and .5: the interests are still unit vectors.
     assert p.interest_categories == ["y", "x"]
     assert p.interests.tolist() == [[0, 1], pytest.approx([0.6, 0.8])]
-    assert p.events_used == 3 and p.seen_rows == {0, 1}
+    assert p.events_used == 3
+    assert p.seen_rows == {0, 1}
 
 
 def test_events_too_old_to_weigh_anything_give_an_empty_profile():
@@ -97,8 +104,11 @@ def test_events_too_old_to_weigh_anything_give_an_empty_profile():
         ProfileEvent("i0", "purchase", NOW - 200 * 365 * DAY_US)
     ]  # 0.5 ** 5000 underflows to 0
     p = build_profile(ancient, {"i0": 0}, np.eye(2, dtype=np.float32), np.array(["x"]), NOW)
-    assert p.empty and p.category_weights == {} and p.events_used == 0
-    assert p.interests.shape == (0, 2) and p.interests.dtype == np.float32
+    assert p.empty
+    assert p.category_weights == {}
+    assert p.events_used == 0
+    assert p.interests.shape == (0, 2)
+    assert p.interests.dtype == np.float32
     assert p.interest_weights.shape == (0,)
 
 

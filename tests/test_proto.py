@@ -90,7 +90,8 @@ def test_request_round_trips_through_the_wire_format():
     )
     decoded = recommend_pb2.RecommendRequest.FromString(request.SerializeToString())
     assert decoded == request
-    assert decoded.HasField("cross_category_share") and decoded.filters.HasField("max_price")
+    assert decoded.HasField("cross_category_share")
+    assert decoded.filters.HasField("max_price")
     assert not decoded.filters.HasField("min_price")
 
 

@@ -57,7 +57,8 @@ def test_ideal_dcg_is_capped_at_k_positives():
     # 3 positives, k = 2, the best order: NDCG 1, Recall 2/3.
     scores, labels = np.array([4, 3, 2, 1.0]), np.array([1, 1, 1, 0])
     got = ranking_metrics(np.zeros(4), np.array(list("abcd")), scores, labels, k=2)
-    assert got["ndcg"] == pytest.approx(1.0) and got["recall"] == pytest.approx(2 / 3)
+    assert got["ndcg"] == pytest.approx(1.0)
+    assert got["recall"] == pytest.approx(2 / 3)
 
 
 def test_equal_scores_are_ordered_by_item_id():
@@ -107,9 +108,11 @@ def test_calibration_table_by_hand():
         },
     ]
     assert table["max_relative_error"] == pytest.approx(0.4)
-    assert table["predicted_rate"] == pytest.approx(0.2) and table["observed_rate"] == 0.25
+    assert table["predicted_rate"] == pytest.approx(0.2)
+    assert table["observed_rate"] == 0.25
     sparse = calibration_table(np.array([0.3, 0.1, 0.3, 0.1]), np.array([1, 0, 0, 0]), 2, 2)
-    assert sparse["max_relative_error"] is None and sparse["min_positives"] == 2
+    assert sparse["max_relative_error"] is None
+    assert sparse["min_positives"] == 2
 
 
 def test_calibration_table_bins_are_equal_count_deciles():
@@ -134,11 +137,13 @@ def test_pool_adjacent_violators_by_hand():
     # the .5 before (4 rows, .5); the next 0 pools in: (2 + 0) / 5 = .4; the last 1 stays.
     means, weights, sizes = pool_adjacent_violators(np.array([1, 0, 1, 0, 0, 1]))
     assert means.tolist() == pytest.approx([0.4, 1.0])
-    assert weights.tolist() == [5.0, 1.0] and sizes.tolist() == [5, 1]
+    assert weights.tolist() == [5.0, 1.0]
+    assert sizes.tolist() == [5, 1]
     assert np.repeat(means, sizes).tolist() == pytest.approx([0.4] * 5 + [1.0])
     # Weighted: .8 (weight 1) then .2 (weight 3) pool to (.8 + .6) / 4 = .35.
     means, weights, sizes = pool_adjacent_violators(np.array([0.8, 0.2]), np.array([1.0, 3.0]))
-    assert means.tolist() == pytest.approx([0.35]) and weights.tolist() == [4.0]
+    assert means.tolist() == pytest.approx([0.35])
+    assert weights.tolist() == [4.0]
     # Already increasing: nothing pools; equal neighbours do (block means strictly increase).
     assert pool_adjacent_violators(np.array([0.1, 0.2, 0.3]))[2].tolist() == [1, 1, 1]
     assert pool_adjacent_violators(np.array([0.2, 0.2, 0.3]))[2].tolist() == [2, 1]
@@ -167,17 +172,21 @@ def test_calibration_keeps_the_order_of_distinct_scores():
     rng = np.random.default_rng(3)
     scores = rng.random(2000)
     fitted = fit_isotonic(scores, rng.random(2000) < scores**2)
-    assert np.all(np.diff(fitted.x) > 0) and np.all(np.diff(fitted.y) >= 0)
+    assert np.all(np.diff(fitted.x) > 0)
+    assert np.all(np.diff(fitted.y) >= 0)
     grid = np.sort(rng.random(5000))
     calibrated = fitted.apply(grid)
     assert np.all(np.diff(calibrated) > 0)  # strictly, also beyond the end knots
-    assert calibrated.min() >= 0 and calibrated.max() <= 1
+    assert calibrated.min() >= 0
+    assert calibrated.max() <= 1
     assert np.max(np.abs(calibrated - np.interp(grid, fitted.x, fitted.y))) <= TIE_EPS
 
 
 def test_no_positive_or_no_negative_gives_identity_and_says_so():
     none = fit_isotonic(np.array([0.2, 0.7]), np.array([0, 0]))
-    assert none.identity and "no positive" in none.note and none.rows == 2
+    assert none.identity
+    assert "no positive" in none.note
+    assert none.rows == 2
     assert none.apply(np.array([0.2, 1.5, -1.0])).tolist() == [0.2, 1.0, 0.0]
     assert "no negative" in fit_isotonic(np.array([0.2, 0.7]), np.array([1, 1])).note
 
@@ -186,7 +195,8 @@ def test_calibration_round_trips_through_the_manifest_and_refuses_bad_knots():
     fitted = fit_isotonic(np.array([0.1, 0.2, 0.3, 0.4]), np.array([0, 1, 0, 1]))
     again = Calibration.from_manifest(fitted.to_manifest())
     grid = np.linspace(0, 1, 11)
-    assert np.array_equal(again.apply(grid), fitted.apply(grid)) and again.note == fitted.note
+    assert np.array_equal(again.apply(grid), fitted.apply(grid))
+    assert again.note == fitted.note
     identity = Calibration.identity_map("why", 3, 0)
     assert Calibration.from_manifest(identity.to_manifest()).identity
     base = fitted.to_manifest()
@@ -194,17 +204,18 @@ def test_calibration_round_trips_through_the_manifest_and_refuses_bad_knots():
         0.2,
         0.5,
     ]
+    knots = "not increasing in x"
     bad = [
-        {**base, "x": [0.1, 0.2], "y": [0.6, 0.5]},  # decreasing
-        {**base, "x": [0.3, 0.3], "y": [0.1, 0.2]},  # not increasing
-        {**base, "x": [0.1, 0.2], "y": [0.5, 1.5]},  # not a probability
-        {**base, "x": [0.1], "y": [0.1, 0.2]},  # shapes differ
-        {**base, "x": [], "y": []},  # no knot
-        {**base, "method": "platt"},
-        {**base, "tie_eps": 0.1},
+        ({**base, "x": [0.1, 0.2], "y": [0.6, 0.5]}, knots),  # decreasing
+        ({**base, "x": [0.3, 0.3], "y": [0.1, 0.2]}, knots),  # not increasing
+        ({**base, "x": [0.1, 0.2], "y": [0.5, 1.5]}, knots),  # not a probability
+        ({**base, "x": [0.1], "y": [0.1, 0.2]}, r"shapes \(1,\) and \(2,\)"),
+        ({**base, "x": [], "y": []}, r"shapes \(0,\) and \(0,\)"),  # no knot
+        ({**base, "method": "platt"}, "unknown calibration method 'platt'"),
+        ({**base, "tie_eps": 0.1}, "calibration mixes eps 0.1"),
     ]
-    for entry in bad:
-        with pytest.raises(ValueError):
+    for entry, message in bad:
+        with pytest.raises(ValueError, match=message):
             Calibration.from_manifest(entry)
 
 
@@ -227,4 +238,5 @@ def test_summary_lines_show_model_blend_auc_and_calibration_per_objective():
         "decisions",
     ]  # fmt: skip
     assert lines[1].split() == ["click", "0.600", "0.250", "0.500", "0.125", "0.750", "-", "1,234"]
-    assert lines[3].split()[:2] == ["purchase", "-"] and len(lines) == 4
+    assert lines[3].split()[:2] == ["purchase", "-"]
+    assert len(lines) == 4

@@ -51,7 +51,8 @@ def test_a_loaded_model_predicts_exactly_as_the_trained_one(fitted):
     x = rows.matrix()
     in_memory, from_disk = report.model.predict(x), loaded.predict(x)
     for objective in OBJECTIVES:
-        assert from_disk[objective].dtype == np.float64 and from_disk[objective].shape == (len(x),)
+        assert from_disk[objective].dtype == np.float64
+        assert from_disk[objective].shape == (len(x),)
         assert np.array_equal(from_disk[objective], in_memory[objective])
     x_test, test = held_out(rows, report)
     recomputed = evaluate(test, loaded.predict(x_test))
@@ -61,11 +62,15 @@ def test_a_loaded_model_predicts_exactly_as_the_trained_one(fitted):
 def test_the_loaded_model_describes_itself(fitted):
     _, report = fitted
     model = RankerModel.load(report.path, num_threads=2)
-    assert model.version == "m1" and model.path == report.path and model.num_threads == 2
-    assert model.features == FEATURES and model.objectives == OBJECTIVES
+    assert model.version == "m1"
+    assert model.path == report.path
+    assert model.num_threads == 2
+    assert model.features == FEATURES
+    assert model.objectives == OBJECTIVES
     assert model.schema_hash == schema_hash(FEATURES)
     assert model.trained_on["index_version"] == "v-index-1"
-    assert model.manifest["format"] == "crossrec-ranker" and model.manifest["format_version"] == 1
+    assert model.manifest["format"] == "crossrec-ranker"
+    assert model.manifest["format_version"] == 1
     heads = model.manifest["heads"]
     assert [heads[o]["file"] for o in OBJECTIVES] == [f"head-{o}.txt" for o in OBJECTIVES]
     assert heads["cart"]["sha256"] == sha256_of(report.path / "head-cart.txt")
@@ -83,14 +88,16 @@ def test_predict_checks_the_width_and_takes_any_float_matrix(fitted):
     for bad in (x[:, :3], x[0], np.zeros((2, 5), np.float32)):
         with pytest.raises(RankerError) as info:
             model.predict(bad)
-        assert info.value.reason == "schema" and "relevance" in str(info.value)
+        assert info.value.reason == "schema"
+        assert "relevance" in str(info.value)
 
 
 def test_missing_values_are_scored(fitted):
     _, report = fitted
     x = np.array([[np.nan, 0.0, 0.0, 0.0], [3.0, 0.0, 0.0, 0.0]], np.float32)
     p = report.model.predict(x)
-    assert np.all(np.isfinite(p["click"])) and p["click"][1] > p["click"][0]
+    assert np.all(np.isfinite(p["click"]))
+    assert p["click"][1] > p["click"][0]
 
 
 def test_calibration_keeps_the_order_of_the_raw_scores(fitted):
@@ -113,7 +120,8 @@ def test_the_funnel_holds_even_when_calibrations_cross(fitted):
         {"click": low, "cart": high, "purchase": high},
     )
     p = model.predict(rows.matrix()[:200])
-    assert np.array_equal(p["cart"], p["click"]) and np.array_equal(p["purchase"], p["cart"])
+    assert np.array_equal(p["cart"], p["click"])
+    assert np.array_equal(p["purchase"], p["cart"])
     assert np.all(p["click"] <= 0.021)
 
 
@@ -141,15 +149,18 @@ def test_contributions_are_additive_log_odds_along_the_funnel(fitted):
 
 
 def test_latest_names_the_newest_version(fitted, root):
-    _, report = fitted
+    _, _report = fitted
     assert RankerModel.load(root).version == "m1"
     loaded = RankerModel.load(root / "m1")
     manifest = {k: v for k, v in loaded.manifest.items() if k not in ("format", "version")}
     path, written = write_model(root, "m2", loaded.boosters, manifest)
-    assert path == root / "m2" and (root / "LATEST").read_text() == "m2\n"
-    assert written["version"] == "m2" and "reliability_plot" not in written["files"]
+    assert path == root / "m2"
+    assert (root / "LATEST").read_text() == "m2\n"
+    assert written["version"] == "m2"
+    assert "reliability_plot" not in written["files"]
     second = RankerModel.load(root)
-    assert second.version == "m2" and second.path == root / "m2"
+    assert second.version == "m2"
+    assert second.path == root / "m2"
     x = np.zeros((3, len(FEATURES)), np.float32)
     assert np.array_equal(second.predict(x)["purchase"], loaded.predict(x)["purchase"])
     with pytest.raises(RankerError) as info:
@@ -177,7 +188,8 @@ def test_a_tampered_or_missing_head_is_refused(root):
     altered[-20] = ord("7") if altered[-20] != ord("7") else ord("8")
     head.write_bytes(bytes(altered))  # same size, other content
     error = refused(root, "checksum")
-    assert "sha256" in str(error) and error.path == str(head)
+    assert "sha256" in str(error)
+    assert error.path == str(head)
     head.write_bytes(original[:-1])
     assert "size" in str(refused(root, "checksum", verify=False))
     head.unlink()
@@ -206,7 +218,7 @@ def test_a_manifest_with_another_schema_hash_is_refused(root):
 
 
 @pytest.mark.parametrize(
-    "change, reason",
+    ("change", "reason"),
     [
         ({"format": "crossrec-index"}, "format"),
         ({"format_version": 2}, "format"),

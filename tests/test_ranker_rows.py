@@ -61,7 +61,8 @@ def test_write_then_read_round_trips_rows_features_and_meta(tmp_path):
     write_rows(path, tiny_frame(extra=["w", "x", "y", "z"]), FEATURES, meta)
     assert [p.name for p in path.parent.iterdir()] == ["train.parquet"]  # no temporary left
     rows = read_rows(path)
-    assert rows.features == ("f_a", "f_b") and rows.meta == meta
+    assert rows.features == ("f_a", "f_b")
+    assert rows.meta == meta
     assert rows.schema_hash == schema_hash(FEATURES)
     frame = rows.frame
     assert frame.columns == [
@@ -81,10 +82,14 @@ def test_write_then_read_round_trips_rows_features_and_meta(tmp_path):
         pl.Float32,
         pl.Float64,
     ]
-    assert frame["click"].to_list() == [1, 0, 1, 0] and frame["cart"].to_list() == [1, 0, 0, 0]
-    assert np.isnan(frame["f_a"][1]) and frame["f_b"].to_list() == [1.0, 2.0, 3.0, 4.0]
-    assert frame["price"][1] is None and frame["extra"].to_list() == ["w", "x", "y", "z"]
-    assert rows.matrix().shape == (4, 2) and rows.matrix().dtype == np.float32
+    assert frame["click"].to_list() == [1, 0, 1, 0]
+    assert frame["cart"].to_list() == [1, 0, 0, 0]
+    assert np.isnan(frame["f_a"][1])
+    assert frame["f_b"].to_list() == [1.0, 2.0, 3.0, 4.0]
+    assert frame["price"][1] is None
+    assert frame["extra"].to_list() == ["w", "x", "y", "z"]
+    assert rows.matrix().shape == (4, 2)
+    assert rows.matrix().dtype == np.float32
     assert rows.matrix(["f_b"]).ravel().tolist() == [1.0, 2.0, 3.0, 4.0]
     stored = json.loads(pl.read_parquet_metadata(path)[METADATA_KEY])
     assert stored == {
@@ -149,14 +154,16 @@ def test_files_that_are_not_crossrec_rows_are_refused(tmp_path):
     assert reason(text).reason == "format"
     plain = tmp_path / "plain.parquet"
     _write_with_metadata(plain, None)
-    assert reason(plain).reason == "format" and "no 'crossrec.rows' metadata" in str(reason(plain))
+    assert reason(plain).reason == "format"
+    assert "no 'crossrec.rows' metadata" in str(reason(plain))
     garbled = tmp_path / "garbled.parquet"
     _write_with_metadata(garbled, "{not json")
     assert reason(garbled).reason == "format"
     future = tmp_path / "future.parquet"
     payload = {"format_version": 2, "features": FEATURES, "schema_hash": schema_hash(FEATURES)}
     _write_with_metadata(future, json.dumps(payload))
-    assert reason(future).reason == "format" and "version 2" in str(reason(future))
+    assert reason(future).reason == "format"
+    assert "version 2" in str(reason(future))
 
 
 def test_a_stored_hash_that_does_not_match_the_feature_list_is_refused(tmp_path):
@@ -165,14 +172,16 @@ def test_a_stored_hash_that_does_not_match_the_feature_list_is_refused(tmp_path)
     _write_with_metadata(path, json.dumps(payload))
     with pytest.raises(RankerError) as info:
         read_rows(path)
-    assert info.value.reason == "schema" and "does not match" in str(info.value)
+    assert info.value.reason == "schema"
+    assert "does not match" in str(info.value)
     # The stored list names a column the file lacks: refused by name.
     payload = {"format_version": 1, "features": ["f_a", "f_c"], "schema_hash": ""}
     payload["schema_hash"] = schema_hash(payload["features"])
     _write_with_metadata(path, json.dumps(payload))
     with pytest.raises(RankerError) as info:
         read_rows(path)
-    assert info.value.reason == "schema" and "'f_c'" in str(info.value)
+    assert info.value.reason == "schema"
+    assert "'f_c'" in str(info.value)
 
 
 def test_a_refused_write_leaves_the_previous_file(tmp_path):
@@ -180,4 +189,5 @@ def test_a_refused_write_leaves_the_previous_file(tmp_path):
     write_rows(path, tiny_frame(), FEATURES, {"n": 1})
     with pytest.raises(RankerError):
         write_rows(path, tiny_frame(cart=[0, 2, 0, 0]), FEATURES, {"n": 2})
-    assert read_rows(path).meta == {"n": 1} and len(list(tmp_path.iterdir())) == 1
+    assert read_rows(path).meta == {"n": 1}
+    assert len(list(tmp_path.iterdir())) == 1

@@ -34,10 +34,11 @@ def test_the_latest_decision_time_is_the_validation_period_halved_by_hash():
     frame = decisions_at([100] * 4 + [200] * 3 + [300] * 3)
     split = split_by_time(frame, seed=0)
     valid, test = ids(frame, split.masks["valid"]), ids(frame, split.masks["test"])
-    assert valid | test == {107, 108, 109} and not valid & test
+    assert valid | test == {107, 108, 109}
+    assert not valid & test
     assert (len(valid), len(test)) == (2, 1)  # the first ceil(3 / 2) by hash are valid
     assert ids(frame, split.masks["train"]) == set(range(100, 107))
-    assert "latest decision time (30.0% of decisions)" == split.rule
+    assert split.rule == "latest decision time (30.0% of decisions)"
     assert split.counts["train"] == {
         "decisions": 7,
         "rows": 14,
@@ -58,14 +59,16 @@ def test_the_hash_halves_depend_on_the_seed_only():
     reversed_rows = frame.reverse()
     assert ids(reversed_rows, split_by_time(reversed_rows, seed=1).masks["valid"]) == first
     others = [ids(frame, split_by_time(frame, seed=s).masks["valid"]) for s in range(2, 6)]
-    assert any(o != first for o in others) and all(len(o) == 10 for o in others)
+    assert any(o != first for o in others)
+    assert all(len(o) == 10 for o in others)
 
 
 def test_one_decision_time_falls_back_to_a_hashed_share():
     frame = decisions_at([5] * 10)
     split = split_by_time(frame, seed=0, validation_share=0.4)
     period = ids(frame, split.masks["valid"]) | ids(frame, split.masks["test"])
-    assert len(period) == 4 and len(ids(frame, split.masks["valid"])) == 2
+    assert len(period) == 4
+    assert len(ids(frame, split.masks["valid"])) == 2
     # The period is the 4 largest hashes (ties at one time are ordered by the hash).
     order = np.argsort(decision_hash(np.arange(100, 110), 0))
     assert period == set((np.arange(100, 110)[order][-4:]).tolist())
@@ -85,7 +88,8 @@ def test_a_latest_time_holding_most_decisions_falls_back_too():
     frame = decisions_at([0] * 3 + [1] * 7)  # 70% at the latest time: too many
     split = split_by_time(frame, seed=0)
     train = ids(frame, split.masks["train"])
-    assert {100, 101, 102} <= train and len(train) == 6  # 40% of 10 in the period
+    assert {100, 101, 102} <= train
+    assert len(train) == 6
 
 
 def test_decision_hash_is_stable_splitmix64():

@@ -35,15 +35,15 @@ def test_the_model_orders_better_than_the_blend_and_near_the_truth(fitted):
         model, blend = metrics["ndcg@10"]["model"], metrics["ndcg@10"]["blend"]
         truth = ranking_metrics(decisions, items, test[f"true_{objective}"].to_numpy(), labels)
         chance = ranking_metrics(decisions, items, rng.random(len(labels)), labels)
-        assert model > blend + 0.1 and model > chance["ndcg"] + 0.2, objective
+        assert model > blend + 0.1, objective
+        assert model > chance["ndcg"] + 0.2, objective
         assert model > 0.9 * truth["ndcg"], objective
         assert metrics["recall@10"]["model"] > metrics["recall@10"]["blend"] + 0.1, objective
         assert metrics["auc"]["model"] > metrics["auc"]["blend"] + 0.1, objective
         # The reported figures are those of the model on the test part.
         again = ranking_metrics(decisions, items, predicted[objective], labels)
-        assert again["ndcg"] == pytest.approx(model) and again["recall"] == pytest.approx(
-            metrics["recall@10"]["model"]
-        )
+        assert again["ndcg"] == pytest.approx(model)
+        assert again["recall"] == pytest.approx(metrics["recall@10"]["model"])
         assert metrics["decisions_with_positive"] == again["decisions"] > 30
 
 
@@ -52,7 +52,8 @@ def test_chained_probabilities_nest_along_the_funnel(fitted):
     probabilities = report.model.predict(rows.matrix())
     raw = report.model.uncalibrated(rows.matrix())
     for p in (probabilities, raw):
-        assert np.all(p["purchase"] <= p["cart"]) and np.all(p["cart"] <= p["click"])
+        assert np.all(p["purchase"] <= p["cart"])
+        assert np.all(p["cart"] <= p["click"])
         assert all(np.all((p[o] >= 0) & (p[o] <= 1)) for o in OBJECTIVES)
     # Calibration moves the deeper objectives far from the raw chain's scale only if it must.
     assert np.mean(raw["purchase"]) == pytest.approx(np.mean(probabilities["purchase"]), rel=0.3)
@@ -89,7 +90,8 @@ def test_heads_learn_from_their_condition_and_stop_early(fitted):
     assert [heads[o]["condition"] for o in OBJECTIVES] == ["all rows", "click == 1", "cart == 1"]
     for objective in OBJECTIVES:
         head = heads[objective]
-        assert head["early_stopping"] and 0 < head["best_iteration"] < TRAINING["max_rounds"]
+        assert head["early_stopping"]
+        assert 0 < head["best_iteration"] < TRAINING["max_rounds"]
         assert head["trees"] == head["best_iteration"]
         assert report.model.boosters[objective].num_trees() == head["trees"]
 
@@ -103,13 +105,12 @@ def test_each_head_leans_on_the_feature_that_drives_it(fitted):
         assert max(shares, key=shares.get) == feature, head
         assert sum(shares.values()) == pytest.approx(1.0)
     combined = importance["combined"]
-    assert combined[-1]["feature"] == "noise" and sum(c["share"] for c in combined) == (
-        pytest.approx(1.0)
-    )
+    assert combined[-1]["feature"] == "noise"
+    assert sum(c["share"] for c in combined) == (pytest.approx(1.0))
 
 
 def test_the_split_and_the_training_are_recorded(fitted):
-    rows, report = fitted
+    _rows, report = fitted
     manifest = json.loads((report.path / "manifest.json").read_text())
     assert report.path.name == report.version == "m1"
     assert report.split["train"]["decisions"] == 450  # 3 of the 4 hours
@@ -120,7 +121,8 @@ def test_the_split_and_the_training_are_recorded(fitted):
     assert manifest["training"]["lightgbm"]["deterministic"] is True
     assert manifest["trained_on"] == {**META, "decision_times": 4}
     assert manifest["metrics"] == json.loads(json.dumps(report.metrics))
-    assert manifest["features"] == list(FEATURES) and report.seconds > 0
+    assert manifest["features"] == list(FEATURES)
+    assert report.seconds > 0
     assert (report.path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     assert manifest["files"]["reliability_plot"]["file"] == "reliability.png"
 
@@ -154,11 +156,12 @@ def test_independent_heads_without_early_stopping_and_dropped_features(tmp_path)
         head = heads[objective]
         assert (head["given"], head["condition"]) == (None, "all rows")
         assert head["train_rows"] == report.split["train"]["rows"]
-        assert (
-            not head["early_stopping"] and head["trees"] == 7 and "7 fixed rounds" in head["note"]
-        )
+        assert not head["early_stopping"]
+        assert head["trees"] == 7
+        assert "7 fixed rounds" in head["note"]
     p = report.model.predict(rows.matrix(report.model.features))
-    assert np.all(p["purchase"] <= p["cart"]) and np.all(p["cart"] <= p["click"])
+    assert np.all(p["purchase"] <= p["cart"])
+    assert np.all(p["cart"] <= p["click"])
     assert report.model.manifest["training"]["rows_features"] == list(FEATURES)
     with pytest.raises(ValueError, match="nonsense"):
         train_model(rows, tmp_path, TrainConfig(drop_features=("nonsense",), progress=False))
@@ -169,13 +172,19 @@ def test_a_head_without_positives_cannot_train_and_nothing_is_written(tmp_path):
     frame = rows.frame.with_columns(purchase=rows.frame["purchase"] * 0)
     with pytest.raises(RankerError) as info:
         train_model(TrainingRows.from_frame(frame, FEATURES), tmp_path, TrainConfig(progress=False))
-    assert info.value.reason == "data" and "'purchase'" in str(info.value)
+    assert info.value.reason == "data"
+    assert "'purchase'" in str(info.value)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_config_is_checked():
-    for bad in ({"heads": "stacked"}, {"max_rounds": 0}, {"validation_share": 1.0}, {"threads": 0}):
-        with pytest.raises(ValueError):
+    for bad, message in (
+        ({"heads": "stacked"}, "heads must be one of"),
+        ({"max_rounds": 0}, "max_rounds must be at least 1, got 0"),
+        ({"validation_share": 1.0}, r"validation_share must be in \(0, 1\), got 1\.0"),
+        ({"threads": 0}, "threads must be at least 1, got 0"),
+    ):
+        with pytest.raises(ValueError, match=message):
             TrainConfig(**bad)
 
 
@@ -214,7 +223,8 @@ def test_heads_boost_from_the_base_feature_and_contributions_add_up(tmp_path):
     config = TrainConfig(progress=False, base_feature="relevance", negative_share=1.0)
     report = train_model(rows, tmp_path, config)
     click = report.model.manifest["heads"]["click"]
-    assert click["base"]["feature"] == "relevance" and click["base"]["coef"] > 0.5
+    assert click["base"]["feature"] == "relevance"
+    assert click["base"]["coef"] > 0.5
     assert report.model.manifest["heads"]["cart"]["base"] is None  # conditional heads: none
     x = rows.matrix(report.model.features)[:50]
     raw = report.model.uncalibrated(x)["click"]
@@ -230,7 +240,8 @@ def test_a_lambdarank_first_head_orders_decisions_and_is_calibrated(tmp_path):
     config = TrainConfig(progress=False, first_objective="lambdarank", negative_share=1.0)
     report = train_model(rows, tmp_path, config)
     heads = report.model.manifest["heads"]
-    assert heads["click"]["objective"] == "lambdarank" and heads["cart"]["objective"] == "binary"
+    assert heads["click"]["objective"] == "lambdarank"
+    assert heads["cart"]["objective"] == "binary"
     click = report.metrics["click"]
     assert click["ndcg@10"]["model"] > click["ndcg@10"]["blend"] + 0.1
     # Calibration turns the ranking scores into probabilities near the test rate.

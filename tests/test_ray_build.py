@@ -114,7 +114,8 @@ def test_index_build_takes_ray_from_the_command_line(ray_cluster, tiny_built, tm
     assert main([*args, "--no-text", "--ray", "--version", "r1"]) == 0
     assert "written to" in capsys.readouterr().out
     _, manifest = read_manifest(out)
-    assert manifest["version"] == "r1" and manifest["items"] == 12
+    assert manifest["version"] == "r1"
+    assert manifest["items"] == 12
     assert sorted(open_index(out).shards) == sorted(open_index(tiny_built).shards)
 
 
@@ -163,7 +164,7 @@ def test_a_shard_task_whose_worker_dies_is_retried_and_a_lost_one_leaves_no_vers
         assert marker.exists()  # a worker did die
         assert sorted(open_index(report.path).shards) == sorted(open_index(tiny_built).shards)
         # A shard whose every attempt dies fails the build, and no version is left behind.
-        with pytest.raises(Exception, match="died|crashed|exit"):
+        with pytest.raises(Exception, match=r"died|crashed|exit"):
             build(tmp_path / "failed", always=True)
         assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").iterdir())
     finally:

@@ -103,7 +103,8 @@ def test_groups_that_miss_the_deadline_are_named_and_the_rest_still_answers(vers
     queries = np.asarray(version.vectors[:1])
     # The request has no time left: no group can answer within it (a round trip takes ms).
     answers = remote.search(queries, asks, deadline=time.monotonic() - 1.0)
-    assert answers.found == {} and sorted(answers.late) == sorted(a.shard_id for a in asks)
+    assert answers.found == {}
+    assert sorted(answers.late) == sorted(a.shard_id for a in asks)
 
 
 def test_a_failed_group_is_reported_late_or_fails_the_request(ray_cluster, version):
@@ -129,10 +130,10 @@ def test_a_failed_group_is_reported_late_or_fails_the_request(ray_cluster, versi
 def test_on_late_must_be_partial_or_fail(ray_cluster, version):
     from ray import serve
 
-    with pytest.raises(ValueError, match="ray.on_late must be one of"):
+    with pytest.raises(ValueError, match=r"ray\.on_late must be one of"):
         RayShards(version, [], [], [], 200, 0.1, on_late="ignore")
     before = _apps(serve)
-    with pytest.raises(ValueError, match="ray.on_late must be one of"):
+    with pytest.raises(ValueError, match=r"ray\.on_late must be one of"):
         RayShards.deploy(version, groups=2, cpus=0, on_late="ignore")
     assert _apps(serve) == before  # refused before anything was deployed
 
@@ -221,7 +222,8 @@ def test_an_engine_with_shard_groups_answers_as_one_without_and_swaps_group_by_v
         del before
         b.swap_version(str(built_index.path))
         now = remote.engine.served.recommender.search.searcher
-        assert set(now.apps).isdisjoint(old_apps) and set(now.apps) <= _apps(serve)
+        assert set(now.apps).isdisjoint(old_apps)
+        assert set(now.apps) <= _apps(serve)
         gc.collect()
         deadline = time.monotonic() + 60
         while set(old_apps) & _apps(serve) and time.monotonic() < deadline:
@@ -234,7 +236,8 @@ def test_an_engine_with_shard_groups_answers_as_one_without_and_swaps_group_by_v
         serve.delete(now.apps[1])
         lost = set(now.groups[1])
         got = b.recommend(k=10, recent_events=requests[0])
-        assert got.late_shards and set(got.late_shards) <= lost
+        assert got.late_shards
+        assert set(got.late_shards) <= lost
         assert got.shards_searched + len(got.late_shards) == got.shards_targeted
         assert len(got.items) == 10
         late = remote.metrics.registry.get_sample_value("crossrec_late_shards_total")

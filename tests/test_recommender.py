@@ -97,7 +97,8 @@ def test_cross_share_keeps_slots_for_the_touched_category(recommender):
         recommender.search.generate(g.context),
     )
     # t0 (bought, filtered out) is both sources' best: popular .6 (Tents 1.0 x .6), search 1.0
-    assert popular.rows[0] == search.rows[0] == 0 and 0 not in g.candidates.rows
+    assert popular.rows[0] == search.rows[0] == 0
+    assert 0 not in g.candidates.rows
     assert (popular.scores[0], search.scores[0]) == pytest.approx((0.6, 1.0))
     # Ranking: p0, t1, k0, p1, t2, ...; 2 cross slots (p0, k0) and 2 for Tents (t1, t2; t0 was
     # bought): p1 ranks above t2 but its side is full.
@@ -167,12 +168,10 @@ def test_each_item_names_the_interest_behind_it(recommender):
     }
     assert r.rows.tolist() == [5, 1, 4, 2, 6, 7, 8]
     notes = explain(r, profile, recommender.items, recommender.categories)
-    assert notes[3].summary == "more Tents, which you engaged with" and notes[
-        3
-    ].source_item_ids == ("t0",)
-    assert notes[5].source_category == PANS and notes[5].transition_probability == pytest.approx(
-        0.05
-    )
+    assert notes[3].summary == "more Tents, which you engaged with"
+    assert notes[3].source_item_ids == ("t0",)
+    assert notes[5].source_category == PANS
+    assert notes[5].transition_probability == pytest.approx(0.05)
     assert (
         notes[5].summary
         == "goes with your interest in Pans: shoppers move on to Tools in 5% of such sessions"
@@ -208,11 +207,10 @@ def test_recommender_wires_its_settings_into_every_stage(tiny_version):
         rec.search.behaviour_rerank,
         rec.search.limit,
     ) == (7, 2, 11, 19)
-    assert rec.search.touched is True and Recommender(tiny_version).search.touched is False
-    assert (
-        rec.ranker.weights == {"popular": 2.0, "search": 0.5}
-        and rec.model_version == RETRIEVAL_ONLY
-    )
+    assert rec.search.touched is True
+    assert Recommender(tiny_version).search.touched is False
+    assert rec.ranker.weights == {"popular": 2.0, "search": 0.5}
+    assert rec.model_version == RETRIEVAL_ONLY
     fake = SimpleNamespace(gather=lambda rows, weights: (np.array([6]), np.array([1.0])))
     with_neighbours = Recommender(dataclasses.replace(tiny_version, neighbours=fake))
     assert with_neighbours.neighbours.neighbours is fake
@@ -224,7 +222,8 @@ def test_only_target_categories_feed_the_sources(tiny_version):
     rec = Recommender(tiny_version, settings(target_categories=1))
     profile = profile_of(rec.items, tiny_version, ("t0", "purchase"))
     r = rec.recommend(profile, Query(k=2))
-    assert r.targets == [PANS] and r.rows.tolist() == [3, 4]
+    assert r.targets == [PANS]
+    assert r.rows.tolist() == [3, 4]
 
 
 def test_refill_walks_the_short_categories_by_popularity_with_a_floor(recommender):
@@ -233,19 +232,24 @@ def test_refill_walks_the_short_categories_by_popularity_with_a_floor(recommende
     query = Query(k=2, exclude_items=frozenset({"g1"}))
     r = recommender._refill(short, affinity, 2, RowFilter(query, recommender.items, np.array([5])))
     # g1 excluded by the request, k0 seen; k1 has no popularity: floored, still positive, after g0.
-    assert r.name == "popular" and r.rows.tolist() == [7, 6] and r.scores.dtype == np.float32
+    assert r.name == "popular"
+    assert r.rows.tolist() == [7, 6]
+    assert r.scores.dtype == np.float32
     assert r.scores == pytest.approx([0.025 * 0.5, 0.3 * 1e-9], rel=1e-3)
     # Categories without affinity stay in play: the floor keeps every score positive.
     anything = RowFilter(Query(k=2), recommender.items, np.zeros(0, np.int64))
     cold = recommender._refill(np.array([True, False, False, False]), np.zeros(4), 2, anything)
-    assert cold.rows.tolist() == [7, 8] and (cold.scores > 0).all()
+    assert cold.rows.tolist() == [7, 8]
+    assert (cold.scores > 0).all()
     nothing = recommender._refill(np.zeros(4, bool), affinity, 2, anything)
-    assert nothing.rows.tolist() == [] and nothing.rows.dtype == np.int64
+    assert nothing.rows.tolist() == []
+    assert nothing.rows.dtype == np.int64
 
 
 def test_result_dtypes_and_stage_times(recommender):
     r = recommender.recommend(empty_profile(), Query(k=2))
-    assert r.interests.dtype == np.int64 and r.retrieval_scores.dtype == np.float64
+    assert r.interests.dtype == np.int64
+    assert r.retrieval_scores.dtype == np.float64
     assert all(0.0 <= s < 60.0 for s in r.stage_seconds.values())
 
 
@@ -363,7 +367,7 @@ def test_seen_items_take_no_place_in_the_refill(crowded_version):
     assert r.rows.tolist() == [150]
 
 
-@pytest.mark.parametrize("k, walked", [(1, 100), (30, 120)])
+@pytest.mark.parametrize(("k", "walked"), [(1, 100), (30, 120)])
 def test_the_refill_walks_at_most_max_4k_100_items_per_short_category(crowded_version, k, walked):
     rec = Recommender(crowded_version, settings())
     r = rec.recommend(

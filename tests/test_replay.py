@@ -72,9 +72,11 @@ def test_labels_follow_the_funnel_within_the_window_and_only_users_who_came_back
     assert labels["p1"] == (1, 1, 1)
     assert labels["g1"] == (0, 0, 0)  # a view is no label
     # The items u1 touched before T are no candidates (exclude_seen); k0, touched at T, is one.
-    assert {"t0", "p0"}.isdisjoint(labels) and "k0" in labels
+    assert {"t0", "p0"}.isdisjoint(labels)
+    assert "k0" in labels
     u2 = rows.filter(pl.col("decision_id") == 1)
-    assert u2["click"].sum() == 0 and "t1" not in u2["item_id"].to_list()
+    assert u2["click"].sum() == 0
+    assert "t1" not in u2["item_id"].to_list()
     assert rows.columns[-len(FEATURES) :] == list(FEATURES)
     assert dict(zip(u1["item_id"], u1["price"]))["k0"] == 10.0
     assert u1["blend_score"].to_list() == u1["blend"].cast(pl.Float64).to_list()
@@ -151,7 +153,8 @@ def test_replay_without_any_decision_user_says_so(recommender):
 
 def test_boundaries_sampling_history_and_ids_across_decisions(recommender, tiny_version):
     end = T + 14 * DAY
-    events = EVENTS + [
+    events = [
+        *EVENTS,
         ("u2", "k1", "click", end - 1),  # the window's last microsecond: a label
         ("u2", "p1", "click", end),  # the next one: not
         ("u5", "g0", "view", T - DAY),  # a third user who comes back
@@ -160,11 +163,13 @@ def test_boundaries_sampling_history_and_ids_across_decisions(recommender, tiny_
     rows = rows_of(recommender, events)
     assert rows["decision_id"].unique().sort().to_list() == [0, 1, 2]  # u1, u2, u5
     u2 = dict(zip(*rows.filter(pl.col("decision_id") == 1).select("item_id", "click")))
-    assert u2["k1"] == 1 and u2["p1"] == 0
+    assert u2["k1"] == 1
+    assert u2["p1"] == 0
     # At most `users` decision users per time, drawn (seeded) without replacement.
     one = rows_of(recommender, events, users=1)
     again = rows_of(recommender, events, users=1)
-    assert one["decision_id"].unique().to_list() == [0] and one.equals(again)
+    assert one["decision_id"].unique().to_list() == [0]
+    assert one.equals(again)
     # Two decision times: ids run on; a datetime `ts` column reads like `ts_us`.
     frame_ts = (
         frame(events)
@@ -178,7 +183,8 @@ def test_boundaries_sampling_history_and_ids_across_decisions(recommender, tiny_
     by_time = dict(zip(times["decision_ts_us"], times["decision_id"].to_list()))
     # Before T - 2 d only u2 (t1, three days before T) had history and came back; at T, u1, u2
     # and u5.
-    assert by_time[T - 2 * DAY] == [0] and by_time[T] == [1, 2, 3]
+    assert by_time[T - 2 * DAY] == [0]
+    assert by_time[T] == [1, 2, 3]
     assert both.filter(pl.col("decision_ts_us") == T).select(FEATURES).equals(rows.select(FEATURES))
 
 
@@ -193,7 +199,8 @@ def test_the_profile_sees_only_the_newest_history_events(recommender):
         ReplayConfig(),
     )
     u1 = short.filter(pl.col("decision_id") == 0)["item_id"].to_list()
-    assert "t0" in u1 and "p0" not in u1
+    assert "t0" in u1
+    assert "p0" not in u1
 
 
 def test_replay_settings_and_the_exact_boundary_of_a_leak(tiny_version):
@@ -237,7 +244,8 @@ def test_holdout_rows_label_the_hidden_items_of_users_with_both_parts(recommende
     labels = {
         i: (c, k, p) for i, c, k, p in u1.select("item_id", "click", "cart", "purchase").rows()
     }
-    assert labels["k0"] == (1, 0, 0) and labels["g0"] == (1, 1, 0)
+    assert labels["k0"] == (1, 0, 0)
+    assert labels["g0"] == (1, 1, 0)
     assert labels.get("g1", (0, 0, 0)) == (0, 0, 0)  # a view is no label
     assert {"t0", "p0"}.isdisjoint(labels)  # visible items are history, never candidates
     u2 = rows.filter(pl.col("decision_id") == 1)

@@ -30,7 +30,8 @@ def test_best_at_picks_the_fastest_point_over_the_target_per_method():
         {"method": "a", "k": 100, "qps": 999.0, "recall": 1.0},
     ]
     best = best_at(points, 0.95, 10)
-    assert best["a"]["qps"] == 300.0 and best["b"] is None
+    assert best["a"]["qps"] == 300.0
+    assert best["b"] is None
 
 
 def test_the_command_writes_every_method_at_every_depth(tiny_built, tmp_path, capsys):
@@ -51,7 +52,9 @@ def test_the_command_writes_every_method_at_every_depth(tiny_built, tmp_path, ca
     argv = ["bench", "retrieval", str(tiny_built), "--events", str(tmp_path / "events.parquet")]
     assert main([*argv, "--users", "5", "--k", "2,4", "--out", str(out)]) == 0
     result = json.loads((out / "retrieval.json").read_text())
-    assert result["items"] == 12 and result["queries"] >= 5 and result["ks"] == [2, 4]
+    assert result["items"] == 12
+    assert result["queries"] >= 5
+    assert result["ks"] == [2, 4]
     assert result["allowed_items_mean"] == 8.0  # Alpha > Y and Beta, 4 items each
     methods = {(p["method"], p["k"]) for p in result["points"]}
     assert {m for m, _ in methods} == {
@@ -72,8 +75,10 @@ def test_the_command_writes_every_method_at_every_depth(tiny_built, tmp_path, ca
     assert result["stamp"]["versions"]["faiss-cpu"] != "not installed"
     # Batched, at the smallest k: every method answers all queries at once, exact here too.
     batched = {p["method"]: p for p in result["batched"]}
-    assert set(batched) == {m for m, _ in methods} and all(p["k"] == 2 for p in batched.values())
-    assert batched["crossrec-shards"]["recall"] == 1.0 and batched["crossrec-shards"]["qps"] > 0
+    assert set(batched) == {m for m, _ in methods}
+    assert all(p["k"] == 2 for p in batched.values())
+    assert batched["crossrec-shards"]["recall"] == 1.0
+    assert batched["crossrec-shards"]["qps"] > 0
     assert (out / "retrieval.png").stat().st_size > 1000
     assert "k=2, recall >= 0.95, crossrec-shards" in capsys.readouterr().out
 
@@ -84,7 +89,8 @@ def test_the_index_benchmark_times_every_stage(tmp_path, capsys):
     out = tmp_path / "ib"
     assert main(["bench", "index", "--items", "300", "--no-text", "--out", str(out)]) == 0
     result = json.loads((out / "index-bench.json").read_text())
-    assert result["items"] == 300 and not result["text"]
+    assert result["items"] == 300
+    assert not result["text"]
     assert {"read", "encode_attributes", "fuse", "behaviour", "shards", "write"} <= set(
         result["stages"]
     )

@@ -60,7 +60,8 @@ def test_approximate_shards_meet_recall_at_recorded_settings(hnsw_max):
     )[0]
     shard = build_shard(spec, vectors, policy, np.random.default_rng(0))
     assert shard.factory.startswith("HNSW" if hnsw_max == 50_000 else "IVF")
-    assert shard.recall_at_k >= 0.95 and shard.params
+    assert shard.recall_at_k >= 0.95
+    assert shard.params
 
     # Fresh queries, not the tuning ones, at the recorded settings on a reloaded copy.
     import faiss
@@ -95,8 +96,11 @@ def test_a_shard_that_cannot_reach_the_recall_target_is_built_exact():
         pl.Series(["c"] * 3_000), pl.Series([f"i{i}" for i in range(3_000)]), policy
     )[0]
     shard = build_shard(spec, vectors, policy, np.random.default_rng(0))
-    assert shard.factory == "Flat" and shard.recall_at_k == 1.0 and shard.params == {}
-    assert "HNSW32,Flat reached recall@10" in shard.note and "built exact instead" in shard.note
+    assert shard.factory == "Flat"
+    assert shard.recall_at_k == 1.0
+    assert shard.params == {}
+    assert "HNSW32,Flat reached recall@10" in shard.note
+    assert "built exact instead" in shard.note
 
 
 def test_split_parts_are_never_empty_and_tiny_shards_stay_exact():

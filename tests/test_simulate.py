@@ -157,7 +157,8 @@ def test_a_simulation_sends_outcomes_that_quote_logged_lists(shop_dir, tmp_path,
     assert lists.height == 80
     assert set(lists["arm"]) == {ARM_A, ARM_B}
     # Visits spread over one simulated day, in order.
-    assert lists["ts_us"].min() >= start and lists["ts_us"].max() < start + 86_400_000_000
+    assert lists["ts_us"].min() >= start
+    assert lists["ts_us"].max() < start + 86_400_000_000
     events = read_outcome_events(store)
     assert events.height == sent[0]["click"] + sent[0]["cart"] + sent[0]["purchase"] > 0
     joined = events.join(shown, on=["recommendation_id", "item_id"], how="left")

@@ -35,7 +35,8 @@ def context(affinity, targets=(), profile=None, k=4) -> Context:
 def test_popular_source_scores_affinity_times_popularity_share(items):
     ctx = context([0.1, 0.3, 0.575, 0])  # Tents has no affinity: not proposed
     r = PopularSource(items).generate(ctx)
-    assert r.name == "popular" and r.interest is None
+    assert r.name == "popular"
+    assert r.interest is None
     # p0 .575*.9, k0 .3*1, p1 .575*.1, g0/g1 .1*.5 (tie: lower row first); k1 has no popularity.
     assert r.rows.tolist() == [3, 5, 4, 7, 8]
     assert r.scores == pytest.approx([0.5175, 0.3, 0.0575, 0.05, 0.05])
@@ -65,7 +66,8 @@ def test_neighbour_source_gathers_from_the_heaviest_seeds_with_weights_summing_t
         context([0] * 4, profile=profile)
     )
     assert fake.calls == [([0, 3], pytest.approx([0.8, 0.2]))]
-    assert r.name == "neighbours" and r.rows.tolist() == [7, 4, 8]  # k1's 0 dropped; ties by row
+    assert r.name == "neighbours"
+    assert r.rows.tolist() == [7, 4, 8]
     assert r.scores == pytest.approx([0.5, 0.3, 0.3])
     assert NeighbourSource(SimpleNamespace(neighbours=fake), limit=1).generate(
         context([0] * 4, profile=profile)
@@ -108,11 +110,14 @@ def test_shard_search_searches_each_target_category_with_each_interest(tiny_vers
     ctx = context([0.025, 0.3, 0.575, 0], targets=[2, 1, 0], profile=profile)
     r = ShardSearchSource(tiny_version, items).generate(ctx)
     # Pans: p1 .8, p0 .6; Knives: k1 .6, k0 0; Tools: g0 0, g1 -.6 (scores <= 0 dropped).
-    assert r.name == "search" and r.searched == 3
-    assert r.rows.tolist() == [4, 3, 6] and r.scores == pytest.approx([0.8, 0.6, 0.6])
+    assert r.name == "search"
+    assert r.searched == 3
+    assert r.rows.tolist() == [4, 3, 6]
+    assert r.scores == pytest.approx([0.8, 0.6, 0.6])
     assert r.interest.tolist() == [0, 0, 0]
     two = ShardSearchSource(tiny_version, items, categories=2).generate(ctx)
-    assert two.searched == 2 and two.rows.tolist() == [4, 3, 6]
+    assert two.searched == 2
+    assert two.rows.tolist() == [4, 3, 6]
     one = ShardSearchSource(tiny_version, items, per_shard=1).generate(
         dataclasses.replace(ctx, k=1)
     )
@@ -141,17 +146,20 @@ def test_shard_search_scans_the_behaviour_block_for_untouched_categories(tiny_ve
         tiny_version, manifest={**tiny_version.manifest, "adaptation": {"dim": 2}}
     )
     search = ShardSearchSource(adapted, items)
-    assert search.searcher.behaviour_dim == 2 and sorted(search.searcher.behaviour) == [
+    assert search.searcher.behaviour_dim == 2
+    assert sorted(search.searcher.behaviour) == [
         "s0",
         "s1",
         "s2",
         "s3",
     ]
     rows, block = search.searcher.behaviour["s0"]
-    assert rows.tolist() == [7, 8] and block.tolist() == [[1, 0], pytest.approx([0.8, 0])]
+    assert rows.tolist() == [7, 8]
+    assert block.tolist() == [[1, 0], pytest.approx([0.8, 0])]
     # Scores come from the full vectors, not the behaviour block.
     scores, found = search.searcher.behaviour_search("s1", np.array([[1, 0, 0, 0]], np.float32), 2)
-    assert found.tolist() == [[6, 5]] and scores == pytest.approx(np.array([[0.6, 0]]))
+    assert found.tolist() == [[6, 5]]
+    assert scores == pytest.approx(np.array([[0.6, 0]]))
     assert ShardSearchSource(adapted, items, behaviour_rerank=0).searcher.behaviour == {}
 
 
@@ -187,9 +195,8 @@ def test_sources_defaults_follow_the_engine_configuration(tiny_version, items):
         200,
         300,
     )
-    assert (
-        search.searcher.behaviour_dim == 0 and search.searcher.behaviour == {}
-    )  # no adaptation in this version
+    assert search.searcher.behaviour_dim == 0
+    assert search.searcher.behaviour == {}
 
 
 def test_popular_and_neighbour_sources_name_their_empty_results(items):
@@ -199,7 +206,8 @@ def test_popular_and_neighbour_sources_name_their_empty_results(items):
         == "neighbours"
     )
     r = PopularSource(items).generate(context([0.1, 0.3, 0.575, 0]))
-    assert r.searched == 0 and r.scores.dtype == np.float32
+    assert r.searched == 0
+    assert r.scores.dtype == np.float32
 
 
 def test_popular_source_takes_the_highest_affinity_categories_ties_in_code_order():
@@ -219,15 +227,18 @@ def test_shard_search_finds_row_zero_in_a_touched_category(tiny_version, items):
     r = ShardSearchSource(tiny_version, items, touched=True).generate(
         context([0, 0, 0, 1], targets=[3], profile=profile, k=1)
     )
-    assert r.rows.tolist() == [1, 0, 2] and r.scores == pytest.approx([1, 0.8, 0.6])
+    assert r.rows.tolist() == [1, 0, 2]
+    assert r.scores == pytest.approx([1, 0.8, 0.6])
     single = ShardSearchSource(tiny_version, items).generate(
         context([0, 0, 1, 0], targets=[2], profile=profile, k=1)
     )
-    assert single.rows.tolist() == [4, 3] and single.searched == 1
+    assert single.rows.tolist() == [4, 3]
+    assert single.searched == 1
     cold = ShardSearchSource(tiny_version, items).generate(
         context([1, 1, 1, 1], targets=[0, 1], k=1)
     )
-    assert cold.name == "search" and cold.searched == 0
+    assert cold.name == "search"
+    assert cold.searched == 0
 
 
 B_VECTORS = [
@@ -297,13 +308,13 @@ def test_behaviour_search_reranks_the_behaviour_blocks_best_with_full_vectors(wi
     # k=1: at least 4k = 4 candidates by the behaviour block (rows 0-3), then the best by a + b:
     # row 3.
     scores, rows = search.searcher.behaviour_search("b0", queries, 1)
-    assert rows.tolist() == [[3], [0]] and scores == pytest.approx(np.array([[1.5], [0.9]]))
+    assert rows.tolist() == [[3], [0]]
+    assert scores == pytest.approx(np.array([[1.5], [0.9]]))
     assert (scores.dtype, rows.dtype) == (np.float32, np.int64)
     # k=2: 8 candidates, every row: the full-vector best.
     scores, rows = search.searcher.behaviour_search("b0", queries, 2)
-    assert rows.tolist() == [[5, 4], [0, 1]] and scores == pytest.approx(
-        np.array([[2.1, 2.0], [0.9, 0.8]])
-    )
+    assert rows.tolist() == [[5, 4], [0, 1]]
+    assert scores == pytest.approx(np.array([[2.1, 2.0], [0.9, 0.8]]))
     # behaviour_rerank=5 re-ranks 5 candidates: row 4 comes in.
     scores, rows = ShardSearchSource(
         wide_version, items, behaviour_rerank=5
@@ -326,24 +337,23 @@ def test_untouched_categories_are_searched_in_the_behaviour_block(wide_version):
     # B (untouched): behaviour block candidates 0-3, best row 3 (1.5 / sqrt 2); A (touched): faiss,
     # row 8.
     # The empty shards of B and C are skipped.
-    assert r.rows.tolist() == [3, 8] and r.scores == pytest.approx(
-        [1.5 / np.sqrt(2), 1.0], abs=1e-6
-    )
-    assert r.searched == 2 and r.interest.tolist() == [0, 0]
+    assert r.rows.tolist() == [3, 8]
+    assert r.scores == pytest.approx([1.5 / np.sqrt(2), 1.0], abs=1e-6)
+    assert r.searched == 2
+    assert r.interest.tolist() == [0, 0]
     # By default the touched category A is not searched: only B's row 3, one shard.
     untouched = ShardSearchSource(wide_version, items, per_shard=1, behaviour_rerank=1).generate(
         ctx
     )
-    assert untouched.rows.tolist() == [3] and untouched.searched == 1
+    assert untouched.rows.tolist() == [3]
+    assert untouched.searched == 1
     only_c = ShardSearchSource(wide_version, items).generate(
         dataclasses.replace(ctx, targets=np.array([2]))
     )
-    assert (
-        only_c.name == "search"
-        and only_c.searched == 0
-        and len(only_c.rows) == 0
-        and len(only_c.scores) == 0
-    )
+    assert only_c.name == "search"
+    assert only_c.searched == 0
+    assert len(only_c.rows) == 0
+    assert len(only_c.scores) == 0
     assert (only_c.rows.dtype, only_c.scores.dtype) == (np.int64, np.float32)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from types import SimpleNamespace
+from typing import ClassVar
 
 import numpy as np
 import polars as pl
@@ -31,8 +32,10 @@ def test_item_table_orders_each_category_by_popularity(items):
     assert items.category_code.tolist() == [3, 3, 3, 2, 2, 1, 1, 0, 0]
     assert [p.tolist() for p in items.popular] == [[7, 8], [5, 6], [3, 4], [0, 1, 2]]
     assert items.popularity_share == pytest.approx([0.6, 0.3, 0.1, 0.9, 0.1, 1, 0, 0.5, 0.5])
-    assert items.row_of["k1"] == 6 and len(items) == 9
-    assert np.isnan(items.price[2]) and items.in_stock.tolist()[4] is False
+    assert items.row_of["k1"] == 6
+    assert len(items) == 9
+    assert np.isnan(items.price[2])
+    assert items.in_stock.tolist()[4] is False
 
 
 ROWS = np.arange(9)
@@ -43,7 +46,7 @@ def no_seen() -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "query, excluded, expected",
+    ("query", "excluded", "expected"),
     [
         (Query(k=1), [], [1, 1, 1, 1, 1, 1, 1, 1, 1]),
         (Query(k=1), [0, 3], [0, 1, 1, 0, 1, 1, 1, 1, 1]),
@@ -95,7 +98,7 @@ def test_allowed_rows_lines_up_with_the_rows_given(items):
 
 
 @pytest.mark.parametrize(
-    "include, exclude, expected",
+    ("include", "exclude", "expected"),
     [
         (None, frozenset(), [True, True, True, True]),
         (frozenset({PANS, TENTS}), frozenset(), [False, False, True, True]),
@@ -118,12 +121,13 @@ def test_allowed_rows_combines_exclusions_and_categories_on_no_codes():
         True,
     ]
     none = allowed_categories(Query(k=1), [])
-    assert none.dtype == bool and none.shape == (0,)
+    assert none.dtype == bool
+    assert none.shape == (0,)
 
 
 class ItemTableStub:
     item_ids = np.array(["t0", "t1", "t2", "p0"], dtype=object)
-    row_of = {"t0": 0, "t1": 1, "t2": 2, "p0": 3}
+    row_of: ClassVar[dict[str, int]] = {"t0": 0, "t1": 1, "t2": 2, "p0": 3}
 
 
 @pytest.fixture(scope="module")
@@ -166,7 +170,7 @@ def test_category_sizes_stand_in_for_session_shares_without_events(tiny_version,
 
 
 @pytest.mark.parametrize(
-    "name, expected",
+    ("name", "expected"),
     [
         ("Outdoors > Tents", {TENTS}),
         ("Home>Kitchen >Pans", {PANS}),

@@ -26,7 +26,8 @@ def test_the_mode_follows_the_clock_unless_asked():
     assert MODES == ("auto", "time", "holdout")
     assert training_mode("auto", _events([0, 3, 9]))[0] == "time"
     mode, why = training_mode("auto", _events([0, 0, 0]))
-    assert mode == "holdout" and "under 7 days" in why
+    assert mode == "holdout"
+    assert "under 7 days" in why
     assert training_mode("holdout", _events([0, 3, 9])) == ("holdout", "asked for")
     with pytest.raises(ValueError, match="mode must be one of"):
         training_mode("sometimes", _events([0]))
@@ -59,8 +60,11 @@ def test_train_on_a_basket_log_takes_the_holdout_mode_and_trains_a_model(basket_
     argv += ["--users", "300", "--quiet", "--json", str(tmp_path / "report.json")]
     assert main(argv) == 0
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["mode"] == "holdout" and "under 7 days" in report["mode_why"]
-    assert report["decisions"] > 50 and report["holdout_share"] == 0.2
+    assert report["mode"] == "holdout"
+    assert "under 7 days" in report["mode_why"]
+    assert report["decisions"] > 50
+    assert report["holdout_share"] == 0.2
     rows = pl.read_parquet(report["rows"])
-    assert rows["click"].sum() > 0 and rows["decision_ts_us"].n_unique() == 1
+    assert rows["click"].sum() > 0
+    assert rows["decision_ts_us"].n_unique() == 1
     assert (tmp_path / "models" / "LATEST").is_file()

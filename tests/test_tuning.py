@@ -58,7 +58,8 @@ def test_the_settings_file_replaces_only_the_blend_table_and_the_engine_reads_it
     write_settings(out, tuned, base)
     config = EngineConfig.load(out)
     assert config.retrieval.blend.as_dict() == tuned
-    assert config.retrieval.max_category_share == 0.5 and config.server.metrics_port == 9999
+    assert config.retrieval.max_category_share == 0.5
+    assert config.server.metrics_port == 9999
     assert out.read_text().count("popular") == 1
 
 
@@ -76,13 +77,15 @@ def test_tune_on_the_small_shop_writes_settings_that_score_at_least_the_defaults
         out,
         TuneConfig(users=150, rounds=1, progress=False),
     )
-    assert report.split["method"] == "time" and report.split["test_users"] == 150
+    assert report.split["method"] == "time"
+    assert report.split["test_users"] == 150
     assert report.defaults == EngineConfig().retrieval.blend.as_dict()
     assert report.best_score["recall"] >= report.default_score["recall"]
     assert report.tried[0]["weights"] == report.defaults
     assert EngineConfig.load(out).retrieval.blend.as_dict() == report.chosen
     saved = json.loads(out.with_suffix(".json").read_text())
-    assert saved["chosen"] == report.chosen and len(saved["tried"]) == len(report.tried)
+    assert saved["chosen"] == report.chosen
+    assert len(saved["tried"]) == len(report.tried)
 
 
 def test_the_shipped_blend_weights_are_pinned():

@@ -114,7 +114,7 @@ def test_no_default_share_means_no_split():
     assert validate(None, cross_category_share=0.5)[2].cross_share == 0.5
 
 
-@pytest.mark.parametrize("k, ok", [(0, False), (1, True), (10, True), (11, False), (-1, False)])
+@pytest.mark.parametrize(("k", "ok"), [(0, False), (1, True), (10, True), (11, False), (-1, False)])
 def test_k_must_lie_between_one_and_max_k(k, ok):
     if ok:
         assert validate(k=k)[2].k == k
@@ -249,7 +249,8 @@ def test_objective_weights_and_price_weighting_reach_the_query():
     )[2]
     assert query.objective_weights == (("purchase", 3.0), ("click", 0.0))
     assert query.weight_by_price is True
-    assert validate()[2].objective_weights == () and validate()[2].weight_by_price is False
+    assert validate()[2].objective_weights == ()
+    assert validate()[2].weight_by_price is False
 
 
 def test_prices_must_be_finite_non_negative_and_ordered():
@@ -275,7 +276,8 @@ def test_validation_resolves_through_the_category_model(tiny_version):
         include_categories=["Outdoors>Tents"],
         exclude_categories=["Home > Kitchen"],
     )
-    assert query.include == frozenset({TENTS}) and query.exclude == frozenset({KNIVES, PANS})
+    assert query.include == frozenset({TENTS})
+    assert query.exclude == frozenset({KNIVES, PANS})
 
 
 def ingest_event(

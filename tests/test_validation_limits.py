@@ -79,7 +79,7 @@ def test_a_batch_is_limited_in_requests_and_in_k_summed():
         ("requests", "k adds up to 26 over the batch; at most 25")
     ]
     with pytest.raises(InvalidRequest) as info:
-        batch_size(requests + [recommend_pb2.RecommendRequest(k=1)], config)
+        batch_size([*requests, recommend_pb2.RecommendRequest(k=1)], config)
     assert info.value.violations[0].description == "at most 3 requests, got 4"
 
 

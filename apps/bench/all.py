@@ -90,13 +90,13 @@ def measure(out: Path, args: argparse.Namespace) -> None:
     if args.ranker:
         train = ["train", "--catalog", catalog, "--events", events, "--index", str(index)]
         train += ["--out", str(out / "ranker"), "--users", str(args.ranker), "--quiet"]
-        _step(main, train + ["--json", str(out / "train.json")])
+        _step(main, [*train, "--json", str(out / "train.json")])
         model = str(out / "ranker" / "models")
     retrieval = ["bench", "retrieval", str(index), "--events", events]
-    _step(main, retrieval + ["--out", str(out / "retrieval")])
+    _step(main, [*retrieval, "--out", str(out / "retrieval")])
     latency = ["latency", "--artifact", str(index), "--events", events, "--users", str(args.users)]
     latency += ["--model", model] if model else []
-    _step(main, latency + ["--irreducible", "--json", str(out / "latency.json")])
+    _step(main, [*latency, "--irreducible", "--json", str(out / "latency.json")])
     metrics_port = _free_port()
     config = EngineConfig(
         arms=ArmsConfig(artifact=str(index), model=model or ""),
@@ -109,7 +109,7 @@ def measure(out: Path, args: argparse.Namespace) -> None:
         serve += ["--users", str(args.users), "--requests", str(args.requests)]
         serve += ["--concurrency", args.concurrency]
         serve += ["--metrics", f"http://127.0.0.1:{metrics_port}/metrics"]
-        _step(main, serve + ["--json", str(out / "serve.json"), "--png", str(out / "serve.png")])
+        _step(main, [*serve, "--json", str(out / "serve.json"), "--png", str(out / "serve.png")])
 
 
 def _step(main, argv: list[str]) -> None:

@@ -67,4 +67,4 @@ def tail_metrics(
         resamples,
         seed,
     )
-    return {"users": int(len(users)), **out}
+    return {"users": len(users), **out}

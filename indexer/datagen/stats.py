@@ -21,7 +21,7 @@ _TOKEN = re.compile(r"[a-z0-9][a-z0-9\-\.]*")
 def popularity_skew(events: pl.DataFrame, n_items: int, top: float = 0.01) -> float:
     """Share of all events that fall on the ``top`` fraction of catalogue items (by event count)."""
     counts = events["item_id"].value_counts()["count"].sort(descending=True)
-    k = max(1, int(round(top * n_items)))
+    k = max(1, round(top * n_items))
     return float(counts.head(k).sum() / counts.sum())
 
 
