@@ -26,21 +26,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/crossrec demo --out $(DEMO_DIR)
 
-# Every tier but gpu: lint, format, the unit tests, servers and jobs end to end, Ray, the kill -9
-# cycles. CI runs this.
+# Every tier but gpu: lint, format, types, the unit tests, servers and jobs end to end, Ray, the
+# kill -9 cycles. CI runs this.
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not gpu"
 
 # The inner loop: no slow, integration or Ray tests (pyproject.toml, [tool.pytest.ini_options]).
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not gpu and not integration and not ray"
 
-# Lint and format checks alone (also the first steps of `make test`); `make format` fixes.
+# Lint, format and type checks alone (also the first steps of `make test`); `make format` fixes.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

@@ -143,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
         versions = [v.strip() for v in args.swap.split(",")]
         if len(versions) != 2:
             raise SystemExit("crossrec bench serve: --swap takes two index versions, A,B")
-        stop, swaps, swap_errors = threading.Event(), [], []
+        stop = threading.Event()
+        swaps: list[float] = []
+        swap_errors: list[str] = []
 
         def swapper() -> None:
             with client_of(args) as admin:
@@ -344,8 +346,8 @@ def _plot(single: list[float], concurrent: list[float], clients: int, path: Path
         np.log10(max(single + concurrent) * 1e3),
         60,
     )
-    ax.hist(np.array(single) * 1e3, bins=bins, alpha=0.6, label="1 client")
-    ax.hist(np.array(concurrent) * 1e3, bins=bins, alpha=0.6, label=f"{clients} clients")
+    ax.hist(np.array(single) * 1e3, bins=bins.tolist(), alpha=0.6, label="1 client")
+    ax.hist(np.array(concurrent) * 1e3, bins=bins.tolist(), alpha=0.6, label=f"{clients} clients")
     ax.set_xscale("log")
     ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())

@@ -85,8 +85,9 @@ class Connection:
         )
         if self.server_name:
             options.append(("grpc.ssl_target_name_override", self.server_name))
-        make = grpc.aio.secure_channel if aio else grpc.secure_channel
-        return make(target, credentials, options=options)
+        if aio:
+            return grpc.aio.secure_channel(target, credentials, options=options)
+        return grpc.secure_channel(target, credentials, options=options)
 
 
 class _Client:

@@ -74,7 +74,7 @@ def where(path: tuple[str, ...]) -> str:
 
 def legacy_keys(cls) -> dict[str, tuple[str, ...]]:
     """Old flat key -> the field's path now."""
-    out = {}
+    out: dict[str, tuple[str, ...]] = {}
     for path, _ in leaves(cls):
         if len(path) == 2:
             out[path[1]] = path
@@ -203,7 +203,7 @@ def show(config) -> str:
 
 
 def _as_mapping(obj) -> dict:
-    out = {}
+    out: dict[str, object] = {}
     for f in dataclasses.fields(obj):
         value = getattr(obj, f.name)
         if dataclasses.is_dataclass(value):

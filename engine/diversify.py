@@ -36,7 +36,8 @@ def diversify(
         return order
     per_category: dict = {}
     per_brand: dict = {}
-    accepted, deferred = [], []
+    accepted: list[int] = []
+    deferred: list[int] = []
     positions = order.tolist()
     walked = 0
     for position in positions:

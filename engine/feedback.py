@@ -51,7 +51,8 @@ class Feedback:
                 log.error("impression log %s unavailable, serving without it: %s", path, exc)
                 self.metrics.impression_log_unavailable.set(1)
             else:
-                self.metrics.watch_impression_log(lambda: dict(self.impressions.counts))
+                opened = self.impressions
+                self.metrics.watch_impression_log(lambda: dict(opened.counts))
         self.recent_lists = RecentLists(
             int(config.attribution_window_hours * US_PER_DAY / 24), config.attribution_lists
         )

@@ -193,20 +193,20 @@ class ImpressionLog:
                 if item is None:
                     break
             stop = None in batch
-            batch = [b for b in batch if b is not None]
-            if batch:
+            lists = [b for b in batch if b is not None]
+            if lists:
                 try:
                     started = time.thread_time()
                     if self.max_bytes:
                         self._make_room()
-                    self.write(batch)
+                    self.write(lists)
                     self.write_seconds += time.thread_time() - started
-                    self.counts["written"] += len(batch)
+                    self.counts["written"] += len(lists)
                 except Exception as exc:  # a failed write loses its batch, never a request
-                    self.counts["write_error"] += len(batch)
-                    self._log_error(exc, len(batch))
+                    self.counts["write_error"] += len(lists)
+                    self._log_error(exc, len(lists))
             with self._settled:
-                self._pending -= len(batch)
+                self._pending -= len(lists)
                 self._settled.notify_all()
             if stop:
                 return

@@ -94,8 +94,11 @@ class BlendRanker:
 class ObjectiveModel(Protocol):
     """What :class:`ModelRanker` needs of a model (:class:`ranker.model.RankerModel` has it)."""
 
-    version: str
-    features: tuple[str, ...]
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def features(self) -> tuple[str, ...]: ...
 
     def predict(
         self, features: np.ndarray, objectives: Iterable[str] | None = None

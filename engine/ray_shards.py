@@ -28,6 +28,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -149,7 +150,7 @@ class RayShards:
         try:
             for i, ids in enumerate(planned):
                 name = f"crossrec-{version.version}-{deployment_id}-g{i}"
-                deployment = serve.deployment(
+                deployment: Any = serve.deployment(
                     ShardGroup,
                     name="shards",
                     num_replicas=replicas,

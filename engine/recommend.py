@@ -197,12 +197,12 @@ class Recommender:
         )
         # Each source's best score before any filter: the blend's scale (engine/ranking.py).
         tops = {r.name: float(r.scores.max()) for r in results if len(r.scores)}
-        allowed = RowFilter(query, self.items, excluded)  # once: each filter pass reuses it
-        candidates = self._filter(merge(SOURCES, results), allowed, plan)
+        rows_ok = RowFilter(query, self.items, excluded)  # once: each filter pass reuses it
+        candidates = self._filter(merge(SOURCES, results), rows_ok, plan)
         short = shortfall(plan, self.items.category_code[candidates.rows])
         if short.any():  # filters left a group short: walk its categories' items by popularity
-            results.append(self._refill(short, affinity, query.k, allowed, deadline))
-            candidates = self._filter(merge(SOURCES, results), allowed, plan)
+            results.append(self._refill(short, affinity, query.k, rows_ok, deadline))
+            candidates = self._filter(merge(SOURCES, results), rows_ok, plan)
         check_deadline(deadline, "features")
         user = UserView.of(profile, self.items, weights, transition, affinity, now_us)
         features = candidate_features(

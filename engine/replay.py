@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -149,7 +150,7 @@ def replay_holdout(
     frame_visible, frame_hidden = _event_frame(visible), _event_frame(hidden)
     if frame_visible.height == 0:
         raise ReplayError("no visible events to build profiles from")
-    t = int(frame_visible["ts_us"].max()) + 1
+    t = int(cast(int, frame_visible["ts_us"].max())) + 1
     known_until = index_events_until_us(recommender.version.manifest)
     if known_until is not None and known_until >= t:
         raise ReplayError(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import signal
 import threading
+from typing import Any, cast
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -81,7 +82,7 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
         tasks.append(
             asyncio.create_task(_every(engine.versions.refresh, config.arms.watch_latest_s, False))
         )
-    server.background = tasks
+    cast(Any, server).background = tasks  # stopped with the server (_stop_background)
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info(

@@ -12,6 +12,7 @@ import functools
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any, cast
 
 import grpc
 from grpc_status import rpc_status
@@ -312,7 +313,8 @@ def add_service(service: RecommendService, server: grpc.aio.Server) -> None:
             server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(name, wrapped),))
             server.add_registered_method_handlers(name, wrapped)
 
-    service_pb2_grpc.add_RecommendServiceServicer_to_server(service, _Wrapping())
+    # The generated code only calls the two methods above.
+    service_pb2_grpc.add_RecommendServiceServicer_to_server(service, cast(Any, _Wrapping()))
 
 
 def _wrap(service: RecommendService, method: str, handler):

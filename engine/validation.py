@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable
+from typing import cast
 
 from crossrec import vocabulary
 from crossrec.v1 import events_pb2, recommend_pb2
@@ -67,7 +69,11 @@ def recommend_request(
             # Refused before any entry is looked at: the cost of a request stays bounded.
             limit = f"at most {limits.max_list_items} entries, got {len(values)}"
             raise InvalidRequest([FieldViolation(prefix + field, limit)])
-        names = [q.category for q in values] if field == "category_quotas" else values
+        names = (
+            [q.category for q in request.category_quotas]
+            if field == "category_quotas"
+            else cast("Iterable[str]", values)
+        )
         for i, name in enumerate(names):
             if len(name) > MAX_ID_LENGTH:  # ids, brands and category names alike
                 sub = ".category" if field == "category_quotas" else ""
@@ -215,7 +221,7 @@ def ingest_events(events, limits: LimitsConfig, user_key, now_us: int) -> list[S
             v.append(FieldViolation(f"events[{i}].time.nanos", "must be within 0..999,999,999"))
         elif problem := _time_problem(ts, now_us):
             v.append(FieldViolation(f"events[{i}].time", problem))
-        if len(v) > before:
+        if len(v) > before or ts is None:  # a missing time is a violation above
             continue
         key = user_key(e.user_id)
         out.append(

@@ -31,6 +31,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -84,7 +85,7 @@ class IndexVersion:
     vectors: np.ndarray
     transitions: pl.DataFrame
     categories: pl.DataFrame
-    shards: dict[str, object]
+    shards: dict[str, Any]
     projection: np.ndarray | None = None
     neighbours: ItemNeighbours | None = None  # None for a build without events
     #: Learned (EASE) item-item neighbours; None without events or with the stage off.

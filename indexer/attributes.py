@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -54,7 +55,7 @@ class AttributeEncoder:
         n = catalog.height
         out = np.zeros((n, self.dim), dtype=np.float32)
         paths = catalog["category"].str.split(CATEGORY_SEPARATOR)
-        depth = int(paths.list.len().max())
+        depth = int(cast(int, paths.list.len().max()))
         for level in range(depth):
             prefix = paths.list.head(level + 1).list.join(CATEGORY_SEPARATOR)
             from_leaf = paths.list.len() - 1 - level  # 0 for the leaf itself

@@ -12,12 +12,13 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -140,7 +141,7 @@ def _build(
         if events is not None:
             problems = unknown_item_problems(events, catalog)
             if problems:
-                raise DataValidationError(events_path, problems)
+                raise DataValidationError(cast(Path, events_path), problems)
 
     window = _event_window(events)
     if config.reuse_content is not None:
@@ -172,7 +173,7 @@ def _build(
             )
     # The learned item-item models: EASE on who took what (co-occurrence, not intensity), the
     # factor model on engagement weights (its confidences).
-    learned = (
+    learned: tuple[tuple[str, Any, Callable, bool], ...] = (
         ("ease", config.ease, build_ease_neighbours, True),
         ("factors", config.factors, build_factor_neighbours, False),
     )
@@ -285,9 +286,12 @@ def _encode(
     for part in content_parts(config, catalog_path):
         timing = None
         with stage(part.stage):
-            remote = ray is not None and part.columns is not None
-            columns = part.columns(catalog.columns) if remote else None
-            if columns is not None:
+            columns = (
+                part.columns(catalog.columns)
+                if ray is not None and part.columns is not None
+                else None
+            )
+            if ray is not None and columns is not None:
                 vectors, present, timing = ray.encode(part.model, catalog, columns)
                 blocks[part.name] = vectors, present
             else:
@@ -323,8 +327,8 @@ def _event_window(events: pl.DataFrame | None) -> dict | None:
     """The events' count and time span (ISO 8601, UTC): which past an index version knows."""
     if events is None or events.height == 0:
         return None
-    ts = events["ts"]
-    return {"events": events.height, "first": ts.min().isoformat(), "last": ts.max().isoformat()}
+    first, last = cast(datetime, events["ts"].min()), cast(datetime, events["ts"].max())
+    return {"events": events.height, "first": first.isoformat(), "last": last.isoformat()}
 
 
 def _write(
@@ -341,7 +345,8 @@ def _write(
     import faiss
 
     shard_of = np.empty(catalog.height, dtype=object)
-    shard_entries, category_shards = [], {}
+    shard_entries: list[dict] = []
+    category_shards: dict[str, list[str]] = {}
     for shard in built:
         name = f"shards/{shard.spec.shard_id}.faiss"
         faiss.write_index(shard.index, str(writer.path(name)))

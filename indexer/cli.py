@@ -37,7 +37,7 @@ def run_validate(args: argparse.Namespace) -> int:
         print(f"{args.catalog}: ok, {catalog.height:,} items in {n_categories:,} categories")
     if args.events is not None:
         events = read_events(args.events)
-        span = f"{events['ts'].min()} .. {events['ts'].max()}"
+        span = f"{events['ts'].min()!s} .. {events['ts'].max()!s}"
         print(
             f"{args.events}: ok, {events.height:,} events "
             f"from {events['user_id'].n_unique():,} users, {span}"

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import scipy.sparse as sp
@@ -127,7 +128,7 @@ def choose_lambda(
     table: dict[str, float] = {}
     for lam in config.lambdas:
         model = fit_ease(split.train, lam, every)
-        table[f"{lam:g}"] = split.recall_at(lambda rows, m=model: m.scores(rows, len(every)))
+        table[f"{lam:g}"] = split.recall_at(partial(model.scores, n_items=len(every)))
     best = max(config.lambdas, key=lambda lam: (table[f"{lam:g}"], -lam))
     return best, table
 

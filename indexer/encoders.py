@@ -249,14 +249,15 @@ class ImageEncoder:
         for lo in range(0, n, self.batch_size):
             images, rows = [], []
             for row in range(lo, min(lo + self.batch_size, n)):
-                if paths[row] is None:
+                path = paths[row]
+                if path is None:
                     continue
                 try:
-                    with Image.open(paths[row]) as img:
+                    with Image.open(path) as img:
                         images.append(img.convert("RGB"))
                     rows.append(row)
                 except (OSError, ValueError):
-                    self.unreadable.append(paths[row])
+                    self.unreadable.append(path)
             if images:
                 vectors[rows] = self._model.encode(
                     images, normalize_embeddings=True, convert_to_numpy=True

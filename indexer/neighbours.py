@@ -44,6 +44,7 @@ import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -177,7 +178,7 @@ def engagement_matrix(
     from the :func:`indexer.transitions.sessionise` frame (dense ``user`` codes)."""
     from scipy import sparse
 
-    n_users = int(sessions["user"].max()) + 1 if sessions.height else 0
+    n_users = int(cast(int, sessions["user"].max())) + 1 if sessions.height else 0
     if sessions.height == 0:
         return sparse.csr_matrix((0, n_items), dtype=np.float32)
     ts = sessions["ts"].dt.epoch("us").to_numpy()

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, cast
 
 import numpy as np
 import polars as pl
@@ -95,7 +95,8 @@ class PrecomputedVectors:
         if self.path is not None:
             vectors, present = read_precomputed(self.path, ids)
         else:
-            vectors, present = align_vectors(ids, catalog[self.column], ids, self.catalog_path)
+            column = cast(str, self.column)  # a precomputed part names a file or a column
+            vectors, present = align_vectors(ids, catalog[column], ids, self.catalog_path)
         self.dim = vectors.shape[1]
         return vectors, present
 

@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -124,11 +125,11 @@ class RayRunner:
             num_gpus=1 if gpus else 0,
             num_cpus=0 if gpus else threads,
         )
-        vectors = present = None
+        vectors: np.ndarray | None = None
+        present = np.zeros(catalog.height, bool)
         for block in dataset.iter_batches(batch_size=None, batch_format="numpy"):
             if vectors is None:
                 vectors = np.zeros((catalog.height, block["vector"].shape[1]), np.float32)
-                present = np.zeros(catalog.height, bool)
             vectors[block["_row"]] = block["vector"]
             present[block["_row"]] = block["present"]
         seconds = time.perf_counter() - started
@@ -166,7 +167,7 @@ def _build_shard_task(spec: ShardSpec, vectors: np.ndarray, policy: ShardPolicy,
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     built = build_shard(spec, vectors, policy, np.random.default_rng(seed))
     return (
-        faiss.serialize_index(built.index),
+        faiss.serialize_index(cast(Any, built.index)),
         built.factory,
         built.params,
         built.recall_at_k,

@@ -28,6 +28,7 @@ import math
 import time
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -142,7 +143,8 @@ def _build(
     n, dim = x.shape
     index = faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT)
     if factory.startswith("HNSW"):
-        faiss.downcast_index(index).hnsw.efConstruction = policy.ef_construction
+        hnsw: Any = faiss.downcast_index(index)
+        hnsw.hnsw.efConstruction = policy.ef_construction
     if not index.is_trained:
         train = x if n <= 100_000 else x[rng.choice(n, 100_000, replace=False)]
         gpu.train(index, train)
@@ -197,7 +199,7 @@ def set_search_params(index, params: dict) -> None:
     """Apply recorded search settings to a loaded shard (an IndexIDMap around the real index)."""
     import faiss
 
-    inner = faiss.downcast_index(index.index if hasattr(index, "index") else index)
+    inner: Any = faiss.downcast_index(index.index if hasattr(index, "index") else index)
     if "efSearch" in params:
         inner.hnsw.efSearch = int(params["efSearch"])
     if "nprobe" in params:
@@ -207,7 +209,8 @@ def set_search_params(index, params: dict) -> None:
 def _nlist(index) -> int:
     import faiss
 
-    return int(faiss.downcast_index(index.index).nlist)
+    inner: Any = faiss.downcast_index(index.index)
+    return int(inner.nlist)
 
 
 def _shard_ids(index) -> np.ndarray:

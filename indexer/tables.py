@@ -16,7 +16,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import polars as pl
 
@@ -32,7 +32,7 @@ FORMATS = {
     ".ndjson": "jsonl",
 }
 _ROW = "__row"
-_POLARS_TYPE = {
+_POLARS_TYPE: dict[str, Any] = {
     "string": pl.String,
     "number": pl.Float64,
     "bool": pl.Boolean,

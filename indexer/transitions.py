@@ -45,6 +45,7 @@ zero counts and rates of 0 (no funnel was observed).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -63,7 +64,7 @@ FUNNEL = (
     ("cart_rate", "carts", "clicks"),
     ("purchase_rate", "purchases", "carts"),
 )
-SESSION_SCHEMA = {
+SESSION_SCHEMA: dict[str, Any] = {
     "session": pl.UInt32,
     "user": pl.UInt32,
     "row": pl.UInt32,

@@ -117,7 +117,7 @@ def train_head(
         feature_name=features,
         params=dataset_params,
         init_score=None if margin is None else margin[train_rows],
-        group=_group_sizes(decisions, train_rows) if ranking else None,
+        group=_group_sizes(decisions, train_rows) if ranking and decisions is not None else None,
     )
     early = valid_pos >= config.min_valid_positives and valid_pos < valid_n
     callbacks: list[Any] = []
@@ -128,7 +128,11 @@ def train_head(
                 x[valid_rows],
                 y[valid_rows],
                 init_score=None if margin is None else margin[valid_rows],
-                group=_group_sizes(decisions, valid_rows) if ranking else None,
+                group=(
+                    _group_sizes(decisions, valid_rows)
+                    if ranking and decisions is not None
+                    else None
+                ),
             )
         ]
         callbacks.append(

@@ -23,6 +23,7 @@ about ``1 / sqrt(p)``, so sparser bins measure noise rather than the model.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -103,7 +104,7 @@ def calibration_table(
     observed rate; see the module docstring."""
     p = np.asarray(predicted, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for part in np.array_split(np.argsort(p, kind="stable"), bins):
         if len(part) == 0:
             continue

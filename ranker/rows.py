@@ -259,8 +259,8 @@ def _check_values(frame: pl.DataFrame, source: str | Path) -> None:
     mixed = times.filter(pl.col("times") > 1)
     if mixed.height:
         raise RankerError(
-            f"decision {mixed['decision_id'].min()} has rows at {mixed['times'].max()} different "
-            "times (one decision is one moment)",
+            f"decision {mixed['decision_id'].min()!s} has rows at {mixed['times'].max()!s} "
+            "different times (one decision is one moment)",
             source,
             "values",
         )

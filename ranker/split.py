@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -115,6 +116,6 @@ def _counts(frame: pl.DataFrame, mask: np.ndarray) -> dict:
         "decisions": int(part["decision_id"].n_unique()),
         "rows": part.height,
         "positives": {o: int(part[o].sum()) for o in OBJECTIVES},
-        "first_ts_us": None if part.is_empty() else int(times.min()),
-        "last_ts_us": None if part.is_empty() else int(times.max()),
+        "first_ts_us": None if part.is_empty() else int(cast(int, times.min())),
+        "last_ts_us": None if part.is_empty() else int(cast(int, times.max())),
     }

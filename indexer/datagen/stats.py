@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -22,7 +23,7 @@ def popularity_skew(events: pl.DataFrame, n_items: int, top: float = 0.01) -> fl
     """Share of all events that fall on the ``top`` fraction of catalogue items (by event count)."""
     counts = events["item_id"].value_counts()["count"].sort(descending=True)
     k = max(1, round(top * n_items))
-    return float(counts.head(k).sum() / counts.sum())
+    return float(counts.head(k).sum()) / float(counts.sum())
 
 
 def with_category(events: pl.DataFrame, catalog: pl.DataFrame) -> pl.DataFrame:
@@ -41,7 +42,7 @@ def outside_first_category(events: pl.DataFrame) -> float:
         )
         .filter(pl.col("n") >= 2)
     )
-    return float(per_user["outside"].mean())
+    return float(cast(float, per_user["outside"].mean()))
 
 
 def basket_sizes(events: pl.DataFrame) -> pl.Series:
@@ -51,7 +52,7 @@ def basket_sizes(events: pl.DataFrame) -> pl.Series:
 
 def single_event_user_share(events: pl.DataFrame) -> float:
     counts = events["user_id"].value_counts()["count"]
-    return float((counts == 1).mean())
+    return float(cast(float, (counts == 1).mean()))
 
 
 def funnel(events: pl.DataFrame) -> dict[str, float]:
@@ -297,7 +298,7 @@ def shop_stats(
         "complement_edges": len(edges),
         "top1pct_item_share": round(popularity_skew(events, catalog.height), 4),
         "outside_first_category_share": round(outside, 4),
-        "median_basket": float(basket_sizes(ev).median()),
+        "median_basket": float(cast(float, basket_sizes(ev).median())),
         "single_event_user_share": round(single_event_user_share(events), 4),
         "funnel": {k: round(v, 4) for k, v in funnel(events).items()},
         "complement_lift_mean": round(float(lift[is_edge].mean()), 3),
