@@ -18,7 +18,7 @@ import numpy as np
 import polars as pl
 
 from apps.inprocess import engine_with_events
-from engine.query import Query
+from engine.retrieval.query import Query
 from indexer.datagen.shop import TRUTH_FILE
 
 

@@ -28,8 +28,8 @@ from apps.evaluation.run import EvalConfig, evaluate
 from apps.training import TrainJob, format_report, train_ranker
 from clients.sdk import CrossrecClient, Event
 from crossrec.vocabulary import leaf
+from engine.api.server import BackgroundServer
 from engine.config import ArmsConfig, EngineConfig, ServerConfig, StoreConfig
-from engine.server import BackgroundServer
 from indexer.artifact import open_index
 from indexer.build import BuildConfig, build_index
 from indexer.cli import summarise

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from engine.config import EngineConfig
 from engine.core import Engine
-from engine.store import SQLiteEventStore, StoredEvent
+from engine.state.store import SQLiteEventStore, StoredEvent
 
 
 @contextmanager

@@ -29,7 +29,7 @@ import numpy as np
 import polars as pl
 
 from apps.inprocess import engine_with_events
-from engine.query import Query
+from engine.retrieval.query import Query
 from indexer.events import read_events
 
 SETTINGS = {

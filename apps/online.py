@@ -2,11 +2,11 @@
 intervals per arm, model version, source, position and category, and training rows from what was
 shown.
 
-Attribution (the engine's live metrics use the same rule, :mod:`engine.outcomes`): an event is an
-outcome of a shown item when it quotes the list's ``recommendation_id``, comes from the user the
-list was shown to (any user for an anonymous list), names an item of the list, is a click, cart or
-purchase, and happens within ``window`` after the list was shown. Each (list, item, action) counts
-once. Revenue is the price as shown, for purchases.
+Attribution (the engine's live metrics use the same rule, :mod:`engine.feedback.outcomes`): an
+event is an outcome of a shown item when it quotes the list's ``recommendation_id``, comes from the
+user the list was shown to (any user for an anonymous list), names an item of the list, is a click,
+cart or purchase, and happens within ``window`` after the list was shown. Each (list, item, action)
+counts once. Revenue is the price as shown, for purchases.
 
 Rates are per item impression (one item shown at one position): click-through (clicks /
 impressions), add-to-cart and purchase rates, revenue per thousand impressions (RPM). Arms are
@@ -25,8 +25,8 @@ import numpy as np
 import polars as pl
 
 from crossrec.vocabulary import OBJECTIVES
-from engine.outcomes import OUTCOMES
-from engine.store import ACTION_CODES
+from engine.feedback.outcomes import OUTCOMES
+from engine.state.store import ACTION_CODES
 
 #: Columns a breakdown may be by.
 DIMENSIONS = ("arm", "model_version", "index_version", "position", "source", "cross_category")

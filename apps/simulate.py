@@ -46,7 +46,7 @@ import polars as pl
 
 from apps.simulate_truth import ShopTruth
 from crossrec.vocabulary import US_PER_DAY
-from engine.features import FEATURES
+from engine.retrieval.features import FEATURES
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +86,8 @@ def simulate(
 ) -> list[dict]:
     """Run ``config.rounds`` rounds of visits on ``engine`` from ``start_us``; after each round
     ``after_round(round, start_us, end_us)`` (e.g. a retrain). Returns per round the counts sent."""
-    from engine.query import Query
-    from engine.store import StoredEvent
+    from engine.retrieval.query import Query
+    from engine.state.store import StoredEvent
 
     rng = np.random.default_rng(config.seed)
     # As a request that leaves the split to the engine: its configured default.
@@ -219,7 +219,7 @@ def run(args: argparse.Namespace) -> int:
     from apps.training import ImpressionJob, train_from_impressions
     from engine.config import EngineConfig
     from engine.core import Engine
-    from engine.store import SQLiteEventStore
+    from engine.state.store import SQLiteEventStore
     from indexer.datagen.shop import EVENTS_FILE
 
     config = SimConfig(

@@ -28,7 +28,7 @@ the visible history) are labelled by what they did with the hidden items
 engine showed with that index version, each item with the feature row it was ranked with and its
 position, labelled by the events that quote the list (:func:`apps.online.exposure_rows`): items
 shown and not taken are the negatives, and the model learns how much of a click the position
-explains, which serving then neutralises (:mod:`engine.ranking`).
+explains, which serving then neutralises (:mod:`engine.retrieval.ranking`).
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ def train_ranker(job: TrainJob) -> dict:
     """Run the job; returns a report (paths, mode, decision times, split counts, metrics,
     seconds)."""
     from engine.config import EngineConfig
-    from engine.features import FEATURES
+    from engine.retrieval.features import FEATURES
     from indexer.artifact import read_manifest
     from indexer.events import read_events
     from ranker.config import TrainConfig

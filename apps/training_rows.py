@@ -62,8 +62,8 @@ def _replay_index(job: TrainJob, visible: pl.DataFrame, folder: Path, serving_pa
 
 def time_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: dict, config):
     """Replay at decision times before the end of the serving index's window (module docstring)."""
-    from engine.recommend import Recommender
     from engine.replay import ReplayConfig, index_events_until_us, replay
+    from engine.retrieval.recommend import Recommender
     from indexer.artifact import open_index
 
     end_us = index_events_until_us(manifest)
@@ -113,8 +113,8 @@ def holdout_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manife
     two or more, seeded), build a replay index of the rest, and label each user's candidates by
     the hidden items (:func:`engine.replay.replay_holdout`)."""
     from apps.evaluation.split import holdout_split
-    from engine.recommend import Recommender
     from engine.replay import ReplayConfig, replay_holdout
+    from engine.retrieval.recommend import Recommender
     from indexer.artifact import open_index
 
     visible, hidden, _ = holdout_split(events, job.holdout_share, job.seed)

@@ -14,8 +14,8 @@ under best-sellers. So, per shop:
    reused, so only the behaviour stages run): statistics that saw the validation events would leak
    them.
 3. **Gather once.** Each validation user's candidates and features are gathered once
-   (:meth:`engine.recommend.Recommender.gather`, k = ``k``): the candidate set does not depend on
-   the blend weights, only their order does.
+   (:meth:`engine.retrieval.recommend.Recommender.gather`, k = ``k``): the candidate set does not
+   depend on the blend weights, only their order does.
 4. **Search.** Coordinate ascent over the blend weights of every source (``neighbours``,
    ``popular``, ``search``, ``ease``, ``factors``) on a log grid, from the current defaults,
    ``rounds`` passes or until nothing improves; the objective is Recall@10 on the validation
@@ -39,10 +39,10 @@ from tqdm.auto import tqdm
 
 from apps.evaluation.metrics import ndcg, recall
 from apps.evaluation.split import Split, SplitConfig, split_events
-from engine.config_file import to_toml
-from engine.features import SOURCES
-from engine.query import Query
-from engine.ranking import BlendRanker
+from engine.config.file import to_toml
+from engine.retrieval.features import SOURCES
+from engine.retrieval.query import Query
+from engine.retrieval.ranking import BlendRanker
 
 log = logging.getLogger(__name__)
 

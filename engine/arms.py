@@ -17,9 +17,9 @@ from pathlib import Path
 
 from engine.config import ArmsConfig, RankerConfig, RayConfig, RetrievalConfig
 from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
-from engine.pseudonym import hash_fraction
-from engine.ranking import RETRIEVAL_ONLY, ModelRanker
-from engine.recommend import Recommender
+from engine.retrieval.ranking import RETRIEVAL_ONLY, ModelRanker
+from engine.retrieval.recommend import Recommender
+from engine.state.pseudonym import hash_fraction
 from indexer.artifact import IndexVersion, open_index
 
 log = logging.getLogger(__name__)
@@ -89,8 +89,9 @@ class Arms:
         return served
 
     def _remote_shards(self, version: IndexVersion):
-        """``version``'s shard groups deployed on Ray Serve and ready (engine/ray_shards.py)."""
-        from engine.ray_shards import RayShards, connect
+        """``version``'s shard groups deployed on Ray Serve and ready
+        (engine/retrieval/ray_shards.py)."""
+        from engine.retrieval.ray_shards import RayShards, connect
 
         ray = self.ray
         self._ray_started = connect(ray.address) or self._ray_started
@@ -224,7 +225,7 @@ class Arms:
         for served in self._arms.values():
             served.recommender.search.searcher.close()
         if self._ray_started:
-            from engine.ray_shards import disconnect
+            from engine.retrieval.ray_shards import disconnect
 
             disconnect()
 

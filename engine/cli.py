@@ -58,7 +58,7 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from engine.server import serve_forever
+    from engine.api.server import serve_forever
 
     if args.json_logs:
         handler = logging.StreamHandler()
@@ -101,7 +101,7 @@ def register_config(sub: argparse._SubParsersAction) -> None:
 
 
 def run_config(args: argparse.Namespace) -> int:
-    from engine.config_file import show
+    from engine.config.file import show
 
     config = _load("config", args)
     if config is None:

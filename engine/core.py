@@ -2,10 +2,11 @@
 recommends, ingests, deletes, keeps retention and reports status.
 
 It composes the parts that do each job: :mod:`engine.arms` (what each A/B arm serves, live swaps),
-:mod:`engine.recommend` (the request path on one index version), :mod:`engine.feedback` (metrics,
-live attribution, the impression log) and :mod:`engine.store` (events). The gRPC layer
-(:mod:`engine.service`) validates requests, converts messages and calls this. All methods here are
-synchronous and thread-safe; the service runs them in its bounded executor.
+:mod:`engine.retrieval.recommend` (the request path on one index version),
+:mod:`engine.feedback.loop` (metrics, live attribution, the impression log) and
+:mod:`engine.state.store` (events). The gRPC layer (:mod:`engine.api.service`) validates requests,
+converts messages and calls this. All methods here are synchronous and thread-safe; the service
+runs them in its bounded executor.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ from crossrec.vocabulary import US_PER_DAY
 from engine.arms import ARM_A, ARM_B, Arms, Served
 from engine.config import EngineConfig, ProfileConfig
 from engine.errors import NotServing
-from engine.feedback import Feedback
-from engine.metrics import Metrics
-from engine.profile import Profile, ProfileEvent, build_profile
-from engine.pseudonym import Pseudonyms
-from engine.query import Query
-from engine.recommend import Recommender
+from engine.feedback.loop import Feedback
+from engine.feedback.metrics import Metrics
 from engine.recommendation import Recommendation, RecommendedItem, recommended_items
-from engine.store import EventStore, StoredEvent
+from engine.retrieval.query import Query
+from engine.retrieval.recommend import Recommender
+from engine.state.profile import Profile, ProfileEvent, build_profile
+from engine.state.pseudonym import Pseudonyms
+from engine.state.store import EventStore, StoredEvent
 
 __all__ = ["ARM_A", "ARM_B", "Engine", "Recommendation", "RecommendedItem", "Route", "Served"]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from engine.arms import ARM_A
-from engine.explain import Explanation
-from engine.items import ItemTable
-from engine.profile import Profile
-from engine.recommend import Result
+from engine.retrieval.explain import Explanation
+from engine.retrieval.items import ItemTable
+from engine.retrieval.recommend import Result
+from engine.state.profile import Profile
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 At each *decision time* ``t``, every sampled user's state is rebuilt from their events before ``t``
 (the newest ``history_events``, as the event store hands them to a request), the recommender
 gathers candidates and features exactly as it does for a request at ``t``
-(:meth:`engine.recommend.Recommender.gather`), and each candidate is labelled with what the user did
-with it in ``[t, t + label_days)``:
+(:meth:`engine.retrieval.recommend.Recommender.gather`), and each candidate is labelled with what
+the user did with it in ``[t, t + label_days)``:
 
 =============  ==============================================================================
 ``click``      clicked, carted or bought it (the eval's positives: intent, not a view)
@@ -40,11 +40,11 @@ from tqdm.auto import tqdm
 from crossrec.vocabulary import OBJECTIVES, US_PER_DAY
 from engine.config import EngineConfig
 from engine.core import profile_of
-from engine.features import FEATURES
-from engine.profile import ProfileEvent
-from engine.query import Query
-from engine.ranking import BLEND_COLUMN
-from engine.recommend import Recommender
+from engine.retrieval.features import FEATURES
+from engine.retrieval.query import Query
+from engine.retrieval.ranking import BLEND_COLUMN
+from engine.retrieval.recommend import Recommender
+from engine.state.profile import ProfileEvent
 
 log = logging.getLogger(__name__)
 

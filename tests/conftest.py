@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 if TYPE_CHECKING:
-    from engine.items import ItemTable
+    from engine.retrieval.items import ItemTable
 
 # Nothing in the tests may reach a model hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -121,7 +121,7 @@ def tiny_clip(tmp_path_factory):
     return str(path)
 
 
-# The tiny hand-built index version (tests/test_targets_and_filters.py,
+# The tiny hand-built index version (tests/engine/test_targets_and_filters.py,
 # test_candidates_and_ranking.py, test_sources.py and test_recommender.py compute their answers by
 # hand).
 TINY_CATEGORIES = [
@@ -223,7 +223,7 @@ def tiny_version():
 
 @pytest.fixture(scope="module")
 def items(tiny_version) -> ItemTable:
-    from engine.items import ItemTable
+    from engine.retrieval.items import ItemTable
 
     return ItemTable.from_version(tiny_version)
 
@@ -263,10 +263,11 @@ def root(tiny_built, tmp_path) -> Path:
     return Path(shutil.copytree(tiny_built, tmp_path / "index"))
 
 
-# A real engine on a free port, and the shop it serves (tests/test_engine_recommend.py,
-# tests/test_engine_service.py).
+# A real engine on a free port, and the shop it serves (tests/engine/test_engine_recommend.py,
+# tests/engine/test_engine_service.py).
 @pytest.fixture(scope="module")
 def server(built_index, tmp_path_factory):
+    from engine.api.server import BackgroundServer
     from engine.config import (
         ArmsConfig,
         EngineConfig,
@@ -275,7 +276,6 @@ def server(built_index, tmp_path_factory):
         ServerConfig,
         StoreConfig,
     )
-    from engine.server import BackgroundServer
 
     store = tmp_path_factory.mktemp("store") / "events.sqlite"
     config = EngineConfig(

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from engine.config import Blend, RetrievalConfig
-from engine.items import ItemTable
-from engine.profile import Profile, ProfileEvent, build_profile
+from engine.retrieval.items import ItemTable
+from engine.state.profile import Profile, ProfileEvent, build_profile
 
 TOOLS, KNIVES, PANS, TENTS = (
     "Garden > Tools",

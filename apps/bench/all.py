@@ -77,8 +77,8 @@ def run(args: argparse.Namespace) -> int:
 def measure(out: Path, args: argparse.Namespace) -> None:
     """Steps 1-5 of the module docstring, each through the CLI as a user would run it."""
     from clients.cli import main
+    from engine.api.server import BackgroundServer
     from engine.config import ArmsConfig, EngineConfig, FeedbackConfig, ServerConfig, StoreConfig
-    from engine.server import BackgroundServer
 
     shop, index = out / "shop", out / "index"
     catalog, events = str(shop / "catalog.parquet"), str(shop / "events.parquet")

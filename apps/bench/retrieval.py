@@ -63,9 +63,9 @@ def engine_queries(artifact: str, events, users: int, min_events: int, k: int, s
 
     from engine.config import EngineConfig
     from engine.core import profile_of
-    from engine.profile import ProfileEvent
-    from engine.query import Query
-    from engine.recommend import Recommender
+    from engine.retrieval.query import Query
+    from engine.retrieval.recommend import Recommender
+    from engine.state.profile import ProfileEvent
     from indexer.artifact import open_index
 
     version = open_index(artifact, verify=False)

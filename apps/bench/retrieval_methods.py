@@ -90,7 +90,7 @@ def crossrec_methods(version, recommender, queries: Queries, k: int, reranks=RER
     """(method, parameter, search) for crossrec's two paths: the behaviour scan with re-rank
     (one per ``reranks``) and the exact category shards; ``batch``: functions answering every
     query at once instead of query ``i``."""
-    from engine.shard_search import LocalShards
+    from engine.retrieval.shard_search import LocalShards
 
     wrap = _all_at_once if batch else _one_at_a_time
     out = []

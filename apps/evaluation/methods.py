@@ -109,7 +109,7 @@ class EngineSession:
         )
 
     def recommend(self, user_id: str, k: int, share: Share) -> list[str]:
-        from engine.query import Query
+        from engine.retrieval.query import Query
 
         engine = self._engine
         query = Query(k=k, cross_share=self.default_share if share == ENGINE_DEFAULT else share)

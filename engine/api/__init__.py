@@ -1,0 +1,2 @@
+"""The gRPC front door: the server, the servicer (messages only), request validation and
+access control."""

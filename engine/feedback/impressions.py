@@ -1,0 +1,350 @@
+"""The impression log: what each Recommend response showed, for attribution, online metrics and
+exposure-aware training.
+
+A request never waits on it. :meth:`ImpressionLog.offer` keeps a response with probability
+``sample_rate`` (decided by the recommendation id, so a replayed id decides alike), puts it on a
+bounded queue and returns; one writer thread drains the queue in batches (up to 500, waiting at
+most 50 ms for a batch to fill), one SQLite transaction per batch, into a file of its own (the
+event store's lock is never taken). When the queue is full the impression is dropped and counted,
+so under overload the log degrades to a sample instead of slowing requests; a batch whose write
+fails is dropped, counted and logged (once a minute at most). With ``max_mb`` set, the log keeps
+within it by dropping its oldest lists first (SQLite reuses the freed pages, so the file stops
+growing). Counts: :attr:`ImpressionLog.counts` (``written``, ``sampled_out``, ``queue_full``,
+``write_error``, ``dropped_for_size``), also exported as ``crossrec_impression_log_total{outcome}``
+by the engine.
+
+Tables (one row per response, one per shown item)::
+
+    lists(recommendation_id PK, user_key, ts_us, arm, index_version, model_version, features)
+    shown(recommendation_id, position, item_id, category, cross_category, sources, score,
+          price, vector)            PK (recommendation_id, position)
+    feature_lists(schema, names)    names: JSON list of the feature columns in ``vector``
+
+``user_key`` is the pseudonym (never a raw id); ``vector`` is the item's feature row as the ranker
+saw it (float32 bytes, ``feature_lists.names`` order), so training can learn from exactly what was
+served. Lists older than ``retention_days`` are removed by :meth:`ImpressionLog.compact`, which
+the engine's maintenance pass runs at start and hourly (:meth:`engine.core.Engine.maintain`);
+:meth:`ImpressionLog.delete_user` removes a user's lists and leaves no bytes behind
+(``secure_delete`` and a truncated WAL), as the event store does.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from crossrec.vocabulary import US_PER_DAY
+from engine.state.pseudonym import hash_fraction
+
+log = logging.getLogger(__name__)
+
+_LOG_EVERY_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS lists (
+  recommendation_id TEXT PRIMARY KEY,
+  user_key TEXT NOT NULL,
+  ts_us INTEGER NOT NULL,
+  arm TEXT NOT NULL,
+  index_version TEXT NOT NULL,
+  model_version TEXT NOT NULL,
+  features TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS lists_by_time ON lists (ts_us);
+CREATE INDEX IF NOT EXISTS lists_by_user ON lists (user_key);
+CREATE TABLE IF NOT EXISTS shown (
+  recommendation_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  item_id TEXT NOT NULL,
+  category TEXT NOT NULL,
+  cross_category INTEGER NOT NULL,
+  sources TEXT NOT NULL,
+  score REAL NOT NULL,
+  price REAL,
+  vector BLOB,
+  PRIMARY KEY (recommendation_id, position)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS feature_lists (
+  schema TEXT PRIMARY KEY,
+  names TEXT NOT NULL
+) WITHOUT ROWID;
+"""
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One response as shown: per position (arrays of equal length) the item, its category,
+    whether that category is new to the user, its sources, score, price and feature row."""
+
+    recommendation_id: str
+    user_key: str  # pseudonym; "" for an anonymous request
+    ts_us: int
+    arm: str
+    index_version: str
+    model_version: str
+    item_ids: list[str]
+    categories: list[str]
+    cross_category: np.ndarray  # (k,) bool
+    sources: list[tuple[str, ...]]
+    scores: np.ndarray  # (k,)
+    prices: np.ndarray  # (k,) NaN: unknown
+    features: np.ndarray | None  # (k, len(feature_names)) float32
+    feature_names: tuple[str, ...]
+
+
+def sampled(recommendation_id: str, rate: float) -> bool:
+    """Whether the list ``recommendation_id`` is logged at ``rate``: its sha256 read as a fraction
+    in [0, 1) below ``rate`` (1 logs all, 0 none)."""
+    if rate >= 1.0:
+        return True
+    return hash_fraction(recommendation_id) < rate
+
+
+@functools.lru_cache(maxsize=16)
+def feature_schema(names: tuple[str, ...]) -> str:
+    """Short id of a feature list (computed once per distinct list, not per impression)."""
+    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:16]
+
+
+class ImpressionLog:
+    """Append-only, batched, off the request path (see the module docstring)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        sample_rate: float = 1.0,
+        retention_days: float = 90.0,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        clock=time.time,
+        linger_s: float = 0.05,
+        max_mb: float = 0.0,
+    ) -> None:
+        if not 0.0 <= sample_rate <= 1.0:
+            raise ValueError(f"impression sample rate must be in [0, 1], got {sample_rate}")
+        self.path = Path(path)
+        #: Cap on the bytes the log's rows use (0: none); past it the oldest lists are dropped.
+        self.max_bytes = int(max_mb * 2**20)
+        self.sample_rate = sample_rate
+        self.retention_days = retention_days
+        self.batch_size = batch_size
+        self.linger_s = linger_s
+        self.counts: Counter[str] = Counter()
+        #: CPU time the writer thread spent writing (its cost to the machine, off the request
+        #: path).
+        self.write_seconds = 0.0
+        self._clock = clock
+        self._queue: queue.Queue[Impression | None] = queue.Queue(maxsize=queue_size)
+        self._db_lock = threading.Lock()
+        self._db = _open(self.path)
+        self._schemas: set[str] = set()
+        self._last_error_log = 0.0
+        # Impressions queued and not yet written or dropped (flush waits for 0).
+        self._pending = 0
+        self._settled = threading.Condition()
+        self._thread = threading.Thread(
+            target=self._drain, name="crossrec-impressions", daemon=True
+        )
+        self._thread.start()
+
+    # -- request path ---------------------------------------------------------------------------
+    def offer(self, impression: Impression) -> bool:
+        """Queue ``impression`` if sampled and there is room; never blocks. True when queued."""
+        if not sampled(impression.recommendation_id, self.sample_rate):
+            self.counts["sampled_out"] += 1
+            return False
+        with self._settled:
+            try:
+                self._queue.put_nowait(impression)
+            except queue.Full:
+                self.counts["queue_full"] += 1
+                return False
+            self._pending += 1
+        return True
+
+    # -- writer thread ----------------------------------------------------------------------------
+    def _drain(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=1.0)
+            except queue.Empty:
+                continue
+            # Linger a moment so that a trickle of responses still shares a transaction (one
+            # commit per impression costs ~10x the CPU of a batch of hundreds).
+            batch = [first]
+            until = time.monotonic() + self.linger_s
+            while len(batch) < self.batch_size and first is not None:
+                try:
+                    item = self._queue.get(timeout=max(until - time.monotonic(), 0.0))
+                except queue.Empty:
+                    break
+                batch.append(item)
+                if item is None:
+                    break
+            stop = None in batch
+            lists = [b for b in batch if b is not None]
+            if lists:
+                try:
+                    started = time.thread_time()
+                    if self.max_bytes:
+                        self._make_room()
+                    self.write(lists)
+                    self.write_seconds += time.thread_time() - started
+                    self.counts["written"] += len(lists)
+                except Exception as exc:  # a failed write loses its batch, never a request
+                    self.counts["write_error"] += len(lists)
+                    self._log_error(exc, len(lists))
+            with self._settled:
+                self._pending -= len(lists)
+                self._settled.notify_all()
+            if stop:
+                return
+
+    def write(self, batch: list[Impression]) -> None:
+        """Write ``batch`` in one transaction (the writer thread's; tests inject failures here)."""
+        lists, shown, schemas = [], [], []
+        for imp in batch:
+            schema = feature_schema(imp.feature_names)
+            if schema not in self._schemas:
+                schemas.append((schema, json.dumps(list(imp.feature_names))))
+            lists.append(
+                (
+                    imp.recommendation_id,
+                    imp.user_key,
+                    imp.ts_us,
+                    imp.arm,
+                    imp.index_version,
+                    imp.model_version,
+                    schema,
+                )
+            )
+            for p, item in enumerate(imp.item_ids):
+                price = float(imp.prices[p])
+                shown.append(
+                    (
+                        imp.recommendation_id,
+                        p,
+                        item,
+                        imp.categories[p],
+                        int(bool(imp.cross_category[p])),
+                        ",".join(imp.sources[p]),
+                        float(imp.scores[p]),
+                        None if price != price else price,
+                        None
+                        if imp.features is None
+                        else np.ascontiguousarray(imp.features[p], np.float32).tobytes(),
+                    )
+                )
+        with self._db_lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.executemany("INSERT OR IGNORE INTO feature_lists VALUES (?, ?)", schemas)
+                db.executemany("INSERT OR IGNORE INTO lists VALUES (?, ?, ?, ?, ?, ?, ?)", lists)
+                db.executemany(
+                    "INSERT OR IGNORE INTO shown VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", shown
+                )
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self._schemas.update(s for s, _ in schemas)
+
+    def _log_error(self, exc: Exception, n: int) -> None:
+        now = time.monotonic()
+        if now - self._last_error_log >= _LOG_EVERY_S:
+            self._last_error_log = now
+            log.error(
+                "impression log: a write failed, %d impressions lost (%s; %d lost so far)",
+                n,
+                exc,
+                self.counts["write_error"],
+            )
+
+    def used_bytes(self) -> int:
+        """Bytes the log's pages hold (free pages left by deletions excluded: they are reused)."""
+        with self._db_lock:
+            pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+            free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+            size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return (pages - free) * size
+
+    def _make_room(self) -> None:
+        """Past ``max_bytes``, drop the oldest tenth of the lists (at least one), counted as
+        ``dropped_for_size``: the log keeps the newest lists within its cap."""
+        if self.used_bytes() < self.max_bytes:
+            return
+        with self._db_lock:
+            n = self._db.execute("SELECT count(*) FROM lists").fetchone()[0]
+            oldest = self._db.execute(
+                "SELECT max(ts_us) FROM (SELECT ts_us FROM lists ORDER BY ts_us LIMIT ?)",
+                (max(n // 10, 1),),
+            ).fetchone()[0]
+        if oldest is not None:
+            self.counts["dropped_for_size"] += self._delete("ts_us <= ?", oldest, truncate=False)
+
+    # -- maintenance ------------------------------------------------------------------------------
+    def compact(self, now_us: int | None = None) -> int:
+        """Remove lists older than the retention; returns how many."""
+        now_us = int(self._clock() * 1e6) if now_us is None else now_us
+        cutoff = now_us - int(self.retention_days * US_PER_DAY)
+        return self._delete("ts_us < ?", cutoff)
+
+    def delete_user(self, user_key: str) -> int:
+        """Remove every list shown to the user; returns how many."""
+        self.flush()
+        return self._delete("user_key = ?", user_key)
+
+    def _delete(self, where: str, value, truncate: bool = True) -> int:
+        with self._db_lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "DELETE FROM shown WHERE recommendation_id IN "
+                    f"(SELECT recommendation_id FROM lists WHERE {where})",
+                    (value,),
+                )
+                n = db.execute(f"DELETE FROM lists WHERE {where}", (value,)).rowcount
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            if n and truncate:
+                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return n
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until everything queued so far is written (or dropped); False on timeout."""
+        with self._settled:
+            return self._settled.wait_for(lambda: self._pending == 0, timeout)
+
+    def close(self) -> None:
+        """Write what is queued, stop the writer, close the file."""
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        with self._db_lock:
+            self._db.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    # A log, batched: NORMAL keeps it consistent across crashes; the last batch may be lost on a
+    # power cut, which sampling already tolerates.
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.execute("PRAGMA secure_delete=ON")
+    db.executescript(SCHEMA)
+    return db

@@ -1,0 +1,124 @@
+"""What was shown and what came of it: the online metrics of every list, the recent lists that
+live attribution matches events against, and the (optional, sampled) impression log.
+
+The engine hands each answered list to :meth:`Feedback.shown` and each batch of stored events to
+:meth:`Feedback.attribute`; deletion and retention reach the lists through :meth:`forget` and
+:meth:`compact`.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from crossrec.vocabulary import US_PER_DAY
+from engine.config import FeedbackConfig
+from engine.feedback.impressions import Impression, ImpressionLog
+from engine.feedback.metrics import Metrics
+from engine.feedback.outcomes import RecentLists
+from engine.recommendation import Recommendation
+from engine.retrieval.features import FEATURES
+from engine.state.store import StoredEvent
+
+log = logging.getLogger(__name__)
+
+_CROSS_COLUMN = FEATURES.index("cross_category")
+
+
+class Feedback:
+    """The metrics, recent lists and impression log of one engine."""
+
+    def __init__(self, config: FeedbackConfig, log_path: Path, metrics: Metrics) -> None:
+        """``log_path``: the impression log's file (``EngineConfig.impression_log_path``)."""
+        self.metrics = metrics
+        self.impressions: ImpressionLog | None = None
+        if config.impression_sample_rate > 0:
+            path = log_path
+            try:
+                self.impressions = ImpressionLog(
+                    path,
+                    config.impression_sample_rate,
+                    config.impression_retention_days,
+                    config.impression_queue,
+                    max_mb=config.impression_log_max_mb,
+                )
+            except (sqlite3.Error, OSError) as exc:
+                # The log is optional: a damaged or unwritable file (or a full disk) must not stop
+                # the engine from serving. Said once here; the metric stays at "unavailable".
+                log.error("impression log %s unavailable, serving without it: %s", path, exc)
+                self.metrics.impression_log_unavailable.set(1)
+            else:
+                opened = self.impressions
+                self.metrics.watch_impression_log(lambda: dict(opened.counts))
+        self.recent_lists = RecentLists(
+            int(config.attribution_window_hours * US_PER_DAY / 24), config.attribution_lists
+        )
+
+    def shown(self, rec: Recommendation, user_key: str, now_us: int, prices: np.ndarray) -> None:
+        """Count the list in the online metrics, remember it for live attribution, offer it to
+        the impression log. ``prices``: (len(rec.items),) float64, the items' prices."""
+        result = rec.result
+        cross = (
+            result.features[:, _CROSS_COLUMN] > 0.5
+            if result.features is not None
+            else np.zeros(len(result.rows), bool)
+        )
+        ids = rec.item_ids
+        m = self.metrics
+        m.recommendations.labels(rec.arm, rec.model_version).inc()
+        if result.late_shards:
+            m.late_shards.inc(len(result.late_shards))
+        n_cross = int(cross.sum())
+        if n_cross:
+            m.impressions.labels(rec.arm, rec.model_version, "true").inc(n_cross)
+        if len(ids) - n_cross:
+            m.impressions.labels(rec.arm, rec.model_version, "false").inc(len(ids) - n_cross)
+        self.recent_lists.add(
+            rec.recommendation_id, user_key, rec.arm, rec.model_version, now_us, ids, prices, cross
+        )
+        if self.impressions is not None:
+            self.impressions.offer(
+                Impression(
+                    rec.recommendation_id,
+                    user_key,
+                    now_us,
+                    rec.arm,
+                    rec.index_version,
+                    rec.model_version,
+                    ids,
+                    [i.category for i in rec.items],
+                    cross,
+                    result.sources,
+                    result.scores,
+                    prices,
+                    result.features,
+                    FEATURES,
+                )
+            )
+
+    def attribute(self, events: list[StoredEvent]) -> None:
+        """Count the outcomes of recent lists that stored ``events`` complete."""
+        m = self.metrics
+        for o in self.recent_lists.attribute(events):
+            cross = "true" if o.cross_category else "false"
+            m.attributed.labels(o.arm, o.model_version, o.action, cross).inc()
+            if o.revenue:
+                m.revenue.labels(o.arm, o.model_version).inc(o.revenue)
+
+    def forget(self, user_key: str) -> None:
+        """Drop every list shown to the user (recent lists and the impression log)."""
+        self.recent_lists.forget(user_key)
+        if self.impressions is not None:
+            self.impressions.delete_user(user_key)
+
+    def compact(self, now_us: int) -> int:
+        """Remove logged lists past retention; returns how many."""
+        return 0 if self.impressions is None else self.impressions.compact(now_us)
+
+    def close(self) -> None:
+        """Write the queued impressions and close the log."""
+        if self.impressions is not None:
+            self.impressions.close()

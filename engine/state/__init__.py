@@ -1,0 +1,2 @@
+"""What the engine keeps about users: the event store, pseudonyms, and the profiles built from
+the events."""

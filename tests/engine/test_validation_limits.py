@@ -1,0 +1,140 @@
+"""Request limits found by probing a live engine (hardening): times, id lengths, batch size,
+objective numbers, DeleteUser's user id; the helpers are test_validation's."""
+
+from __future__ import annotations
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+from helpers_tiny import NOW
+from test_validation import (
+    event,
+    ingest,
+    ingest_event,
+    ingest_violations,
+    validate,
+    violations,
+)
+
+from crossrec.v1 import recommend_pb2
+from engine.config import EngineConfig, LimitsConfig
+from engine.errors import InvalidRequest
+
+
+def test_an_inline_event_a_few_nanoseconds_after_the_epoch_is_not_now():
+    e = event()
+    e.time.CopyFrom(Timestamp(seconds=0, nanos=5))
+    assert violations(recent_events=[e]) == {
+        "recent_events[0].time": "before 2000-01-01: a clock or unit error"
+    }
+
+
+def test_timestamp_nanos_must_be_within_a_second():
+    assert ingest_violations([ingest_event(nanos=1_000_000_000)]) == {
+        "events[0].time.nanos": "must be within 0..999,999,999"
+    }
+    e = event(seconds=NOW // 1_000_000)
+    e.time.nanos = -1
+    assert violations(recent_events=[e]) == {
+        "recent_events[0].time.nanos": "must be within 0..999,999,999"
+    }
+
+
+def test_every_id_of_an_event_has_the_length_limit():
+    long = "x" * 257
+    assert ingest_violations(
+        [ingest_event(event_id=long, session_id=long, recommendation_id=long)]
+    ) == {
+        f"events[0].{field}": "longer than 256 characters"
+        for field in ("event_id", "session_id", "recommendation_id")
+    }
+    assert len(ingest([ingest_event(event_id="x" * 256)])) == 1
+
+
+def test_delete_user_checks_the_user_id_like_every_other():
+    from crossrec.v1 import service_pb2
+    from engine.api.validation import delete_user
+
+    assert delete_user(service_pb2.DeleteUserRequest(user_id="u1")) == "u1"
+    for user_id, description in (
+        ("", "must not be empty"),
+        ("x" * 257, "longer than 256 characters"),
+    ):
+        with pytest.raises(InvalidRequest) as info:
+            delete_user(service_pb2.DeleteUserRequest(user_id=user_id))
+        assert [(v.field, v.description) for v in info.value.violations] == [
+            ("user_id", description)
+        ]
+
+
+def test_a_batch_is_limited_in_requests_and_in_k_summed():
+    from engine.api.validation import batch_size
+
+    config = LimitsConfig(max_batch_requests=3, max_batch_items=25)
+    requests = [recommend_pb2.RecommendRequest(k=k) for k in (10, 10, 5)]
+    assert batch_size(requests, config) is None  # 25 items: the limit exactly
+    requests[2].k = 6
+    with pytest.raises(InvalidRequest) as info:
+        batch_size(requests, config)
+    assert [(v.field, v.description) for v in info.value.violations] == [
+        ("requests", "k adds up to 26 over the batch; at most 25")
+    ]
+    with pytest.raises(InvalidRequest) as info:
+        batch_size([*requests, recommend_pb2.RecommendRequest(k=1)], config)
+    assert info.value.violations[0].description == "at most 3 requests, got 4"
+
+
+def test_an_unknown_objective_number_is_refused():
+    w = recommend_pb2.ObjectiveWeight(objective=99, weight=1.0)
+    assert violations(objective_weights=[w]) == {
+        "objective_weights[0].objective": "must be CLICK, CART or PURCHASE"
+    }
+
+
+def test_every_entry_of_a_list_field_has_the_length_limit():
+    long = "b" * 257
+    filters = recommend_pb2.Filters(brands=["acme", long], exclude_item_ids=[long, "t0"])
+    assert violations(
+        filters=filters,
+        include_categories=[long],
+        exclude_categories=[long],
+        category_quotas=[recommend_pb2.CategoryQuota(category=long, count=1)],
+    ) == {
+        "filters.brands[1]": "longer than 256 characters",
+        "filters.exclude_item_ids[0]": "longer than 256 characters",
+        "include_categories[0]": "longer than 256 characters",
+        "exclude_categories[0]": "longer than 256 characters",
+        "category_quotas[0].category": "longer than 256 characters",
+    }
+    # 256 characters pass this check (an unknown brand simply matches nothing)
+    validate(filters=recommend_pb2.Filters(brands=["b" * 256]))
+
+
+def test_the_longest_deadline_a_call_may_have_is_pinned():
+    config = EngineConfig()
+    assert (config.limits.default_deadline_s, config.limits.max_deadline_s) == (2.0, 10.0)
+    assert config.feedback.impression_log_max_mb == 0.0  # no cap unless an operator sets one
+
+
+def test_a_clients_deadline_is_cut_to_the_servers_longest():
+    import asyncio
+    import time
+    from types import SimpleNamespace
+
+    from engine.api.service import RecommendService
+    from engine.feedback.metrics import Metrics
+
+    engine = SimpleNamespace(
+        config=EngineConfig(limits=LimitsConfig(max_deadline_s=3.0, default_deadline_s=1.0))
+    )
+    service = RecommendService(engine, Metrics())
+    seen = []
+
+    def work(request, deadline):
+        seen.append(deadline - time.monotonic())
+        return "done"
+
+    for remaining, expected in ((3_600.0, 3.0), (None, 1.0), (0.5, 0.5)):
+        context = SimpleNamespace(time_remaining=lambda r=remaining: r)
+        assert asyncio.run(service._run("Recommend", context, work, None)) == "done"
+        assert expected - 0.5 < seen[-1] <= expected
+    service.executor.shutdown()
