@@ -1,7 +1,8 @@
 """Generate the Python stubs of the crossrec API from proto/crossrec/v1/*.proto.
 
-The stubs (``*_pb2.py``, ``*_pb2_grpc.py`` and their ``.pyi`` type stubs from mypy-protobuf) are
-committed next to the .proto files and import as ``crossrec.v1``. Run after editing a .proto:
+``proto/`` holds the contract only. The stubs (``*_pb2.py``, ``*_pb2_grpc.py`` and their ``.pyi``
+type stubs from mypy-protobuf) are generated into the ``crossrec/v1/`` package at the repository
+root, committed, and import as ``crossrec.v1``. Run after editing a .proto:
 
     .venv/bin/python proto/generate.py          # rewrite the committed stubs
     .venv/bin/python proto/generate.py --check  # exit 1 when the committed stubs are stale
@@ -19,7 +20,10 @@ import tempfile
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
+#: The .proto files (their folder is the proto package path, crossrec/v1).
 PACKAGE = PROTO_ROOT / "crossrec" / "v1"
+#: The generated Python package they become.
+STUBS = PROTO_ROOT.parent / "crossrec" / "v1"
 GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi")
 
 
@@ -62,7 +66,7 @@ def stale_files() -> list[str]:
     """Names of committed stubs that differ from a fresh generation (or are missing or extra)."""
     with tempfile.TemporaryDirectory() as tmp:
         fresh = {p.name: p for p in generate(Path(tmp))}
-        committed = {p.name: p for p in PACKAGE.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
+        committed = {p.name: p for p in STUBS.iterdir() if p.name.endswith(GENERATED_SUFFIXES)}
         names = sorted(set(fresh) | set(committed))
         return [
             n
@@ -88,10 +92,10 @@ def main() -> int:
             return 1
         print("generated stubs are up to date")
         return 0
-    for old in PACKAGE.iterdir():
+    for old in STUBS.iterdir():
         if old.name.endswith(GENERATED_SUFFIXES):
             old.unlink()
-    for path in generate(PROTO_ROOT):
+    for path in generate(STUBS.parent.parent):
         print(f"wrote {path.relative_to(PROTO_ROOT.parent)}")
     return 0
 

@@ -27,14 +27,17 @@ def test_stale_check_notices_an_edited_stub(tmp_path, monkeypatch):
         import generate
     finally:
         sys.path.pop(0)
-    fake_package = tmp_path / "crossrec" / "v1"
-    fake_package.mkdir(parents=True)
-    for src in generate.PACKAGE.iterdir():
-        if src.suffix in (".proto", ".py", ".pyi"):
-            (fake_package / src.name).write_bytes(src.read_bytes())
-    (fake_package / "events_pb2.py").write_text("# hand-edited\n")
-    monkeypatch.setattr(generate, "PROTO_ROOT", tmp_path)
-    monkeypatch.setattr(generate, "PACKAGE", fake_package)
+    fake_protos = tmp_path / "proto" / "crossrec" / "v1"
+    fake_stubs = tmp_path / "crossrec" / "v1"
+    for folder, source in ((fake_protos, generate.PACKAGE), (fake_stubs, generate.STUBS)):
+        folder.mkdir(parents=True)
+        for src in source.iterdir():
+            if src.suffix in (".proto", ".py", ".pyi"):
+                (folder / src.name).write_bytes(src.read_bytes())
+    (fake_stubs / "events_pb2.py").write_text("# hand-edited\n")
+    monkeypatch.setattr(generate, "PROTO_ROOT", tmp_path / "proto")
+    monkeypatch.setattr(generate, "PACKAGE", fake_protos)
+    monkeypatch.setattr(generate, "STUBS", fake_stubs)
     assert generate.stale_files() == ["events_pb2.py"]
 
 
@@ -96,6 +99,6 @@ def test_request_round_trips_through_the_wire_format():
 
 
 def test_stub_type_hints_are_committed():
-    package = ROOT / "proto" / "crossrec" / "v1"
+    package = ROOT / "crossrec" / "v1"
     for name in ("events_pb2.pyi", "recommend_pb2.pyi", "service_pb2.pyi", "service_pb2_grpc.pyi"):
         assert (package / name).stat().st_size > 0
