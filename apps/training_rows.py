@@ -65,8 +65,9 @@ def time_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest:
     from engine.replay import ReplayConfig, index_events_until_us, replay
     from engine.retrieval.recommend import Recommender
     from indexer.artifact import open_index
+    from indexer.manifest import IndexManifest
 
-    end_us = index_events_until_us(manifest)
+    end_us = index_events_until_us(IndexManifest.from_json(manifest))
     if end_us is None:
         raise ValueError(
             f"index {serving_path} records no event window (built without events, or by an older "

@@ -252,7 +252,7 @@ def load_ranker(path: str, version: IndexVersion, config: RankerConfig) -> Model
     from ranker.model import RankerModel
 
     model = RankerModel.load(path, num_threads=config.threads)
-    paired = model.trained_on.get("index_version")
+    paired = model.index_version
     if paired != version.version:
         raise ModelMismatch(
             f"ranker model {model.version} was trained for index version {paired!r}, "

@@ -45,6 +45,7 @@ from engine.retrieval.query import Query
 from engine.retrieval.ranking import BLEND_COLUMN
 from engine.retrieval.recommend import Recommender
 from engine.state.profile import ProfileEvent
+from indexer.manifest import IndexManifest
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def replay(
     ``decision_ts_us``, ``item_id``, ``price``, ``blend_score``, one Int8 column per objective,
     then ``FEATURES`` as Float32) for every decision time. ``events``: ``user_id``, ``item_id``,
     ``action``, and ``ts`` (datetime) or ``ts_us``."""
-    known_until = index_events_until_us(recommender.version.manifest)
+    known_until = index_events_until_us(recommender.version.info)
     for t in decision_times_us:
         if known_until is not None and known_until >= t:
             raise ReplayError(
@@ -110,13 +111,11 @@ def replay(
     return rows
 
 
-def index_events_until_us(manifest: dict) -> int | None:
+def index_events_until_us(manifest: IndexManifest) -> int | None:
     """The newest event an index version's statistics know (µs; from its manifest), None when it
     records none."""
-    window = (manifest.get("sources") or {}).get("events_window")
-    if not window:
-        return None
-    return int(datetime.fromisoformat(window["last"]).timestamp() * 1_000_000)
+    window = manifest.sources.events_window if manifest.sources else None
+    return None if window is None else window.last_us
 
 
 def _event_frame(events: pl.DataFrame) -> pl.DataFrame:
@@ -151,7 +150,7 @@ def replay_holdout(
     if frame_visible.height == 0:
         raise ReplayError("no visible events to build profiles from")
     t = int(cast(int, frame_visible["ts_us"].max())) + 1
-    known_until = index_events_until_us(recommender.version.manifest)
+    known_until = index_events_until_us(recommender.version.info)
     if known_until is not None and known_until >= t:
         raise ReplayError(
             f"index version {recommender.version.version} holds events up to "

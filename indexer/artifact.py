@@ -49,13 +49,11 @@ from crossrec.versions import (  # noqa: F401
     sha256_of,
 )
 from indexer.errors import ArtifactError
+from indexer.manifest import FORMAT, FORMAT_VERSION, SUPPORTED_FORMAT_VERSIONS, IndexManifest
 from indexer.neighbours import ItemNeighbours
 
 log = logging.getLogger(__name__)
 
-FORMAT = "crossrec-index"
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
 #: The index's kind of version folder (crossrec.versions holds the protocol itself).
 INDEX_FORMAT = versions.VersionFormat(
     name=FORMAT,
@@ -144,7 +142,12 @@ class IndexVersion:
 
     @cached_property
     def _manifest_counts(self) -> dict[str, int]:
-        return {e["id"]: int(e["count"]) for e in self.manifest["shards"]}
+        return {e.id: e.count for e in self.info.shards}
+
+    @cached_property
+    def info(self) -> IndexManifest:
+        """The manifest as typed values (:mod:`indexer.manifest`)."""
+        return IndexManifest.from_json(self.manifest)
 
     def search(self, shard_id: str, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Inner-product top-``k`` of ``queries`` (n, dim) in one shard: (scores, item rows), -1
@@ -155,11 +158,14 @@ class IndexVersion:
         return self.shards[shard_id].search(q, k)
 
 
-def content_part(vectors: np.ndarray, manifest: dict) -> np.ndarray:
+def content_part(vectors: np.ndarray, manifest: dict | IndexManifest) -> np.ndarray:
     """The fused content part of a version's item vectors, as float32 unit rows. With complement
     adaptation the stored vector is ``[sqrt(s) c ; sqrt(1 - s) e]`` with ``e`` the last
     ``adaptation.dim`` columns; ``c`` is sliced off and renormalised (which removes the scale)."""
-    adaptation = manifest.get("adaptation")
+    if isinstance(manifest, IndexManifest):
+        adaptation = manifest.report("adaptation")
+    else:
+        adaptation = manifest.get("adaptation")
     behaviour = int(adaptation["dim"]) if adaptation else 0
     if behaviour >= vectors.shape[1]:
         raise ArtifactError(
@@ -178,6 +184,12 @@ def resolve_version(path: str | Path) -> Path:
 
 def read_manifest(path: str | Path) -> tuple[Path, dict]:
     return versions.read_manifest(path, INDEX_FORMAT)
+
+
+def read_index_manifest(path: str | Path) -> tuple[Path, IndexManifest]:
+    """Like :func:`read_manifest`, the manifest as typed values."""
+    folder, manifest = read_manifest(path)
+    return folder, IndexManifest.from_json(manifest)
 
 
 def open_index(

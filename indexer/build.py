@@ -15,8 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from importlib.metadata import version as package_version
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -31,6 +30,7 @@ from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.factors import FactorsConfig, build_factor_neighbours
 from indexer.fusion import Fusion, FusionPart
+from indexer.manifest import EventsWindow, Sources
 from indexer.neighbours import (
     ItemNeighbours,
     NeighbourConfig,
@@ -41,10 +41,9 @@ from indexer.parts import content_parts
 from indexer.ray_build import RayOptions, RayRunner, ray_session
 from indexer.shards import ShardPolicy, build_shard, plan_shards
 from indexer.transitions import BehaviourStats, behaviour_stats, category_codes, sessionise
+from indexer.write import BuiltIndex, write_version
 
 log = logging.getLogger(__name__)
-
-ITEM_COLUMNS = ("item_id", "title", "category", "brand", "price", "in_stock")
 
 
 @dataclass(frozen=True)
@@ -202,68 +201,48 @@ def _build(
     with stage("shards"):
         specs = plan_shards(catalog["category"], catalog["item_id"], config.policy)
         if ray is not None:
-            built = ray.shards(specs, vectors, config.policy, config.seed)
+            shards = ray.shards(specs, vectors, config.policy, config.seed)
         else:
             from tqdm.auto import tqdm
 
             # Each shard its own seed, so that a parallel build draws exactly the same samples.
-            built = [
+            shards = [
                 build_shard(spec, vectors, config.policy, np.random.default_rng([config.seed, i]))
                 for i, spec in enumerate(
                     tqdm(specs, desc="shards", unit="shard", disable=not config.progress)
                 )
             ]
 
+    built = BuiltIndex(
+        catalog=catalog,
+        vectors=vectors,
+        popularity=popularity,
+        transitions=transitions,
+        categories=categories,
+        shards=shards,
+        fusion=fusion,
+        encoders=encoders,
+        adaptation=adaptation,
+        item_item=item_item,
+        reports={"neighbours": neighbour_report, **learned_reports},
+        sources=Sources(
+            str(catalog_path),
+            None if events_path is None else str(events_path),
+            window,
+        ),
+        encode_timing=timings,
+        shard_policy=asdict(config.policy),
+    )
     with stage("write"):
         writer = VersionWriter(out_root, config.version)
         try:
-            manifest = _write(
-                writer,
-                catalog,
-                vectors,
-                popularity,
-                transitions,
-                categories,
-                built,
-                adaptation,
-                item_item,
-            )
-            manifest.update(
-                {
-                    "created_at": datetime.now(UTC).isoformat(),
-                    "crossrec_version": package_version("crossrec"),
-                    "items": catalog.height,
-                    "dim": int(vectors.shape[1]),
-                    "metric": "inner_product",
-                    "encoders": encoders,
-                    "fusion": fusion.to_manifest(),
-                    "adaptation": None
-                    if adaptation is None
-                    else {
-                        "method": "contrastive-projection",
-                        "content_dim": fusion.dim,
-                        "dim": adaptation.config.dim,
-                        "share": adaptation.config.share,
-                        "report": adaptation.report,
-                    },
-                    "neighbours": neighbour_report,
-                    **learned_reports,
-                    "shard_policy": asdict(config.policy),
-                    "sources": {
-                        "catalog": str(catalog_path),
-                        "events": None if events_path is None else str(events_path),
-                        "events_window": window,
-                    },
-                    "encode_timing": timings,
-                }
-            )
             # The write stage itself cannot be in the file it writes; the returned report has it.
-            manifest["build"] = {
+            build = {
                 "stages": dict(stage.done),
                 "seconds_before_write": round(time.perf_counter() - started, 3),
             }
-            path = writer.commit(manifest)
-            manifest = writer.manifest
+            write_version(writer, built, build)
+            path, manifest = writer.root / writer.version, writer.manifest
         except BaseException:
             writer.abort()
             raise
@@ -317,78 +296,17 @@ def _reused_content(path: str | Path, catalog: pl.DataFrame):
             f"reuse_content: index {version.version} was built from another catalogue "
             "(its item ids differ from this one's, in order)"
         )
-    manifest = version.manifest
-    encoders = [{**e, "reused_from": version.version} for e in manifest["encoders"]]
-    content = content_part(np.asarray(version.vectors), manifest)
-    return content, Fusion.from_manifest(manifest["fusion"]), encoders
+    encoders = [{**e, "reused_from": version.version} for e in version.info.encoders]
+    content = content_part(np.asarray(version.vectors), version.manifest)
+    return content, Fusion.from_manifest(version.info.fusion), encoders
 
 
-def _event_window(events: pl.DataFrame | None) -> dict | None:
+def _event_window(events: pl.DataFrame | None) -> EventsWindow | None:
     """The events' count and time span (ISO 8601, UTC): which past an index version knows."""
     if events is None or events.height == 0:
         return None
     first, last = cast(datetime, events["ts"].min()), cast(datetime, events["ts"].max())
-    return {"events": events.height, "first": first.isoformat(), "last": last.isoformat()}
-
-
-def _write(
-    writer: VersionWriter,
-    catalog,
-    vectors,
-    popularity,
-    transitions,
-    categories,
-    built,
-    adaptation,
-    item_item: dict[str, ItemNeighbours],
-) -> dict:
-    import faiss
-
-    shard_of = np.empty(catalog.height, dtype=object)
-    shard_entries: list[dict] = []
-    category_shards: dict[str, list[str]] = {}
-    for shard in built:
-        name = f"shards/{shard.spec.shard_id}.faiss"
-        faiss.write_index(shard.index, str(writer.path(name)))
-        shard_of[shard.spec.rows] = shard.spec.shard_id
-        category_shards.setdefault(shard.spec.category, []).append(shard.spec.shard_id)
-        shard_entries.append(
-            writer.entry(
-                name,
-                id=shard.spec.shard_id,
-                category=shard.spec.category,
-                part=shard.spec.part,
-                count=int(shard.index.ntotal),
-                factory=shard.factory,
-                search_params=shard.params,
-                recall_at_10=shard.recall_at_k,
-                build_seconds=round(shard.build_s, 3),
-                **({"note": shard.note} if shard.note else {}),
-            )
-        )
-    columns = [c for c in ITEM_COLUMNS if c in catalog.columns]
-    items = (
-        catalog.select(columns)
-        .with_columns(pl.Series("shard", shard_of.tolist(), dtype=pl.String))
-        .join(popularity, on="item_id", how="left", maintain_order="left")
-    )
-    items.write_parquet(writer.path("items.parquet"))
-    np.save(writer.path("vectors.npy"), np.ascontiguousarray(vectors, dtype=np.float32))
-    transitions.write_parquet(writer.path("transitions.parquet"))
-    categories.write_parquet(writer.path("categories.parquet"))
-    files = {
-        "items": writer.entry("items.parquet", rows=items.height),
-        "vectors": writer.entry("vectors.npy", shape=list(vectors.shape), dtype="float32"),
-        "transitions": writer.entry("transitions.parquet", rows=transitions.height),
-        "categories": writer.entry("categories.parquet", rows=categories.height),
-    }
-    if adaptation is not None:
-        np.savez(writer.path("adaptation.npz"), projection=adaptation.projection)
-        files["adaptation"] = writer.entry("adaptation.npz")
-    for name, table in item_item.items():  # "neighbours", "ease", "factors"
-        table.save(writer.path(f"{name}.npz"))
-        files[name] = writer.entry(f"{name}.npz", items=table.n_items, links=len(table.rows))
-    return {"files": files, "shards": shard_entries, "category_shards": category_shards}
+    return EventsWindow(events.height, first.isoformat(), last.isoformat())
 
 
 def _rss_mb() -> float:

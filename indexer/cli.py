@@ -228,7 +228,7 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(manifest, indent=2))
         return 0
     print(f"{path}")
-    for line in summarise(manifest, manifest.get("build", {}).get("stages", {})):
+    for line in summarise(manifest, None):
         print(line)
     if args.verify:
         print("verified: every file matches its sha256; shards load with the recorded shapes")
@@ -278,79 +278,8 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarise(manifest: dict, stages: dict) -> list[str]:
-    """Human summary of an index version: items, encoders, shards by type, recall, adaptation,
-    time."""
-    shards = manifest["shards"]
-    lines = [
-        f"version {manifest['version']} (format {manifest['format_version']}): "
-        f"{manifest['items']:,} items, dim {manifest['dim']}, "
-        f"{len(manifest['category_shards'])} categories in {len(shards)} shards",
-        "encoders: "
-        + ", ".join(
-            f"{e['name']} ({e.get('model', e['kind'])}, {e['dim']}-d)" for e in manifest["encoders"]
-        ),
-        "fusion: " + ", ".join(f"{p['name']} x{p['weight']}" for p in manifest["fusion"]["parts"]),
-    ]
-    by_type: dict[str, list[dict]] = {}
-    for s in shards:
-        by_type.setdefault(
-            s["factory"].split(",")[0].rstrip("0123456789") or s["factory"], []
-        ).append(s)
-    for kind, group in sorted(by_type.items()):
-        recalls = [s["recall_at_10"] for s in group if s.get("recall_at_10") is not None]
-        params = sorted({json.dumps(s["search_params"]) for s in group})
-        lines.append(
-            f"  {kind}: {len(group)} shards, {sum(s['count'] for s in group):,} items, "
-            f"{sum(s['bytes'] for s in group) / 2**20:.1f} MB, "
-            f"recall@10 min {min(recalls):.3f}, params {', '.join(params)}"
-        )
-    fallbacks = [s for s in shards if s.get("note")]
-    if fallbacks:
-        lines.append(
-            f"  {len(fallbacks)} shards built exact: "
-            "their approximate index missed the recall target on "
-            "cross-category queries (see 'note' in the manifest)"
-        )
-    adaptation = manifest.get("adaptation")
-    if adaptation:
-        r = adaptation["report"]
-        hit = r["heldout_category_hit_at_10"]
-        lines.append(
-            f"adaptation: {r['pairs']:,} co-engagement pairs, "
-            f"{r['items_with_behaviour']:,} items with behaviour; "
-            f"held-out complement category hit@10 {hit['content']:.3f} (content) "
-            f"-> {hit['adapted']:.3f} (adapted)"
-        )
-    else:
-        lines.append("adaptation: none (no events given): vectors are content only")
-    neighbours = manifest.get("neighbours")
-    if neighbours:
-        lines.append(
-            f"neighbours: {neighbours['items_with_neighbours']:,} items "
-            "with co-engagement neighbours "
-            f"({neighbours['mean_neighbours_per_item_with_neighbours']:.1f} each on average), "
-            f"{neighbours['other_category_share']:.0%} in another category"
-        )
-    ease = manifest.get("ease")
-    if ease and ease.get("lambda") is not None:
-        lines.append(
-            f"learned item-item (EASE): {ease['items']:,} items, lambda {ease['lambda']:g}, "
-            f"{ease['links']:,} neighbour links"
-        )
-    factors = manifest.get("factors")
-    if factors and factors.get("links") is not None:
-        lines.append(
-            f"low-rank item-item (ALS fold-in): {factors['items']:,} items, "
-            f"{factors['config']['factors']} factors, {factors['links']:,} neighbour links"
-        )
-    for name, t in manifest.get("encode_timing", {}).items():
-        lines.append(
-            f"encode {name}: {t['items_per_s']:,.0f} items/s, "
-            f"{t['outside_model_share']:.1%} of its time outside the model"
-        )
-    if stages:
-        lines.append("stages: " + ", ".join(f"{k} {v['seconds']:.1f}s" for k, v in stages.items()))
-        peak = max((v.get("peak_rss_mb", 0) for v in stages.values()), default=0)
-        lines.append(f"peak memory {peak:,.0f} MB")
-    return lines
+def summarise(manifest: dict, stages: dict | None) -> list[str]:
+    """Human summary of an index version (:meth:`indexer.manifest.IndexManifest.describe`)."""
+    from indexer.manifest import IndexManifest
+
+    return IndexManifest.from_json(manifest).describe(stages)

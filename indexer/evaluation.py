@@ -28,25 +28,25 @@ def shard_recall(version: IndexVersion, queries: np.ndarray, k: int = 10) -> lis
     the shard's vectors, and search latency (one batch, and one query at a time)."""
     results = []
     items_shard = version.items["shard"].to_numpy()
-    for entry in version.manifest["shards"]:
-        rows = np.flatnonzero(items_shard == entry["id"])
+    for entry in version.info.shards:
+        rows = np.flatnonzero(items_shard == entry.id)
         kk = min(k, len(rows))
         exact = rows[np.argsort(-(queries @ np.asarray(version.vectors[rows]).T), axis=1)[:, :kk]]
         start = time.perf_counter()
-        _, found = version.search(entry["id"], queries, kk)
+        _, found = version.search(entry.id, queries, kk)
         batch_s = time.perf_counter() - start
         singles = []
         for q in queries[: min(50, len(queries))]:
             t = time.perf_counter()
-            version.search(entry["id"], q[None, :], kk)
+            version.search(entry.id, q[None, :], kk)
             singles.append(time.perf_counter() - t)
         hits = sum(len(set(f) & set(e)) for f, e in zip(found.tolist(), exact.tolist()))
         results.append(
             {
-                "shard": entry["id"],
-                "factory": entry["factory"],
-                "count": entry["count"],
-                "search_params": entry["search_params"],
+                "shard": entry.id,
+                "factory": entry.factory,
+                "count": entry.count,
+                "search_params": entry.search_params,
                 "recall_at_k": hits / exact.size,
                 "batch_qps": len(queries) / batch_s if batch_s else float("inf"),
                 "single_query_p50_ms": float(np.median(singles) * 1e3),

@@ -67,7 +67,7 @@ class ShardSpec:
 @dataclass
 class BuiltShard:
     spec: ShardSpec
-    index: object  # faiss.Index (an IndexIDMap whose ids are catalogue rows)
+    index: Any  # faiss.Index (an IndexIDMap whose ids are catalogue rows)
     factory: str
     params: dict
     recall_at_k: float | None

@@ -169,6 +169,12 @@ class RankerModel:
         """What the trainer was told about the data (index version, data window, ...)."""
         return dict(self.manifest.get("trained_on", {}))
 
+    @property
+    def index_version(self) -> str | None:
+        """The index version the model was trained for (its features came from it); None when
+        the trainer was not told."""
+        return self.trained_on.get("index_version")
+
     def predict(
         self, features: np.ndarray, objectives: Iterable[str] | None = None
     ) -> dict[str, np.ndarray]:

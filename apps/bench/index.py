@@ -25,6 +25,7 @@ def measure(
 
     from crossrec.stamp import stamp
     from indexer.build import BuildConfig, build_index
+    from indexer.manifest import IndexManifest
     from indexer.ray_build import RayOptions
 
     items = pl.scan_parquet(catalog).select(pl.len()).collect().item()
@@ -46,7 +47,7 @@ def measure(
         "text": text,
         "executor": "local" if ray is None else "ray",
         "ray_address": ray,
-        "encode_timing": report.manifest.get("encode_timing", {}),
+        "encode_timing": IndexManifest.from_json(report.manifest).encode_timing,
         "index_version": report.path.name,
         "seconds": round(wall, 2),
         "items_per_s": round(items / wall, 1),

@@ -32,7 +32,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from apps.evaluation.dataset import EvalSet, top_k_unseen
-from indexer.artifact import content_part, read_manifest
+from indexer.artifact import content_part, read_index_manifest
 from indexer.transitions import POPULARITY_HALF_LIFE_DAYS
 
 log = logging.getLogger(__name__)
@@ -145,11 +145,9 @@ def content_vectors(artifact: str | Path, item_ids: np.ndarray) -> tuple[np.ndar
     ((n, d) float32 unit rows, (n,) present). With complement adaptation the stored vector is
     ``[sqrt(0.2) c ; sqrt(0.8) e]``; the behaviour block ``e`` (the last ``adaptation.dim``
     columns) is sliced off and ``c`` renormalised."""
-    path, manifest = read_manifest(artifact)
-    content = content_part(
-        np.load(path / manifest["files"]["vectors"]["file"], mmap_mode="r"), manifest
-    )
-    index_ids = pl.read_parquet(path / manifest["files"]["items"]["file"], columns=["item_id"])[
+    path, manifest = read_index_manifest(artifact)
+    content = content_part(np.load(path / manifest.files["vectors"].file, mmap_mode="r"), manifest)
+    index_ids = pl.read_parquet(path / manifest.files["items"].file, columns=["item_id"])[
         "item_id"
     ].to_list()
     row_of = {item: r for r, item in enumerate(index_ids)}

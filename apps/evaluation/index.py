@@ -19,7 +19,7 @@ from pathlib import Path
 
 import polars as pl
 
-from indexer.artifact import MANIFEST, read_manifest, sha256_of
+from indexer.artifact import MANIFEST, read_index_manifest, sha256_of
 from indexer.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -113,9 +113,9 @@ def _reusable(record: Path, settings: dict, train_path: Path) -> Path | None:
     if not (version / MANIFEST).is_file():
         return None
     try:
-        _, manifest = read_manifest(version)
+        _, manifest = read_index_manifest(version)
     except ArtifactError:
         return None
-    if (manifest.get("sources") or {}).get("events") != str(train_path):
+    if manifest.sources is None or manifest.sources.events != str(train_path):
         return None
     return version

@@ -141,7 +141,7 @@ class RayShards:
 
         _check_on_late(on_late)  # before anything is deployed
 
-        counts = {e["id"]: int(e["count"]) for e in version.manifest["shards"]}
+        counts = {e.id: e.count for e in version.info.shards}
         planned = plan_groups(counts, groups)
         handles, apps = [], []
         started = time.perf_counter()
