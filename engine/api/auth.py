@@ -128,7 +128,7 @@ class TokenAuth(grpc.aio.ServerInterceptor):
         known = method in KNOWN_METHODS
         label = method if known else "unknown"
         self._log_refusal(method if known else f"unknown method {method[:64]!r}", reason)
-        self.metrics.requests.labels(label, code.name).inc()
+        self.metrics.call(label, code.name)
 
         async def refuse(request, context):
             await context.abort(code, f"{reason}: {label} needs a token with a role allowing it")

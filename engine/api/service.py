@@ -91,8 +91,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         finally:
             if admitted:
                 self._in_flight -= 1
-            self.metrics.requests.labels(method, code).inc()
-            self.metrics.latency.labels(method).observe(time.perf_counter() - start)
+            self.metrics.call(method, code, time.perf_counter() - start)
 
     # -- RPCs ---------------------------------------------------------------------------------
     async def Recommend(self, request, context):
@@ -146,10 +145,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             "retrieve": sum(v for k, v in stages.items() if k != "profile"),
             "respond": time.perf_counter() - t0,
         }
-        for stage, seconds in stages.items():
-            self.metrics.stage.labels(stage).observe(seconds)
-        for stage, n in rec.result.stage_counts.items():
-            self.metrics.candidates.labels(stage).observe(n)
+        self.metrics.answered(stages, rec.result.stage_counts)
         return response
 
     def _recommend_batch(
@@ -322,7 +318,7 @@ def _wrap(service: RecommendService, method: str, handler):
 
     async def guarded(request, context):
         if isinstance(request, _Undecodable):
-            service.metrics.requests.labels(method, "INVALID_ARGUMENT").inc()
+            service.metrics.call(method, "INVALID_ARGUMENT")
             log.info("%s rejected: undecodable request (%s)", method, request.error)
             await context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,

@@ -87,6 +87,21 @@ class Metrics:
             registry=self.registry,
         )
 
+    # -- how a request is counted: every caller records through these two ----------------------
+    def call(self, method: str, code: str, seconds: float | None = None) -> None:
+        """One RPC ended with ``code`` (refusals before the servicer too: access control, bodies
+        that do not parse); ``seconds``: how long it ran, for calls the servicer ran."""
+        self.requests.labels(method, code).inc()
+        if seconds is not None:
+            self.latency.labels(method).observe(seconds)
+
+    def answered(self, stage_seconds: Mapping[str, float], stage_counts: Mapping[str, int]) -> None:
+        """One list answered: seconds per stage, candidates left after each stage."""
+        for stage, seconds in stage_seconds.items():
+            self.stage.labels(stage).observe(seconds)
+        for stage, n in stage_counts.items():
+            self.candidates.labels(stage).observe(n)
+
     def watch_impression_log(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export the impression log's counts (written, sampled_out, queue_full, write_error,
         dropped_for_size) as
