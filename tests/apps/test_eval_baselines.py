@@ -19,7 +19,7 @@ from apps.evaluation.baselines import (
 )
 from apps.evaluation.dataset import EvalSet, build_eval_set
 from apps.evaluation.split import SplitConfig, split_events
-from indexer.artifact import FORMAT, FORMAT_VERSION
+from indexer.artifact import FORMAT, FORMAT_VERSION, file_entry
 from indexer.events import ACTIONS
 
 CUT = datetime(2026, 3, 1, tzinfo=UTC)
@@ -131,7 +131,12 @@ def _fake_version(tmp_path, item_ids: list[str], vectors: np.ndarray, behaviour_
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "version": "v1",
-        "files": {"vectors": {"file": "vectors.npy"}, "items": {"file": "items.parquet"}},
+        "items": len(item_ids),
+        "dim": vectors.shape[1],
+        "files": {
+            "vectors": file_entry(path, path / "vectors.npy"),
+            "items": file_entry(path, path / "items.parquet"),
+        },
         "adaptation": {"dim": behaviour_dim, "content_dim": vectors.shape[1] - behaviour_dim},
     }
     (path / "manifest.json").write_text(json.dumps(manifest))
