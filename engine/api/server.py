@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection
 from crossrec.v1 import service_pb2
 from engine.api.auth import TokenAuth, parse_tokens, server_credentials
 from engine.api.service import RecommendService, add_service
-from engine.config import EngineConfig
+from engine.config import EngineConfig, ServerConfig
 from engine.core import Engine
 from engine.feedback.metrics import Metrics
 from engine.state.store import SQLiteEventStore
@@ -33,6 +33,17 @@ def limit_threads(threads: int) -> None:
 
     faiss.omp_set_num_threads(threads)
     threadpool_limits(threads, user_api="blas")
+
+
+#: Calls gRPC's core admits beyond what the servicer runs or queues (``workers + max_queued``):
+#: room for health checks, status calls and the servicer's own quick "overloaded" refusals.
+ADMISSION_HEADROOM = 16
+
+
+def admission_limit(server: ServerConfig) -> int:
+    """Concurrent calls the server admits at all; past it gRPC refuses with RESOURCE_EXHAUSTED
+    ("Concurrent RPC limit exceeded") before the call reaches Python."""
+    return server.workers + server.max_queued + ADMISSION_HEADROOM
 
 
 async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Metrics]:
@@ -54,6 +65,9 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
         ],
         interceptors=interceptors,
+        # Admission in gRPC's core, before any Python runs: under a flood the event loop would
+        # otherwise spend its time refusing calls one by one (or let them expire unrefused).
+        maximum_concurrent_rpcs=admission_limit(srv),
     )
     add_service(RecommendService(engine, metrics), server)
     health_servicer = health.aio.HealthServicer()

@@ -49,7 +49,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn, *args):
         start = time.perf_counter()
         code = "OK"
-        admitted = False
+        admitted = running = False
         try:
             if self._in_flight >= self.server.workers + self.server.max_queued:
                 raise Overloaded(
@@ -71,6 +71,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
                 call = functools.partial(call, deadline=time.monotonic() + timeout)
             async with asyncio.timeout(timeout):
                 async with self._slots:
+                    running = True
                     return await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except asyncio.CancelledError:
             # The client went away or its deadline passed before ours fired: count it as what it
@@ -91,6 +92,8 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         finally:
             if admitted:
                 self._in_flight -= 1
+                if not running:  # its deadline passed (or its client left) while it queued
+                    self.metrics.expired_queued.labels(method).inc()
             self.metrics.call(method, code, time.perf_counter() - start)
 
     # -- RPCs ---------------------------------------------------------------------------------

@@ -51,6 +51,12 @@ class Metrics:
             "Events ingested naming items the serving index version does not know",
             registry=self.registry,
         )
+        self.expired_queued = Counter(
+            "crossrec_expired_queued_total",
+            "Calls whose deadline passed while they waited for a worker (admitted, never run)",
+            ["method"],
+            registry=self.registry,
+        )
         self.late_shards = Counter(
             "crossrec_late_shards_total",
             "Shards a Recommend asked remote shard groups for that did not answer in time",

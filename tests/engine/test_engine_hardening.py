@@ -266,3 +266,71 @@ def test_in_a_flood_the_metrics_count_what_the_clients_saw(tiny_built, tmp_path,
     # first; a call whose deadline passed before gRPC handed it to the service is never seen by it.
     failed = counted("CANCELLED") + counted("DEADLINE_EXCEEDED")
     assert 0 < failed <= seen["DEADLINE_EXCEEDED"]
+
+
+def test_admission_is_the_workers_the_queue_and_a_fixed_headroom():
+    from engine.api.server import ADMISSION_HEADROOM, admission_limit
+    from engine.config import ServerConfig
+
+    assert ADMISSION_HEADROOM == 16
+    assert admission_limit(ServerConfig()) == 4 + 32 + 16
+    assert admission_limit(ServerConfig(workers=2, max_queued=0)) == 18
+
+
+def test_past_the_admission_limit_grpc_refuses_before_python_and_expiry_in_queue_is_counted(
+    tiny_built, tmp_path, monkeypatch
+):
+    """With no headroom, the third concurrent call meets gRPC's own limit (not the servicer's
+    "overloaded"); a call whose deadline passes while it waits for the worker is counted."""
+    import threading
+
+    from helpers_engine import engine_config
+
+    from clients.sdk import CrossrecClient
+    from engine.api import server as server_module
+
+    monkeypatch.setattr(server_module, "ADMISSION_HEADROOM", 0)
+    config = engine_config(
+        tmp_path / "e.sqlite", tiny_built, server={"workers": 1, "max_queued": 1}
+    )
+    with (
+        server_module.BackgroundServer(config) as server,
+        CrossrecClient(server.target, timeout=10) as client,
+    ):
+        real = server.engine.recommend
+        running, release = threading.Event(), threading.Event()
+
+        def slow(*args, **kwargs):
+            running.set()
+            release.wait(10)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(server.engine, "recommend", slow)
+        first = threading.Thread(target=lambda: client.recommend("u", k=2))
+        first.start()
+        assert running.wait(5)
+        expired: list = []
+
+        def short() -> None:
+            try:
+                client.recommend("u", k=2, timeout=1.0)
+            except CrossrecError as exc:
+                expired.append(exc.code)
+
+        queued = threading.Thread(target=short)
+        queued.start()
+        import time as _time
+
+        _time.sleep(0.3)  # the second call waits for the worker
+        with pytest.raises(CrossrecError) as caught:
+            client.recommend("u", k=2)
+        assert caught.value.code == "RESOURCE_EXHAUSTED"
+        assert "overloaded" not in str(caught.value)  # refused by gRPC, not by the servicer
+        queued.join(10)
+        assert expired == ["DEADLINE_EXCEEDED"]
+        release.set()
+        first.join(10)
+        sample = server.metrics.registry.get_sample_value(
+            "crossrec_expired_queued_total", {"method": "Recommend"}
+        )
+        assert sample == 1
