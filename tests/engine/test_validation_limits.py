@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
-from helpers_tiny import NOW
+from helpers_tiny import NOW, PANS, TENTS
 from test_validation import (
     event,
     ingest,
@@ -32,11 +32,12 @@ def test_timestamp_nanos_must_be_within_a_second():
     assert ingest_violations([ingest_event(nanos=1_000_000_000)]) == {
         "events[0].time.nanos": "must be within 0..999,999,999"
     }
-    e = event(seconds=NOW // 1_000_000)
-    e.time.nanos = -1
-    assert violations(recent_events=[e]) == {
-        "recent_events[0].time.nanos": "must be within 0..999,999,999"
-    }
+    for nanos in (-1, 1_000_000_000):
+        e = event(seconds=NOW // 1_000_000)
+        e.time.nanos = nanos
+        assert violations(recent_events=[e]) == {
+            "recent_events[0].time.nanos": "must be within 0..999,999,999"
+        }
 
 
 def test_every_id_of_an_event_has_the_length_limit():
@@ -80,7 +81,9 @@ def test_a_batch_is_limited_in_requests_and_in_k_summed():
     ]
     with pytest.raises(InvalidRequest) as info:
         batch_size([*requests, recommend_pb2.RecommendRequest(k=1)], config)
-    assert info.value.violations[0].description == "at most 3 requests, got 4"
+    assert [(v.field, v.description) for v in info.value.violations] == [
+        ("requests", "at most 3 requests, got 4")
+    ]
 
 
 def test_an_unknown_objective_number_is_refused():
@@ -138,3 +141,53 @@ def test_a_clients_deadline_is_cut_to_the_servers_longest():
         assert asyncio.run(service._run("Recommend", context, work, None)) == "done"
         assert expected - 0.5 < seen[-1] <= expected
     service.executor.shutdown()
+
+
+def test_the_boundaries_themselves_are_accepted():
+    """Exactly at each limit is fine: the last nanosecond of a second, a 256-character name of
+    every kind, a weight blend that sums to less than one, max_list_items entries."""
+    from crossrec.v1 import service_pb2
+    from engine.api.validation import batch_size, delete_user
+    from engine.config import LimitsConfig
+
+    last_ns = event(seconds=NOW // 1_000_000)
+    last_ns.time.nanos = 999_999_999
+    assert len(validate(recent_events=[last_ns])[1]) == 1
+    assert len(ingest([ingest_event(nanos=999_999_999)])) == 1
+    name = "c" * 256  # unknown, but not too long: refused as unknown, by name
+    assert violations(include_categories=[name]) == {
+        "include_categories[0]": f"unknown category {name!r}"
+    }
+    quota = recommend_pb2.CategoryQuota(category=name, count=1)
+    assert violations(category_quotas=[quota]) == {
+        "category_quotas[0].category": f"unknown category {name!r}"
+    }
+    assert delete_user(service_pb2.DeleteUserRequest(user_id="u" * 256)) == "u" * 256
+    w = recommend_pb2.ObjectiveWeight
+    half = [w(objective=recommend_pb2.OBJECTIVE_CLICK, weight=0.5)]
+    assert validate(objective_weights=half)[2].objective_weights == (("click", 0.5),)
+    limits = LimitsConfig(max_list_items=2, max_batch_requests=3, max_batch_items=2)
+    two = validate(limits=limits, exclude_categories=[PANS, TENTS])[2]
+    assert two.exclude == frozenset({PANS, TENTS})
+    # a k of 0 or less counts as no items in the batch total (its own check refuses it later)
+    assert batch_size([recommend_pb2.RecommendRequest(k=k) for k in (0, -3, 2)], limits) is None
+
+
+def test_a_list_field_over_its_limit_is_refused_before_its_entries_are_read():
+    from engine.config import LimitsConfig
+
+    limits = LimitsConfig(max_list_items=2)
+    long = "x" * 300  # would be its own violation if the entries were read
+    with pytest.raises(InvalidRequest) as info:
+        validate(limits=limits, prefix="requests[1].", exclude_categories=[long, long, long])
+    assert [(v.field, v.description) for v in info.value.violations] == [
+        ("requests[1].exclude_categories", "at most 2 entries, got 3")
+    ]
+
+
+def test_an_over_long_name_does_not_stop_the_names_after_it_being_checked():
+    long = "c" * 257
+    assert violations(include_categories=[long, "nope", TENTS]) == {
+        "include_categories[0]": "longer than 256 characters",
+        "include_categories[1]": "unknown category 'nope'",
+    }
