@@ -150,6 +150,7 @@ def test_version_accessors_read_the_manifest(root):
 
 def test_content_part_slices_off_the_behaviour_block_and_renormalises():
     from indexer.artifact import content_part
+    from indexer.manifest import IndexManifest
 
     vectors = np.array(
         [[3, 4, 7], [0, 0, 1], [0.3, 0.4, 0]], np.float64
@@ -172,6 +173,10 @@ def test_content_part_slices_off_the_behaviour_block_and_renormalises():
     assert info.value.reason == "shape"
     assert str(info.value) == ": behaviour block of 3 columns leaves no content in 3"
     assert content_part(vectors, {"adaptation": {"dim": 2}}).tolist() == [[1], [0], [1]]
+    # The typed manifest gives the same answer as its document.
+    typed = IndexManifest(version="v", items=3, dim=3, extra={"adaptation": {"dim": 2}})
+    assert content_part(vectors, typed).tolist() == [[1], [0], [1]]
+    assert content_part(vectors, IndexManifest(version="v", items=3, dim=3)).shape == (3, 3)
 
 
 def test_adapted_version_reports_its_blocks(root):
