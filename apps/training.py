@@ -84,7 +84,7 @@ def train_ranker(job: TrainJob) -> dict:
     seconds)."""
     from engine.config import EngineConfig
     from engine.retrieval.features import FEATURES
-    from indexer.artifact import read_manifest
+    from indexer.artifact import read_index_manifest
     from indexer.events import read_events
     from ranker.config import TrainConfig
     from ranker.rows import read_rows, write_rows
@@ -93,7 +93,7 @@ def train_ranker(job: TrainJob) -> dict:
     started = time.perf_counter()
     # The manifest is all that is needed of the serving version here (opening it loads and
     # verifies every shard; the replay builds verify it when they reuse its content vectors).
-    serving_path, manifest = read_manifest(job.index)
+    serving_path, manifest = read_index_manifest(job.index)
     config = EngineConfig.load(job.engine_config)
     events = read_events(job.events)
     mode, why = training_mode(job.mode, events)

@@ -23,6 +23,7 @@ from crossrec.vocabulary import US_PER_DAY
 
 if TYPE_CHECKING:
     from apps.training import TrainJob
+    from indexer.manifest import IndexManifest
 
 log = logging.getLogger(__name__)
 
@@ -60,14 +61,15 @@ def _replay_index(job: TrainJob, visible: pl.DataFrame, folder: Path, serving_pa
     )
 
 
-def time_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: dict, config):
+def time_rows(
+    job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: IndexManifest, config
+):
     """Replay at decision times before the end of the serving index's window (module docstring)."""
     from engine.replay import ReplayConfig, index_events_until_us, replay
     from engine.retrieval.recommend import Recommender
     from indexer.artifact import open_index
-    from indexer.manifest import IndexManifest
 
-    end_us = index_events_until_us(IndexManifest.from_json(manifest))
+    end_us = index_events_until_us(manifest)
     if end_us is None:
         raise ValueError(
             f"index {serving_path} records no event window (built without events, or by an older "
@@ -109,7 +111,9 @@ def time_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest:
     return pl.concat(parts), meta, index_seconds, replay_seconds
 
 
-def holdout_rows(job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: dict, config):
+def holdout_rows(
+    job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: IndexManifest, config
+):
     """For logs without a usable clock: hide ``holdout_share`` of each user's items (users with
     two or more, seeded), build a replay index of the rest, and label each user's candidates by
     the hidden items (:func:`engine.replay.replay_holdout`)."""

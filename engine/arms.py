@@ -183,9 +183,7 @@ class Arms:
         """Load arm a from ``artifact``/``model`` and, when configured, arm b from
         ``b_artifact``/``b_model``."""
         self.load(self.config.artifact)
-        if self.config.b_artifact:
-            if not 0.0 <= self.config.b_share <= 1.0:
-                raise ValueError(f"arms.b_share must be in [0, 1], got {self.config.b_share}")
+        if self.config.b_artifact:  # b_share within [0, 1]: engine/config/check.py
             self.load(self.config.b_artifact, arm=ARM_B)
 
     def current(self) -> dict[str, Served]:

@@ -241,8 +241,8 @@ def _build(
                 "stages": dict(stage.done),
                 "seconds_before_write": round(time.perf_counter() - started, 3),
             }
-            write_version(writer, built, build)
-            path, manifest = writer.root / writer.version, writer.manifest
+            path, _ = write_version(writer, built, build)
+            manifest = writer.manifest
         except BaseException:
             writer.abort()
             raise

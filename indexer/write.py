@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version as package_version
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -47,9 +48,11 @@ class BuiltIndex:
     shard_policy: dict[str, Any]
 
 
-def write_version(writer: VersionWriter, built: BuiltIndex, build: dict) -> IndexManifest:
+def write_version(
+    writer: VersionWriter, built: BuiltIndex, build: dict
+) -> tuple[Path, IndexManifest]:
     """Write ``built``'s files into ``writer``'s folder and commit its manifest (``build``: the
-    stage timings so far); returns the manifest as written."""
+    stage timings so far); returns the version's folder and the manifest as written."""
     files, shards, category_shards = _write_files(writer, built)
     adaptation = built.adaptation
     manifest = IndexManifest(
@@ -81,8 +84,7 @@ def write_version(writer: VersionWriter, built: BuiltIndex, build: dict) -> Inde
             "shard_policy": built.shard_policy,
         },
     )
-    writer.commit(manifest.to_json())
-    return manifest
+    return writer.commit(manifest.to_json()), manifest
 
 
 def _write_files(

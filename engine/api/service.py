@@ -93,7 +93,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             if admitted:
                 self._in_flight -= 1
                 if not running:  # its deadline passed (or its client left) while it queued
-                    self.metrics.expired_queued.labels(method).inc()
+                    self.metrics.expired_in_queue(method)
             self.metrics.call(method, code, time.perf_counter() - start)
 
     # -- RPCs ---------------------------------------------------------------------------------

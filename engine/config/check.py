@@ -93,6 +93,8 @@ def problems(config) -> list[str]:
             f"limits.default_deadline_s ({limits.default_deadline_s}) must not exceed "
             f"limits.max_deadline_s ({limits.max_deadline_s})"
         )
+    if bool(config.tls.cert_file) != bool(config.tls.key_file):
+        out.append("tls.cert_file and tls.key_file go together: give both or neither")
     if config.ray.on_late not in ON_LATE:
         out.append(f"ray.on_late must be one of {ON_LATE}, got {config.ray.on_late!r}")
     return out

@@ -86,15 +86,15 @@ def load(cls, path: str | Path | None, overrides: dict | None = None):
     """The configuration ``cls`` (EngineConfig) from defaults, ``path``, the environment and
     ``overrides``; raises :class:`ConfigError` naming the first bad key or every bad range."""
     values: dict = {}
+    legacy = legacy_keys(cls)
     if path is not None:
         with open(path, "rb") as fh:
             try:
                 data = tomllib.load(fh)
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-        _check_keys(cls, data, (), str(path), legacy_keys(cls))
+        _check_keys(cls, data, (), str(path), legacy)
         values = data
-    legacy = legacy_keys(cls)
     for old, new in legacy.items():
         if os.environ.get(ENV_PREFIX + old.upper()) is not None:
             raise ConfigError(

@@ -101,6 +101,10 @@ class Metrics:
         if seconds is not None:
             self.latency.labels(method).observe(seconds)
 
+    def expired_in_queue(self, method: str) -> None:
+        """A call admitted whose deadline passed (or whose client left) before a worker took it."""
+        self.expired_queued.labels(method).inc()
+
     def answered(self, stage_seconds: Mapping[str, float], stage_counts: Mapping[str, int]) -> None:
         """One list answered: seconds per stage, candidates left after each stage."""
         for stage, seconds in stage_seconds.items():

@@ -213,7 +213,8 @@ def test_docs_list_every_setting_with_its_default():
     import re
     from pathlib import Path
 
-    from engine.config.file import _scalar, leaves
+    from engine.config.check import values
+    from engine.config.file import _scalar
 
     documented, section = {}, ""
     text = (Path(__file__).parents[2] / "docs" / "configuration.md").read_text()
@@ -222,11 +223,16 @@ def test_docs_list_every_setting_with_its_default():
             section = heading.group(1)
         elif row := re.match(r"\| `([\w.]+)` \| `([^`]*)` \|", line):
             documented[f"{section}.{row.group(1)}"] = row.group(2)
-    config = EngineConfig()
-    expected = {}
-    for path, _ in leaves(EngineConfig):
-        value = config
-        for part in path:
-            value = getattr(value, part)
-        expected[".".join(path)] = "none" if value is None else _scalar(value)
+    expected = {
+        name: "none" if value is None else _scalar(value) for name, value in values(EngineConfig())
+    }
     assert documented == expected
+
+
+def test_a_certificate_without_its_key_is_refused_with_the_configuration():
+    with pytest.raises(ConfigError, match=r"tls\.cert_file and tls\.key_file go together"):
+        EngineConfig().with_changes(tls={"cert_file": "server.pem"})
+    with pytest.raises(ConfigError, match=r"tls\.cert_file and tls\.key_file go together"):
+        EngineConfig().with_changes(tls={"key_file": "server.key"})
+    both = EngineConfig().with_changes(tls={"cert_file": "s.pem", "key_file": "s.key"})
+    assert both.tls.cert_file == "s.pem"
