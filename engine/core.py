@@ -28,7 +28,7 @@ from engine.retrieval.query import Query
 from engine.retrieval.recommend import Recommender
 from engine.state.profile import Profile, ProfileEvent, build_profile
 from engine.state.pseudonym import Pseudonyms
-from engine.state.store import EventStore, StoredEvent
+from engine.state.store import DeleteIncomplete, EventStore, StoredEvent
 
 __all__ = ["ARM_A", "ARM_B", "Engine", "Recommendation", "RecommendedItem", "Route", "Served"]
 
@@ -149,10 +149,18 @@ class Engine:
         return stored, duplicates, unknown
 
     def delete_user(self, user_id: str) -> int:
-        """Remove the user's events and the lists shown to them; returns the events removed."""
+        """Remove the user's events, then the lists shown to them (lists computed while this
+        runs included); returns the events removed. Raises
+        :class:`engine.state.store.DeleteIncomplete` saying what was and was not removed: the
+        call is idempotent, so a retry finishes it."""
         key = self.user_key(user_id)
-        self.feedback.forget(key)
-        return self.store.delete_user(key)
+        with self.feedback.forgotten.deleting(key):
+            deleted = self.store.delete_user(key)
+            try:
+                self.feedback.forget(key)
+            except DeleteIncomplete as exc:
+                raise DeleteIncomplete(f"{deleted} event(s) deleted; but {exc}") from exc
+        return deleted
 
     # -- upkeep ------------------------------------------------------------------------------------
     def _retained_since(self, now_us: int) -> int | None:

@@ -39,6 +39,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,8 @@ import numpy as np
 
 from crossrec.vocabulary import US_PER_DAY
 from engine.state.pseudonym import hash_fraction
+from engine.state import store
+from engine.state.store import DeleteIncomplete, truncate_wal
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,11 @@ class ImpressionLog:
         clock=time.time,
         linger_s: float = 0.05,
         max_mb: float = 0.0,
+        hidden: Callable[[str, int], bool] = lambda user_key, ts_us: False,
     ) -> None:
+        """``hidden(user_key, ts_us)``: True for a list that must not be written (computed for a
+        user before their deletion finished); checked under the file's lock, so a list is either
+        dropped or written before the deletion removes it."""
         if not 0.0 <= sample_rate <= 1.0:
             raise ValueError(f"impression sample rate must be in [0, 1], got {sample_rate}")
         self.path = Path(path)
@@ -140,6 +147,7 @@ class ImpressionLog:
         self.retention_days = retention_days
         self.batch_size = batch_size
         self.linger_s = linger_s
+        self._hidden = hidden
         self.counts: Counter[str] = Counter()
         #: CPU time the writer thread spent writing (its cost to the machine, off the request
         #: path).
@@ -212,7 +220,15 @@ class ImpressionLog:
                 return
 
     def write(self, batch: list[Impression]) -> None:
-        """Write ``batch`` in one transaction (the writer thread's; tests inject failures here)."""
+        """Write ``batch`` in one transaction (the writer thread's; tests inject failures here),
+        less the lists of users deleted meanwhile."""
+        with self._db_lock:
+            kept = [imp for imp in batch if not self._hidden(imp.user_key, imp.ts_us)]
+            if len(kept) < len(batch):
+                self.counts["forgotten"] += len(batch) - len(kept)
+            self._insert(kept)
+
+    def _insert(self, batch: list[Impression]) -> None:
         lists, shown, schemas = [], [], []
         for imp in batch:
             schema = feature_schema(imp.feature_names)
@@ -246,19 +262,16 @@ class ImpressionLog:
                         else np.ascontiguousarray(imp.features[p], np.float32).tobytes(),
                     )
                 )
-        with self._db_lock:
-            db = self._db
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                db.executemany("INSERT OR IGNORE INTO feature_lists VALUES (?, ?)", schemas)
-                db.executemany("INSERT OR IGNORE INTO lists VALUES (?, ?, ?, ?, ?, ?, ?)", lists)
-                db.executemany(
-                    "INSERT OR IGNORE INTO shown VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", shown
-                )
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.executemany("INSERT OR IGNORE INTO feature_lists VALUES (?, ?)", schemas)
+            db.executemany("INSERT OR IGNORE INTO lists VALUES (?, ?, ?, ?, ?, ?, ?)", lists)
+            db.executemany("INSERT OR IGNORE INTO shown VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", shown)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
         self._schemas.update(s for s, _ in schemas)
 
     def _log_error(self, exc: Exception, n: int) -> None:
@@ -292,21 +305,39 @@ class ImpressionLog:
                 (max(n // 10, 1),),
             ).fetchone()[0]
         if oldest is not None:
-            self.counts["dropped_for_size"] += self._delete("ts_us <= ?", oldest, truncate=False)
+            self.counts["dropped_for_size"] += self._delete("ts_us <= ?", oldest)
 
     # -- maintenance ------------------------------------------------------------------------------
     def compact(self, now_us: int | None = None) -> int:
         """Remove lists older than the retention; returns how many."""
         now_us = int(self._clock() * 1e6) if now_us is None else now_us
         cutoff = now_us - int(self.retention_days * US_PER_DAY)
-        return self._delete("ts_us < ?", cutoff)
+        n = self._delete("ts_us < ?", cutoff)
+        if n and not truncate_wal(self.path):
+            log.warning("impression log: a reader kept the write-ahead log busy; not truncated")
+        return n
 
     def delete_user(self, user_key: str) -> int:
-        """Remove every list shown to the user; returns how many."""
-        self.flush()
-        return self._delete("user_key = ?", user_key)
+        """Remove every list shown to the user, leaving no copy behind; returns how many. Lists
+        still queued are dropped by :meth:`write` through ``hidden`` (nothing waits for the
+        queue). Raises :class:`DeleteIncomplete` when the file could not be written or its
+        write-ahead log truncated (idempotent: a retry finishes it)."""
+        try:
+            n = self._delete("user_key = ?", user_key)
+        except sqlite3.Error as exc:
+            raise DeleteIncomplete(
+                f"the lists shown to the user could not be removed from the impression log "
+                f"({exc}); retry DeleteUser once that is mended"
+            ) from exc
+        if not truncate_wal(self.path, store.WAL_TRUNCATE_WAIT_S):
+            raise DeleteIncomplete(
+                f"{n} list(s) shown to the user removed, but their old bytes remain in the "
+                "impression log's write-ahead log: another reader kept it busy; retry DeleteUser "
+                "(idempotent) once that reader is done"
+            )
+        return n
 
-    def _delete(self, where: str, value, truncate: bool = True) -> int:
+    def _delete(self, where: str, value) -> int:
         with self._db_lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
@@ -321,8 +352,6 @@ class ImpressionLog:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            if n and truncate:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         return n
 
     def flush(self, timeout: float = 10.0) -> bool:

@@ -8,8 +8,13 @@ The engine hands each answered list to :meth:`Feedback.shown` and each batch of 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +33,53 @@ log = logging.getLogger(__name__)
 _CROSS_COLUMN = FEATURES.index("cross_category")
 
 
+class Forgotten:
+    """Users being deleted, or deleted a moment ago. A list computed for such a user before
+    their deletion finished (computed, perhaps, from the deleted history) is neither remembered
+    for attribution nor logged, however late it arrives; lists computed afterwards are."""
+
+    #: How long a finished deletion is remembered: far longer than any call may run
+    #: (``[limits] max_deadline_s``).
+    KEEP_S = 600.0
+
+    def __init__(self, clock=time.time) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._running: Counter[str] = Counter()
+        self._until: dict[str, float] = {}  # user key -> when its deletion finished (us)
+
+    @contextlib.contextmanager
+    def deleting(self, user_key: str) -> Iterator[None]:
+        """While the block runs every list of ``user_key`` is hidden; afterwards those computed
+        before it ended."""
+        with self._lock:
+            now_us = self._clock() * 1e6
+            for key in [k for k, t in self._until.items() if t < now_us - self.KEEP_S * 1e6]:
+                del self._until[key]
+            self._running[user_key] += 1
+            self._until[user_key] = float("inf")
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._running[user_key] -= 1
+                if not self._running[user_key]:
+                    del self._running[user_key]
+                    self._until[user_key] = self._clock() * 1e6
+
+    def hides(self, user_key: str, ts_us: int) -> bool:
+        """Whether a list computed for ``user_key`` at ``ts_us`` must be dropped."""
+        until = self._until.get(user_key)
+        return until is not None and ts_us < until
+
+
 class Feedback:
     """The metrics, recent lists and impression log of one engine."""
 
     def __init__(self, config: FeedbackConfig, log_path: Path, metrics: Metrics) -> None:
         """``log_path``: the impression log's file (``EngineConfig.impression_log_path``)."""
         self.metrics = metrics
+        self.forgotten = Forgotten()
         self.impressions: ImpressionLog | None = None
         if config.impression_sample_rate > 0:
             path = log_path
@@ -44,6 +90,7 @@ class Feedback:
                     config.impression_retention_days,
                     config.impression_queue,
                     max_mb=config.impression_log_max_mb,
+                    hidden=self.forgotten.hides,
                 )
             except (sqlite3.Error, OSError) as exc:
                 # The log is optional: a damaged or unwritable file (or a full disk) must not stop
@@ -76,6 +123,8 @@ class Feedback:
             m.impressions.labels(rec.arm, rec.model_version, "true").inc(n_cross)
         if len(ids) - n_cross:
             m.impressions.labels(rec.arm, rec.model_version, "false").inc(len(ids) - n_cross)
+        if self.forgotten.hides(user_key, now_us):
+            return
         self.recent_lists.add(
             rec.recommendation_id, user_key, rec.arm, rec.model_version, now_us, ids, prices, cross
         )
@@ -109,7 +158,10 @@ class Feedback:
                 m.revenue.labels(o.arm, o.model_version).inc(o.revenue)
 
     def forget(self, user_key: str) -> None:
-        """Drop every list shown to the user (recent lists and the impression log)."""
+        """Drop every list shown to the user (recent lists and the impression log); call it
+        inside ``self.forgotten.deleting(user_key)`` so that lists still in flight are dropped
+        too. Raises :class:`engine.state.store.DeleteIncomplete` when the log could not be
+        cleared."""
         self.recent_lists.forget(user_key)
         if self.impressions is not None:
             self.impressions.delete_user(user_key)

@@ -10,8 +10,10 @@ module. Events are deduplicated by ``event_id``, which makes retried ingestion s
 from __future__ import annotations
 
 import errno
+import logging
 import sqlite3
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +22,8 @@ import grpc
 
 from crossrec.vocabulary import ACTIONS
 from engine.errors import EngineError
+
+log = logging.getLogger(__name__)
 
 # Stored as the position in ACTIONS + 1 (the API enum's numbers).
 ACTION_CODES = {a: i + 1 for i, a in enumerate(ACTIONS)}
@@ -49,6 +53,43 @@ def _is_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
+class DeleteIncomplete(EngineError):
+    """A DeleteUser could not finish (a full disk, a reader holding a write-ahead log): the
+    message says what was and was not removed. Deleting is idempotent: a retry finishes it."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
+#: How long a delete waits for other readers of a SQLite file (a backup, a ``sqlite3`` shell, a
+#: report) to let its write-ahead log be truncated. Nothing waits on the store meanwhile.
+WAL_TRUNCATE_WAIT_S = 1.0
+
+
+def truncate_wal(path: Path, wait_s: float = WAL_TRUNCATE_WAIT_S) -> bool:
+    """Checkpoint ``path``'s write-ahead log and truncate it to zero bytes, so that the old page
+    images it holds (deleted rows' bytes) are gone. Runs on a connection of its own that never
+    waits inside SQLite (busy timeout 0: a pending TRUNCATE checkpoint blocks every writer of the
+    file while it waits for readers), retried until ``wait_s`` has passed. True when the log was
+    truncated; False when some reader kept it busy the whole time."""
+    until = time.monotonic() + wait_s
+    pause = 0.005
+    db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        while True:
+            try:
+                busy = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()[0][0]
+            except sqlite3.OperationalError:  # "database is locked": a writer, right now
+                busy = 1
+            if not busy:
+                return True
+            if time.monotonic() >= until:
+                return False
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
+    finally:
+        db.close()
+
+
 class EventStore(Protocol):
     def append(self, events: list[StoredEvent]) -> tuple[int, int]:
         """Store all events atomically; return (stored, already present)."""
@@ -58,7 +99,9 @@ class EventStore(Protocol):
         first."""
 
     def delete_user(self, user_key: str) -> int:
-        """Remove every event of the user; return how many there were."""
+        """Remove every event of the user, leaving no copy of them behind; return how many there
+        were. Raises :class:`DeleteIncomplete` when that could not be done (idempotent: a retry
+        finishes it)."""
 
     def compact(self, before_us: int) -> int:
         """Remove every event older than ``before_us``; return how many."""
@@ -107,6 +150,8 @@ class SQLiteEventStore:
             "SELECT COUNT(DISTINCT user_key), COUNT(*) FROM events"
         ).fetchone()
         self._users, self._events = int(users), int(events)
+        #: A retention pass could not truncate the WAL (a reader held it): the next pass tries.
+        self._wal_untruncated = False
 
     def append(self, events: list[StoredEvent]) -> tuple[int, int]:
         rows = [
@@ -167,15 +212,28 @@ class SQLiteEventStore:
         ]
 
     def delete_user(self, user_key: str) -> int:
-        """Delete the user's events, then checkpoint and truncate the WAL, whose frames still hold
-        the deleted pages' old contents."""
+        """Delete the user's events (one transaction, under the store's lock), then - with the
+        lock released - truncate the WAL, whose frames still hold the deleted pages' old
+        contents. Readers and writers of the store never wait on the truncation."""
         with self._lock:
-            cursor = self._db.execute("DELETE FROM events WHERE user_key = ?", (user_key,))
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            deleted = cursor.rowcount
+            try:
+                deleted = self._db.execute(
+                    "DELETE FROM events WHERE user_key = ?", (user_key,)
+                ).rowcount
+            except sqlite3.Error as exc:
+                raise DeleteIncomplete(
+                    f"nothing was deleted: the event store could not be written ({exc}); "
+                    "retry DeleteUser once that is mended"
+                ) from exc
             self._events -= deleted
             self._users -= deleted > 0
-            return deleted
+        if not truncate_wal(self.path, WAL_TRUNCATE_WAIT_S):
+            raise DeleteIncomplete(
+                f"{deleted} event(s) deleted, but their old bytes remain in the event store's "
+                f"write-ahead log: another reader of {self.path.name} kept it busy for "
+                f"{WAL_TRUNCATE_WAIT_S:g} s; retry DeleteUser (idempotent) once that reader is done"
+            )
+        return deleted
 
     def compact(self, before_us: int, chunk: int = 10_000) -> int:
         """Remove events older than ``before_us`` in chunks (ingestion and profiles wait on the
@@ -196,11 +254,18 @@ class SQLiteEventStore:
                 break
         if removed:
             with self._lock:
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 # Users whose every event expired are gone: one count, once per compaction.
                 self._users = self._db.execute(
                     "SELECT COUNT(DISTINCT user_key) FROM events"
                 ).fetchone()[0]
+        if removed or self._wal_untruncated:
+            self._wal_untruncated = not truncate_wal(self.path)
+            if self._wal_untruncated:
+                log.warning(
+                    "retention: %d expired events removed; a reader kept the write-ahead log "
+                    "busy, so it is truncated on the next pass",
+                    removed,
+                )
         return removed
 
     def counts(self) -> tuple[int, int]:
