@@ -287,8 +287,22 @@ class _Undecodable:
         self.error = error
 
 
-def _safe(deserializer):
+class _TooLarge:
+    """A request body over its method's size limit (never parsed)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        self.size, self.limit = size, limit
+
+
+#: Methods whose body may be as large as ``[limits] max_message_bytes``; every other one is held
+#: to ``max_request_bytes``.
+_BULK = frozenset({"RecommendBatch", "IngestEvents"})
+
+
+def _safe(deserializer, limit: int):
     def parse(data: bytes):
+        if len(data) > limit:
+            return _TooLarge(len(data), limit)
         try:
             return deserializer(data)
         except Exception as exc:  # protobuf's DecodeError, or anything a corrupt body provokes
@@ -301,7 +315,8 @@ def add_service(service: RecommendService, server: grpc.aio.Server) -> None:
     """Register ``service`` on ``server`` as the generated stub code does, except that a request
     body that does not parse (invalid UTF-8 in a string, a truncated message) gets
     INVALID_ARGUMENT, one log line and a count, instead of gRPC's UNKNOWN and a logged traceback
-    on every call."""
+    on every call; and that a body over its method's limit (``[limits] max_request_bytes``
+    except for RecommendBatch and IngestEvents) gets RESOURCE_EXHAUSTED without being parsed."""
 
     class _Wrapping:
         def add_generic_rpc_handlers(self, handlers) -> None:  # the generated code calls both
@@ -318,8 +333,21 @@ def add_service(service: RecommendService, server: grpc.aio.Server) -> None:
 
 def _wrap(service: RecommendService, method: str, handler):
     behaviour = handler.unary_unary
+    limits = service.limits
+    limit = limits.max_message_bytes
+    if method not in _BULK:
+        limit = min(limits.max_request_bytes, limit)
 
     async def guarded(request, context):
+        if isinstance(request, _TooLarge):
+            service.metrics.call(method, "RESOURCE_EXHAUSTED")
+            log.info("%s rejected: a body of %d bytes", method, request.size)
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"a {method} request of {request.size} bytes is over the {request.limit} allowed "
+                "([limits] max_request_bytes; RecommendBatch and IngestEvents take up to "
+                "max_message_bytes)",
+            )
         if isinstance(request, _Undecodable):
             service.metrics.call(method, "INVALID_ARGUMENT")
             log.info("%s rejected: undecodable request (%s)", method, request.error)
@@ -331,6 +359,6 @@ def _wrap(service: RecommendService, method: str, handler):
 
     return grpc.unary_unary_rpc_method_handler(
         guarded,
-        request_deserializer=_safe(handler.request_deserializer),
+        request_deserializer=_safe(handler.request_deserializer, limit),
         response_serializer=handler.response_serializer,
     )

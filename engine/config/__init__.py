@@ -69,6 +69,10 @@ class LimitsConfig:
     #: filters.brands, include_categories, exclude_categories, category_quotas).
     max_list_items: int = 1_000
     max_message_bytes: int = 4 * 1024 * 1024
+    #: Largest body of a Recommend, GetStatus, DeleteUser or SwapVersion call (one request needs
+    #: far less than a batch); only RecommendBatch and IngestEvents may use ``max_message_bytes``
+    #: (the smaller of the two applies).
+    max_request_bytes: int = 1024 * 1024
     #: Deadline applied when a client sets none (seconds), and the longest a call may run whatever
     #: deadline its client sets: with every list field capped (``max_list_items`` entries of at
     #: most 256 characters), this bounds the work one call can cost.

@@ -21,6 +21,7 @@ AT_LEAST_ONE = (
     "limits.max_batch_items",
     "limits.max_list_items",
     "limits.max_message_bytes",
+    "limits.max_request_bytes",
     "profile.max_interests",
     "profile.history_events",
     "ranker.threads",

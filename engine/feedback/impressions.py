@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 
 from crossrec.vocabulary import US_PER_DAY
-from engine.state.pseudonym import hash_fraction
 from engine.state import store
+from engine.state.pseudonym import hash_fraction
 from engine.state.store import DeleteIncomplete, truncate_wal
 
 log = logging.getLogger(__name__)

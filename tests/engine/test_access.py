@@ -282,3 +282,54 @@ def test_made_up_method_names_share_one_label_and_refusal_lines_are_rate_limited
     assert len(lines) == 10  # ...only the first ten refusals in the window were
     assert all(len(line) < 200 for line in lines)  # the caller's string is clipped
     assert lines[0].startswith("unknown method 'Made/Up0xxx")
+
+
+def test_a_refused_call_is_refused_before_its_body_is_read(secured):
+    """An unauthenticated body larger than any message the server accepts is still told
+    UNAUTHENTICATED: gRPC would answer RESOURCE_EXHAUSTED had the body been received."""
+    from crossrec.v1 import recommend_pb2, service_pb2_grpc
+
+    channel = grpc.insecure_channel(
+        secured.target, options=[("grpc.max_send_message_length", 64 << 20)]
+    )
+    stub = service_pb2_grpc.RecommendServiceStub(channel)
+    ids = ["x" * 1000] * 8000  # 8 MB, twice the 4 MiB limit
+    body = recommend_pb2.RecommendRequest(user_id="u", k=5)
+    body.filters.exclude_item_ids.extend(ids)
+    for metadata in ((), (("authorization", "Bearer " + "z" * 20),)):
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Recommend(body, timeout=10, metadata=metadata)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.RpcError) as caught:  # a query token is past the check: size applies
+        stub.Recommend(body, timeout=10, metadata=(("authorization", f"Bearer {QUERY}"),))
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    channel.close()
+
+
+def test_single_requests_are_held_to_a_smaller_body_than_batches(tiny_built, tmp_path):
+    """max_request_bytes for Recommend (and the other single calls), max_message_bytes for
+    RecommendBatch and IngestEvents; a body over its method's limit is refused unparsed."""
+    from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
+
+    base = config(tiny_built, tmp_path)
+    limits = {"max_request_bytes": 20_000, "max_list_items": 100_000}
+    with BackgroundServer(base.with_changes(auth={"tokens": ""}, limits=limits)) as server:
+        stub = service_pb2_grpc.RecommendServiceStub(grpc.insecure_channel(server.target))
+        body = recommend_pb2.RecommendRequest(user_id="u", k=2)
+        body.filters.exclude_item_ids.extend([f"x{i:05d}" for i in range(3_000)])
+        assert 20_000 < body.ByteSize() < 4 * 2**20
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Recommend(body, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "max_request_bytes" in caught.value.details()
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.DeleteUser(service_pb2.DeleteUserRequest(user_id="u" * 30_000), timeout=10)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        batch = recommend_pb2.RecommendBatchRequest(requests=[body])
+        assert len(stub.RecommendBatch(batch, timeout=10).responses[0].items) == 2
+        small = recommend_pb2.RecommendRequest(user_id="u", k=2)
+        assert len(stub.Recommend(small, timeout=10).items) == 2
+        counted = server.metrics.registry.get_sample_value(
+            "crossrec_requests_total", {"method": "Recommend", "code": "RESOURCE_EXHAUSTED"}
+        )
+        assert counted == 1
