@@ -265,7 +265,8 @@ def delete_user(request) -> str:
 
 def batch_size(requests, limits: LimitsConfig) -> None:
     """RecommendBatch's size limits, checked before any request is parsed: the number of requests,
-    and their k summed (a response must fit the message limit)."""
+    their k summed (a response must fit the message limit), and their k summed over the requests
+    that ask for explanations (each explained item costs ~100 predictions with a ranker)."""
     if len(requests) > limits.max_batch_requests:
         raise InvalidRequest(
             [
@@ -282,6 +283,17 @@ def batch_size(requests, limits: LimitsConfig) -> None:
                 FieldViolation(
                     "requests",
                     f"k adds up to {total} over the batch; at most {limits.max_batch_items}",
+                )
+            ]
+        )
+    explained = sum(max(r.k, 0) for r in requests if r.explain)
+    if explained > limits.max_batch_explained_items:
+        raise InvalidRequest(
+            [
+                FieldViolation(
+                    "requests",
+                    f"k adds up to {explained} over the requests with explain; at most "
+                    f"{limits.max_batch_explained_items} (explanations cost far more than items)",
                 )
             ]
         )

@@ -65,6 +65,10 @@ class LimitsConfig:
     #: Items a RecommendBatch may ask for in all (its requests' k summed): at ~500 bytes an item
     #: with explanations, the response stays under max_message_bytes.
     max_batch_items: int = 5_000
+    #: Items a RecommendBatch may ask explanations for (k summed over its requests with
+    #: ``explain``): with a ranker an explained item costs ~100 predictions, and 5,000 of them took
+    #: 2.4-2.8 s, past the default deadline.
+    max_batch_explained_items: int = 1_000
     #: Entries in any one list field of a Recommend request (filters.exclude_item_ids,
     #: filters.brands, include_categories, exclude_categories, category_quotas).
     max_list_items: int = 1_000

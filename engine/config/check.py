@@ -19,6 +19,7 @@ AT_LEAST_ONE = (
     "limits.max_ingest_events",
     "limits.max_batch_requests",
     "limits.max_batch_items",
+    "limits.max_batch_explained_items",
     "limits.max_list_items",
     "limits.max_message_bytes",
     "limits.max_request_bytes",

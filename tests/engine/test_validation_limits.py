@@ -86,6 +86,29 @@ def test_a_batch_is_limited_in_requests_and_in_k_summed():
     ]
 
 
+def test_a_batch_is_limited_in_explained_items_and_the_default_is_1000():
+    from engine.api.validation import batch_size
+
+    assert LimitsConfig().max_batch_explained_items == 1_000
+    config = LimitsConfig(max_batch_explained_items=12)
+    requests = [
+        recommend_pb2.RecommendRequest(k=10, explain=True),
+        recommend_pb2.RecommendRequest(k=40),  # not explained: not counted
+        recommend_pb2.RecommendRequest(k=2, explain=True),
+    ]
+    assert batch_size(requests, config) is None  # 12 explained items: the limit exactly
+    requests[2].k = 3
+    with pytest.raises(InvalidRequest) as info:
+        batch_size(requests, config)
+    assert [(v.field, v.description) for v in info.value.violations] == [
+        (
+            "requests",
+            "k adds up to 13 over the requests with explain; at most 12 "
+            "(explanations cost far more than items)",
+        )
+    ]
+
+
 def test_an_unknown_objective_number_is_refused():
     w = recommend_pb2.ObjectiveWeight(objective=99, weight=1.0)
     assert violations(objective_weights=[w]) == {
