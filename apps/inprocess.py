@@ -72,5 +72,5 @@ def ingest_frame(
                 StoredEvent(f"e{start + j}", keys[u], i, a, t, s)
                 for j, (u, i, a, t, s) in enumerate(rows)
             ]
-        )[0]
+        ).stored
     return stored

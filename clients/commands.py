@@ -175,7 +175,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         for line in problems[:20]:
             print(f"  {line}", file=sys.stderr)
         return 2
-    accepted = duplicates = unknown = 0
+    accepted = duplicates = unknown = conflicts = expired = 0
     with client_of(args) as client:
         for first in range(0, len(events), args.batch):
             try:
@@ -187,20 +187,26 @@ def run_ingest(args: argparse.Namespace) -> int:
                 }
                 _fail(exc)
                 print(
-                    f"{accepted:,} events were stored before the error; "
-                    "events carry ids, so re-sending the file is safe"
-                    if any(e.event_id for e in events)
-                    else f"{accepted:,} events were stored before the error",
+                    f"{accepted:,} events were stored before the error; re-sending the file is "
+                    "safe (events are recognised by their id, or by their content without one)",
                     file=sys.stderr,
                 )
                 return 2
             accepted += result.accepted
             duplicates += result.duplicates
             unknown += result.unknown_items
+            conflicts += result.conflicts
+            expired += result.expired
     print(
         f"stored {accepted:,} events ({duplicates:,} already present; {unknown:,} naming items "
         "the serving index does not know)"
     )
+    if conflicts or expired:
+        print(
+            f"not stored: {conflicts:,} reusing a stored event id with other content (the first "
+            f"is kept), {expired:,} older than the engine's event retention",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -4,7 +4,6 @@ shared by the blocking and the asyncio client so neither holds a copy of the oth
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,7 +44,15 @@ class Event:
     time: datetime | None = None  # default: now (UTC)
     session_id: str = ""
     recommendation_id: str = ""
-    event_id: str = ""  # default: a fresh UUID, so that retries never double-count
+    #: Default: none, and the engine derives the event's id from its content (user, item,
+    #: action, time, session, recommendation), so a re-sent event is recognised as a duplicate.
+    event_id: str = ""
+
+    def __post_init__(self) -> None:
+        # The time is fixed when the event is made, not when it is sent: re-sending the same
+        # Event (a retry) sends the same event.
+        if self.time is None:
+            object.__setattr__(self, "time", datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,10 @@ class IngestResult:
     duplicates: int
     #: Events naming items the serving index does not know (stored all the same).
     unknown_items: int = 0
+    #: Events reusing a stored id with other content (not stored; the first is kept).
+    conflicts: int = 0
+    #: Events older than the engine's retention (not stored).
+    expired: int = 0
 
 
 @dataclass
@@ -129,7 +140,7 @@ def event_message(e: Event) -> events_pb2.Event:
         action=ACTION[e.action],
         session_id=e.session_id,
         recommendation_id=e.recommendation_id,
-        event_id=e.event_id or uuid.uuid4().hex,
+        event_id=e.event_id,
     )
     msg.time.FromDatetime(e.time or datetime.now(UTC))
     return msg
@@ -262,7 +273,13 @@ def ingest_call(events: Iterable[Event]) -> Call:
     return Call(
         "IngestEvents",
         message,
-        lambda r: IngestResult(r.accepted_count, r.duplicate_count, r.unknown_item_count),
+        lambda r: IngestResult(
+            r.accepted_count,
+            r.duplicate_count,
+            r.unknown_item_count,
+            r.conflict_count,
+            r.expired_count,
+        ),
     )
 
 

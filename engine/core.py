@@ -36,6 +36,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class Ingested:
+    """What one IngestEvents did with its events (stored + duplicates + conflicts + expired =
+    the events given)."""
+
+    stored: int
+    duplicates: int
+    conflicts: int
+    #: Older than the event retention: not stored.
+    expired: int
+    #: Of those kept, naming items no served version knows (stored all the same).
+    unknown_items: int
+
+
+@dataclass(frozen=True)
 class Route:
     """Where one request goes, decided once: the user's pseudonym (``key``, "" anonymous), their
     arm and the pair that arm serves now (validation and the answer use the same pair)."""
@@ -135,18 +149,21 @@ class Engine:
         self.feedback.shown(rec, route.key, now_us, prices)
         return rec
 
-    def ingest(self, events: list[StoredEvent]) -> tuple[int, int, int]:
-        """Store (already validated, pseudonymised) events; profiles see them on the next
-        request. Returns (stored, duplicates, naming items no served version knows): those are
-        stored too, and count toward profiles once a version that knows them is served. Outcomes
-        of recent lists are counted once stored."""
-        stored, duplicates = self.store.append(events)
+    def ingest(self, events: list[StoredEvent], now_us: int | None = None) -> Ingested:
+        """Store (already validated, pseudonymised) events, less those already past the event
+        retention at ``now_us``; profiles see them on the next request. Events naming items no
+        served version knows are stored too, and count toward profiles once a version that
+        knows them is served. Outcomes of recent lists are counted once stored."""
+        now_us = int(time.time() * 1e6) if now_us is None else now_us
+        since = self._retained_since(now_us)
+        kept = events if since is None else [e for e in events if e.ts_us >= since]
+        appended = self.store.append(kept)
         known = [s.recommender.items.row_of for s in self.versions.current().values()]
-        unknown = sum(not any(e.item_id in rows for rows in known) for e in events) if known else 0
+        unknown = sum(not any(e.item_id in rows for rows in known) for e in kept) if known else 0
         if unknown:
             self.metrics.unknown_items.inc(unknown)
-        self.feedback.attribute(events)
-        return stored, duplicates, unknown
+        self.feedback.attribute(kept)
+        return Ingested(*appended, expired=len(events) - len(kept), unknown_items=unknown)
 
     def delete_user(self, user_id: str) -> int:
         """Remove the user's events, then the lists shown to them (lists computed while this

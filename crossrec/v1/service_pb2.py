@@ -27,7 +27,7 @@ from crossrec.v1 import recommend_pb2 as crossrec_dot_v1_dot_recommend__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossrec/v1/service.proto\x12\x0b\x63rossrec.v1\x1a\x18\x63rossrec/v1/events.proto\x1a\x1b\x63rossrec/v1/recommend.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x13IngestEventsRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.crossrec.v1.Event\"c\n\x14IngestEventsResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\r\x12\x17\n\x0f\x64uplicate_count\x18\x02 \x01(\r\x12\x1a\n\x12unknown_item_count\x18\x03 \x01(\r\"$\n\x11\x44\x65leteUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"B\n\x12\x44\x65leteUserResponse\x12\x1b\n\x13\x64\x65leted_event_count\x18\x01 \x01(\x04\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"\x12\n\x10GetStatusRequest\"\xdb\x02\n\x11GetStatusResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nitem_count\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61tegory_count\x18\x04 \x01(\r\x12\x13\n\x0bshard_count\x18\x05 \x01(\r\x12\x12\n\nuser_count\x18\x06 \x01(\x04\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x04\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0findex_loaded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65ngine_version\x18\n \x01(\t\x12\x0b\n\x03gpu\x18\x0b \x01(\x08\x12$\n\x04\x61rms\x18\x0c \x03(\x0b\x32\x16.crossrec.v1.ArmStatus\"U\n\tArmStatus\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05share\x18\x04 \x01(\x01\"Z\n\x12SwapVersionRequest\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0eretrieval_only\x18\x03 \x01(\x08\x12\x0b\n\x03\x61rm\x18\x04 \x01(\t\"a\n\x13SwapVersionResponse\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\x32\xfb\x03\n\x10RecommendService\x12J\n\tRecommend\x12\x1d.crossrec.v1.RecommendRequest\x1a\x1e.crossrec.v1.RecommendResponse\x12Y\n\x0eRecommendBatch\x12\".crossrec.v1.RecommendBatchRequest\x1a#.crossrec.v1.RecommendBatchResponse\x12S\n\x0cIngestEvents\x12 .crossrec.v1.IngestEventsRequest\x1a!.crossrec.v1.IngestEventsResponse\x12M\n\nDeleteUser\x12\x1e.crossrec.v1.DeleteUserRequest\x1a\x1f.crossrec.v1.DeleteUserResponse\x12J\n\tGetStatus\x12\x1d.crossrec.v1.GetStatusRequest\x1a\x1e.crossrec.v1.GetStatusResponse\x12P\n\x0bSwapVersion\x12\x1f.crossrec.v1.SwapVersionRequest\x1a .crossrec.v1.SwapVersionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63rossrec/v1/service.proto\x12\x0b\x63rossrec.v1\x1a\x18\x63rossrec/v1/events.proto\x1a\x1b\x63rossrec/v1/recommend.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"9\n\x13IngestEventsRequest\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.crossrec.v1.Event\"\x92\x01\n\x14IngestEventsResponse\x12\x16\n\x0e\x61\x63\x63\x65pted_count\x18\x01 \x01(\r\x12\x17\n\x0f\x64uplicate_count\x18\x02 \x01(\r\x12\x1a\n\x12unknown_item_count\x18\x03 \x01(\r\x12\x16\n\x0e\x63onflict_count\x18\x04 \x01(\r\x12\x15\n\rexpired_count\x18\x05 \x01(\r\"$\n\x11\x44\x65leteUserRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\"B\n\x12\x44\x65leteUserResponse\x12\x1b\n\x13\x64\x65leted_event_count\x18\x01 \x01(\x04\x12\x0f\n\x07\x65xisted\x18\x02 \x01(\x08\"\x12\n\x10GetStatusRequest\"\xdb\x02\n\x11GetStatusResponse\x12\x15\n\rindex_version\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nitem_count\x18\x03 \x01(\x04\x12\x16\n\x0e\x63\x61tegory_count\x18\x04 \x01(\r\x12\x13\n\x0bshard_count\x18\x05 \x01(\r\x12\x12\n\nuser_count\x18\x06 \x01(\x04\x12\x13\n\x0b\x65vent_count\x18\x07 \x01(\x04\x12.\n\nstarted_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x33\n\x0findex_loaded_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0e\x65ngine_version\x18\n \x01(\t\x12\x0b\n\x03gpu\x18\x0b \x01(\x08\x12$\n\x04\x61rms\x18\x0c \x03(\x0b\x32\x16.crossrec.v1.ArmStatus\"U\n\tArmStatus\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\r\n\x05share\x18\x04 \x01(\x01\"Z\n\x12SwapVersionRequest\x12\x10\n\x08\x61rtifact\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x16\n\x0eretrieval_only\x18\x03 \x01(\x08\x12\x0b\n\x03\x61rm\x18\x04 \x01(\t\"a\n\x13SwapVersionResponse\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x15\n\rindex_version\x18\x02 \x01(\t\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x04 \x01(\x08\x32\xfb\x03\n\x10RecommendService\x12J\n\tRecommend\x12\x1d.crossrec.v1.RecommendRequest\x1a\x1e.crossrec.v1.RecommendResponse\x12Y\n\x0eRecommendBatch\x12\".crossrec.v1.RecommendBatchRequest\x1a#.crossrec.v1.RecommendBatchResponse\x12S\n\x0cIngestEvents\x12 .crossrec.v1.IngestEventsRequest\x1a!.crossrec.v1.IngestEventsResponse\x12M\n\nDeleteUser\x12\x1e.crossrec.v1.DeleteUserRequest\x1a\x1f.crossrec.v1.DeleteUserResponse\x12J\n\tGetStatus\x12\x1d.crossrec.v1.GetStatusRequest\x1a\x1e.crossrec.v1.GetStatusResponse\x12P\n\x0bSwapVersion\x12\x1f.crossrec.v1.SwapVersionRequest\x1a .crossrec.v1.SwapVersionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,22 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_INGESTEVENTSREQUEST']._serialized_start=130
   _globals['_INGESTEVENTSREQUEST']._serialized_end=187
-  _globals['_INGESTEVENTSRESPONSE']._serialized_start=189
-  _globals['_INGESTEVENTSRESPONSE']._serialized_end=288
-  _globals['_DELETEUSERREQUEST']._serialized_start=290
-  _globals['_DELETEUSERREQUEST']._serialized_end=326
-  _globals['_DELETEUSERRESPONSE']._serialized_start=328
-  _globals['_DELETEUSERRESPONSE']._serialized_end=394
-  _globals['_GETSTATUSREQUEST']._serialized_start=396
-  _globals['_GETSTATUSREQUEST']._serialized_end=414
-  _globals['_GETSTATUSRESPONSE']._serialized_start=417
-  _globals['_GETSTATUSRESPONSE']._serialized_end=764
-  _globals['_ARMSTATUS']._serialized_start=766
-  _globals['_ARMSTATUS']._serialized_end=851
-  _globals['_SWAPVERSIONREQUEST']._serialized_start=853
-  _globals['_SWAPVERSIONREQUEST']._serialized_end=943
-  _globals['_SWAPVERSIONRESPONSE']._serialized_start=945
-  _globals['_SWAPVERSIONRESPONSE']._serialized_end=1042
-  _globals['_RECOMMENDSERVICE']._serialized_start=1045
-  _globals['_RECOMMENDSERVICE']._serialized_end=1552
+  _globals['_INGESTEVENTSRESPONSE']._serialized_start=190
+  _globals['_INGESTEVENTSRESPONSE']._serialized_end=336
+  _globals['_DELETEUSERREQUEST']._serialized_start=338
+  _globals['_DELETEUSERREQUEST']._serialized_end=374
+  _globals['_DELETEUSERRESPONSE']._serialized_start=376
+  _globals['_DELETEUSERRESPONSE']._serialized_end=442
+  _globals['_GETSTATUSREQUEST']._serialized_start=444
+  _globals['_GETSTATUSREQUEST']._serialized_end=462
+  _globals['_GETSTATUSRESPONSE']._serialized_start=465
+  _globals['_GETSTATUSRESPONSE']._serialized_end=812
+  _globals['_ARMSTATUS']._serialized_start=814
+  _globals['_ARMSTATUS']._serialized_end=899
+  _globals['_SWAPVERSIONREQUEST']._serialized_start=901
+  _globals['_SWAPVERSIONREQUEST']._serialized_end=991
+  _globals['_SWAPVERSIONRESPONSE']._serialized_start=993
+  _globals['_SWAPVERSIONRESPONSE']._serialized_end=1090
+  _globals['_RECOMMENDSERVICE']._serialized_start=1093
+  _globals['_RECOMMENDSERVICE']._serialized_end=1600
 # @@protoc_insertion_point(module_scope)

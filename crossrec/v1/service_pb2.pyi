@@ -47,6 +47,8 @@ class IngestEventsResponse(_message.Message):
     ACCEPTED_COUNT_FIELD_NUMBER: _builtins.int
     DUPLICATE_COUNT_FIELD_NUMBER: _builtins.int
     UNKNOWN_ITEM_COUNT_FIELD_NUMBER: _builtins.int
+    CONFLICT_COUNT_FIELD_NUMBER: _builtins.int
+    EXPIRED_COUNT_FIELD_NUMBER: _builtins.int
     accepted_count: _builtins.int
     """Events stored by this call."""
     duplicate_count: _builtins.int
@@ -56,16 +58,28 @@ class IngestEventsResponse(_message.Message):
     know: stored all the same (the catalogue may be newer than the index); they count toward
     profiles once a version that knows the items is served.
     """
+    conflict_count: _builtins.int
+    """Events whose event_id was already stored (or came earlier in this call) with different
+    content: the id is being reused for another event. The first one stored is kept, this one is
+    not stored. A retried call never conflicts; a conflict means the caller reuses ids.
+    """
+    expired_count: _builtins.int
+    """Events older than the engine's event retention (`[store] event_retention_days`): not
+    stored, as they would never count toward a profile. accepted + duplicate + conflict +
+    expired = the events sent.
+    """
     def __init__(
         self,
         *,
         accepted_count: _builtins.int = ...,
         duplicate_count: _builtins.int = ...,
         unknown_item_count: _builtins.int = ...,
+        conflict_count: _builtins.int = ...,
+        expired_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "duplicate_count", b"duplicate_count", "unknown_item_count", b"unknown_item_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted_count", b"accepted_count", "conflict_count", b"conflict_count", "duplicate_count", b"duplicate_count", "expired_count", b"expired_count", "unknown_item_count", b"unknown_item_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -190,10 +190,14 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         events = validation.ingest_events(
             request.events, self.limits, self.engine.user_key, int(time.time() * 1e6)
         )
-        stored, duplicates, unknown = self.engine.ingest(events)
-        self.metrics.ingested.inc(stored)
+        done = self.engine.ingest(events)
+        self.metrics.ingested.inc(done.stored)
         return service_pb2.IngestEventsResponse(
-            accepted_count=stored, duplicate_count=duplicates, unknown_item_count=unknown
+            accepted_count=done.stored,
+            duplicate_count=done.duplicates,
+            unknown_item_count=done.unknown_items,
+            conflict_count=done.conflicts,
+            expired_count=done.expired,
         )
 
     def _delete(self, request) -> service_pb2.DeleteUserResponse:

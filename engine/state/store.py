@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import grpc
 
@@ -90,9 +90,20 @@ def truncate_wal(path: Path, wait_s: float = WAL_TRUNCATE_WAIT_S) -> bool:
         db.close()
 
 
+class Appended(NamedTuple):
+    """What one append did with its events (the three add up to the events given)."""
+
+    stored: int
+    #: Already stored under the same id with the same content (a retry).
+    duplicates: int
+    #: Already stored (or earlier in the same call) under the same id with other content: not
+    #: stored; the first one is kept.
+    conflicts: int
+
+
 class EventStore(Protocol):
-    def append(self, events: list[StoredEvent]) -> tuple[int, int]:
-        """Store all events atomically; return (stored, already present)."""
+    def append(self, events: list[StoredEvent]) -> Appended:
+        """Store all events atomically; say how many were new, repeated and conflicting."""
 
     def history(self, user_key: str, limit: int, since_us: int | None = None) -> list[StoredEvent]:
         """The user's newest ``limit`` events (at or after ``since_us`` when given), oldest
@@ -153,7 +164,7 @@ class SQLiteEventStore:
         #: A retention pass could not truncate the WAL (a reader held it): the next pass tries.
         self._wal_untruncated = False
 
-    def append(self, events: list[StoredEvent]) -> tuple[int, int]:
+    def append(self, events: list[StoredEvent]) -> Appended:
         rows = [
             (
                 e.event_id,
@@ -177,6 +188,7 @@ class SQLiteEventStore:
                     is None
                     for key in keys
                 )
+                conflicts = self._conflicts(rows)
                 before = self._db.total_changes
                 self._db.executemany(
                     "INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?, ?)", rows
@@ -195,7 +207,26 @@ class SQLiteEventStore:
             # A user without events before this batch has at least one stored now: nothing stored
             # can be a duplicate of theirs.
             self._users += new_users
-        return stored, len(rows) - stored
+        return Appended(stored, len(rows) - stored - conflicts, conflicts)
+
+    def _conflicts(self, rows: list[tuple], chunk: int = 500) -> int:
+        """How many of ``rows`` reuse an id stored (or earlier in ``rows``) with other content
+        (inside the append's transaction)."""
+        first: dict[str, tuple] = {}
+        ids = list({r[0] for r in rows})
+        for at in range(0, len(ids), chunk):
+            part = ids[at : at + chunk]
+            found = self._db.execute(
+                "SELECT event_id, user_key, item_id, action, ts_us, session_id, "
+                f"recommendation_id FROM events WHERE event_id IN ({','.join('?' * len(part))})",
+                part,
+            ).fetchall()
+            first.update((r[0], tuple(r)) for r in found)
+        conflicts = 0
+        for row in rows:
+            kept = first.setdefault(row[0], row)
+            conflicts += kept != row
+        return conflicts
 
     def history(self, user_key: str, limit: int, since_us: int | None = None) -> list[StoredEvent]:
         since = -(2**63) if since_us is None else since_us

@@ -47,7 +47,7 @@ def test_a_delete_waiting_for_a_reader_stalls_nothing_and_finishes_when_it_leave
     deleting.start()
     # While the delete waits on the reader, the store serves reads and writes.
     assert [e.event_id for e in store.history("other", 2)] == ["o3", "o4"]
-    assert store.append([StoredEvent("o9", "other", "i1", "cart", 9)]) == (1, 0)
+    assert store.append([StoredEvent("o9", "other", "i1", "cart", 9)]) == (1, 0, 0)
     assert deleting.is_alive()
     reader.execute("COMMIT")
     reader.close()

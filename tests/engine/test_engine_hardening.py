@@ -114,8 +114,8 @@ def test_counts_are_kept_on_write_and_read_without_a_query(tmp_path):
     assert store.counts() == (0, 0)
     a = [StoredEvent(f"a{i}", "ua", "i", "view", i) for i in range(3)]
     b = [StoredEvent(f"b{i}", "ub", "i", "view", i) for i in range(2)]
-    assert store.append(a + b) == (5, 0)
-    assert store.append([*a[:1], StoredEvent("a9", "ua", "i", "cart", 9)]) == (1, 1)  # a dup
+    assert store.append(a + b) == (5, 0, 0)
+    assert store.append([*a[:1], StoredEvent("a9", "ua", "i", "cart", 9)]) == (1, 1, 0)  # a dup
     assert store.counts() == (2, 6)
     assert store.delete_user("ub") == 2
     assert store.delete_user("nobody") == 0

@@ -54,8 +54,8 @@ def test_profile_has_one_interest_per_heavy_category_weighted_by_action_and_age(
 def test_store_is_idempotent_and_deletes(tmp_path):
     store = SQLiteEventStore(tmp_path / "s.sqlite")
     events = [StoredEvent(f"e{i}", "k1" if i < 3 else "k2", f"i{i}", "view", i) for i in range(5)]
-    assert store.append(events) == (5, 0)
-    assert store.append([*events[:2], StoredEvent("e9", "k1", "i9", "purchase", 9)]) == (1, 2)
+    assert store.append(events) == (5, 0, 0)
+    assert store.append([*events[:2], StoredEvent("e9", "k1", "i9", "purchase", 9)]) == (1, 2, 0)
     assert [e.event_id for e in store.history("k1", 10)] == ["e0", "e1", "e2", "e9"]
     assert [e.event_id for e in store.history("k1", 2)] == ["e2", "e9"]  # newest, oldest first
     assert store.counts() == (2, 6)
@@ -200,3 +200,30 @@ def test_pseudonyms_of_the_anonymous_id_stay_empty():
     p = Pseudonyms(b"k" * 32)
     assert p.of("") == ""
     assert p.of("alice") == pseudonymise("alice", b"k" * 32)
+
+
+def test_an_event_id_reused_with_other_content_is_a_conflict_not_a_duplicate(tmp_path):
+    from engine.state.store import SQLiteEventStore, StoredEvent
+
+    store = SQLiteEventStore(tmp_path / "events.sqlite")
+    first = StoredEvent("e1", "k1", "i1", "view", 10, "s1")
+    assert store.append([first]) == (1, 0, 0)
+    assert store.append([first]) == (0, 1, 0)  # a retry: a duplicate
+    for other in (
+        StoredEvent("e1", "k1", "i2", "view", 10, "s1"),  # another item
+        StoredEvent("e1", "k1", "i1", "cart", 10, "s1"),  # another action
+        StoredEvent("e1", "k1", "i1", "view", 11, "s1"),  # another time
+        StoredEvent("e1", "k1", "i1", "view", 10, "s2"),  # another session
+        StoredEvent("e1", "k1", "i1", "view", 10, "s1", "r1"),  # another recommendation
+    ):
+        assert store.append([other]) == (0, 0, 1), other
+    # Within one call: the first of an id is stored, a later copy with other content conflicts,
+    # a later identical copy is a duplicate.
+    a = StoredEvent("e2", "k1", "i1", "view", 20)
+    b = StoredEvent("e2", "k1", "i9", "view", 20)
+    assert store.append([a, b, a]) == (1, 1, 1)
+    assert [(e.event_id, e.item_id) for e in store.history("k1", 10)] == [
+        ("e1", "i1"),
+        ("e2", "i1"),
+    ]
+    store.close()

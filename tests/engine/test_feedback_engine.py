@@ -327,16 +327,17 @@ def test_events_naming_unknown_items_are_stored_counted_and_used_once_known(tmp_
     version that knows the item uses them."""
     engine = make_engine(tmp_path, tiny_version)
     key = engine.user_key("u1")
-    stored, duplicates, unknown = engine.ingest(
+    done = engine.ingest(
         [
             StoredEvent("e1", key, "t0", "view", NOW - 10),
             StoredEvent("e2", key, "new-item", "purchase", NOW - 5),
             StoredEvent("e3", key, "newer-item", "view", NOW - 4),
         ]
     )
-    assert (stored, duplicates, unknown) == (3, 0, 2)
+    assert (done.stored, done.duplicates, done.unknown_items) == (3, 0, 2)
     assert sample(engine, "crossrec_ingested_unknown_items_total") == 2
-    assert engine.ingest([StoredEvent("e2", key, "new-item", "purchase", NOW - 5)]) == (0, 1, 1)
+    again = engine.ingest([StoredEvent("e2", key, "new-item", "purchase", NOW - 5)])
+    assert (again.stored, again.duplicates, again.unknown_items) == (0, 1, 1)
     before = engine.profile(engine.served, "u1", [], NOW)
     assert before.interest_categories == ["Outdoors > Tents"]  # the unknown purchase is ignored
     # A version that knows "new-item" (as a pan) serves now: the stored purchase counts.

@@ -48,15 +48,19 @@ def test_the_store_compacts_by_time_and_leaves_no_bytes_of_removed_users(tmp_pat
 def test_expired_events_stop_counting_at_once_and_maintenance_removes_them(tmp_path, tiny_version):
     engine = make_engine(tmp_path, tiny_version, store={"event_retention_days": 30.0})
     key = engine.user_key("u1")
-    engine.ingest(
+    done = engine.ingest(
         [
-            StoredEvent("old", key, "p0", "purchase", NOW - 31 * DAY_US),
+            StoredEvent("older", key, "p0", "purchase", NOW - 31 * DAY_US),  # past retention
+            StoredEvent("old", key, "p0", "purchase", NOW - 29 * DAY_US),
             StoredEvent("new", key, "t0", "view", NOW - DAY_US),
-        ]
+        ],
+        now_us=NOW,
     )
-    profile = engine.profile(engine.served, "u1", [], NOW)
+    assert (done.stored, done.expired) == (2, 1)  # an event past retention is not stored
+    assert engine.store.counts() == (1, 2)
+    profile = engine.profile(engine.served, "u1", [], NOW + 2 * DAY_US)
     assert profile.interest_categories == ["Outdoors > Tents"]  # the old purchase no longer counts
-    assert engine.maintain(NOW) == {"events": 1, "impressions": 0}
+    assert engine.maintain(NOW + 2 * DAY_US) == {"events": 1, "impressions": 0}
     assert engine.store.counts() == (1, 1)
     engine.close()
 
@@ -353,7 +357,7 @@ def test_a_full_disk_is_reported_as_the_store_being_full(tmp_path):
         store.append([StoredEvent("a", "k", "i", "view", NOW)])
     store._db = real
     assert store.counts() == (0, 0)
-    assert store.append([StoredEvent("a", "k", "i", "view", NOW)]) == (1, 0)
+    assert store.append([StoredEvent("a", "k", "i", "view", NOW)]) == (1, 0, 0)
     store.close()
 
 
@@ -376,3 +380,23 @@ def test_a_swap_names_versions_under_the_configured_root_only(root, tiny_built, 
     assert changed
     assert served.version.version == "v2"
     engine.close()
+
+
+def test_ingest_reports_reused_ids_and_events_past_retention(tiny_built, tmp_path):
+    """accepted + duplicate + conflict + expired = the events sent; only the accepted are new."""
+    from datetime import UTC, datetime, timedelta
+
+    from clients.sdk import CrossrecClient, Event
+    from engine.api.server import BackgroundServer
+
+    config = engine_config(tmp_path / "e.sqlite", tiny_built, store={"event_retention_days": 30})
+    now = datetime.now(UTC)
+    first = Event("u1", "t0", "view", now, event_id="x1")
+    reused = Event("u1", "p0", "purchase", now, event_id="x1")  # the same id, another event
+    stale = Event("u1", "t1", "view", now - timedelta(days=31), event_id="x2")
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=10) as client:
+        done = client.ingest([first, reused, stale, Event("u1", "t1", "cart", now)])
+        assert (done.accepted, done.duplicates, done.conflicts, done.expired) == (2, 0, 1, 1)
+        again = client.ingest([first, reused])
+        assert (again.accepted, again.duplicates, again.conflicts, again.expired) == (0, 1, 1, 0)
+        assert client.status().event_count == 2
