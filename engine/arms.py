@@ -3,7 +3,8 @@ live, following the configured roots, and which arm answers which user.
 
 An arm serves one :class:`Served` pair. Arm ``a`` answers everyone unless arm ``b`` is configured;
 then a user's arm is a keyed hash of their pseudonym (sticky across restarts). A swap replaces an
-arm's pair atomically: requests in flight finish on the pair they started with.
+arm's pair atomically: requests in flight finish on the pair they started with. A swap that names
+a version pins the arm to it, across ``LATEST`` moves and restarts (:mod:`engine.pins`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 
 from engine.config import ArmsConfig, RankerConfig, RayConfig, RetrievalConfig
 from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
+from engine.pins import Pin, Pins
 from engine.retrieval.ranking import RETRIEVAL_ONLY, ModelRanker
 from engine.retrieval.recommend import Recommender
 from engine.state.pseudonym import hash_fraction
@@ -35,6 +37,8 @@ class Served:
     version: IndexVersion
     recommender: Recommender
     loaded_at: float
+    #: The model version folder it was loaded from ("" : retrieval only).
+    model_path: str = ""
 
     @property
     def model_version(self) -> str:
@@ -50,10 +54,13 @@ class Arms:
         ranker: RankerConfig = RankerConfig(),
         retrieval: RetrievalConfig = RetrievalConfig(),
         ray: RayConfig = RayConfig(),
+        pins: Pins | None = None,
     ) -> None:
         """``config``: what each arm serves; ``ranker``: how its model is used; ``retrieval``: its
-        request path's settings; ``ray``: where its shards are searched."""
+        request path's settings; ``ray``: where its shards are searched; ``pins``: the pairs
+        swaps pinned (default: none, kept in memory)."""
         self.config = config
+        self.pins = pins or Pins(None)
         self.ranker_config = ranker
         self.retrieval = retrieval
         self.ray = ray
@@ -74,10 +81,11 @@ class Arms:
         # With remote shard groups this process loads no faiss shard: the groups search them.
         version = open_index(path, verify=True, shards=() if remote else None)
         model_path = self.configured(arm)[1] if model is None else model
-        ranker = load_ranker(model_path, version, self.ranker_config) if model_path else None
+        folder = str(resolve_model(model_path)) if model_path else ""
+        ranker = load_ranker(folder, version, self.ranker_config) if folder else None
         searcher = self._remote_shards(version) if remote else None
         recommender = Recommender(version, self.retrieval, ranker, searcher)
-        served = Served(version, recommender, time.time())
+        served = Served(version, recommender, time.time(), folder)
         self.swap_in(served, arm)
         log.info(
             "arm %s: serving index %s (%d items) with ranker %s",
@@ -117,7 +125,9 @@ class Arms:
         """Load and serve a pair for ``arm`` while serving (the admin RPC). ``artifact`` empty:
         the arm's configured one; ``model`` None: the arm's configured model, "" : none. Returns
         the pair and whether it differs from the one it replaced. A pair that fails to load or
-        verify raises :class:`SwapRefused` and the arm keeps its pair."""
+        verify raises :class:`SwapRefused` and the arm keeps its pair. Naming an artifact or a
+        model pins the arm to the pair loaded (kept across restarts; the watcher leaves it);
+        naming neither unpins it."""
         if arm not in self._arms:
             raise InvalidRequest(
                 [FieldViolation("arm", f"no arm {arm!r} is served (arms: {sorted(self._arms)})")]
@@ -130,6 +140,14 @@ class Arms:
             if model:
                 confine(model, configured_model, "model")
             served = self.load(artifact or configured_index, model, arm)
+            try:
+                pinned = bool(artifact) or model is not None
+                self.pins.set(
+                    arm, Pin(str(served.version.path), served.model_path) if pinned else None
+                )
+            except OSError as exc:
+                self.swap_in(before, arm)
+                raise OSError(f"the swap could not be kept for restarts ({exc})") from exc
         except Exception as exc:  # any failure to open, verify or pair: the old pair stays
             raise SwapRefused(
                 f"arm {arm} keeps index {before.version.version} with {before.model_version}: "
@@ -163,6 +181,8 @@ class Arms:
         name another; returns the arms that changed."""
         changed = []
         for arm, served in self.current().items():
+            if self.pins.get(arm) is not None:
+                continue  # pinned by a SwapVersion: it serves that pair until unpinned
             try:
                 targets = self.configured_targets(arm)
             except Exception as exc:
@@ -181,10 +201,39 @@ class Arms:
 
     def load_configured(self) -> None:
         """Load arm a from ``artifact``/``model`` and, when configured, arm b from
-        ``b_artifact``/``b_model``."""
-        self.load(self.config.artifact)
+        ``b_artifact``/``b_model`` - or an arm's pinned pair, when a swap pinned one."""
+        self._load_start(ARM_A)
         if self.config.b_artifact:  # b_share within [0, 1]: engine/config/check.py
-            self.load(self.config.b_artifact, arm=ARM_B)
+            self._load_start(ARM_B)
+
+    def _load_start(self, arm: str) -> None:
+        pin = self.pins.get(arm)
+        if pin is not None:
+            index, model = self.configured(arm)
+            try:
+                confine(pin.index, index, "index")
+                if pin.model:
+                    confine(pin.model, model, "model")
+                self.load(pin.index, pin.model, arm)
+                log.warning(
+                    "arm %s: serving the pair a SwapVersion pinned (%s, model %s); a SwapVersion "
+                    "without paths returns it to the configured roots",
+                    arm,
+                    pin.index,
+                    pin.model or "none",
+                )
+                return
+            except Exception as exc:
+                log.error(
+                    "arm %s: the pinned pair (%s, model %s) cannot be served (%s); serving the "
+                    "configured versions and dropping the pin",
+                    arm,
+                    pin.index,
+                    pin.model or "none",
+                    exc,
+                )
+                self.pins.set(arm, None)
+        self.load(self.configured(arm)[0], arm=arm)
 
     def current(self) -> dict[str, Served]:
         """Arm -> its pair, as served now."""
@@ -242,6 +291,14 @@ def confine(path: str, configured: str, what: str) -> None:
     )
     if not Path(path).resolve().is_relative_to(root):
         raise ValueError(f"the {what} {path} is not under the configured root {root}")
+
+
+def resolve_model(path: str) -> Path:
+    """A model version folder, or a root whose ``LATEST`` names one."""
+    from crossrec import versions
+    from ranker.model import MODEL_FORMAT
+
+    return versions.resolve_version(path, MODEL_FORMAT)
 
 
 def load_ranker(path: str, version: IndexVersion, config: RankerConfig) -> ModelRanker:

@@ -23,6 +23,7 @@ from engine.config import EngineConfig, ProfileConfig
 from engine.errors import NotServing
 from engine.feedback.loop import Feedback
 from engine.feedback.metrics import Metrics
+from engine.pins import Pins
 from engine.recommendation import Recommendation, RecommendedItem, recommended_items
 from engine.retrieval.query import Query
 from engine.retrieval.recommend import Recommender
@@ -67,7 +68,9 @@ class Engine:
         self.store = store
         self.metrics = metrics or Metrics()
         self.pseudonyms = Pseudonyms(config.store.key(store_has_events=store.counts()[1] > 0))
-        self.versions = Arms(config.arms, config.ranker, config.retrieval, config.ray)
+        self.versions = Arms(
+            config.arms, config.ranker, config.retrieval, config.ray, Pins(config.pins_path())
+        )
         self.feedback = Feedback(config.feedback, config.impression_log_path(), self.metrics)
         self.started_at = time.time()
         self.engine_version = package_version("crossrec")

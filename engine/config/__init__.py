@@ -303,6 +303,10 @@ class EngineConfig:
 
         check(self)
 
+    def pins_path(self) -> Path:
+        """Where the pairs SwapVersion pinned are kept (engine/pins.py): next to the store."""
+        return Path(self.store.path).with_suffix(".pins.json")
+
     def impression_log_path(self) -> Path:
         """The impression log's file: ``feedback.impression_log``, default next to the store."""
         if self.feedback.impression_log:
