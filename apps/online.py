@@ -51,25 +51,38 @@ def read_log(path: str | Path, vectors: bool = False) -> tuple[pl.DataFrame, pl.
         raise ValueError(f"{path}: not a readable crossrec impression log ({exc})") from exc
 
 
+#: Rows fetched from SQLite at a time: only one chunk is ever held as Python tuples, the rest as
+#: columns (a whole table as tuples took ~3x the file's size).
+READ_CHUNK = 100_000
+
+
+def _frame(db: sqlite3.Connection, sql: str, schema: dict, chunk: int = READ_CHUNK) -> pl.DataFrame:
+    """The result of ``sql`` as a frame with ``schema``, read ``chunk`` rows at a time."""
+    cursor = db.execute(sql)
+    parts = []
+    while rows := cursor.fetchmany(chunk):
+        parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
+    return pl.concat(parts, rechunk=True) if parts else pl.DataFrame(schema=schema)
+
+
 def _read_log(path: str | Path, vectors: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     db = _connect(path)
     try:
-        lists = pl.DataFrame(
-            db.execute(
-                "SELECT l.recommendation_id, user_key, ts_us, arm, index_version, model_version, "
-                "f.names FROM lists l JOIN feature_lists f ON l.features = f.schema"
-            ).fetchall(),
-            schema={
-                "recommendation_id": pl.String,
-                "user_key": pl.String,
-                "ts_us": pl.Int64,
-                "arm": pl.String,
-                "index_version": pl.String,
-                "model_version": pl.String,
-                "feature_names": pl.String,
-            },
-            orient="row",
-        )
+        schema = {
+            "recommendation_id": pl.String,
+            "user_key": pl.String,
+            "ts_us": pl.Int64,
+            "arm": pl.String,
+            "index_version": pl.String,
+            "model_version": pl.String,
+        }
+        sql = "SELECT l.recommendation_id, user_key, ts_us, arm, index_version, model_version"
+        if vectors:  # the names are only needed to read the vectors (a long string per list)
+            schema["feature_names"] = pl.String
+            sql += ", f.names FROM lists l JOIN feature_lists f ON l.features = f.schema"
+        else:
+            sql += " FROM lists l"
+        lists = _frame(db, sql, schema)
         columns = "recommendation_id, position, item_id, category, cross_category, sources, "
         columns += "score, price" + (", vector" if vectors else "")
         schema = {
@@ -84,9 +97,7 @@ def _read_log(path: str | Path, vectors: bool) -> tuple[pl.DataFrame, pl.DataFra
         }
         if vectors:
             schema["vector"] = pl.Binary
-        shown = pl.DataFrame(
-            db.execute(f"SELECT {columns} FROM shown").fetchall(), schema=schema, orient="row"
-        )
+        shown = _frame(db, f"SELECT {columns} FROM shown", schema)
     finally:
         db.close()
     return lists, shown
@@ -97,25 +108,22 @@ def read_outcome_events(store: str | Path) -> pl.DataFrame:
     codes = {ACTION_CODES[a]: a for a in OUTCOMES}
     db = _connect(store)
     try:
-        rows = db.execute(
+        frame = _frame(
+            db,
             "SELECT user_key, item_id, action, ts_us, recommendation_id FROM events "
-            f"WHERE recommendation_id != '' AND action IN ({','.join(map(str, codes))})"
-        ).fetchall()
+            f"WHERE recommendation_id != '' AND action IN ({','.join(map(str, codes))})",
+            {
+                "user_key": pl.String,
+                "item_id": pl.String,
+                "action": pl.Int64,
+                "ts_us": pl.Int64,
+                "recommendation_id": pl.String,
+            },
+        )
     except sqlite3.Error as exc:
         raise ValueError(f"{store}: not a readable crossrec event store ({exc})") from exc
     finally:
         db.close()
-    frame = pl.DataFrame(
-        rows,
-        schema={
-            "user_key": pl.String,
-            "item_id": pl.String,
-            "action": pl.Int64,
-            "ts_us": pl.Int64,
-            "recommendation_id": pl.String,
-        },
-        orient="row",
-    )
     return frame.with_columns(pl.col("action").replace_strict(codes, return_dtype=pl.String))
 
 

@@ -366,3 +366,20 @@ def test_crossrec_report_on_damaged_input_says_what_is_wrong_and_exits_2(logged,
         argv = ["report", "--impressions", str(tmp_path / "imp.sqlite"), "--store", str(store)]
         assert main([*argv, "--window-hours", hours]) == 2
         assert "--window-hours must be a positive number" in capsys.readouterr().out
+
+
+def test_tables_are_read_in_chunks_into_one_frame(tmp_path):
+    import sqlite3
+
+    from apps.online import _frame
+
+    db = sqlite3.connect(tmp_path / "t.sqlite")
+    db.execute("CREATE TABLE t (a TEXT, b INTEGER)")
+    db.executemany("INSERT INTO t VALUES (?, ?)", [(f"r{i}", i) for i in range(5)])
+    schema = {"a": pl.String, "b": pl.Int64}
+    whole = _frame(db, "SELECT a, b FROM t ORDER BY b", schema, chunk=2)  # 2 + 2 + 1 rows
+    assert whole.to_dicts() == [{"a": f"r{i}", "b": i} for i in range(5)]
+    assert whole.n_chunks() == 1
+    empty = _frame(db, "SELECT a, b FROM t WHERE b > 9", schema, chunk=2)
+    assert (empty.height, empty.schema) == (0, pl.Schema(schema))
+    db.close()
