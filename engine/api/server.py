@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from crossrec.v1 import service_pb2
+from engine.api import transport
 from engine.api.auth import TokenAuth, parse_tokens, server_credentials
 from engine.api.service import RecommendService, add_service
 from engine.config import EngineConfig, ServerConfig
@@ -59,16 +60,21 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
         metrics.serve(srv.metrics_port, srv.host)
     tokens = parse_tokens(auth.tokens, auth.tokens_file)
     interceptors = [TokenAuth(tokens, auth.protect_health, metrics)] if tokens else []
+    before = transport.server_ids()
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", config.limits.max_message_bytes),
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
+            transport.CHANNELZ_OPTION,
         ],
         interceptors=interceptors,
         # Admission in gRPC's core, before any Python runs: under a flood the event loop would
         # otherwise spend its time refusing calls one by one (or let them expire unrefused).
         maximum_concurrent_rpcs=admission_limit(srv),
     )
+    server_id = transport.created_server(before)
+    if server_id is not None:
+        metrics.watch_transport(lambda: transport.call_counts(server_id))
     add_service(RecommendService(engine, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

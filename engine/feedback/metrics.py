@@ -114,24 +114,38 @@ class Metrics:
 
     def watch_impression_log(self, counts: Callable[[], Mapping[str, int]]) -> None:
         """Export the impression log's counts (written, sampled_out, queue_full, write_error,
-        dropped_for_size) as
-        ``crossrec_impression_log_total{outcome}``."""
-        self.registry.register(_LogCounts(counts))
+        dropped_for_size, forgotten) as ``crossrec_impression_log_total{outcome}``."""
+        self.registry.register(
+            _Counts(
+                "crossrec_impression_log",
+                "Recommend responses by what the impression log did with them",
+                counts,
+            )
+        )
+
+    def watch_transport(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Export the gRPC core's call counts (started, succeeded, failed; engine/api/transport.py)
+        as ``crossrec_transport_calls_total{outcome}``."""
+        self.registry.register(
+            _Counts(
+                "crossrec_transport_calls",
+                "Calls the gRPC transport saw, refused before the servicer included",
+                counts,
+            )
+        )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         start_http_server(port, addr=host, registry=self.registry)
 
 
-class _LogCounts:
-    def __init__(self, counts: Callable[[], Mapping[str, int]]) -> None:
-        self.counts = counts
+class _Counts:
+    """Counts read at scrape time, as one counter family labelled by outcome."""
+
+    def __init__(self, name: str, help_text: str, counts: Callable[[], Mapping[str, int]]) -> None:
+        self.name, self.help_text, self.counts = name, help_text, counts
 
     def collect(self):
-        family = CounterMetricFamily(
-            "crossrec_impression_log",
-            "Recommend responses by what the impression log did with them",
-            labels=["outcome"],
-        )
+        family = CounterMetricFamily(self.name, self.help_text, labels=["outcome"])
         for outcome, n in sorted(self.counts().items()):
             family.add_metric([outcome], n)
         yield family

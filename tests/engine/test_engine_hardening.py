@@ -334,3 +334,22 @@ def test_past_the_admission_limit_grpc_refuses_before_python_and_expiry_in_queue
             "crossrec_expired_queued_total", {"method": "Recommend"}
         )
         assert sample == 1
+
+        # gRPC's refusal never reached the servicer, but the transport counted it: three calls
+        # started; the first succeeded, the expired one and the one gRPC refused failed.
+        def transport() -> dict:
+            return {
+                outcome: server.metrics.registry.get_sample_value(
+                    "crossrec_transport_calls_total", {"outcome": outcome}
+                )
+                for outcome in ("started", "succeeded", "failed")
+            }
+
+        settle = _time.monotonic() + 5  # the core counts a call as it ends, maybe just after
+        while transport()["failed"] != 2 and _time.monotonic() < settle:
+            _time.sleep(0.05)
+        assert transport() == {"started": 3, "succeeded": 1, "failed": 2}
+        refusals = server.metrics.registry.get_sample_value(
+            "crossrec_requests_total", {"method": "Recommend", "code": "RESOURCE_EXHAUSTED"}
+        )
+        assert refusals is None
