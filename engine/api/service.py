@@ -8,6 +8,7 @@ status here and only here: :func:`engine.errors.to_status`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -26,6 +27,15 @@ from engine.feedback.metrics import Metrics
 OBJECTIVE_CODES = {name: code for code, name in validation.OBJECTIVE_NAMES.items()}
 #: RPCs whose work takes a deadline and stops at its next stage once it has passed.
 _STOPPABLE = frozenset({"Recommend", "RecommendBatch"})
+#: RPCs held to the bulkhead (:func:`bulk_workers`).
+_BULK_WORK = frozenset({"RecommendBatch"})
+_NO_LIMIT = contextlib.nullcontext()
+
+
+def bulk_workers(workers: int) -> int:
+    """Workers RecommendBatch calls may hold at once: half, at least one."""
+    return max(1, workers // 2)
+
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +54,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         # deadline); beyond that a call is shed at once with RESOURCE_EXHAUSTED, so callers can
         # back off instead of queueing until their deadlines pass.
         self._slots = asyncio.Semaphore(self.server.workers)
+        # A bulkhead: batches may hold at most half the workers, so that a few heavy batches
+        # (100 requests each) never leave single Recommend calls waiting for a worker.
+        self._bulk_slots = asyncio.Semaphore(bulk_workers(self.server.workers))
         self._in_flight = 0
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn, *args):
@@ -70,7 +83,8 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             if method in _STOPPABLE:
                 call = functools.partial(call, deadline=time.monotonic() + timeout)
             async with asyncio.timeout(timeout):
-                async with self._slots:
+                bulk = self._bulk_slots if method in _BULK_WORK else _NO_LIMIT
+                async with bulk, self._slots:
                     running = True
                     return await asyncio.get_running_loop().run_in_executor(self.executor, call)
         except asyncio.CancelledError:

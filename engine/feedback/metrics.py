@@ -6,7 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
@@ -16,6 +23,8 @@ class Metrics:
     def __init__(self) -> None:
         # A registry per engine, so several engines (tests) in one process do not collide.
         self.registry = CollectorRegistry()
+        # process_resident_memory_bytes, CPU seconds, open files: the engine's own footprint.
+        ProcessCollector(registry=self.registry)
         self.requests = Counter(
             "crossrec_requests_total",
             "RPCs by method and status code",

@@ -353,3 +353,44 @@ def test_past_the_admission_limit_grpc_refuses_before_python_and_expiry_in_queue
             "crossrec_requests_total", {"method": "Recommend", "code": "RESOURCE_EXHAUSTED"}
         )
         assert refusals is None
+
+
+def test_batches_hold_at_most_half_the_workers_so_single_calls_get_through(
+    tiny_built, tmp_path, monkeypatch
+):
+    """Two workers: one batch runs, a second batch waits for the bulkhead, and a single
+    Recommend still finds the other worker (before, the two batches took both)."""
+    import threading
+
+    from helpers_engine import engine_config
+
+    from clients.sdk import CrossrecClient, RecommendOptions
+    from engine.api.server import BackgroundServer
+    from engine.api.service import bulk_workers
+
+    assert [bulk_workers(w) for w in (1, 2, 3, 4, 9)] == [1, 1, 1, 2, 4]
+    config = engine_config(tmp_path / "e.sqlite", tiny_built, server={"workers": 2})
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=20) as client:
+        real = server.engine.recommend
+        entered, release = threading.Semaphore(0), threading.Event()
+
+        def held(user_id, *args, **kwargs):
+            if user_id.startswith("batch"):
+                entered.release()
+                release.wait(20)
+            return real(user_id, *args, **kwargs)
+
+        monkeypatch.setattr(server.engine, "recommend", held)
+        batches = [
+            threading.Thread(target=lambda n=n: client.recommend_batch([(f"batch{n}", RecommendOptions(k=2))]))
+            for n in range(2)
+        ]
+        for t in batches:
+            t.start()
+        assert entered.acquire(timeout=10)  # one batch runs
+        assert len(client.recommend("plain", k=2, timeout=5).items) == 2  # a single call too
+        assert not entered.acquire(timeout=0.2)  # the other batch still waits
+        release.set()
+        for t in batches:
+            t.join(20)
+        assert entered.acquire(timeout=5)  # ... and ran once the first was done
