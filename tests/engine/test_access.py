@@ -333,3 +333,34 @@ def test_single_requests_are_held_to_a_smaller_body_than_batches(tiny_built, tmp
             "crossrec_requests_total", {"method": "Recommend", "code": "RESOURCE_EXHAUSTED"}
         )
         assert counted == 1
+
+
+def test_the_hostile_bench_measures_each_attack(tiny_built, tmp_path):
+    import json
+    import socket
+
+    from clients.cli import main
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        metrics_port = s.getsockname()[1]
+    base = config(tiny_built, tmp_path)
+    server_settings = {"port": 0, "metrics_port": metrics_port, "workers": 2, "max_queued": 4}
+    with BackgroundServer(base.with_changes(server=server_settings)) as server:
+        out = tmp_path / "hostile.json"
+        argv = ["bench", "hostile", "--target", server.target, "--token", QUERY]
+        argv += ["--metrics", f"http://127.0.0.1:{metrics_port}/metrics"]
+        argv += ["--attacks", "brands,metrics,shedding", "--concurrency", "200"]
+        assert main([*argv, "--unknown-calls", "60", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["brands"]["batch_codes"] == ["OK"] * 4
+    assert result["brands"]["ordinary_during_codes"] == ["OK"]
+    assert result["metrics"]["codes"] == {"UNAUTHENTICATED": 30, "UNIMPLEMENTED": 30}
+    assert (
+        result["metrics"]["metrics_bytes_after"] < result["metrics"]["metrics_bytes_before"] + 2_000
+    )
+    shedding = result["shedding"]
+    assert sum(c["calls"] for c in shedding["codes"].values()) == 200
+    assert shedding["client_saw_failed"] > 0
+    assert shedding["client_saw_failed"] == shedding["server_counted_failed"]
+    assert main(["bench", "hostile", "--attacks", "nope"]) == 2

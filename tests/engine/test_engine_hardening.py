@@ -382,7 +382,9 @@ def test_batches_hold_at_most_half_the_workers_so_single_calls_get_through(
 
         monkeypatch.setattr(server.engine, "recommend", held)
         batches = [
-            threading.Thread(target=lambda n=n: client.recommend_batch([(f"batch{n}", RecommendOptions(k=2))]))
+            threading.Thread(
+                target=lambda n=n: client.recommend_batch([(f"batch{n}", RecommendOptions(k=2))])
+            )
             for n in range(2)
         ]
         for t in batches:
