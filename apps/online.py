@@ -56,48 +56,91 @@ def read_log(path: str | Path, vectors: bool = False) -> tuple[pl.DataFrame, pl.
 READ_CHUNK = 100_000
 
 
-def _frame(db: sqlite3.Connection, sql: str, schema: dict, chunk: int = READ_CHUNK) -> pl.DataFrame:
+def _frame(
+    db: sqlite3.Connection, sql: str, schema: dict, params: tuple = (), chunk: int = READ_CHUNK
+) -> pl.DataFrame:
     """The result of ``sql`` as a frame with ``schema``, read ``chunk`` rows at a time."""
-    cursor = db.execute(sql)
+    cursor = db.execute(sql, params)
     parts = []
     while rows := cursor.fetchmany(chunk):
         parts.append(pl.DataFrame(rows, schema=schema, orient="row"))
     return pl.concat(parts, rechunk=True) if parts else pl.DataFrame(schema=schema)
 
 
+def read_log_chunks(path: str | Path, lists_per_chunk: int = 2_000):
+    """(lists, shown) of ``lists_per_chunk`` lists at a time, every list whole in one chunk, so
+    that a report holds one chunk of impressions at once, not the log. Raises like
+    :func:`read_log`."""
+    db = _connect(path)
+    try:
+        last = ""
+        while True:
+            lists = pl.DataFrame(
+                db.execute(
+                    f"SELECT {_LIST_COLUMNS} FROM lists WHERE recommendation_id > ? "
+                    "ORDER BY recommendation_id LIMIT ?",
+                    (last, lists_per_chunk),
+                ).fetchall(),
+                schema=_LIST_SCHEMA,
+                orient="row",
+            )
+            if lists.is_empty():
+                return
+            first, last = lists["recommendation_id"][0], lists["recommendation_id"][-1]
+            shown = _frame(
+                db,
+                f"SELECT {_SHOWN_COLUMNS} FROM shown "
+                "WHERE recommendation_id >= ? AND recommendation_id <= ?",
+                _SHOWN_SCHEMA,
+                (first, last),
+            )
+            yield lists, shown
+    except sqlite3.Error as exc:
+        raise ValueError(f"{path}: not a readable crossrec impression log ({exc})") from exc
+    finally:
+        db.close()
+
+
+_LIST_COLUMNS = "recommendation_id, user_key, ts_us, arm, index_version, model_version"
+_LIST_SCHEMA = {
+    "recommendation_id": pl.String,
+    "user_key": pl.String,
+    "ts_us": pl.Int64,
+    "arm": pl.String,
+    "index_version": pl.String,
+    "model_version": pl.String,
+}
+_SHOWN_COLUMNS = "recommendation_id, position, item_id, category, cross_category, sources, "
+_SHOWN_COLUMNS += "score, price"
+_SHOWN_SCHEMA = {
+    "recommendation_id": pl.String,
+    "position": pl.Int64,
+    "item_id": pl.String,
+    "category": pl.String,
+    "cross_category": pl.Boolean,
+    "sources": pl.String,
+    "score": pl.Float64,
+    "price": pl.Float64,
+}
+
+
 def _read_log(path: str | Path, vectors: bool) -> tuple[pl.DataFrame, pl.DataFrame]:
     db = _connect(path)
     try:
-        schema = {
-            "recommendation_id": pl.String,
-            "user_key": pl.String,
-            "ts_us": pl.Int64,
-            "arm": pl.String,
-            "index_version": pl.String,
-            "model_version": pl.String,
-        }
-        sql = "SELECT l.recommendation_id, user_key, ts_us, arm, index_version, model_version"
+        schema = dict(_LIST_SCHEMA)
         if vectors:  # the names are only needed to read the vectors (a long string per list)
             schema["feature_names"] = pl.String
-            sql += ", f.names FROM lists l JOIN feature_lists f ON l.features = f.schema"
+            sql = f"SELECT l.{_LIST_COLUMNS}, f.names FROM lists l "
+            sql += "JOIN feature_lists f ON l.features = f.schema"
         else:
-            sql += " FROM lists l"
+            sql = f"SELECT {_LIST_COLUMNS} FROM lists"
         lists = _frame(db, sql, schema)
-        columns = "recommendation_id, position, item_id, category, cross_category, sources, "
-        columns += "score, price" + (", vector" if vectors else "")
-        schema = {
-            "recommendation_id": pl.String,
-            "position": pl.Int64,
-            "item_id": pl.String,
-            "category": pl.String,
-            "cross_category": pl.Boolean,
-            "sources": pl.String,
-            "score": pl.Float64,
-            "price": pl.Float64,
-        }
+        shown_schema = dict(_SHOWN_SCHEMA)
+        columns = _SHOWN_COLUMNS
         if vectors:
-            schema["vector"] = pl.Binary
-        shown = _frame(db, f"SELECT {columns} FROM shown", schema)
+            shown_schema["vector"] = pl.Binary
+            columns += ", vector"
+        shown = _frame(db, f"SELECT {columns} FROM shown", shown_schema)
     finally:
         db.close()
     return lists, shown
@@ -178,24 +221,41 @@ def ratio_interval(y: np.ndarray, n: np.ndarray) -> tuple[float, float, float]:
     return r, r - _Z * se, r + _Z * se
 
 
-def summarise(attributed: pl.DataFrame, by: list[str]) -> pl.DataFrame:
-    """Per group of ``by`` (from :data:`DIMENSIONS`): lists, impressions, users, outcome counts,
-    and each rate with its interval (``ctr``, ``cart_rate``, ``purchase_rate``, ``rpm``, each with
-    ``_low`` / ``_high``)."""
-    unknown = sorted(set(by) - set(DIMENSIONS))
+def per_user(attributed: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Sums per group of ``by`` (from :data:`DIMENSIONS`, or any column) and user: lists,
+    impressions, outcomes, revenue - all :func:`summarise` needs. Frames of disjoint sets of lists
+    add up: :func:`combine`."""
+    unknown = sorted(set(by) - set(DIMENSIONS) - set(attributed.columns))
     if unknown:
         raise ValueError(f"unknown breakdown {unknown}; choose from {list(DIMENSIONS)}")
     frame = attributed
     if "source" in by:
         frame = frame.with_columns(source=pl.col("sources").str.split(",")).explode("source")
-    per_user = frame.group_by([*by, "user_key"]).agg(
+    return frame.group_by([*by, "user_key"]).agg(
         impressions=pl.len(),
         lists=pl.col("recommendation_id").n_unique(),
         **{a: pl.col(a).sum() for a in OUTCOMES},
         revenue=pl.col("revenue").sum(),
     )
+
+
+def combine(parts: list[pl.DataFrame], by: list[str]) -> pl.DataFrame:
+    """:func:`per_user` frames of disjoint sets of lists, summed into one."""
+    sums = ("impressions", "lists", *OUTCOMES, "revenue")
+    return pl.concat(parts).group_by([*by, "user_key"]).agg(pl.col(c).sum() for c in sums)
+
+
+def summarise(attributed: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """Per group of ``by`` (from :data:`DIMENSIONS`): lists, impressions, users, outcome counts,
+    and each rate with its interval (``ctr``, ``cart_rate``, ``purchase_rate``, ``rpm``, each with
+    ``_low`` / ``_high``)."""
+    return summarise_users(per_user(attributed, by), by)
+
+
+def summarise_users(users: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """:func:`summarise` from :func:`per_user` sums."""
     rows = []
-    groups = per_user.partition_by(by, as_dict=True, maintain_order=True) if by else {(): per_user}
+    groups = users.partition_by(by, as_dict=True, maintain_order=True) if by else {(): users}
     for key, g in sorted(groups.items(), key=lambda kv: tuple(str(k) for k in kv[0])):
         n = g["impressions"].to_numpy().astype(np.float64)
         row = dict(zip(by, key))
@@ -218,16 +278,29 @@ def summarise(attributed: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def bucketed(attributed: pl.DataFrame, bucket_us: int) -> pl.DataFrame:
+    """``attributed`` with ``bucket_start_us``: the start of its list's time bucket."""
+    return attributed.with_columns(bucket_start_us=(pl.col("ts_us") // bucket_us) * bucket_us)
+
+
 def over_time(attributed: pl.DataFrame, by: list[str], bucket_us: int) -> pl.DataFrame:
     """:func:`summarise` per time bucket of the list's time (column ``bucket_start_us``)."""
-    frame = attributed.with_columns(
-        bucket_start_us=(pl.col("ts_us") // bucket_us) * bucket_us
-    ).sort("bucket_start_us")
+    users = per_user(bucketed(attributed, bucket_us), ["bucket_start_us", *by])
+    return timeline_users_summary(users, by)
+
+
+def timeline_users_summary(users: pl.DataFrame, by: list[str]) -> pl.DataFrame:
+    """:func:`over_time` from :func:`per_user` sums by ``["bucket_start_us", *by]``."""
     parts = []
-    for (start,), part in frame.partition_by(
-        "bucket_start_us", as_dict=True, maintain_order=True
-    ).items():
-        parts.append(summarise(part, by).with_columns(bucket_start_us=pl.lit(start, pl.Int64)))
+    for (start,), part in (
+        users.sort("bucket_start_us")
+        .partition_by("bucket_start_us", as_dict=True, maintain_order=True)
+        .items()
+    ):
+        part = part.drop("bucket_start_us")
+        parts.append(
+            summarise_users(part, by).with_columns(bucket_start_us=pl.lit(start, pl.Int64))
+        )
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
 
 

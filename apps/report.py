@@ -13,7 +13,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 
 from crossrec.vocabulary import US_PER_DAY
@@ -92,8 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from apps.online import attribute, over_time, read_log, read_outcome_events, summarise
-
     by = [c.strip() for c in args.by.split(",") if c.strip()]
     for name in ("window_hours", "bucket_hours"):
         value = getattr(args, name)
@@ -101,25 +98,32 @@ def run(args: argparse.Namespace) -> int:
             print(f"crossrec report: --{name.replace('_', '-')} must be a positive number")
             return 2
     try:
-        lists, shown = read_log(args.impressions)
-        events = read_outcome_events(args.store)
-        attributed = attribute(lists, shown, events, int(args.window_hours * US_PER_DAY / 24))
-        summary = summarise(attributed, by)
+        summary_users, timeline_users = read_report(
+            args.impressions,
+            args.store,
+            by,
+            int(args.window_hours * US_PER_DAY / 24),
+            int(args.bucket_hours * US_PER_DAY / 24),
+        )
     except (OSError, ValueError) as exc:
         print(f"crossrec report: {exc}")
         return 2
-    if attributed.is_empty():
+    if timeline_users.is_empty():
         print("crossrec report: the impression log holds no lists")
         return 2
+    from apps.online import summarise_users, timeline_users_summary
+
+    summary = summarise_users(summary_users, by)
     print(
-        f"{lists.height:,} lists, {attributed.height:,} item impressions, "
-        f"{int(np.sum(attributed['click'].to_numpy())):,} attributed clicks "
+        f"{int(timeline_users['lists'].sum()):,} lists, "
+        f"{int(timeline_users['impressions'].sum()):,} item impressions, "
+        f"{int(timeline_users['click'].sum()):,} attributed clicks "
         f"(window {args.window_hours:g} h)"
     )
     print(format_table(summary, by))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        timeline = over_time(attributed, ["arm"], int(args.bucket_hours * US_PER_DAY / 24))
+        timeline = timeline_users_summary(timeline_users, ["arm"])
         (args.out / "report.json").write_text(
             json.dumps(
                 {
@@ -135,3 +139,35 @@ def run(args: argparse.Namespace) -> int:
         plot_over_time(timeline, args.out / "report.png")
         print(f"wrote {args.out / 'report.json'} and {args.out / 'report.png'}")
     return 0
+
+
+def read_report(
+    impressions: Path,
+    store: Path,
+    by: list[str],
+    window_us: int,
+    bucket_us: int,
+    lists_per_chunk: int = 2_000,
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Per-user sums (:func:`apps.online.per_user`) by ``by`` and by (time bucket, arm), read
+    from the log a chunk of lists at a time: memory holds one chunk's impressions and the sums,
+    never the whole log."""
+    from apps.online import (
+        attribute,
+        bucketed,
+        combine,
+        per_user,
+        read_log_chunks,
+        read_outcome_events,
+    )
+
+    events = read_outcome_events(store)
+    time_by = ["bucket_start_us", "arm"]
+    summary_parts, time_parts = [], []
+    for lists, shown in read_log_chunks(impressions, lists_per_chunk):
+        attributed = attribute(lists, shown, events, window_us)
+        summary_parts.append(per_user(attributed, by))
+        time_parts.append(per_user(bucketed(attributed, bucket_us), time_by))
+    if not time_parts:
+        return pl.DataFrame(), pl.DataFrame()
+    return combine(summary_parts, by), combine(time_parts, time_by)
