@@ -15,27 +15,35 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export OMP_WAIT_POLICY := PASSIVE
 
-.PHONY: demo test test-fast lint format mutation proto proto-check clean
+.PHONY: demo test test-fast lint format mutation proto proto-check clean postgres
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test,bench,ray]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,ray,postgres]"
 	touch $@
+
+# PostgreSQL's server programs, for the shared-store tests (they start a throwaway cluster
+# themselves, tests/helpers_postgres.py). Installed from Debian's packages when missing.
+postgres:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+	  { echo "installing Debian's postgresql (server programs for the tests)"; \
+	    SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	    $$SUDO apt-get update -q >/dev/null && $$SUDO apt-get install -y -q postgresql >/dev/null; }
 
 demo: $(STAMP)
 	$(BIN)/crossrec demo --out $(DEMO_DIR)
 
 # Every tier but gpu: lint, format, types, the unit tests, servers and jobs end to end, Ray, the
 # kill -9 cycles. CI runs this.
-test: $(STAMP)
+test: $(STAMP) postgres
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -m "not gpu"
 
 # The inner loop: no slow, integration or Ray tests (pyproject.toml, [tool.pytest.ini_options]).
-test-fast: $(STAMP)
+test-fast: $(STAMP) postgres
 	$(BIN)/python -m pytest -m "not slow and not gpu and not integration and not ray"
 
 # Lint, format and type checks alone (also the first steps of `make test`); `make format` fixes.

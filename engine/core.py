@@ -29,7 +29,7 @@ from engine.retrieval.query import Query
 from engine.retrieval.recommend import Recommender
 from engine.state.profile import Profile, ProfileEvent, build_profile
 from engine.state.pseudonym import Pseudonyms
-from engine.state.store import DeleteIncomplete, EventStore, StoredEvent
+from engine.state.store import DeleteIncomplete, EventStore, StoredEvent, StoreUnavailable
 
 __all__ = ["ARM_A", "ARM_B", "Engine", "Recommendation", "RecommendedItem", "Route", "Served"]
 
@@ -73,6 +73,7 @@ class Engine:
         )
         self.feedback = Feedback(config.feedback, config.impression_log_path(), self.metrics)
         self.started_at = time.time()
+        self._unavailable_logged_at = float("-inf")
         self.engine_version = package_version("crossrec")
 
     # -- versions: ``self.versions`` (engine/arms.py) loads, swaps and follows the roots --------
@@ -108,13 +109,24 @@ class Engine:
     ) -> Profile:
         events: list[ProfileEvent] = []
         if key:
-            events = [
-                ProfileEvent(e.item_id, e.action, e.ts_us)
-                for e in self.store.history(
+            try:
+                stored = self.store.history(
                     key, self.config.profile.history_events, self._retained_since(now_us)
                 )
-            ]
+            except StoreUnavailable as exc:
+                # A shared store that is down: answer from the request's own events (or cold
+                # start) rather than fail the query; counted, logged at most once a minute.
+                self.metrics.store_unavailable.inc()
+                self._log_unavailable(exc)
+                stored = []
+            events = [ProfileEvent(e.item_id, e.action, e.ts_us) for e in stored]
         return profile_of(served.recommender, self.config.profile, events + recent, now_us)
+
+    def _log_unavailable(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if now - self._unavailable_logged_at >= 60.0:
+            self._unavailable_logged_at = now
+            log.error("answering without stored histories: %s", exc)
 
     # -- requests ----------------------------------------------------------------------------------
     def recommend(

@@ -329,3 +329,19 @@ def ray_cluster():
     yield ray
     serve.shutdown()
     ray.shutdown()
+
+
+# A real PostgreSQL server for the shared store (tests/helpers_postgres.py), started once.
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    from helpers_postgres import Cluster
+
+    cluster = Cluster()
+    yield cluster
+    cluster.remove()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster) -> str:
+    """A fresh, empty database on the session's cluster."""
+    return postgres_cluster.database()

@@ -19,7 +19,7 @@ from engine.api.service import RecommendService, add_service
 from engine.config import EngineConfig, ServerConfig
 from engine.core import Engine
 from engine.feedback.metrics import Metrics
-from engine.state.store import SQLiteEventStore
+from engine.state.store import open_store
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["RecommendService"].full_name
@@ -52,7 +52,7 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
     metrics)."""
     srv, tls, auth = config.server, config.tls, config.auth
     limit_threads(srv.faiss_threads)
-    store = SQLiteEventStore(config.store.path, int(config.store.max_mb * 1024 * 1024))
+    store = open_store(config.store.path, config.store.max_mb)
     metrics = Metrics()
     engine = Engine(config, store, metrics)
     engine.versions.load_configured()

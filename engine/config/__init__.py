@@ -109,10 +109,21 @@ class StoreConfig:
             return Path(self.pseudonym_key_file)
         return Path(self.path).with_suffix(".key")
 
+    @property
+    def shared(self) -> bool:
+        """Whether ``path`` names a database several engines share (``postgresql://``)."""
+        return self.path.startswith(("postgresql://", "postgres://"))
+
     def key(self, store_has_events: bool = False) -> bytes:
         """The pseudonym key (see the field docs and :func:`engine.state.pseudonym.load_key`)."""
-        from engine.state.pseudonym import load_key
+        from engine.state.pseudonym import PseudonymKeyError, load_key
 
+        if self.shared and not (self.pseudonym_key or self.pseudonym_key_file):
+            raise PseudonymKeyError(
+                "a shared store (store.path is a postgresql:// URL) needs store.pseudonym_key or "
+                "store.pseudonym_key_file, the same for every engine: a key made by one replica "
+                "would pseudonymise users differently from the others"
+            )
         return load_key(self.pseudonym_key, self.key_path(), store_has_events)
 
 

@@ -66,6 +66,11 @@ class Metrics:
             ["method"],
             registry=self.registry,
         )
+        self.store_unavailable = Counter(
+            "crossrec_store_unavailable_total",
+            "Recommend calls answered without the user's stored history: the store was down",
+            registry=self.registry,
+        )
         self.late_shards = Counter(
             "crossrec_late_shards_total",
             "Shards a Recommend asked remote shard groups for that did not answer in time",

@@ -53,6 +53,13 @@ def _is_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.ENOSPC
 
 
+class StoreUnavailable(EngineError):
+    """The store cannot be reached (a shared database that is down): the call stored nothing;
+    retry. Queries go on without stored histories meanwhile."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+
 class DeleteIncomplete(EngineError):
     """A DeleteUser could not finish (a full disk, a reader holding a write-ahead log): the
     message says what was and was not removed. Deleting is idempotent: a retry finishes it."""
@@ -99,6 +106,26 @@ class Appended(NamedTuple):
     #: Already stored (or earlier in the same call) under the same id with other content: not
     #: stored; the first one is kept.
     conflicts: int
+
+
+def count_conflicts(rows: list[tuple], stored: dict[str, tuple]) -> int:
+    """How many of ``rows`` (event_id first) reuse an id that ``stored`` (id -> row) or an earlier
+    row holds with other content."""
+    first = dict(stored)
+    conflicts = 0
+    for row in rows:
+        conflicts += first.setdefault(row[0], row) != row
+    return conflicts
+
+
+def open_store(path: str, max_mb: float = 0.0) -> EventStore:
+    """The store ``[store] path`` names: a ``postgresql://`` URL (shared by every replica) or a
+    SQLite file."""
+    from engine.state.postgres import PostgresEventStore, is_url
+
+    if is_url(path):
+        return PostgresEventStore(path)
+    return SQLiteEventStore(path, int(max_mb * 1024 * 1024))
 
 
 class EventStore(Protocol):
@@ -222,11 +249,7 @@ class SQLiteEventStore:
                 part,
             ).fetchall()
             first.update((r[0], tuple(r)) for r in found)
-        conflicts = 0
-        for row in rows:
-            kept = first.setdefault(row[0], row)
-            conflicts += kept != row
-        return conflicts
+        return count_conflicts(rows, first)
 
     def history(self, user_key: str, limit: int, since_us: int | None = None) -> list[StoredEvent]:
         since = -(2**63) if since_us is None else since_us

@@ -1,0 +1,97 @@
+"""Two engines on one PostgreSQL store answer as one: what is ingested through one changes the
+other's next list, a user deleted through one is cold-start on the other, and a user lands in the
+same A/B arm on both. A shared store without a shared pseudonym key is refused."""
+
+from __future__ import annotations
+
+import pytest
+from helpers_engine import engine_config
+
+from clients.sdk import CrossrecClient, Event
+from engine.api.server import BackgroundServer
+from engine.state.pseudonym import PseudonymKeyError
+
+KEY = "k" * 40
+
+
+def replica_config(url, tiny_built, salt=""):
+    return engine_config(
+        url,
+        tiny_built,
+        store={"pseudonym_key": KEY},
+        arms={"b_artifact": str(tiny_built), "b_share": 0.5, "salt": salt},
+    )
+
+
+def test_two_replicas_on_one_postgres_agree(postgres_url, tiny_built, monkeypatch):
+    from engine.state import postgres
+
+    monkeypatch.setattr(postgres, "COUNTS_TTL_S", 0.0)  # GetStatus's counts exact, for the assert
+    config = replica_config(postgres_url, tiny_built)
+    with (
+        BackgroundServer(config) as a,
+        BackgroundServer(config) as b,
+        CrossrecClient(a.target, timeout=10) as at_a,
+        CrossrecClient(b.target, timeout=10) as at_b,
+    ):
+        cold = at_b.recommend("u1", k=3)
+        assert cold.fallback  # nothing known of u1 yet
+        bought = [Event("u1", "i00", "purchase"), Event("u1", "i05", "view")]
+        assert at_a.ingest(bought).accepted == 2
+        warm = at_b.recommend("u1", k=3)  # ingested at A, used at B
+        assert not warm.fallback
+        assert at_b.status().event_count == 2
+        arms = {at_a.recommend(f"user{i}", k=1).arm for i in range(20)}
+        assert arms == {"a", "b"}  # both arms serve ...
+        for i in range(20):  # ... and each user lands in the same one on both replicas
+            assert at_a.recommend(f"user{i}", k=1).arm == at_b.recommend(f"user{i}", k=1).arm
+        assert at_a.delete_user("u1") == 2
+        after = at_b.recommend("u1", k=3)
+        assert after.fallback  # deleted at A: cold start at B
+        assert [i.item_id for i in after.items] == [i.item_id for i in cold.items]
+
+
+def test_a_shared_store_without_a_configured_key_is_refused(postgres_url, tiny_built):
+    config = engine_config(postgres_url, tiny_built, store={"pseudonym_key": ""})
+    with pytest.raises(PseudonymKeyError, match=r"shared store.*same for every engine"):
+        config.store.key()
+
+
+@pytest.mark.integration
+def test_with_the_database_down_queries_answer_and_ingestion_says_unavailable(
+    postgres_url, postgres_cluster, tiny_built
+):
+    from clients.sdk import CrossrecError
+
+    config = engine_config(postgres_url, tiny_built, store={"pseudonym_key": KEY})
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=15) as client:
+        client.ingest([Event("u1", "i00", "purchase")])
+        assert not client.recommend("u1", k=3).fallback
+        postgres_cluster.stop()
+        try:
+            # Within the default 2 s deadline: a down store is not waited for on every call.
+            recent = [Event("u1", "i05", "view")]
+            down = client.recommend("u1", k=3, recent_events=recent, timeout=2.0)
+            assert len(down.items) == 3  # answered from the request's own events
+            assert not down.fallback
+            assert client.recommend("u1", k=3, timeout=2.0).fallback  # or cold start
+            unavailable = server.metrics.registry.get_sample_value(
+                "crossrec_store_unavailable_total"
+            )
+            assert unavailable == 2
+            with pytest.raises(CrossrecError) as refused:
+                client.ingest([Event("u1", "i01", "view")])
+            assert refused.value.code == "UNAVAILABLE"
+        finally:
+            postgres_cluster.start()
+        import time
+
+        deadline = time.monotonic() + 20
+        while True:  # back without a restart
+            try:
+                assert client.ingest([Event("u1", "i01", "view")]).accepted == 1
+                break
+            except CrossrecError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert not client.recommend("u1", k=3).fallback
