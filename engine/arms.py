@@ -199,6 +199,40 @@ class Arms:
                 log.error("arm %s: new versions %s not served: %s", arm, targets, exc)
         return changed
 
+    def follow_pins(self) -> list[str]:
+        """Serve what the pins file says now, when another process of this engine changed it (a
+        SwapVersion that process answered): a pinned arm loads its pair, an unpinned one returns
+        to its configured roots. Returns the arms that changed; a pair that fails is logged."""
+        if not self.pins.reload():
+            return []
+        changed = []
+        for arm, served in self.current().items():
+            pin = self.pins.get(arm)
+            try:
+                if pin is None:
+                    if (served.version.path.resolve(), served.model_path) == self._configured_pair(
+                        arm
+                    ):
+                        continue
+                    self.load(self.configured(arm)[0], arm=arm)
+                elif (str(served.version.path), served.model_path) != (pin.index, pin.model):
+                    self.load(pin.index, pin.model, arm)
+                else:
+                    continue
+                changed.append(arm)
+            except Exception as exc:
+                log.error(
+                    "arm %s: the pair another process swapped in cannot be served: %s", arm, exc
+                )
+        return changed
+
+    def _configured_pair(self, arm: str) -> tuple[Path, str]:
+        """The (index folder, model folder or "") the arm's configured paths name now."""
+        from indexer.artifact import resolve_version
+
+        artifact, model = self.configured(arm)
+        return resolve_version(artifact).resolve(), str(resolve_model(model)) if model else ""
+
     def load_configured(self) -> None:
         """Load arm a from ``artifact``/``model`` and, when configured, arm b from
         ``b_artifact``/``b_model`` - or an arm's pinned pair, when a swap pinned one."""

@@ -55,6 +55,9 @@ def _config_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int)
     p.add_argument("--store", help="SQLite event store file")
     p.add_argument("--metrics-port", type=int, help="Prometheus /metrics port (0 = off)")
+    p.add_argument(
+        "--processes", type=int, help="engine processes on the one port ([server] processes)"
+    )
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -74,6 +77,10 @@ def run_serve(args: argparse.Namespace) -> int:
             "crossrec serve: give --artifact (or [arms] artifact in the config / "
             "CROSSREC_ARMS__ARTIFACT)"
         )
+    if config.server.processes > 1:
+        from engine.api.processes import serve_processes
+
+        return serve_processes(config)
     asyncio.run(serve_forever(config))
     return 0
 
@@ -83,7 +90,12 @@ def _load(command: str, args: argparse.Namespace) -> EngineConfig | None:
     one line naming the bad setting on stderr) when it cannot be built."""
     flags = {
         "arms": {"artifact": args.artifact, "model": args.model},
-        "server": {"host": args.host, "port": args.port, "metrics_port": args.metrics_port},
+        "server": {
+            "host": args.host,
+            "port": args.port,
+            "metrics_port": args.metrics_port,
+            "processes": args.processes,
+        },
         "store": {"path": args.store},
     }
     try:

@@ -42,8 +42,24 @@ class Pins:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._pins: dict[str, Pin] = {}
-        if path is not None and path.exists():
-            self._pins = _read(path)
+        self._seen: tuple[int, int] | None = None
+        self.reload()
+
+    def reload(self) -> bool:
+        """Read the file again if it changed since last read (another process of the engine
+        swapped); True when it did."""
+        if self.path is None:
+            return False
+        try:
+            stat = self.path.stat()
+            seen = (stat.st_mtime_ns, stat.st_size)
+        except FileNotFoundError:
+            seen = None
+        if seen == self._seen:
+            return False
+        self._pins = _read(self.path) if seen is not None else {}
+        self._seen = seen
+        return True
 
     def get(self, arm: str) -> Pin | None:
         return self._pins.get(arm)
@@ -57,6 +73,8 @@ class Pins:
             pins[arm] = pin
         if pins != self._pins and self.path is not None:
             _write(self.path, pins)
+            stat = self.path.stat()
+            self._seen = (stat.st_mtime_ns, stat.st_size)
         self._pins = pins
 
 

@@ -47,17 +47,26 @@ def admission_limit(server: ServerConfig) -> int:
     return server.workers + server.max_queued + ADMISSION_HEADROOM
 
 
-async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Metrics]:
-    """Load the artifact, open the store, bind, start. Returns (server, bound port, engine,
+#: Seconds between a process's checks of the pins file when several processes serve (another
+#: process may have answered a SwapVersion).
+FOLLOW_PINS_S = 1.0
+
+
+async def start(
+    config: EngineConfig, process: int = 0
+) -> tuple[grpc.aio.Server, int, Engine, Metrics]:
+    """Load the artifact, open the store, bind, start. ``process``: which of ``[server]
+    processes`` this is (engine/api/processes.py). Returns (server, bound port, engine,
     metrics)."""
     srv, tls, auth = config.server, config.tls, config.auth
+    several = srv.processes > 1
     limit_threads(srv.faiss_threads)
-    store = open_store(config.store.path, config.store.max_mb)
+    store = open_store(config.store.path, config.store.max_mb, shared=several)
     metrics = Metrics()
     engine = Engine(config, store, metrics)
     engine.versions.load_configured()
     if srv.metrics_port:
-        metrics.serve(srv.metrics_port, srv.host)
+        metrics.serve(srv.metrics_port + process, srv.host)
     tokens = parse_tokens(auth.tokens, auth.tokens_file)
     interceptors = [TokenAuth(tokens, auth.protect_health, metrics)] if tokens else []
     before = transport.server_ids()
@@ -66,6 +75,9 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
             ("grpc.max_receive_message_length", config.limits.max_message_bytes),
             ("grpc.max_send_message_length", config.limits.max_message_bytes),
             transport.CHANNELZ_OPTION,
+            # Several processes share the port on purpose; one process alone must not share it
+            # with a stray engine by accident (gRPC would allow it by default).
+            ("grpc.so_reuseport", 1 if several else 0),
         ],
         interceptors=interceptors,
         # Admission in gRPC's core, before any Python runs: under a flood the event loop would
@@ -95,7 +107,11 @@ async def start(config: EngineConfig) -> tuple[grpc.aio.Server, int, Engine, Met
         else "plaintext",
     )
     await server.start()
-    tasks = [asyncio.create_task(_every(engine.maintain, srv.maintenance_interval_s, True))]
+    tasks = []
+    if process == 0:  # one retention pass per store, not one per process
+        tasks.append(asyncio.create_task(_every(engine.maintain, srv.maintenance_interval_s, True)))
+    if several:
+        tasks.append(asyncio.create_task(_every(engine.versions.follow_pins, FOLLOW_PINS_S, False)))
     if config.arms.watch_latest_s > 0:
         tasks.append(
             asyncio.create_task(_every(engine.versions.refresh, config.arms.watch_latest_s, False))
@@ -132,12 +148,17 @@ def _stop_background(server) -> None:
         task.cancel()
 
 
-async def serve_forever(config: EngineConfig, grace_s: float = 5.0) -> None:
+async def serve_forever(config: EngineConfig, grace_s: float = 5.0, process: int = 0) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight RPCs (up to ``grace_s``) and stop."""
-    server, port, engine, _ = await start(config)
+    server, port, engine, _ = await start(config, process)
+    which = (
+        f", process {process + 1} of {config.server.processes}"
+        if process or (config.server.processes > 1)
+        else ""
+    )
     print(
         f"crossrec engine listening on {config.server.host}:{port} "
-        f"(index {engine.served.version.version})",
+        f"(index {engine.served.version.version}{which})",
         flush=True,
     )
     stop = asyncio.Event()

@@ -51,6 +51,10 @@ class ServerConfig:
     metrics_port: int = 0
     #: Seconds between maintenance passes (retention of events and impressions).
     maintenance_interval_s: float = 3600.0
+    #: Engine processes serving the one port (SO_REUSEPORT; engine/api/processes.py): past one
+    #: process's share of the CPUs (the GIL), more processes add throughput. Each maps the same
+    #: index files and shares the store; process i serves metrics on ``metrics_port + i``.
+    processes: int = 1
 
 
 @dataclass(frozen=True)

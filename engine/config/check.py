@@ -12,6 +12,7 @@ import math
 AT_LEAST_ONE = (
     "server.workers",
     "server.faiss_threads",
+    "server.processes",
     "feedback.impression_queue",
     "feedback.attribution_lists",
     "limits.max_k",
@@ -95,6 +96,8 @@ def problems(config) -> list[str]:
             f"limits.default_deadline_s ({limits.default_deadline_s}) must not exceed "
             f"limits.max_deadline_s ({limits.max_deadline_s})"
         )
+    if server.processes > 1 and server.port == 0:
+        out.append("server.processes > 1 needs a fixed server.port (the processes share it)")
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         out.append("tls.cert_file and tls.key_file go together: give both or neither")
     if config.ray.on_late not in ON_LATE:

@@ -118,14 +118,14 @@ def count_conflicts(rows: list[tuple], stored: dict[str, tuple]) -> int:
     return conflicts
 
 
-def open_store(path: str, max_mb: float = 0.0) -> EventStore:
+def open_store(path: str, max_mb: float = 0.0, shared: bool = False) -> EventStore:
     """The store ``[store] path`` names: a ``postgresql://`` URL (shared by every replica) or a
-    SQLite file."""
+    SQLite file (``shared``: other processes of this engine write it too)."""
     from engine.state.postgres import PostgresEventStore, is_url
 
     if is_url(path):
         return PostgresEventStore(path)
-    return SQLiteEventStore(path, int(max_mb * 1024 * 1024))
+    return SQLiteEventStore(path, int(max_mb * 1024 * 1024), shared)
 
 
 class EventStore(Protocol):
@@ -153,9 +153,13 @@ class EventStore(Protocol):
 class SQLiteEventStore:
     """The default store: one SQLite file in WAL mode, safe to share across the engine's threads."""
 
-    def __init__(self, path: str | Path, max_bytes: int = 0) -> None:
+    def __init__(self, path: str | Path, max_bytes: int = 0, shared: bool = False) -> None:
         """``max_bytes``: cap on the database file (0: none); past it, appends raise
-        :class:`StoreFull` and store nothing, as when the disk fills up."""
+        :class:`StoreFull` and store nothing, as when the disk fills up. ``shared``: other
+        processes write the file too, so counts are read from it (every 5 s at most) instead of
+        kept on write."""
+        self.shared = shared
+        self._counted_at = float("-inf")
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
@@ -323,7 +327,15 @@ class SQLiteEventStore:
         return removed
 
     def counts(self) -> tuple[int, int]:
-        """(users, events), kept on write: no query."""
+        """(users, events), kept on write: no query - unless other processes write the file too
+        (``shared``): then counted, at most every 5 s."""
+        if self.shared and time.monotonic() - self._counted_at >= 5.0:
+            with self._lock:
+                users, events = self._db.execute(
+                    "SELECT COUNT(DISTINCT user_key), COUNT(*) FROM events"
+                ).fetchone()
+            self._users, self._events = int(users), int(events)
+            self._counted_at = time.monotonic()
         return self._users, self._events
 
     def close(self) -> None:
