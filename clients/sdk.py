@@ -51,7 +51,13 @@ _SERVICE_CONFIG = json.dumps(
         ]
     }
 )
-CHANNEL_OPTIONS = [("grpc.enable_retries", 1), ("grpc.service_config", _SERVICE_CONFIG)]
+#: Each client its own connection (not one shared by every channel of the process to the same
+#: address): an engine serving with several processes spreads connections over them.
+CHANNEL_OPTIONS = [
+    ("grpc.enable_retries", 1),
+    ("grpc.service_config", _SERVICE_CONFIG),
+    ("grpc.use_local_subchannel_pool", 1),
+]
 
 
 @dataclass(frozen=True)
