@@ -33,11 +33,40 @@ DIMENSIONS = ("arm", "model_version", "index_version", "position", "source", "cr
 _Z = 1.959964
 
 
-def _connect(path: str | Path) -> sqlite3.Connection:
+def _connect(path: str | Path):
+    """A read-only connection to a SQLite file, or to the ``crossrec`` schema of a PostgreSQL
+    database (``postgresql://`` URL: the engine's shared store and log); the same SQL reads
+    both."""
+    if str(path).startswith(("postgresql://", "postgres://")):
+        return _Postgres(str(path))
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+
+class _Postgres:
+    """The few calls the readers make, on PostgreSQL (``?`` placeholders become ``%s``)."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        try:
+            self.db = psycopg.connect(url, options="-c search_path=crossrec", connect_timeout=10)
+        except psycopg.Error as exc:
+            raise sqlite3.Error(str(exc)) from exc
+        self.db.read_only = True
+
+    def execute(self, sql: str, params: tuple = ()):
+        import psycopg
+
+        try:
+            return self.db.execute(sql.replace("?", "%s"), params)
+        except psycopg.Error as exc:  # reported like a damaged file: one line, exit 2
+            raise sqlite3.Error(str(exc)) from exc
+
+    def close(self) -> None:
+        self.db.close()
 
 
 def read_log(path: str | Path, vectors: bool = False) -> tuple[pl.DataFrame, pl.DataFrame]:

@@ -76,8 +76,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="online figures (CTR, conversion, revenue) from the impression log",
         description=__doc__.split("\n\n")[0],
     )
-    p.add_argument("--impressions", type=Path, required=True, help="the engine's impression log")
-    p.add_argument("--store", type=Path, required=True, help="the engine's event store")
+    p.add_argument(
+        "--impressions",
+        required=True,
+        help="the engine's impression log (file or postgresql:// URL)",
+    )
+    p.add_argument(
+        "--store", required=True, help="the engine's event store (file or postgresql:// URL)"
+    )
     p.add_argument(
         "--by",
         default="arm,model_version",
@@ -142,8 +148,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_report(
-    impressions: Path,
-    store: Path,
+    impressions: str | Path,
+    store: str | Path,
     by: list[str],
     window_us: int,
     bucket_us: int,

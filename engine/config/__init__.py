@@ -172,6 +172,9 @@ class ArmsConfig:
     #: names a new version the arm swaps to it (verified first; a pair that fails is not retried
     #: until LATEST moves again). 0: swap only through the SwapVersion RPC.
     watch_latest_s: float = 0.0
+    #: Where the pairs a SwapVersion pinned are kept across restarts (engine/pins.py); default
+    #: next to a SQLite store, and none with a PostgreSQL store unless set here.
+    pins_file: str = ""
 
 
 @dataclass(frozen=True)
@@ -318,15 +321,23 @@ class EngineConfig:
 
         check(self)
 
-    def pins_path(self) -> Path:
-        """Where the pairs SwapVersion pinned are kept (engine/pins.py): next to the store."""
+    def pins_path(self) -> Path | None:
+        """Where the pairs SwapVersion pinned are kept (engine/pins.py): next to a SQLite store;
+        with a PostgreSQL store, ``pins_file`` only (None: pins are not kept across restarts)."""
+        if self.arms.pins_file:
+            return Path(self.arms.pins_file)
+        if self.store.shared:
+            return None
         return Path(self.store.path).with_suffix(".pins.json")
 
-    def impression_log_path(self) -> Path:
-        """The impression log's file: ``feedback.impression_log``, default next to the store."""
+    def impression_log_path(self) -> str:
+        """The impression log: ``feedback.impression_log``; by default a file next to a SQLite
+        store, or the store's own database when it is PostgreSQL."""
         if self.feedback.impression_log:
-            return Path(self.feedback.impression_log)
-        return Path(self.store.path).with_suffix(".impressions.sqlite")
+            return self.feedback.impression_log
+        if self.store.shared:
+            return self.store.path
+        return str(Path(self.store.path).with_suffix(".impressions.sqlite"))
 
     def with_changes(self, **sections: dict) -> EngineConfig:
         """A copy with some fields of some sections changed, checked like any configuration:

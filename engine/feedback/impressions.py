@@ -53,6 +53,8 @@ from engine.state.store import DeleteIncomplete, truncate_wal
 log = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 60.0
+#: How long a retention pass waits to truncate the log's WAL (it tries again next pass).
+WAL_WAIT_COMPACT_S = 1.0
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS lists (
@@ -155,7 +157,7 @@ class ImpressionLog:
         self._clock = clock
         self._queue: queue.Queue[Impression | None] = queue.Queue(maxsize=queue_size)
         self._db_lock = threading.Lock()
-        self._db = _open(self.path)
+        self._db = self._open_storage()
         self._schemas: set[str] = set()
         self._last_error_log = 0.0
         # Impressions queued and not yet written or dropped (flush waits for 0).
@@ -165,6 +167,12 @@ class ImpressionLog:
             target=self._drain, name="crossrec-impressions", daemon=True
         )
         self._thread.start()
+
+    #: Errors the storage raises (a delete that fails with one says DeleteUser is incomplete).
+    storage_errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
+
+    def _open_storage(self):
+        return _open(self.path)
 
     # -- request path ---------------------------------------------------------------------------
     def offer(self, impression: Impression) -> bool:
@@ -229,39 +237,12 @@ class ImpressionLog:
             self._insert(kept)
 
     def _insert(self, batch: list[Impression]) -> None:
-        lists, shown, schemas = [], [], []
-        for imp in batch:
-            schema = feature_schema(imp.feature_names)
-            if schema not in self._schemas:
-                schemas.append((schema, json.dumps(list(imp.feature_names))))
-            lists.append(
-                (
-                    imp.recommendation_id,
-                    imp.user_key,
-                    imp.ts_us,
-                    imp.arm,
-                    imp.index_version,
-                    imp.model_version,
-                    schema,
-                )
-            )
-            for p, item in enumerate(imp.item_ids):
-                price = float(imp.prices[p])
-                shown.append(
-                    (
-                        imp.recommendation_id,
-                        p,
-                        item,
-                        imp.categories[p],
-                        int(bool(imp.cross_category[p])),
-                        ",".join(imp.sources[p]),
-                        float(imp.scores[p]),
-                        None if price != price else price,
-                        None
-                        if imp.features is None
-                        else np.ascontiguousarray(imp.features[p], np.float32).tobytes(),
-                    )
-                )
+        schemas, lists, shown = rows_of(batch, self._schemas)
+        self._write_rows(schemas, lists, shown)
+        self._schemas.update(s for s, _ in schemas)
+
+    def _write_rows(self, schemas: list, lists: list, shown: list) -> None:
+        """Store the rows in one transaction (the storage's part: SQLite here)."""
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -272,7 +253,6 @@ class ImpressionLog:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._schemas.update(s for s, _ in schemas)
 
     def _log_error(self, exc: Exception, n: int) -> None:
         now = time.monotonic()
@@ -298,14 +278,18 @@ class ImpressionLog:
         ``dropped_for_size``: the log keeps the newest lists within its cap."""
         if self.used_bytes() < self.max_bytes:
             return
+        oldest = self._oldest_tenth()
+        if oldest is not None:
+            self.counts["dropped_for_size"] += self._delete("ts_us <= ?", oldest)
+
+    def _oldest_tenth(self) -> int | None:
+        """The time of the newest list among the oldest tenth (None: no lists)."""
         with self._db_lock:
             n = self._db.execute("SELECT count(*) FROM lists").fetchone()[0]
-            oldest = self._db.execute(
+            return self._db.execute(
                 "SELECT max(ts_us) FROM (SELECT ts_us FROM lists ORDER BY ts_us LIMIT ?)",
                 (max(n // 10, 1),),
             ).fetchone()[0]
-        if oldest is not None:
-            self.counts["dropped_for_size"] += self._delete("ts_us <= ?", oldest)
 
     # -- maintenance ------------------------------------------------------------------------------
     def compact(self, now_us: int | None = None) -> int:
@@ -313,9 +297,14 @@ class ImpressionLog:
         now_us = int(self._clock() * 1e6) if now_us is None else now_us
         cutoff = now_us - int(self.retention_days * US_PER_DAY)
         n = self._delete("ts_us < ?", cutoff)
-        if n and not truncate_wal(self.path):
+        if n and not self._purge(WAL_WAIT_COMPACT_S):
             log.warning("impression log: a reader kept the write-ahead log busy; not truncated")
         return n
+
+    def _purge(self, wait_s: float) -> bool:
+        """Leave no copy of deleted rows in the storage's side files (SQLite: truncate the WAL);
+        False when that could not be done within ``wait_s``."""
+        return truncate_wal(self.path, wait_s)
 
     def delete_user(self, user_key: str) -> int:
         """Remove every list shown to the user, leaving no copy behind; returns how many. Lists
@@ -324,12 +313,12 @@ class ImpressionLog:
         write-ahead log truncated (idempotent: a retry finishes it)."""
         try:
             n = self._delete("user_key = ?", user_key)
-        except sqlite3.Error as exc:
+        except self.storage_errors as exc:
             raise DeleteIncomplete(
                 f"the lists shown to the user could not be removed from the impression log "
                 f"({exc}); retry DeleteUser once that is mended"
             ) from exc
-        if not truncate_wal(self.path, store.WAL_TRUNCATE_WAIT_S):
+        if not self._purge(store.WAL_TRUNCATE_WAIT_S):
             raise DeleteIncomplete(
                 f"{n} list(s) shown to the user removed, but their old bytes remain in the "
                 "impression log's write-ahead log: another reader kept it busy; retry DeleteUser "
@@ -365,6 +354,47 @@ class ImpressionLog:
         self._thread.join(timeout=30)
         with self._db_lock:
             self._db.close()
+
+
+def rows_of(batch: list[Impression], known_schemas: set[str]) -> tuple[list, list, list]:
+    """(feature list rows not in ``known_schemas``, list rows, shown rows) of ``batch``, in the
+    tables' column order."""
+    lists: list[tuple] = []
+    shown: list[tuple] = []
+    schemas: list[tuple[str, str]] = []
+    for imp in batch:
+        schema = feature_schema(imp.feature_names)
+        if schema not in known_schemas and all(schema != s for s, _ in schemas):
+            schemas.append((schema, json.dumps(list(imp.feature_names))))
+        lists.append(
+            (
+                imp.recommendation_id,
+                imp.user_key,
+                imp.ts_us,
+                imp.arm,
+                imp.index_version,
+                imp.model_version,
+                schema,
+            )
+        )
+        for p, item in enumerate(imp.item_ids):
+            price = float(imp.prices[p])
+            shown.append(
+                (
+                    imp.recommendation_id,
+                    p,
+                    item,
+                    imp.categories[p],
+                    int(bool(imp.cross_category[p])),
+                    ",".join(imp.sources[p]),
+                    float(imp.scores[p]),
+                    None if price != price else price,
+                    None
+                    if imp.features is None
+                    else np.ascontiguousarray(imp.features[p], np.float32).tobytes(),
+                )
+            )
+    return schemas, lists, shown
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import sqlite3
 import threading
 import time
 from collections import Counter
@@ -26,6 +25,7 @@ from engine.feedback.metrics import Metrics
 from engine.feedback.outcomes import RecentLists
 from engine.recommendation import Recommendation
 from engine.retrieval.features import FEATURES
+from engine.state.postgres import redacted
 from engine.state.store import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -76,15 +76,21 @@ class Forgotten:
 class Feedback:
     """The metrics, recent lists and impression log of one engine."""
 
-    def __init__(self, config: FeedbackConfig, log_path: Path, metrics: Metrics) -> None:
-        """``log_path``: the impression log's file (``EngineConfig.impression_log_path``)."""
+    def __init__(self, config: FeedbackConfig, log_path: str | Path, metrics: Metrics) -> None:
+        """``log_path``: the impression log's file or ``postgresql://`` URL
+        (``EngineConfig.impression_log_path``)."""
         self.metrics = metrics
         self.forgotten = Forgotten()
         self.impressions: ImpressionLog | None = None
         if config.impression_sample_rate > 0:
             path = log_path
+            kind: type[ImpressionLog] = ImpressionLog
+            if str(path).startswith(("postgresql://", "postgres://")):
+                from engine.feedback.impressions_postgres import PostgresImpressionLog
+
+                kind = PostgresImpressionLog
             try:
-                self.impressions = ImpressionLog(
+                self.impressions = kind(
                     path,
                     config.impression_sample_rate,
                     config.impression_retention_days,
@@ -92,10 +98,13 @@ class Feedback:
                     max_mb=config.impression_log_max_mb,
                     hidden=self.forgotten.hides,
                 )
-            except (sqlite3.Error, OSError) as exc:
-                # The log is optional: a damaged or unwritable file (or a full disk) must not stop
-                # the engine from serving. Said once here; the metric stays at "unavailable".
-                log.error("impression log %s unavailable, serving without it: %s", path, exc)
+            except Exception as exc:  # sqlite3, OS or psycopg errors alike
+                # The log is optional: a damaged or unwritable file, a full disk or a database that
+                # cannot be reached must not stop the engine from serving. Said once here; the
+                # metric stays at "unavailable".
+                log.error(
+                    "impression log %s unavailable, serving without it: %s", redacted(path), exc
+                )
                 self.metrics.impression_log_unavailable.set(1)
             else:
                 opened = self.impressions

@@ -18,6 +18,10 @@ Selected by a URL as ``[store] path`` (``postgresql://user@host:5432/db``); need
   byte-level erasure is an operator's ``VACUUM FULL`` (a table rewrite under an exclusive lock)
   plus the WAL and backup policy.
 
+The tables live in a schema of their own, ``crossrec`` (``crossrec.events`` here; the impression
+log's ``crossrec.lists``, ``crossrec.shown``, ``crossrec.feature_lists``), named as in the SQLite
+files so that the offline readers run the same SQL on both.
+
 Counts for GetStatus are one ``count`` query, kept for :data:`COUNTS_TTL_S` seconds (several
 replicas write; no process can keep them on write as the SQLite store does).
 """
@@ -48,7 +52,8 @@ CONNECT_TIMEOUT_S = 2.0
 RETRY_AFTER_S = 1.0
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS crossrec_events (
+CREATE SCHEMA IF NOT EXISTS crossrec;
+CREATE TABLE IF NOT EXISTS crossrec.events (
   event_id TEXT PRIMARY KEY,
   user_key TEXT NOT NULL,
   item_id TEXT NOT NULL,
@@ -57,11 +62,23 @@ CREATE TABLE IF NOT EXISTS crossrec_events (
   session_id TEXT NOT NULL DEFAULT '',
   recommendation_id TEXT NOT NULL DEFAULT ''
 );
-CREATE INDEX IF NOT EXISTS crossrec_events_by_user ON crossrec_events (user_key, ts_us);
-CREATE INDEX IF NOT EXISTS crossrec_events_by_time ON crossrec_events (ts_us);
+CREATE INDEX IF NOT EXISTS events_by_user ON crossrec.events (user_key, ts_us);
+CREATE INDEX IF NOT EXISTS events_by_time ON crossrec.events (ts_us);
 """
 
 _COLUMNS = "event_id, user_key, item_id, action, ts_us, session_id, recommendation_id"
+
+
+def redacted(target) -> str:
+    """``target`` for a log line: a URL's password replaced by ``***`` (better kept out of the URL:
+    libpq reads ``PGPASSWORD`` and ``~/.pgpass``)."""
+    text = str(target)
+    scheme, sep, rest = text.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return text
+    userinfo, _, host = rest.partition("@")
+    user, colon, _ = userinfo.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}"
 
 
 def is_url(path: str) -> bool:
@@ -139,12 +156,12 @@ class PostgresEventStore:
         columns = list(zip(*rows))
         with self._connection() as conn:
             found = conn.execute(
-                f"SELECT {_COLUMNS} FROM crossrec_events WHERE event_id = ANY(%s)",
+                f"SELECT {_COLUMNS} FROM crossrec.events WHERE event_id = ANY(%s)",
                 (list(set(columns[0])),),
             ).fetchall()
             conflicts = count_conflicts(rows, {r[0]: tuple(r) for r in found})
             stored = conn.execute(
-                f"INSERT INTO crossrec_events ({_COLUMNS}) "
+                f"INSERT INTO crossrec.events ({_COLUMNS}) "
                 "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::smallint[], "
                 "%s::bigint[], %s::text[], %s::text[]) "
                 "ON CONFLICT (event_id) DO NOTHING",
@@ -156,7 +173,7 @@ class PostgresEventStore:
         since = -(2**63) if since_us is None else since_us
         with self._connection() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM crossrec_events WHERE user_key = %s AND ts_us >= %s "
+                f"SELECT {_COLUMNS} FROM crossrec.events WHERE user_key = %s AND ts_us >= %s "
                 "ORDER BY ts_us DESC LIMIT %s",
                 (user_key, since, limit),
             ).fetchall()
@@ -170,7 +187,7 @@ class PostgresEventStore:
         try:
             with self._connection() as conn:
                 deleted = conn.execute(
-                    "DELETE FROM crossrec_events WHERE user_key = %s", (user_key,)
+                    "DELETE FROM crossrec.events WHERE user_key = %s", (user_key,)
                 ).rowcount
         except StoreUnavailable as exc:
             raise DeleteIncomplete(f"nothing was deleted: {exc}") from exc
@@ -183,8 +200,8 @@ class PostgresEventStore:
         while True:
             with self._connection() as conn:
                 n = conn.execute(
-                    "DELETE FROM crossrec_events WHERE event_id IN (SELECT event_id FROM "
-                    "crossrec_events WHERE ts_us < %s LIMIT %s)",
+                    "DELETE FROM crossrec.events WHERE event_id IN (SELECT event_id FROM "
+                    "crossrec.events WHERE ts_us < %s LIMIT %s)",
                     (before_us, chunk),
                 ).rowcount
             removed += n
@@ -202,7 +219,7 @@ class PostgresEventStore:
                 try:
                     with self._connection() as conn:
                         users, events = conn.execute(
-                            "SELECT count(DISTINCT user_key), count(*) FROM crossrec_events"
+                            "SELECT count(DISTINCT user_key), count(*) FROM crossrec.events"
                         ).fetchone()
                     self._counts = (int(users), int(events))
                     self._counted_at = time.monotonic()
@@ -212,7 +229,7 @@ class PostgresEventStore:
 
     def has_events(self) -> bool:
         with self._connection() as conn:
-            return conn.execute("SELECT EXISTS (SELECT 1 FROM crossrec_events)").fetchone()[0]
+            return conn.execute("SELECT EXISTS (SELECT 1 FROM crossrec.events)").fetchone()[0]
 
     def close(self) -> None:
         self._pool.close()

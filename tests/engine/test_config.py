@@ -196,7 +196,17 @@ def test_a_bad_setting_from_the_environment_stops_serve_with_one_line(monkeypatc
         "A",
         (),
         dict.fromkeys(
-            ("config", "artifact", "model", "host", "port", "store", "metrics_port", "json_logs")
+            (
+                "config",
+                "artifact",
+                "model",
+                "host",
+                "port",
+                "store",
+                "metrics_port",
+                "processes",
+                "json_logs",
+            )
         ),
     )()
     assert run_serve(args) == 2

@@ -95,3 +95,32 @@ def test_with_the_database_down_queries_answer_and_ingestion_says_unavailable(
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
         assert not client.recommend("u1", k=3).fallback
+
+
+def test_replicas_share_one_impression_log_that_the_report_reads(postgres_url, tiny_built, capsys):
+    from clients.cli import main
+
+    config = replica_config(postgres_url, tiny_built)
+    with (
+        BackgroundServer(config) as a,
+        BackgroundServer(config) as b,
+        CrossrecClient(a.target, timeout=10) as at_a,
+        CrossrecClient(b.target, timeout=10) as at_b,
+    ):
+        shown = at_a.recommend("u1", k=3)
+        at_b.recommend("u2", k=3)
+        at_b.recommend("u1", k=2)
+        # u1 clicks, at B, an item A showed: the event quotes A's list.
+        click = Event(
+            "u1", shown.items[0].item_id, "click", recommendation_id=shown.recommendation_id
+        )
+        at_b.ingest([click])
+        for server in (a, b):
+            assert server.engine.feedback.impressions.flush()
+    assert main(["report", "--impressions", postgres_url, "--store", postgres_url]) == 0
+    printed = capsys.readouterr().out
+    assert "3 lists, 8 item impressions, 1 attributed clicks" in printed
+    with BackgroundServer(config) as a, CrossrecClient(a.target, timeout=10) as at_a:
+        at_a.delete_user("u1")  # removes u1's lists, shown by either replica
+    assert main(["report", "--impressions", postgres_url, "--store", postgres_url]) == 0
+    assert "1 lists, 3 item impressions, 0 attributed clicks" in capsys.readouterr().out

@@ -1,0 +1,127 @@
+"""The impression log on PostgreSQL: one log for every engine replica that shares a database.
+
+Chosen with ``[feedback] impression_log = "postgresql://..."``, and by default when the event store
+is a PostgreSQL URL (the log then lives in the same database). Everything else is the SQLite log's
+(:class:`engine.feedback.impressions.ImpressionLog`): sampling, the bounded queue and its writer
+thread, batches of up to 500 lists per transaction, retention, the size cap, DeleteUser. Tables
+``crossrec.lists``, ``crossrec.shown``, ``crossrec.feature_lists`` mirror the SQLite ones
+(``crossrec report`` and ``crossrec train --impressions`` read either).
+
+What DeleteUser promises here is what the PostgreSQL event store promises (rows gone at commit,
+bytes left to autovacuum; engine/state/postgres.py). Lists a replica computes for a user while
+another replica deletes that user are dropped by the replica that computed them only if the
+delete went through it: the engine's tombstones are per process.
+"""
+
+from __future__ import annotations
+
+from engine.feedback.impressions import ImpressionLog
+
+SCHEMA = """
+CREATE SCHEMA IF NOT EXISTS crossrec;
+CREATE TABLE IF NOT EXISTS crossrec.lists (
+  recommendation_id TEXT PRIMARY KEY,
+  user_key TEXT NOT NULL,
+  ts_us BIGINT NOT NULL,
+  arm TEXT NOT NULL,
+  index_version TEXT NOT NULL,
+  model_version TEXT NOT NULL,
+  features TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS lists_by_time ON crossrec.lists (ts_us);
+CREATE INDEX IF NOT EXISTS lists_by_user ON crossrec.lists (user_key);
+CREATE TABLE IF NOT EXISTS crossrec.shown (
+  recommendation_id TEXT NOT NULL,
+  position INTEGER NOT NULL,
+  item_id TEXT NOT NULL,
+  category TEXT NOT NULL,
+  cross_category INTEGER NOT NULL,
+  sources TEXT NOT NULL,
+  score DOUBLE PRECISION NOT NULL,
+  price DOUBLE PRECISION,
+  vector BYTEA,
+  PRIMARY KEY (recommendation_id, position)
+);
+CREATE TABLE IF NOT EXISTS crossrec.feature_lists (
+  schema TEXT PRIMARY KEY,
+  names TEXT NOT NULL
+);
+"""
+
+
+class PostgresImpressionLog(ImpressionLog):
+    """:class:`ImpressionLog` with its rows in PostgreSQL (one connection, the writer's)."""
+
+    def __init__(self, url: str, *args, **kwargs) -> None:
+        import psycopg
+
+        self.url = url
+        self.storage_errors = (psycopg.Error, OSError)
+        super().__init__(url, *args, **kwargs)
+
+    def _open_storage(self):
+        import psycopg
+
+        db = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        db.execute(SCHEMA)
+        return db
+
+    def _connection(self):
+        """The connection, opened again if the server dropped it (called under the lock)."""
+        if self._db.closed or self._db.broken:
+            self._db = self._open_storage()
+        return self._db
+
+    def _write_rows(self, schemas: list, lists: list, shown: list) -> None:
+        db = self._connection()
+        with db.transaction(), db.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO crossrec.feature_lists VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                schemas,
+            )
+            cur.executemany(
+                "INSERT INTO crossrec.lists VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                lists,
+            )
+            cur.executemany(
+                "INSERT INTO crossrec.shown VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT DO NOTHING",
+                shown,
+            )
+
+    def _delete(self, where: str, value) -> int:
+        where = where.replace("?", "%s")
+        with self._db_lock:
+            db = self._connection()
+            with db.transaction():
+                db.execute(
+                    "DELETE FROM crossrec.shown WHERE recommendation_id IN "
+                    f"(SELECT recommendation_id FROM crossrec.lists WHERE {where})",
+                    (value,),
+                )
+                return db.execute(f"DELETE FROM crossrec.lists WHERE {where}", (value,)).rowcount
+
+    def _purge(self, wait_s: float) -> bool:
+        return True  # nothing beyond the rows to remove: see the module docstring
+
+    def used_bytes(self) -> int:
+        with self._db_lock:
+            return int(
+                self._connection()
+                .execute(
+                    "SELECT pg_total_relation_size('crossrec.lists') + "
+                    "pg_total_relation_size('crossrec.shown')"
+                )
+                .fetchone()[0]
+            )
+
+    def _oldest_tenth(self) -> int | None:
+        with self._db_lock:
+            db = self._connection()
+            n = db.execute("SELECT count(*) FROM crossrec.lists").fetchone()[0]
+            return db.execute(
+                "SELECT max(ts_us) FROM (SELECT ts_us FROM crossrec.lists ORDER BY ts_us "
+                "LIMIT %s) t",
+                (max(n // 10, 1),),
+            ).fetchone()[0]
