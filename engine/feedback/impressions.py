@@ -171,8 +171,21 @@ class ImpressionLog:
     #: Errors the storage raises (a delete that fails with one says DeleteUser is incomplete).
     storage_errors: tuple[type[Exception], ...] = (sqlite3.Error, OSError)
 
+    #: Whether other engine processes write this log too (PostgreSQL): then the lists they showed
+    #: can be looked up (:meth:`lists_by_id`) and outcomes are claimed once across them
+    #: (:meth:`claim`).
+    shared = False
+
     def _open_storage(self):
         return _open(self.path)
+
+    def lists_by_id(self, recommendation_ids: list[str]) -> list[tuple]:
+        """Lists other processes logged (none here: only a shared log has them)."""
+        return []
+
+    def claim(self, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """Outcome keys this process may count: all of them, with no other process counting."""
+        return set(keys)
 
     # -- request path ---------------------------------------------------------------------------
     def offer(self, impression: Impression) -> bool:

@@ -46,11 +46,19 @@ CREATE TABLE IF NOT EXISTS crossrec.feature_lists (
   schema TEXT PRIMARY KEY,
   names TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS crossrec.outcomes (
+  recommendation_id TEXT NOT NULL,
+  item_id TEXT NOT NULL,
+  action TEXT NOT NULL,
+  PRIMARY KEY (recommendation_id, item_id, action)
+);
 """
 
 
 class PostgresImpressionLog(ImpressionLog):
     """:class:`ImpressionLog` with its rows in PostgreSQL (one connection, the writer's)."""
+
+    shared = True
 
     def __init__(self, url: str, *args, **kwargs) -> None:
         import psycopg
@@ -96,11 +104,55 @@ class PostgresImpressionLog(ImpressionLog):
             db = self._connection()
             with db.transaction():
                 db.execute(
+                    "DELETE FROM crossrec.outcomes WHERE recommendation_id IN "
+                    f"(SELECT recommendation_id FROM crossrec.lists WHERE {where})",
+                    (value,),
+                )
+                db.execute(
                     "DELETE FROM crossrec.shown WHERE recommendation_id IN "
                     f"(SELECT recommendation_id FROM crossrec.lists WHERE {where})",
                     (value,),
                 )
                 return db.execute(f"DELETE FROM crossrec.lists WHERE {where}", (value,)).rowcount
+
+    # -- live attribution across replicas -------------------------------------------------------
+    def lists_by_id(self, recommendation_ids: list[str]) -> list[tuple]:
+        """Lists any replica logged, by id: (id, user_key, ts_us, arm, model_version, item ids,
+        prices, cross-category flags), for the lists this process did not show itself."""
+        with self._db_lock:
+            rows = (
+                self._connection()
+                .execute(
+                    "SELECT l.recommendation_id, l.user_key, l.ts_us, l.arm, l.model_version, "
+                    "array_agg(s.item_id ORDER BY s.position), "
+                    "array_agg(coalesce(s.price, 'NaN') ORDER BY s.position), "
+                    "array_agg(s.cross_category ORDER BY s.position) "
+                    "FROM crossrec.lists l JOIN crossrec.shown s USING (recommendation_id) "
+                    "WHERE l.recommendation_id = ANY(%s) GROUP BY l.recommendation_id",
+                    (recommendation_ids,),
+                )
+                .fetchall()
+            )
+        return rows
+
+    def claim(self, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
+        """Of (list, item, action) outcome keys, those no replica counted before (now claimed by
+        this one): each outcome is counted once across the replicas."""
+        if not keys:
+            return set()
+        columns = [list(c) for c in zip(*keys)]
+        with self._db_lock:
+            rows = (
+                self._connection()
+                .execute(
+                    "INSERT INTO crossrec.outcomes SELECT * FROM unnest(%s::text[], %s::text[], "
+                    "%s::text[]) ON CONFLICT DO NOTHING "
+                    "RETURNING recommendation_id, item_id, action",
+                    columns,
+                )
+                .fetchall()
+            )
+        return {tuple(r) for r in rows}
 
     def _purge(self, wait_s: float) -> bool:
         return True  # nothing beyond the rows to remove: see the module docstring

@@ -22,7 +22,7 @@ from crossrec.vocabulary import US_PER_DAY
 from engine.config import FeedbackConfig
 from engine.feedback.impressions import Impression, ImpressionLog
 from engine.feedback.metrics import Metrics
-from engine.feedback.outcomes import RecentLists
+from engine.feedback.outcomes import OUTCOMES, RecentLists
 from engine.recommendation import Recommendation
 from engine.retrieval.features import FEATURES
 from engine.state.postgres import redacted
@@ -158,13 +158,41 @@ class Feedback:
             )
 
     def attribute(self, events: list[StoredEvent]) -> None:
-        """Count the outcomes of recent lists that stored ``events`` complete."""
+        """Count the outcomes of recent lists that stored ``events`` complete. With a shared
+        (PostgreSQL) impression log, lists other replicas showed are looked up there, and each
+        outcome is claimed there so that it counts once across the replicas."""
         m = self.metrics
-        for o in self.recent_lists.attribute(events):
+        imp = self.impressions
+        shared = imp if imp is not None and imp.shared else None
+        if shared is not None:
+            self._fetch_lists(shared, events)
+        outcomes = self.recent_lists.attribute(events)
+        if shared is not None and outcomes:
+            keys = [(o.recommendation_id, o.item_id, o.action) for o in outcomes]
+            claimed = shared.claim(keys)
+            outcomes = [o for o, key in zip(outcomes, keys) if key in claimed]
+        for o in outcomes:
             cross = "true" if o.cross_category else "false"
             m.attributed.labels(o.arm, o.model_version, o.action, cross).inc()
             if o.revenue:
                 m.revenue.labels(o.arm, o.model_version).inc(o.revenue)
+
+    def _fetch_lists(self, shared: ImpressionLog, events: list[StoredEvent]) -> None:
+        """Lists quoted by ``events`` that this process did not show, from the shared log."""
+        wanted = sorted(
+            {
+                e.recommendation_id
+                for e in events
+                if e.recommendation_id
+                and e.action in OUTCOMES
+                and e.recommendation_id not in self.recent_lists
+            }
+        )
+        if not wanted:
+            return
+        for rid, user_key, ts_us, arm, model, items, prices, cross in shared.lists_by_id(wanted):
+            prices, cross = np.asarray(prices, float), np.asarray(cross, bool)
+            self.recent_lists.add(rid, user_key, arm, model, ts_us, items, prices, cross)
 
     def forget(self, user_key: str) -> None:
         """Drop every list shown to the user (recent lists and the impression log); call it

@@ -46,6 +46,9 @@ class Outcome:
     action: str
     cross_category: bool
     revenue: float  # the price for a purchase, else 0
+    #: The list and item it counts for: (list, item, action) counts once.
+    recommendation_id: str = ""
+    item_id: str = ""
 
 
 class RecentLists:
@@ -59,6 +62,9 @@ class RecentLists:
 
     def __len__(self) -> int:
         return len(self._lists)
+
+    def __contains__(self, recommendation_id: str) -> bool:
+        return recommendation_id in self._lists
 
     def add(
         self,
@@ -121,5 +127,15 @@ class RecentLists:
                 shown.counted.add(key)
                 price, cross = item
                 revenue = price if e.action == "purchase" and price == price else 0.0
-                out.append(Outcome(shown.arm, shown.model_version, e.action, cross, revenue))
+                out.append(
+                    Outcome(
+                        shown.arm,
+                        shown.model_version,
+                        e.action,
+                        cross,
+                        revenue,
+                        e.recommendation_id,
+                        e.item_id,
+                    )
+                )
         return out

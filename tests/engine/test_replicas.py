@@ -114,9 +114,21 @@ def test_replicas_share_one_impression_log_that_the_report_reads(postgres_url, t
         click = Event(
             "u1", shown.items[0].item_id, "click", recommendation_id=shown.recommendation_id
         )
-        at_b.ingest([click])
         for server in (a, b):
             assert server.engine.feedback.impressions.flush()
+        at_b.ingest([click])
+        at_a.ingest([click])  # the same click retried at the other replica
+
+        def clicks(server) -> float:
+            return sum(
+                sample.value
+                for family in server.metrics.registry.collect()
+                for sample in family.samples
+                if sample.name == "crossrec_attributed_total"
+            )
+
+        # B counted the click on A's list (looked up in the shared log); A, retried, did not.
+        assert (clicks(a), clicks(b)) == (0, 1)
     assert main(["report", "--impressions", postgres_url, "--store", postgres_url]) == 0
     printed = capsys.readouterr().out
     assert "3 lists, 8 item impressions, 1 attributed clicks" in printed
