@@ -151,11 +151,8 @@ def _stop_background(server) -> None:
 async def serve_forever(config: EngineConfig, grace_s: float = 5.0, process: int = 0) -> None:
     """Run until SIGINT/SIGTERM, then finish in-flight RPCs (up to ``grace_s``) and stop."""
     server, port, engine, _ = await start(config, process)
-    which = (
-        f", process {process + 1} of {config.server.processes}"
-        if process or (config.server.processes > 1)
-        else ""
-    )
+    n = config.server.processes
+    which = f", process {process + 1} of {n}" if n > 1 else ""
     print(
         f"crossrec engine listening on {config.server.host}:{port} "
         f"(index {engine.served.version.version}{which})",
