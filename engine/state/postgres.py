@@ -34,13 +34,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from engine.state.store import (
-    ACTION_CODES,
-    ACTION_NAMES,
     Appended,
     DeleteIncomplete,
     StoredEvent,
     StoreUnavailable,
     count_conflicts,
+    event_of,
+    row_of,
 )
 
 #: Seconds GetStatus's counts are reused before they are counted again.
@@ -139,18 +139,7 @@ class PostgresEventStore:
             ) from exc
 
     def append(self, events: list[StoredEvent]) -> Appended:
-        rows = [
-            (
-                e.event_id,
-                e.user_key,
-                e.item_id,
-                ACTION_CODES[e.action],
-                e.ts_us,
-                e.session_id,
-                e.recommendation_id,
-            )
-            for e in events
-        ]
+        rows = [row_of(e) for e in events]
         if not rows:
             return Appended(0, 0, 0)
         columns = list(zip(*rows))
@@ -177,10 +166,7 @@ class PostgresEventStore:
                 "ORDER BY ts_us DESC LIMIT %s",
                 (user_key, since, limit),
             ).fetchall()
-        return [
-            StoredEvent(r[0], r[1], r[2], ACTION_NAMES[r[3]], r[4], r[5], r[6])
-            for r in reversed(rows)
-        ]
+        return [event_of(r) for r in reversed(rows)]
 
     def delete_user(self, user_key: str) -> int:
         """Delete the user's rows in one transaction (see the module docstring for what stays)."""

@@ -108,6 +108,24 @@ class Appended(NamedTuple):
     conflicts: int
 
 
+def row_of(e: StoredEvent) -> tuple:
+    """The event as a row of the events table (column order; the action as its code)."""
+    return (
+        e.event_id,
+        e.user_key,
+        e.item_id,
+        ACTION_CODES[e.action],
+        e.ts_us,
+        e.session_id,
+        e.recommendation_id,
+    )
+
+
+def event_of(row) -> StoredEvent:
+    """A row of the events table (:func:`row_of`'s order) as an event."""
+    return StoredEvent(row[0], row[1], row[2], ACTION_NAMES[row[3]], row[4], row[5], row[6])
+
+
 def count_conflicts(rows: list[tuple], stored: dict[str, tuple]) -> int:
     """How many of ``rows`` (event_id first) reuse an id that ``stored`` (id -> row) or an earlier
     row holds with other content."""
@@ -196,18 +214,7 @@ class SQLiteEventStore:
         self._wal_untruncated = False
 
     def append(self, events: list[StoredEvent]) -> Appended:
-        rows = [
-            (
-                e.event_id,
-                e.user_key,
-                e.item_id,
-                ACTION_CODES[e.action],
-                e.ts_us,
-                e.session_id,
-                e.recommendation_id,
-            )
-            for e in events
-        ]
+        rows = [row_of(e) for e in events]
         keys = {e.user_key for e in events}
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -264,10 +271,7 @@ class SQLiteEventStore:
                 "WHERE user_key = ? AND ts_us >= ? ORDER BY ts_us DESC LIMIT ?",
                 (user_key, since, limit),
             ).fetchall()
-        return [
-            StoredEvent(r[0], r[1], r[2], ACTION_NAMES[r[3]], r[4], r[5], r[6])
-            for r in reversed(rows)
-        ]
+        return [event_of(r) for r in reversed(rows)]
 
     def delete_user(self, user_key: str) -> int:
         """Delete the user's events (one transaction, under the store's lock), then - with the
