@@ -126,8 +126,8 @@ class ImpressionJob:
     """Train for ``index`` from the impression log ``impressions`` and the event store ``store``
     that holds the outcomes; an event counts within ``window_hours`` of its list."""
 
-    impressions: Path
-    store: Path
+    impressions: str | Path
+    store: str | Path
     index: Path
     out: Path
     window_hours: float = 24.0
@@ -211,10 +211,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--events", type=Path, help="behaviour log (replay)")
     p.add_argument(
         "--impressions",
-        type=Path,
-        help="train from this impression log instead of replaying history (needs --store)",
+        help="train from this impression log (file or postgresql:// URL) instead of replaying "
+        "history (needs --store)",
     )
-    p.add_argument("--store", type=Path, help="the engine's event store (with --impressions)")
+    p.add_argument(
+        "--store", help="the engine's event store, file or postgresql:// URL (with --impressions)"
+    )
     p.add_argument(
         "--window-hours",
         type=float,
