@@ -42,7 +42,7 @@ class Pins:
     def __init__(self, path: Path | None) -> None:
         self.path = path
         self._pins: dict[str, Pin] = {}
-        self._seen: tuple[int, int] | None = None
+        self._seen: tuple[int, int, int] | None = None
         self.reload()
 
     def reload(self) -> bool:
@@ -52,7 +52,8 @@ class Pins:
             return False
         try:
             stat = self.path.stat()
-            seen = (stat.st_mtime_ns, stat.st_size)
+            # Each write renames a new file into place: a new inode, even within one clock tick.
+            seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         except FileNotFoundError:
             seen = None
         if seen == self._seen:
@@ -74,7 +75,7 @@ class Pins:
         if pins != self._pins and self.path is not None:
             _write(self.path, pins)
             stat = self.path.stat()
-            self._seen = (stat.st_mtime_ns, stat.st_size)
+            self._seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         self._pins = pins
 
 

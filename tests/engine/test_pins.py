@@ -98,3 +98,22 @@ def test_naming_only_the_model_pins_too(root, tiny_built, tmp_path):
     assert engine.versions.refresh() == []
     assert engine.served.version.version == "v1"
     engine.close()
+
+
+def test_reload_sees_another_processes_writes_and_not_its_own(tmp_path, monkeypatch):
+    path = tmp_path / "s.pins.json"
+    mine, other = Pins(path), Pins(path)
+    assert not mine.reload()  # no file, nothing changed
+    mine.set("a", Pin("/idx/v1", ""))
+    assert not mine.reload()  # its own write is not news
+    assert other.reload()  # another process's is
+    assert other.get("a") == Pin("/idx/v1", "")
+    assert not other.reload()  # and only once
+    writes = []
+    monkeypatch.setattr("engine.pins._write", lambda *args: writes.append(args))
+    mine.set("a", Pin("/idx/v1", ""))  # the same pin again: nothing to write
+    assert writes == []
+    monkeypatch.undo()
+    path.unlink()  # the file removed by hand: every pin gone
+    assert other.reload()
+    assert other.get("a") is None
