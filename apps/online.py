@@ -26,6 +26,7 @@ import polars as pl
 
 from crossrec.vocabulary import OBJECTIVES
 from engine.feedback.outcomes import OUTCOMES
+from engine.state.postgres import redacted
 from engine.state.store import ACTION_CODES
 
 #: Columns a breakdown may be by.
@@ -53,8 +54,8 @@ class _Postgres:
 
         try:
             self.db = psycopg.connect(url, options="-c search_path=crossrec", connect_timeout=10)
-        except psycopg.Error as exc:
-            raise sqlite3.Error(str(exc)) from exc
+        except psycopg.Error as exc:  # one line naming the database (password hidden), exit 2
+            raise ValueError(f"{redacted(url)}: cannot connect ({exc})") from exc
         self.db.read_only = True
 
     def execute(self, sql: str, params: tuple = ()):
@@ -77,7 +78,9 @@ def read_log(path: str | Path, vectors: bool = False) -> tuple[pl.DataFrame, pl.
     try:
         return _read_log(path, vectors)
     except sqlite3.Error as exc:
-        raise ValueError(f"{path}: not a readable crossrec impression log ({exc})") from exc
+        raise ValueError(
+            f"{redacted(path)}: not a readable crossrec impression log ({exc})"
+        ) from exc
 
 
 #: Rows fetched from SQLite at a time: only one chunk is ever held as Python tuples, the rest as
@@ -125,7 +128,9 @@ def read_log_chunks(path: str | Path, lists_per_chunk: int = 2_000):
             )
             yield lists, shown
     except sqlite3.Error as exc:
-        raise ValueError(f"{path}: not a readable crossrec impression log ({exc})") from exc
+        raise ValueError(
+            f"{redacted(path)}: not a readable crossrec impression log ({exc})"
+        ) from exc
     finally:
         db.close()
 
@@ -193,7 +198,7 @@ def read_outcome_events(store: str | Path) -> pl.DataFrame:
             },
         )
     except sqlite3.Error as exc:
-        raise ValueError(f"{store}: not a readable crossrec event store ({exc})") from exc
+        raise ValueError(f"{redacted(store)}: not a readable crossrec event store ({exc})") from exc
     finally:
         db.close()
     return frame.with_columns(pl.col("action").replace_strict(codes, return_dtype=pl.String))

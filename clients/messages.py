@@ -45,7 +45,7 @@ class Event:
     session_id: str = ""
     recommendation_id: str = ""
     #: Default: none, and the engine derives the event's id from its content (user, item,
-    #: action, time, session, recommendation), so a re-sent event is recognised as a duplicate.
+    #: action, time, session), so a re-sent event is recognised as a duplicate.
     event_id: str = ""
 
     def __post_init__(self) -> None:

@@ -142,9 +142,10 @@ class Arms:
             served = self.load(artifact or configured_index, model, arm)
             try:
                 pinned = bool(artifact) or model is not None
-                self.pins.set(
-                    arm, Pin(str(served.version.path), served.model_path) if pinned else None
-                )
+                pin = Pin(str(served.version.path), served.model_path) if pinned else None
+                # Written on every swap, so that the engine's other processes look again (a swap
+                # to the configured roots may mean a LATEST that moved).
+                self.pins.set(arm, pin, announce=True)
             except OSError as exc:
                 self.swap_in(before, arm)
                 raise OSError(f"the swap could not be kept for restarts ({exc})") from exc

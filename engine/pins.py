@@ -65,14 +65,17 @@ class Pins:
     def get(self, arm: str) -> Pin | None:
         return self._pins.get(arm)
 
-    def set(self, arm: str, pin: Pin | None) -> None:
-        """Pin ``arm`` to ``pin`` (None: unpin), on disk before this returns."""
+    def set(self, arm: str, pin: Pin | None, announce: bool = False) -> None:
+        """Pin ``arm`` to ``pin`` (None: unpin), on disk before this returns. ``announce``: write
+        the file even when the pins are unchanged, so that the other processes of the engine
+        look again (a swap to the configured roots, whose ``LATEST`` may have moved)."""
+        self.reload()  # start from what the other processes wrote, not a copy up to 1 s old
         pins = dict(self._pins)
         if pin is None:
             pins.pop(arm, None)
         else:
             pins[arm] = pin
-        if pins != self._pins and self.path is not None:
+        if (announce or pins != self._pins) and self.path is not None:
             _write(self.path, pins)
             stat = self.path.stat()
             self._seen = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
@@ -100,7 +103,7 @@ def _write(path: Path, pins: dict[str, Pin]) -> None:
         "arms": {arm: {"index": p.index, "model": p.model} for arm, p in sorted(pins.items())},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # one per writing process
     with open(temporary, "w") as out:
         json.dump(data, out, indent=2)
         out.flush()

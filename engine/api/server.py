@@ -87,7 +87,9 @@ async def start(
     server_id = transport.created_server(before)
     if server_id is not None:
         metrics.watch_transport(lambda: transport.call_counts(server_id))
-    add_service(RecommendService(engine, metrics), server)
+    service = RecommendService(engine, metrics)
+    add_service(service, server)
+    cast(Any, server).service = service  # for the tests that watch its admission
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

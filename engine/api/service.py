@@ -37,6 +37,12 @@ def bulk_workers(workers: int) -> int:
     return max(1, workers // 2)
 
 
+def bulk_admission(server) -> int:
+    """RecommendBatch calls admitted at once (running or waiting): their workers and half the
+    queue."""
+    return bulk_workers(server.workers) + server.max_queued // 2
+
+
 log = logging.getLogger(__name__)
 
 
@@ -58,6 +64,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         # (100 requests each) never leave single Recommend calls waiting for a worker.
         self._bulk_slots = asyncio.Semaphore(bulk_workers(self.server.workers))
         self._in_flight = 0
+        # Batches in flight: they may hold at most half the queue too, so that waiting batches
+        # never shed the single calls the idle workers could run.
+        self._bulk_in_flight = 0
 
     async def _run(self, method: str, context: grpc.aio.ServicerContext, fn, *args):
         start = time.perf_counter()
@@ -70,7 +79,14 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
                     f"({self.server.workers} running, {self.server.max_queued} queued); "
                     "retry with backoff"
                 )
+            batch = method in _BULK_WORK
+            if batch and self._bulk_in_flight >= bulk_admission(self.server):
+                raise Overloaded(
+                    f"engine overloaded with batches: {self._bulk_in_flight} RecommendBatch calls "
+                    "in flight; retry with backoff"
+                )
             self._in_flight += 1
+            self._bulk_in_flight += batch
             admitted = True
             remaining = context.time_remaining()
             timeout = self.limits.default_deadline_s if remaining is None else max(remaining, 0.0)
@@ -106,6 +122,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         finally:
             if admitted:
                 self._in_flight -= 1
+                self._bulk_in_flight -= method in _BULK_WORK
                 if not running:  # its deadline passed (or its client left) while it queued
                     self.metrics.expired_in_queue(method)
             self.metrics.call(method, code, time.perf_counter() - start)

@@ -212,6 +212,8 @@ def ingest_events(events, limits: LimitsConfig, user_key, now_us: int) -> list[S
                         f"events[{i}].{field}", f"longer than {MAX_ID_LENGTH} characters"
                     )
                 )
+            elif "\x00" in value:  # PostgreSQL text cannot hold it; no id needs it
+                v.append(FieldViolation(f"events[{i}].{field}", "must not contain a NUL character"))
         if e.action not in ACTIONS:
             v.append(FieldViolation(f"events[{i}].action", "must be VIEW, CLICK, CART or PURCHASE"))
         ts = _timestamp_us(e)

@@ -122,11 +122,13 @@ class StoreConfig:
         """The pseudonym key (see the field docs and :func:`engine.state.pseudonym.load_key`)."""
         from engine.state.pseudonym import PseudonymKeyError, load_key
 
-        if self.shared and not (self.pseudonym_key or self.pseudonym_key_file):
+        if self.shared and not (
+            self.pseudonym_key or (self.pseudonym_key_file and self.key_path().exists())
+        ):
             raise PseudonymKeyError(
                 "a shared store (store.path is a postgresql:// URL) needs store.pseudonym_key or "
-                "store.pseudonym_key_file, the same for every engine: a key made by one replica "
-                "would pseudonymise users differently from the others"
+                "an existing store.pseudonym_key_file, the same for every engine: a key made by "
+                "one replica would pseudonymise users differently from the others"
             )
         return load_key(self.pseudonym_key, self.key_path(), store_has_events)
 

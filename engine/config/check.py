@@ -96,6 +96,25 @@ def problems(config) -> list[str]:
             f"limits.default_deadline_s ({limits.default_deadline_s}) must not exceed "
             f"limits.max_deadline_s ({limits.max_deadline_s})"
         )
+    shared = config.store.shared
+    if shared and config.store.max_mb:
+        out.append(
+            "store.max_mb is not applied to a PostgreSQL store: use the database's own limits"
+        )
+    log_target = config.feedback.impression_log or (config.store.path if shared else "")
+    if (
+        log_target.startswith(("postgresql://", "postgres://"))
+        and config.feedback.impression_log_max_mb
+    ):
+        out.append(
+            "feedback.impression_log_max_mb is not supported for a PostgreSQL impression log "
+            "(deleted rows do not shrink its tables): use feedback.impression_retention_days"
+        )
+    if shared and server.processes > 1 and not config.arms.pins_file:
+        out.append(
+            "server.processes > 1 with a PostgreSQL store needs arms.pins_file: the processes "
+            "follow swaps through that file"
+        )
     if server.processes > 1 and server.port == 0:
         out.append("server.processes > 1 needs a fixed server.port (the processes share it)")
     if bool(config.tls.cert_file) != bool(config.tls.key_file):

@@ -136,8 +136,10 @@ class PostgresImpressionLog(ImpressionLog):
         return rows
 
     def claim(self, keys: list[tuple[str, str, str]]) -> set[tuple[str, str, str]]:
-        """Of (list, item, action) outcome keys, those no replica counted before (now claimed by
-        this one): each outcome is counted once across the replicas."""
+        """Of (list, item, action) outcome keys, those this replica may count: of lists in the
+        log, the ones no replica claimed before (claimed now, so each counts once across the
+        replicas); of lists not in the log (sampled out), all - no other replica can look those
+        up. Claims live as long as their lists (retention and DeleteUser remove them together)."""
         if not keys:
             return set()
         columns = [list(c) for c in zip(*keys)]
@@ -145,9 +147,15 @@ class PostgresImpressionLog(ImpressionLog):
             rows = (
                 self._connection()
                 .execute(
-                    "INSERT INTO crossrec.outcomes SELECT * FROM unnest(%s::text[], %s::text[], "
-                    "%s::text[]) ON CONFLICT DO NOTHING "
-                    "RETURNING recommendation_id, item_id, action",
+                    "WITH k AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
+                    "AS k(recommendation_id, item_id, action)), "
+                    "logged AS (SELECT k.* FROM k WHERE EXISTS (SELECT 1 FROM crossrec.lists l "
+                    "WHERE l.recommendation_id = k.recommendation_id)), "
+                    "claimed AS (INSERT INTO crossrec.outcomes SELECT * FROM logged "
+                    "ON CONFLICT DO NOTHING RETURNING recommendation_id, item_id, action) "
+                    "SELECT * FROM claimed UNION ALL SELECT * FROM k WHERE NOT EXISTS "
+                    "(SELECT 1 FROM crossrec.lists l "
+                    "WHERE l.recommendation_id = k.recommendation_id)",
                     columns,
                 )
                 .fetchall()

@@ -164,13 +164,18 @@ class Feedback:
         m = self.metrics
         imp = self.impressions
         shared = imp if imp is not None and imp.shared else None
-        if shared is not None:
-            self._fetch_lists(shared, events)
-        outcomes = self.recent_lists.attribute(events)
-        if shared is not None and outcomes:
-            keys = [(o.recommendation_id, o.item_id, o.action) for o in outcomes]
-            claimed = shared.claim(keys)
-            outcomes = [o for o, key in zip(outcomes, keys) if key in claimed]
+        try:
+            if shared is not None:
+                self._fetch_lists(shared, events)
+            outcomes = self.recent_lists.attribute(events)
+            if shared is not None and outcomes:
+                keys = [(o.recommendation_id, o.item_id, o.action) for o in outcomes]
+                claimed = shared.claim(keys)
+                outcomes = [o for o, key in zip(outcomes, keys) if key in claimed]
+        except Exception as exc:  # the events are stored: the metrics must not fail the call
+            m.attribution_failed.inc()
+            log.warning("live attribution skipped for %d events: %s", len(events), exc)
+            return
         for o in outcomes:
             cross = "true" if o.cross_category else "false"
             m.attributed.labels(o.arm, o.model_version, o.action, cross).inc()

@@ -71,6 +71,12 @@ class Metrics:
             "Recommend calls answered without the user's stored history: the store was down",
             registry=self.registry,
         )
+        self.attribution_failed = Counter(
+            "crossrec_attribution_failed_total",
+            "IngestEvents calls whose live attribution failed (the shared log unreachable); the "
+            "events were stored",
+            registry=self.registry,
+        )
         self.late_shards = Counter(
             "crossrec_late_shards_total",
             "Shards a Recommend asked remote shard groups for that did not answer in time",

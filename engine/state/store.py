@@ -80,7 +80,10 @@ def truncate_wal(path: Path, wait_s: float = WAL_TRUNCATE_WAIT_S) -> bool:
     truncated; False when some reader kept it busy the whole time."""
     until = time.monotonic() + wait_s
     pause = 0.005
-    db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    try:
+        db = sqlite3.connect(path, timeout=0, isolation_level=None, check_same_thread=False)
+    except sqlite3.Error:
+        return False
     try:
         while True:
             try:

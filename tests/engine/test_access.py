@@ -345,7 +345,7 @@ def test_the_hostile_bench_measures_each_attack(tiny_built, tmp_path):
         s.bind(("127.0.0.1", 0))
         metrics_port = s.getsockname()[1]
     base = config(tiny_built, tmp_path)
-    server_settings = {"port": 0, "metrics_port": metrics_port, "workers": 2, "max_queued": 4}
+    server_settings = {"port": 0, "metrics_port": metrics_port, "workers": 2, "max_queued": 8}
     with BackgroundServer(base.with_changes(server=server_settings)) as server:
         out = tmp_path / "hostile.json"
         argv = ["bench", "hostile", "--target", server.target, "--token", QUERY]

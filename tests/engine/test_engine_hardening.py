@@ -396,3 +396,51 @@ def test_batches_hold_at_most_half_the_workers_so_single_calls_get_through(
         for t in batches:
             t.join(20)
         assert entered.acquire(timeout=5)  # ... and ran once the first was done
+
+
+def test_waiting_batches_hold_at_most_half_the_queue(tiny_built, tmp_path, monkeypatch):
+    """Two workers and a queue of two: one batch runs, one waits, a third is refused as a batch -
+    and a single Recommend is still admitted and answered."""
+    import threading
+
+    from helpers_engine import engine_config
+
+    from clients.sdk import CrossrecClient, CrossrecError, RecommendOptions
+    from engine.api.server import BackgroundServer
+    from engine.api.service import bulk_admission
+    from engine.config import ServerConfig
+
+    assert bulk_admission(ServerConfig(workers=2, max_queued=2)) == 2
+    assert bulk_admission(ServerConfig()) == 2 + 16
+    config = engine_config(
+        tmp_path / "e.sqlite", tiny_built, server={"workers": 2, "max_queued": 2}
+    )
+    with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=20) as client:
+        real = server.engine.recommend
+        entered, release = threading.Semaphore(0), threading.Event()
+
+        def held(user_id, *args, **kwargs):
+            if user_id.startswith("batch"):
+                entered.release()
+                release.wait(20)
+            return real(user_id, *args, **kwargs)
+
+        monkeypatch.setattr(server.engine, "recommend", held)
+        batch = [("batch", RecommendOptions(k=2))]
+        running = [threading.Thread(target=lambda: client.recommend_batch(batch)) for _ in range(2)]
+        for t in running:
+            t.start()
+        assert entered.acquire(timeout=10)
+        import time
+
+        service, deadline = server.server.service, time.monotonic() + 10
+        while service._bulk_in_flight < 2:  # the second batch waits for the bulkhead
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        with pytest.raises(CrossrecError, match="batches") as refused:
+            client.recommend_batch(batch)
+        assert refused.value.code == "RESOURCE_EXHAUSTED"
+        assert len(client.recommend("plain", k=2, timeout=5).items) == 2
+        release.set()
+        for t in running:
+            t.join(20)

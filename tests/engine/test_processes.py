@@ -52,6 +52,14 @@ def recommend(port: int, user: str = "u1") -> recommend_pb2.RecommendResponse:
         channel.close()
 
 
+def engine_processes(supervisor: int) -> set[int]:
+    """The supervisor's engine processes (multiprocessing's spawned children)."""
+    found = subprocess.run(
+        ["pgrep", "-P", str(supervisor), "-f", "spawn_main"], capture_output=True, text=True
+    )
+    return {int(pid) for pid in found.stdout.split()}
+
+
 def wait_until(condition, seconds: float = 60.0) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -92,14 +100,34 @@ def test_two_processes_share_the_port_the_store_and_swaps(root, tiny_built, tmp_
         assert swap.index_version == "v2"
         # The other process follows through the pins file within about a second.
         wait_until(lambda: {recommend(port).index_version for _ in range(20)} == {"v2"}, 30)
-        # A process that dies is started again.
-        children = subprocess.run(
-            ["pgrep", "-P", str(supervisor.pid)], capture_output=True, text=True
-        ).stdout.split()
-        assert len(children) >= 2
-        os.kill(int(children[0]), signal.SIGKILL)
-        wait_until(lambda: served(metrics) >= 0 and served(metrics + 1) >= 0, 60)
-        assert {recommend(port).index_version for _ in range(10)} == {"v2"}  # pinned at start
+        # A swap naming nothing returns every process to the configured root, whose LATEST
+        # moved meanwhile: the processes that did not answer it follow too.
+        from indexer.build import BuildConfig, build_index
+
+        channel, s = stub(port)
+        s.SwapVersion(service_pb2.SwapVersionRequest(), timeout=30)  # unpinned, LATEST is v2
+        channel.close()
+        catalog = tiny_built.parent / "catalog.parquet"
+        build_index(catalog, root, None, BuildConfig(text=False, progress=False, version="v3"))
+        channel, s = stub(port)
+        assert s.SwapVersion(service_pb2.SwapVersionRequest(), timeout=30).index_version == "v3"
+        channel.close()
+        wait_until(lambda: {recommend(port).index_version for _ in range(20)} == {"v3"}, 30)
+        # An engine process that dies is started again (the supervisor's other child, Python's
+        # resource tracker, is left alone).
+        engines = engine_processes(supervisor.pid)
+        assert len(engines) == 2
+        killed = min(engines)
+        os.kill(killed, signal.SIGKILL)
+        wait_until(
+            lambda: (
+                len(engine_processes(supervisor.pid) - {killed}) == 2
+                and served(metrics) >= 0
+                and served(metrics + 1) >= 0
+            ),
+            60,
+        )
+        assert {recommend(port).index_version for _ in range(10)} == {"v3"}
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(60) == 0
         assert subprocess.run(["pgrep", "-P", str(supervisor.pid)]).returncode == 1  # none left

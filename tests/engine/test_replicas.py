@@ -136,3 +136,13 @@ def test_replicas_share_one_impression_log_that_the_report_reads(postgres_url, t
         at_a.delete_user("u1")  # removes u1's lists, shown by either replica
     assert main(["report", "--impressions", postgres_url, "--store", postgres_url]) == 0
     assert "1 lists, 3 item impressions, 0 attributed clicks" in capsys.readouterr().out
+
+
+def test_the_report_on_an_unreachable_database_is_one_line_without_the_password(capsys):
+    from clients.cli import main
+
+    url = "postgresql://someone:hunter2-secret@127.0.0.1:1/nothing"
+    assert main(["report", "--impressions", url, "--store", url]) == 2
+    printed = capsys.readouterr()
+    assert "hunter2" not in printed.out + printed.err
+    assert "postgresql://someone:***@127.0.0.1:1/nothing" in printed.out

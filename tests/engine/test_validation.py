@@ -384,3 +384,12 @@ def test_event_times_at_the_epoch_count_as_missing_but_any_nanosecond_is_a_time(
     assert ingest([ingest_event(seconds=946_684_800, nanos=2_500)])[0].ts_us == 946_684_800_000_002
     # Inline events without a time happen now.
     assert validate(recent_events=[event(seconds=0)])[1][0].ts_us == NOW
+
+
+def test_a_nul_character_in_any_event_field_is_refused_by_name():
+    fields = {"item": "t\x000", "session_id": "s\x00", "recommendation_id": "\x00r"}
+    event = ingest_event(user="u\x001", event_id="e\x00", **fields)
+    assert ingest_violations([ingest_event(), event]) == {
+        f"events[1].{field}": "must not contain a NUL character"
+        for field in ("user_id", "item_id", "event_id", "session_id", "recommendation_id")
+    }
