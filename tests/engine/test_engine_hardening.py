@@ -371,16 +371,7 @@ def test_batches_hold_at_most_half_the_workers_so_single_calls_get_through(
     assert [bulk_workers(w) for w in (1, 2, 3, 4, 9)] == [1, 1, 1, 2, 4]
     config = engine_config(tmp_path / "e.sqlite", tiny_built, server={"workers": 2})
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=20) as client:
-        real = server.engine.recommend
-        entered, release = threading.Semaphore(0), threading.Event()
-
-        def held(user_id, *args, **kwargs):
-            if user_id.startswith("batch"):
-                entered.release()
-                release.wait(20)
-            return real(user_id, *args, **kwargs)
-
-        monkeypatch.setattr(server.engine, "recommend", held)
+        entered, release = hold_batch_users(server, monkeypatch)
         batches = [
             threading.Thread(
                 target=lambda n=n: client.recommend_batch([(f"batch{n}", RecommendOptions(k=2))])
@@ -416,16 +407,7 @@ def test_waiting_batches_hold_at_most_half_the_queue(tiny_built, tmp_path, monke
         tmp_path / "e.sqlite", tiny_built, server={"workers": 2, "max_queued": 2}
     )
     with BackgroundServer(config) as server, CrossrecClient(server.target, timeout=20) as client:
-        real = server.engine.recommend
-        entered, release = threading.Semaphore(0), threading.Event()
-
-        def held(user_id, *args, **kwargs):
-            if user_id.startswith("batch"):
-                entered.release()
-                release.wait(20)
-            return real(user_id, *args, **kwargs)
-
-        monkeypatch.setattr(server.engine, "recommend", held)
+        entered, release = hold_batch_users(server, monkeypatch)
         batch = [("batch", RecommendOptions(k=2))]
         running = [threading.Thread(target=lambda: client.recommend_batch(batch)) for _ in range(2)]
         for t in running:
@@ -444,3 +426,21 @@ def test_waiting_batches_hold_at_most_half_the_queue(tiny_built, tmp_path, monke
         release.set()
         for t in running:
             t.join(20)
+
+
+def hold_batch_users(server, monkeypatch):
+    """Make the engine's Recommend for users named ``batch*`` wait until released; returns (a
+    semaphore released as each such request starts, the event that releases them)."""
+    import threading
+
+    real = server.engine.recommend
+    entered, release = threading.Semaphore(0), threading.Event()
+
+    def held(user_id, *args, **kwargs):
+        if user_id.startswith("batch"):
+            entered.release()
+            release.wait(20)
+        return real(user_id, *args, **kwargs)
+
+    monkeypatch.setattr(server.engine, "recommend", held)
+    return entered, release
