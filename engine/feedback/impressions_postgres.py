@@ -15,6 +15,8 @@ delete went through it: the engine's tombstones are per process.
 
 from __future__ import annotations
 
+import threading
+
 from engine.feedback.impressions import ImpressionLog
 
 SCHEMA = """
@@ -65,6 +67,8 @@ class PostgresImpressionLog(ImpressionLog):
 
         self.url = url
         self.storage_errors = (psycopg.Error, OSError)
+        self._lookup = None
+        self._lookup_lock = threading.Lock()
         super().__init__(url, *args, **kwargs)
 
     def _open_storage(self):
@@ -116,12 +120,23 @@ class PostgresImpressionLog(ImpressionLog):
                 return db.execute(f"DELETE FROM crossrec.lists WHERE {where}", (value,)).rowcount
 
     # -- live attribution across replicas -------------------------------------------------------
+    # On a connection of their own (autocommit: each statement is its transaction), so that an
+    # IngestEvents never waits behind the writer thread's batches.
+    def _lookup_connection(self):
+        """The request path's connection, opened again if the server dropped it (under the
+        lookup lock)."""
+        if self._lookup is None or self._lookup.closed or self._lookup.broken:
+            import psycopg
+
+            self._lookup = psycopg.connect(self.url, autocommit=True, connect_timeout=2)
+        return self._lookup
+
     def lists_by_id(self, recommendation_ids: list[str]) -> list[tuple]:
         """Lists any replica logged, by id: (id, user_key, ts_us, arm, model_version, item ids,
         prices, cross-category flags), for the lists this process did not show itself."""
-        with self._db_lock:
+        with self._lookup_lock:
             rows = (
-                self._connection()
+                self._lookup_connection()
                 .execute(
                     "SELECT l.recommendation_id, l.user_key, l.ts_us, l.arm, l.model_version, "
                     "array_agg(s.item_id ORDER BY s.position), "
@@ -143,9 +158,9 @@ class PostgresImpressionLog(ImpressionLog):
         if not keys:
             return set()
         columns = [list(c) for c in zip(*keys)]
-        with self._db_lock:
+        with self._lookup_lock:
             rows = (
-                self._connection()
+                self._lookup_connection()
                 .execute(
                     "WITH k AS (SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
                     "AS k(recommendation_id, item_id, action)), "
@@ -185,3 +200,9 @@ class PostgresImpressionLog(ImpressionLog):
                 "LIMIT %s) t",
                 (max(n // 10, 1),),
             ).fetchone()[0]
+
+    def close(self) -> None:
+        super().close()
+        with self._lookup_lock:
+            if self._lookup is not None:
+                self._lookup.close()
