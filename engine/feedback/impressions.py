@@ -10,19 +10,11 @@ so under overload the log degrades to a sample instead of slowing requests; a ba
 fails is dropped, counted and logged (once a minute at most). With ``max_mb`` set, the log keeps
 within it by dropping its oldest lists first (SQLite reuses the freed pages, so the file stops
 growing). Counts: :attr:`ImpressionLog.counts` (``written``, ``sampled_out``, ``queue_full``,
-``write_error``, ``dropped_for_size``), also exported as ``crossrec_impression_log_total{outcome}``
-by the engine.
+``write_error``, ``dropped_for_size``, ``forgotten``), also exported as
+``crossrec_impression_log_total{outcome}`` by the engine. Tables and rows:
+engine/feedback/shown.py.
 
-Tables (one row per response, one per shown item)::
-
-    lists(recommendation_id PK, user_key, ts_us, arm, index_version, model_version, features)
-    shown(recommendation_id, position, item_id, category, cross_category, sources, score,
-          price, vector)            PK (recommendation_id, position)
-    feature_lists(schema, names)    names: JSON list of the feature columns in ``vector``
-
-``user_key`` is the pseudonym (never a raw id); ``vector`` is the item's feature row as the ranker
-saw it (float32 bytes, ``feature_lists.names`` order), so training can learn from exactly what was
-served. Lists older than ``retention_days`` are removed by :meth:`ImpressionLog.compact`, which
+Lists older than ``retention_days`` are removed by :meth:`ImpressionLog.compact`, which
 the engine's maintenance pass runs at start and hourly (:meth:`engine.core.Engine.maintain`);
 :meth:`ImpressionLog.delete_user` removes a user's lists and leaves no bytes behind
 (``secure_delete`` and a truncated WAL), as the event store does.
@@ -30,9 +22,6 @@ the engine's maintenance pass runs at start and hourly (:meth:`engine.core.Engin
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
 import logging
 import queue
 import sqlite3
@@ -40,14 +29,11 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from crossrec.vocabulary import US_PER_DAY
+from engine.feedback.shown import SCHEMA, Impression, rows_of, sampled
 from engine.state import store
-from engine.state.pseudonym import hash_fraction
 from engine.state.store import DeleteIncomplete, truncate_wal
 
 log = logging.getLogger(__name__)
@@ -55,71 +41,6 @@ log = logging.getLogger(__name__)
 _LOG_EVERY_S = 60.0
 #: How long a retention pass waits to truncate the log's WAL (it tries again next pass).
 WAL_WAIT_COMPACT_S = 1.0
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS lists (
-  recommendation_id TEXT PRIMARY KEY,
-  user_key TEXT NOT NULL,
-  ts_us INTEGER NOT NULL,
-  arm TEXT NOT NULL,
-  index_version TEXT NOT NULL,
-  model_version TEXT NOT NULL,
-  features TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS lists_by_time ON lists (ts_us);
-CREATE INDEX IF NOT EXISTS lists_by_user ON lists (user_key);
-CREATE TABLE IF NOT EXISTS shown (
-  recommendation_id TEXT NOT NULL,
-  position INTEGER NOT NULL,
-  item_id TEXT NOT NULL,
-  category TEXT NOT NULL,
-  cross_category INTEGER NOT NULL,
-  sources TEXT NOT NULL,
-  score REAL NOT NULL,
-  price REAL,
-  vector BLOB,
-  PRIMARY KEY (recommendation_id, position)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS feature_lists (
-  schema TEXT PRIMARY KEY,
-  names TEXT NOT NULL
-) WITHOUT ROWID;
-"""
-
-
-@dataclass(frozen=True)
-class Impression:
-    """One response as shown: per position (arrays of equal length) the item, its category,
-    whether that category is new to the user, its sources, score, price and feature row."""
-
-    recommendation_id: str
-    user_key: str  # pseudonym; "" for an anonymous request
-    ts_us: int
-    arm: str
-    index_version: str
-    model_version: str
-    item_ids: list[str]
-    categories: list[str]
-    cross_category: np.ndarray  # (k,) bool
-    sources: list[tuple[str, ...]]
-    scores: np.ndarray  # (k,)
-    prices: np.ndarray  # (k,) NaN: unknown
-    features: np.ndarray | None  # (k, len(feature_names)) float32
-    feature_names: tuple[str, ...]
-
-
-def sampled(recommendation_id: str, rate: float) -> bool:
-    """Whether the list ``recommendation_id`` is logged at ``rate``: its sha256 read as a fraction
-    in [0, 1) below ``rate`` (1 logs all, 0 none)."""
-    if rate >= 1.0:
-        return True
-    return hash_fraction(recommendation_id) < rate
-
-
-@functools.lru_cache(maxsize=16)
-def feature_schema(names: tuple[str, ...]) -> str:
-    """Short id of a feature list (computed once per distinct list, not per impression)."""
-    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:16]
 
 
 class ImpressionLog:
@@ -367,47 +288,6 @@ class ImpressionLog:
         self._thread.join(timeout=30)
         with self._db_lock:
             self._db.close()
-
-
-def rows_of(batch: list[Impression], known_schemas: set[str]) -> tuple[list, list, list]:
-    """(feature list rows not in ``known_schemas``, list rows, shown rows) of ``batch``, in the
-    tables' column order."""
-    lists: list[tuple] = []
-    shown: list[tuple] = []
-    schemas: list[tuple[str, str]] = []
-    for imp in batch:
-        schema = feature_schema(imp.feature_names)
-        if schema not in known_schemas and all(schema != s for s, _ in schemas):
-            schemas.append((schema, json.dumps(list(imp.feature_names))))
-        lists.append(
-            (
-                imp.recommendation_id,
-                imp.user_key,
-                imp.ts_us,
-                imp.arm,
-                imp.index_version,
-                imp.model_version,
-                schema,
-            )
-        )
-        for p, item in enumerate(imp.item_ids):
-            price = float(imp.prices[p])
-            shown.append(
-                (
-                    imp.recommendation_id,
-                    p,
-                    item,
-                    imp.categories[p],
-                    int(bool(imp.cross_category[p])),
-                    ",".join(imp.sources[p]),
-                    float(imp.scores[p]),
-                    None if price != price else price,
-                    None
-                    if imp.features is None
-                    else np.ascontiguousarray(imp.features[p], np.float32).tobytes(),
-                )
-            )
-    return schemas, lists, shown
 
 
 def _open(path: Path) -> sqlite3.Connection:

@@ -20,9 +20,10 @@ import numpy as np
 
 from crossrec.vocabulary import US_PER_DAY
 from engine.config import FeedbackConfig
-from engine.feedback.impressions import Impression, ImpressionLog
+from engine.feedback.impressions import ImpressionLog
 from engine.feedback.metrics import Metrics
 from engine.feedback.outcomes import OUTCOMES, RecentLists
+from engine.feedback.shown import Impression
 from engine.recommendation import Recommendation
 from engine.retrieval.features import FEATURES
 from engine.state.postgres import redacted

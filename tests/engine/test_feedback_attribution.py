@@ -12,8 +12,9 @@ import polars as pl
 import pytest
 
 from apps.online import attribute, ratio_interval, read_log, read_outcome_events, summarise
-from engine.feedback.impressions import Impression, ImpressionLog
+from engine.feedback.impressions import ImpressionLog
 from engine.feedback.outcomes import RecentLists
+from engine.feedback.shown import Impression
 from engine.state.store import SQLiteEventStore, StoredEvent
 
 WINDOW = 100

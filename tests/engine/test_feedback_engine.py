@@ -16,7 +16,8 @@ from helpers_engine import engine_config
 from helpers_tiny import NOW, settings
 
 from engine.core import ARM_A, Engine, Served
-from engine.feedback.impressions import ImpressionLog, sampled
+from engine.feedback.impressions import ImpressionLog
+from engine.feedback.shown import sampled
 from engine.retrieval.features import FEATURES
 from engine.retrieval.query import Query
 from engine.retrieval.recommend import Recommender
