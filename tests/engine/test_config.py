@@ -246,3 +246,33 @@ def test_a_certificate_without_its_key_is_refused_with_the_configuration():
         EngineConfig().with_changes(tls={"key_file": "server.key"})
     both = EngineConfig().with_changes(tls={"cert_file": "s.pem", "key_file": "s.key"})
     assert both.tls.cert_file == "s.pem"
+
+
+def test_the_defaults_of_this_rounds_settings_and_limits_are_pinned():
+    """What a deployment relies on without saying so: a changed default fails here (and in the
+    docs test), not silently in production."""
+    from engine.api.processes import MAX_RESTARTS, RESTART_WINDOW_S
+    from engine.api.server import FOLLOW_PINS_S
+    from engine.config import ArmsConfig
+    from engine.state import postgres
+    from engine.state.store import WAL_TRUNCATE_WAIT_S
+
+    assert LimitsConfig().max_request_bytes == 1024 * 1024
+    assert LimitsConfig().max_message_bytes == 4 * 1024 * 1024
+    assert LimitsConfig().max_batch_explained_items == 1_000
+    assert ServerConfig().processes == 1
+    assert ArmsConfig().pins_file == ""
+    assert WAL_TRUNCATE_WAIT_S == 1.0
+    assert (postgres.COUNTS_TTL_S, postgres.CONNECT_TIMEOUT_S, postgres.RETRY_AFTER_S) == (
+        5.0,
+        2.0,
+        1.0,
+    )
+    assert FOLLOW_PINS_S == 1.0
+    assert (MAX_RESTARTS, RESTART_WINDOW_S) == (5, 60.0)
+    config = EngineConfig().with_changes(store={"path": "/srv/events.sqlite"})
+    assert config.impression_log_path() == "/srv/events.impressions.sqlite"
+    assert str(config.pins_path()) == "/srv/events.pins.json"
+    shared = EngineConfig().with_changes(store={"path": "postgresql://u@h/db"})
+    assert shared.impression_log_path() == "postgresql://u@h/db"  # the same database
+    assert shared.pins_path() is None
