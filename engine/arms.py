@@ -168,13 +168,8 @@ class Arms:
     def configured_targets(self, arm: str) -> tuple[str, str]:
         """(index version name, model version name or "") the arm's configured paths name now
         (a root's ``LATEST`` read afresh)."""
-        from crossrec import versions
-        from indexer.artifact import resolve_version
-        from ranker.model import MODEL_FORMAT
-
-        artifact, model = self.configured(arm)
-        index = resolve_version(artifact).name
-        return index, versions.resolve_version(model, MODEL_FORMAT).name if model else ""
+        index, model = self._configured_pair(arm)
+        return index.name, Path(model).name if model else ""
 
     def refresh(self) -> list[str]:
         """Serve what each arm's configured roots name now (``LATEST`` moved: a new index version

@@ -180,11 +180,10 @@ async def metrics(args) -> dict:
 
 
 async def bodies(args) -> dict:
-    body = _recommend("hostile", 5, 0)
     from crossrec.v1 import recommend_pb2
 
-    request = recommend_pb2.RecommendRequest.FromString(body)
-    request.filters.exclude_item_ids.extend(["x" * 3_900] * 1_000)
+    request = recommend_pb2.RecommendRequest(user_id="hostile", k=5)
+    request.filters.exclude_item_ids.extend(["x" * 3_900] * 1_000)  # 3.9 MB, under 4 MiB
     raw = request.SerializeToString()
 
     def rss() -> float:

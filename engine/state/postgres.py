@@ -213,9 +213,5 @@ class PostgresEventStore:
                     pass
             return self._counts
 
-    def has_events(self) -> bool:
-        with self._connection() as conn:
-            return conn.execute("SELECT EXISTS (SELECT 1 FROM crossrec.events)").fetchone()[0]
-
     def close(self) -> None:
         self._pool.close()
