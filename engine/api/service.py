@@ -20,11 +20,11 @@ from grpc_status import rpc_status
 
 from crossrec.v1 import recommend_pb2, service_pb2, service_pb2_grpc
 from engine.api import validation
-from engine.core import Engine, Recommendation, Route
+from engine.api.responses import to_response
+from engine.core import Engine, Route
 from engine.errors import EngineError, InvalidRequest, Overloaded, status_code, to_status
 from engine.feedback.metrics import Metrics
 
-OBJECTIVE_CODES = {name: code for code, name in validation.OBJECTIVE_NAMES.items()}
 #: RPCs whose work takes a deadline and stops at its next stage once it has passed.
 _STOPPABLE = frozenset({"Recommend", "RecommendBatch"})
 #: RPCs held to the bulkhead (:func:`bulk_workers`).
@@ -263,56 +263,6 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         if "index_loaded_at" in s:
             response.index_loaded_at.FromNanoseconds(int(s["index_loaded_at"] * 1e9))
         return response
-
-
-def to_response(rec: Recommendation) -> recommend_pb2.RecommendResponse:
-    items = []
-    for i in rec.items:
-        item = recommend_pb2.RecommendedItem(
-            item_id=i.item_id,
-            category=i.category,
-            score=i.score,
-            interest_index=i.interest_index,
-            interest_label=i.interest_label,
-            shard=i.shard,
-            retrieval_score=i.retrieval_score,
-            objective_scores=[
-                recommend_pb2.ObjectiveScore(objective=OBJECTIVE_CODES[o], score=v)
-                for o, v in i.objective_scores.items()
-            ],
-        )
-        if i.explanation is not None:
-            e = i.explanation
-            item.explanation.CopyFrom(
-                recommend_pb2.Explanation(
-                    summary=e.summary,
-                    source_item_ids=e.source_item_ids,
-                    source_category=e.source_category,
-                    transition_probability=e.transition_probability,
-                    contributions=[
-                        recommend_pb2.FeatureContribution(
-                            feature=name, value=value, contribution=contribution
-                        )
-                        for name, value, contribution in e.contributions
-                    ],
-                )
-            )
-        items.append(item)
-    result = rec.result
-    return recommend_pb2.RecommendResponse(
-        items=items,
-        recommendation_id=rec.recommendation_id,
-        index_version=rec.index_version,
-        model_version=rec.model_version,
-        target_categories=result.targets,
-        coverage=recommend_pb2.Coverage(
-            shards_searched=result.shards_searched,
-            shards_targeted=result.shards_targeted,
-            late_shards=result.late_shards,
-        ),
-        fallback=result.fallback,
-        arm=rec.arm,
-    )
 
 
 class _Undecodable:

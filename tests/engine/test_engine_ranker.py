@@ -236,7 +236,7 @@ def test_a_model_for_another_index_or_features_is_refused_and_the_pair_keeps_ser
 
 def test_responses_carry_objective_scores_and_contributions(engine, tiny_built, models):
     from crossrec.v1 import recommend_pb2
-    from engine.api.service import to_response
+    from engine.api.responses import to_response
 
     engine.versions.load(str(tiny_built), str(models["good"]))
     rec = engine.recommend("", RECENT, Query(k=2, cross_share=None), explain_items=True)
