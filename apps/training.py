@@ -11,9 +11,10 @@ Steps (what each writes under ``OUT``):
    vectors (no text encoding; the behaviour stages only). Rebuilt only when those events change.
    (One version for every decision, built before the earliest, left the later decisions with
    statistics days stale; a model trained on them ranked worse than the blend when serving.)
-3. **Rows** (``rows.parquet``): :func:`engine.replay.replay` at every decision time, labelled by
-   the events up to ``end`` (never later: they would belong to a period the serving index has not
-   seen either).
+3. **Rows** (``rows/``, Parquet parts): :func:`engine.replay.replay_parts` at every decision time,
+   labelled by the events up to ``end`` (never later: they would belong to a period the serving
+   index has not seen either), written a few thousand decisions at a time
+   (:class:`ranker.row_files.RowWriter`), so the replay holds one part, not every row.
 4. **Model** (``models/<version>``, ``models/LATEST``): :func:`ranker.train.train_model`; the model
    names the serving index version it was trained for (the engine refuses any other pairing), the
    replay index and the decision times.
@@ -52,7 +53,8 @@ from crossrec.vocabulary import US_PER_DAY
 
 log = logging.getLogger(__name__)
 
-ROWS_FILE = "rows.parquet"
+ROWS_DIR = "rows"
+IMPRESSION_ROWS_FILE = "rows.parquet"
 MODELS_DIR = "models"
 
 
@@ -87,7 +89,7 @@ def train_ranker(job: TrainJob) -> dict:
     from indexer.artifact import read_index_manifest
     from indexer.events import read_events
     from ranker.config import TrainConfig
-    from ranker.rows import read_rows, write_rows
+    from ranker.row_files import RowWriter, read_rows
     from ranker.train import train_model
 
     started = time.perf_counter()
@@ -99,18 +101,20 @@ def train_ranker(job: TrainJob) -> dict:
     mode, why = training_mode(job.mode, events)
     log.info("train: %s rows (%s)", mode, why)
     rows_of = holdout_rows if mode == "holdout" else time_rows
-    rows, meta, index_seconds, replay_seconds = rows_of(job, events, serving_path, manifest, config)
-    meta = {"mode": mode, "mode_why": why, "index_version": serving_path.name, **meta}
-    rows_path = job.out / ROWS_FILE
-    write_rows(rows_path, rows, FEATURES, meta)
-    report = train_model(
-        read_rows(rows_path), job.out / MODELS_DIR, TrainConfig(**job.train), meta=meta
-    )
+    with RowWriter(job.out / ROWS_DIR, FEATURES) as writer:
+        meta, index_seconds, replay_seconds = rows_of(
+            job, events, serving_path, manifest, config, writer
+        )
+        meta = {"mode": mode, "mode_why": why, "index_version": serving_path.name, **meta}
+        rows_path = writer.close(meta)
+    del events  # the event log is not needed past the replay
+    rows = read_rows(rows_path)
+    report = train_model(rows, job.out / MODELS_DIR, TrainConfig(**job.train), meta=meta)
     return {
         "model": str(report.path),
         "rows": str(rows_path),
         "row_count": rows.height,
-        "decisions": rows["decision_id"].n_unique(),
+        "decisions": writer.decisions,
         **meta,
         "replay_index_seconds": round(index_seconds, 1),
         "replay_seconds": round(replay_seconds, 1),
@@ -139,7 +143,7 @@ def train_from_impressions(job: ImpressionJob) -> dict:
     from apps.online import attribute, exposure_rows, read_log, read_outcome_events
     from indexer.artifact import read_manifest
     from ranker.config import TrainConfig
-    from ranker.rows import read_rows, write_rows
+    from ranker.row_files import read_rows, write_rows
     from ranker.train import train_model
 
     started = time.perf_counter()
@@ -149,7 +153,7 @@ def train_from_impressions(job: ImpressionJob) -> dict:
         lists, shown, read_outcome_events(job.store), int(job.window_hours * US_PER_DAY / 24)
     )
     rows = exposure_rows(attributed, serving_path.name)
-    times = rows.frame["decision_ts_us"]
+    times = rows.keys["decision_ts_us"]
     meta = {
         "index_version": serving_path.name,
         "source": "impressions",
@@ -158,7 +162,7 @@ def train_from_impressions(job: ImpressionJob) -> dict:
         "decision_times": [_iso(times.min()), _iso(times.max())],
         "label_days": job.window_hours / 24,
     }
-    rows_path = job.out / ROWS_FILE
+    rows_path = job.out / IMPRESSION_ROWS_FILE
     write_rows(rows_path, rows.frame, rows.features, meta)
     report = train_model(
         read_rows(rows_path), job.out / MODELS_DIR, TrainConfig(**job.train), meta=meta
@@ -166,12 +170,12 @@ def train_from_impressions(job: ImpressionJob) -> dict:
     return {
         "model": str(report.path),
         "rows": str(rows_path),
-        "row_count": rows.frame.height,
-        "decisions": rows.frame["decision_id"].n_unique(),
+        "row_count": rows.height,
+        "decisions": rows.keys["decision_id"].n_unique(),
         **meta,
         "replay_index_versions": [],
         "replay_seconds": 0.0,
-        "positives": {o: int(rows.frame[o].sum()) for o in ("click", "cart", "purchase")},
+        "positives": {o: int(rows.keys[o].sum()) for o in ("click", "cart", "purchase")},
         "metrics": report.metrics,
         "train_seconds": round(report.seconds, 1),
         "wall_seconds": round(time.perf_counter() - started, 1),

@@ -6,7 +6,9 @@
              the visible events, labels from the hidden items (:func:`holdout_rows`)
 ``auto``     ``time`` when the clock is usable, else ``holdout`` (:func:`training_mode`)
 
-Each returns (rows, meta for the model and report, index build seconds, replay seconds).
+Each hands its rows, a few thousand decisions at a time, to a :class:`ranker.row_files.RowWriter`
+(never holding them all) and returns (meta for the model and report, index build seconds, replay
+seconds).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from crossrec.vocabulary import US_PER_DAY
 if TYPE_CHECKING:
     from apps.training import TrainJob
     from indexer.manifest import IndexManifest
+    from ranker.row_files import RowWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +65,15 @@ def _replay_index(job: TrainJob, visible: pl.DataFrame, folder: Path, serving_pa
 
 
 def time_rows(
-    job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: IndexManifest, config
+    job: TrainJob,
+    events: pl.DataFrame,
+    serving_path: Path,
+    manifest: IndexManifest,
+    config,
+    writer: RowWriter,
 ):
     """Replay at decision times before the end of the serving index's window (module docstring)."""
-    from engine.replay import ReplayConfig, index_events_until_us, replay
+    from engine.replay import ReplayConfig, index_events_until_us, replay_parts
     from engine.retrieval.recommend import Recommender
     from indexer.artifact import open_index
 
@@ -78,7 +86,7 @@ def time_rows(
     end_us += 1  # the window's last event is inside it
     times = decision_times(end_us, job.label_days, job.decisions, job.step_days)
     ts = pl.col("ts").dt.epoch("us")
-    parts, replay_versions, index_seconds, replay_seconds = [], [], 0.0, 0.0
+    replay_versions, index_seconds, replay_seconds = [], 0.0, 0.0
     for t in times:
         before = events.filter(ts < t)
         if before.height == 0:
@@ -89,17 +97,16 @@ def time_rows(
         log.info("replay index %s (events before %s)", replay_index.path.name, _iso(t))
         recommender = Recommender(open_index(replay_index.path), config.retrieval)
         started_replay = time.perf_counter()
-        parts.append(
-            replay(
-                recommender,
-                config,
-                events.filter(ts < end_us),
-                [t],
-                ReplayConfig(label_days=job.label_days, users=job.users),
-                progress=job.progress,
-                first_id=sum(p["decision_id"].n_unique() for p in parts),
-            )
-        )
+        for part in replay_parts(
+            recommender,
+            config,
+            events.filter(ts < end_us),
+            [t],
+            ReplayConfig(label_days=job.label_days, users=job.users),
+            progress=job.progress,
+            first_id=writer.decisions,
+        ):
+            writer.write(part)
         replay_seconds += time.perf_counter() - started_replay
     meta = {
         "replay_index_versions": replay_versions,
@@ -108,17 +115,22 @@ def time_rows(
         "events": str(job.events),
         "events_until": _iso(end_us),
     }
-    return pl.concat(parts), meta, index_seconds, replay_seconds
+    return meta, index_seconds, replay_seconds
 
 
 def holdout_rows(
-    job: TrainJob, events: pl.DataFrame, serving_path: Path, manifest: IndexManifest, config
+    job: TrainJob,
+    events: pl.DataFrame,
+    serving_path: Path,
+    manifest: IndexManifest,
+    config,
+    writer: RowWriter,
 ):
     """For logs without a usable clock: hide ``holdout_share`` of each user's items (users with
     two or more, seeded), build a replay index of the rest, and label each user's candidates by
     the hidden items (:func:`engine.replay.replay_holdout`)."""
     from apps.evaluation.split import holdout_split
-    from engine.replay import ReplayConfig, replay_holdout
+    from engine.replay import ReplayConfig, replay_holdout_parts
     from engine.retrieval.recommend import Recommender
     from indexer.artifact import open_index
 
@@ -126,20 +138,21 @@ def holdout_rows(
     replay_index = _replay_index(job, visible, job.out / REPLAY_DIR / "holdout", serving_path)
     recommender = Recommender(open_index(replay_index.path), config.retrieval)
     started = time.perf_counter()
-    rows = replay_holdout(
+    for part in replay_holdout_parts(
         recommender,
         config,
         visible,
         hidden,
         ReplayConfig(users=job.users, seed=job.seed),
         progress=job.progress,
-    )
+    ):
+        writer.write(part)
     meta = {
         "replay_index_versions": [replay_index.path.name],
         "holdout_share": job.holdout_share,
         "events": str(job.events),
     }
-    return rows, meta, replay_index.seconds, time.perf_counter() - started
+    return meta, replay_index.seconds, time.perf_counter() - started
 
 
 def _iso(ts_us: int) -> str:

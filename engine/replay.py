@@ -29,6 +29,7 @@ the shoppers a list would have been shown to. ``users`` of them are sampled per 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
@@ -61,15 +62,18 @@ class ReplayError(ValueError):
 class ReplayConfig:
     """``label_days``: the window after each decision whose actions label its candidates.
     ``users``: decision users sampled per decision time. ``k``: the list length the candidates are
-    gathered for (candidates barely depend on it). ``seed``: the user draw."""
+    gathered for (candidates barely depend on it). ``seed``: the user draw. ``part_decisions``:
+    decisions per part handed out by :func:`replay_parts` (a part of 2,000 decisions of ~1,000
+    candidates is ~300 MB of rows)."""
 
     label_days: float = 14.0
     users: int = 20_000
     k: int = 10
     seed: int = 0
+    part_decisions: int = 2_000
 
     def __post_init__(self) -> None:
-        if self.label_days <= 0 or self.users < 1 or self.k < 1:
+        if self.label_days <= 0 or self.users < 1 or self.k < 1 or self.part_decisions < 1:
             raise ValueError(f"label_days, users and k must be positive, got {self}")
 
 
@@ -84,8 +88,31 @@ def replay(
 ) -> pl.DataFrame:
     """Training rows (the ``ranker.rows`` format: ``decision_id`` from ``first_id`` on,
     ``decision_ts_us``, ``item_id``, ``price``, ``blend_score``, one Int8 column per objective,
-    then ``FEATURES`` as Float32) for every decision time. ``events``: ``user_id``, ``item_id``,
-    ``action``, and ``ts`` (datetime) or ``ts_us``."""
+    then ``FEATURES`` as Float32) for every decision time, in one frame. ``events``: ``user_id``,
+    ``item_id``, ``action``, and ``ts`` (datetime) or ``ts_us``."""
+    rows = _concat(
+        replay_parts(
+            recommender, config, events, decision_times_us, replay_config, progress, first_id
+        )
+    )
+    if rows.height == 0:
+        raise ReplayError("no decision had candidates: are there users before and after it?")
+    return rows
+
+
+def replay_parts(
+    recommender: Recommender,
+    config: EngineConfig,
+    events: pl.DataFrame,
+    decision_times_us: list[int],
+    replay_config: ReplayConfig = ReplayConfig(),
+    progress: bool = False,
+    first_id: int = 0,
+) -> Iterator[pl.DataFrame]:
+    """The rows of :func:`replay` as they are made: parts of whole decisions, at most
+    ``replay_config.part_decisions`` each, ids consecutive across parts (for writing them out
+    without holding them all; an empty replay yields nothing). The leak check runs at the
+    call."""
     known_until = index_events_until_us(recommender.version.info)
     for t in decision_times_us:
         if known_until is not None and known_until >= t:
@@ -94,21 +121,36 @@ def replay(
                 f"{_iso(known_until)}, not before the decision time {_iso(t)}: its statistics "
                 "would leak the labels' period; build the replay index from earlier events"
             )
-    frame = _event_frame(events)
-    parts, next_id = [], first_id
+    return _time_parts(
+        recommender,
+        config,
+        _event_frame(events),
+        decision_times_us,
+        replay_config,
+        progress,
+        first_id,
+    )
+
+
+def _time_parts(
+    recommender: Recommender,
+    config: EngineConfig,
+    frame: pl.DataFrame,
+    decision_times_us: list[int],
+    replay_config: ReplayConfig,
+    progress: bool,
+    first_id: int,
+) -> Iterator[pl.DataFrame]:
+    next_id = first_id
     for t in sorted(decision_times_us):
         end = t + int(replay_config.label_days * US_PER_DAY)
         before = frame.filter(pl.col("ts_us") < t)
         window = frame.filter((pl.col("ts_us") >= t) & (pl.col("ts_us") < end))
-        part = _decision_rows(
+        for part in _decision_rows(
             recommender, config, before, window, t, replay_config, next_id, progress
-        )
-        next_id += part["decision_id"].n_unique() if part.height else 0
-        parts.append(part)
-    rows = pl.concat(parts) if parts else _empty()
-    if rows.height == 0:
-        raise ReplayError("no decision had candidates: are there users before and after it?")
-    return rows
+        ):
+            next_id += part["decision_id"].n_unique()
+            yield part
 
 
 def index_events_until_us(manifest: IndexManifest) -> int | None:
@@ -146,6 +188,27 @@ def replay_holdout(
     No hidden event may reach a row: the index version must be built from ``visible`` alone
     (``crossrec train --mode holdout`` does); a version whose recorded window ends after the
     newest visible event is refused. Same row format as :func:`replay`."""
+    rows = _concat(
+        replay_holdout_parts(
+            recommender, config, visible, hidden, replay_config, progress, first_id
+        )
+    )
+    if rows.height == 0:
+        raise ReplayError("no user has both visible and hidden events with candidates")
+    return rows
+
+
+def replay_holdout_parts(
+    recommender: Recommender,
+    config: EngineConfig,
+    visible: pl.DataFrame,
+    hidden: pl.DataFrame,
+    replay_config: ReplayConfig = ReplayConfig(),
+    progress: bool = False,
+    first_id: int = 0,
+) -> Iterator[pl.DataFrame]:
+    """The rows of :func:`replay_holdout` as they are made, in parts (as :func:`replay_parts`).
+    The checks run at the call."""
     frame_visible, frame_hidden = _event_frame(visible), _event_frame(hidden)
     if frame_visible.height == 0:
         raise ReplayError("no visible events to build profiles from")
@@ -157,12 +220,9 @@ def replay_holdout(
             f"{_iso(known_until)}, after the newest visible event: build it from the visible "
             "events only"
         )
-    rows = _decision_rows(
+    return _decision_rows(
         recommender, config, frame_visible, frame_hidden, t, replay_config, first_id, progress
     )
-    if rows.height == 0:
-        raise ReplayError("no user has both visible and hidden events with candidates")
-    return rows
 
 
 def _decision_rows(
@@ -174,9 +234,9 @@ def _decision_rows(
     replay_config: ReplayConfig,
     first_id: int,
     progress: bool,
-) -> pl.DataFrame:
+) -> Iterator[pl.DataFrame]:
     """One decision per user in both ``before`` (their history) and ``window`` (their labels) at
-    time ``t``."""
+    time ``t``, in parts of ``replay_config.part_decisions`` decisions."""
     users = sorted(set(before["user_id"].unique()) & set(window["user_id"].unique()))
     if len(users) > replay_config.users:
         rng = np.random.default_rng([replay_config.seed, t % (2**32)])
@@ -200,9 +260,9 @@ def _decision_rows(
         taken.setdefault(user, {})[item] = level
     query = Query(k=replay_config.k, cross_share=config.retrieval.default_cross_category_share)
     items = recommender.items
-    ids, rows, decisions, features, blends, labels = [], [], [], [], [], []
+    part: list[tuple] = []
     by_user = history.partition_by("user_id", as_dict=True, maintain_order=True)
-    decision = first_id
+    decision, row_count = first_id, 0
     for (user,), frame in tqdm(
         by_user.items(), desc=f"replay {_iso(t)[:10]}", unit="user", disable=not progress
     ):
@@ -216,38 +276,38 @@ def _decision_rows(
         item_ids = items.item_ids[gathered.candidates.rows].astype(str)
         user_taken = taken.get(user, {})
         level = np.fromiter((user_taken.get(i, 0) for i in item_ids), np.int8, len(item_ids))
-        ids.append(item_ids)
-        rows.append(gathered.candidates.rows)
-        decisions.append(np.full(len(item_ids), decision, np.int64))
-        features.append(gathered.features)
-        blends.append(gathered.features[:, BLEND_COLUMN].astype(np.float64))
-        labels.append(level)
+        part.append((decision, item_ids, gathered.candidates.rows, gathered.features, level))
         decision += 1
-    if not ids:
-        return _empty()
-    level = np.concatenate(labels)
-    item_ids = np.concatenate(ids)
-    prices = items.price[np.concatenate(rows)]
+        row_count += len(item_ids)
+        if len(part) == replay_config.part_decisions:
+            yield _part_frame(part, items.price, t)
+            part = []
+    if part:
+        yield _part_frame(part, items.price, t)
+    log.info("decision %s: %d users, %d rows", _iso(t), decision - first_id, row_count)
+
+
+def _part_frame(part: list[tuple], price: np.ndarray, t: int) -> pl.DataFrame:
+    """Rows of (decision id, item ids, item rows, features, funnel level) per decision."""
+    decisions, ids, item_rows, features, levels = zip(*part, strict=True)
+    level = np.concatenate(levels)
     matrix = np.concatenate(features)
-    frame = pl.DataFrame(
+    return pl.DataFrame(
         {
-            "decision_id": np.concatenate(decisions),
-            "decision_ts_us": np.full(len(item_ids), t, np.int64),
-            "item_id": item_ids.tolist(),
-            "price": prices.astype(np.float64),
-            "blend_score": np.concatenate(blends),
+            "decision_id": np.repeat(np.asarray(decisions, np.int64), [len(i) for i in ids]),
+            "decision_ts_us": np.full(len(level), t, np.int64),
+            "item_id": np.concatenate(ids).tolist(),
+            "price": price[np.concatenate(item_rows)].astype(np.float64),
+            "blend_score": matrix[:, BLEND_COLUMN].astype(np.float64),
             **{o: (level >= i + 1).astype(np.int8) for i, o in enumerate(OBJECTIVES)},
             **{name: matrix[:, j] for j, name in enumerate(FEATURES)},
         }
     )
-    log.info(
-        "decision %s: %d users, %d rows, positives %s",
-        _iso(t),
-        decision - first_id,
-        frame.height,
-        {o: int(frame[o].sum()) for o in OBJECTIVES},
-    )
-    return frame
+
+
+def _concat(parts: Iterator[pl.DataFrame]) -> pl.DataFrame:
+    frames = list(parts)
+    return pl.concat(frames) if frames else _empty()
 
 
 def _empty() -> pl.DataFrame:

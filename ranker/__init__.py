@@ -5,7 +5,8 @@ funnel).
 ======================  ==========================================================================
 module                  what is decided there
 ======================  ==========================================================================
-``ranker.rows``         the training-row contract, its schema hash, Parquet write/read
+``ranker.rows``         the training-row contract, its schema hash, the in-memory layout
+``ranker.row_files``    rows on disk: a folder of Parquet parts written as made, or one file
 ``ranker.split``        train / valid / test decisions by time
 ``ranker.heads``        which rows each head learns from; LightGBM fitting and early stopping
 ``ranker.calibration``  isotonic calibration (pool adjacent violators)
@@ -18,7 +19,7 @@ module                  what is decided there
 ======================  ==========================================================================
 
 Data flows one way: ``ranker`` imports neither ``engine`` nor ``apps``. The engine writes training
-rows with :func:`ranker.rows.write_rows` and scores with :class:`ranker.model.RankerModel`. This
+rows with :class:`ranker.row_files.RowWriter` and scores with :class:`ranker.model.RankerModel`. This
 module imports nothing heavy: LightGBM loads with ``ranker.model`` or ``ranker.train``.
 """
 

@@ -24,9 +24,7 @@ the sha256 of the canonical JSON ``{"format": "crossrec-rows", "format_version":
 [...]}`` (sorted keys, no spaces): two lists hash alike only when they name the same features in
 the same order under the same row format, which is what "this model scores this matrix" needs.
 
-On disk the rows are one Parquet file whose key-value metadata holds, under ``crossrec.rows``, the
-JSON ``{"format_version", "features", "schema_hash", "meta"}``; ``meta`` is the writer's (index
-version, data window, ...). The file is written to a temporary name and renamed into place.
+On disk (:mod:`ranker.row_files`) the rows are a folder of Parquet parts, or one Parquet file.
 """
 
 from __future__ import annotations
@@ -35,7 +33,6 @@ import hashlib
 import itertools
 import json
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,14 +50,12 @@ __all__ = [
     "OBJECTIVES",
     "TrainingRows",
     "normalise_rows",
-    "read_rows",
     "schema_hash",
-    "write_rows",
+    "split_features",
 ]
 
 ROWS_FORMAT = "crossrec-rows"
 ROWS_FORMAT_VERSION = 1
-METADATA_KEY = "crossrec.rows"
 KEY_COLUMNS = ("decision_id", "decision_ts_us", "item_id", "price", "blend_score")
 
 
@@ -76,10 +71,13 @@ def schema_hash(features: Sequence[str]) -> str:
 
 @dataclass(frozen=True)
 class TrainingRows:
-    """Validated rows (``frame``, normalised as the module docstring says), their ``features`` in
-    order, the ``schema_hash`` of that list and the writer's ``meta``."""
+    """Validated rows, held as the contract's key and label columns (``keys``, canonical dtypes,
+    extra columns after them) beside one (rows, F) C-contiguous float32 matrix ``x`` of the
+    ``features`` in order: the layout training needs, built without a second copy of the features.
+    ``schema_hash`` is that of the feature list; ``meta`` is the writer's."""
 
-    frame: pl.DataFrame
+    keys: pl.DataFrame
+    x: np.ndarray
     features: tuple[str, ...]
     schema_hash: str
     meta: dict = field(default_factory=dict)
@@ -88,15 +86,47 @@ class TrainingRows:
     def from_frame(
         cls, frame: pl.DataFrame, features: Sequence[str], meta: dict | None = None
     ) -> TrainingRows:
-        """Validate and normalise rows held in memory."""
-        return cls(
-            normalise_rows(frame, features), tuple(features), schema_hash(features), meta or {}
+        """Validate and normalise rows held in memory (one frame with every column)."""
+        keys, x = split_features(normalise_rows(frame, features), features)
+        return cls(keys, x, tuple(features), schema_hash(features), meta or {})
+
+    @property
+    def height(self) -> int:
+        return self.keys.height
+
+    @property
+    def frame(self) -> pl.DataFrame:
+        """Every column in the contract's order (a copy of the features: for small rows and
+        tests; training reads ``keys`` and ``x``)."""
+        contract = [c for c in self.keys.columns if c in KEY_COLUMNS or c in OBJECTIVES]
+        extra = [c for c in self.keys.columns if c not in set(contract)]
+        features = pl.DataFrame(
+            {name: self.x[:, j] for j, name in enumerate(self.features)},
+            schema=dict.fromkeys(self.features, pl.Float32),
+        )
+        return pl.concat(
+            [self.keys.select(contract), features, self.keys.select(extra)], how="horizontal"
         )
 
     def matrix(self, features: Sequence[str] | None = None) -> np.ndarray:
-        """(rows, F) C-contiguous float32 of ``features`` (default: all, in order)."""
-        names = list(self.features if features is None else features)
-        return np.ascontiguousarray(self.frame.select(names).to_numpy(), dtype=np.float32)
+        """(rows, F) C-contiguous float32 of ``features`` (default: all, in order; then ``x``
+        itself, not a copy)."""
+        if features is None or tuple(features) == self.features:
+            return self.x
+        columns = [self.features.index(f) for f in features]
+        return np.ascontiguousarray(self.x[:, columns])
+
+
+def split_features(
+    frame: pl.DataFrame, features: Sequence[str], out: np.ndarray | None = None
+) -> tuple[pl.DataFrame, np.ndarray]:
+    """(every column but the features, (rows, F) float32 of ``features``) of a normalised frame;
+    the matrix is written into ``out`` (rows, F) when given (a slice of a larger matrix)."""
+    names = list(features)
+    x = np.empty((frame.height, len(names)), dtype=np.float32) if out is None else out
+    for j, name in enumerate(names):  # column by column: no (rows, F) float64 intermediate
+        x[:, j] = frame[name].to_numpy()
+    return frame.drop(names), x
 
 
 def normalise_rows(
@@ -133,68 +163,6 @@ def normalise_rows(
     _check_values(out, source)
     out = _close_funnel(out.with_columns(pl.col(o).cast(pl.Int8) for o in OBJECTIVES), source)
     return out.select([*required, *(c for c in out.columns if c not in set(required))])
-
-
-def write_rows(path: str | Path, frame: pl.DataFrame, features: Sequence[str], meta: dict) -> None:
-    """Validate ``frame`` and write it to ``path`` (Parquet) with the feature list, its schema hash
-    and ``meta`` (JSON-serialisable) in the file's metadata. Atomic: a temporary file in the same
-    folder is renamed into place, so a reader sees the old file or the whole new one."""
-    path = Path(path)
-    rows = TrainingRows.from_frame(frame, features, meta)
-    payload = {
-        "format_version": ROWS_FORMAT_VERSION,
-        "features": list(rows.features),
-        "schema_hash": rows.schema_hash,
-        "meta": rows.meta,
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        rows.frame.write_parquet(tmp, metadata={METADATA_KEY: json.dumps(payload)})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("wrote %d rows of %d decisions to %s", rows.frame.height, _decisions(rows.frame), path)
-
-
-def read_rows(path: str | Path) -> TrainingRows:
-    """Read and validate rows written by :func:`write_rows`. Raises :class:`RankerError`:
-    ``missing`` (no file), ``format`` (not Parquet, or no crossrec rows metadata, or an unknown row
-    format version), ``schema`` (the stored hash does not match the stored feature list, or a
-    column is missing or unusable), ``values`` (see :func:`normalise_rows`)."""
-    path = Path(path)
-    if not path.is_file():
-        raise RankerError("no such rows file", path, "missing")
-    try:
-        metadata = pl.read_parquet_metadata(path)
-    except Exception as exc:  # polars raises several types for a file that is not Parquet
-        raise RankerError(f"not a Parquet file: {exc}", path, "format") from exc
-    if METADATA_KEY not in metadata:
-        raise RankerError(
-            f"not crossrec training rows (no {METADATA_KEY!r} metadata)", path, "format"
-        )
-    try:
-        stored = json.loads(metadata[METADATA_KEY])
-        version, features = stored["format_version"], stored["features"]
-        stored_hash, meta = stored["schema_hash"], stored.get("meta", {})
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise RankerError(f"unreadable {METADATA_KEY!r} metadata: {exc!r}", path, "format") from exc
-    if version != ROWS_FORMAT_VERSION:
-        raise RankerError(
-            f"row format version {version!r} is not supported (this crossrec reads "
-            f"{ROWS_FORMAT_VERSION})",
-            path,
-            "format",
-        )
-    if schema_hash(features) != stored_hash:
-        raise RankerError(
-            f"stored schema hash {stored_hash} does not match the stored feature list "
-            f"(which hashes to {schema_hash(features)})",
-            path,
-            "schema",
-        )
-    frame = normalise_rows(pl.read_parquet(path), features, path)
-    return TrainingRows(frame, tuple(features), stored_hash, meta)
 
 
 def _check_names(features: list[str], source: str | Path) -> None:
@@ -283,7 +251,3 @@ def _close_funnel(frame: pl.DataFrame, source: str | Path) -> pl.DataFrame:
             )
             frame = frame.with_columns(pl.max_horizontal(earlier, later).alias(earlier))
     return frame
-
-
-def _decisions(frame: pl.DataFrame) -> int:
-    return frame["decision_id"].n_unique()

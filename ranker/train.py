@@ -21,11 +21,14 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
+
+import numpy as np
 
 from crossrec.vocabulary import OBJECTIVES
 from ranker.calibration import fit_isotonic
@@ -41,6 +44,9 @@ from ranker.split import split_by_time
 log = logging.getLogger(__name__)
 
 __all__ = ["TrainConfig", "TrainReport", "train_model"]
+
+#: Rows scored at a time when predicting the valid and test parts.
+BLOCK_ROWS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -73,13 +79,13 @@ def train_model(
     if unknown:
         raise ValueError(f"drop_features names features the rows lack: {unknown}")
     features = [f for f in rows.features if f not in set(config.drop_features)]
-    split = split_by_time(rows.frame, config.seed, config.validation_share)
+    split = split_by_time(rows.keys, config.seed, config.validation_share)
     x = rows.matrix(features)
-    labels = {o: rows.frame[o].to_numpy() for o in OBJECTIVES}
+    labels = {o: rows.keys[o].to_numpy() for o in OBJECTIVES}
 
     heads = {
         name: train_head(
-            spec, x, labels, split.masks, features, config, rows.frame["decision_id"].to_numpy()
+            spec, x, labels, split.masks, features, config, rows.keys["decision_id"].to_numpy()
         )
         for name, spec in head_specs(config.heads).items()
     }
@@ -93,14 +99,14 @@ def train_model(
         "heads": {name: head.record for name, head in heads.items()},
     }
     valid = split.masks["valid"]
-    raw = RankerModel(core, boosters, num_threads=config.threads).uncalibrated(x[valid])
+    raw = _in_blocks(RankerModel(core, boosters, num_threads=config.threads).uncalibrated, x, valid)
     calibration = {o: fit_isotonic(raw[o], labels[o][valid]) for o in OBJECTIVES}
     for objective, fitted in calibration.items():
         log.info("calibration of %s: %s", objective, fitted.note)
     model = RankerModel(core, boosters, calibration, num_threads=config.threads)
 
     test = split.masks["test"]
-    metrics = evaluate(split.rows(rows.frame, "test"), model.predict(x[test]))
+    metrics = evaluate(split.rows(rows.keys, "test"), _in_blocks(model.predict, x, test))
     metrics["importance"] = gain_shares(
         {name: b.feature_importance(importance_type="gain") for name, b in boosters.items()},
         features,
@@ -134,6 +140,18 @@ def train_model(
     log.info("model %s trained and written in %.1f s", written["version"], seconds)
     model = RankerModel(written, boosters, calibration, path, config.threads)
     return TrainReport(path, written["version"], metrics, split.counts, seconds, model)
+
+
+def _in_blocks(
+    score: Callable[[np.ndarray], dict[str, np.ndarray]], x: np.ndarray, mask: np.ndarray
+) -> dict[str, np.ndarray]:
+    """``score`` of the rows of ``x`` where ``mask``, taken ``BLOCK_ROWS`` at a time: never a
+    copy of the whole part (at tens of millions of rows, the part alone is gigabytes)."""
+    rows = np.flatnonzero(mask)
+    blocks = [score(x[rows[i : i + BLOCK_ROWS]]) for i in range(0, len(rows), BLOCK_ROWS)]
+    if not blocks:
+        return score(x[rows])
+    return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}
 
 
 def _log_metrics(metrics: dict) -> None:

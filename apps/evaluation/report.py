@@ -80,23 +80,32 @@ def method_table(result: dict) -> str:
 
 
 def paired_lines(result: dict) -> str:
-    """Each crossrec row against the best baseline on Recall@k: the paired difference on the same
-    users with its interval, and whether the interval clears 0."""
+    """Each crossrec row against the best baseline, on Recall@k and NDCG@k, full view and tail
+    view: the paired difference on the same users with its interval, and whether the interval
+    clears 0."""
     lines = []
     methods = result["methods"]
     for name, against in (result.get("paired") or {}).items():
         k = against["k"]
-        baselines = [b for b in against if b != "k"]
-        if not baselines:
-            continue
-        best = max(baselines, key=lambda b: methods[b]["metrics"][f"@{k}"]["recall"]["mean"])
-        d = against[best]
-        verdict = "ahead" if d["low"] > 0 else "behind" if d["high"] < 0 else "not apart"
-        lines.append(
-            f"{name} - {best} (best baseline), Recall@{k} on the same users: "
-            f"{d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})"
-        )
+        for metric, by_baseline in against.items():
+            if metric == "k" or not by_baseline:
+                continue
+            tail = metric.startswith("tail_")
+            measure = metric.removeprefix("tail_")
+            best = max(by_baseline, key=lambda b: _mean(methods[b], measure, k, tail))
+            d = by_baseline[best]
+            verdict = "ahead" if d["low"] > 0 else "behind" if d["high"] < 0 else "not apart"
+            label = {"recall": "Recall", "ndcg": "NDCG"}[measure]
+            lines.append(
+                f"{name} - {best} (best baseline), {label}@{k}{' tail' if tail else ''} on the "
+                f"same users: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})"
+            )
     return "\n".join(lines)
+
+
+def _mean(method: dict, measure: str, k: int, tail: bool) -> float:
+    metrics = method["tail"] if tail else method["metrics"]
+    return metrics[f"@{k}"][measure]["mean"]
 
 
 def write_json(result: dict, path: Path) -> None:

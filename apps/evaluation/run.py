@@ -28,7 +28,7 @@ from apps.evaluation.methods import (
 )
 from apps.evaluation.metrics import evaluate_lists, mean_list_length, paired_difference, per_user
 from apps.evaluation.split import SplitConfig, split_events
-from apps.evaluation.tail import head_items, tail_metrics
+from apps.evaluation.tail import head_items, tail_metrics, tail_per_user
 from indexer.artifact import resolve_version
 from indexer.catalog import read_catalog
 from indexer.errors import DataValidationError
@@ -137,7 +137,7 @@ def evaluate(config: EvalConfig) -> dict:
             tuned = EngineSession(str(index.path), tuned_config, config.progress)
     results: dict[str, dict] = {}
     #: Method -> per-user Recall@(smallest cut-off), the same users in the same order for all.
-    recalls: dict[str, np.ndarray] = {}
+    values: dict[str, dict[str, np.ndarray]] = {}
     k_min = min(config.cutoffs)
     try:
         for method in _methods(config, index, session, ranked, tuned):
@@ -164,9 +164,13 @@ def evaluate(config: EvalConfig) -> dict:
                         config.split.seed,
                     )
                 )
-            recalls[method.name] = per_user(
+            users = per_user(
                 lists[k_min], data.positives, data.cross_positives, data.item_category, k_min
-            )["recall"]
+            )
+            values[method.name] = {"recall": users["recall"], "ndcg": users["ndcg"]}
+            if head.any():
+                tail = tail_per_user(lists[k_max], data, head, k_min)
+                values[method.name] |= {"tail_recall": tail["recall"], "tail_ndcg": tail["ndcg"]}
             results[method.name] = {
                 "metrics": metrics,
                 "tail": tail_metrics(
@@ -200,7 +204,7 @@ def evaluate(config: EvalConfig) -> dict:
         },
         "head": {"share": config.head_share, "items": int(head.sum())},
         "methods": results,
-        "paired": paired_against_baselines(recalls, k_min, config.bootstrap, config.split.seed),
+        "paired": paired_against_baselines(values, k_min, config.bootstrap, config.split.seed),
         "ranker": training,
         "tuning": tuning,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
@@ -289,17 +293,30 @@ def _methods(
     return [m for name in config.methods for m in made[name]]
 
 
+#: The per-user values compared on the same users: Recall@k and NDCG@k, on the full view and on
+#: the tail view (``tail_``; absent when no head is set).
+PAIRED_METRICS = ("recall", "ndcg", "tail_recall", "tail_ndcg")
+
+
 def paired_against_baselines(
-    recalls: dict[str, np.ndarray], k: int, resamples: int, seed: int
+    values: dict[str, dict[str, np.ndarray]], k: int, resamples: int, seed: int
 ) -> dict[str, dict]:
-    """For every crossrec row, its Recall@``k`` minus each baseline's on the same users, with a
-    paired bootstrap interval (:func:`apps.evaluation.metrics.paired_difference`): ``{crossrec
-    method: {"k": k, baseline: Interval.as_dict()}}``. An interval above 0 is a lead the test users
-    support; one that holds 0 is not."""
-    baselines = [m for m in recalls if not m.startswith("crossrec")]
+    """For every crossrec row, each metric of ``PAIRED_METRICS`` it has minus each baseline's on
+    the same users, with a paired bootstrap interval
+    (:func:`apps.evaluation.metrics.paired_difference`): ``{crossrec method: {"k": k, metric:
+    {baseline: Interval.as_dict()}}}``. An interval above 0 is a lead the test users support; one
+    that holds 0 is not."""
+    baselines = [m for m in values if not m.startswith("crossrec")]
     return {
         name: {"k": k}
-        | {b: paired_difference(values, recalls[b], resamples, seed).as_dict() for b in baselines}
-        for name, values in recalls.items()
+        | {
+            metric: {
+                b: paired_difference(own[metric], values[b][metric], resamples, seed).as_dict()
+                for b in baselines
+            }
+            for metric in PAIRED_METRICS
+            if metric in own
+        }
+        for name, own in values.items()
         if name.startswith("crossrec")
     }

@@ -19,7 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from apps.evaluation.dataset import PAD, EvalSet, compact
-from apps.evaluation.metrics import evaluate_lists
+from apps.evaluation.metrics import evaluate_lists, per_user
 
 
 def head_items(data: EvalSet, share: float) -> np.ndarray:
@@ -68,3 +68,13 @@ def tail_metrics(
         seed,
     )
     return {"users": len(users), **out}
+
+
+def tail_per_user(lists: np.ndarray, data: EvalSet, head: np.ndarray, k: int) -> dict:
+    """:func:`apps.evaluation.metrics.per_user` of the tail view at ``k``, over the users with a
+    positive beyond the head (the same users for every method, so values pair)."""
+    positives = without_head(data.positives, head)
+    cross = without_head(data.cross_positives, head)
+    users = np.flatnonzero(np.diff(positives.indptr) > 0)
+    tail_lists = compact(np.where((lists >= 0) & head[np.maximum(lists, 0)], PAD, lists))
+    return per_user(tail_lists[users], positives[users], cross[users], data.item_category, k)

@@ -82,12 +82,16 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
     # every crossrec row against every baseline, paired on the same users at the smallest cut-off
     paired = result["paired"]
     assert set(paired) == {"crossrec (share 1.0)", "crossrec (share 0.5)"}
+    tail_users = methods["popularity"]["tail"]["users"]
     for against in paired.values():
         assert against["k"] == 10
-        assert set(against) - {"k"} == set(list(methods)[:6])
-        for d in (v for b, v in against.items() if b != "k"):
-            assert d["n"] == 200
-            assert d["low"] <= d["mean"] <= d["high"]
+        assert set(against) == {"k", "recall", "ndcg", "tail_recall", "tail_ndcg"}
+        for metric in ("recall", "ndcg", "tail_recall", "tail_ndcg"):
+            assert set(against[metric]) == set(list(methods)[:6])
+            for d in against[metric].values():
+                # the tail view pairs the users with a positive beyond the head, as its table
+                assert d["n"] == (tail_users if metric.startswith("tail") else 200)
+                assert d["low"] <= d["mean"] <= d["high"]
     # the strong baselines chose their settings on the training data and say what they chose
     assert methods["ease"]["chosen"]["lambda"] in (2.0, 10.0, 50.0, 200.0, 1000.0, 5000.0)
     assert methods["itemknn"]["chosen"]["weighting"] in ("binary", "bm25")

@@ -9,7 +9,7 @@ import scipy.sparse as sp
 from test_eval_baselines import _eval_set
 
 from apps.evaluation.itemitem import bm25_weights
-from apps.evaluation.tail import head_items, tail_metrics, without_head
+from apps.evaluation.tail import head_items, tail_metrics, tail_per_user, without_head
 
 ITEMS = [f"i{n}" for n in range(10)]
 
@@ -49,6 +49,46 @@ def test_the_tail_view_drops_head_items_from_lists_and_positives_and_users_left_
     assert result["@2"]["recall"]["mean"] == pytest.approx((1.0 + 0.5) / 2)
     ndcg_t3 = (1 / np.log2(3)) / (1 + 1 / np.log2(3))
     assert result["@2"]["ndcg"]["mean"] == pytest.approx((1.0 + ndcg_t3) / 2)
+    # per user, for pairing methods on the same users: t1 then t3 (t2 has no tail positive)
+    per_user = tail_per_user(lists, data, head, 2)
+    users = sorted(order[i] for i in (0, 2))
+    expected = {order[0]: (1.0, 1.0), order[2]: (0.5, ndcg_t3)}
+    assert per_user["recall"].tolist() == pytest.approx([expected[u][0] for u in users])
+    assert per_user["ndcg"].tolist() == pytest.approx([expected[u][1] for u in users])
+
+
+def test_paired_lines_name_the_best_baseline_per_metric_and_the_verdict():
+    from apps.evaluation.report import paired_lines
+
+    def table(recall: float, ndcg: float) -> dict:
+        return {"@10": {"recall": {"mean": recall}, "ndcg": {"mean": ndcg}}}
+
+    methods = {
+        "ease": {"metrics": table(0.20, 0.10), "tail": table(0.05, 0.02)},
+        "als": {"metrics": table(0.18, 0.12), "tail": table(0.07, 0.03)},
+    }
+    interval = {"mean": 0.01, "low": 0.004, "high": 0.02}
+    behind = {"mean": -0.01, "low": -0.02, "high": -0.001}
+    tie = {"mean": 0.0, "low": -0.01, "high": 0.01}
+    result = {
+        "methods": methods,
+        "paired": {
+            "crossrec": {
+                "k": 10,
+                "recall": {"ease": interval, "als": behind},
+                "ndcg": {"ease": interval, "als": behind},
+                "tail_recall": {"ease": interval, "als": tie},
+            }
+        },
+    }
+    assert paired_lines(result).splitlines() == [
+        "crossrec - ease (best baseline), Recall@10 on the same users: +0.010 [+0.004, +0.020] "
+        "(ahead)",
+        "crossrec - als (best baseline), NDCG@10 on the same users: -0.010 [-0.020, -0.001] "
+        "(behind)",
+        "crossrec - als (best baseline), Recall@10 tail on the same users: +0.000 [-0.010, "
+        "+0.010] (not apart)",
+    ]
 
 
 def test_without_head_keeps_every_other_entry():

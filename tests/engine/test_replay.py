@@ -118,7 +118,7 @@ def test_serving_at_the_decision_time_computes_the_replayed_rows(recommender, tm
     """The engine, with u1's events in its store and asked at T, scores exactly the rows replay
     wrote for u1 at T (through the Parquet file the ranker reads)."""
     from engine.retrieval.features import FEATURES as names
-    from ranker.rows import read_rows, write_rows
+    from ranker.row_files import read_rows, write_rows
 
     path = tmp_path / "rows.parquet"
     write_rows(path, rows_of(recommender, EVENTS), names, {"index_version": "tiny"})
@@ -186,6 +186,37 @@ def test_boundaries_sampling_history_and_ids_across_decisions(recommender, tiny_
     assert by_time[T - 2 * DAY] == [0]
     assert by_time[T] == [1, 2, 3]
     assert both.filter(pl.col("decision_ts_us") == T).select(FEATURES).equals(rows.select(FEATURES))
+
+
+def test_replay_hands_out_whole_decisions_in_parts_of_the_set_size(recommender):
+    from engine.replay import replay_holdout, replay_holdout_parts, replay_parts
+
+    events = [*EVENTS, ("u5", "g0", "view", T - DAY), ("u5", "t1", "view", T + DAY)]
+    whole = rows_of(recommender, events)  # three decisions: u1, u2, u5
+    parts = list(
+        replay_parts(recommender, CONFIG, frame(events), [T], ReplayConfig(part_decisions=2))
+    )
+    assert [p["decision_id"].unique().sort().to_list() for p in parts] == [[0, 1], [2]]
+    assert pl.concat(parts).equals(whole)
+    # ids run on from first_id, across parts
+    later = list(
+        replay_parts(
+            recommender, CONFIG, frame(events), [T], ReplayConfig(part_decisions=1), first_id=7
+        )
+    )
+    assert [p["decision_id"].unique().to_list() for p in later] == [[7], [8], [9]]
+    held = list(
+        replay_holdout_parts(
+            recommender, CONFIG, frame(VISIBLE), frame(HIDDEN), ReplayConfig(part_decisions=1)
+        )
+    )
+    assert len(held) == 2  # u1 and u2, one each
+    assert pl.concat(held).equals(
+        replay_holdout(recommender, CONFIG, frame(VISIBLE), frame(HIDDEN))
+    )
+    with pytest.raises(ValueError, match="must be positive"):
+        ReplayConfig(part_decisions=0)
+    assert ReplayConfig().part_decisions == 2_000
 
 
 def test_the_profile_sees_only_the_newest_history_events(recommender):

@@ -9,6 +9,7 @@ import polars as pl
 import pytest
 
 from apps.training import MODES, training_mode
+from ranker.row_files import read_rows
 
 
 def _events(stamps: list[int]) -> pl.DataFrame:
@@ -64,7 +65,7 @@ def test_train_on_a_basket_log_takes_the_holdout_mode_and_trains_a_model(basket_
     assert "under 7 days" in report["mode_why"]
     assert report["decisions"] > 50
     assert report["holdout_share"] == 0.2
-    rows = pl.read_parquet(report["rows"])
+    rows = read_rows(report["rows"]).keys
     assert rows["click"].sum() > 0
     assert rows["decision_ts_us"].n_unique() == 1
     assert (tmp_path / "models" / "LATEST").is_file()

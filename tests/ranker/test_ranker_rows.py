@@ -12,7 +12,8 @@ import polars as pl
 import pytest
 
 from ranker import OBJECTIVES, RankerError
-from ranker.rows import METADATA_KEY, TrainingRows, read_rows, schema_hash, write_rows
+from ranker.row_files import METADATA_KEY, read_rows, write_rows
+from ranker.rows import TrainingRows, schema_hash
 
 FEATURES = ["f_a", "f_b"]
 
