@@ -158,14 +158,8 @@ def read_report(
     """Per-user sums (:func:`apps.online.per_user`) by ``by`` and by (time bucket, arm), read
     from the log a chunk of lists at a time: memory holds one chunk's impressions and the sums,
     never the whole log."""
-    from apps.online import (
-        attribute,
-        bucketed,
-        combine,
-        per_user,
-        read_log_chunks,
-        read_outcome_events,
-    )
+    from apps.impression_log import read_log_chunks, read_outcome_events
+    from apps.online import attribute, bucketed, combine, per_user
 
     events = read_outcome_events(store)
     time_by = ["bucket_start_us", "arm"]

@@ -14,7 +14,8 @@ from crossrec.vocabulary import US_PER_DAY
 def round_figures(log_path: Path, store: Path, start_us: int, rounds: int) -> pl.DataFrame:
     """Per round and arm (and model version): the online figures of :func:`apps.online.summarise`
     from the impression log."""
-    from apps.online import attribute, read_log, read_outcome_events, summarise
+    from apps.impression_log import read_log, read_outcome_events
+    from apps.online import attribute, summarise
 
     lists, shown = read_log(log_path)
     attributed = attribute(lists, shown, read_outcome_events(store), int(US_PER_DAY))

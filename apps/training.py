@@ -140,7 +140,8 @@ class ImpressionJob:
 
 def train_from_impressions(job: ImpressionJob) -> dict:
     """Run the job; returns a report as :func:`train_ranker` does."""
-    from apps.online import attribute, exposure_rows, read_log, read_outcome_events
+    from apps.impression_log import read_log, read_outcome_events
+    from apps.online import attribute, exposure_rows
     from indexer.artifact import read_manifest
     from ranker.config import TrainConfig
     from ranker.row_files import read_rows, write_rows

@@ -19,8 +19,8 @@ module                  what is decided there
 ======================  ==========================================================================
 
 Data flows one way: ``ranker`` imports neither ``engine`` nor ``apps``. The engine writes training
-rows with :class:`ranker.row_files.RowWriter` and scores with :class:`ranker.model.RankerModel`. This
-module imports nothing heavy: LightGBM loads with ``ranker.model`` or ``ranker.train``.
+rows with :class:`ranker.row_files.RowWriter` and scores with :class:`ranker.model.RankerModel`.
+This module imports nothing heavy: LightGBM loads with ``ranker.model`` or ``ranker.train``.
 """
 
 from __future__ import annotations

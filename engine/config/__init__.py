@@ -303,6 +303,27 @@ class RetrievalConfig:
 
 
 @dataclass(frozen=True)
+class ExplorationConfig:
+    """``[exploration]``: a share of lists shown slightly off the engine's order, each shown item
+    logged with its probability (engine/retrieval/explore.py). Off by default. ``swap_share``:
+    lists with one adjacent pair of the top ``swap_depth`` positions swapped (position-bias
+    estimation). ``slot_share``: lists with one position from ``slot_from`` on given to one of the
+    ``slot_pool`` best candidates below the list from categories it does not show. ``arms``: the
+    A/B arms that explore, comma-separated."""
+
+    swap_share: float = 0.0
+    swap_depth: int = 4
+    slot_share: float = 0.0
+    slot_from: int = 2
+    slot_pool: int = 20
+    arms: str = "a,b"
+
+    @property
+    def arm_names(self) -> tuple[str, ...]:
+        return tuple(a.strip() for a in self.arms.split(",") if a.strip())
+
+
+@dataclass(frozen=True)
 class EngineConfig:
     """The whole configuration; each component gets its own section."""
 
@@ -317,6 +338,7 @@ class EngineConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
 
     def __post_init__(self) -> None:
         from engine.config.check import check

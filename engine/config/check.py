@@ -34,6 +34,7 @@ AT_LEAST_ONE = (
     "retrieval.popular_per_category",
     "retrieval.neighbour_seeds",
     "retrieval.source_limit",
+    "exploration.slot_pool",
 )
 #: Greater than 0 (durations and rates that cannot be zero; Ray's CPUs per replica may be 0).
 POSITIVE = (
@@ -52,6 +53,8 @@ SHARES = (
     "retrieval.max_category_share",
     "retrieval.max_brand_share",
     "retrieval.default_cross_category_share",
+    "exploration.swap_share",
+    "exploration.slot_share",
 )
 ON_LATE = ("partial", "fail")
 
@@ -119,6 +122,17 @@ def problems(config) -> list[str]:
         out.append("server.processes > 1 needs a fixed server.port (the processes share it)")
     if bool(config.tls.cert_file) != bool(config.tls.key_file):
         out.append("tls.cert_file and tls.key_file go together: give both or neither")
+    explore = config.exploration
+    if explore.swap_share + explore.slot_share > 1.0:
+        out.append(
+            f"exploration.swap_share + exploration.slot_share must not exceed 1, got "
+            f"{explore.swap_share} + {explore.slot_share}"
+        )
+    if explore.swap_depth < 2:
+        out.append(f"exploration.swap_depth must be at least 2 (a pair), got {explore.swap_depth}")
+    unknown_arms = sorted(set(explore.arm_names) - {"a", "b"})
+    if unknown_arms:
+        out.append(f"exploration.arms names unknown arms {unknown_arms} (arms are a and b)")
     if config.ray.on_late not in ON_LATE:
         out.append(f"ray.on_late must be one of {ON_LATE}, got {config.ray.on_late!r}")
     return out

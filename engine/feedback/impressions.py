@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from crossrec.vocabulary import US_PER_DAY
-from engine.feedback.shown import SCHEMA, Impression, rows_of, sampled
+from engine.feedback.shown import LOG_VERSION, MIGRATIONS, SCHEMA, Impression, rows_of, sampled
 from engine.state import store
 from engine.state.store import DeleteIncomplete, truncate_wal
 
@@ -181,8 +181,10 @@ class ImpressionLog:
         db.execute("BEGIN IMMEDIATE")
         try:
             db.executemany("INSERT OR IGNORE INTO feature_lists VALUES (?, ?)", schemas)
-            db.executemany("INSERT OR IGNORE INTO lists VALUES (?, ?, ?, ?, ?, ?, ?)", lists)
-            db.executemany("INSERT OR IGNORE INTO shown VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", shown)
+            db.executemany("INSERT OR IGNORE INTO lists VALUES (?, ?, ?, ?, ?, ?, ?, ?)", lists)
+            db.executemany(
+                "INSERT OR IGNORE INTO shown VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", shown
+            )
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
@@ -299,4 +301,8 @@ def _open(path: Path) -> sqlite3.Connection:
     db.execute("PRAGMA synchronous=NORMAL")
     db.execute("PRAGMA secure_delete=ON")
     db.executescript(SCHEMA)
+    for table, column, declaration, _ in MIGRATIONS:  # a log written by an older engine
+        if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    db.execute(f"PRAGMA user_version = {LOG_VERSION}")
     return db

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 
 from engine.feedback.impressions import ImpressionLog
+from engine.feedback.shown import MIGRATIONS
 
 SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS crossrec;
@@ -28,7 +29,8 @@ CREATE TABLE IF NOT EXISTS crossrec.lists (
   arm TEXT NOT NULL,
   index_version TEXT NOT NULL,
   model_version TEXT NOT NULL,
-  features TEXT NOT NULL
+  features TEXT NOT NULL,
+  exploration TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS lists_by_time ON crossrec.lists (ts_us);
 CREATE INDEX IF NOT EXISTS lists_by_user ON crossrec.lists (user_key);
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS crossrec.shown (
   score DOUBLE PRECISION NOT NULL,
   price DOUBLE PRECISION,
   vector BYTEA,
+  propensity DOUBLE PRECISION NOT NULL DEFAULT 1.0,
   PRIMARY KEY (recommendation_id, position)
 );
 CREATE TABLE IF NOT EXISTS crossrec.feature_lists (
@@ -76,6 +79,10 @@ class PostgresImpressionLog(ImpressionLog):
 
         db = psycopg.connect(self.url, autocommit=True, connect_timeout=5)
         db.execute(SCHEMA)
+        for table, column, _, declaration in MIGRATIONS:  # a log written by an older engine
+            db.execute(
+                f"ALTER TABLE crossrec.{table} ADD COLUMN IF NOT EXISTS {column} {declaration}"
+            )
         return db
 
     def _connection(self):
@@ -92,12 +99,12 @@ class PostgresImpressionLog(ImpressionLog):
                 schemas,
             )
             cur.executemany(
-                "INSERT INTO crossrec.lists VALUES (%s, %s, %s, %s, %s, %s, %s) "
+                "INSERT INTO crossrec.lists VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
                 lists,
             )
             cur.executemany(
-                "INSERT INTO crossrec.shown VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                "INSERT INTO crossrec.shown VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) "
                 "ON CONFLICT DO NOTHING",
                 shown,
             )

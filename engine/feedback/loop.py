@@ -155,6 +155,8 @@ class Feedback:
                     prices,
                     result.features,
                     FEATURES,
+                    result.propensities,
+                    result.exploration,
                 )
             )
 

@@ -4,14 +4,21 @@ list is sampled, and its rows in the log's tables (the same tables in SQLite and
 
 Tables (one row per response, one per shown item)::
 
-    lists(recommendation_id PK, user_key, ts_us, arm, index_version, model_version, features)
+    lists(recommendation_id PK, user_key, ts_us, arm, index_version, model_version, features,
+          exploration)
     shown(recommendation_id, position, item_id, category, cross_category, sources, score,
-          price, vector)            PK (recommendation_id, position)
+          price, vector, propensity)            PK (recommendation_id, position)
     feature_lists(schema, names)    names: JSON list of the feature columns in ``vector``
 
 ``user_key`` is the pseudonym (never a raw id); ``vector`` is the item's feature row as the ranker
 saw it (float32 bytes, ``feature_lists.names`` order), so training can learn from exactly what was
 served.
+
+``propensity`` is the probability with which the engine put that item at that position
+(engine/retrieval/explore.py: 1.0 in a list that did not explore) and ``exploration`` how the list
+explored (``""``, ``"swap:j"``, ``"slot:q"``). Both came with log version 2 (``LOG_VERSION``): a log
+written before them gains the columns when an engine opens it (``MIGRATIONS``), and its lists
+read as deterministic (propensity 1.0, no exploration), which they were.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ CREATE TABLE IF NOT EXISTS lists (
   arm TEXT NOT NULL,
   index_version TEXT NOT NULL,
   model_version TEXT NOT NULL,
-  features TEXT NOT NULL
+  features TEXT NOT NULL,
+  exploration TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS lists_by_time ON lists (ts_us);
 CREATE INDEX IF NOT EXISTS lists_by_user ON lists (user_key);
@@ -47,6 +55,7 @@ CREATE TABLE IF NOT EXISTS shown (
   score REAL NOT NULL,
   price REAL,
   vector BLOB,
+  propensity REAL NOT NULL DEFAULT 1.0,
   PRIMARY KEY (recommendation_id, position)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS feature_lists (
@@ -54,6 +63,15 @@ CREATE TABLE IF NOT EXISTS feature_lists (
   names TEXT NOT NULL
 ) WITHOUT ROWID;
 """
+
+
+#: The log's format: 2 added ``lists.exploration`` and ``shown.propensity``.
+LOG_VERSION = 2
+#: (table, column, SQLite declaration, PostgreSQL declaration) added since version 1.
+MIGRATIONS = (
+    ("lists", "exploration", "TEXT NOT NULL DEFAULT ''", "TEXT NOT NULL DEFAULT ''"),
+    ("shown", "propensity", "REAL NOT NULL DEFAULT 1.0", "DOUBLE PRECISION NOT NULL DEFAULT 1.0"),
+)
 
 
 @dataclass(frozen=True)
@@ -75,6 +93,8 @@ class Impression:
     prices: np.ndarray  # (k,) NaN: unknown
     features: np.ndarray | None  # (k, len(feature_names)) float32
     feature_names: tuple[str, ...]
+    propensities: np.ndarray | None = None  # (k,) None: every item at probability 1
+    exploration: str = ""  # "", "swap:j" or "slot:q" (engine/retrieval/explore.py)
 
 
 def sampled(recommendation_id: str, rate: float) -> bool:
@@ -110,6 +130,7 @@ def rows_of(batch: list[Impression], known_schemas: set[str]) -> tuple[list, lis
                 imp.index_version,
                 imp.model_version,
                 schema,
+                imp.exploration,
             )
         )
         for p, item in enumerate(imp.item_ids):
@@ -127,6 +148,7 @@ def rows_of(batch: list[Impression], known_schemas: set[str]) -> tuple[list, lis
                     None
                     if imp.features is None
                     else np.ascontiguousarray(imp.features[p], np.float32).tobytes(),
+                    1.0 if imp.propensities is None else float(imp.propensities[p]),
                 )
             )
     return schemas, lists, shown

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.retrieval.explore import Exploration
+
 
 @dataclass(frozen=True)
 class Query:
@@ -25,3 +27,5 @@ class Query:
     objective_weights: tuple[tuple[str, float], ...] = ()
     #: Multiply the blend by the item's price (expected revenue when the weights pick purchase).
     weight_by_price: bool = False
+    #: How this list explores (the arm's ``[exploration]``); None: the engine's order.
+    exploration: Exploration | None = None

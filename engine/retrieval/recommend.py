@@ -22,6 +22,7 @@ from engine.retrieval.candidates import Candidates, SourceResult, merge
 from engine.retrieval.diversify import diversify
 from engine.retrieval.explain import Explanation
 from engine.retrieval.explain import explain as explain_result
+from engine.retrieval.explore import exploration_pool, explore
 from engine.retrieval.features import SOURCES, UserView, candidate_features
 from engine.retrieval.filters import RowFilter, allowed_categories
 from engine.retrieval.items import ItemTable
@@ -63,6 +64,11 @@ class Result:
     stage_seconds: dict[str, float] = field(default_factory=dict)
     #: Why each item was chosen (``recommend(..., explain=True)``), else None.
     explanations: list[Explanation] | None = None
+    #: (len(rows),) probability of each shown item at its position (engine/retrieval/explore.py);
+    #: None: the engine's order, every item at probability 1.
+    propensities: np.ndarray | None = None
+    #: How the list explored: "" (it did not), "swap:j" or "slot:q".
+    exploration: str = ""
 
 
 @dataclass(frozen=True)
@@ -271,6 +277,12 @@ class Recommender:
         )
         clock.lap("rank")
         chosen = order[allocate(g.plan, self.items.category_code[candidates.rows[order]], query.k)]
+        explored = None
+        if query.exploration is not None and query.exploration.active and len(chosen):
+            codes = self.items.category_code[candidates.rows]
+            pool = exploration_pool(order, chosen, codes, query.exploration.slot_pool)
+            explored = explore(chosen, pool, query.exploration, np.random.default_rng())
+            chosen = explored.order
         picked = candidates.take(chosen)
         interests = (
             self._interests(profile, picked)
@@ -300,6 +312,8 @@ class Recommender:
                 "returned": len(chosen),
             },
             stage_seconds={**g.stage_seconds, **clock.laps},
+            propensities=None if explored is None else explored.propensities,
+            exploration="" if explored is None else explored.kind,
         )
 
     def _targets(self, plan: Plan, affinity: np.ndarray) -> np.ndarray:

@@ -151,7 +151,7 @@ def test_a_simulation_sends_outcomes_that_quote_logged_lists(shop_dir, tmp_path,
     assert sent[0]["visits"] == 80
     # Four users, nine items: later visits find everything seen (the engine excludes it).
     assert 0 < sent[0]["empty_lists"] < 80
-    from apps.online import read_log, read_outcome_events
+    from apps.impression_log import read_log, read_outcome_events
 
     lists, shown = read_log(log)
     assert lists.height == 80

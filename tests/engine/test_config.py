@@ -163,7 +163,7 @@ def test_show_redacts_secrets_and_loads_back_to_the_same_configuration(tmp_path)
     assert shown["retrieval"]["default_cross_category_share"] == "none"
     assert list(shown) == [
         "server", "limits", "store", "auth", "tls", "arms", "ranker", "feedback", "ray",
-        "profile", "retrieval",
+        "profile", "retrieval", "exploration",
     ]  # fmt: skip
 
 

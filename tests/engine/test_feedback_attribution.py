@@ -11,7 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from apps.online import attribute, ratio_interval, read_log, read_outcome_events, summarise
+from apps.impression_log import read_log, read_outcome_events
+from apps.online import attribute, ratio_interval, summarise
 from engine.feedback.impressions import ImpressionLog
 from engine.feedback.outcomes import RecentLists
 from engine.feedback.shown import Impression
@@ -372,7 +373,7 @@ def test_crossrec_report_on_damaged_input_says_what_is_wrong_and_exits_2(logged,
 def test_tables_are_read_in_chunks_into_one_frame(tmp_path):
     import sqlite3
 
-    from apps.online import _frame
+    from apps.impression_log import _frame
 
     db = sqlite3.connect(tmp_path / "t.sqlite")
     db.execute("CREATE TABLE t (a TEXT, b INTEGER)")

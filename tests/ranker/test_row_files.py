@@ -73,6 +73,7 @@ def test_new_rows_replace_old_ones_only_when_closed(tmp_path):
     with RowWriter(path, FEATURES) as writer:
         writer.write(decisions(1))
         writer.close({"n": 1})
+
     def failing_replay() -> None:
         with RowWriter(path, FEATURES) as writer:
             writer.write(decisions(2))

@@ -1,0 +1,92 @@
+"""Exploration through the engine: an exploring arm's lists reach the impression log with their
+propensities and kind, the other arm's stay deterministic, and a log written before propensities
+existed is upgraded in place and reads as deterministic lists."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+from helpers_tiny import NOW
+from test_feedback_engine import RECENT, make_engine
+
+from apps.impression_log import read_log
+from engine.core import ARM_A, ARM_B
+from engine.retrieval.query import Query
+
+
+def test_an_exploring_arm_logs_its_propensities_and_the_other_arm_does_not(tmp_path, tiny_version):
+    engine = make_engine(
+        tmp_path,
+        tiny_version,
+        arms=(ARM_A, ARM_B),
+        split={"b_share": 0.5},
+        exploration={"swap_share": 0.5, "slot_share": 0.5, "slot_from": 1, "arms": "b"},
+    )
+    try:
+        by_arm: dict[str, list] = {ARM_A: [], ARM_B: []}
+        for n in range(60):
+            rec = engine.recommend(f"user-{n}", RECENT, Query(k=3), now_us=NOW + n)
+            by_arm[rec.arm].append(rec)
+        assert engine.feedback.impressions.flush()
+    finally:
+        engine.close()
+    assert by_arm[ARM_A]
+    assert by_arm[ARM_B]
+    lists, shown = read_log(tmp_path / "events.impressions.sqlite")
+    kinds = dict(zip(lists["recommendation_id"], lists["exploration"], strict=True))
+    for rec in by_arm[ARM_A]:
+        assert kinds[rec.recommendation_id] == ""
+        assert rec.result.propensities is None
+    explored = [rec for rec in by_arm[ARM_B] if rec.result.exploration]
+    assert {r.result.exploration.split(":")[0] for r in by_arm[ARM_B]} <= {"swap", "slot"}
+    assert explored  # with shares summing to 1 every list of arm b that can explore does
+    propensity = {
+        (r, p): v
+        for r, p, v in shown.select("recommendation_id", "position", "propensity").iter_rows()
+    }
+    for rec in by_arm[ARM_B]:
+        assert kinds[rec.recommendation_id] == rec.result.exploration
+        for position, p in enumerate(rec.result.propensities):
+            assert propensity[rec.recommendation_id, position] == pytest.approx(p)
+            assert 0 < p < 1
+    for rec in by_arm[ARM_A]:
+        assert all(propensity[rec.recommendation_id, q] == 1.0 for q in range(len(rec.items)))
+
+
+def test_a_log_of_version_one_gains_the_columns_and_reads_as_deterministic(tmp_path, tiny_version):
+    path = tmp_path / "events.impressions.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE lists (recommendation_id TEXT PRIMARY KEY, user_key TEXT NOT NULL,
+          ts_us INTEGER NOT NULL, arm TEXT NOT NULL, index_version TEXT NOT NULL,
+          model_version TEXT NOT NULL, features TEXT NOT NULL) WITHOUT ROWID;
+        CREATE TABLE shown (recommendation_id TEXT NOT NULL, position INTEGER NOT NULL,
+          item_id TEXT NOT NULL, category TEXT NOT NULL, cross_category INTEGER NOT NULL,
+          sources TEXT NOT NULL, score REAL NOT NULL, price REAL, vector BLOB,
+          PRIMARY KEY (recommendation_id, position)) WITHOUT ROWID;
+        CREATE TABLE feature_lists (schema TEXT PRIMARY KEY, names TEXT NOT NULL) WITHOUT ROWID;
+        INSERT INTO lists VALUES ('old', 'k', 1, 'a', 'tiny', 'retrieval-only', 's');
+        INSERT INTO shown VALUES ('old', 0, 't0', 'c', 0, 'popular', 0.5, 10.0, NULL);
+        """
+    )
+    old.close()
+    lists, shown = read_log(path)  # read-only: read as it is
+    assert lists["exploration"].to_list() == [""]
+    assert shown["propensity"].to_list() == [1.0]
+    engine = make_engine(tmp_path, tiny_version, exploration={"swap_share": 1.0})
+    try:
+        rec = engine.recommend("u1", RECENT, Query(k=3), now_us=NOW)
+        assert engine.feedback.impressions.flush()
+    finally:
+        engine.close()
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    db.close()
+    lists, shown = read_log(path)
+    kinds = dict(zip(lists["recommendation_id"], lists["exploration"], strict=True))
+    assert kinds["old"] == ""
+    assert kinds[rec.recommendation_id].startswith("swap:")
+    old_rows = shown.filter(shown["recommendation_id"] == "old")
+    assert old_rows["propensity"].to_list() == [1.0]
