@@ -20,13 +20,12 @@ from importlib.metadata import version as package_version
 
 from crossrec.vocabulary import US_PER_DAY
 from engine.arms import ARM_A, ARM_B, Arms, Served
-from engine.config import EngineConfig, ExplorationConfig, ProfileConfig
+from engine.config import EngineConfig, ProfileConfig
 from engine.errors import NotServing
 from engine.feedback.loop import Feedback
 from engine.feedback.metrics import Metrics
 from engine.pins import Pins
 from engine.recommendation import Recommendation, RecommendedItem, recommended_items
-from engine.retrieval.explore import Exploration
 from engine.retrieval.query import Query
 from engine.retrieval.recommend import Recommender
 from engine.state.profile import Profile, ProfileEvent, build_profile
@@ -74,7 +73,6 @@ class Engine:
             config.arms, config.ranker, config.retrieval, config.ray, Pins(config.pins_path())
         )
         self.feedback = Feedback(config.feedback, config.impression_log_path(), self.metrics)
-        self.exploration = exploration_of(config.exploration)
         self.started_at = time.time()
         self._unavailable_logged_at = float("-inf")
         self.engine_version = package_version("crossrec")
@@ -149,8 +147,9 @@ class Engine:
         offered to the impression log."""
         route = route or self.route(user_id)
         now_us = int(time.time() * 1e6) if now_us is None else now_us
-        if route.arm in self.exploration:
-            query = dataclasses.replace(query, exploration=self.exploration[route.arm])
+        explore = self.config.exploration
+        if explore.active and route.arm in explore.arm_names:
+            query = dataclasses.replace(query, exploration=explore)
         start = time.perf_counter()
         profile = self._profile_of_key(route.served, route.key, recent, now_us)
         profile_s = time.perf_counter() - start
@@ -270,13 +269,3 @@ def profile_of(
         max_interests=config.max_interests,
         half_life_days=config.half_life_days,
     )
-
-
-def exploration_of(config: ExplorationConfig) -> dict[str, Exploration]:
-    """Arm -> how its lists explore (``[exploration]``), for the arms that do."""
-    if not (config.swap_share or config.slot_share):
-        return {}
-    explore = Exploration(
-        config.swap_share, config.swap_depth, config.slot_share, config.slot_from, config.slot_pool
-    )
-    return dict.fromkeys(config.arm_names, explore)

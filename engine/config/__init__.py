@@ -319,6 +319,10 @@ class ExplorationConfig:
     arms: str = "a,b"
 
     @property
+    def active(self) -> bool:
+        return self.swap_share > 0 or self.slot_share > 0
+
+    @property
     def arm_names(self) -> tuple[str, ...]:
         return tuple(a.strip() for a in self.arms.split(",") if a.strip())
 

@@ -32,20 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-@dataclass(frozen=True)
-class Exploration:
-    """How an arm explores (see the module docstring). Shares of lists; both 0: never."""
-
-    swap_share: float = 0.0
-    swap_depth: int = 4
-    slot_share: float = 0.0
-    slot_from: int = 2
-    slot_pool: int = 20
-
-    @property
-    def active(self) -> bool:
-        return self.swap_share > 0 or self.slot_share > 0
+from engine.config import ExplorationConfig
 
 
 @dataclass(frozen=True)
@@ -62,7 +49,7 @@ class Explored:
 def explore(
     chosen: np.ndarray,
     pool: np.ndarray,
-    exploration: Exploration,
+    exploration: ExplorationConfig,
     rng: np.random.Generator,
 ) -> Explored:
     """Draw how the list ``chosen`` (candidate indices, the engine's order) is shown. ``pool``:

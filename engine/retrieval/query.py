@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.retrieval.explore import Exploration
+from engine.config import ExplorationConfig
 
 
 @dataclass(frozen=True)
@@ -28,4 +28,4 @@ class Query:
     #: Multiply the blend by the item's price (expected revenue when the weights pick purchase).
     weight_by_price: bool = False
     #: How this list explores (the arm's ``[exploration]``); None: the engine's order.
-    exploration: Exploration | None = None
+    exploration: ExplorationConfig | None = None

@@ -8,7 +8,8 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from engine.retrieval.explore import Exploration, exploration_pool, explore
+from engine.config import ExplorationConfig as Exploration
+from engine.retrieval.explore import exploration_pool, explore
 
 CHOSEN = np.array([10, 11, 12, 13, 14])  # the engine's order (candidate indices)
 POOL = np.array([20, 21, 22, 23])
