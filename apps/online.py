@@ -26,7 +26,15 @@ from crossrec.vocabulary import OBJECTIVES
 from engine.feedback.outcomes import OUTCOMES
 
 #: Columns a breakdown may be by.
-DIMENSIONS = ("arm", "model_version", "index_version", "position", "source", "cross_category")
+DIMENSIONS = (
+    "arm",
+    "model_version",
+    "index_version",
+    "position",
+    "source",
+    "cross_category",
+    "explored",
+)
 _Z = 1.959964
 
 
@@ -63,7 +71,11 @@ def attribute(
         how="left",
     ).with_columns(pl.col(a).fill_null(0).cast(pl.Int8) for a in OUTCOMES)
     return out.with_columns(
-        revenue=pl.when(pl.col("purchase") == 1).then(pl.col("price").fill_null(0.0)).otherwise(0.0)
+        revenue=pl.when(pl.col("purchase") == 1)
+        .then(pl.col("price").fill_null(0.0))
+        .otherwise(0.0),
+        # how the list explored, without the pair or slot: "none", "swap" or "slot"
+        explored=pl.col("exploration").str.split(":").list.first().replace("", "none"),
     )
 
 

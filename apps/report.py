@@ -13,6 +13,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from crossrec.vocabulary import US_PER_DAY
@@ -88,7 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--by",
         default="arm,model_version",
         help="breakdown, comma-separated: arm, model_version, index_version, source, position, "
-        "cross_category (default: arm,model_version)",
+        "cross_category, explored (none / swap / slot: the cost of exploration) (default: "
+        "arm,model_version)",
+    )
+    p.add_argument(
+        "--position-bias",
+        action="store_true",
+        help="also estimate each position's examination relative to the top from the lists that "
+        "swapped an adjacent pair ([exploration] swap_share), with 95%% intervals",
     )
     p.add_argument("--window-hours", type=float, default=24.0, help="attribution window")
     p.add_argument("--bucket-hours", type=float, default=24.0, help="time buckets of the plot")
@@ -104,12 +112,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"crossrec report: --{name.replace('_', '-')} must be a positive number")
             return 2
     try:
-        summary_users, timeline_users = read_report(
+        summary_users, timeline_users, swaps = read_report(
             args.impressions,
             args.store,
             by,
             int(args.window_hours * US_PER_DAY / 24),
             int(args.bucket_hours * US_PER_DAY / 24),
+            position_bias=args.position_bias,
         )
     except (OSError, ValueError) as exc:
         print(f"crossrec report: {exc}")
@@ -127,6 +136,15 @@ def run(args: argparse.Namespace) -> int:
         f"(window {args.window_hours:g} h)"
     )
     print(format_table(summary, by))
+    curve = None
+    if args.position_bias:
+        from apps.position_bias import examination_curve, format_curve
+
+        if swaps is None or not (swaps[0] >= 0).any():
+            print("no list swapped a pair: set [exploration] swap_share to measure position bias")
+        else:
+            curve = examination_curve(*swaps)
+            print(format_curve(curve))
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         timeline = timeline_users_summary(timeline_users, ["arm"])
@@ -137,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
                     "window_hours": args.window_hours,
                     "summary": summary.to_dicts(),
                     "over_time": timeline.to_dicts(),
+                    "position_bias": None if curve is None else curve.to_dicts(),
                 },
                 indent=2,
                 default=str,
@@ -154,20 +173,38 @@ def read_report(
     window_us: int,
     bucket_us: int,
     lists_per_chunk: int = 2_000,
-) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Per-user sums (:func:`apps.online.per_user`) by ``by`` and by (time bucket, arm), read
-    from the log a chunk of lists at a time: memory holds one chunk's impressions and the sums,
-    never the whole log."""
+    position_bias: bool = False,
+) -> tuple[pl.DataFrame, pl.DataFrame, tuple | None]:
+    """Per-user sums (:func:`apps.online.per_user`) by ``by`` and by (time bucket, arm), and with
+    ``position_bias`` the lists' swap clicks (:func:`apps.position_bias.swap_clicks`), read from
+    the log a chunk of lists at a time: memory holds one chunk's impressions and the sums, never
+    the whole log."""
     from apps.impression_log import read_log_chunks, read_outcome_events
     from apps.online import attribute, bucketed, combine, per_user
+    from apps.position_bias import swap_clicks
 
     events = read_outcome_events(store)
     time_by = ["bucket_start_us", "arm"]
-    summary_parts, time_parts = [], []
+    summary_parts, time_parts, swap_parts = [], [], []
     for lists, shown in read_log_chunks(impressions, lists_per_chunk):
         attributed = attribute(lists, shown, events, window_us)
         summary_parts.append(per_user(attributed, by))
         time_parts.append(per_user(bucketed(attributed, bucket_us), time_by))
+        if position_bias:
+            swap_parts.append(swap_clicks(attributed, int(shown["position"].max()) + 1))
     if not time_parts:
-        return pl.DataFrame(), pl.DataFrame()
-    return combine(summary_parts, by), combine(time_parts, time_by)
+        return pl.DataFrame(), pl.DataFrame(), None
+    swaps = None
+    if swap_parts:
+        depth = max(c.shape[1] for _, c, _ in swap_parts)
+        swaps = (
+            np.concatenate([k for k, _, _ in swap_parts]),
+            np.concatenate([_widen(c, depth) for _, c, _ in swap_parts]),
+            np.concatenate([_widen(s, depth) for _, _, s in swap_parts]),
+        )
+    return combine(summary_parts, by), combine(time_parts, time_by), swaps
+
+
+def _widen(matrix: np.ndarray, depth: int) -> np.ndarray:
+    """``matrix`` (n, d) padded with zeros to (n, depth)."""
+    return np.pad(matrix, ((0, 0), (0, depth - matrix.shape[1])))

@@ -90,3 +90,62 @@ def test_a_log_of_version_one_gains_the_columns_and_reads_as_deterministic(tmp_p
     assert kinds[rec.recommendation_id].startswith("swap:")
     old_rows = shown.filter(shown["recommendation_id"] == "old")
     assert old_rows["propensity"].to_list() == [1.0]
+
+
+def test_crossrec_report_shows_the_cost_of_exploring_and_the_position_bias(
+    tmp_path, tiny_version, capsys
+):
+    import json
+
+    from clients.cli import main
+    from engine.state.store import StoredEvent
+
+    engine = make_engine(tmp_path, tiny_version, exploration={"swap_share": 0.5, "swap_depth": 3})
+    try:
+        for n in range(80):
+            rec = engine.recommend(f"user-{n}", RECENT, Query(k=3), now_us=NOW + n)
+            # every shopper clicks what is on top
+            key = engine.user_key(f"user-{n}")
+            top = rec.items[0].item_id
+            engine.ingest(
+                [StoredEvent(f"c{n}", key, top, "click", NOW + n + 5, "", rec.recommendation_id)]
+            )
+        assert engine.feedback.impressions.flush()
+    finally:
+        engine.close()
+    argv = [
+        "report",
+        "--impressions",
+        str(tmp_path / "events.impressions.sqlite"),
+        "--store",
+        str(tmp_path / "events.sqlite"),
+        "--by",
+        "explored",
+        "--position-bias",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "none" in out
+    assert "swap" in out
+    assert "examination vs top" in out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert {row["explored"] for row in report["summary"]} == {"none", "swap"}
+    curve = report["position_bias"]
+    assert [row["position"] for row in curve] == [0, 1, 2]
+    assert curve[0]["examination"] == 1.0
+    # only the top is ever clicked: whatever sits below it is examined "not at all"
+    assert curve[1]["examination"] == 0.0
+    # a log without swaps says how to get them
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    engine = make_engine(plain, tiny_version)
+    try:
+        engine.recommend("u1", RECENT, Query(k=3), now_us=NOW)
+        assert engine.feedback.impressions.flush()
+    finally:
+        engine.close()
+    argv = ["report", "--impressions", str(plain / "events.impressions.sqlite")]
+    assert main([*argv, "--store", str(plain / "events.sqlite"), "--position-bias"]) == 0
+    assert "set [exploration] swap_share" in capsys.readouterr().out

@@ -387,16 +387,19 @@ def test_tables_are_read_in_chunks_into_one_frame(tmp_path):
     db.close()
 
 
-@pytest.mark.parametrize("by", [["arm", "model_version"], ["source"], ["position"], []])
+@pytest.mark.parametrize(
+    "by", [["arm", "model_version"], ["source"], ["position"], ["explored"], []]
+)
 def test_the_report_read_a_list_at_a_time_equals_the_report_of_the_whole_log(logged, tmp_path, by):
     from apps.online import over_time, summarise_users, timeline_users_summary
     from apps.report import read_report
 
     lists, shown, events = logged
     whole = attribute(lists, shown, events, WINDOW)
-    users, timeline = read_report(
+    users, timeline, swaps = read_report(
         tmp_path / "imp.sqlite", tmp_path / "events.sqlite", by, WINDOW, 60_000_000, 1
     )
+    assert swaps is None  # not asked for
     from polars.testing import assert_frame_equal
 
     assert_frame_equal(summarise_users(users, by), summarise(whole, by))  # NaN equals NaN here
