@@ -210,3 +210,32 @@ def read_outcome_events(store: str | Path) -> pl.DataFrame:
     finally:
         db.close()
     return frame.with_columns(pl.col("action").replace_strict(codes, return_dtype=pl.String))
+
+
+def read_user_events(store: str | Path, user_keys: list[str], chunk: int = 500) -> pl.DataFrame:
+    """Every event of the store from ``user_keys`` (``user_key``, ``item_id``, ``action`` name,
+    ``ts_us``), sorted by user and time: the histories logged lists were answered from."""
+    names = {code: action for action, code in ACTION_CODES.items()}
+    schema = {"user_key": pl.String, "item_id": pl.String, "action": pl.Int64, "ts_us": pl.Int64}
+    db = _connect(store)
+    parts = []
+    try:
+        for i in range(0, len(user_keys), chunk):
+            keys = user_keys[i : i + chunk]
+            parts.append(
+                _frame(
+                    db,
+                    "SELECT user_key, item_id, action, ts_us FROM events "
+                    f"WHERE user_key IN ({','.join('?' * len(keys))})",
+                    schema,
+                    tuple(keys),
+                )
+            )
+    except sqlite3.Error as exc:
+        raise ValueError(f"{redacted(store)}: not a readable crossrec event store ({exc})") from exc
+    finally:
+        db.close()
+    frame = pl.concat(parts) if parts else pl.DataFrame(schema=schema)
+    return frame.with_columns(pl.col("action").replace_strict(names, return_dtype=pl.String)).sort(
+        "user_key", "ts_us", maintain_order=True
+    )
