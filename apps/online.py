@@ -74,8 +74,8 @@ def attribute(
         revenue=pl.when(pl.col("purchase") == 1)
         .then(pl.col("price").fill_null(0.0))
         .otherwise(0.0),
-        # how the list explored, without the pair or slot: "none", "swap" or "slot"
-        explored=pl.col("exploration").str.split(":").list.first().replace("", "none"),
+        # how the list was drawn, without the position: "none", "swap" or "slot"
+        explored=pl.col("exploration").str.json_path_match("$.kind").fill_null("none"),
     )
 
 

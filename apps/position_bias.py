@@ -26,13 +26,15 @@ import warnings
 import numpy as np
 import polars as pl
 
+from engine.retrieval.explore import Draw
+
 #: Kind codes: a list that did not explore, one that explored otherwise (slot).
 _PLAIN, _OTHER = -1, -2
 
 
 def swap_clicks(attributed: pl.DataFrame, depth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per list of ``attributed`` (impression rows with ``recommendation_id``, ``position``,
-    ``exploration``, ``click``): its kind (-1 not explored, j for ``swap:j``, -2 otherwise), its
+    ``exploration``, ``click``): its kind (-1 not explored, j for pair j swapped, -2 otherwise), its
     clicks at positions 0..depth-1 (n, depth) int8 and which of them it showed (n, depth) bool."""
     rows = attributed.filter(pl.col("position") < depth)
     lists = rows.select("recommendation_id", "exploration").unique("recommendation_id")
@@ -113,8 +115,7 @@ def format_curve(curve: pl.DataFrame) -> str:
 
 
 def _kind(exploration: str) -> int:
-    if not exploration:
+    draw = Draw.from_json(exploration)
+    if draw is None or draw.kind == "none":
         return _PLAIN
-    if exploration.startswith("swap:"):
-        return int(exploration.split(":")[1])
-    return _OTHER
+    return draw.at if draw.kind == "swap" else _OTHER

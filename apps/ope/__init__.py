@@ -1,0 +1,1 @@
+"""Off-policy evaluation: candidates judged on the logged traffic (``crossrec ope``)."""

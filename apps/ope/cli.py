@@ -3,7 +3,8 @@ share) would have earned on the logged traffic, before it serves anyone.
 
 Per candidate: CTR, purchase rate and revenue per 1000 impressions by every estimator of
 :mod:`apps.ope.estimators` with 95% bootstrap intervals, beside the logged policy's own figures,
-and the share of the candidate's item-positions the log can support. Below ``--min-support`` the
+and the share of the candidate's item-positions (items, for the position-based ``pbm-*``
+estimators of :mod:`apps.ope.pbm`) the log can support. Below ``--min-support`` a family's
 propensity-based estimates are refused, with the reason: the logged lists could not have shown
 what the candidate shows (turn up ``[exploration]`` or judge it online).
 """
@@ -20,6 +21,7 @@ import polars as pl
 
 from apps.ope.candidates import Candidate, RewardModel, candidate_lists, parse_candidate
 from apps.ope.estimators import Logged, evaluate
+from apps.ope.pbm import transferred
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,11 @@ def run_ope(
     arm: str | None = None,
     resamples: int = 500,
     progress: bool = True,
+    examination: str = "swaps",
 ) -> dict:
-    """The figures of the module docstring, as a dict (JSON-serialisable)."""
+    """The figures of the module docstring, as a dict (JSON-serialisable). ``examination``: the
+    position-based estimators' curve, ``swaps`` (measured from this log's swapped pairs) or the
+    values by position, comma-separated."""
     from apps.impression_log import read_log, read_outcome_events, read_user_events
     from apps.online import attribute
 
@@ -78,7 +83,9 @@ def run_ope(
     report: dict = {
         "lists": contexts.height,
         "impressions": len(rows),
-        "explored_lists": int((lists["exploration"] != "").sum()),
+        "explored_lists": lists.select(
+            pl.col("exploration").str.json_path_match("$.kind").fill_null("none").ne("none").sum()
+        ).item(),
         "logged": {
             name: evaluate(Logged(list_index, r, np.ones(len(r)), everything, k), resamples)[
                 "ips"
@@ -88,6 +95,15 @@ def run_ope(
         "candidates": {},
     }
     item_ids = rows["item_id"].to_list()
+    theta, theta_why = _examination(examination, rows)
+    report["examination"] = {
+        "source": theta_why,
+        "theta": None if theta is None else theta.tolist(),
+    }
+    ends = np.cumsum(contexts["k"].to_numpy())[:-1]
+    shown = [list(part) for part in np.split(np.array(item_ids, dtype=object), ends)]
+    draws = contexts.join(lists.select("recommendation_id", "exploration"), on="recommendation_id")
+    draws = draws.sort("list")["exploration"].to_list()
     for candidate in candidates:
         made = candidate_lists(candidate, index, contexts, histories, config, progress)
         match = np.array(
@@ -101,7 +117,8 @@ def run_ope(
         slots = np.array([len(ids) for ids in made.item_ids])
         figures = {}
         for name, reward in rewards.items():
-            model_candidate = _candidate_value(name, made, models)
+            model_at = _candidate_values(name, made, models)
+            model_candidate = np.array([v.sum() for v in model_at])
             figures[name] = {
                 e: v.as_dict()
                 for e, v in evaluate(
@@ -117,21 +134,52 @@ def run_ope(
                     resamples,
                 ).items()
             }
+            if theta is not None:
+                pbm = transferred(
+                    shown,
+                    draws,
+                    np.split(reward, ends),
+                    made.item_ids,
+                    theta,
+                    model_at,
+                    model_candidate,
+                )
+                for e, v in evaluate(pbm, resamples).items():
+                    if e in ("ips", "snips", "dr", "support"):
+                        figures[name][f"pbm-{e}"] = v.as_dict()
         report["candidates"][candidate.name] = figures
     return report
 
 
-def _candidate_value(name: str, made, models: dict[str, RewardModel]) -> np.ndarray:
-    """Per list, the reward model's summed value of the candidate's list."""
-    values = []
-    for features, prices in zip(made.features, made.prices, strict=True):
-        at = np.arange(len(features))
-        if name == "ctr":
-            values.append(models["click"].predict(features, at).sum())
-        else:
-            bought = models["purchase"].predict(features, at)
-            values.append((bought * (np.nan_to_num(prices) if name == "rpm" else 1.0)).sum())
-    return np.array(values, dtype=np.float64)
+def _candidate_values(name: str, made, models: dict[str, RewardModel]) -> list[np.ndarray]:
+    """Per list, the reward model's value of each item of the candidate's list at its position
+    (one prediction call for all lists)."""
+    features = np.concatenate(made.features)
+    at = np.concatenate([np.arange(len(f)) for f in made.features])
+    if name == "ctr":
+        values = models["click"].predict(features, at)
+    else:
+        values = models["purchase"].predict(features, at)
+        if name == "rpm":
+            values = values * np.nan_to_num(np.concatenate(made.prices))
+    return np.split(values, np.cumsum([len(f) for f in made.features])[:-1])
+
+
+def _examination(spec: str, rows: pl.DataFrame) -> tuple[np.ndarray | None, str]:
+    """(theta by position, where it came from); None when the log's swaps do not reach every
+    position shown."""
+    from apps.position_bias import examination_curve, swap_clicks
+
+    depth = int(rows["position"].max()) + 1
+    if spec != "swaps":
+        theta = np.array([float(v) for v in spec.split(",")])
+        if len(theta) < depth or (theta <= 0).any():
+            raise ValueError(f"--examination needs {depth} positive values, got {spec!r}")
+        return theta, "given"
+    curve = examination_curve(*swap_clicks(rows, depth), resamples=0)["examination"].to_numpy()
+    if len(curve) < depth or not np.isfinite(curve).all() or (curve <= 0).any():
+        return None, "the log's swapped pairs do not measure every position (pbm-* not given)"
+    return curve, "measured from the log's swapped pairs"
 
 
 def format_report(report: dict, min_support: float) -> str:
@@ -144,25 +192,36 @@ def format_report(report: dict, min_support: float) -> str:
             for name, (_, label, scale) in REWARDS.items()
         ),
     ]
+    lines.append(f"examination curve: {report['examination']['source']}")
     for name, figures in report["candidates"].items():
-        support = figures["ctr"]["support"]["value"]
-        lines.append(f"\ncandidate {name}: the log supports {support:.0%} of its item-positions")
-        refused = support < min_support
-        if refused:
-            lines.append(
-                f"  refused: under --min-support {min_support:.0%} - the logged lists could not "
-                "have shown most of what this candidate shows (no overlap); IPS, SNIPS and DR "
-                "are not given. Explore more ([exploration] slot_share, swap_depth) or run it as "
-                "an A/B arm."
-            )
+        ctr = figures["ctr"]
+        refused = {
+            family: ctr[f"{family}support"]["value"] < min_support
+            for family in ("", "pbm-")
+            if f"{family}support" in ctr
+        }
         lines.append(
-            f"  {'estimate':<9}" + "".join(f"{label:>28}" for _, label, _ in REWARDS.values())
+            f"\ncandidate {name}: the log supports {ctr['support']['value']:.0%} of its "
+            "item-positions"
+            + (f", {ctr['pbm-support']['value']:.0%} of its items" if "pbm-" in refused else "")
         )
-        for estimate in ("naive", "ips", "snips", "dm", "dr"):
-            if estimate not in figures["ctr"] or (refused and estimate in ("ips", "snips", "dr")):
+        for family, no in refused.items():
+            if no:
+                lines.append(
+                    f"  {family or 'item-position '}estimates refused: support under "
+                    f"--min-support {min_support:.0%} - the logged lists could not have shown "
+                    "most of what this candidate shows (no overlap). Explore more ([exploration] "
+                    "slot_share, swap_depth) or run it as an A/B arm."
+                )
+        lines.append(
+            f"  {'estimate':<10}" + "".join(f"{label:>28}" for _, label, _ in REWARDS.values())
+        )
+        for estimate in ("naive", "ips", "snips", "dm", "dr", "pbm-ips", "pbm-snips", "pbm-dr"):
+            family = "pbm-" if estimate.startswith("pbm-") else ""
+            if estimate not in ctr or (refused.get(family) and estimate not in ("naive", "dm")):
                 continue
             cells = [_cell(figures[n][estimate], scale) for n, (_, _, scale) in REWARDS.items()]
-            lines.append(f"  {estimate:<9}" + "".join(f"{c:>28}" for c in cells))
+            lines.append(f"  {estimate:<10}" + "".join(f"{c:>28}" for c in cells))
     return "\n".join(lines)
 
 
@@ -197,7 +256,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--arm", help="only the lists of this arm (the logging policy)")
     p.add_argument("--engine-config", type=Path, help="TOML of engine settings the candidates use")
     p.add_argument("--window-hours", type=float, default=24.0, help="attribution window")
-    p.add_argument("--min-support", type=float, default=0.5)
+    p.add_argument(
+        "--min-support",
+        type=float,
+        default=0.5,
+        help="refuse an estimator family whose support is below this share (default 0.5)",
+    )
+    p.add_argument(
+        "--examination",
+        default="swaps",
+        help="examination by position for the pbm-* estimators: 'swaps' (measured from the "
+        "log's swapped pairs, the default) or values by position, comma-separated",
+    )
     p.add_argument("--resamples", type=int, default=500, help="bootstrap resamples")
     p.add_argument("--json", type=Path, help="write every figure here")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -226,6 +296,7 @@ def run(args: argparse.Namespace) -> int:
             args.arm,
             args.resamples,
             not args.quiet,
+            args.examination,
         )
     except (ValueError, OSError, ArtifactError, ModelMismatch) as exc:
         print(f"crossrec ope: {exc}")

@@ -16,9 +16,11 @@ served.
 
 ``propensity`` is the probability with which the engine put that item at that position
 (engine/retrieval/explore.py: 1.0 in a list that did not explore) and ``exploration`` how the list
-explored (``""``, ``"swap:j"``, ``"slot:q"``). Both came with log version 2 (``LOG_VERSION``): a log
-written before them gains the columns when an engine opens it (``MIGRATIONS``), and its lists
-read as deterministic (propensity 1.0, no exploration), which they were.
+was drawn (``""`` for an arm that does not explore, else the JSON of
+:class:`engine.retrieval.explore.Draw`: kind, position, the arm's settings, the pool size, from
+which the list's whole distribution is rebuilt). Both came with log version 2 (``LOG_VERSION``):
+a log written before them gains the columns when an engine opens it (``MIGRATIONS``), and its
+lists read as deterministic (propensity 1.0, no exploration), which they were.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Impression:
     features: np.ndarray | None  # (k, len(feature_names)) float32
     feature_names: tuple[str, ...]
     propensities: np.ndarray | None = None  # (k,) None: every item at probability 1
-    exploration: str = ""  # "", "swap:j" or "slot:q" (engine/retrieval/explore.py)
+    exploration: str = ""  # "" or the list's Draw as JSON (engine/retrieval/explore.py)
 
 
 def sampled(recommendation_id: str, rate: float) -> bool:

@@ -67,7 +67,8 @@ class Result:
     #: (len(rows),) probability of each shown item at its position (engine/retrieval/explore.py);
     #: None: the engine's order, every item at probability 1.
     propensities: np.ndarray | None = None
-    #: How the list explored: "" (it did not), "swap:j" or "slot:q".
+    #: How the list was drawn (engine/retrieval/explore.py ``Draw``, JSON); "" for an arm that
+    #: does not explore.
     exploration: str = ""
 
 
@@ -313,7 +314,7 @@ class Recommender:
             },
             stage_seconds={**g.stage_seconds, **clock.laps},
             propensities=None if explored is None else explored.propensities,
-            exploration="" if explored is None else explored.kind,
+            exploration="" if explored is None else explored.draw.to_json(),
         )
 
     def _targets(self, plan: Plan, affinity: np.ndarray) -> np.ndarray:

@@ -12,6 +12,7 @@ from helpers_engine import engine_config
 from helpers_tiny import NOW
 
 from engine.core import Engine
+from engine.retrieval.explore import Draw
 from engine.retrieval.query import Query
 from engine.state.store import SQLiteEventStore, StoredEvent
 
@@ -34,7 +35,7 @@ def test_ope_estimates_the_engines_own_order_and_refuses_what_it_cannot_see(root
     for i in range(1_500):
         user = f"user{i}"
         rec = engine.recommend(user, [], Query(k=4, cross_share=None), now_us=NOW + i * 1000)
-        if not rec.result.exploration:
+        if Draw.from_json(rec.result.exploration).kind == "none":
             plain = rec.item_ids
         key = engine.user_key(user)
         clicked = [
@@ -63,8 +64,10 @@ def test_ope_estimates_the_engines_own_order_and_refuses_what_it_cannot_see(root
     assert 0.4 * 1_500 < report["explored_lists"] < 0.6 * 1_500
     ctr = report["candidates"]["retrieval-only"]["ctr"]
     assert abs(ctr["support"]["value"] - 1.0) < 0.1  # the engine's own order: all of it loggable
-    for estimate in ("ips", "snips", "dr"):
+    for estimate in ("ips", "snips", "dr", "pbm-ips", "pbm-snips", "pbm-dr"):
         assert ctr[estimate]["low"] <= truth <= ctr[estimate]["high"], estimate
+    assert report["examination"]["source"] == "measured from the log's swapped pairs"
+    assert report["examination"]["theta"][0] == 1.0
     assert set(report["logged"]) == {"ctr", "purchase_rate", "rpm"}
     # refused below the support asked for, with the reason
     assert main([*argv, "--candidate", "retrieval-only", "--min-support", "2"]) == 0

@@ -8,12 +8,21 @@ import polars as pl
 import pytest
 
 from apps.position_bias import examination_curve, swap_clicks
+from engine.retrieval.explore import Draw
+
+
+def _draw(kind: str) -> str:
+    """The logged draw of a list: "" (an arm that does not explore), "swap:j" or "slot:q"."""
+    if not kind:
+        return ""
+    name, at = kind.split(":")
+    return Draw(name, int(at), 0.1, 3, 0.1, 2, 5).to_json()
 
 
 def _rows(lists: dict[str, tuple[str, list[int]]]) -> pl.DataFrame:
     return pl.DataFrame(
         [
-            {"recommendation_id": r, "exploration": kind, "position": p, "click": c}
+            {"recommendation_id": r, "exploration": _draw(kind), "position": p, "click": c}
             for r, (kind, clicks) in lists.items()
             for p, c in enumerate(clicks)
         ]

@@ -29,17 +29,17 @@ def test_propensities_of_each_kind_of_list_by_hand():
     kinds = {}
     for seed in range(200):
         shown = explore(CHOSEN, POOL, SETTING, np.random.default_rng(seed))
-        kinds.setdefault(shown.kind.split(":")[0], shown)
-    plain, swap, slot = kinds[""], kinds["swap"], kinds["slot"]
+        kinds.setdefault(shown.draw.kind, shown)
+    plain, swap, slot = kinds["none"], kinds["swap"], kinds["slot"]
     assert plain.order.tolist() == CHOSEN.tolist()
     assert plain.propensities == pytest.approx(stay)
-    j = int(swap.kind.split(":")[1])
+    j = swap.draw.at
     assert swap.order[j] == CHOSEN[j + 1]
     assert swap.order[j + 1] == CHOSEN[j]
     expected = list(stay)
     expected[j] = expected[j + 1] = 0.2 / 3
     assert swap.propensities == pytest.approx(expected)
-    q = int(slot.kind.split(":")[1])
+    q = slot.draw.at
     assert q >= 2
     assert slot.order[q] in POOL
     expected = list(stay)
@@ -69,7 +69,7 @@ def test_no_exploration_and_branches_that_cannot_act_show_the_engine_order():
     off = explore(CHOSEN, POOL, Exploration(), np.random.default_rng(0))
     assert off.order.tolist() == CHOSEN.tolist()
     assert off.propensities.tolist() == [1.0] * 5
-    assert off.kind == ""
+    assert off.draw.kind == "none"
     assert not Exploration().active
     # a one-item list has no pair and no slot: always the engine's order, probability 1
     for seed in range(20):
@@ -78,9 +78,9 @@ def test_no_exploration_and_branches_that_cannot_act_show_the_engine_order():
         assert one.propensities == pytest.approx([1.0])
     # no pool: slot lists show the engine's order; only swaps remain
     kinds = {
-        explore(CHOSEN, POOL[:0], SETTING, np.random.default_rng(s)).kind[:4] for s in range(300)
+        explore(CHOSEN, POOL[:0], SETTING, np.random.default_rng(s)).draw.kind for s in range(300)
     }
-    assert kinds == {"", "swap"}
+    assert kinds == {"none", "swap"}
 
 
 def test_the_pool_is_the_best_candidates_below_the_list_from_categories_it_does_not_show():
@@ -97,3 +97,21 @@ def test_the_defaults_of_exploration_are_pinned():
     section = EngineConfig().exploration
     assert (section.swap_share, section.swap_depth, section.slot_share) == (0.0, 4, 0.0)
     assert (section.slot_from, section.slot_pool, section.arm_names) == (2, 20, ("a", "b"))
+
+
+def test_the_logged_draw_rebuilds_every_items_chance_at_every_position():
+    from engine.retrieval.explore import Draw, marginals
+
+    shown = explore(CHOSEN, POOL, SETTING, np.random.default_rng(1))
+    draw = Draw.from_json(shown.draw.to_json())
+    assert draw == shown.draw
+    assert Draw.from_json("") is None
+    ranks, pooled, slots = marginals(draw, 5)
+    # every rank is shown somewhere unless a slot replaced it: rows sum to 1 - e x [slot] / S
+    assert ranks.sum(axis=1) == pytest.approx([1, 1, 1 - 0.1 / 3, 1 - 0.1 / 3, 1 - 0.1 / 3])
+    # each position holds one item: an engine rank or one of the 4 pool items
+    assert ranks.sum(axis=0) + 4 * pooled * np.isin(np.arange(5), slots) == pytest.approx(1.0)
+    assert ranks[0, 1] == pytest.approx(0.2 / 3)  # rank 0 swapped down
+    assert ranks[0, 2] == 0.0
+    assert pooled == pytest.approx(0.1 / 12)
+    assert slots.tolist() == [2, 3, 4]

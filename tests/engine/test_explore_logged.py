@@ -12,6 +12,7 @@ from test_feedback_engine import RECENT, make_engine
 
 from apps.impression_log import read_log
 from engine.core import ARM_A, ARM_B
+from engine.retrieval.explore import Draw
 from engine.retrieval.query import Query
 
 
@@ -38,9 +39,10 @@ def test_an_exploring_arm_logs_its_propensities_and_the_other_arm_does_not(tmp_p
     for rec in by_arm[ARM_A]:
         assert kinds[rec.recommendation_id] == ""
         assert rec.result.propensities is None
-    explored = [rec for rec in by_arm[ARM_B] if rec.result.exploration]
-    assert {r.result.exploration.split(":")[0] for r in by_arm[ARM_B]} <= {"swap", "slot"}
-    assert explored  # with shares summing to 1 every list of arm b that can explore does
+    draws = [Draw.from_json(rec.result.exploration) for rec in by_arm[ARM_B]]
+    # with shares summing to 1 every list of arm b that can explore does
+    assert {d.kind for d in draws} == {"swap", "slot"}
+    assert {(d.swap_share, d.slot_share, d.slot_from) for d in draws} == {(0.5, 0.5, 1)}
     propensity = {
         (r, p): v
         for r, p, v in shown.select("recommendation_id", "position", "propensity").iter_rows()
@@ -87,7 +89,7 @@ def test_a_log_of_version_one_gains_the_columns_and_reads_as_deterministic(tmp_p
     lists, shown = read_log(path)
     kinds = dict(zip(lists["recommendation_id"], lists["exploration"], strict=True))
     assert kinds["old"] == ""
-    assert kinds[rec.recommendation_id].startswith("swap:")
+    assert Draw.from_json(kinds[rec.recommendation_id]).kind == "swap"
     old_rows = shown.filter(shown["recommendation_id"] == "old")
     assert old_rows["propensity"].to_list() == [1.0]
 
