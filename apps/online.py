@@ -176,12 +176,18 @@ def timeline_users_summary(users: pl.DataFrame, by: list[str]) -> pl.DataFrame:
     return pl.concat(parts, how="diagonal_relaxed") if parts else pl.DataFrame()
 
 
-def exposure_rows(attributed: pl.DataFrame, index_version: str):
+def exposure_rows(
+    attributed: pl.DataFrame, index_version: str, examination: np.ndarray | None = None
+):
     """Training rows (:class:`ranker.rows.TrainingRows`) from the logged impressions of
-    ``index_version``: each shown item with the feature row it was ranked with, its ``position``
-    as one more feature, and its attributed outcomes as labels; a list is a decision. Items shown
-    and not taken are the negatives. Lists of other versions or without feature rows are
-    skipped."""
+    ``index_version``: each shown item with the feature row it was ranked with and its attributed
+    outcomes as labels; a list is a decision. Items shown and not taken are the negatives. Lists
+    of other versions or without feature rows are skipped.
+
+    Position: with ``examination`` (by position, top = 1: ``crossrec report --position-bias``) a
+    click at ``p`` weighs ``1 / examination[p]`` (column ``weight``: inverse propensity, so a
+    click low in the list counts for the attention it overcame); without it the ``position`` is
+    one more feature, which serving neutralises."""
     from ranker.rows import TrainingRows
 
     frame = attributed.filter(
@@ -210,6 +216,14 @@ def exposure_rows(attributed: pl.DataFrame, index_version: str):
         "blend_score": pl.Series(np.asarray(blend, np.float64)),
         **{o: frame[o].cast(pl.Int8) for o in OBJECTIVES},
         **{name: pl.Series(matrix[:, j]) for j, name in enumerate(features)},
-        "position": frame["position"].cast(pl.Float32),
     }
-    return TrainingRows.from_frame(pl.DataFrame(columns), [*features, "position"])
+    if examination is None:
+        columns["position"] = frame["position"].cast(pl.Float32)
+        return TrainingRows.from_frame(pl.DataFrame(columns), [*features, "position"])
+    position = frame["position"].to_numpy()
+    if position.max() >= len(examination):
+        raise ValueError(f"the examination curve stops at {len(examination)} positions")
+    # a cart or purchase implies the click (the rows close the funnel the same way)
+    clicked = frame.select(pl.max_horizontal(*OBJECTIVES)).to_series().to_numpy() == 1
+    columns["weight"] = pl.Series(np.where(clicked, 1.0 / examination[position], 1.0))
+    return TrainingRows.from_frame(pl.DataFrame(columns), features)

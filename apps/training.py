@@ -136,6 +136,11 @@ class ImpressionJob:
     out: Path
     window_hours: float = 24.0
     train: dict = field(default_factory=dict)
+    #: How the position is learnt: ``weights`` (clicks weighted by inverse examination, measured
+    #: from the log's swapped pairs; the click head then pointwise), ``feature`` (the position
+    #: as a feature, neutralised when serving) or ``auto`` (weights when the swaps measure
+    #: every position shown).
+    position: str = "auto"
 
 
 def train_from_impressions(job: ImpressionJob) -> dict:
@@ -153,7 +158,11 @@ def train_from_impressions(job: ImpressionJob) -> dict:
     attributed = attribute(
         lists, shown, read_outcome_events(job.store), int(job.window_hours * US_PER_DAY / 24)
     )
-    rows = exposure_rows(attributed, serving_path.name)
+    examination, position_why = _examination(attributed, job.position)
+    rows = exposure_rows(attributed, serving_path.name, examination)
+    settings = dict(job.train)
+    if examination is not None:
+        settings.setdefault("first_objective", "binary")
     times = rows.keys["decision_ts_us"]
     meta = {
         "index_version": serving_path.name,
@@ -162,11 +171,13 @@ def train_from_impressions(job: ImpressionJob) -> dict:
         "attribution_window_hours": job.window_hours,
         "decision_times": [_iso(times.min()), _iso(times.max())],
         "label_days": job.window_hours / 24,
+        "position": position_why,
+        "examination": None if examination is None else examination.tolist(),
     }
     rows_path = job.out / IMPRESSION_ROWS_FILE
     write_rows(rows_path, rows.frame, rows.features, meta)
     report = train_model(
-        read_rows(rows_path), job.out / MODELS_DIR, TrainConfig(**job.train), meta=meta
+        read_rows(rows_path), job.out / MODELS_DIR, TrainConfig(**settings), meta=meta
     )
     return {
         "model": str(report.path),
@@ -183,13 +194,38 @@ def train_from_impressions(job: ImpressionJob) -> dict:
     }
 
 
+def _examination(attributed, asked: str):
+    """(examination by position or None, what the position is learnt as and why)."""
+    import numpy as np
+
+    from apps.position_bias import examination_curve, swap_clicks
+
+    if asked not in ("auto", "weights", "feature"):
+        raise ValueError(f"position must be auto, weights or feature, got {asked!r}")
+    if asked == "feature":
+        return None, "feature (asked for)"
+    depth = int(attributed["position"].max()) + 1
+    kind, clicks, shown = swap_clicks(attributed, depth)
+    curve = examination_curve(kind, clicks, shown, resamples=0)["examination"].to_numpy()
+    swapped = int((kind >= 0).sum())
+    if len(curve) >= depth and np.isfinite(curve).all() and (curve > 0).all():
+        return curve, f"weights (examination measured from {swapped:,} swapped lists)"
+    if asked == "weights":
+        raise ValueError(
+            f"the log's {swapped:,} swapped lists do not measure the examination of every one of "
+            f"its {depth} positions: set [exploration] swap_share and swap_depth, or train with "
+            "the position as a feature"
+        )
+    return None, f"feature (the log's {swapped:,} swapped lists do not measure every position)"
+
+
 def format_report(report: dict) -> str:
     """The model's held-out figures as a table: per objective, NDCG@10 of the model and of the
     retrieval-only blend, AUC, and the largest calibration error over deciles."""
     from ranker.report import summary_lines
 
     source = (
-        f"impressions {report['impressions']}"
+        f"impressions {report['impressions']}; position as {report['position']}"
         if report.get("source") == "impressions"
         else f"replay indexes {', '.join(report['replay_index_versions'])}"
     )
@@ -227,6 +263,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=float,
         default=24.0,
         help="attribution window for --impressions (hours)",
+    )
+    p.add_argument(
+        "--position",
+        choices=("auto", "weights", "feature"),
+        default="auto",
+        help="--impressions: learn the position as inverse-examination weights on clicks "
+        "(measured from the log's swapped pairs) or as a feature; auto (default): weights when "
+        "the swaps measure every position",
     )
     p.add_argument("--index", type=Path, required=True, help="the serving index version (or root)")
     p.add_argument(
@@ -268,6 +312,7 @@ def run(args: argparse.Namespace) -> int:
                     args.out,
                     args.window_hours,
                     {"heads": args.heads, "progress": not args.quiet},
+                    args.position,
                 )
             ),
         )

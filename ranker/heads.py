@@ -76,10 +76,14 @@ def train_head(
     features: list[str],
     config: TrainConfig,
     decisions: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> TrainedHead:
     """Fit one head. ``x``: (n, F) float32 of every row; ``labels``: objective -> (n,) 0/1;
-    ``masks``: part -> (n,) bool (:mod:`ranker.split`). Raises :class:`RankerError` (reason
-    ``data``) when the head's train rows lack a positive or a negative."""
+    ``masks``: part -> (n,) bool (:mod:`ranker.split`); ``weights``: (n,) per row, applied to the
+    head over every candidate only (the rows' ``weight`` column: inverse examination of clicked
+    rows, :func:`apps.online.exposure_rows`), which must then be pointwise (LightGBM's lambdarank
+    reads a weight per list, not per row). Raises :class:`RankerError` (reason ``data``) when the
+    head's train rows lack a positive or a negative."""
     subset = np.ones(len(x), dtype=bool) if spec.given is None else labels[spec.given] == 1
     train_rows = masks["train"] & subset
     valid_rows = masks["valid"] & subset
@@ -100,6 +104,10 @@ def train_head(
         )
     params = config.lightgbm_params()
     ranking = spec.given is None and config.first_objective == "lambdarank"
+    if spec.given is not None:
+        weights = None  # after the click, the position no longer decides
+    elif weights is not None and ranking:
+        raise ValueError("row weights need first_objective 'binary' (lambdarank weighs lists)")
     if ranking:
         if decisions is None:
             raise ValueError("a lambdarank head needs the rows' decision ids")
@@ -118,6 +126,7 @@ def train_head(
         params=dataset_params,
         init_score=None if margin is None else margin[train_rows],
         group=_group_sizes(decisions, train_rows) if ranking and decisions is not None else None,
+        weight=None if weights is None else weights[train_rows],
     )
     early = valid_pos >= config.min_valid_positives and valid_pos < valid_n
     callbacks: list[Any] = []
@@ -127,6 +136,7 @@ def train_head(
             train_set.create_valid(
                 x[valid_rows],
                 y[valid_rows],
+                weight=None if weights is None else weights[valid_rows],
                 init_score=None if margin is None else margin[valid_rows],
                 group=(
                     _group_sizes(decisions, valid_rows)

@@ -83,10 +83,10 @@ def train_model(
     x = rows.matrix(features)
     labels = {o: rows.keys[o].to_numpy() for o in OBJECTIVES}
 
+    weights = rows.keys["weight"].to_numpy() if "weight" in rows.keys.columns else None
+    decisions = rows.keys["decision_id"].to_numpy()
     heads = {
-        name: train_head(
-            spec, x, labels, split.masks, features, config, rows.keys["decision_id"].to_numpy()
-        )
+        name: train_head(spec, x, labels, split.masks, features, config, decisions, weights)
         for name, spec in head_specs(config.heads).items()
     }
     boosters = {name: head.booster for name, head in heads.items()}

@@ -151,3 +151,63 @@ def test_crossrec_report_shows_the_cost_of_exploring_and_the_position_bias(
     argv = ["report", "--impressions", str(plain / "events.impressions.sqlite")]
     assert main([*argv, "--store", str(plain / "events.sqlite"), "--position-bias"]) == 0
     assert "set [exploration] swap_share" in capsys.readouterr().out
+
+
+def test_training_on_explored_impressions_weights_clicks_by_the_measured_examination(
+    root, tmp_path
+):
+    import numpy as np
+    from helpers_engine import engine_config
+
+    from apps.training import ImpressionJob, train_from_impressions
+    from engine.core import Engine
+    from engine.state.store import SQLiteEventStore, StoredEvent
+    from ranker.model import RankerModel
+    from ranker.row_files import read_rows
+
+    store = tmp_path / "events.sqlite"
+    config = engine_config(store, exploration={"swap_share": 0.6, "swap_depth": 4})
+    engine = Engine(config, SQLiteEventStore(store))
+    engine.versions.load(str(root / "v1"), model="")
+    rng = np.random.default_rng(0)
+    ids = [f"i{i:02d}" for i in range(12)]
+    theta = 1 / np.log2(np.arange(4) + 2)
+    for i in range(800):
+        user = f"user{i}"
+        query = Query(k=4, cross_share=None, exclude_items=frozenset(rng.choice(ids, 4)))
+        rec = engine.recommend(user, [], query, now_us=NOW + i * 1000)
+        key, events = engine.user_key(user), []
+        for p, item in enumerate(rec.item_ids):
+            if rng.random() >= theta[p] * 0.5:
+                continue
+            for j, action in enumerate(("click", "cart", "purchase")):
+                if j and rng.random() > 0.5:
+                    break
+                at = NOW + i * 1000 + 9 + j
+                rid = rec.recommendation_id
+                events.append(
+                    StoredEvent(f"{user}-{item}-{action}", key, item, action, at, "", rid)
+                )
+        engine.ingest(events)
+    assert engine.feedback.impressions.flush()
+    engine.close()
+    job = ImpressionJob(
+        tmp_path / "events.impressions.sqlite", store, root / "v1", tmp_path / "w", 24.0
+    )
+    report = train_from_impressions(job)
+    assert report["position"].startswith("weights (examination measured from")
+    assert len(report["examination"]) == 4
+    model = RankerModel.load(report["model"])
+    assert "position" not in model.features
+    weights = read_rows(report["rows"]).keys
+    clicked = weights.filter(weights["click"] == 1)
+    assert (clicked["weight"] >= 1.0).all()
+    assert (weights.filter(weights["click"] == 0)["weight"] == 1.0).all()
+    # asked for the position as a feature, it is one
+    import dataclasses
+
+    as_feature = train_from_impressions(
+        dataclasses.replace(job, out=tmp_path / "f", position="feature")
+    )
+    assert as_feature["position"] == "feature (asked for)"
+    assert RankerModel.load(as_feature["model"]).features[-1] == "position"

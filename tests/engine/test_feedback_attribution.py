@@ -194,6 +194,14 @@ def test_exposure_rows_carry_the_logged_features_and_the_position(logged):
         (1, 0, 0),
     ]
     assert frame["decision_id"].n_unique() == 3
+    # With an examination curve the position is a weight on clicks, not a feature: a click at
+    # position p weighs 1 / examination[p], everything else 1.
+    weighted = exposure_rows(attribute(*logged, WINDOW), "v1", np.array([1.0, 0.5, 0.25]))
+    assert weighted.features == tuple(NAMES)
+    by_position = weighted.keys.sort("decision_ts_us", "blend_score")
+    assert by_position["weight"].to_list() == [1.0, 2.0, 4.0, 1.0, 2.0, 1.0]
+    with pytest.raises(ValueError, match="stops at 2 positions"):
+        exposure_rows(attribute(*logged, WINDOW), "v1", np.array([1.0, 0.5]))
     with pytest.raises(ValueError, match="no logged impressions"):
         exposure_rows(attribute(*logged, WINDOW), "v9")
     mixed = attribute(*logged, WINDOW).with_columns(

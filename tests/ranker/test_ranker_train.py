@@ -250,3 +250,38 @@ def test_a_lambdarank_first_head_orders_decisions_and_is_calibrated(tmp_path):
     loaded = RankerModel.load(report.path)
     x = rows.matrix(loaded.features)[:40]
     assert loaded.predict(x)["click"] == pytest.approx(report.model.predict(x)["click"])
+
+
+def test_row_weights_reach_the_head_over_every_candidate_and_need_a_pointwise_one():
+    from ranker.heads import HeadSpec, train_head
+
+    rng = np.random.default_rng(4)
+    n = 4_000
+    x = rng.random((n, 1)).astype(np.float32)  # a feature that says nothing
+    click = (rng.random(n) < 0.1).astype(np.int8)
+    labels = {"click": click, "cart": click * 0, "purchase": click * 0}
+    masks = {"train": np.arange(n) < 3_000, "valid": np.arange(n) >= 3_000}
+    masks["test"] = ~masks["train"] & ~masks["valid"]
+    decisions = np.arange(n) // 10
+    config = TrainConfig(first_objective="binary", negative_share=1.0, progress=False)
+    weights = np.where(click == 1, 5.0, 1.0)  # every click as if seen a fifth of the time
+
+    def mean_prediction(w) -> float:
+        head = train_head(HeadSpec("click"), x, labels, masks, ["f"], config, decisions, w)
+        return float(head.booster.predict(x[:200], raw_score=False).mean())
+
+    base = click[masks["train"]].mean()
+    # LightGBM fits the weighted click rate: 5p / (5p + 1 - p), not p
+    assert mean_prediction(None) == pytest.approx(base, abs=0.03)
+    assert mean_prediction(weights) == pytest.approx(5 * base / (5 * base + 1 - base), abs=0.05)
+    with pytest.raises(ValueError, match="first_objective 'binary'"):
+        train_head(
+            HeadSpec("click"),
+            x,
+            labels,
+            masks,
+            ["f"],
+            TrainConfig(progress=False),
+            decisions,
+            weights,
+        )
