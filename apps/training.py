@@ -108,7 +108,8 @@ def train_ranker(job: TrainJob) -> dict:
         meta = {"mode": mode, "mode_why": why, "index_version": serving_path.name, **meta}
         rows_path = writer.close(meta)
     del events  # the event log is not needed past the replay
-    rows = read_rows(rows_path)
+    # The features stay in the parts; each training step reads the rows it needs.
+    rows = read_rows(rows_path, features_in_memory=False)
     report = train_model(rows, job.out / MODELS_DIR, TrainConfig(**job.train), meta=meta)
     return {
         "model": str(report.path),

@@ -23,6 +23,7 @@ number of rounds, and its record says so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +71,7 @@ class TrainedHead:
 
 def train_head(
     spec: HeadSpec,
-    x: np.ndarray,
+    x: np.ndarray | Callable[[np.ndarray], np.ndarray],
     labels: dict[str, np.ndarray],
     masks: dict[str, np.ndarray],
     features: list[str],
@@ -78,13 +79,17 @@ def train_head(
     decisions: np.ndarray | None = None,
     weights: np.ndarray | None = None,
 ) -> TrainedHead:
-    """Fit one head. ``x``: (n, F) float32 of every row; ``labels``: objective -> (n,) 0/1;
+    """Fit one head. ``x``: (n, F) float32 of every row, or a function giving the rows of a
+    boolean mask (features kept on disk: :meth:`ranker.rows.TrainingRows.take`; only the head's
+    train and valid rows are ever in memory); ``labels``: objective -> (n,) 0/1;
     ``masks``: part -> (n,) bool (:mod:`ranker.split`); ``weights``: (n,) per row, applied to the
     head over every candidate only (the rows' ``weight`` column: inverse examination of clicked
     rows, :func:`apps.online.exposure_rows`), which must then be pointwise (LightGBM's lambdarank
     reads a weight per list, not per row). Raises :class:`RankerError` (reason ``data``) when the
     head's train rows lack a positive or a negative."""
-    subset = np.ones(len(x), dtype=bool) if spec.given is None else labels[spec.given] == 1
+    take = (lambda mask: x[mask]) if isinstance(x, np.ndarray) else x
+    n = len(labels[spec.target])
+    subset = np.ones(n, dtype=bool) if spec.given is None else labels[spec.given] == 1
     train_rows = masks["train"] & subset
     valid_rows = masks["valid"] & subset
     y = labels[spec.target].astype(np.float32)
@@ -112,32 +117,42 @@ def train_head(
         if decisions is None:
             raise ValueError("a lambdarank head needs the rows' decision ids")
         params.update(objective="lambdarank", metric="ndcg", eval_at=[10])
-    dataset_params = {"max_bin": config.max_bin, "verbosity": -1}
+    # The datasets are binned before training (below): with every parameter training would have
+    # binned them with, so the model is the same.
+    dataset_params = {**params, "max_bin": config.max_bin, "verbosity": -1}
     base = None
+    x_train = take(train_rows)
     if spec.given is None and config.base_feature in features:
         j = features.index(config.base_feature)
-        coef, intercept = fit_logistic(x[train_rows, j], y[train_rows])
+        coef, intercept = fit_logistic(x_train[:, j], y[train_rows])
         base = {"feature": config.base_feature, "coef": coef, "intercept": intercept}
-    margin = base_margin(base, x, features)
+    margin = base_margin(base, x_train, features)
     train_set = lgb.Dataset(
-        x[train_rows],
+        x_train,
         y[train_rows],
         feature_name=features,
         params=dataset_params,
-        init_score=None if margin is None else margin[train_rows],
+        init_score=margin,
         group=_group_sizes(decisions, train_rows) if ranking and decisions is not None else None,
         weight=None if weights is None else weights[train_rows],
     )
+    # Bin the rows now and let the float copies go: at tens of millions of candidates they are
+    # gigabytes, the binned datasets a quarter of that.
+    train_set.construct()
+    del x_train
     early = valid_pos >= config.min_valid_positives and valid_pos < valid_n
     callbacks: list[Any] = []
     valid_sets = None
     if early:
+        x_valid = take(valid_rows)
+        valid_margin = base_margin(base, x_valid, features)
         valid_sets = [
             train_set.create_valid(
-                x[valid_rows],
+                x_valid,
                 y[valid_rows],
                 weight=None if weights is None else weights[valid_rows],
-                init_score=None if margin is None else margin[valid_rows],
+                init_score=valid_margin,
+                params=dataset_params,
                 group=(
                     _group_sizes(decisions, valid_rows)
                     if ranking and decisions is not None
@@ -145,6 +160,8 @@ def train_head(
                 ),
             )
         ]
+        valid_sets[0].construct()
+        del x_valid
         callbacks.append(
             lgb.early_stopping(config.early_stopping_rounds, first_metric_only=True, verbose=False)
         )

@@ -149,16 +149,20 @@ def write_rows(path: str | Path, frame: pl.DataFrame, features: Sequence[str], m
     )
 
 
-def read_rows(path: str | Path) -> TrainingRows:
+def read_rows(path: str | Path, features_in_memory: bool = True) -> TrainingRows:
     """Read and validate rows written by :class:`RowWriter` (a folder) or :func:`write_rows` (a
-    file). Raises :class:`RankerError`: ``missing`` (no such file or folder), ``format`` (not
-    Parquet, no crossrec rows metadata, an unknown row format version, a part missing or holding
-    other than its recorded rows), ``schema`` (the stored hash does not match the stored feature
-    list, or a column is missing or unusable), ``values`` (see
-    :func:`ranker.rows.normalise_rows`; also a decision in two parts)."""
+    file). ``features_in_memory=False`` (a folder only) leaves the feature columns on disk and
+    reads them a selection at a time (:meth:`ranker.rows.TrainingRows.take`): memory holds the
+    key and label columns and one part.
+
+    Raises :class:`RankerError`: ``missing`` (no such file or folder), ``format`` (not Parquet,
+    no crossrec rows metadata, an unknown row format version, a part missing or holding other
+    than its recorded rows), ``schema`` (the stored hash does not match the stored feature list,
+    or a column is missing or unusable), ``values`` (see :func:`ranker.rows.normalise_rows`;
+    also a decision in two parts)."""
     path = Path(path)
     if path.is_dir():
-        return _read_folder(path)
+        return _read_folder(path, features_in_memory)
     if not path.is_file():
         raise RankerError("no such rows file or folder", path, "missing")
     try:
@@ -174,7 +178,7 @@ def read_rows(path: str | Path) -> TrainingRows:
     return TrainingRows(keys, x, tuple(features), stored_hash, meta)
 
 
-def _read_folder(path: Path) -> TrainingRows:
+def _read_folder(path: Path, features_in_memory: bool) -> TrainingRows:
     manifest_path = path / MANIFEST_FILE
     if not manifest_path.is_file():
         raise RankerError(
@@ -188,8 +192,9 @@ def _read_folder(path: Path) -> TrainingRows:
         parts = [(str(p["file"]), int(p["rows"])) for p in json.loads(text)["parts"]]
     except (KeyError, TypeError, ValueError) as exc:
         raise RankerError(f"unreadable parts in {MANIFEST_FILE}: {exc!r}", path, "format") from exc
-    x = np.empty((sum(n for _, n in parts), len(features)), dtype=np.float32)
-    keys, offset, seen = [], 0, 0
+    total = sum(n for _, n in parts)
+    x = np.empty((total, len(features) if features_in_memory else 0), dtype=np.float32)
+    keys, offset, seen, on_disk = [], 0, 0, []
     for name, count in parts:
         part = path / Path(name).name  # a part is a file of this folder, whatever the entry says
         if not part.is_file():
@@ -201,14 +206,42 @@ def _read_folder(path: Path) -> TrainingRows:
                 path,
                 "format",
             )
-        part_keys, _ = split_features(frame, features, out=x[offset : offset + count])
+        if features_in_memory:
+            part_keys, _ = split_features(frame, features, out=x[offset : offset + count])
+        else:
+            part_keys = frame.drop(features)
+            on_disk.append((part, offset, count))
         keys.append(part_keys)
         seen += part_keys["decision_id"].n_unique()
         offset += count
-    frame_keys = pl.concat(keys)
+    frame_keys = pl.concat(keys, rechunk=False)
     if frame_keys["decision_id"].n_unique() != seen:
         raise RankerError("a decision's rows are split over two parts", path, "values")
-    return TrainingRows(frame_keys, x, tuple(features), stored_hash, meta)
+    if features_in_memory:
+        return TrainingRows(frame_keys, x, tuple(features), stored_hash, meta)
+    return TrainingRows(frame_keys, None, tuple(features), stored_hash, meta, PartFeatures(on_disk))
+
+
+class PartFeatures:
+    """The feature columns of a folder's parts, read when asked for: ``parts`` are (file, first
+    row, rows) in row order."""
+
+    def __init__(self, parts: list[tuple[Path, int, int]]) -> None:
+        self.parts = parts
+
+    def take(self, rows: np.ndarray, features: Sequence[str]) -> np.ndarray:
+        """(len(rows), len(features)) float32 of ``rows`` (sorted indices), one part at a
+        time."""
+        out = np.empty((len(rows), len(features)), dtype=np.float32)
+        for file, start, count in self.parts:
+            lo, hi = np.searchsorted(rows, [start, start + count])
+            if lo == hi:
+                continue
+            frame = pl.read_parquet(file, columns=list(features))
+            local = rows[lo:hi] - start
+            for j, name in enumerate(features):
+                out[lo:hi, j] = frame[name].to_numpy()[local]
+        return out
 
 
 def _stored(text: str, source: Path, what: str) -> tuple[list[str], str, dict]:

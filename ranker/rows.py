@@ -36,6 +36,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import polars as pl
@@ -69,18 +70,28 @@ def schema_hash(features: Sequence[str]) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+class FeatureParts(Protocol):
+    """Feature rows kept on disk (:class:`ranker.row_files.PartFeatures`)."""
+
+    def take(self, rows: np.ndarray, features: Sequence[str]) -> np.ndarray:
+        """(len(rows), len(features)) float32 of the rows (sorted indices), read part by part."""
+        ...
+
+
 @dataclass(frozen=True)
 class TrainingRows:
     """Validated rows, held as the contract's key and label columns (``keys``, canonical dtypes,
-    extra columns after them) beside one (rows, F) C-contiguous float32 matrix ``x`` of the
-    ``features`` in order: the layout training needs, built without a second copy of the features.
-    ``schema_hash`` is that of the feature list; ``meta`` is the writer's."""
+    extra columns after them) beside the ``features``: in memory as one (rows, F) C-contiguous
+    float32 matrix ``x``, or (``x`` None) left on disk in ``parts`` and read a selection at a time
+    (:meth:`take`: what training at tens of millions of rows does). ``schema_hash`` is that of
+    the feature list; ``meta`` is the writer's."""
 
     keys: pl.DataFrame
-    x: np.ndarray
+    x: np.ndarray | None
     features: tuple[str, ...]
     schema_hash: str
     meta: dict = field(default_factory=dict)
+    parts: FeatureParts | None = None
 
     @classmethod
     def from_frame(
@@ -97,11 +108,12 @@ class TrainingRows:
     @property
     def frame(self) -> pl.DataFrame:
         """Every column in the contract's order (a copy of the features: for small rows and
-        tests; training reads ``keys`` and ``x``)."""
+        tests; training reads ``keys`` and :meth:`take`)."""
         contract = [c for c in self.keys.columns if c in KEY_COLUMNS or c in OBJECTIVES]
         extra = [c for c in self.keys.columns if c not in set(contract)]
+        x = self.matrix()
         features = pl.DataFrame(
-            {name: self.x[:, j] for j, name in enumerate(self.features)},
+            {name: x[:, j] for j, name in enumerate(self.features)},
             schema=dict.fromkeys(self.features, pl.Float32),
         )
         return pl.concat(
@@ -110,11 +122,26 @@ class TrainingRows:
 
     def matrix(self, features: Sequence[str] | None = None) -> np.ndarray:
         """(rows, F) C-contiguous float32 of ``features`` (default: all, in order; then ``x``
-        itself, not a copy)."""
+        itself, not a copy, when in memory)."""
+        if self.x is None:
+            return self.take(np.ones(self.height, dtype=bool), features)
         if features is None or tuple(features) == self.features:
             return self.x
         columns = [self.features.index(f) for f in features]
         return np.ascontiguousarray(self.x[:, columns])
+
+    def take(self, mask: np.ndarray, features: Sequence[str] | None = None) -> np.ndarray:
+        """(mask.sum(), F) float32 of the rows where ``mask`` (bool, (rows,)), ``features``
+        (default: all) in order."""
+        names = self.features if features is None else tuple(features)
+        if self.x is not None:
+            if names == self.features:
+                return self.x[mask]
+            columns = np.array([self.features.index(f) for f in names], dtype=np.int64)
+            return self.x[np.ix_(mask, columns)]
+        if self.parts is None:
+            raise ValueError("rows without features in memory or on disk")
+        return self.parts.take(np.flatnonzero(mask), names)
 
 
 def split_features(

@@ -80,7 +80,12 @@ def train_model(
         raise ValueError(f"drop_features names features the rows lack: {unknown}")
     features = [f for f in rows.features if f not in set(config.drop_features)]
     split = split_by_time(rows.keys, config.seed, config.validation_share)
-    x = rows.matrix(features)
+
+    # The features of the rows a step needs, in memory (or read from the parts on disk) only
+    # while it needs them.
+    def x(mask: np.ndarray) -> np.ndarray:
+        return rows.take(mask, features)
+
     labels = {o: rows.keys[o].to_numpy() for o in OBJECTIVES}
 
     weights = rows.keys["weight"].to_numpy() if "weight" in rows.keys.columns else None
@@ -143,14 +148,18 @@ def train_model(
 
 
 def _in_blocks(
-    score: Callable[[np.ndarray], dict[str, np.ndarray]], x: np.ndarray, mask: np.ndarray
+    score: Callable[[np.ndarray], dict[str, np.ndarray]],
+    x: Callable[[np.ndarray], np.ndarray],
+    mask: np.ndarray,
 ) -> dict[str, np.ndarray]:
-    """``score`` of the rows of ``x`` where ``mask``, taken ``BLOCK_ROWS`` at a time: never a
-    copy of the whole part (at tens of millions of rows, the part alone is gigabytes)."""
+    """``score`` of the rows where ``mask`` (their features from ``x``), ``BLOCK_ROWS`` at a
+    time: never the whole part at once (at tens of millions of rows it alone is gigabytes)."""
     rows = np.flatnonzero(mask)
-    blocks = [score(x[rows[i : i + BLOCK_ROWS]]) for i in range(0, len(rows), BLOCK_ROWS)]
-    if not blocks:
-        return score(x[rows])
+    blocks = []
+    for i in range(0, max(len(rows), 1), BLOCK_ROWS):
+        block = np.zeros(len(mask), dtype=bool)
+        block[rows[i : i + BLOCK_ROWS]] = True
+        blocks.append(score(x(block)))
     return {name: np.concatenate([b[name] for b in blocks]) for name in blocks[0]}
 
 

@@ -138,3 +138,30 @@ def read_rows_missing(path) -> RankerError:
     with pytest.raises(RankerError) as info:
         read_rows(path)
     return info.value
+
+
+def test_a_model_trained_with_the_features_left_on_disk_is_the_one_trained_in_memory(tmp_path):
+    from helpers_ranker import FEATURES as RANKER_FEATURES
+    from helpers_ranker import TRAINING, synthetic_rows
+
+    from ranker.train import TrainConfig, train_model
+
+    frame = synthetic_rows(decisions=300, items=20, seed=5)
+    with RowWriter(tmp_path / "rows", RANKER_FEATURES) as writer:
+        for first in range(1_000, 1_300, 70):  # parts of whole decisions (ids from 1,000)
+            ids = pl.col("decision_id")
+            writer.write(frame.filter((ids >= first) & (ids < first + 70)))
+        writer.close({})
+    in_memory = read_rows(tmp_path / "rows")
+    on_disk = read_rows(tmp_path / "rows", features_in_memory=False)
+    assert on_disk.x is None
+    mask = np.arange(on_disk.height) % 7 == 3
+    np.testing.assert_array_equal(on_disk.take(mask), in_memory.x[mask])
+    names = list(reversed(RANKER_FEATURES[:2]))
+    np.testing.assert_array_equal(on_disk.take(mask, names), in_memory.take(mask, names))
+    a = train_model(in_memory, tmp_path / "a", TrainConfig(**{**TRAINING, "version": "a"}))
+    b = train_model(on_disk, tmp_path / "b", TrainConfig(**{**TRAINING, "version": "b"}))
+    x = in_memory.matrix(a.model.features)[:300]
+    for objective, p in a.model.predict(x).items():
+        np.testing.assert_array_equal(p, b.model.predict(x)[objective])
+    assert a.metrics["click"] == b.metrics["click"]
