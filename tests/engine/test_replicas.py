@@ -146,3 +146,52 @@ def test_the_report_on_an_unreachable_database_is_one_line_without_the_password(
     printed = capsys.readouterr()
     assert "hunter2" not in printed.out + printed.err
     assert "postgresql://someone:***@127.0.0.1:1/nothing" in printed.out
+
+
+def test_a_postgres_impression_log_of_version_one_gains_the_new_columns(
+    postgres_url, tiny_version, tmp_path
+):
+    """Tables written before propensities existed: the engine adds the columns on open, the old
+    lists read as deterministic and a new explored list keeps its propensities."""
+    import psycopg
+    from helpers_tiny import NOW
+    from test_feedback_engine import RECENT, make_engine
+
+    from apps.impression_log import read_log
+    from engine.retrieval.query import Query
+
+    with psycopg.connect(postgres_url, autocommit=True) as db:
+        db.execute(
+            """
+            CREATE SCHEMA crossrec;
+            CREATE TABLE crossrec.lists (recommendation_id TEXT PRIMARY KEY,
+              user_key TEXT NOT NULL, ts_us BIGINT NOT NULL, arm TEXT NOT NULL,
+              index_version TEXT NOT NULL, model_version TEXT NOT NULL, features TEXT NOT NULL);
+            CREATE TABLE crossrec.shown (recommendation_id TEXT NOT NULL,
+              position INTEGER NOT NULL, item_id TEXT NOT NULL, category TEXT NOT NULL,
+              cross_category INTEGER NOT NULL, sources TEXT NOT NULL,
+              score DOUBLE PRECISION NOT NULL, price DOUBLE PRECISION, vector BYTEA,
+              PRIMARY KEY (recommendation_id, position));
+            INSERT INTO crossrec.lists VALUES ('old', 'k', 1, 'a', 'tiny', 'retrieval-only', 's');
+            INSERT INTO crossrec.shown VALUES ('old', 0, 't0', 'c', 0, 'popular', 0.5, 1.0, NULL);
+            """
+        )
+    lists, shown = read_log(postgres_url)  # read as it is, before any engine opened it
+    assert shown["propensity"].to_list() == [1.0]
+    engine = make_engine(
+        tmp_path,
+        tiny_version,
+        feedback={"impression_log": postgres_url},
+        exploration={"swap_share": 1.0},
+    )
+    try:
+        rec = engine.recommend("u1", RECENT, Query(k=3), now_us=NOW)
+        assert engine.feedback.impressions.flush()
+    finally:
+        engine.close()
+    lists, shown = read_log(postgres_url)
+    kinds = dict(zip(lists["recommendation_id"], lists["exploration"], strict=True))
+    assert kinds["old"] == ""
+    assert '"kind":"swap"' in kinds[rec.recommendation_id]
+    new = shown.filter(shown["recommendation_id"] == rec.recommendation_id).sort("position")
+    assert new["propensity"].to_list() == pytest.approx(list(rec.result.propensities))
