@@ -122,14 +122,18 @@ def test_every_crossrec_row_is_compared_with_every_baseline_on_the_same_users():
         "crossrec": np.array([1.0, 0.5, 0.5]),
         "crossrec tuned": np.array([0.5, 0.5, 0.0]),
     }
-    out = paired_against_baselines(recalls, 10, resamples=0, seed=0)
+    values = {name: {"recall": r, "ndcg": r / 2} for name, r in recalls.items()}
+    out = paired_against_baselines(values, 10, resamples=0, seed=0)
     assert set(out) == {"crossrec", "crossrec tuned"}
-    assert set(out["crossrec"]) == {"k", "popularity", "ease"}
+    assert set(out["crossrec"]) == {"k", "recall", "ndcg"}  # no tail view given: none paired
+    assert set(out["crossrec"]["recall"]) == {"popularity", "ease"}
     assert out["crossrec"]["k"] == 10
     # (1 - 0 + 0.5 - 0.5 + 0.5 - 0) / 3 = 0.5 against popularity; (0.5 + 0 + 0.5) / 3 against ease
-    assert out["crossrec"]["popularity"]["mean"] == pytest.approx(0.5)
-    assert out["crossrec"]["ease"]["mean"] == pytest.approx(1 / 3)
-    assert out["crossrec tuned"]["ease"] == {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 3}
+    assert out["crossrec"]["recall"]["popularity"]["mean"] == pytest.approx(0.5)
+    assert out["crossrec"]["recall"]["ease"]["mean"] == pytest.approx(1 / 3)
+    assert out["crossrec"]["ndcg"]["ease"]["mean"] == pytest.approx(1 / 6)
+    tied = {"mean": 0.0, "low": 0.0, "high": 0.0, "n": 3}
+    assert out["crossrec tuned"]["recall"]["ease"] == tied
 
 
 def test_the_report_names_the_best_baseline_and_says_whether_the_lead_is_apart():
@@ -143,8 +147,10 @@ def test_the_report_names_the_best_baseline_and_says_whether_the_lead_is_apart()
         "paired": {
             "crossrec": {
                 "k": 10,
-                "als": {"mean": 0.01, "low": 0.002, "high": 0.018, "n": 3},
-                "ease": {"mean": 0.03, "low": -0.01, "high": 0.05, "n": 3},
+                "recall": {
+                    "als": {"mean": 0.01, "low": 0.002, "high": 0.018, "n": 3},
+                    "ease": {"mean": 0.03, "low": -0.01, "high": 0.05, "n": 3},
+                },
             }
         },
     }
@@ -152,6 +158,6 @@ def test_the_report_names_the_best_baseline_and_says_whether_the_lead_is_apart()
         "crossrec - als (best baseline), Recall@10 on the same users: "
         "+0.010 [+0.002, +0.018] (ahead)"
     )
-    result["paired"]["crossrec"]["als"]["low"] = -0.001
+    result["paired"]["crossrec"]["recall"]["als"]["low"] = -0.001
     assert paired_lines(result).endswith("(not apart)")
     assert paired_lines({"methods": {}, "paired": {}}) == ""
