@@ -55,7 +55,7 @@ def run_ope(
         raise ValueError(f"{impressions}: no logged lists{'' if arm is None else f' of arm {arm}'}")
     window_us = int(window_hours * 3600 * 1_000_000)
     rows = attribute(lists, shown, read_outcome_events(store), window_us)
-    rows = rows.sort("recommendation_id", "position")
+    rows = rows.sort("ts_us", "recommendation_id", "position")  # lists in time order
     contexts = (
         rows.group_by("recommendation_id", maintain_order=True)
         .agg(pl.col("user_key").first(), pl.col("ts_us").first(), pl.len().alias("k"))

@@ -144,6 +144,9 @@ class Recommender:
             self.factors,
         )
         self.vectors = np.asarray(version.vectors)
+        #: The exploration draws' generator; None (serving): a fresh one per request, as a
+        #: generator is not safe to share between threads. A seeded one makes a run repeatable.
+        self.explore_rng: np.random.Generator | None = None
         # A zero weight leaves its source out of the blend.
         self.blend = BlendRanker({s: w for s, w in settings.blend.as_dict().items() if w})
         self.ranker: Ranker = ranker or self.blend
@@ -282,7 +285,8 @@ class Recommender:
         if query.exploration is not None and query.exploration.active and len(chosen):
             codes = self.items.category_code[candidates.rows]
             pool = exploration_pool(order, chosen, codes, query.exploration.slot_pool)
-            explored = explore(chosen, pool, query.exploration, np.random.default_rng())
+            rng = self.explore_rng or np.random.default_rng()
+            explored = explore(chosen, pool, query.exploration, rng)
             chosen = explored.order
         picked = candidates.take(chosen)
         interests = (

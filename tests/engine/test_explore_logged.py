@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sqlite3
 
+import numpy as np
 import pytest
 from helpers_tiny import NOW
 from test_feedback_engine import RECENT, make_engine
@@ -16,13 +17,23 @@ from engine.retrieval.explore import Draw
 from engine.retrieval.query import Query
 
 
+def seeded(engine, seed: int = 0):
+    """The engine with its exploration draws repeatable."""
+    for served in engine.versions.current().values():
+        if served is not None:
+            served.recommender.explore_rng = np.random.default_rng(seed)
+    return engine
+
+
 def test_an_exploring_arm_logs_its_propensities_and_the_other_arm_does_not(tmp_path, tiny_version):
-    engine = make_engine(
-        tmp_path,
-        tiny_version,
-        arms=(ARM_A, ARM_B),
-        split={"b_share": 0.5},
-        exploration={"swap_share": 0.5, "slot_share": 0.5, "slot_from": 1, "arms": "b"},
+    engine = seeded(
+        make_engine(
+            tmp_path,
+            tiny_version,
+            arms=(ARM_A, ARM_B),
+            split={"b_share": 0.5},
+            exploration={"swap_share": 0.5, "slot_share": 0.5, "slot_from": 1, "arms": "b"},
+        )
     )
     try:
         by_arm: dict[str, list] = {ARM_A: [], ARM_B: []}
@@ -102,7 +113,9 @@ def test_crossrec_report_shows_the_cost_of_exploring_and_the_position_bias(
     from clients.cli import main
     from engine.state.store import StoredEvent
 
-    engine = make_engine(tmp_path, tiny_version, exploration={"swap_share": 0.5, "swap_depth": 3})
+    engine = seeded(
+        make_engine(tmp_path, tiny_version, exploration={"swap_share": 0.5, "swap_depth": 3})
+    )
     try:
         for n in range(80):
             rec = engine.recommend(f"user-{n}", RECENT, Query(k=3), now_us=NOW + n)
@@ -168,7 +181,8 @@ def test_training_on_explored_impressions_weights_clicks_by_the_measured_examina
     store = tmp_path / "events.sqlite"
     config = engine_config(store, exploration={"swap_share": 0.6, "swap_depth": 4})
     engine = Engine(config, SQLiteEventStore(store))
-    engine.versions.load(str(root / "v1"), model="")
+    served = engine.versions.load(str(root / "v1"), model="")
+    served.recommender.explore_rng = np.random.default_rng(1)  # a repeatable run
     rng = np.random.default_rng(0)
     ids = [f"i{i:02d}" for i in range(12)]
     theta = 1 / np.log2(np.arange(4) + 2)
