@@ -169,6 +169,8 @@ def test_crossrec_report_shows_the_cost_of_exploring_and_the_position_bias(
 def test_training_on_explored_impressions_weights_clicks_by_the_measured_examination(
     root, tmp_path
 ):
+    import dataclasses
+
     import numpy as np
     from helpers_engine import engine_config
 
@@ -208,7 +210,11 @@ def test_training_on_explored_impressions_weights_clicks_by_the_measured_examina
     job = ImpressionJob(
         tmp_path / "events.impressions.sqlite", store, root / "v1", tmp_path / "w", 24.0
     )
-    report = train_from_impressions(job)
+    # ~160 swapped lists per pair: auto keeps the position a feature, and says why
+    auto = train_from_impressions(dataclasses.replace(job, out=tmp_path / "auto"))
+    assert auto["position"].startswith("feature (the log's")
+    assert "auto weighs from 1,000" in auto["position"]
+    report = train_from_impressions(dataclasses.replace(job, position="weights"))
     assert report["position"].startswith("weights (examination measured from")
     assert len(report["examination"]) == 4
     model = RankerModel.load(report["model"])
@@ -218,8 +224,6 @@ def test_training_on_explored_impressions_weights_clicks_by_the_measured_examina
     assert (clicked["weight"] >= 1.0).all()
     assert (weights.filter(weights["click"] == 0)["weight"] == 1.0).all()
     # asked for the position as a feature, it is one
-    import dataclasses
-
     as_feature = train_from_impressions(
         dataclasses.replace(job, out=tmp_path / "f", position="feature")
     )
