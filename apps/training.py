@@ -282,7 +282,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="--impressions: learn the position as inverse-examination weights on clicks "
         "(measured from the log's swapped pairs) or as a feature; auto (default): weights when "
-        "the swaps measure every position",
+        "every pair was swapped in at least 1,000 lists",
     )
     p.add_argument("--index", type=Path, required=True, help="the serving index version (or root)")
     p.add_argument(
