@@ -105,6 +105,18 @@ def _curve(pairs: list, clicks: np.ndarray, weights: np.ndarray) -> np.ndarray:
     return theta
 
 
+def measured_curve(attributed: pl.DataFrame) -> tuple[np.ndarray | None, int, int]:
+    """The examination curve of a log's attributed impressions over every position shown (None
+    when its swaps do not measure them all), the swapped lists, and the fewest for one pair."""
+    depth = int(attributed["position"].max()) + 1
+    kind, clicks, shown = swap_clicks(attributed, depth)
+    curve = examination_curve(kind, clicks, shown, resamples=0)["examination"].to_numpy()
+    swapped = kind[kind >= 0]
+    fewest = int(np.bincount(swapped, minlength=max(depth - 1, 1)).min())
+    measured = len(curve) >= depth and np.isfinite(curve).all() and (curve > 0).all()
+    return (curve if measured else None), len(swapped), fewest
+
+
 def format_curve(curve: pl.DataFrame) -> str:
     """The curve as a table, one line per position."""
     lines = ["position  examination vs top [95% CI]   lists that swapped the pair above"]

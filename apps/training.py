@@ -200,30 +200,23 @@ def train_from_impressions(job: ImpressionJob) -> dict:
 
 def _examination(attributed, asked: str):
     """(examination by position or None, what the position is learnt as and why)."""
-    import numpy as np
-
-    from apps.position_bias import examination_curve, swap_clicks
+    from apps.position_bias import measured_curve
 
     if asked not in ("auto", "weights", "feature"):
         raise ValueError(f"position must be auto, weights or feature, got {asked!r}")
     if asked == "feature":
         return None, "feature (asked for)"
-    depth = int(attributed["position"].max()) + 1
-    kind, clicks, shown = swap_clicks(attributed, depth)
-    curve = examination_curve(kind, clicks, shown, resamples=0)["examination"].to_numpy()
-    swapped = int((kind >= 0).sum())
-    fewest = int(np.bincount(kind[kind >= 0], minlength=max(depth - 1, 1)).min())
-    measured = len(curve) >= depth and np.isfinite(curve).all() and (curve > 0).all()
+    curve, swapped, fewest = measured_curve(attributed)
     # auto weighs only by a curve measured well: a few hundred swapped lists per pair give a
     # curve noisy enough to make a retrained model worse than the position feature (simulator:
     # 258 swapped lists over 9 pairs, CTR 18.3% -> 16.7% after the second retrain).
-    if measured and (asked == "weights" or fewest >= MIN_SWAPPED_PER_PAIR):
+    if curve is not None and (asked == "weights" or fewest >= MIN_SWAPPED_PER_PAIR):
         return curve, f"weights (examination measured from {swapped:,} swapped lists)"
     if asked == "weights":
         raise ValueError(
-            f"the log's {swapped:,} swapped lists do not measure the examination of every one of "
-            f"its {depth} positions: set [exploration] swap_share and swap_depth, or train with "
-            "the position as a feature"
+            f"the log's {swapped:,} swapped lists do not measure the examination of every "
+            "position it shows: set [exploration] swap_share and swap_depth, or train with the "
+            "position as a feature"
         )
     return None, (
         f"feature (the log's {swapped:,} swapped lists measure the examination too loosely: "

@@ -168,7 +168,7 @@ def _candidate_values(name: str, made, models: dict[str, RewardModel]) -> list[n
 def _examination(spec: str, rows: pl.DataFrame) -> tuple[np.ndarray | None, str]:
     """(theta by position, where it came from); None when the log's swaps do not reach every
     position shown."""
-    from apps.position_bias import examination_curve, swap_clicks
+    from apps.position_bias import measured_curve
 
     depth = int(rows["position"].max()) + 1
     if spec != "swaps":
@@ -176,8 +176,8 @@ def _examination(spec: str, rows: pl.DataFrame) -> tuple[np.ndarray | None, str]
         if len(theta) < depth or (theta <= 0).any():
             raise ValueError(f"--examination needs {depth} positive values, got {spec!r}")
         return theta, "given"
-    curve = examination_curve(*swap_clicks(rows, depth), resamples=0)["examination"].to_numpy()
-    if len(curve) < depth or not np.isfinite(curve).all() or (curve <= 0).any():
+    curve, _, _ = measured_curve(rows)
+    if curve is None:
         return None, "the log's swapped pairs do not measure every position (pbm-* not given)"
     return curve, "measured from the log's swapped pairs"
 
