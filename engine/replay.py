@@ -90,14 +90,12 @@ def replay(
     ``decision_ts_us``, ``item_id``, ``price``, ``blend_score``, one Int8 column per objective,
     then ``FEATURES`` as Float32) for every decision time, in one frame. ``events``: ``user_id``,
     ``item_id``, ``action``, and ``ts`` (datetime) or ``ts_us``."""
-    rows = _concat(
+    return _whole(
         replay_parts(
             recommender, config, events, decision_times_us, replay_config, progress, first_id
-        )
+        ),
+        "no decision had candidates: are there users before and after it?",
     )
-    if rows.height == 0:
-        raise ReplayError("no decision had candidates: are there users before and after it?")
-    return rows
 
 
 def replay_parts(
@@ -188,14 +186,12 @@ def replay_holdout(
     No hidden event may reach a row: the index version must be built from ``visible`` alone
     (``crossrec train --mode holdout`` does); a version whose recorded window ends after the
     newest visible event is refused. Same row format as :func:`replay`."""
-    rows = _concat(
+    return _whole(
         replay_holdout_parts(
             recommender, config, visible, hidden, replay_config, progress, first_id
-        )
+        ),
+        "no user has both visible and hidden events with candidates",
     )
-    if rows.height == 0:
-        raise ReplayError("no user has both visible and hidden events with candidates")
-    return rows
 
 
 def replay_holdout_parts(
@@ -305,23 +301,12 @@ def _part_frame(part: list[tuple], price: np.ndarray, t: int) -> pl.DataFrame:
     )
 
 
-def _concat(parts: Iterator[pl.DataFrame]) -> pl.DataFrame:
-    frames = list(parts)
-    return pl.concat(frames) if frames else _empty()
-
-
-def _empty() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "decision_id": pl.Int64,
-            "decision_ts_us": pl.Int64,
-            "item_id": pl.String,
-            "price": pl.Float64,
-            "blend_score": pl.Float64,
-            **dict.fromkeys(OBJECTIVES, pl.Int8),
-            **dict.fromkeys(FEATURES, pl.Float32),
-        }
-    )
+def _whole(parts: Iterator[pl.DataFrame], nothing: str) -> pl.DataFrame:
+    """Every part in one frame; :class:`ReplayError` saying ``nothing`` when there is none."""
+    frames = [p for p in parts if p.height]
+    if not frames:
+        raise ReplayError(nothing)
+    return pl.concat(frames)
 
 
 def _iso(ts_us: int) -> str:
