@@ -78,3 +78,18 @@ def test_ope_estimates_the_engines_own_order_and_refuses_what_it_cannot_see(root
     # a bad candidate is one line, exit 2
     assert main([*argv, "--candidate", "share=7"]) == 2
     assert capsys.readouterr().out.startswith("crossrec ope: candidate 'share=7'")
+
+
+def test_the_defaults_of_crossrec_ope_are_pinned():
+    import argparse
+
+    from apps.ope.cli import register
+    from apps.training import MIN_SWAPPED_PER_PAIR
+    from ranker.train import BLOCK_ROWS
+
+    sub = argparse.ArgumentParser().add_subparsers()
+    register(sub)
+    args = sub.choices["ope"].parse_args(["--impressions", "l", "--store", "s", "--index", "i"])
+    assert (args.min_support, args.examination, args.resamples) == (0.5, "swaps", 500)
+    assert args.window_hours == 24.0
+    assert (MIN_SWAPPED_PER_PAIR, BLOCK_ROWS) == (1_000, 1_000_000)
