@@ -13,8 +13,9 @@ draw                            what is shown
                                 Joachims et al.'s swap interventions)
 ``u < swap_share + slot_share`` one position ``q`` of ``[slot_from, n)`` (uniform, ``S`` of them)
                                 given to an item drawn uniformly from the ``P`` best candidates
-                                *below* the list whose categories the list does not show (new
-                                categories and cold items get seen)
+                                *below* the list from categories neither the list shows nor
+                                the shopper ever touched (new categories and cold items get
+                                seen)
 otherwise                       the engine's order
 ==============================  ==============================================================
 
@@ -142,9 +143,17 @@ def explore(
 
 
 def exploration_pool(
-    order: np.ndarray, chosen: np.ndarray, category: np.ndarray, size: int
+    order: np.ndarray,
+    chosen: np.ndarray,
+    category: np.ndarray,
+    size: int,
+    new_to_user: np.ndarray | None = None,
 ) -> np.ndarray:
-    """The first ``size`` candidates of the ranked ``order`` that are not in ``chosen`` and whose
-    category (``category``: per candidate) the list does not show."""
+    """The first ``size`` candidates of the ranked ``order`` that are not in ``chosen``, whose
+    category (``category``: per candidate) the list does not show and - where ``new_to_user`` (per
+    candidate) is given - whose category the shopper never touched: a slot that showed a category
+    the shopper already knows would teach the learner nothing new about the shopper's reach."""
     shown = np.isin(order, chosen) | np.isin(category[order], category[chosen])
+    if new_to_user is not None:
+        shown |= ~new_to_user[order]
     return order[~shown][:size]

@@ -23,7 +23,7 @@ from engine.retrieval.diversify import diversify
 from engine.retrieval.explain import Explanation
 from engine.retrieval.explain import explain as explain_result
 from engine.retrieval.explore import exploration_pool, explore
-from engine.retrieval.features import SOURCES, UserView, candidate_features
+from engine.retrieval.features import FEATURES, SOURCES, UserView, candidate_features
 from engine.retrieval.filters import RowFilter, allowed_categories
 from engine.retrieval.items import ItemTable
 from engine.retrieval.query import Query
@@ -39,6 +39,9 @@ from engine.retrieval.sources import (
 from engine.retrieval.targets import CategoryModel
 from engine.state.profile import Profile
 from indexer.artifact import IndexVersion
+
+#: The feature column that says the shopper never touched the candidate's category.
+_NEW_CATEGORY = FEATURES.index("cross_category")
 
 
 @dataclass
@@ -284,7 +287,8 @@ class Recommender:
         explored = None
         if query.exploration is not None and query.exploration.active and len(chosen):
             codes = self.items.category_code[candidates.rows]
-            pool = exploration_pool(order, chosen, codes, query.exploration.slot_pool)
+            new_to_user = g.features[:, _NEW_CATEGORY] > 0.5
+            pool = exploration_pool(order, chosen, codes, query.exploration.slot_pool, new_to_user)
             rng = self.explore_rng or np.random.default_rng()
             explored = explore(chosen, pool, query.exploration, rng)
             chosen = explored.order

@@ -89,6 +89,10 @@ def test_the_pool_is_the_best_candidates_below_the_list_from_categories_it_does_
     order = np.array([3, 0, 5, 1, 7, 2, 6, 4])
     pool = exploration_pool(order, np.array([3, 0]), category, 2)
     assert pool.tolist() == [1, 7]  # 5 is category 1, shown already; then 1 (2), 7 (4)
+    # the shopper touched category 2 (candidates 1, 6): 7 (4), then 2 is category 0 (shown), 4 (3)
+    new_to_user = category != 2
+    pool = exploration_pool(order, np.array([3, 0]), category, 2, new_to_user)
+    assert pool.tolist() == [7, 4]
 
 
 def test_the_defaults_of_exploration_are_pinned():
@@ -115,3 +119,26 @@ def test_the_logged_draw_rebuilds_every_items_chance_at_every_position():
     assert ranks[0, 2] == 0.0
     assert pooled == pytest.approx(0.1 / 12)
     assert slots.tolist() == [2, 3, 4]
+
+
+def test_an_explored_slot_shows_a_category_neither_the_list_nor_the_shopper_has(tiny_version):
+    from helpers_tiny import profile_of, settings
+
+    from engine.retrieval.query import Query
+    from engine.retrieval.recommend import Recommender
+
+    recommender = Recommender(tiny_version, settings())
+    # the shopper viewed t0 (Tents) and g0 (Tools); the ranking alone (no split) shows p0 (row 3,
+    # Pans) and g1 (row 8, Tools); below the list: t1, t2 (Tents: touched) and k0, k1 (Knives)
+    profile = profile_of(recommender.items, tiny_version, ("t0", "view"), ("g0", "view"))
+    assert recommender.recommend(profile, Query(k=2, cross_share=None)).rows.tolist() == [3, 8]
+    every_slot = Exploration(slot_share=1.0, slot_from=0)
+    shown = set()
+    for seed in range(40):
+        recommender.explore_rng = np.random.default_rng(seed)
+        result = recommender.recommend(
+            profile, Query(k=2, cross_share=None, exploration=every_slot)
+        )
+        shown.add(tuple(result.rows.tolist()))
+        assert '"pool":2' in result.exploration  # k0 and k1, not the tents
+    assert shown == {(5, 8), (6, 8), (3, 5), (3, 6)}
