@@ -20,7 +20,7 @@ export OMP_WAIT_POLICY := PASSIVE
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
-	$(BIN)/python -m pip install --quiet -e ".[test,bench,ray,postgres]"
+	$(BIN)/python -m pip install --quiet -e ".[test,bench,ray,postgres,privacy]"
 	touch $@
 
 # PostgreSQL's server programs, for the shared-store tests (they start a throwaway cluster

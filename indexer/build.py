@@ -38,6 +38,8 @@ from indexer.neighbours import (
     engagement_matrix,
 )
 from indexer.parts import content_parts
+from indexer.privacy.config import PrivacyConfig
+from indexer.privacy.release import private_behaviour
 from indexer.ray_build import RayOptions, RayRunner, ray_session
 from indexer.shards import ShardPolicy, build_shard, plan_shards
 from indexer.transitions import BehaviourStats, behaviour_stats, category_codes, sessionise
@@ -84,6 +86,9 @@ class BuildConfig:
     reuse_content: str | None = None
     #: Run encoding and shard building on Ray (indexer/ray_build.py); None: in this process.
     ray: RayOptions | None = None
+    #: User-level differential privacy for every behaviour statistic (indexer/privacy/); the
+    #: behaviour-trained parts (adaptation, EASE, factors) are then not built.
+    privacy: PrivacyConfig | None = None
 
 
 @dataclass
@@ -153,14 +158,23 @@ def _build(
     adaptation = neighbour_report = None
     learned_reports: dict[str, dict | None] = {"ease": None, "factors": None}
     item_item: dict[str, ItemNeighbours] = {}
+    privacy = None
     with stage("behaviour"):
-        if events is not None:
+        if events is None:
+            sessions, stats = None, BehaviourStats.without_events(catalog)
+        else:
             # Sessionised once into integer codes; every behaviour stage below reads this frame.
             sessions = sessionise(events, catalog)
             del events
-            stats = behaviour_stats(sessions, catalog)
-        else:
-            sessions, stats = None, BehaviourStats.without_events(catalog)
+            if config.privacy is None:
+                stats = behaviour_stats(sessions, catalog)
+            else:
+                private = private_behaviour(sessions, catalog, config.privacy, config.neighbours)
+                # Only the private releases leave this block: no stage below sees the events.
+                sessions, stats, window = None, private.stats, private.window
+                neighbour_report, privacy = private.neighbour_report, private.manifest
+                if private.neighbours is not None:
+                    item_item["neighbours"] = private.neighbours
         transitions, categories, popularity = stats.transitions, stats.categories, stats.items
     if sessions is not None and config.neighbours.top_n > 0:
         with stage("neighbours"):
@@ -232,6 +246,7 @@ def _build(
         ),
         encode_timing=timings,
         shard_policy=asdict(config.policy),
+        privacy=privacy,
     )
     with stage("write"):
         writer = VersionWriter(out_root, config.version)

@@ -13,6 +13,7 @@ from indexer.errors import DataValidationError
 from indexer.events import read_events, unknown_item_problems
 from indexer.factors import FactorsConfig
 from indexer.neighbours import NeighbourConfig
+from indexer.privacy.config import PrivacyConfig
 from indexer.shards import ShardPolicy
 
 
@@ -137,6 +138,45 @@ def register_index(sub: argparse._SubParsersAction) -> None:
     )
     b.add_argument("--quiet", action="store_true", help="no progress bars")
     b.add_argument(
+        "--reuse-content",
+        metavar="VERSION",
+        help="reuse this version's content vectors (same catalogue) instead of encoding again",
+    )
+    d = b.add_argument_group(
+        "differential privacy (docs/privacy.md)",
+        "user-level DP for every behaviour statistic; no adaptation, EASE or factors are built",
+    )
+    d.add_argument("--dp-epsilon", type=float, help="the whole build's epsilon per shopper")
+    d.add_argument("--dp-delta", type=float, default=PrivacyConfig.delta)
+    d.add_argument(
+        "--dp-max-items",
+        type=int,
+        default=PrivacyConfig.max_items_per_user,
+        help="items a shopper counts on, the most recently touched "
+        f"(default {PrivacyConfig.max_items_per_user})",
+    )
+    d.add_argument(
+        "--dp-max-events",
+        type=int,
+        default=PrivacyConfig.max_events_per_item,
+        help="events a shopper counts per item, the most recent "
+        f"(default {PrivacyConfig.max_events_per_item})",
+    )
+    d.add_argument("--dp-max-transitions", type=int, default=PrivacyConfig.max_transitions_per_user)
+    d.add_argument(
+        "--dp-pair-items",
+        type=int,
+        default=PrivacyConfig.max_pair_items,
+        help="a shopper's most recent items that form co-engagement pairs "
+        f"(default {PrivacyConfig.max_pair_items})",
+    )
+    d.add_argument(
+        "--dp-seed",
+        type=int,
+        help="draw the noise from a seeded generator (a repeatable build, for tests and audits); "
+        "default: OpenDP's secure sampler",
+    )
+    b.add_argument(
         "--ray",
         nargs="?",
         const="",
@@ -201,6 +241,8 @@ def run_build(args: argparse.Namespace) -> int:
         ),
         version=args.version,
         progress=not args.quiet,
+        reuse_content=args.reuse_content,
+        privacy=_privacy(args),
         ray=None
         if args.ray is None
         else RayOptions(address=args.ray, encode_actors=args.ray_encode_actors),
@@ -214,6 +256,25 @@ def run_build(args: argparse.Namespace) -> int:
             json.dumps({**report.manifest, "stages": report.stages}, indent=2, default=str)
         )
     return 0
+
+
+def _privacy(args: argparse.Namespace) -> PrivacyConfig | None:
+    if args.dp_epsilon is None:
+        return None
+    if args.events is None:
+        raise SystemExit("crossrec index build: --dp-epsilon needs --events (nothing to protect)")
+    try:
+        return PrivacyConfig(
+            epsilon=args.dp_epsilon,
+            delta=args.dp_delta,
+            max_items_per_user=args.dp_max_items,
+            max_events_per_item=args.dp_max_events,
+            max_transitions_per_user=args.dp_max_transitions,
+            max_pair_items=args.dp_pair_items,
+            seed=args.dp_seed,
+        )
+    except ValueError as exc:
+        raise SystemExit(f"crossrec index build: {exc}") from exc
 
 
 def run_inspect(args: argparse.Namespace) -> int:

@@ -304,6 +304,8 @@ class IndexManifest:
                 f"held-out complement category hit@10 {hit['content']:.3f} (content) "
                 f"-> {hit['adapted']:.3f} (adapted)"
             )
+        elif self.report("privacy"):
+            lines.append("adaptation: none (a private build): vectors are content only")
         else:
             lines.append("adaptation: none (no events given): vectors are content only")
         neighbours = self.report("neighbours")
@@ -325,5 +327,24 @@ class IndexManifest:
             lines.append(
                 f"low-rank item-item (ALS fold-in): {factors['items']:,} items, "
                 f"{factors['config']['factors']} factors, {factors['links']:,} neighbour links"
+            )
+        return lines + self._describe_privacy()
+
+    def _describe_privacy(self) -> list[str]:
+        p = self.report("privacy")
+        if not p:
+            return []
+        bounds = ", ".join(f"{k} {v}" for k, v in p["bounds"].items())
+        claim = (
+            f"({p['epsilon']:g}, {p['delta']:g})-differentially private per shopper"
+            if p["differentially_private"]
+            else f"NOT differentially private: {', '.join(p['not_covered'])} not covered"
+        )
+        lines = [f"privacy: {claim}; noise {p['noise']}; bounds: {bounds}"]
+        for r in p["statistics"]:
+            cut = "" if r["threshold"] is None else f", published from {r['threshold']}"
+            lines.append(
+                f"  {r['name']}: rho {r['rho']:.4g} (epsilon {r['epsilon_alone']:.3g} alone), "
+                f"L2 sensitivity {r['sensitivity']:.3g}, noise sd {r['scale']:.3g}{cut}"
             )
         return lines

@@ -208,12 +208,25 @@ def item_neighbours(
     x = engagement_matrix(sessions, n_items, config)
     xt = x.T.tocsr()  # items x users
     norms = np.sqrt(np.asarray(xt.multiply(xt).sum(axis=1)).ravel())
+    return gram_neighbours(lambda lo, hi: xt[lo:hi] @ x, norms, config, progress)
+
+
+def gram_neighbours(
+    rows_of: Callable[[int, int], object],
+    norms: np.ndarray,
+    config: NeighbourConfig = NeighbourConfig(),
+    progress: bool = False,
+) -> ItemNeighbours:
+    """Each item's ``config.top_n`` best other items by the shrunk cosine of the module docstring,
+    from the co-engagement products: ``rows_of(lo, hi)`` gives rows ``lo:hi`` of ``X^T X`` (scipy
+    sparse, all items as columns), ``norms`` (n_items,) the items' norms."""
+    n_items = len(norms)
     counts, rows, scores = [], [], []
     bar = _progress(n_items, progress)
     step = _chunk_rows(n_items, config.chunk_items)
     for lo in range(0, n_items, step):
         hi = min(lo + step, n_items)
-        c, r, s = _top_neighbours(xt[lo:hi] @ x, lo, norms, config)
+        c, r, s = _top_neighbours(rows_of(lo, hi), lo, norms, config)
         counts.append(c)
         rows.append(r)
         scores.append(s)

@@ -45,7 +45,8 @@ zero counts and rates of 0 (no funnel was observed).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -188,7 +189,8 @@ def behaviour_stats(sessions: pl.DataFrame, catalog: pl.DataFrame) -> BehaviourS
             "probability",
             "lift",
         )
-        .sort("source", "probability", descending=[False, True])
+        # The target breaks ties, so that the same events give the same file byte for byte.
+        .sort("source", "probability", "target", descending=[False, True, False])
     )
     counts = sessions.group_by("category").agg(
         pl.len().cast(pl.UInt32).alias("events"),
@@ -223,6 +225,15 @@ def item_behaviour(
 ) -> pl.DataFrame:
     """The per-item columns of the module docstring, one row per catalogue item in catalogue order,
     from the :func:`sessionise` frame."""
+    return with_funnel(item_counts(sessions, catalog), prior_strength)
+
+
+def item_counts(
+    sessions: pl.DataFrame, catalog: pl.DataFrame, newest: datetime | None = None
+) -> pl.DataFrame:
+    """``row``, ``category`` code and the counted columns of the module docstring (counts, recent
+    windows, popularity, age), one row per catalogue item in catalogue order. ``newest``: the
+    moment the windows and the decay count back from (default: the newest event)."""
     action = pl.col("action")
     counts = [
         pl.len().cast(pl.UInt32).alias("events"),
@@ -232,7 +243,7 @@ def item_behaviour(
         (action == PURCHASE).sum().cast(pl.UInt32).alias("purchases"),
     ]
     if sessions.height:
-        newest = sessions["ts"].max()
+        newest = cast(datetime, sessions["ts"].max()) if newest is None else newest
         age_days = (pl.lit(newest) - pl.col("ts")).dt.total_microseconds() / 86_400e6
         weight = action.replace_strict(
             dict(enumerate(ACTION_WEIGHTS.tolist())), return_dtype=pl.Float64
@@ -249,13 +260,18 @@ def item_behaviour(
     per_item = sessions.group_by("row").agg(*counts, *recent, decayed, first)
     count_columns = [c for c in per_item.columns if c not in ("row", "popularity", "age_days")]
     _, cat_codes = category_codes(catalog)
-    items = (
+    return (
         catalog.select("item_id")
         .with_columns(cat_codes)
         .with_row_index("row")
         .join(per_item, on="row", how="left", maintain_order="left")
         .with_columns(pl.col(count_columns).fill_null(0), pl.col("popularity").fill_null(0.0))
     )
+
+
+def with_funnel(items: pl.DataFrame, prior_strength: float = FUNNEL_PRIOR_STRENGTH) -> pl.DataFrame:
+    """:func:`item_counts`' frame -> the per-item columns of the module docstring: the smoothed
+    funnel rates added, in the published column order."""
     # Priors: overall rates, then each category's rate smoothed toward them.
     a = prior_strength
     total = items.select(pl.col("views", "clicks", "carts", "purchases").sum().cast(pl.Float64))

@@ -46,6 +46,8 @@ class BuiltIndex:
     sources: Sources
     encode_timing: dict[str, dict]
     shard_policy: dict[str, Any]
+    #: The private releases' record (indexer/privacy/release.py); None: no privacy asked for.
+    privacy: dict[str, Any] | None = None
 
 
 def write_version(
@@ -82,9 +84,23 @@ def write_version(
             },
             **built.reports,
             "shard_policy": built.shard_policy,
+            **({} if built.privacy is None else {"privacy": _privacy(built)}),
         },
     )
     return writer.commit(manifest.to_json()), manifest
+
+
+def _privacy(built: BuiltIndex) -> dict[str, Any]:
+    """The manifest's privacy entry: the releases, and whether the whole version may be called
+    differentially private - only when nothing in it derives from behaviour outside them."""
+    uncovered: list[str] = [name for name in ("ease", "factors") if name in built.item_item]
+    if built.adaptation is not None:
+        uncovered.append("adaptation")
+    return {
+        **(built.privacy or {}),
+        "differentially_private": not uncovered,
+        "not_covered": uncovered,
+    }
 
 
 def _write_files(

@@ -1,0 +1,55 @@
+"""The settings of a private build (``crossrec index build --dp-...``) and the budget split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: Each released statistic's share of the budget (zero-concentrated rho); shares of statistics a
+#: build does not release (no neighbours) go to the others in proportion. Why this split: the
+#: popular source and the co-engagement neighbours carry most of a list, so they get most of it.
+BUDGET_SHARES: dict[str, float] = {
+    "item_actions": 0.25,  # views, clicks, carts, purchases per item
+    "item_windows": 0.15,  # events in the last 7 and 28 days per item (and so the popularity)
+    "category_users": 0.05,  # shoppers per category (and in all)
+    "transitions": 0.05,  # shoppers per (category A, category B) transition
+    "item_users": 0.10,  # shoppers per item (the neighbours' norms)
+    "pairs": 0.40,  # shoppers per item pair (the co-engagement neighbours)
+}
+
+#: The share of ``delta`` the pairs' threshold may spend; the rest goes to converting the
+#: zero-concentrated total to (epsilon, delta).
+THRESHOLD_DELTA_SHARE = 0.5
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    """``epsilon`` and ``delta``: the whole build's budget, per shopper. The bounds: what one
+    shopper may contribute (the most recent events per item, the most recently touched items, the
+    category transitions made in most sessions, and - since a shopper's pairs grow with the square
+    of their items - the ``max_pair_items`` most recent of those items for the co-engagement
+    pairs, at most ``m (m - 1) / 2`` pairs). ``seed``: None draws the noise from OpenDP's
+    secure sampler (not reproducible, the release path); an integer draws the same distributions
+    from numpy's seeded generator, so that a build can be repeated byte for byte (tests, audits;
+    the manifest says which)."""
+
+    epsilon: float
+    delta: float = 1e-6
+    max_items_per_user: int = 20
+    max_events_per_item: int = 2
+    max_transitions_per_user: int = 10
+    max_pair_items: int = 8
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.epsilon > 0:
+            raise ValueError(f"dp epsilon must be > 0, got {self.epsilon}")
+        if not 0 < self.delta < 1:
+            raise ValueError(f"dp delta must lie in (0, 1), got {self.delta}")
+        for name in (
+            "max_items_per_user",
+            "max_events_per_item",
+            "max_transitions_per_user",
+            "max_pair_items",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"dp {name} must be >= 1, got {getattr(self, name)}")

@@ -1,0 +1,293 @@
+"""Private builds (``crossrec index build --dp-epsilon``): contribution bounding worked out by hand,
+noise of the calibrated scale from both samplers, the budget adding up to what was asked, the
+threshold keeping rare pairs out, repeatable seeded builds, the manifest's claim, and builds
+without privacy unchanged byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import numpy as np
+import polars as pl
+import pytest
+
+from indexer.privacy.bounding import bound_events, pair_counts, pair_items, user_transitions
+from indexer.privacy.config import BUDGET_SHARES, PrivacyConfig
+from indexer.privacy.mechanisms import Budget, Noise, epsilon_of
+from indexer.privacy.release import private_behaviour, window_popularity
+from indexer.transitions import item_counts, sessionise
+
+T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
+#: rows a0 b1 (X), c2 d3 (Y), e4 (Z); category codes X 0, Y 1, Z 2
+CATALOG = pl.DataFrame({"item_id": list("abcde"), "category": ["X", "X", "Y", "Y", "Z"]})
+
+
+def events() -> pl.DataFrame:
+    """u1: a cart of c, views of d and e three hours before T0, then 10,000 views of a (one a
+    second from two hours before: a new session); u2: a view of a, a minute later a purchase of
+    c, a day before T0."""
+    rows = [
+        ("u1", "c", "cart", T0 - timedelta(hours=3)),
+        ("u1", "d", "view", T0 - timedelta(hours=3) + timedelta(minutes=1)),
+        ("u1", "e", "view", T0 - timedelta(hours=3) + timedelta(minutes=2)),
+    ]
+    rows += [
+        ("u1", "a", "view", T0 - timedelta(hours=2) + timedelta(seconds=k)) for k in range(10_000)
+    ]
+    rows += [
+        ("u2", "a", "view", T0 - timedelta(days=1)),
+        ("u2", "c", "purchase", T0 - timedelta(days=1) + timedelta(minutes=1)),
+    ]
+    return pl.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "action": [r[2] for r in rows],
+            "ts": [r[3] for r in rows],
+        }
+    )
+
+
+BOUNDS = PrivacyConfig(epsilon=1.0, max_events_per_item=2, max_items_per_user=3)
+
+
+def test_a_shopper_with_10000_events_moves_each_count_by_at_most_the_bounds():
+    bounded = bound_events(sessionise(events(), CATALOG), BOUNDS)
+    counts = item_counts(bounded, CATALOG)
+    # u1's items by last touch: a, e, d, c -> a, e, d kept (c's cart dropped); 2 of a's views
+    assert counts["views"].to_list() == [2 + 1, 0, 0, 1, 1]
+    assert counts["carts"].to_list() == [0, 0, 0, 0, 0]
+    assert counts["purchases"].to_list() == [0, 0, 1, 0, 0]  # u2's
+    # the kept views of a are u1's two most recent
+    kept = bounded.filter((pl.col("row") == 0) & (pl.col("user") == 0))["ts"].to_list()
+    last = T0 - timedelta(hours=2) + timedelta(seconds=9_999)
+    assert kept == [last - timedelta(seconds=1), last]
+
+
+def test_transitions_and_pairs_are_counted_in_shoppers_within_their_bounds():
+    bounded = bound_events(sessionise(events(), CATALOG), BOUNDS)
+    # u1's first session after bounding: d (Y) then e (Z); the second: a alone. u2: a (X), c (Y).
+    made = user_transitions(bounded, 10)
+    assert made.rows() == [(0, 1, 1), (1, 2, 1)]
+    # u1 pairs its items a, d, e; u2 a, c: keys i * 5 + j for i < j
+    keys, counts = pair_counts(pair_items(bounded, 8), 5)
+    assert keys.tolist() == [0 * 5 + 2, 0 * 5 + 3, 0 * 5 + 4, 3 * 5 + 4]
+    assert counts.tolist() == [1, 1, 1, 1]
+    # two items per shopper: u1's two most recent (a, e), u2's (c, a)
+    keys, _ = pair_counts(pair_items(bounded, 2), 5)
+    assert keys.tolist() == [0 * 5 + 2, 0 * 5 + 4]
+    # one transition per shopper: ties of one session each go to the lower codes
+    assert user_transitions(bounded, 1).rows() == [(0, 1, 1), (1, 2, 1)]
+
+
+def test_a_shopper_counts_the_transitions_made_in_most_sessions():
+    # one shopper: session 0 goes 2 -> 0, sessions 1 and 2 go 1 -> 2
+    frame = pl.DataFrame(
+        {
+            "session": [0, 0, 1, 1, 2, 2],
+            "user": [0] * 6,
+            "row": [0] * 6,
+            "category": [2, 0, 1, 2, 1, 2],
+            "action": [0] * 6,
+            "ts": [T0 + timedelta(minutes=k) for k in range(6)],
+        }
+    )
+    assert user_transitions(frame, 1).rows() == [(1, 2, 1)]
+    assert user_transitions(frame, 2).rows() == [(1, 2, 1), (2, 0, 1)]
+
+
+def test_the_budget_adds_up_to_what_was_asked_and_each_scale_spends_its_share():
+    config = PrivacyConfig(epsilon=2.0, delta=1e-6, seed=0)
+    budget = Budget(config, list(BUDGET_SHARES))
+    noise = Noise(budget)
+    noise.gaussian("item_actions", np.zeros(10, np.int64), 8.5)
+    noise.threshold("pairs", np.arange(3, dtype=np.int64), np.ones(3, np.int64), 28)
+    for name in ("item_windows", "category_users", "transitions", "item_users"):
+        noise.gaussian(name, np.zeros(5), 2.0)
+    epsilon, delta = noise.spent()
+    assert epsilon == pytest.approx(2.0, rel=1e-5)
+    assert delta == pytest.approx(1e-6)
+    actions = noise.releases[0]
+    # an integer release: sensitivity rounded up to 9; sigma = 9 / sqrt(2 rho)
+    assert actions.sensitivity == 9.0
+    assert actions.rho == pytest.approx(budget.rho * 0.25)
+    assert actions.scale == pytest.approx(9.0 / math.sqrt(2 * actions.rho))
+    pairs = noise.releases[1]
+    assert pairs.delta == pytest.approx(0.5e-6)
+    assert pairs.scale == pytest.approx(math.sqrt(28 / (2 * pairs.rho)))
+    assert epsilon_of(budget.rho, budget.conversion_delta) == pytest.approx(2.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("seed", [None, 11])
+def test_noise_has_the_calibrated_scale(seed):
+    """Both samplers: the empirical standard deviation of 40,000 draws within 3% of the planned
+    one (the standard error of a standard deviation from n draws is sigma / sqrt(2n): 0.35%)."""
+    noise = Noise(Budget(PrivacyConfig(epsilon=1.0, seed=seed), ["item_actions"]))
+    zeros = np.zeros(40_000, np.int64)
+    drawn = noise.gaussian("item_actions", zeros, 4.0)
+    planned = noise.releases[0].scale
+    assert planned == pytest.approx(4.0 / math.sqrt(2 * noise.budget.rho))
+    assert drawn.std() == pytest.approx(planned, rel=0.03)
+    assert abs(drawn.mean()) < 4 * planned / math.sqrt(len(drawn))
+    assert drawn.dtype == np.int64
+    floats = noise.gaussian("item_actions", np.zeros(40_000), 4.0)
+    assert floats.std() == pytest.approx(planned, rel=0.03)
+
+
+@pytest.mark.parametrize("seed", [None, 5])
+def test_pairs_few_shoppers_made_are_not_published(seed):
+    noise = Noise(Budget(PrivacyConfig(epsilon=1.0, seed=seed), ["pairs"]))
+    keys = np.arange(20_000, dtype=np.int64)
+    counts = np.where(keys < 10_000, 1, 100_000).astype(np.int64)
+    kept, noisy = noise.threshold("pairs", keys, counts, 28)
+    tau = noise.releases[0].threshold
+    assert tau > 5 * noise.releases[0].scale  # delta 5e-7 over 28 pairs of one shopper
+    assert kept.tolist() == list(range(10_000, 20_000))  # no pair of a single shopper
+    assert (noisy >= tau).all()
+
+
+def test_window_popularity_by_hand():
+    # one item: 2 views, 1 purchase (mean weight (2 x 1 + 8) / 3); 1 event in 7 days, 2 in 28
+    actions = np.array([[2], [0], [0], [1]])
+    windows = np.array([[1], [2]])
+    decay = [0.5 ** (d / 14) for d in (3.5, 17.5, 49.0)]
+    expected = 10 / 3 * (decay[0] * 1 + decay[1] * 1 + decay[2] * 1)
+    assert window_popularity(actions, windows) == pytest.approx([expected])
+
+
+class _Silent:
+    """A generator whose noise is zero: what is left is the releases' arithmetic."""
+
+    def normal(self, loc, scale, size):
+        return np.zeros(size)
+
+
+def test_without_the_noise_the_releases_are_the_bounded_statistics(monkeypatch):
+    from indexer.neighbours import NeighbourConfig
+    from indexer.privacy import mechanisms, release
+
+    monkeypatch.setattr(mechanisms.np.random, "default_rng", lambda seed: _Silent())
+    monkeypatch.setattr(release, "PUBLISH_SIGMAS", 0.0)  # publish every transition made
+    config = PrivacyConfig(epsilon=1.0, max_events_per_item=2, max_items_per_user=3, seed=0)
+
+    private = private_behaviour(sessionise(events(), CATALOG), CATALOG, config, NeighbourConfig())
+    items = private.stats.items
+    assert items["views"].to_list() == [3, 0, 0, 1, 1]
+    assert items["events"].to_list() == [3, 0, 1, 1, 1]
+    assert items["age_days"].null_count() == 5
+    cats = private.stats.categories
+    # shoppers per category: X (u1, u2), Y (u1 with d, u2 with c), Z (u1); 2 shoppers in all
+    assert cats["sessions"].to_list() == [2, 2, 1]
+    assert cats["session_share"].to_list() == pytest.approx([1.0, 1.0, 0.5])
+    t = private.stats.transitions
+    assert t.select("source", "target", "sessions").rows() == [("X", "Y", 1), ("Y", "Z", 1)]
+    assert t["probability"].to_list() == pytest.approx([1.0, 1.0])
+    assert t["lift"].to_list() == pytest.approx([1.0, 2.0])
+    # the window: whole days, the end of T0's day
+    assert private.window.last == "2026-03-02T00:00:00+00:00"
+    assert private.window.first == "2026-02-28T00:00:00+00:00"
+    assert private.manifest["noise"] == "numpy-seeded"
+
+
+def test_the_manifest_calls_a_version_private_only_when_nothing_else_reads_behaviour():
+    from indexer.write import _privacy
+
+    release = {"epsilon": 1.0}
+    covered = SimpleNamespace(privacy=release, item_item={"neighbours": 1}, adaptation=None)
+    assert _privacy(covered)["differentially_private"] is True
+    leaky = SimpleNamespace(privacy=release, item_item={"ease": 1}, adaptation=object())
+    out = _privacy(leaky)
+    assert out["differentially_private"] is False
+    assert out["not_covered"] == ["ease", "adaptation"]
+
+
+def _digests(path) -> dict[str, str]:
+    return {
+        f.relative_to(path).as_posix(): hashlib.sha256(f.read_bytes()).hexdigest()
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and f.name != "manifest.json"
+    }
+
+
+def test_a_seeded_private_build_repeats_byte_for_byte_and_says_what_it_is(small_shop_dir, tmp_path):
+    from clients.cli import main
+    from indexer.artifact import read_manifest
+
+    def build(out, seed):
+        args = ["index", "build", "--catalog", str(small_shop_dir / "catalog.parquet")]
+        args += ["--events", str(small_shop_dir / "events.parquet"), "--no-text", "--quiet"]
+        args += ["--out", str(out), "--dp-epsilon", "4", "--dp-seed", str(seed)]
+        assert main(args) == 0
+        return read_manifest(out)
+
+    first, again, other = (build(tmp_path / n, s) for n, s in (("a", 7), ("b", 7), ("c", 8)))
+    assert _digests(first[0]) == _digests(again[0])
+    assert _digests(first[0])["items.parquet"] != _digests(other[0])["items.parquet"]
+    manifest = first[1]
+    privacy = manifest["privacy"]
+    assert privacy["differentially_private"] is True
+    assert privacy["epsilon"] == pytest.approx(4.0, rel=1e-5)
+    # each statistic's L2 sensitivity at the default bounds (M 20, N 2, P 10, m 8; 64 categories)
+    assert {s["name"]: s["sensitivity"] for s in privacy["statistics"]} == pytest.approx(
+        {
+            "item_actions": math.ceil(math.sqrt(20) * 2),
+            "item_windows": math.ceil(math.sqrt(2 * 20) * 2),
+            "category_users": math.ceil(math.sqrt(20 + 1)),
+            "transitions": math.ceil(math.sqrt(10)),
+            "pairs": math.sqrt(8 * 7 / 2),
+            "item_users": math.ceil(math.sqrt(8)),
+        }
+    )
+    assert set(manifest["files"]) == {"items", "vectors", "transitions", "categories", "neighbours"}
+    assert manifest["adaptation"] is None
+
+
+def test_inspect_states_the_privacy_of_a_version(small_shop_dir, tmp_path, capsys):
+    from clients.cli import main
+
+    args = ["index", "build", "--catalog", str(small_shop_dir / "catalog.parquet")]
+    args += ["--events", str(small_shop_dir / "events.parquet"), "--no-text", "--quiet"]
+    args += ["--out", str(tmp_path), "--dp-epsilon", "2", "--dp-seed", "1"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(["index", "inspect", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "privacy: (2, 1e-06)-differentially private per shopper; noise numpy-seeded" in out
+    assert "pairs: rho" in out
+    assert "published from" in out
+
+
+def test_a_build_without_privacy_is_unchanged_byte_for_byte(built_index):
+    """The behaviour files of the small shop's build, pinned: a build without ``--dp-epsilon``
+    writes what it wrote before private builds existed."""
+    digests = _digests(built_index.path)
+    assert {k: digests[k][:16] for k in PINNED} == PINNED
+
+
+PINNED = {
+    "items.parquet": "f6b3a1ac7db5bd9e",
+    "categories.parquet": "39215ce1d2c6b287",
+    "transitions.parquet": "22cf7e2f1d9b69ba",
+    "neighbours.npz": "17c5feca7b8adcde",
+}
+
+
+def test_the_defaults_of_a_private_build_are_pinned():
+    config = PrivacyConfig(epsilon=1.0)
+    assert (config.delta, config.max_items_per_user, config.max_events_per_item) == (1e-6, 20, 2)
+    assert (config.max_transitions_per_user, config.max_pair_items, config.seed) == (10, 8, None)
+    assert BUDGET_SHARES == {
+        "item_actions": 0.25,
+        "item_windows": 0.15,
+        "category_users": 0.05,
+        "transitions": 0.05,
+        "item_users": 0.10,
+        "pairs": 0.40,
+    }
+    with pytest.raises(ValueError, match="epsilon must be > 0"):
+        PrivacyConfig(epsilon=0)
+    with pytest.raises(ValueError, match="max_pair_items must be >= 1"):
+        PrivacyConfig(epsilon=1, max_pair_items=0)
