@@ -169,3 +169,30 @@ def test_a_shard_task_whose_worker_dies_is_retried_and_a_lost_one_leaves_no_vers
         assert not (tmp_path / "failed").exists() or not any((tmp_path / "failed").iterdir())
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_a_private_ray_build_writes_what_a_private_local_build_writes(
+    ray_cluster, small_shop_dir, tmp_path
+):
+    import hashlib
+
+    from indexer.build import BuildConfig, build_index
+    from indexer.privacy.config import PrivacyConfig
+    from indexer.ray_build import RayOptions
+
+    private = PrivacyConfig(epsilon=4.0, seed=3)
+    reports = [
+        build_index(
+            small_shop_dir / "catalog.parquet",
+            tmp_path / name,
+            small_shop_dir / "events.parquet",
+            BuildConfig(text=False, progress=False, privacy=private, ray=ray),
+        )
+        for name, ray in (("local", None), ("ray", RayOptions()))
+    ]
+    local, remote = reports
+    for name in ("items.parquet", "categories.parquet", "transitions.parquet", "neighbours.npz"):
+        digests = {hashlib.sha256((r.path / name).read_bytes()).hexdigest() for r in reports}
+        assert len(digests) == 1, name
+    assert remote.manifest["privacy"] == local.manifest["privacy"]
+    assert remote.manifest["privacy"]["differentially_private"] is True
