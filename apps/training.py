@@ -244,7 +244,12 @@ def format_report(report: dict) -> str:
         f"  {report['decisions']:,} decisions, {report['row_count']:,} rows; replay "
         f"{report['replay_seconds']} s, training {report['train_seconds']} s",
     ]
-    return "\n".join(head + summary_lines(report["metrics"]))
+    from engine.config import RankerConfig
+    from ranker.metrics import helps
+
+    verdict, why = helps(report["metrics"], RankerConfig().objective_weights())
+    judged = f"  against the blend: {why} - {'serve it' if verdict else 'keep the blend'}"
+    return "\n".join(head + summary_lines(report["metrics"]) + [judged])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

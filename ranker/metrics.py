@@ -18,6 +18,11 @@ default): per bin the mean predicted probability, the observed rate, the count a
 error ``|pred - obs| / obs``. The summary ``max_relative_error`` only counts bins holding at least
 ``min_positives`` positives: an observed rate from ``p`` positives has a relative standard error of
 about ``1 / sqrt(p)``, so sparser bins measure noise rather than the model.
+
+Whether the model earns its place: ``ndcg_gain@k`` is the model's NDCG@k minus the blend's on the
+same held-out decisions with its 95% paired bootstrap interval over decisions, and :func:`helps`
+says yes only when that interval, for the objective served with most weight, lies above 0 - what
+``crossrec eval`` uses to choose between the ranker and the blend on each shop by itself.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ from crossrec.vocabulary import OBJECTIVES
 K = 10
 BINS = 10
 MIN_POSITIVES = 25
+#: Bootstrap resamples of the paired NDCG gain over held-out decisions.
+GAIN_RESAMPLES = 1000
 
 
 def positions_in_decision(
@@ -59,6 +66,20 @@ def ranking_metrics(
 ) -> dict:
     """``{"ndcg": NDCG@k, "recall": Recall@k, "decisions": D}``, each mean over the ``D``
     decisions with a positive (``None`` when ``D`` is 0). Inputs are (n,) per row."""
+    ndcg, recall = per_decision(decision_ids, item_ids, scores, labels, k)
+    if len(ndcg) == 0:
+        return {"ndcg": None, "recall": None, "decisions": 0}
+    return {"ndcg": float(np.mean(ndcg)), "recall": float(np.mean(recall)), "decisions": len(ndcg)}
+
+
+def per_decision(
+    decision_ids: np.ndarray,
+    item_ids: np.ndarray,
+    scores: np.ndarray,
+    labels: np.ndarray,
+    k: int = K,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(NDCG@k, Recall@k) of each decision with a positive, in decision-id order."""
     rel = np.asarray(labels, dtype=np.float64)
     _, decision = np.unique(decision_ids, return_inverse=True)
     position = positions_in_decision(decision_ids, item_ids, scores)
@@ -68,15 +89,46 @@ def ranking_metrics(
     positives = np.bincount(decision, weights=rel).astype(np.int64)
     ideal_by_count = np.concatenate([[0.0], np.cumsum(1.0 / np.log2(np.arange(k) + 2.0))])
     ideal = ideal_by_count[np.minimum(positives, k)]
-    with_positive = positives > 0
-    count = int(with_positive.sum())
-    if count == 0:
-        return {"ndcg": None, "recall": None, "decisions": 0}
-    return {
-        "ndcg": float(np.mean(dcg[with_positive] / ideal[with_positive])),
-        "recall": float(np.mean(hits[with_positive] / positives[with_positive])),
-        "decisions": count,
-    }
+    kept = positives > 0
+    return dcg[kept] / ideal[kept], hits[kept] / positives[kept]
+
+
+def ndcg_gain(
+    decision_ids: np.ndarray,
+    item_ids: np.ndarray,
+    model: np.ndarray,
+    blend: np.ndarray,
+    labels: np.ndarray,
+    k: int = K,
+    resamples: int = GAIN_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """The model's NDCG@k minus the blend's on the same decisions: ``mean`` and the 95% paired
+    bootstrap interval over decisions (``low``, ``high``); None figures without a positive."""
+    a, _ = per_decision(decision_ids, item_ids, model, labels, k)
+    b, _ = per_decision(decision_ids, item_ids, blend, labels, k)
+    if len(a) == 0:
+        return {"mean": None, "low": None, "high": None}
+    diff = a - b
+    draws = np.random.default_rng(seed).integers(0, len(diff), (resamples, len(diff)))
+    means = diff[draws].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": float(diff.mean()), "low": float(low), "high": float(high)}
+
+
+def helps(metrics: dict, weights: Mapping[str, float]) -> tuple[bool, str]:
+    """Whether a model beats the retrieval-only blend on its held-out decisions, judged on the
+    objective with the largest serving weight: its NDCG gain's interval must lie above 0. Returns
+    (the verdict, why in words). ``metrics`` as :func:`evaluate` returns (a model's report)."""
+    objective = max(sorted(weights), key=lambda o: weights[o])
+    gain = metrics[objective].get(f"ndcg_gain@{metrics['k']}")
+    if gain is None or gain["low"] is None:
+        return False, f"no held-out {objective} gain was measured"
+    words = (
+        f"{objective} NDCG@{metrics['k']} {gain['mean']:+.4f} over the blend "
+        f"[{gain['low']:+.4f}, {gain['high']:+.4f}] on held-out decisions"
+    )
+    return gain["low"] > 0, words
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float | None:
@@ -163,10 +215,12 @@ def evaluate(
         labels = test[objective].to_numpy()
         model = ranking_metrics(decisions, items, probabilities[objective], labels, k)
         baseline = ranking_metrics(decisions, items, blend, labels, k)
+        gain = ndcg_gain(decisions, items, probabilities[objective], blend, labels, k)
         out[objective] = {
             "decisions_with_positive": model["decisions"],
             "positives": int(labels.sum()),
             f"ndcg@{k}": {"model": model["ndcg"], "blend": baseline["ndcg"]},
+            f"ndcg_gain@{k}": gain,
             f"recall@{k}": {"model": model["recall"], "blend": baseline["recall"]},
             "auc": {"model": auc(probabilities[objective], labels), "blend": auc(blend, labels)},
             "calibration": calibration_table(probabilities[objective], labels, bins, min_positives),

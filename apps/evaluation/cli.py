@@ -260,6 +260,10 @@ def _show(result: dict, args: argparse.Namespace) -> None:
     paired = paired_lines(result)
     if paired:
         print("\n" + paired)
+    choice = result.get("ranker_choice")
+    if choice:
+        verdict = "serve it" if choice["helps"] else "keep the blend"
+        print(f"\nranker, chosen on its own held-out decisions: {verdict} ({choice['why']})")
     print(
         f"\nwall time {result['wall_seconds']:.0f} s"
         + (

@@ -206,6 +206,7 @@ def evaluate(config: EvalConfig) -> dict:
         "methods": results,
         "paired": paired_against_baselines(values, k_min, config.bootstrap, config.split.seed),
         "ranker": training,
+        "ranker_choice": ranker_choice(training, config.engine_config) if training else None,
         "tuning": tuning,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -219,6 +220,19 @@ def _index(config: EvalConfig, train) -> PreparedIndex | None:
         return PreparedIndex(resolve_version(config.artifact), False, 0.0)
     path, digest = write_train_events(train, config.out)
     return prepare_index(config.catalog, path, digest, config.out, config.text, config.progress)
+
+
+def ranker_choice(training: dict, engine_config: Path | None) -> dict:
+    """Whether the ranker trained here should serve this shop, judged on its own held-out
+    decisions (never the test users): :func:`ranker.metrics.helps` under the served objective
+    weights. ``{"helps", "why", "row"}``: the row a user of this shop should read."""
+    from engine.config import EngineConfig
+    from engine.config.file import load
+    from ranker.metrics import helps
+
+    weights = load(EngineConfig, engine_config).ranker.objective_weights()
+    verdict, why = helps(training["metrics"], weights)
+    return {"helps": verdict, "why": why, "row": "+ ranker" if verdict else "without the ranker"}
 
 
 def _train_ranker(config: EvalConfig, index: PreparedIndex, train) -> dict:

@@ -162,3 +162,20 @@ def test_a_running_engine_over_grpc_scores_the_same_as_the_in_process_one(evalua
         over_grpc["methods"]["crossrec (share 0.5)"]["metrics"]
         == result["methods"]["crossrec (share 0.5)"]["metrics"]
     )
+
+
+def test_the_ranker_is_chosen_on_its_own_held_out_decisions_under_the_served_weights(tmp_path):
+    from apps.evaluation.run import ranker_choice
+
+    up = {"mean": 0.02, "low": 0.01, "high": 0.03}
+    down = {"mean": -0.01, "low": -0.02, "high": 0.0}
+    training = {
+        "metrics": {"k": 10, "click": {"ndcg_gain@10": up}, "purchase": {"ndcg_gain@10": down}}
+    }
+    assert ranker_choice(training, None)["helps"] is True  # the engine serves click by default
+    served = tmp_path / "engine.toml"
+    served.write_text("[ranker]\nobjective_click = 0.0\nobjective_purchase = 1.0\n")
+    choice = ranker_choice(training, served)
+    assert choice["helps"] is False
+    assert choice["row"] == "without the ranker"
+    assert choice["why"].startswith("purchase NDCG@10 -0.0100")

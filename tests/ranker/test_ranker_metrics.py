@@ -240,3 +240,41 @@ def test_summary_lines_show_model_blend_auc_and_calibration_per_objective():
     assert lines[1].split() == ["click", "0.600", "0.250", "0.500", "0.125", "0.750", "-", "1,234"]
     assert lines[3].split()[:2] == ["purchase", "-"]
     assert len(lines) == 4
+
+
+def test_the_ndcg_gain_over_the_blend_by_hand_and_when_it_helps():
+    from ranker.metrics import helps, ndcg_gain
+
+    # decision 1: x (positive) and y; the model puts x first (NDCG 1), the blend y (1 / log2 3).
+    # decision 2: both put the positive z first. Gains 0.3691 and 0: mean 0.1845; a resample of
+    # two decisions has mean 0, 0.1845 or 0.3691, so the interval runs from 0 to 0.3691.
+    decisions = np.array([1, 1, 2, 2])
+    items = np.array(["x", "y", "z", "w"])
+    model = np.array([0.9, 0.1, 0.8, 0.2])
+    blend = np.array([0.1, 0.9, 0.8, 0.2])
+    labels = np.array([1, 0, 1, 0])
+    gain = ndcg_gain(decisions, items, model, blend, labels, k=10)
+    one = 1 - 1 / math.log2(3)
+    assert gain["mean"] == pytest.approx(one / 2)
+    assert (gain["low"], gain["high"]) == pytest.approx((0.0, one))
+    metrics = {"k": 10, "click": {"ndcg_gain@10": gain}}
+    assert helps(metrics, {"click": 1.0})[0] is False  # the interval touches 0
+    # forty decisions like the first: every resample gains
+    many = np.repeat(np.arange(40), 2)
+    gain = ndcg_gain(
+        many,
+        np.tile(["x", "y"], 40),
+        np.tile([0.9, 0.1], 40),
+        np.tile([0.1, 0.9], 40),
+        np.tile([1, 0], 40),
+    )
+    assert gain["low"] == pytest.approx(one)
+    metrics = {
+        "k": 10,
+        "click": {"ndcg_gain@10": gain},
+        "purchase": {"ndcg_gain@10": {"mean": -0.1, "low": -0.2, "high": 0.0}},
+    }
+    verdict, why = helps(metrics, {"click": 1.0, "purchase": 0.5})
+    assert verdict is True
+    assert why.startswith("click NDCG@10 +0.3691 over the blend [+0.3691, +0.3691]")
+    assert helps(metrics, {"click": 0.2, "purchase": 0.8})[0] is False  # judged on purchase
