@@ -115,3 +115,23 @@ def test_split_parts_are_never_empty_and_tiny_shards_stay_exact():
     )
     assert sorted(len(s.rows) for s in specs) == [3, 3, 4]
     assert choose_factory(30, 16, ShardPolicy(exact_max=10, hnsw_max=10)) == "Flat"
+
+
+@pytest.mark.parametrize("factory", ["Flat", "HNSW32,Flat", "HNSW16,Flat", "IVF32,SQ8"])
+def test_shards_built_by_constructors_are_the_factorys_indexes_byte_for_byte(factory):
+    """Shards are made with faiss's constructors (a CUDA faiss build's index_factory failed on a
+    GPU machine); filled with the same vectors they serialise to exactly what the factory makes."""
+    import faiss
+
+    from indexer.shards import construct
+
+    x = np.random.default_rng(0).standard_normal((2_000, 16)).astype(np.float32)
+    made = [construct(factory, 16), faiss.index_factory(16, factory, faiss.METRIC_INNER_PRODUCT)]
+    for index in made:
+        if not index.is_trained:
+            index.train(x)
+        index.add(x)
+    ours, theirs = (faiss.serialize_index(i) for i in made)
+    assert np.array_equal(ours, theirs)
+    with pytest.raises(ValueError, match="no constructor for the shard kind 'PQ8'"):
+        construct("PQ8", 16)
