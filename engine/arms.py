@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config import ArmsConfig, RankerConfig, RayConfig, RetrievalConfig
+from engine.config.check import ConfigError
 from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
 from engine.pins import Pin, Pins
 from engine.retrieval.ranking import RETRIEVAL_ONLY, ModelRanker
@@ -55,10 +56,21 @@ class Arms:
         retrieval: RetrievalConfig = RetrievalConfig(),
         ray: RayConfig = RayConfig(),
         pins: Pins | None = None,
+        gpu: bool = False,
     ) -> None:
         """``config``: what each arm serves; ``ranker``: how its model is used; ``retrieval``: its
         request path's settings; ``ray``: where its shards are searched; ``pins``: the pairs
-        swaps pinned (default: none, kept in memory)."""
+        swaps pinned (default: none, kept in memory); ``gpu``: Flat and IVF shards onto the GPU
+        (refused when faiss sees none)."""
+        if gpu:
+            from indexer import gpu as gpu_support
+
+            if not gpu_support.available():
+                raise ConfigError(
+                    "[gpu] shards = true, but faiss sees no GPU here (faiss-cpu installed, or no "
+                    "device): install crossrec[gpu] on a machine with one, or set shards = false"
+                )
+        self.gpu = gpu
         self.config = config
         self.pins = pins or Pins(None)
         self.ranker_config = ranker
@@ -79,7 +91,7 @@ class Arms:
             raise ValueError(f"arm must be {ARM_A!r} or {ARM_B!r}, got {arm!r}")
         remote = self.ray.shard_groups > 0
         # With remote shard groups this process loads no faiss shard: the groups search them.
-        version = open_index(path, verify=True, shards=() if remote else None)
+        version = open_index(path, verify=True, gpu=self.gpu, shards=() if remote else None)
         model_path = self.configured(arm)[1] if model is None else model
         folder = str(resolve_model(model_path)) if model_path else ""
         ranker = load_ranker(folder, version, self.ranker_config) if folder else None

@@ -70,7 +70,12 @@ class Engine:
         self.metrics = metrics or Metrics()
         self.pseudonyms = Pseudonyms(config.store.key(store_has_events=store.counts()[1] > 0))
         self.versions = Arms(
-            config.arms, config.ranker, config.retrieval, config.ray, Pins(config.pins_path())
+            config.arms,
+            config.ranker,
+            config.retrieval,
+            config.ray,
+            Pins(config.pins_path()),
+            gpu=config.gpu.shards,
         )
         self.feedback = Feedback(config.feedback, config.impression_log_path(), self.metrics)
         self.started_at = time.time()
@@ -231,6 +236,7 @@ class Engine:
             "event_count": events,
             "engine_version": self.engine_version,
             "started_at": self.started_at,
+            "gpu": self.versions.gpu,
         }
         if served is not None:
             v = served.version

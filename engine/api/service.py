@@ -256,7 +256,7 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             user_count=s["user_count"],
             event_count=s["event_count"],
             engine_version=s["engine_version"],
-            gpu=False,
+            gpu=s["gpu"],
             arms=[service_pb2.ArmStatus(**a) for a in s["arms"]],
         )
         response.started_at.FromNanoseconds(int(s["started_at"] * 1e9))

@@ -239,6 +239,15 @@ class RayConfig:
 
 
 @dataclass(frozen=True)
+class GpuConfig:
+    """``[gpu]``: ``shards = true`` moves every Flat and IVF shard onto the GPU when a version is
+    opened (HNSW shards stay on the CPU: faiss has no GPU HNSW); refused at start when faiss sees
+    no GPU (``pip install 'crossrec[gpu]'`` on a machine with one). Off by default."""
+
+    shards: bool = False
+
+
+@dataclass(frozen=True)
 class ProfileConfig:
     """``[profile]``: at most ``max_interests`` interest vectors, built from the user's newest
     ``history_events`` events; weights halve every ``half_life_days`` (engine/state/profile.py)."""
@@ -343,6 +352,7 @@ class EngineConfig:
     profile: ProfileConfig = field(default_factory=ProfileConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    gpu: GpuConfig = field(default_factory=GpuConfig)
 
     def __post_init__(self) -> None:
         from engine.config.check import check

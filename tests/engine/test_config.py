@@ -163,7 +163,7 @@ def test_show_redacts_secrets_and_loads_back_to_the_same_configuration(tmp_path)
     assert shown["retrieval"]["default_cross_category_share"] == "none"
     assert list(shown) == [
         "server", "limits", "store", "auth", "tls", "arms", "ranker", "feedback", "ray",
-        "profile", "retrieval", "exploration",
+        "profile", "retrieval", "exploration", "gpu",
     ]  # fmt: skip
 
 
@@ -276,3 +276,20 @@ def test_the_defaults_of_this_rounds_settings_and_limits_are_pinned():
     shared = EngineConfig().with_changes(store={"path": "postgresql://u@h/db"})
     assert shared.impression_log_path() == "postgresql://u@h/db"  # the same database
     assert shared.pins_path() is None
+
+
+def test_gpu_shards_are_off_by_default_and_refused_where_faiss_sees_no_gpu(tmp_path):
+    from engine.config import EngineConfig
+    from engine.config.check import ConfigError
+    from engine.core import Engine
+    from engine.state.store import SQLiteEventStore
+    from indexer import gpu
+
+    assert EngineConfig().gpu.shards is False
+    if gpu.available():
+        pytest.skip("this machine's faiss sees a GPU")
+    from engine.config import GpuConfig
+
+    config = EngineConfig(gpu=GpuConfig(shards=True))
+    with pytest.raises(ConfigError, match=r"\[gpu\] shards = true, but faiss sees no GPU"):
+        Engine(config, SQLiteEventStore(tmp_path / "events.sqlite"))

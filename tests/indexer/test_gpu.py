@@ -1,0 +1,49 @@
+"""The GPU path against the CPU's, on a device (``pytest -m gpu``; skipped where faiss sees none):
+a version opened with its shards on the GPU answers as the CPU shards do, and an engine with
+``[gpu] shards = true`` serves the same lists."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+
+@pytest.fixture(scope="session")
+def device():
+    from indexer import gpu
+
+    if not gpu.available():
+        pytest.skip("faiss sees no GPU here")
+
+
+def test_gpu_shards_answer_as_the_cpu_shards(device, built_index):
+    from indexer.artifact import open_index
+
+    cpu = open_index(built_index.path)
+    gpu = open_index(built_index.path, gpu=True)
+    for shard_id in list(cpu.shards)[:20]:
+        rows = np.flatnonzero(cpu.items["shard"].to_numpy() == shard_id)[:8]
+        queries = np.asarray(cpu.vectors[rows])
+        _, cpu_ids = cpu.search(shard_id, queries, 5)
+        _, gpu_ids = gpu.search(shard_id, queries, 5)
+        assert gpu_ids.tolist() == cpu_ids.tolist(), shard_id
+
+
+def test_an_engine_on_the_gpu_serves_the_cpu_engines_lists(device, built_index, tmp_path):
+    from engine.config import EngineConfig, GpuConfig
+    from engine.core import Engine
+    from engine.retrieval.query import Query
+    from engine.state.store import SQLiteEventStore
+
+    lists = []
+    for name, on in (("cpu", False), ("gpu", True)):
+        engine = Engine(EngineConfig(gpu=GpuConfig(shards=on)), SQLiteEventStore(tmp_path / name))
+        try:
+            engine.versions.load(str(built_index.path))
+            assert engine.status()["gpu"] is on
+            lists.append([engine.recommend(f"u{n}", [], Query(k=10)).item_ids for n in range(20)])
+        finally:
+            engine.close()
+    assert lists[0] == lists[1]
