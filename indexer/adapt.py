@@ -50,6 +50,9 @@ class AdaptConfig:
     max_pairs: int = 5_000_000
     holdout: float = 0.1
     seed: int = 0
+    #: Where torch trains: "auto" (a CUDA device when torch sees one, else the CPU), "cpu",
+    #: "cuda" or "cuda:N" (refused when torch sees no such device).
+    device: str = "auto"
 
 
 @dataclass
@@ -147,17 +150,20 @@ def train_adaptation(
         train_idx = rng.choice(train_idx, config.max_pairs, replace=False)
     ta, tb = a[train_idx], b[train_idx]
 
+    device = training_device(config.device)
     torch.manual_seed(config.seed)
     n, d = content.shape
-    c = torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32))
+    c = torch.from_numpy(np.ascontiguousarray(content, dtype=np.float32)).to(device)
     proj = torch.nn.Linear(d, config.dim, bias=False)
     residual = torch.nn.Embedding(n, config.dim, sparse=True)
     torch.nn.init.zeros_(residual.weight)
+    proj, residual = proj.to(device), residual.to(device)
     opt_dense = torch.optim.Adam(proj.parameters(), lr=config.lr)
     opt_sparse = torch.optim.SparseAdam(list(residual.parameters()), lr=config.lr)
     # Fewer pairs than a batch: one smaller batch per epoch; under two pairs nothing to contrast.
     batch = min(config.batch_size, len(ta))
-    labels = torch.arange(batch)
+    labels = torch.arange(batch, device=device)
+    itself = torch.eye(batch, dtype=torch.bool, device=device)
     steps, losses = 0, []
     steps_per_epoch = max(1, len(ta) // max(batch, 1))
     total = min(config.max_steps, config.epochs * steps_per_epoch) if batch >= 2 else 0
@@ -165,13 +171,13 @@ def train_adaptation(
     while steps < total:
         order = rng.permutation(len(ta))
         for lo in range(0, len(order) - batch + 1, batch):
-            ia = torch.from_numpy(ta[order[lo : lo + batch]])
-            ib = torch.from_numpy(tb[order[lo : lo + batch]])
+            ia = torch.from_numpy(ta[order[lo : lo + batch]]).to(device)
+            ib = torch.from_numpy(tb[order[lo : lo + batch]]).to(device)
             ea = F.normalize(proj(c[ia]) + residual(ia), dim=1)
             eb = F.normalize(proj(c[ib]) + residual(ib), dim=1)
             logits = ea @ eb.T / config.temperature
             # The same item twice in a batch is not a negative of itself.
-            same = (ib[None, :] == ib[:, None]) & ~torch.eye(len(ib), dtype=torch.bool)
+            same = (ib[None, :] == ib[:, None]) & ~itself
             logits = logits.masked_fill(same, float("-inf"))
             loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
             reg = config.residual_l2 * (
@@ -182,16 +188,17 @@ def train_adaptation(
             (loss + reg).backward()
             opt_dense.step()
             opt_sparse.step()
-            losses.append(loss.item())
+            losses.append(loss.detach())  # read once at the end: no device sync per step
             steps += 1
             bar.update(1)
             if steps >= total:
                 break
     bar.close()
+    losses = torch.stack(losses).cpu().tolist() if losses else []
     adaptation = Adaptation(
         config,
-        proj.weight.detach().numpy().T.copy(),
-        residual.weight.detach().numpy().copy(),
+        proj.weight.detach().cpu().numpy().T.copy(),
+        residual.weight.detach().cpu().numpy().copy(),
     )
     del (
         proj,
@@ -232,9 +239,26 @@ def train_adaptation(
             ),
         },
         "seconds": round(time.perf_counter() - started, 2),
+        "device": str(device),
     }
     log.info("adaptation: %s", adaptation.report)
     return adaptation
+
+
+def training_device(name: str):
+    """The torch device ``name`` (AdaptConfig.device) names; "auto": CUDA where torch sees it."""
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and (
+        not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()
+    ):
+        raise ValueError(f"adaptation device {name!r}: torch sees no such CUDA device here")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"adaptation device {name!r}: use auto, cpu, cuda or cuda:N")
+    return device
 
 
 def category_hit_rate(

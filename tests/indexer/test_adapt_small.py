@@ -61,3 +61,18 @@ def test_the_adaptation_finishes_for_any_number_of_pairs(pairs, clock, deadline)
     expected = 0 if batch < 2 else 2 * max(1, report["train_pairs"] // batch)
     assert report["steps"] == expected
     assert adaptation.apply(content, np.arange(N_ITEMS)).shape == (N_ITEMS, 8 + 4)
+
+
+def test_the_adaptation_trains_where_it_is_told_and_refuses_a_device_torch_does_not_see():
+    import torch
+
+    from indexer.adapt import training_device
+
+    assert training_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert training_device("auto").type == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="torch sees no such CUDA device"):
+            training_device("cuda:0")
+    with pytest.raises(ValueError, match="use auto, cpu, cuda or cuda:N"):
+        training_device("mps")

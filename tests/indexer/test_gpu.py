@@ -47,3 +47,33 @@ def test_an_engine_on_the_gpu_serves_the_cpu_engines_lists(device, built_index, 
         finally:
             engine.close()
     assert lists[0] == lists[1]
+
+
+def test_the_adaptation_on_the_device_learns_what_it_learns_on_the_cpu(device, small_shop_dir):
+    import dataclasses
+
+    import polars as pl
+    import torch
+
+    from indexer.adapt import AdaptConfig, train_adaptation
+    from indexer.attributes import AttributeEncoder
+    from indexer.transitions import sessionise
+
+    if not torch.cuda.is_available():
+        pytest.skip("torch sees no CUDA device")
+    catalog = pl.read_parquet(small_shop_dir / "catalog.parquet")
+    sessions = sessionise(pl.read_parquet(small_shop_dir / "events.parquet"), catalog)
+    content, _ = AttributeEncoder().encode(catalog)
+    reports = [
+        train_adaptation(
+            content, catalog, sessions, dataclasses.replace(AdaptConfig(), device=d)
+        ).report
+        for d in ("cpu", "cuda")
+    ]
+    cpu, gpu = reports
+    assert gpu["device"].startswith("cuda")
+    assert gpu["steps"] == cpu["steps"]
+    assert gpu["loss_last"] == pytest.approx(cpu["loss_last"], abs=0.05)
+    for part in ("content", "adapted"):
+        hit = cpu["heldout_category_hit_at_10"][part]
+        assert gpu["heldout_category_hit_at_10"][part] == pytest.approx(hit, abs=0.02)
