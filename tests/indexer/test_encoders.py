@@ -38,6 +38,32 @@ def test_text_encoder_joins_fields_and_times_itself(text_encoder):
     assert 0 < enc.timing.model_s <= enc.timing.total_s
 
 
+def test_the_pipelined_feed_gives_the_librarys_vectors_in_the_texts_order(text_encoder):
+    """Tokenised ahead in threads, batched by length: the same vectors, each at its own text, as
+    the library's encode; its forward passes are timed like the library's."""
+    from indexer.text_feed import pipelined_encode
+
+    texts = [f"{w} tent for {n} people" * (1 + n % 3) for n, w in enumerate(["red", "blue"] * 40)]
+    texts[7] = "x"
+    model = text_encoder._model
+    expected = model.encode(texts, batch_size=16, normalize_embeddings=True)
+    got = pipelined_encode(model, texts, batch_size=16, ahead=3, workers=2)
+    assert got.shape == expected.shape
+    assert np.abs(got - expected).max() < 1e-5
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5)
+    piped = TextEncoder(model_path=text_encoder.model_path, feed="pipelined", batch_size=16)
+    assert (piped.pipelined, TextEncoder(model_path=text_encoder.model_path).pipelined) == (
+        True,
+        False,  # auto on a CPU: the library
+    )
+    assert TextEncoder(model_path=text_encoder.model_path).batch_size == 128
+    vectors = piped.encode_texts(texts)
+    assert np.abs(vectors - expected).max() < 1e-5
+    assert 0 < piped.timing.model_s <= piped.timing.total_s
+    with pytest.raises(ValueError, match="feed must be auto, library or pipelined"):
+        TextEncoder(model_path=text_encoder.model_path, feed="fast")
+
+
 def test_missing_text_model_is_a_clear_error(tmp_path):
     with pytest.raises(EncoderError, match="text model folder not found"):
         TextEncoder(model_path=str(tmp_path / "nope"))
