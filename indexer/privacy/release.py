@@ -7,10 +7,12 @@ What each file holds under privacy (``M``, ``N``, ``P``, ``m``: the bounds of
 
 ``items.parquet``      noisy ``views, clicks, carts, purchases`` (one vector, L2 sensitivity
                        ``sqrt(M) N``), ``events_7d, events_28d`` (``sqrt(2M) N``); ``events``
-                       their sum, the funnel rates from the noisy counts, ``popularity`` from the
-                       noisy windows and action mix (:func:`window_popularity`: a release of its
-                       own would need 8x the noise, the purchase weight); ``age_days`` not
-                       published (a first event is one shopper's)
+                       their sum, the funnel rates from the noisy counts; ``popularity`` its own
+                       release of *shoppers* per item, each weighted by the decay of their last
+                       touch (:func:`shopper_popularity`, ``sqrt(M)``: the popular source ranks
+                       by it, so it gets the most budget at the least sensitivity - decayed
+                       action-weighted events would carry the purchase weight 8 in theirs);
+                       ``age_days`` not published (a first event is one shopper's)
 ``categories.parquet`` ``sessions`` counts *shoppers* per category (noisy with the shoppers in
                        all, ``sqrt(M + 1)``), ``session_share`` their share; ``events`` and
                        ``purchases`` sums of the items' noisy counts
@@ -42,7 +44,6 @@ from indexer.privacy.bounding import bound_events, pair_counts, pair_items, user
 from indexer.privacy.config import PrivacyConfig
 from indexer.privacy.mechanisms import Budget, Noise
 from indexer.transitions import (
-    ACTION_WEIGHTS,
     POPULARITY_HALF_LIFE_DAYS,
     RECENT_WINDOWS_DAYS,
     BehaviourStats,
@@ -82,7 +83,7 @@ def private_behaviour(
     end = _day_end(cast(datetime, sessions["ts"].max()))
     start = _day_end(cast(datetime, sessions["ts"].min())) - timedelta(days=1)
     neighbours_on = neighbour_config.top_n > 0
-    released = ["item_actions", "item_windows", "category_users"]
+    released = ["item_actions", "item_windows", "item_popularity", "category_users"]
     released += ["transitions"] + (["item_users", "pairs"] if neighbours_on else [])
     noise = Noise(Budget(config, released))
     items = _items(bounded, catalog, end, noise, config)
@@ -134,7 +135,8 @@ def _items(
 
     actions = noisy("item_actions", ACTION_COLUMNS, math.sqrt(m) * n)
     windows = noisy("item_windows", WINDOW_COLUMNS, math.sqrt(2 * m) * n)
-    popularity = window_popularity(actions, windows)
+    decayed = shopper_popularity(bounded, size, end)
+    popularity = np.maximum(noise.gaussian("item_popularity", decayed, math.sqrt(m)), 0.0)
     return with_funnel(
         counts.with_columns(
             *(pl.Series(col, v, pl.UInt32) for col, v in zip(ACTION_COLUMNS, actions, strict=True)),
@@ -146,24 +148,15 @@ def _items(
     )
 
 
-def window_popularity(actions: np.ndarray, windows: np.ndarray) -> np.ndarray:
-    """The decayed, action-weighted popularity of :mod:`indexer.transitions` estimated from counts
-    alone: (4, n) ``actions`` (views, clicks, carts, purchases) and (2, n) ``windows`` (events in
-    the last 7 and 28 days). Each window's events count at the decay of its middle day, the older
-    ones at the decay of the middle of the next four weeks, each event at the item's mean action
-    weight: ``w_mean x (d(3.5) e7 + d(17.5) (e28 - e7) + d(42) (e - e28))``."""
-    events = actions.sum(axis=0).astype(np.float64)
-    weight = (ACTION_WEIGHTS[:, None] * actions).sum(axis=0) / np.maximum(events, 1.0)
-    short, long = (d.astype(np.float64) for d in windows)
-    (w1, w2), recent = RECENT_WINDOWS_DAYS, np.minimum(short, long)
-    middles = (w1 / 2, (w1 + w2) / 2, w2 + (w2 - w1))
-    decay = [0.5 ** (d / POPULARITY_HALF_LIFE_DAYS) for d in middles]
-    spread = (
-        decay[0] * recent
-        + decay[1] * np.maximum(long - recent, 0.0)
-        + decay[2] * np.maximum(events - long, 0.0)
-    )
-    return weight * spread
+def shopper_popularity(bounded: pl.DataFrame, n_items: int, end: datetime) -> np.ndarray:
+    """Per item, the sum over its shoppers of ``0.5 ** (days from their last touch to end /
+    half-life)`` (the non-private popularity's half-life): each shopper adds at most 1 to each of
+    at most ``M`` items, so the vector's L2 sensitivity is ``sqrt(M)``."""
+    # Sorted, so the float sums below add in one order and a build repeats byte for byte.
+    last = bounded.group_by("user", "row").agg(pl.col("ts").max()).sort("row", "user")
+    age_days = (end - last["ts"]).dt.total_microseconds().to_numpy() / 86_400e6
+    weight = 0.5 ** (age_days / POPULARITY_HALF_LIFE_DAYS)
+    return np.bincount(last["row"].to_numpy().astype(np.int64), weights=weight, minlength=n_items)
 
 
 def _category_shoppers(

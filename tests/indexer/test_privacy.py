@@ -17,7 +17,7 @@ import pytest
 from indexer.privacy.bounding import bound_events, pair_counts, pair_items, user_transitions
 from indexer.privacy.config import BUDGET_SHARES, PrivacyConfig
 from indexer.privacy.mechanisms import Budget, Noise, epsilon_of
-from indexer.privacy.release import private_behaviour, window_popularity
+from indexer.privacy.release import private_behaviour, shopper_popularity
 from indexer.transitions import item_counts, sessionise
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -105,7 +105,7 @@ def test_the_budget_adds_up_to_what_was_asked_and_each_scale_spends_its_share():
     noise = Noise(budget)
     noise.gaussian("item_actions", np.zeros(10, np.int64), 8.5)
     noise.threshold("pairs", np.arange(3, dtype=np.int64), np.ones(3, np.int64), 28)
-    for name in ("item_windows", "category_users", "transitions", "item_users"):
+    for name in ("item_windows", "item_popularity", "category_users", "transitions", "item_users"):
         noise.gaussian(name, np.zeros(5), 2.0)
     epsilon, delta = noise.spent()
     assert epsilon == pytest.approx(2.0, rel=1e-5)
@@ -113,7 +113,7 @@ def test_the_budget_adds_up_to_what_was_asked_and_each_scale_spends_its_share():
     actions = noise.releases[0]
     # an integer release: sensitivity rounded up to 9; sigma = 9 / sqrt(2 rho)
     assert actions.sensitivity == 9.0
-    assert actions.rho == pytest.approx(budget.rho * 0.25)
+    assert actions.rho == pytest.approx(budget.rho * 0.15)
     assert actions.scale == pytest.approx(9.0 / math.sqrt(2 * actions.rho))
     pairs = noise.releases[1]
     assert pairs.delta == pytest.approx(0.5e-6)
@@ -149,13 +149,23 @@ def test_pairs_few_shoppers_made_are_not_published(seed):
     assert (noisy >= tau).all()
 
 
-def test_window_popularity_by_hand():
-    # one item: 2 views, 1 purchase (mean weight (2 x 1 + 8) / 3); 1 event in 7 days, 2 in 28
-    actions = np.array([[2], [0], [0], [1]])
-    windows = np.array([[1], [2]])
-    decay = [0.5 ** (d / 14) for d in (3.5, 17.5, 49.0)]
-    expected = 10 / 3 * (decay[0] * 1 + decay[1] * 1 + decay[2] * 1)
-    assert window_popularity(actions, windows) == pytest.approx([expected])
+def test_the_popularity_counts_shoppers_decayed_from_their_last_touch_by_hand():
+    bounded = bound_events(sessionise(events(), CATALOG), BOUNDS)
+    end = datetime(2026, 3, 2, tzinfo=UTC)  # the end of T0's day
+    got = shopper_popularity(bounded, 5, end)
+    # a: u1's last view at T0 - 2 h + 9,999 s, u2's a day before T0; d and e: u1 three hours
+    # before T0; c: u2's purchase (u1's cart was bounded away); b: nobody
+    day = 86_400.0
+
+    def decay(seconds_before_end: float) -> float:
+        return 0.5 ** (seconds_before_end / day / 14)
+
+    to_end = 12 * 3600.0  # T0 is noon
+    a = decay(to_end + 2 * 3600 - 9_999) + decay(to_end + day)
+    c = decay(to_end + day - 60)
+    d = decay(to_end + 3 * 3600 - 60)
+    e = decay(to_end + 3 * 3600 - 120)
+    assert got == pytest.approx([a, 0.0, c, d, e], rel=1e-12)  # the last touch, to the second
 
 
 class _Silent:
@@ -235,6 +245,7 @@ def test_a_seeded_private_build_repeats_byte_for_byte_and_says_what_it_is(small_
         {
             "item_actions": math.ceil(math.sqrt(20) * 2),
             "item_windows": math.ceil(math.sqrt(2 * 20) * 2),
+            "item_popularity": math.sqrt(20),
             "category_users": math.ceil(math.sqrt(20 + 1)),
             "transitions": math.ceil(math.sqrt(10)),
             "pairs": math.sqrt(8 * 7 / 2),
@@ -280,12 +291,13 @@ def test_the_defaults_of_a_private_build_are_pinned():
     assert (config.delta, config.max_items_per_user, config.max_events_per_item) == (1e-6, 20, 2)
     assert (config.max_transitions_per_user, config.max_pair_items, config.seed) == (10, 8, None)
     assert BUDGET_SHARES == {
-        "item_actions": 0.25,
-        "item_windows": 0.15,
+        "item_popularity": 0.35,
+        "item_actions": 0.15,
+        "item_windows": 0.05,
         "category_users": 0.05,
         "transitions": 0.05,
-        "item_users": 0.10,
-        "pairs": 0.40,
+        "item_users": 0.05,
+        "pairs": 0.30,
     }
     with pytest.raises(ValueError, match="epsilon must be > 0"):
         PrivacyConfig(epsilon=0)
