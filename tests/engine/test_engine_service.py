@@ -67,7 +67,7 @@ def test_deadline_is_honoured_by_client_and_server(client, server, monkeypatch):
     real = server.engine.recommend
 
     def slow(*args, **kwargs):  # a request that takes longer than its deadline
-        _time.sleep(0.5)
+        _time.sleep(1.0)
         return real(*args, **kwargs)
 
     def expired() -> float:
@@ -78,10 +78,12 @@ def test_deadline_is_honoured_by_client_and_server(client, server, monkeypatch):
 
     before = expired()
     monkeypatch.setattr(server.engine, "recommend", slow)
+    # 0.3 s: long enough for the server to start the call on a loaded machine (at 0.1 s a busy
+    # box let the deadline pass before the handler ran, and the server had nothing to count)
     with pytest.raises(CrossrecError) as excinfo:
-        client.recommend("u", k=5, timeout=0.1)
+        client.recommend("u", k=5, timeout=0.3)
     assert excinfo.value.code == "DEADLINE_EXCEEDED"
-    deadline = _time.time() + 5
+    deadline = _time.time() + 10
     while expired() == before and _time.time() < deadline:  # the server gives up on its side too
         _time.sleep(0.05)
     assert expired() == before + 1
