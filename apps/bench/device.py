@@ -24,7 +24,7 @@ def encode_rates(n: int, seed: int = 0) -> dict:
     """Items/s and the share outside the model, per feed, over ``n`` synthetic titles."""
     import polars as pl
 
-    from indexer.encoders import TextEncoder
+    from indexer.encoders import EncodeTiming, TextEncoder
 
     rng = np.random.default_rng(seed)
     words = np.array(
@@ -49,15 +49,12 @@ def encode_rates(n: int, seed: int = 0) -> dict:
     for feed in ("library", "pipelined"):
         encoder = TextEncoder(feed=feed)
         encoder.encode(catalog.head(256))  # warm-up: kernels, allocator
-        encoder.timing.items = 0
-        encoder.timing.total_s = encoder.timing.model_s = 0.0
+        encoder.timing = EncodeTiming()
         encoder.encode(catalog)
-        t = encoder.timing
         out[feed] = {
             "device": str(encoder._model.device),
             "batch_size": encoder.batch_size,
-            "items_per_s": round(t.items / t.total_s, 1),
-            "outside_model_share": round(1 - t.model_s / t.total_s, 4),
+            **encoder.timing.as_dict(),
         }
     return out
 

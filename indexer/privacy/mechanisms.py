@@ -136,7 +136,8 @@ class Noise:
         atom = dp.atom_domain(T=kind) if integer else dp.atom_domain(T=float, nan=False)
         mechanism = dp.m.make_gaussian(dp.vector_domain(atom), dp.l2_distance(T=kind), scale)
         d_in = int(sensitivity) if integer else sensitivity
-        assert mechanism.map(d_in) <= rho * (1 + 1e-9), "OpenDP's map exceeds the planned rho"
+        if mechanism.map(d_in) > rho * (1 + 1e-9):  # a privacy promise: never an assert
+            raise RuntimeError(f"OpenDP's map exceeds the planned rho {rho} at scale {scale}")
         out = mechanism(values.tolist())
         return np.asarray(out, dtype=np.int64 if integer else np.float64)
 
