@@ -8,7 +8,9 @@ a text file of one id per line; ids, since the store keeps only pseudonyms). Eac
 Recommend would return for that shopper at that moment with no recent events sent (the arm the
 shopper is routed to, its model, the default share unless ``--cross-share``); nothing goes to the
 impression log (the lists are not shown yet). ``--threads`` requests run at once (the engine is
-thread-safe, as under gRPC).
+thread-safe, as under gRPC); with ``[gpu] shards`` or ``batch_searches`` their shard searches are
+merged into one per shard (engine/retrieval/batching.py), so on a GPU many threads make large
+batches.
 
 Output, one row per (shopper, position): ``user_id``, ``position`` (0 = top), ``item_id``,
 ``score``, ``arm``, ``index_version``, ``model_version``; shoppers whose list is empty (no candidate

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.config import ArmsConfig, RankerConfig, RayConfig, RetrievalConfig
+from engine.config import ArmsConfig, GpuConfig, RankerConfig, RayConfig, RetrievalConfig
 from engine.config.check import ConfigError
 from engine.errors import FieldViolation, InvalidRequest, ModelMismatch, NotServing, SwapRefused
 from engine.pins import Pin, Pins
@@ -56,13 +56,13 @@ class Arms:
         retrieval: RetrievalConfig = RetrievalConfig(),
         ray: RayConfig = RayConfig(),
         pins: Pins | None = None,
-        gpu: bool = False,
+        gpu: GpuConfig = GpuConfig(),
     ) -> None:
         """``config``: what each arm serves; ``ranker``: how its model is used; ``retrieval``: its
         request path's settings; ``ray``: where its shards are searched; ``pins``: the pairs
         swaps pinned (default: none, kept in memory); ``gpu``: Flat and IVF shards onto the GPU
-        (refused when faiss sees none)."""
-        if gpu:
+        (refused when faiss sees none) and the batching of local searches."""
+        if gpu.shards:
             from indexer import gpu as gpu_support
 
             if not gpu_support.available():
@@ -91,11 +91,11 @@ class Arms:
             raise ValueError(f"arm must be {ARM_A!r} or {ARM_B!r}, got {arm!r}")
         remote = self.ray.shard_groups > 0
         # With remote shard groups this process loads no faiss shard: the groups search them.
-        version = open_index(path, verify=True, gpu=self.gpu, shards=() if remote else None)
+        version = open_index(path, verify=True, gpu=self.gpu.shards, shards=() if remote else None)
         model_path = self.configured(arm)[1] if model is None else model
         folder = str(resolve_model(model_path)) if model_path else ""
         ranker = load_ranker(folder, version, self.ranker_config) if folder else None
-        searcher = self._remote_shards(version) if remote else None
+        searcher = self._remote_shards(version) if remote else self._local_shards(version)
         recommender = Recommender(version, self.retrieval, ranker, searcher)
         served = Served(version, recommender, time.time(), folder)
         self.swap_in(served, arm)
@@ -107,6 +107,26 @@ class Arms:
             served.model_version,
         )
         return served
+
+    def _local_shards(self, version: IndexVersion):
+        """None (the recommender searches its own shards) unless searches are batched: always
+        on GPU shards, which must not be searched from two threads at once
+        (engine/retrieval/batching.py)."""
+        gpu = self.gpu
+        if not (gpu.shards or gpu.batch_searches):
+            return None
+        from engine.retrieval.batching import BatchingShards
+        from engine.retrieval.shard_search import LocalShards
+
+        shard_of = version.items["shard"].to_numpy()
+        device = exclusive = None
+        if gpu.shards:  # the behaviour scans on the device too, where torch sees it
+            from indexer import gpu as gpu_support
+
+            device, exclusive = gpu_support.torch_device(), gpu_support.lock
+        local = LocalShards(version, shard_of, self.retrieval.behaviour_rerank, device=device)
+        window_s = gpu.batch_window_ms / 1000
+        return BatchingShards(local, window_s, gpu.batch_max_calls, exclusive)
 
     def _remote_shards(self, version: IndexVersion):
         """``version``'s shard groups deployed on Ray Serve and ready

@@ -75,7 +75,7 @@ class Engine:
             config.retrieval,
             config.ray,
             Pins(config.pins_path()),
-            gpu=config.gpu.shards,
+            gpu=config.gpu,
         )
         self.feedback = Feedback(config.feedback, config.impression_log_path(), self.metrics)
         self.started_at = time.time()
@@ -236,7 +236,7 @@ class Engine:
             "event_count": events,
             "engine_version": self.engine_version,
             "started_at": self.started_at,
-            "gpu": self.versions.gpu,
+            "gpu": self.versions.gpu.shards,
         }
         if served is not None:
             v = served.version

@@ -8,11 +8,17 @@ load time through :func:`to_gpu`.)
 from __future__ import annotations
 
 import logging
+import threading
 from functools import lru_cache
 
 import numpy as np
 
 log = logging.getLogger(__name__)
+
+#: One user of the GPU at a time: faiss's GPU indexes and the scratch memory of their shared
+#: resources are not thread-safe, even for searches. Held while shards are copied over and by every
+#: search batch on GPU shards (engine/retrieval/batching.py), whichever arm or version it serves.
+lock = threading.RLock()
 
 
 @lru_cache(maxsize=1)
@@ -50,7 +56,18 @@ def to_gpu(index):
     if not available():
         return index
     try:
-        return faiss.index_cpu_to_gpu(resources(), 0, index)
+        with lock:
+            return faiss.index_cpu_to_gpu(resources(), 0, index)
     except RuntimeError as exc:  # e.g. HNSW: no GPU implementation
         log.debug("shard stays on the CPU: %s", exc)
         return index
+
+
+def torch_device() -> str | None:
+    """ "cuda" where torch sees a GPU (the behaviour scans run there), else None (numpy)."""
+    try:
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else None
+    except Exception:  # no torch, or a broken CUDA install: the scans stay in numpy
+        return None

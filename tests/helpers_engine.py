@@ -47,3 +47,27 @@ def engine_config(store_path, artifact="", /, **sections: dict) -> EngineConfig:
         store={"path": str(store_path), "pseudonym_key": "k" * 32},
     )
     return base.with_changes(**sections)
+
+
+def recent_events(shop_events: pl.DataFrame, users: int, last: int = 30) -> dict[str, list]:
+    """The ``last`` events of the ``users`` busiest shoppers, as a request's recent events."""
+    from engine.state.profile import ProfileEvent
+
+    busy = shop_events.group_by("user_id").len().sort("len", "user_id", descending=True)[:users]
+    return {
+        u: [
+            ProfileEvent(r["item_id"], r["action"], int(r["ts"].timestamp() * 1e6))
+            for r in shop_events.filter(pl.col("user_id") == u).tail(last).iter_rows(named=True)
+        ]
+        for u in busy["user_id"]
+    }
+
+
+def lists_at_once(engine, recent: dict[str, list], query) -> list[list[str]]:
+    """Each shopper's list from ``engine.recommend`` with their recent events, all asked at once
+    (a thread each, as under gRPC), in ``recent``'s order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=len(recent)) as pool:
+        answers = pool.map(lambda user: engine.recommend(user, recent[user], query), recent)
+        return [list(a.item_ids) for a in answers]

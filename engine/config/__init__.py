@@ -242,9 +242,16 @@ class RayConfig:
 class GpuConfig:
     """``[gpu]``: ``shards = true`` moves every Flat and IVF shard onto the GPU when a version is
     opened (HNSW shards stay on the CPU: faiss has no GPU HNSW); refused at start when faiss sees
-    no GPU (``pip install 'crossrec[gpu]'`` on a machine with one). Off by default."""
+    no GPU (``pip install 'crossrec[gpu]'`` on a machine with one). Off by default. Searches are
+    then batched (engine/retrieval/batching.py): one batch at a time, concurrent requests' searches
+    of a shard merged into one; ``batch_searches = true`` does the same on CPU shards;
+    ``batch_window_ms``: how long a batch waits for more requests (0: none), ``batch_max_calls``:
+    requests per batch at most."""
 
     shards: bool = False
+    batch_searches: bool = False
+    batch_window_ms: float = 0.0
+    batch_max_calls: int = 1024
 
 
 @dataclass(frozen=True)

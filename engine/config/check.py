@@ -35,6 +35,7 @@ AT_LEAST_ONE = (
     "retrieval.neighbour_seeds",
     "retrieval.source_limit",
     "exploration.slot_pool",
+    "gpu.batch_max_calls",
 )
 #: Greater than 0 (durations and rates that cannot be zero; Ray's CPUs per replica may be 0).
 POSITIVE = (

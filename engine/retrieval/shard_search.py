@@ -71,7 +71,10 @@ class LocalShards:
         shard_of: np.ndarray,
         behaviour_rerank: int = 200,
         only: Collection[str] | None = None,
+        device: str | None = None,
     ) -> None:
+        """``device``: a torch device (``"cuda"``) for the behaviour scans
+        (engine/retrieval/device_scan.py); None: numpy on the CPU."""
         self.version = version
         self.behaviour_rerank = behaviour_rerank
         self.behaviour_dim = version.behaviour_dim if behaviour_rerank > 0 else 0
@@ -89,6 +92,11 @@ class LocalShards:
                 if shard_id in version.shards and (only is None or shard_id in only):
                     rows = order[bounds[i] : bounds[i + 1]]
                     self.behaviour[shard_id] = (rows, np.ascontiguousarray(block[rows]))
+        self.device_scan = None
+        if device is not None and self.behaviour:
+            from engine.retrieval.device_scan import DeviceScan
+
+            self.device_scan = DeviceScan(self.behaviour, self.vectors, self.behaviour_dim, device)
 
     def has_behaviour(self, shard_id: str) -> bool:
         return shard_id in self.behaviour
@@ -116,6 +124,8 @@ class LocalShards:
         rows, block = self.behaviour[shard_id]
         k = min(k, len(rows))
         n_candidates = min(len(rows), max(self.behaviour_rerank, 4 * k))
+        if self.device_scan is not None:
+            return self.device_scan.search(shard_id, queries, k, n_candidates)
         coarse = block @ queries[:, -self.behaviour_dim :].T  # (n, m)
         if n_candidates < len(rows):
             candidates = np.argpartition(-coarse, n_candidates - 1, axis=0)[

@@ -290,6 +290,7 @@ def test_gpu_shards_are_off_by_default_and_refused_where_faiss_sees_no_gpu(tmp_p
         pytest.skip("this machine's faiss sees a GPU")
     from engine.config import GpuConfig
 
-    config = EngineConfig(gpu=GpuConfig(shards=True))
+    store = tmp_path / "events.sqlite"
+    config = EngineConfig(gpu=GpuConfig(shards=True)).with_changes(store={"path": str(store)})
     with pytest.raises(ConfigError, match=r"\[gpu\] shards = true, but faiss sees no GPU"):
-        Engine(config, SQLiteEventStore(tmp_path / "events.sqlite"))
+        Engine(config, SQLiteEventStore(store))

@@ -31,19 +31,27 @@ def test_gpu_shards_answer_as_the_cpu_shards(device, built_index):
         assert gpu_ids.tolist() == cpu_ids.tolist(), shard_id
 
 
-def test_an_engine_on_the_gpu_serves_the_cpu_engines_lists(device, built_index, tmp_path):
-    from engine.config import EngineConfig, GpuConfig
+def test_an_engine_on_the_gpu_serves_the_cpu_engines_lists(
+    device, built_index, shop_events, tmp_path
+):
+    from helpers_engine import lists_at_once, recent_events
+
+    from engine.config import EngineConfig
     from engine.core import Engine
     from engine.retrieval.query import Query
     from engine.state.store import SQLiteEventStore
 
+    recent = recent_events(shop_events, 20)
+    query = Query(k=10, cross_share=0.5)  # half the list through the shard searches
     lists = []
     for name, on in (("cpu", False), ("gpu", True)):
-        engine = Engine(EngineConfig(gpu=GpuConfig(shards=on)), SQLiteEventStore(tmp_path / name))
+        store = tmp_path / f"{name}.sqlite"
+        config = EngineConfig().with_changes(store={"path": str(store)}, gpu={"shards": on})
+        engine = Engine(config, SQLiteEventStore(store))
         try:
             engine.versions.load(str(built_index.path))
             assert engine.status()["gpu"] is on
-            lists.append([engine.recommend(f"u{n}", [], Query(k=10)).item_ids for n in range(20)])
+            lists.append(lists_at_once(engine, recent, query))  # concurrent: batched on the GPU
         finally:
             engine.close()
     assert lists[0] == lists[1]
