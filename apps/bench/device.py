@@ -7,6 +7,10 @@ measures the CPU). Three measurements on a synthetic catalogue:
   ``encode`` and for the pipelined feed (:mod:`indexer.text_feed`), on the device torch sees;
 - **shard search**: one exact shard of ``--items`` vectors, batches of ``--queries`` queries, on the
   CPU and (where faiss sees a GPU) on the GPU, with the overlap of their top-10s;
+- **behaviour scan**: the cross-category scan with re-rank (engine/retrieval/shard_search.py) of a
+  batch of ``--queries`` queries over one shard of ``--scan-items`` items, numpy on the CPU (as an
+  engine without a GPU runs it) against torch on the device (engine/retrieval/device_scan.py,
+  what a batch of requests costs on a GPU engine), with the share of identical top-50s;
 - **the machine**: torch / faiss devices and versions.
 """
 
@@ -90,6 +94,45 @@ def shard_search(items: int, queries: int, dim: int = 384, seed: int = 0) -> dic
     return out
 
 
+def behaviour_scan(items: int, queries: int, seed: int = 0) -> dict:
+    """Queries/s of the behaviour scan (64-d block, 448-d vectors, top 50 of 200 re-ranked) in
+    numpy and in torch on the device torch sees, and the share of queries with identical rows."""
+    import torch
+
+    from engine.retrieval.device_scan import DeviceScan
+
+    rng = np.random.default_rng(seed)
+    vectors = rng.standard_normal((items, 448)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    rows = np.arange(items)
+    behaviour = {"s": (rows, np.ascontiguousarray(vectors[:, -64:]))}
+    q = vectors[rng.choice(items, queries)] + 0.1 * rng.standard_normal((queries, 448))
+    q = q.astype(np.float32)
+    k, n = 50, 200
+    out: dict = {"items": items, "queries": queries, "k": k, "re_ranked": n}
+    found = {}
+    for name in ("numpy", "torch"):
+        if name == "torch":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+            scan = DeviceScan(behaviour, vectors, 64, device)
+            scan.search("s", q[:50], k, n)  # warm-up
+            start = time.perf_counter()
+            _, found[name] = scan.search("s", q, k, n)
+        else:
+            device = "cpu"
+            start = time.perf_counter()
+            coarse = vectors[:, -64:] @ q[:, -64:].T
+            pool = np.argpartition(-coarse, n - 1, axis=0)[:n].T
+            found[name] = np.stack(
+                [p[np.argsort(-(vectors[p] @ q[j]), kind="stable")[:k]] for j, p in enumerate(pool)]
+            )
+        seconds = time.perf_counter() - start
+        out[name] = {"device": device, "queries_per_s": round(queries / seconds, 1)}
+    same = (found["numpy"] == found["torch"]).all(axis=1)
+    out["identical_lists"] = round(float(same.mean()), 4)
+    return out
+
+
 def machine() -> dict:
     import faiss
     import torch
@@ -112,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--titles", type=int, default=20_000, help="titles encoded per feed")
     p.add_argument("--items", type=int, default=200_000, help="vectors in the searched shard")
     p.add_argument("--queries", type=int, default=2_000, help="queries in one batch")
+    p.add_argument("--scan-items", type=int, default=50_000, help="items in the scanned shard")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     result = {
         "machine": machine(),
         "encode": encode_rates(args.titles),
         "shard_search": shard_search(args.items, args.queries),
+        "behaviour_scan": behaviour_scan(args.scan_items, args.queries),
     }
     (args.out / "device.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))

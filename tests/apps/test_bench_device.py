@@ -13,9 +13,13 @@ def test_the_device_benchmark_writes_what_it_measured(tmp_path):
     from apps.bench.device import main
 
     args = ["--out", str(tmp_path), "--titles", "64", "--items", "2000", "--queries", "50"]
-    assert main(args) == 0
+    assert main([*args, "--scan-items", "1000"]) == 0
     result = json.loads((tmp_path / "device.json").read_text())
-    assert set(result) == {"machine", "encode", "shard_search"}
+    assert set(result) == {"machine", "encode", "shard_search", "behaviour_scan"}
+    scan = result["behaviour_scan"]
+    assert scan["identical_lists"] == 1.0  # torch on this CPU lists what numpy lists
+    assert scan["items"] == 1000
+    assert scan["numpy"]["queries_per_s"] > 0
     assert set(result["encode"]) == {"library", "pipelined"}
     for feed in result["encode"].values():
         assert feed["items_per_s"] > 0
