@@ -171,6 +171,12 @@ def register_index(sub: argparse._SubParsersAction) -> None:
         f"(default {PrivacyConfig.max_pair_items})",
     )
     d.add_argument(
+        "--dp-popularity-clip",
+        type=float,
+        help="L2 norm each shopper's popularity weights are scaled down to "
+        "(default: the private median of the shoppers' norms, 2%% of the budget)",
+    )
+    d.add_argument(
         "--dp-seed",
         type=int,
         help="draw the noise from a seeded generator (a repeatable build, for tests and audits); "
@@ -271,6 +277,7 @@ def _privacy(args: argparse.Namespace) -> PrivacyConfig | None:
             max_events_per_item=args.dp_max_events,
             max_transitions_per_user=args.dp_max_transitions,
             max_pair_items=args.dp_pair_items,
+            popularity_clip=args.dp_popularity_clip,
             seed=args.dp_seed,
         )
     except ValueError as exc:

@@ -343,8 +343,14 @@ class IndexManifest:
         lines = [f"privacy: {claim}; noise {p['noise']}; bounds: {bounds}"]
         for r in p["statistics"]:
             cut = "" if r["threshold"] is None else f", published from {r['threshold']}"
+            spent = f"  {r['name']}: rho {r['rho']:.4g} (epsilon {r['epsilon_alone']:.3g} alone), "
+            if r.get("mechanism") == "exponential":
+                lines.append(
+                    f"{spent}a choice by the exponential mechanism (score sensitivity "
+                    f"{r['sensitivity']:.3g}, Gumbel scale {r['scale']:.3g})"
+                )
+                continue
             lines.append(
-                f"  {r['name']}: rho {r['rho']:.4g} (epsilon {r['epsilon_alone']:.3g} alone), "
-                f"L2 sensitivity {r['sensitivity']:.3g}, noise sd {r['scale']:.3g}{cut}"
+                f"{spent}L2 sensitivity {r['sensitivity']:.3g}, noise sd {r['scale']:.3g}{cut}"
             )
         return lines

@@ -65,7 +65,8 @@ class Release:
     """One noisy statistic as the manifest states it: its rho (and delta, for the threshold), the
     L2 sensitivity the bounds give it, the noise's standard deviation, the threshold below which
     keys are not published (pairs only) and the epsilon it would cost alone at the build's
-    delta."""
+    delta; ``mechanism``: "gaussian", "gaussian threshold" or "exponential" (a choice among
+    candidates: ``sensitivity`` bounds its scores, ``scale`` is its Gumbel noise's)."""
 
     name: str
     rho: float
@@ -74,6 +75,7 @@ class Release:
     scale: float
     threshold: int | None
     epsilon_alone: float
+    mechanism: str = "gaussian"
 
     def to_json(self) -> dict:
         fields = asdict(self).items()
@@ -162,7 +164,7 @@ class Noise:
             )
             kept_keys = np.array(sorted(released), dtype=np.int64)
             kept = np.array([released[k] for k in kept_keys.tolist()], dtype=np.int64)
-        self._record(name, rho, delta, math.sqrt(l0), scale, tau)
+        self._record(name, rho, delta, math.sqrt(l0), scale, tau, "gaussian threshold")
         return kept_keys, kept
 
     def _threshold_mechanism(self, scale: float, tau: int):
@@ -188,9 +190,39 @@ class Noise:
             lo, hi = (lo, mid) if fits(mid) else (mid, hi)
         return hi
 
-    def _record(self, name, rho, delta, sensitivity, scale, threshold) -> None:
+    def quantile(
+        self, name: str, values: np.ndarray, candidates: list[float], alpha: float
+    ) -> float:
+        """The candidate nearest the ``alpha``-quantile of ``values`` (one per shopper), chosen by
+        the exponential mechanism on OpenDP's quantile scores (how many values a candidate is off
+        the quantile; one shopper moves a score by at most 1), spending ``name``'s rho: Gumbel
+        noise of scale ``1 / sqrt(2 rho)`` on the scores (OpenDP's report-noisy-max map)."""
+        dp = _opendp()
+        rho = self.budget.of(name)
+        space = dp.vector_domain(dp.atom_domain(T=float, nan=False)), dp.symmetric_distance()
+        scores = dp.t.make_quantile_score_candidates(*space, candidates=candidates, alpha=alpha)
+        sensitivity = float(scores.map(1))
+        scale = sensitivity / math.sqrt(2 * rho)
+        zcdp = dp.zero_concentrated_divergence()
+        mechanism = scores >> dp.m.then_noisy_max(zcdp, scale=scale, negate=True)
+        if mechanism.map(1) > rho * (1 + 1e-9):  # a privacy promise: never an assert
+            raise RuntimeError(f"OpenDP's map exceeds the planned rho {rho} at scale {scale}")
+        data = values.astype(np.float64).tolist()
+        if self.rng is None:
+            index = int(mechanism(data))
+        else:
+            scored = np.asarray(scores(data), dtype=np.float64)
+            index = int(np.argmax(self.rng.gumbel(0.0, scale, len(scored)) - scored))
+        self._record(name, rho, 0.0, sensitivity, scale, None, "exponential")
+        return candidates[index]
+
+    def _record(
+        self, name, rho, delta, sensitivity, scale, threshold, mechanism="gaussian"
+    ) -> None:
         alone = epsilon_of(rho, self.budget.config.delta - delta) if rho > 0 else 0.0
-        self.releases.append(Release(name, rho, delta, sensitivity, scale, threshold, alone))
+        self.releases.append(
+            Release(name, rho, delta, sensitivity, scale, threshold, alone, mechanism)
+        )
 
     def spent(self) -> tuple[float, float]:
         """(epsilon, delta) of everything released so far: the rhos add up, the threshold's delta

@@ -9,9 +9,12 @@ What each file holds under privacy (``M``, ``N``, ``P``, ``m``: the bounds of
                        ``sqrt(M) N``), ``events_7d, events_28d`` (``sqrt(2M) N``); ``events``
                        their sum, the funnel rates from the noisy counts; ``popularity`` its own
                        release of *shoppers* per item, each weighted by the decay of their last
-                       touch (:func:`shopper_popularity`, ``sqrt(M)``: the popular source ranks
-                       by it, so it gets the most budget at the least sensitivity - decayed
-                       action-weighted events would carry the purchase weight 8 in theirs);
+                       touch and each shopper's weights scaled to an L2 norm of at most the clip
+                       (:func:`shopper_popularity`; sensitivity: the clip, at most ``sqrt(M)``;
+                       the clip is the private median of the shoppers' norms unless set: the
+                       popular source ranks by it, so it gets the most budget at the least
+                       sensitivity - decayed action-weighted events would carry the purchase
+                       weight 8 in theirs);
                        ``age_days`` not published (a first event is one shopper's)
 ``categories.parquet`` ``sessions`` counts *shoppers* per category (noisy with the shoppers in
                        all, ``sqrt(M + 1)``), ``session_share`` their share; ``events`` and
@@ -41,7 +44,7 @@ from scipy import sparse
 from indexer.manifest import EventsWindow
 from indexer.neighbours import ItemNeighbours, NeighbourConfig, describe, gram_neighbours
 from indexer.privacy.bounding import bound_events, pair_counts, pair_items, user_transitions
-from indexer.privacy.config import PrivacyConfig
+from indexer.privacy.config import CLIP_QUANTILE, PrivacyConfig, clip_candidates
 from indexer.privacy.mechanisms import Budget, Noise
 from indexer.transitions import (
     POPULARITY_HALF_LIFE_DAYS,
@@ -84,9 +87,10 @@ def private_behaviour(
     start = _day_end(cast(datetime, sessions["ts"].min())) - timedelta(days=1)
     neighbours_on = neighbour_config.top_n > 0
     released = ["item_actions", "item_windows", "item_popularity", "category_users"]
+    released += ["popularity_clip"] if config.popularity_clip is None else []
     released += ["transitions"] + (["item_users", "pairs"] if neighbours_on else [])
     noise = Noise(Budget(config, released))
-    items = _items(bounded, catalog, end, noise, config)
+    items, clip = _items(bounded, catalog, end, noise, config)
     names, codes = category_codes(catalog)
     shoppers, share = _category_shoppers(bounded, len(names), noise, config)
     categories = _categories(catalog, names, codes, items, shoppers, share)
@@ -108,7 +112,11 @@ def private_behaviour(
             "max_items_per_user": config.max_items_per_user,
             "max_transitions_per_user": config.max_transitions_per_user,
             "max_pair_items": config.max_pair_items,
+            "popularity_clip": round(clip, 6),
         },
+        "popularity_clip_chosen_by": (
+            "setting" if config.popularity_clip else "private median of the shoppers' norms"
+        ),
         "statistics": [r.to_json() for r in noise.releases],
         "events_window": "days (the collection period, taken as public)",
     }
@@ -124,7 +132,8 @@ def _day_end(ts: datetime) -> datetime:
 
 def _items(
     bounded: pl.DataFrame, catalog: pl.DataFrame, end: datetime, noise: Noise, c: PrivacyConfig
-) -> pl.DataFrame:
+) -> tuple[pl.DataFrame, float]:
+    """The noisy item statistics and the popularity clip used."""
     m, n = c.max_items_per_user, c.max_events_per_item
     counts = item_counts(bounded, catalog, end)
     size = counts.height
@@ -135,9 +144,14 @@ def _items(
 
     actions = noisy("item_actions", ACTION_COLUMNS, math.sqrt(m) * n)
     windows = noisy("item_windows", WINDOW_COLUMNS, math.sqrt(2 * m) * n)
-    decayed = shopper_popularity(bounded, size, end)
-    popularity = np.maximum(noise.gaussian("item_popularity", decayed, math.sqrt(m)), 0.0)
-    return with_funnel(
+    touches = last_touches(bounded, end)
+    clip = c.popularity_clip or noise.quantile(
+        "popularity_clip", shopper_norms(touches), clip_candidates(m), CLIP_QUANTILE
+    )
+    clip = min(clip, math.sqrt(m))  # no bounded shopper's norm is larger
+    decayed = shopper_popularity(touches, size, clip)
+    popularity = np.maximum(noise.gaussian("item_popularity", decayed, clip), 0.0)
+    frame = with_funnel(
         counts.with_columns(
             *(pl.Series(col, v, pl.UInt32) for col, v in zip(ACTION_COLUMNS, actions, strict=True)),
             *(pl.Series(col, v, pl.UInt32) for col, v in zip(WINDOW_COLUMNS, windows, strict=True)),
@@ -146,17 +160,41 @@ def _items(
             pl.lit(None, pl.Float32).alias("age_days"),
         )
     )
+    return frame, clip
 
 
-def shopper_popularity(bounded: pl.DataFrame, n_items: int, end: datetime) -> np.ndarray:
-    """Per item, the sum over its shoppers of ``0.5 ** (days from their last touch to end /
-    half-life)`` (the non-private popularity's half-life): each shopper adds at most 1 to each of
-    at most ``M`` items, so the vector's L2 sensitivity is ``sqrt(M)``."""
-    # Sorted, so the float sums below add in one order and a build repeats byte for byte.
+@dataclass(frozen=True)
+class Touches:
+    """Each (shopper, item)'s weight: ``0.5 ** (days from the shopper's last touch of the item to
+    the end / half-life)`` (the non-private popularity's half-life), at most 1; ``user`` codes
+    0..n-1, sorted by item then shopper."""
+
+    user: np.ndarray
+    row: np.ndarray
+    weight: np.ndarray
+
+
+def last_touches(bounded: pl.DataFrame, end: datetime) -> Touches:
+    # Sorted, so the float sums made of it add in one order and a build repeats byte for byte.
     last = bounded.group_by("user", "row").agg(pl.col("ts").max()).sort("row", "user")
     age_days = (end - last["ts"]).dt.total_microseconds().to_numpy() / 86_400e6
+    _, user = np.unique(last["user"].to_numpy(), return_inverse=True)
     weight = 0.5 ** (age_days / POPULARITY_HALF_LIFE_DAYS)
-    return np.bincount(last["row"].to_numpy().astype(np.int64), weights=weight, minlength=n_items)
+    return Touches(user.astype(np.int64), last["row"].to_numpy().astype(np.int64), weight)
+
+
+def shopper_norms(touches: Touches) -> np.ndarray:
+    """Each shopper's L2 norm of their weights (one value per shopper)."""
+    return np.sqrt(np.bincount(touches.user, weights=touches.weight**2))
+
+
+def shopper_popularity(touches: Touches, n_items: int, clip: float) -> np.ndarray:
+    """Per item, the sum of its shoppers' weights, each shopper's weights scaled to an L2 norm of
+    at most ``clip``: one shopper moves the vector by at most ``clip`` in L2."""
+    norms = shopper_norms(touches)
+    scale = np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+    weight = touches.weight * scale[touches.user]
+    return np.bincount(touches.row, weights=weight, minlength=n_items)
 
 
 def _category_shoppers(

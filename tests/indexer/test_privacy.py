@@ -15,9 +15,14 @@ import polars as pl
 import pytest
 
 from indexer.privacy.bounding import bound_events, pair_counts, pair_items, user_transitions
-from indexer.privacy.config import BUDGET_SHARES, PrivacyConfig
+from indexer.privacy.config import BUDGET_SHARES, CLIP_QUANTILE, PrivacyConfig, clip_candidates
 from indexer.privacy.mechanisms import Budget, Noise, epsilon_of
-from indexer.privacy.release import private_behaviour, shopper_popularity
+from indexer.privacy.release import (
+    last_touches,
+    private_behaviour,
+    shopper_norms,
+    shopper_popularity,
+)
 from indexer.transitions import item_counts, sessionise
 
 T0 = datetime(2026, 3, 1, 12, tzinfo=UTC)
@@ -107,6 +112,7 @@ def test_the_budget_adds_up_to_what_was_asked_and_each_scale_spends_its_share():
     noise.threshold("pairs", np.arange(3, dtype=np.int64), np.ones(3, np.int64), 28)
     for name in ("item_windows", "item_popularity", "category_users", "transitions", "item_users"):
         noise.gaussian(name, np.zeros(5), 2.0)
+    noise.quantile("popularity_clip", np.ones(9), [0.5, 1.5], 0.5)
     epsilon, delta = noise.spent()
     assert epsilon == pytest.approx(2.0, rel=1e-5)
     assert delta == pytest.approx(1e-6)
@@ -119,6 +125,25 @@ def test_the_budget_adds_up_to_what_was_asked_and_each_scale_spends_its_share():
     assert pairs.delta == pytest.approx(0.5e-6)
     assert pairs.scale == pytest.approx(math.sqrt(28 / (2 * pairs.rho)))
     assert epsilon_of(budget.rho, budget.conversion_delta) == pytest.approx(2.0, rel=1e-5)
+    clip = noise.releases[-1]
+    # report-noisy-max with Gumbel noise: rho = (sensitivity / scale)^2 / 2
+    assert (clip.mechanism, clip.sensitivity) == ("exponential", 1.0)
+    assert clip.rho == pytest.approx(budget.rho * 0.02)
+    assert clip.scale == pytest.approx(1.0 / math.sqrt(2 * clip.rho))
+
+
+@pytest.mark.parametrize("seed", [None, 3])
+def test_the_private_median_finds_the_median_candidate(seed):
+    """With a large budget the choice is the candidate nearest the median (41 values: 20 below
+    1.0, one at it, 20 above); with a tiny one it is anywhere among the candidates."""
+    values = np.r_[np.full(20, 0.4), 1.0, np.full(20, 3.0)]
+    candidates = [0.25, 0.5, 0.75, 1.0, 1.25, 2.0, 3.5]
+    big = Noise(Budget(PrivacyConfig(epsilon=500.0, seed=seed), ["popularity_clip"]))
+    assert [big.quantile("popularity_clip", values, candidates, 0.5) for _ in range(5)] == [1.0] * 5
+    small = Noise(Budget(PrivacyConfig(epsilon=0.01, seed=seed), ["popularity_clip"]))
+    drawn = {small.quantile("popularity_clip", values, candidates, 0.5) for _ in range(200)}
+    assert len(drawn) >= 4  # noisy choices spread over the candidates
+    assert drawn <= set(candidates)
 
 
 @pytest.mark.parametrize("seed", [None, 11])
@@ -152,7 +177,8 @@ def test_pairs_few_shoppers_made_are_not_published(seed):
 def test_the_popularity_counts_shoppers_decayed_from_their_last_touch_by_hand():
     bounded = bound_events(sessionise(events(), CATALOG), BOUNDS)
     end = datetime(2026, 3, 2, tzinfo=UTC)  # the end of T0's day
-    got = shopper_popularity(bounded, 5, end)
+    touches = last_touches(bounded, end)
+    got = shopper_popularity(touches, 5, clip=math.sqrt(20))  # no shopper's norm reaches it
     # a: u1's last view at T0 - 2 h + 9,999 s, u2's a day before T0; d and e: u1 three hours
     # before T0; c: u2's purchase (u1's cart was bounded away); b: nobody
     day = 86_400.0
@@ -166,12 +192,24 @@ def test_the_popularity_counts_shoppers_decayed_from_their_last_touch_by_hand():
     d = decay(to_end + 3 * 3600 - 60)
     e = decay(to_end + 3 * 3600 - 120)
     assert got == pytest.approx([a, 0.0, c, d, e], rel=1e-12)  # the last touch, to the second
+    # u1 (a, d, e) and u2 (a, c): their norms, and u1 clipped to 1 (each weight / its norm)
+    u2_a, u2_c = decay(to_end + day), c
+    u1_a = a - u2_a
+    n1, n2 = math.hypot(u1_a, d, e), math.hypot(u2_a, u2_c)
+    assert shopper_norms(touches).tolist() == pytest.approx([n1, n2], rel=1e-12)
+    clipped = shopper_popularity(touches, 5, clip=1.0)
+    assert clipped == pytest.approx(
+        [u1_a / n1 + u2_a / n2, 0.0, u2_c / n2, d / n1, e / n1], rel=1e-12
+    )
 
 
 class _Silent:
     """A generator whose noise is zero: what is left is the releases' arithmetic."""
 
     def normal(self, loc, scale, size):
+        return np.zeros(size)
+
+    def gumbel(self, loc, scale, size):
         return np.zeros(size)
 
 
@@ -200,6 +238,27 @@ def test_without_the_noise_the_releases_are_the_bounded_statistics(monkeypatch):
     assert private.window.last == "2026-03-02T00:00:00+00:00"
     assert private.window.first == "2026-02-28T00:00:00+00:00"
     assert private.manifest["noise"] == "numpy-seeded"
+    # The popularity: u1's three items (a, d, e; c bounded away) and u2's two (a, c), each
+    # weighted by the decay of the last touch; the clip is the noise-free median of the two
+    # shoppers' norms among 0.25, 0.5, ..., 1.5, sqrt(3): 1.5, between u2's (~1.36) and u1's
+    # (~1.70), so u1's weights are scaled to norm 1.5 and u2's kept.
+    day, to_end = 86_400.0, 12 * 3600.0
+
+    def decay(seconds_before_end: float) -> float:
+        return 0.5 ** (seconds_before_end / day / 14)
+
+    u1 = {
+        "a": decay(to_end + 2 * 3600 - 9_999),
+        "d": decay(to_end + 3 * 3600 - 60),
+        "e": decay(to_end + 3 * 3600 - 120),
+    }
+    u2 = {"a": decay(to_end + day), "c": decay(to_end + day - 60)}
+    norm1, norm2 = math.hypot(*u1.values()), math.hypot(*u2.values())
+    assert norm2 < 1.5 < norm1
+    assert private.manifest["bounds"]["popularity_clip"] == 1.5
+    s = 1.5 / norm1
+    want = [u1["a"] * s + u2["a"], 0.0, u2["c"], u1["d"] * s, u1["e"] * s]
+    assert items["popularity"].to_list() == pytest.approx(want, rel=1e-12)
 
 
 def test_the_manifest_calls_a_version_private_only_when_nothing_else_reads_behaviour():
@@ -245,13 +304,16 @@ def test_a_seeded_private_build_repeats_byte_for_byte_and_says_what_it_is(small_
         {
             "item_actions": math.ceil(math.sqrt(20) * 2),
             "item_windows": math.ceil(math.sqrt(2 * 20) * 2),
-            "item_popularity": math.sqrt(20),
+            "item_popularity": privacy["bounds"]["popularity_clip"],
+            "popularity_clip": 1,
             "category_users": math.ceil(math.sqrt(20 + 1)),
             "transitions": math.ceil(math.sqrt(10)),
             "pairs": math.sqrt(8 * 7 / 2),
             "item_users": math.ceil(math.sqrt(8)),
         }
     )
+    assert privacy["bounds"]["popularity_clip"] in clip_candidates(20)
+    assert privacy["popularity_clip_chosen_by"] == "private median of the shoppers' norms"
     assert set(manifest["files"]) == {"items", "vectors", "transitions", "categories", "neighbours"}
     assert manifest["adaptation"] is None
 
@@ -269,6 +331,8 @@ def test_inspect_states_the_privacy_of_a_version(small_shop_dir, tmp_path, capsy
     assert "privacy: (2, 1e-06)-differentially private per shopper; noise numpy-seeded" in out
     assert "pairs: rho" in out
     assert "published from" in out
+    assert "popularity_clip: rho" in out
+    assert "a choice by the exponential mechanism (score sensitivity 1, Gumbel scale" in out
 
 
 def test_a_build_without_privacy_is_unchanged_byte_for_byte(built_index):
@@ -290,8 +354,13 @@ def test_the_defaults_of_a_private_build_are_pinned():
     config = PrivacyConfig(epsilon=1.0)
     assert (config.delta, config.max_items_per_user, config.max_events_per_item) == (1e-6, 20, 2)
     assert (config.max_transitions_per_user, config.max_pair_items, config.seed) == (10, 8, None)
+    assert config.popularity_clip is None
+    assert CLIP_QUANTILE == 0.5
+    assert clip_candidates(20) == pytest.approx([0.25 * i for i in range(1, 18)] + [math.sqrt(20)])
+    assert clip_candidates(4) == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0]
     assert BUDGET_SHARES == {
-        "item_popularity": 0.35,
+        "popularity_clip": 0.02,
+        "item_popularity": 0.33,
         "item_actions": 0.15,
         "item_windows": 0.05,
         "category_users": 0.05,
@@ -303,3 +372,18 @@ def test_the_defaults_of_a_private_build_are_pinned():
         PrivacyConfig(epsilon=0)
     with pytest.raises(ValueError, match="max_pair_items must be >= 1"):
         PrivacyConfig(epsilon=1, max_pair_items=0)
+    with pytest.raises(ValueError, match="popularity_clip must be > 0"):
+        PrivacyConfig(epsilon=1, popularity_clip=0.0)
+
+
+def test_a_set_popularity_clip_spends_no_budget_on_choosing_one():
+    from indexer.neighbours import NeighbourConfig
+
+    config = PrivacyConfig(epsilon=1.0, max_items_per_user=3, popularity_clip=0.5, seed=0)
+    private = private_behaviour(sessionise(events(), CATALOG), CATALOG, config, NeighbourConfig())
+    stats = {s["name"]: s for s in private.manifest["statistics"]}
+    assert "popularity_clip" not in stats
+    assert stats["item_popularity"]["sensitivity"] == 0.5
+    assert private.manifest["bounds"]["popularity_clip"] == 0.5
+    assert private.manifest["popularity_clip_chosen_by"] == "setting"
+    assert private.manifest["epsilon"] == pytest.approx(1.0, rel=1e-5)
