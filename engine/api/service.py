@@ -29,6 +29,9 @@ from engine.feedback.metrics import Metrics
 _STOPPABLE = frozenset({"Recommend", "RecommendBatch"})
 #: RPCs held to the bulkhead (:func:`bulk_workers`).
 _BULK_WORK = frozenset({"RecommendBatch"})
+#: Requests of one RecommendBatch answered at once when shard searches are batched ([gpu]), so
+#: that their searches merge (engine/retrieval/batching.py); without batching, one after another.
+BATCH_FAN_OUT = 16
 _NO_LIMIT = contextlib.nullcontext()
 
 
@@ -55,6 +58,12 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         self.default_share = engine.config.retrieval.default_cross_category_share
         self.executor = ThreadPoolExecutor(
             max_workers=self.server.workers, thread_name_prefix="crossrec"
+        )
+        gpu = engine.config.gpu
+        self.fan_out = (
+            ThreadPoolExecutor(max_workers=BATCH_FAN_OUT, thread_name_prefix="crossrec-batch")
+            if gpu.shards or gpu.batch_searches
+            else None
         )
         # At most `workers` calls run; up to `max_queued` more wait for a worker (within their
         # deadline); beyond that a call is shed at once with RESOURCE_EXHAUSTED, so callers can
@@ -210,12 +219,15 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
                 violations += exc.violations
         if violations:
             raise InvalidRequest(violations)
-        return recommend_pb2.RecommendBatchResponse(
-            responses=[
-                self._answer(route, r, p, deadline)
-                for r, (route, p) in zip(request.requests, parsed)
-            ]
-        )
+        jobs = list(zip(request.requests, parsed, strict=True))
+
+        def answer(job) -> recommend_pb2.RecommendResponse:
+            r, (route, p) = job
+            return self._answer(route, r, p, deadline)
+
+        if self.fan_out is not None and len(jobs) > 1:
+            return recommend_pb2.RecommendBatchResponse(responses=self.fan_out.map(answer, jobs))
+        return recommend_pb2.RecommendBatchResponse(responses=[answer(j) for j in jobs])
 
     def _ingest(self, request) -> service_pb2.IngestEventsResponse:
         events = validation.ingest_events(

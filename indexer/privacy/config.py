@@ -35,7 +35,7 @@ def clip_candidates(max_items_per_user: int) -> list[float]:
     """The clips the private median chooses from: 0.25 to ``sqrt(M)`` (the largest norm a bounded
     shopper can have) in steps of 0.25, and ``sqrt(M)`` itself."""
     top = max_items_per_user**0.5
-    return [*(0.25 * i for i in range(1, int(top / 0.25) + 1) if 0.25 * i < top), top]
+    return [*(0.25 * i for i in range(1, int(top / 0.25) + 1) if 0.25 * i < top)]
 
 
 @dataclass(frozen=True)

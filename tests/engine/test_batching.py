@@ -267,3 +267,71 @@ def test_an_engine_with_batched_searches_serves_the_same_lists(built_index, shop
             engine.close()
     assert all(len(x) == 10 for x in lists[0])
     assert lists[0] == lists[1]
+
+
+def test_a_recommend_batch_answers_its_requests_at_once_when_searches_are_batched(
+    built_index, shop_events, tmp_path
+):
+    """Its requests' searches queue together behind the first one held at the gate (answered one
+    after another, they could not: the gate would time out), and the answers are those of an
+    engine without batching."""
+    from crossrec.v1 import events_pb2, recommend_pb2
+    from engine.api.service import RecommendService
+    from engine.core import Engine
+    from engine.feedback.metrics import Metrics
+    from engine.state.store import SQLiteEventStore
+
+    recent = recent_events(shop_events, 6)
+
+    def proto(events) -> list:
+        return [
+            events_pb2.Event(
+                item_id=e.item_id, action=getattr(events_pb2, f"ACTION_{e.action.upper()}")
+            )
+            for e in events
+        ]
+
+    request = recommend_pb2.RecommendBatchRequest(
+        requests=[
+            recommend_pb2.RecommendRequest(
+                user_id=user, k=8, cross_category_share=1.0, recent_events=proto(events)
+            )
+            for user, events in recent.items()
+        ]
+    )
+    answers = {}
+    for name, batch in (("plain", False), ("batched", True)):
+        store = tmp_path / f"{name}.sqlite"
+        engine = Engine(
+            engine_config(store, gpu={"batch_searches": batch}), SQLiteEventStore(store)
+        )
+        try:
+            engine.versions.load(str(built_index.path))
+            service = RecommendService(engine, Metrics())
+            assert (service.fan_out is not None) is batch
+            searcher = engine.served.recommender.search.searcher
+            if batch:
+                gate = Gate(searcher.inner)
+                searcher.inner = gate
+                queued = []
+
+                def release(searcher=searcher, gate=gate, queued=queued) -> None:
+                    assert gate.entered.wait(10)
+                    deadline = time.monotonic() + 10
+                    while len(searcher._pending) < len(recent) - 1 and time.monotonic() < deadline:
+                        time.sleep(0.002)
+                    queued.append(len(searcher._pending))
+                    gate.release.set()
+
+                releaser = threading.Thread(target=release)
+                releaser.start()
+            response = service._recommend_batch(request)
+            if batch:
+                releaser.join(20)
+                assert queued == [len(recent) - 1]  # all the others waited together
+                assert searcher.stats.batches == 2
+            answers[name] = [[i.item_id for i in r.items] for r in response.responses]
+        finally:
+            engine.close()
+    assert all(len(items) == 8 for items in answers["plain"])
+    assert answers["batched"] == answers["plain"]

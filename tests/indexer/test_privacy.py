@@ -387,3 +387,8 @@ def test_a_set_popularity_clip_spends_no_budget_on_choosing_one():
     assert private.manifest["bounds"]["popularity_clip"] == 0.5
     assert private.manifest["popularity_clip_chosen_by"] == "setting"
     assert private.manifest["epsilon"] == pytest.approx(1.0, rel=1e-5)
+    # a clip above any bounded shopper's reach (sqrt(M)) is that reach
+    wide = PrivacyConfig(epsilon=1.0, max_items_per_user=3, popularity_clip=10.0, seed=0)
+    private = private_behaviour(sessionise(events(), CATALOG), CATALOG, wide, NeighbourConfig())
+    stats = {s["name"]: s for s in private.manifest["statistics"]}
+    assert stats["item_popularity"]["sensitivity"] == pytest.approx(math.sqrt(3))
