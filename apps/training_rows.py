@@ -55,12 +55,25 @@ def training_mode(asked: str, events: pl.DataFrame) -> tuple[str, str]:
 
 
 def _replay_index(job: TrainJob, visible: pl.DataFrame, folder: Path, serving_path: Path):
-    """An index version of ``visible`` events only, reusing the serving version's content."""
+    """An index version of ``visible`` events only, reusing the serving version's content, and
+    private as the serving version is (the same budget and bounds, fresh noise): a ranker learns
+    from the statistics it will be served with, noisy ones included."""
     from apps.evaluation.index import prepare_index, write_train_events
+    from indexer.artifact import read_index_manifest
+    from indexer.privacy.config import PrivacyConfig
 
+    _, manifest = read_index_manifest(serving_path)
+    release = manifest.report("privacy")
+    privacy = PrivacyConfig.like(release) if release else None
     path, digest = write_train_events(visible, folder)
     return prepare_index(
-        job.catalog, path, digest, folder, progress=job.progress, reuse_content=serving_path
+        job.catalog,
+        path,
+        digest,
+        folder,
+        progress=job.progress,
+        reuse_content=serving_path,
+        privacy=privacy,
     )
 
 

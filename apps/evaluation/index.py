@@ -10,6 +10,7 @@ items).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -62,16 +63,19 @@ def prepare_index(
     text: bool = True,
     progress: bool = True,
     reuse_content: Path | None = None,
+    privacy=None,
 ) -> PreparedIndex:
     """Reuse ``out/index``'s version built from the same training file and settings, else build one
-    (``indexer.build.build_index`` with ``BuildConfig(text=text, reuse_content=...)``) and record
-    it in ``split.json``."""
+    (``indexer.build.build_index`` with ``BuildConfig(text=text, reuse_content=...,
+    privacy=...)``) and record it in ``split.json``."""
     settings = {
         "train_events_sha256": train_sha256,
         "catalog": str(catalog),
         "text": text,
         "reuse_content": None if reuse_content is None else str(reuse_content),
     }
+    if privacy is not None:  # recorded only when set: earlier records stay reusable
+        settings["privacy"] = dataclasses.asdict(privacy)
     record = out / SPLIT_FILE
     reusable = _reusable(record, settings, train_path)
     if reusable is not None:
@@ -88,6 +92,7 @@ def prepare_index(
             text=text,
             progress=progress,
             reuse_content=None if reuse_content is None else str(reuse_content),
+            privacy=privacy,
         ),
     )
     seconds = time.perf_counter() - started
@@ -108,6 +113,8 @@ def _reusable(record: Path, settings: dict, train_path: Path) -> Path | None:
     except json.JSONDecodeError:
         return None
     if any(saved.get(k) != v for k, v in settings.items()):
+        return None
+    if saved.get("privacy") != settings.get("privacy"):  # private and not are never swapped
         return None
     version = record.parent / INDEX_DIR / str(saved.get("index_version", ""))
     if not (version / MANIFEST).is_file():

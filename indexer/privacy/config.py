@@ -35,7 +35,7 @@ def clip_candidates(max_items_per_user: int) -> list[float]:
     """The clips the private median chooses from: 0.25 to ``sqrt(M)`` (the largest norm a bounded
     shopper can have) in steps of 0.25, and ``sqrt(M)`` itself."""
     top = max_items_per_user**0.5
-    return [*(0.25 * i for i in range(1, int(top / 0.25) + 1) if 0.25 * i < top)]
+    return [*(0.25 * i for i in range(1, int(top / 0.25) + 1) if 0.25 * i < top), top]
 
 
 @dataclass(frozen=True)
@@ -77,3 +77,23 @@ class PrivacyConfig:
                 raise ValueError(f"dp {name} must be >= 1, got {getattr(self, name)}")
         if self.popularity_clip is not None and not self.popularity_clip > 0:
             raise ValueError(f"dp popularity_clip must be > 0, got {self.popularity_clip}")
+
+    @classmethod
+    def like(cls, release: dict) -> PrivacyConfig:
+        """The settings behind a version's privacy release (its manifest's ``privacy`` entry), to
+        build another version the same way - the same budget and bounds, the clip chosen again
+        unless it was set, fresh noise from OpenDP's sampler (a ranker's replay indexes)."""
+        bounds = release["bounds"]
+        chose = release.get("popularity_clip_chosen_by", "setting") != "setting"
+        return cls(
+            epsilon=float(release["epsilon"]),
+            delta=float(release["delta"]),
+            max_items_per_user=int(bounds["max_items_per_user"]),
+            max_events_per_item=int(bounds["max_events_per_item"]),
+            max_transitions_per_user=int(bounds["max_transitions_per_user"]),
+            max_pair_items=int(bounds["max_pair_items"]),
+            # (a version from before the clip existed used the bounds' own reach, sqrt(M))
+            popularity_clip=None
+            if chose
+            else bounds.get("popularity_clip", int(bounds["max_items_per_user"]) ** 0.5),
+        )

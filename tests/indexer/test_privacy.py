@@ -5,6 +5,7 @@ without privacy unchanged byte for byte."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from datetime import UTC, datetime, timedelta
@@ -392,3 +393,46 @@ def test_a_set_popularity_clip_spends_no_budget_on_choosing_one():
     private = private_behaviour(sessionise(events(), CATALOG), CATALOG, wide, NeighbourConfig())
     stats = {s["name"]: s for s in private.manifest["statistics"]}
     assert stats["item_popularity"]["sensitivity"] == pytest.approx(math.sqrt(3))
+
+
+def test_like_gives_the_settings_behind_a_release():
+    from indexer.neighbours import NeighbourConfig
+
+    sessions = sessionise(events(), CATALOG)
+    for config in (
+        PrivacyConfig(epsilon=2.0, delta=1e-7, max_items_per_user=3, max_pair_items=2, seed=0),
+        PrivacyConfig(epsilon=1.0, max_events_per_item=1, popularity_clip=0.5, seed=4),
+    ):
+        release = private_behaviour(sessions, CATALOG, config, NeighbourConfig()).manifest
+        # the same settings; the noise fresh from OpenDP's sampler (no seed)
+        assert PrivacyConfig.like(release) == dataclasses.replace(config, seed=None)
+    # a version from before the clip existed: its popularity used the bounds' reach, sqrt(M)
+    old = {"epsilon": 4.0, "delta": 1e-6, "bounds": {"max_items_per_user": 20,
+        "max_events_per_item": 2, "max_transitions_per_user": 10, "max_pair_items": 8}}  # fmt: skip
+    assert PrivacyConfig.like(old).popularity_clip == pytest.approx(math.sqrt(20))
+
+
+def test_a_private_versions_replay_index_is_private_too(small_shop_dir, tmp_path):
+    """The ranker's replay index for a private serving version is built with the same budget and
+    bounds (its features then carry the noise the served ones carry)."""
+    from apps.training import TrainJob
+    from apps.training_rows import _replay_index
+    from clients.cli import main
+    from indexer.artifact import read_index_manifest
+
+    serving = tmp_path / "serving"
+    args = ["index", "build", "--catalog", str(small_shop_dir / "catalog.parquet"), "--quiet"]
+    args += ["--events", str(small_shop_dir / "events.parquet"), "--no-text", "--out", str(serving)]
+    assert main([*args, "--dp-epsilon", "3", "--dp-max-items", "12", "--dp-seed", "2"]) == 0
+    version = next(serving.glob("v*"))
+    events = pl.read_parquet(small_shop_dir / "events.parquet")
+    job = TrainJob(small_shop_dir / "catalog.parquet", small_shop_dir / "events.parquet",
+                   version, tmp_path / "job", progress=False)  # fmt: skip
+    visible = events.filter(pl.col("ts") < events["ts"].max() - timedelta(days=7))
+    prepared = _replay_index(job, visible, tmp_path / "replay", version)
+    _, manifest = read_index_manifest(prepared.path)
+    release = manifest.report("privacy")
+    assert release["differentially_private"] is True
+    assert release["epsilon"] == pytest.approx(3.0, rel=1e-5)
+    assert release["bounds"]["max_items_per_user"] == 12
+    assert release["noise"] == "opendp"
