@@ -95,7 +95,9 @@ def paired_lines(result: dict) -> str:
             best = max(by_baseline, key=lambda b: _mean(methods[b], measure, k, tail))
             d = by_baseline[best]
             verdict = "ahead" if d["low"] > 0 else "behind" if d["high"] < 0 else "not apart"
-            label = {"recall": "Recall", "ndcg": "NDCG"}[measure]
+            label = {"recall": "Recall", "ndcg": "NDCG", "cross_recall": "cross-category Recall"}[
+                measure
+            ]
             lines.append(
                 f"{name} - {best} (best baseline), {label}@{k}{' tail' if tail else ''} on the "
                 f"same users: {d['mean']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] ({verdict})"

@@ -167,7 +167,7 @@ def evaluate(config: EvalConfig) -> dict:
             users = per_user(
                 lists[k_min], data.positives, data.cross_positives, data.item_category, k_min
             )
-            values[method.name] = {"recall": users["recall"], "ndcg": users["ndcg"]}
+            values[method.name] = {m: users[m] for m in ("recall", "ndcg", "cross_recall")}
             if head.any():
                 tail = tail_per_user(lists[k_max], data, head, k_min)
                 values[method.name] |= {"tail_recall": tail["recall"], "tail_ndcg": tail["ndcg"]}
@@ -308,8 +308,9 @@ def _methods(
 
 
 #: The per-user values compared on the same users: Recall@k and NDCG@k, on the full view and on
-#: the tail view (``tail_``; absent when no head is set).
-PAIRED_METRICS = ("recall", "ndcg", "tail_recall", "tail_ndcg")
+#: the tail view (``tail_``; absent when no head is set), and cross-category Recall@k (over the
+#: users with a cross-category positive).
+PAIRED_METRICS = ("recall", "ndcg", "tail_recall", "tail_ndcg", "cross_recall")
 
 
 def paired_against_baselines(

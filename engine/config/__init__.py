@@ -240,13 +240,9 @@ class RayConfig:
 
 @dataclass(frozen=True)
 class GpuConfig:
-    """``[gpu]``: ``shards = true`` moves every Flat and IVF shard onto the GPU when a version is
-    opened (HNSW shards stay on the CPU: faiss has no GPU HNSW); refused at start when faiss sees
-    no GPU (``pip install 'crossrec[gpu]'`` on a machine with one). Off by default. Searches are
-    then batched (engine/retrieval/batching.py): one batch at a time, concurrent requests' searches
-    of a shard merged into one; ``batch_searches = true`` does the same on CPU shards;
-    ``batch_window_ms``: how long a batch waits for more requests (0: none), ``batch_max_calls``:
-    requests per batch at most."""
+    """``[gpu]``: ``shards = true`` moves Flat and IVF shards (and the behaviour scans) onto the
+    GPU, refused where faiss sees none; its searches are batched (engine/retrieval/batching.py),
+    as ``batch_searches = true`` does on CPU shards. docs/configuration.md has every field."""
 
     shards: bool = False
     batch_searches: bool = False

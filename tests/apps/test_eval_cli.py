@@ -85,12 +85,15 @@ def test_every_method_is_scored_with_sane_figures(evaluated, capsys):
     tail_users = methods["popularity"]["tail"]["users"]
     for against in paired.values():
         assert against["k"] == 10
-        assert set(against) == {"k", "recall", "ndcg", "tail_recall", "tail_ndcg"}
-        for metric in ("recall", "ndcg", "tail_recall", "tail_ndcg"):
+        assert set(against) == {"k", "recall", "ndcg", "tail_recall", "tail_ndcg", "cross_recall"}
+        cross_users = result["split"]["users_with_cross_category_positive"]
+        for metric in ("recall", "ndcg", "tail_recall", "tail_ndcg", "cross_recall"):
             assert set(against[metric]) == set(list(methods)[:6])
             for d in against[metric].values():
-                # the tail view pairs the users with a positive beyond the head, as its table
-                assert d["n"] == (tail_users if metric.startswith("tail") else 200)
+                # the tail view pairs the users with a positive beyond the head, as its table;
+                # cross-category recall those with a cross-category positive
+                n = {"tail_recall": tail_users, "tail_ndcg": tail_users}.get(metric, 200)
+                assert d["n"] == (cross_users if metric == "cross_recall" else n)
                 assert d["low"] <= d["mean"] <= d["high"]
     # the strong baselines chose their settings on the training data and say what they chose
     assert methods["ease"]["chosen"]["lambda"] in (2.0, 10.0, 50.0, 200.0, 1000.0, 5000.0)
