@@ -125,22 +125,22 @@ def evaluate(config: EvalConfig) -> dict:
             else EngineSession(str(index.path), config.engine_config, config.progress)
         )
         model = config.model
-        if config.train_ranker and index is not None:
-            training = _train_ranker(config, index, split.train)
-            model = Path(training["model"])
-        if model is not None and index is not None:
-            ranked = EngineSession(
-                str(index.path), config.engine_config, config.progress, str(model)
-            )
+        tuned_config = None
         if config.tune and index is not None:
             tuning, tuned_config = _tune(config, index, split.train)
             tuned = EngineSession(str(index.path), tuned_config, config.progress)
+        ranker_config, variant = ranker_setup(config, tuned_config)
+        if config.train_ranker and index is not None:
+            training = _train_ranker(config, index, split.train, ranker_config)
+            model = Path(training["model"])
+        if model is not None and index is not None:
+            ranked = EngineSession(str(index.path), ranker_config, config.progress, str(model))
     results: dict[str, dict] = {}
     #: Method -> per-user Recall@(smallest cut-off), the same users in the same order for all.
     values: dict[str, dict[str, np.ndarray]] = {}
     k_min = min(config.cutoffs)
     try:
-        for method in _methods(config, index, session, ranked, tuned):
+        for method in _methods(config, index, session, ranked, tuned, variant):
             if isinstance(method, Crossrec):
                 # Timed on its own: load + ingest, shared by the settings.
                 method.session.start(data)
@@ -206,7 +206,7 @@ def evaluate(config: EvalConfig) -> dict:
         "methods": results,
         "paired": paired_against_baselines(values, k_min, config.bootstrap, config.split.seed),
         "ranker": training,
-        "ranker_choice": ranker_choice(training, config.engine_config) if training else None,
+        "ranker_choice": ranker_choice(training, ranker_config, variant) if training else None,
         "tuning": tuning,
         "crossrec_setup_seconds": None if session is None else round(session.setup_seconds, 3),
         "wall_seconds": round(time.perf_counter() - started, 1),
@@ -222,22 +222,36 @@ def _index(config: EvalConfig, train) -> PreparedIndex | None:
     return prepare_index(config.catalog, path, digest, config.out, config.text, config.progress)
 
 
-def ranker_choice(training: dict, engine_config: Path | None) -> dict:
+def ranker_setup(config: EvalConfig, tuned_config: Path | None) -> tuple[Path | None, str]:
+    """The engine configuration the ranker is trained and served with, and its rows' label: the
+    tuned one when this run tunes and trains (the ranker then re-ranks the tuned engine's
+    candidates and learns from its blend, as a shop would run ``crossrec tune`` then ``crossrec
+    train --engine-config tuned.toml``), else the evaluated one (a given ``--model`` was trained
+    for that)."""
+    if tuned_config is not None and config.train_ranker:
+        return tuned_config, "tuned + ranker"
+    return config.engine_config, "+ ranker"
+
+
+def ranker_choice(training: dict, engine_config: Path | None, variant: str = "+ ranker") -> dict:
     """Whether the ranker trained here should serve this shop, judged on its own held-out
     decisions (never the test users): :func:`ranker.metrics.helps` under the served objective
-    weights. ``{"helps", "why", "row"}``: the row a user of this shop should read."""
+    weights. ``{"helps", "why", "row"}``: the row a user of this shop should read (``variant``:
+    the ranked rows' label)."""
     from engine.config import EngineConfig
     from engine.config.file import load
     from ranker.metrics import helps
 
     weights = load(EngineConfig, engine_config).ranker.objective_weights()
     verdict, why = helps(training["metrics"], weights)
-    return {"helps": verdict, "why": why, "row": "+ ranker" if verdict else "without the ranker"}
+    return {"helps": verdict, "why": why, "row": variant if verdict else "without the ranker"}
 
 
-def _train_ranker(config: EvalConfig, index: PreparedIndex, train) -> dict:
+def _train_ranker(
+    config: EvalConfig, index: PreparedIndex, train, engine_config: Path | None
+) -> dict:
     """``crossrec train`` for the evaluated index on the training split only (so no test event
-    reaches a row or a label)."""
+    reaches a row or a label), with ``engine_config`` (:func:`ranker_setup`)."""
     from apps.training import TrainJob, train_ranker
 
     path, _ = write_train_events(train, config.out)
@@ -248,7 +262,7 @@ def _train_ranker(config: EvalConfig, index: PreparedIndex, train) -> dict:
         events=path,
         index=index.path,
         out=config.out / "ranker",
-        engine_config=config.engine_config,
+        engine_config=engine_config,
         progress=config.progress,
         **settings,
     )
@@ -285,6 +299,7 @@ def _methods(
     session: Session | None,
     ranked: Session | None = None,
     tuned: Session | None = None,
+    variant: str = "+ ranker",
 ) -> list[Method]:
     p = config.progress
     made: dict[str, list[Method]] = {
@@ -300,7 +315,7 @@ def _methods(
     }
     if ranked is not None:
         made["crossrec"] += [
-            Crossrec(ranked, share, p, "+ ranker") for share in config.crossrec_shares
+            Crossrec(ranked, share, p, variant) for share in config.crossrec_shares
         ]
     if tuned is not None:
         made["crossrec"] += [Crossrec(tuned, share, p, "tuned") for share in config.crossrec_shares]

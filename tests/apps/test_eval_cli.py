@@ -167,6 +167,19 @@ def test_a_running_engine_over_grpc_scores_the_same_as_the_in_process_one(evalua
     )
 
 
+def test_a_run_that_tunes_trains_its_ranker_on_the_tuned_engine(tmp_path):
+    from apps.evaluation.run import EvalConfig, ranker_setup
+
+    base = tmp_path / "engine.toml"
+    tuned = tmp_path / "tuned.toml"
+    both = EvalConfig(None, None, tmp_path, engine_config=base, tune=True, train_ranker=True)
+    assert ranker_setup(both, tuned) == (tuned, "tuned + ranker")
+    # not tuned, or a model trained elsewhere: the evaluated configuration, the plain label
+    assert ranker_setup(both, None) == (base, "+ ranker")
+    given = EvalConfig(None, None, tmp_path, engine_config=base, tune=True)
+    assert ranker_setup(given, tuned) == (base, "+ ranker")
+
+
 def test_the_ranker_is_chosen_on_its_own_held_out_decisions_under_the_served_weights(tmp_path):
     from apps.evaluation.run import ranker_choice
 
@@ -182,3 +195,4 @@ def test_the_ranker_is_chosen_on_its_own_held_out_decisions_under_the_served_wei
     assert choice["helps"] is False
     assert choice["row"] == "without the ranker"
     assert choice["why"].startswith("purchase NDCG@10 -0.0100")
+    assert ranker_choice(training, None, "tuned + ranker")["row"] == "tuned + ranker"
