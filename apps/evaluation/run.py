@@ -118,6 +118,7 @@ def evaluate(config: EvalConfig) -> dict:
     tuned: EngineSession | None = None
     training: dict | None = None
     tuning: dict | None = None
+    ranker_config, variant = config.engine_config, "+ ranker"
     if "crossrec" in config.methods:
         session = (
             RemoteSession(config.target, progress=config.progress)
