@@ -35,7 +35,7 @@ import numpy as np
 from engine.retrieval.shard_search import ShardAnswers, ShardAsk, ShardSearcher
 
 
-@dataclass
+@dataclass(eq=False)  # compared by identity: the queue finds and removes this very call
 class _Call:
     queries: np.ndarray
     asks: list[ShardAsk]

@@ -176,6 +176,33 @@ def test_a_call_whose_deadline_passes_in_the_queue_leaves_late_and_is_not_search
     assert [a.shard_id for _, a in gate.searches] == [shards[0]]
 
 
+def test_a_late_call_leaves_the_queue_while_others_stay_in_it(version, local):
+    """Two calls wait behind a held batch; the second's deadline passes: it alone leaves (the
+    queue tells calls apart by identity, not by comparing their query arrays), and the first is
+    answered by the next batch."""
+    shards = sorted(version.shards)
+    gate = Gate(local)
+    batcher = BatchingShards(gate)
+    q = np.asarray(version.vectors[:1])
+    holder = threading.Thread(target=batcher.search, args=(q, [ShardAsk(shards[0], 2, False)]))
+    holder.start()
+    assert gate.entered.wait(10)
+    answers: list = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(batcher.search(q, [ShardAsk(shards[1], 2, False)]))
+    )
+    waiter.start()
+    _queued(batcher, 1)
+    late = batcher.search(q.copy(), [ShardAsk(shards[2], 2, False)], time.monotonic() + 0.05)
+    assert late.late == [shards[2]]
+    assert len(batcher._pending) == 1  # the first waiter is still queued
+    gate.release.set()
+    holder.join(10)
+    waiter.join(10)
+    assert list(answers[0].found) == [shards[1]]
+    assert [a.shard_id for _, a in gate.searches] == [shards[0], shards[1]]
+
+
 def test_a_failed_search_reaches_every_call_of_its_batch(version, local):
     shard = sorted(version.shards)[0]
     gate = Gate(local, fail=True)
