@@ -157,7 +157,9 @@ def test_the_window_waits_for_more_calls_until_the_batch_is_full(version, local)
     assert answers[0].found[shard][1].tolist() == answers[1].found[shard][1].tolist()
 
 
-def test_a_call_whose_deadline_passes_in_the_queue_leaves_late_and_is_not_searched(version, local):
+def _held(version, local):
+    """A batcher over a gated searcher whose first batch (a search of the first shard) is running
+    and held: (shards, gate, batcher, one query, the holding thread)."""
     shards = sorted(version.shards)
     gate = Gate(local)
     batcher = BatchingShards(gate)
@@ -165,6 +167,11 @@ def test_a_call_whose_deadline_passes_in_the_queue_leaves_late_and_is_not_search
     holder = threading.Thread(target=batcher.search, args=(q, [ShardAsk(shards[0], 2, False)]))
     holder.start()
     assert gate.entered.wait(10)
+    return shards, gate, batcher, q, holder
+
+
+def test_a_call_whose_deadline_passes_in_the_queue_leaves_late_and_is_not_searched(version, local):
+    shards, gate, batcher, q, holder = _held(version, local)
     asks = [ShardAsk(shards[1], 2, False), ShardAsk(shards[2], 2, False)]
     late = batcher.search(q, asks, deadline=time.monotonic() + 0.05)
     gate.release.set()
@@ -180,13 +187,7 @@ def test_a_late_call_leaves_the_queue_while_others_stay_in_it(version, local):
     """Two calls wait behind a held batch; the second's deadline passes: it alone leaves (the
     queue tells calls apart by identity, not by comparing their query arrays), and the first is
     answered by the next batch."""
-    shards = sorted(version.shards)
-    gate = Gate(local)
-    batcher = BatchingShards(gate)
-    q = np.asarray(version.vectors[:1])
-    holder = threading.Thread(target=batcher.search, args=(q, [ShardAsk(shards[0], 2, False)]))
-    holder.start()
-    assert gate.entered.wait(10)
+    shards, gate, batcher, q, holder = _held(version, local)
     answers: list = []
     waiter = threading.Thread(
         target=lambda: answers.append(batcher.search(q, [ShardAsk(shards[1], 2, False)]))
