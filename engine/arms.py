@@ -113,17 +113,19 @@ class Arms:
         on GPU shards, which must not be searched from two threads at once
         (engine/retrieval/batching.py)."""
         gpu = self.gpu
-        if not (gpu.shards or gpu.batch_searches):
+        if not gpu.batched:
             return None
         from engine.retrieval.batching import BatchingShards
         from engine.retrieval.shard_search import LocalShards
 
         shard_of = version.items["shard"].to_numpy()
         device = exclusive = None
-        if gpu.shards:  # the behaviour scans on the device too, where torch sees it
+        if gpu.shards:  # the behaviour scans on the device too, where torch sees CUDA
             from indexer import gpu as gpu_support
+            from indexer.adapt import training_device
 
-            device, exclusive = gpu_support.torch_device(), gpu_support.lock
+            exclusive = gpu_support.lock
+            device = "cuda" if training_device("auto").type == "cuda" else None
         local = LocalShards(version, shard_of, self.retrieval.behaviour_rerank, device=device)
         window_s = gpu.batch_window_ms / 1000
         return BatchingShards(local, window_s, gpu.batch_max_calls, exclusive)

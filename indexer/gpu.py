@@ -61,13 +61,3 @@ def to_gpu(index):
     except RuntimeError as exc:  # e.g. HNSW: no GPU implementation
         log.debug("shard stays on the CPU: %s", exc)
         return index
-
-
-def torch_device() -> str | None:
-    """ "cuda" where torch sees a GPU (the behaviour scans run there), else None (numpy)."""
-    try:
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else None
-    except Exception:  # no torch, or a broken CUDA install: the scans stay in numpy
-        return None

@@ -100,6 +100,7 @@ def behaviour_scan(items: int, queries: int, seed: int = 0) -> dict:
     import torch
 
     from engine.retrieval.device_scan import DeviceScan
+    from engine.retrieval.shard_search import scan_and_rerank
 
     rng = np.random.default_rng(seed)
     vectors = rng.standard_normal((items, 448)).astype(np.float32)
@@ -121,11 +122,8 @@ def behaviour_scan(items: int, queries: int, seed: int = 0) -> dict:
         else:
             device = "cpu"
             start = time.perf_counter()
-            coarse = vectors[:, -64:] @ q[:, -64:].T
-            pool = np.argpartition(-coarse, n - 1, axis=0)[:n].T
-            found[name] = np.stack(
-                [p[np.argsort(-(vectors[p] @ q[j]), kind="stable")[:k]] for j, p in enumerate(pool)]
-            )
+            block = behaviour["s"][1]
+            _, found[name] = scan_and_rerank(rows, block, vectors, q, k, n)
         seconds = time.perf_counter() - start
         out[name] = {"device": device, "queries_per_s": round(queries / seconds, 1)}
     same = (found["numpy"] == found["torch"]).all(axis=1)

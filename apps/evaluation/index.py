@@ -73,9 +73,9 @@ def prepare_index(
         "catalog": str(catalog),
         "text": text,
         "reuse_content": None if reuse_content is None else str(reuse_content),
+        # (records from before this key read None: non-private, as they were)
+        "privacy": None if privacy is None else dataclasses.asdict(privacy),
     }
-    if privacy is not None:  # recorded only when set: earlier records stay reusable
-        settings["privacy"] = dataclasses.asdict(privacy)
     record = out / SPLIT_FILE
     reusable = _reusable(record, settings, train_path)
     if reusable is not None:
@@ -112,9 +112,7 @@ def _reusable(record: Path, settings: dict, train_path: Path) -> Path | None:
         saved = json.loads(record.read_text())
     except json.JSONDecodeError:
         return None
-    if any(saved.get(k) != v for k, v in settings.items()):
-        return None
-    if saved.get("privacy") != settings.get("privacy"):  # private and not are never swapped
+    if any(saved.get(k) != v for k, v in settings.items()):  # private and not never swapped
         return None
     version = record.parent / INDEX_DIR / str(saved.get("index_version", ""))
     if not (version / MANIFEST).is_file():

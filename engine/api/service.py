@@ -59,10 +59,9 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
         self.executor = ThreadPoolExecutor(
             max_workers=self.server.workers, thread_name_prefix="crossrec"
         )
-        gpu = engine.config.gpu
         self.fan_out = (
             ThreadPoolExecutor(max_workers=BATCH_FAN_OUT, thread_name_prefix="crossrec-batch")
-            if gpu.shards or gpu.batch_searches
+            if engine.config.gpu.batched
             else None
         )
         # At most `workers` calls run; up to `max_queued` more wait for a worker (within their

@@ -4,12 +4,8 @@ configures (docs/configuration.md has the full list)::
     [arms]
     artifact = "/srv/crossrec/index"
 
-    [server]
-    port = 50051
-
     [store]
     path = "/var/lib/crossrec/events.sqlite"
-    pseudonym_key_file = "/etc/crossrec/pseudonym.key"
 
     [retrieval.blend]
     ease = 0.8
@@ -248,6 +244,10 @@ class GpuConfig:
     batch_searches: bool = False
     batch_window_ms: float = 0.0
     batch_max_calls: int = 1024
+
+    @property
+    def batched(self) -> bool:
+        return self.shards or self.batch_searches
 
 
 @dataclass(frozen=True)

@@ -126,17 +126,29 @@ class LocalShards:
         n_candidates = min(len(rows), max(self.behaviour_rerank, 4 * k))
         if self.device_scan is not None:
             return self.device_scan.search(shard_id, queries, k, n_candidates)
-        coarse = block @ queries[:, -self.behaviour_dim :].T  # (n, m)
-        if n_candidates < len(rows):
-            candidates = np.argpartition(-coarse, n_candidates - 1, axis=0)[
-                :n_candidates
-            ].T  # (m, c)
-        else:
-            candidates = np.broadcast_to(np.arange(len(rows)), (len(queries), len(rows)))
-        out_scores = np.empty((len(queries), k), dtype=np.float32)
-        out_rows = np.empty((len(queries), k), dtype=np.int64)
-        for j, cand in enumerate(candidates):
-            exact = self.vectors[rows[cand]] @ queries[j]
-            best = np.argsort(-exact, kind="stable")[:k]
-            out_scores[j], out_rows[j] = exact[best], rows[cand[best]]
-        return out_scores, out_rows
+        return scan_and_rerank(rows, block, self.vectors, queries, k, n_candidates)
+
+
+def scan_and_rerank(
+    rows: np.ndarray,
+    block: np.ndarray,
+    vectors: np.ndarray,
+    queries: np.ndarray,
+    k: int,
+    n_candidates: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The behaviour scan in numpy: ``block`` (the shard's ``rows`` in the behaviour space, its
+    last columns) against the queries' last columns, the best ``n_candidates`` re-ranked with the
+    full ``vectors``; top-``k`` (scores, item rows), each ``(len(queries), k)``."""
+    coarse = block @ queries[:, -block.shape[1] :].T  # (n, m)
+    if n_candidates < len(rows):
+        candidates = np.argpartition(-coarse, n_candidates - 1, axis=0)[:n_candidates].T  # (m, c)
+    else:
+        candidates = np.broadcast_to(np.arange(len(rows)), (len(queries), len(rows)))
+    out_scores = np.empty((len(queries), k), dtype=np.float32)
+    out_rows = np.empty((len(queries), k), dtype=np.int64)
+    for j, cand in enumerate(candidates):
+        exact = vectors[rows[cand]] @ queries[j]
+        best = np.argsort(-exact, kind="stable")[:k]
+        out_scores[j], out_rows[j] = exact[best], rows[cand[best]]
+    return out_scores, out_rows

@@ -35,6 +35,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cached_property
 from typing import cast
 
 import numpy as np
@@ -146,7 +147,7 @@ def _items(
     windows = noisy("item_windows", WINDOW_COLUMNS, math.sqrt(2 * m) * n)
     touches = last_touches(bounded, end)
     clip = c.popularity_clip or noise.quantile(
-        "popularity_clip", shopper_norms(touches), clip_candidates(m), CLIP_QUANTILE
+        "popularity_clip", touches.norms, clip_candidates(m), CLIP_QUANTILE
     )
     clip = min(clip, math.sqrt(m))  # no bounded shopper's norm is larger
     decayed = shopper_popularity(touches, size, clip)
@@ -173,6 +174,11 @@ class Touches:
     row: np.ndarray
     weight: np.ndarray
 
+    @cached_property
+    def norms(self) -> np.ndarray:
+        """Each shopper's L2 norm of their weights (one value per shopper code)."""
+        return np.sqrt(np.bincount(self.user, weights=self.weight**2))
+
 
 def last_touches(bounded: pl.DataFrame, end: datetime) -> Touches:
     # Sorted, so the float sums made of it add in one order and a build repeats byte for byte.
@@ -183,16 +189,10 @@ def last_touches(bounded: pl.DataFrame, end: datetime) -> Touches:
     return Touches(user.astype(np.int64), last["row"].to_numpy().astype(np.int64), weight)
 
 
-def shopper_norms(touches: Touches) -> np.ndarray:
-    """Each shopper's L2 norm of their weights (one value per shopper)."""
-    return np.sqrt(np.bincount(touches.user, weights=touches.weight**2))
-
-
 def shopper_popularity(touches: Touches, n_items: int, clip: float) -> np.ndarray:
     """Per item, the sum of its shoppers' weights, each shopper's weights scaled to an L2 norm of
     at most ``clip``: one shopper moves the vector by at most ``clip`` in L2."""
-    norms = shopper_norms(touches)
-    scale = np.minimum(1.0, clip / np.maximum(norms, 1e-300))
+    scale = np.minimum(1.0, clip / np.maximum(touches.norms, 1e-300))
     weight = touches.weight * scale[touches.user]
     return np.bincount(touches.row, weights=weight, minlength=n_items)
 

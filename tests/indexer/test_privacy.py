@@ -21,7 +21,6 @@ from indexer.privacy.mechanisms import Budget, Noise, epsilon_of
 from indexer.privacy.release import (
     last_touches,
     private_behaviour,
-    shopper_norms,
     shopper_popularity,
 )
 from indexer.transitions import item_counts, sessionise
@@ -197,7 +196,7 @@ def test_the_popularity_counts_shoppers_decayed_from_their_last_touch_by_hand():
     u2_a, u2_c = decay(to_end + day), c
     u1_a = a - u2_a
     n1, n2 = math.hypot(u1_a, d, e), math.hypot(u2_a, u2_c)
-    assert shopper_norms(touches).tolist() == pytest.approx([n1, n2], rel=1e-12)
+    assert touches.norms.tolist() == pytest.approx([n1, n2], rel=1e-12)
     clipped = shopper_popularity(touches, 5, clip=1.0)
     assert clipped == pytest.approx(
         [u1_a / n1 + u2_a / n2, 0.0, u2_c / n2, d / n1, e / n1], rel=1e-12
@@ -436,3 +435,12 @@ def test_a_private_versions_replay_index_is_private_too(small_shop_dir, tmp_path
     assert release["epsilon"] == pytest.approx(3.0, rel=1e-5)
     assert release["bounds"]["max_items_per_user"] == 12
     assert release["noise"] == "opendp"
+    # The same events asked for without privacy never reuse the private index (nor the reverse).
+    from apps.evaluation.index import prepare_index, write_train_events
+
+    path, digest = write_train_events(visible, tmp_path / "replay")
+    catalog = small_shop_dir / "catalog.parquet"
+    plain = prepare_index(catalog, path, digest, tmp_path / "replay", progress=False,
+                          reuse_content=version)  # fmt: skip
+    assert plain.built
+    assert read_index_manifest(plain.path)[1].report("privacy") is None
