@@ -27,6 +27,11 @@ from engine.feedback.metrics import Metrics
 
 #: RPCs whose work takes a deadline and stops at its next stage once it has passed.
 _STOPPABLE = frozenset({"Recommend", "RecommendBatch"})
+#: RPCs bounded by their caller's deadline alone, not ``limits.max_deadline_s`` (which bounds the
+#: work a query can buy): a swap opens and verifies a whole version - seconds at a million items,
+#: longer when Ray deploys shard groups - and one cut off there would still complete after its
+#: caller had been told it failed. Without a caller's deadline it is waited for.
+_CALLER_BOUNDED = frozenset({"SwapVersion"})
 #: RPCs held to the bulkhead (:func:`bulk_workers`).
 _BULK_WORK = frozenset({"RecommendBatch"})
 #: Requests of one RecommendBatch answered at once when shard searches are batched ([gpu]), so
@@ -97,15 +102,19 @@ class RecommendService(service_pb2_grpc.RecommendServiceServicer):
             self._bulk_in_flight += batch
             admitted = True
             remaining = context.time_remaining()
-            timeout = self.limits.default_deadline_s if remaining is None else max(remaining, 0.0)
-            timeout = min(timeout, self.limits.max_deadline_s)  # a client cannot buy more work
+            call = functools.partial(fn, *args)
+            timeout: float | None
+            if method in _CALLER_BOUNDED:
+                timeout = None if remaining is None else max(remaining, 0.0)
+            else:
+                bounded = self.limits.default_deadline_s if remaining is None else max(remaining, 0)
+                timeout = min(bounded, self.limits.max_deadline_s)  # a client cannot buy more work
+                # The work itself stops at its next stage once the deadline has passed (the
+                # executor thread would otherwise run on for a client that has gone).
+                if method in _STOPPABLE:
+                    call = functools.partial(call, deadline=time.monotonic() + timeout)
             # asyncio.timeout + `async with` on the semaphore: a slot taken is always given back,
             # even when the deadline cancels the wait right after acquiring it.
-            # The work itself stops at its next stage once the deadline has passed (the executor
-            # thread would otherwise run on for a client that has gone).
-            call = functools.partial(fn, *args)
-            if method in _STOPPABLE:
-                call = functools.partial(call, deadline=time.monotonic() + timeout)
             async with asyncio.timeout(timeout):
                 bulk = self._bulk_slots if method in _BULK_WORK else _NO_LIMIT
                 async with bulk, self._slots:

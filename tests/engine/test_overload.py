@@ -78,6 +78,37 @@ def test_the_service_hands_the_calls_deadline_to_the_work(server, client, monkey
     assert before + 2.0 < seen[0] <= _time.monotonic() + 3.1  # the client's 3 s (gRPC rounds up)
 
 
+def test_a_swap_is_bounded_by_its_callers_deadline_not_by_the_querys_limit(
+    tiny_built, tmp_path, monkeypatch
+):
+    """``limits.max_deadline_s`` bounds the work a query can buy; a swap slower than it (a large
+    version, Ray deploying shard groups) still answers. Before, it got DEADLINE_EXCEEDED while the
+    swap went on and completed."""
+    import time as _time
+
+    from helpers_engine import engine_config
+
+    from clients.sdk import CrossrecClient
+    from engine.api.server import BackgroundServer
+
+    limits = {"max_deadline_s": 0.5, "default_deadline_s": 0.5}
+    config = engine_config(tmp_path / "events.sqlite", tiny_built, limits=limits)
+    with BackgroundServer(config) as srv, CrossrecClient(srv.target, timeout=5) as client:
+        for name in ("swap", "recommend"):
+            real = getattr(srv.engine.versions if name == "swap" else srv.engine, name)
+
+            def slow(*args, _real=real, **kwargs):
+                _time.sleep(1.5)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(srv.engine.versions if name == "swap" else srv.engine, name, slow)
+        assert client.swap_version(str(tiny_built / "v1")) == ("v1", "retrieval-only", False)
+        with pytest.raises(CrossrecError, match="DEADLINE_EXCEEDED"):
+            client.recommend("u", k=2)  # a query is held to the limit
+        with pytest.raises(CrossrecError, match="DEADLINE_EXCEEDED"):
+            client.swap_version(str(tiny_built / "v1"), timeout=0.5)  # and a swap to its caller's
+
+
 def test_in_a_flood_the_metrics_count_what_the_clients_saw(tiny_built, tmp_path, monkeypatch):
     """Calls that time out, are shed or are cancelled while the work runs are counted under their
     failure code, never as OK: the server's OK count equals the answers clients received (issue:
