@@ -11,12 +11,21 @@ items the user touched before the cut (it only drops purchases), so its lists go
 A share is a float in [0, 1], ``None`` (no split: the ranking alone fills the k slots) or
 :data:`ENGINE_DEFAULT` (whatever the engine's configuration says).
 
+Every list is asked for at the split's cut (``Split.cut``: the start of the test period, or the
+newest training event of a holdout split), as a shop would have asked then: the features that
+measure time from the request (``category_recency_days``) and the profile's decay then see the
+ages the ranker was trained on. Asked at the wall clock instead, a log from months ago puts every
+touched category months in the past, outside anything the ranker's replay saw.
+
 - :class:`EngineSession`: ``engine.core.Engine`` on a throw-away SQLite store, loading the
-  evaluated index version (:func:`apps.inprocess.engine_with_events`, a throw-away key).
+  evaluated index version (:func:`apps.inprocess.engine_with_events`, a throw-away key); each
+  request carries the cut as its time.
 - :class:`RemoteSession`: a running engine at ``host:port`` through ``clients.sdk.CrossrecClient``.
-  Event ids are a hash of each event, so a rerun's ingestion is acknowledged as duplicates. The
-  engine should serve an index built from the training events and hold no test-period events of
-  these users, or the figures leak.
+  A request over gRPC has no time of its own (the engine's clock is "now"), so the training events
+  are sent shifted by ``now - cut``: the engine sees the log end as it starts. Event ids are a hash
+  of each event as logged, so a rerun's ingestion is acknowledged as duplicates (the first run's
+  times stay). The engine should serve an index built from the training events and hold no
+  test-period events of these users, or the figures leak.
 """
 
 from __future__ import annotations
@@ -85,6 +94,8 @@ class EngineSession:
     setup_seconds: float = 0.0
     #: The engine's configured share, used when a setting gives none (known once started).
     default_share: float | None = 1.0
+    #: The time every request is asked at: the split's cut (µs since the epoch; set by start).
+    now_us: int | None = None
     _engine: object = field(default=None, repr=False)
     _stack: ExitStack = field(default_factory=ExitStack, repr=False)
 
@@ -100,6 +111,7 @@ class EngineSession:
         )
         self._engine = engine
         self.default_share = engine.config.retrieval.default_cross_category_share
+        self.now_us = cut_us(data)
         self.setup_seconds = time.perf_counter() - started
         log.info(
             "engine loaded %s and ingested %d events in %.1f s",
@@ -113,11 +125,18 @@ class EngineSession:
 
         engine = self._engine
         query = Query(k=k, cross_share=self.default_share if share == ENGINE_DEFAULT else share)
-        return list(engine.recommend(user_id, [], query).item_ids)  # type: ignore[attr-defined]
+        recommendation = engine.recommend(user_id, [], query, now_us=self.now_us)  # type: ignore[attr-defined]
+        return list(recommendation.item_ids)
 
     def close(self) -> None:
         self._stack.close()
         self._engine = None
+
+
+def cut_us(data: EvalSet) -> int:
+    """The split's cut, µs since the epoch: the time the lists are asked at."""
+    cut = data.split.cut
+    return int((cut if cut.tzinfo else cut.replace(tzinfo=UTC)).timestamp() * 1_000_000)
 
 
 def event_ids(events: pl.DataFrame) -> list[str]:
@@ -152,6 +171,8 @@ class RemoteSession:
         client = CrossrecClient(self.target, timeout=self.timeout)
         events = training_events(data)
         ids = event_ids(events)
+        # the log ends at the engine's "now" (module docstring)
+        events = events.with_columns(pl.col("ts_us") + (int(time.time() * 1e6) - cut_us(data)))
         for start in tqdm(
             range(0, events.height, REMOTE_BATCH),
             desc="crossrec ingest",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
@@ -107,3 +108,58 @@ def test_shares_parse_and_name_their_rows():
         "crossrec (share 1.0)",
         "crossrec (share 0.5)",
     ]
+
+
+def test_the_in_process_engine_is_asked_at_the_splits_cut_not_the_wall_clock(
+    tiny_shop, tiny_built, monkeypatch
+):
+    from engine.core import Engine
+
+    asked_at: list[int | None] = []
+    real = Engine.recommend
+
+    def spy(self, *args, now_us=None, **kwargs):
+        asked_at.append(now_us)
+        return real(self, *args, now_us=now_us, **kwargs)
+
+    monkeypatch.setattr(Engine, "recommend", spy)
+    config = EvalConfig(
+        tiny_shop / "catalog.parquet",
+        tiny_shop / "events.parquet",
+        tiny_shop / "out",
+        split=SplitConfig("time", test_days=10),
+        methods=("crossrec",),
+        artifact=tiny_built / "v1",
+        bootstrap=0,
+        progress=False,
+    )
+    evaluate(config)
+    # the test period is the last 10 days of a log whose last event is on day 20
+    assert len(asked_at) == 2  # k = 10 and 100
+    assert set(asked_at) == {int((T0 + timedelta(days=10)).timestamp() * 1e6)}
+
+
+def test_over_grpc_the_training_events_end_at_the_engines_now(server, monkeypatch):
+    """A request over gRPC has no time of its own: the events are sent shifted by now - cut."""
+    import time
+
+    from apps.evaluation import methods as methods_module
+    from apps.evaluation.methods import RemoteSession
+
+    day_us = 86_400 * 1_000_000
+    view = int(T0.timestamp() * 1e6)
+    events = pl.DataFrame(
+        {"user_id": ["eval-shift"], "item_id": ["x"], "action": ["view"], "ts_us": [view],
+         "session_id": [""]}
+    )  # fmt: skip
+    monkeypatch.setattr(methods_module, "training_events", lambda data: events)
+    data = SimpleNamespace(split=SimpleNamespace(cut=T0 + timedelta(days=10)))
+    before = time.time() * 1e6
+    session = RemoteSession(server.target, progress=False)
+    session.start(data)
+    after = time.time() * 1e6
+    session.close()
+    engine = server.engine
+    [stored] = engine.store.history(engine.user_key("eval-shift"), 10)
+    # the view was 10 days before the cut: it reaches the engine 10 days before now
+    assert before - 10 * day_us <= stored.ts_us <= after - 10 * day_us
