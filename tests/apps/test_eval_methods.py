@@ -61,6 +61,20 @@ def tiny_shop(tmp_path):
     return tmp_path
 
 
+def tiny_config(shop, **changes) -> EvalConfig:
+    """crossrec alone on the tiny shop, its last 10 days the test period."""
+    return EvalConfig(
+        shop / "catalog.parquet",
+        shop / "events.parquet",
+        shop / "out",
+        split=SplitConfig("time", test_days=10),
+        methods=("crossrec",),
+        bootstrap=0,
+        progress=False,
+        **changes,
+    )
+
+
 def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_baselines(
     tiny_shop, monkeypatch
 ):
@@ -72,17 +86,7 @@ def test_crossrec_is_asked_once_per_cutoff_and_its_lists_are_filtered_like_the_b
         return sessions[-1]
 
     monkeypatch.setattr(run_module, "RemoteSession", fake)
-    config = EvalConfig(
-        tiny_shop / "catalog.parquet",
-        tiny_shop / "events.parquet",
-        tiny_shop / "out",
-        split=SplitConfig("time", test_days=10),
-        methods=("crossrec",),
-        crossrec_shares=(0.5, None),
-        target="fake:1",
-        bootstrap=0,
-        progress=False,
-    )
+    config = tiny_config(tiny_shop, crossrec_shares=(0.5, None), target="fake:1")
     result = evaluate(config)
     [session] = sessions
     assert session.asked == [("u", 10, 0.5), ("u", 100, 0.5), ("u", 10, None), ("u", 100, None)]
@@ -123,16 +127,7 @@ def test_the_in_process_engine_is_asked_at_the_splits_cut_not_the_wall_clock(
         return real(self, *args, now_us=now_us, **kwargs)
 
     monkeypatch.setattr(Engine, "recommend", spy)
-    config = EvalConfig(
-        tiny_shop / "catalog.parquet",
-        tiny_shop / "events.parquet",
-        tiny_shop / "out",
-        split=SplitConfig("time", test_days=10),
-        methods=("crossrec",),
-        artifact=tiny_built / "v1",
-        bootstrap=0,
-        progress=False,
-    )
+    config = tiny_config(tiny_shop, artifact=tiny_built / "v1")
     evaluate(config)
     # the test period is the last 10 days of a log whose last event is on day 20
     assert len(asked_at) == 2  # k = 10 and 100
