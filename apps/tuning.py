@@ -190,7 +190,7 @@ def tune(
         reuse_content=resolve_version(index),
     )
     defaults = EngineConfig.load(engine_config).retrieval.blend.as_dict()
-    cut_us = int(split.cut.timestamp() * 1e6)
+    cut_us = split.cut_us
     fit_events = split.train.filter(pl.col("user_id").is_in(split.test_users))
     with engine_with_events(prepared.path, fit_events, engine_config, config.progress) as engine:
         served = engine.served

@@ -111,7 +111,7 @@ class EngineSession:
         )
         self._engine = engine
         self.default_share = engine.config.retrieval.default_cross_category_share
-        self.now_us = cut_us(data)
+        self.now_us = data.split.cut_us
         self.setup_seconds = time.perf_counter() - started
         log.info(
             "engine loaded %s and ingested %d events in %.1f s",
@@ -131,12 +131,6 @@ class EngineSession:
     def close(self) -> None:
         self._stack.close()
         self._engine = None
-
-
-def cut_us(data: EvalSet) -> int:
-    """The split's cut, µs since the epoch: the time the lists are asked at."""
-    cut = data.split.cut
-    return int((cut if cut.tzinfo else cut.replace(tzinfo=UTC)).timestamp() * 1_000_000)
 
 
 def event_ids(events: pl.DataFrame) -> list[str]:
@@ -172,7 +166,7 @@ class RemoteSession:
         events = training_events(data)
         ids = event_ids(events)
         # the log ends at the engine's "now" (module docstring)
-        events = events.with_columns(pl.col("ts_us") + (int(time.time() * 1e6) - cut_us(data)))
+        events = events.with_columns(pl.col("ts_us") + (int(time.time() * 1e6) - data.split.cut_us))
         for start in tqdm(
             range(0, events.height, REMOTE_BATCH),
             desc="crossrec ingest",

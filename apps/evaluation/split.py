@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import polars as pl
@@ -78,6 +78,13 @@ class Split:
     test_users: list[str]
     candidate_users: int
     positive_actions: tuple[str, ...]
+
+    @property
+    def cut_us(self) -> int:
+        """The cut in µs since the epoch (a naive cut read as UTC): the time the engine is asked
+        at when it is evaluated or tuned on this split, as a shop would have asked then."""
+        cut = self.cut if self.cut.tzinfo else self.cut.replace(tzinfo=UTC)
+        return int(cut.timestamp() * 1_000_000)
 
     def summary(self) -> dict:
         """Counts for reports: events, users, positives and their cross-category share."""

@@ -148,7 +148,8 @@ def test_over_grpc_the_training_events_end_at_the_engines_now(server, monkeypatc
          "session_id": [""]}
     )  # fmt: skip
     monkeypatch.setattr(methods_module, "training_events", lambda data: events)
-    data = SimpleNamespace(split=SimpleNamespace(cut=T0 + timedelta(days=10)))
+    cut = T0 + timedelta(days=10)
+    data = SimpleNamespace(split=SimpleNamespace(cut_us=int(cut.timestamp() * 1e6)))
     before = time.time() * 1e6
     session = RemoteSession(server.target, progress=False)
     session.start(data)
